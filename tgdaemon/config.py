@@ -1,0 +1,188 @@
+"""Configuration: defaults < TOML file < ``TGFLEET_*`` environment < command line.
+
+Validation is msgspec's; this module only turns its messages into one line
+that names the key and where it came from.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+import platformdirs
+
+from tgdaemon.errors import ConfigError
+
+APP = "tgfleet"
+SYSTEM_CONFIG = Path("/etc/tgfleet/config.toml")
+ENV_PREFIX = "TGFLEET_"
+# Short names for the settings people override most; the general form is
+# TGFLEET_<SECTION>__<KEY>.
+ENV_ALIASES = {
+    "TGFLEET_DATA_DIR": ("daemon", "data_dir"),
+    "TGFLEET_SOCKET": ("daemon", "socket"),
+    "TGFLEET_HTTP": ("daemon", "http"),
+    "TGFLEET_LOG_LEVEL": ("daemon", "log_level"),
+}
+ENV_NOT_KEYS = {"TGFLEET_CONFIG"}
+
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+
+
+class Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base for config sections: unknown keys are errors, not silently ignored."""
+
+
+class DaemonConfig(Section):
+    data_dir: str = ""
+    socket: str = ""
+    http: str = "127.0.0.1:8780"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_timeout_seconds: Positive = 8.0
+    stream_queue_size: Annotated[int, msgspec.Meta(ge=100)] = 20000
+    stream_replay_size: Annotated[int, msgspec.Meta(ge=100)] = 50000
+
+
+class SimulatorConfig(Section):
+    accounts: Annotated[int, msgspec.Meta(ge=1, le=200_000)] = 200
+    seed: int = 1
+    probe_fraction: Fraction = 0.05
+    dead_fraction: Fraction = 0.02
+    channels: list[Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z][A-Za-z0-9_]{4,31}$")]] = msgspec.field(
+        default_factory=lambda: ["tgfleet_news", "tgfleet_markets", "tgfleet_weather", "tgfleet_sports"]
+    )
+    post_interval_seconds: Positive = 120.0
+    views_per_minute: NonNegative = 40.0
+    latency_min_ms: NonNegative = 5.0
+    latency_max_ms: NonNegative = 40.0
+    flood_wait_rate: Fraction = 0.02
+    flood_wait_max_seconds: Annotated[int, msgspec.Meta(ge=1)] = 60
+    peer_flood_rate: Fraction = 0.002
+    transient_rate: Fraction = 0.01
+
+
+class Config(Section):
+    daemon: DaemonConfig = msgspec.field(default_factory=DaemonConfig)
+    simulator: SimulatorConfig = msgspec.field(default_factory=SimulatorConfig)
+
+    def data_dir(self) -> Path:
+        """The data dir: the config's, else systemd's StateDirectory, else platformdirs'."""
+        if self.daemon.data_dir:
+            return Path(self.daemon.data_dir).expanduser()
+        if state := os.environ.get("STATE_DIRECTORY"):
+            return Path(state.split(":")[0])
+        return Path(platformdirs.user_data_dir(APP))
+
+    def socket_path(self) -> Path:
+        if self.daemon.socket:
+            return Path(self.daemon.socket).expanduser()
+        if runtime := os.environ.get("RUNTIME_DIRECTORY"):
+            return Path(runtime.split(":")[0]) / "tgdaemon.sock"
+        return Path(platformdirs.user_runtime_dir(APP)) / "tgdaemon.sock"
+
+    def http_bind(self) -> tuple[str, int]:
+        return parse_bind(self.daemon.http, "daemon.http")
+
+
+def parse_bind(value: str, name: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{name}: expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def default_config_path() -> Path:
+    """The system config when run as a service (systemd or root), else the user's."""
+    if os.environ.get("INVOCATION_ID") or os.geteuid() == 0:
+        return SYSTEM_CONFIG
+    return Path(platformdirs.user_config_dir(APP)) / "config.toml"
+
+
+def load(path: str | Path | None = None, *, env: dict[str, str] | None = None,
+         overrides: dict[str, dict[str, Any]] | None = None) -> Config:
+    """Load and validate; ``path`` None means TGFLEET_CONFIG or the default (which may be absent)."""
+    env = dict(os.environ if env is None else env)
+    explicit = path is not None or "TGFLEET_CONFIG" in env
+    cfg_path = Path(path if path is not None else env.get("TGFLEET_CONFIG") or default_config_path()).expanduser()
+    data: dict[str, Any] = {}
+    if cfg_path.exists() or explicit:
+        data = _read_toml(cfg_path)
+    _validate(data, f"config {cfg_path}")
+    env_data = _env_layer(env)
+    if env_data:
+        _validate(_merge(data, env_data), "environment (TGFLEET_*)")
+        data = _merge(data, env_data)
+    if overrides:
+        data = _merge(data, overrides)
+    return _validate(data, "command line")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config {path}: cannot read: {exc}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path}: not valid TOML: {exc}") from None
+
+
+def _env_layer(env: dict[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, raw in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or name in ENV_NOT_KEYS:
+            continue
+        if name in ENV_ALIASES:
+            section, key = ENV_ALIASES[name]
+        elif "__" in name:
+            section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
+        else:
+            continue
+        out.setdefault(section, {})[key] = _env_value(raw)
+    return out
+
+
+def _env_value(raw: str) -> Any:
+    """A TOML value when the text is one (numbers, booleans, arrays), else the plain string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?$")
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`$")
+
+
+def _validate(data: dict[str, Any], origin: str) -> Config:
+    try:
+        return msgspec.convert(data, Config, strict=True)
+    except msgspec.ValidationError as exc:
+        match = _AT.match(str(exc))
+        assert match is not None
+        msg, path = match["msg"], (match["path"] or "").replace("[", ".").replace("]", "")
+        if unknown := _UNKNOWN.match(msg):
+            path = f"{path}.{unknown['field']}" if path else unknown["field"]
+            msg = "unknown key"
+        else:
+            msg = msg[0].lower() + msg[1:]
+        raise ConfigError(f"{origin}: {path or 'top level'}: {msg}") from None

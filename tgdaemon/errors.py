@@ -1,0 +1,58 @@
+"""Operator-facing errors.
+
+Each class's docstring is its default message, so a raise site only adds the
+particulars. The CLI prints ``str(exc)`` on one line and exits with
+``exit_code``: an operator mistake never shows a traceback.
+"""
+
+from __future__ import annotations
+
+
+class TgfleetError(Exception):
+    """tgfleet failed."""
+
+    exit_code = 1
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigError(TgfleetError):
+    """The configuration is invalid."""
+
+    exit_code = 2
+
+
+class UsageError(TgfleetError):
+    """The command line is invalid."""
+
+    exit_code = 2
+
+
+class DaemonNotRunning(TgfleetError):
+    """tgdaemon is not running."""
+
+
+class AlreadyRunning(TgfleetError):
+    """Another tgdaemon already runs on this data directory."""
+
+
+class StoreError(TgfleetError):
+    """The database cannot be used."""
+
+
+class NotFound(TgfleetError):
+    """No such object."""
+
+
+class Conflict(TgfleetError):
+    """The request conflicts with the current state."""
+
+
+class ApiError(TgfleetError):
+    """The daemon refused the request."""
+
+    def __init__(self, message: str | None = None, *, status: int = 400, code: str = "bad_request") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code

@@ -1,0 +1,16 @@
+"""The daemon's only door to its database.
+
+Everything above this package speaks to ``Store`` methods, never to SQL, so
+that a PostgreSQL store (several daemons, ``FOR UPDATE SKIP LOCKED``
+leasing) can be added behind the same interface later.
+"""
+
+from tgdaemon.store.accounts import STATES, SORT_KEYS, AccountStore, account_view, event_view, mask_phone
+from tgdaemon.store.core import Tx
+
+
+class Store(AccountStore):
+    """The store's whole interface."""
+
+
+__all__ = ["STATES", "SORT_KEYS", "Store", "Tx", "account_view", "event_view", "mask_phone"]

@@ -1,0 +1,204 @@
+"""Accounts as the APIs see them: derived state, masked phone, setup progress.
+
+The state is derived in SQL (disabled > inactive > cooldown > busy > ready) so
+that filtering and sorting by it never loads rows to filter them in Python.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from tgdaemon.errors import NotFound
+from tgdaemon.store.core import StoreCore, Tx
+from tgdaemon.timeutil import iso, now
+
+STATES = ("ready", "busy", "cooldown", "disabled", "inactive")
+
+STATE_SQL = """CASE
+    WHEN a.disabled_at IS NOT NULL THEN 'disabled'
+    WHEN a.is_active = 0 THEN 'inactive'
+    WHEN a.cooldown_until > :now THEN 'cooldown'
+    WHEN EXISTS (SELECT 1 FROM account_locks l WHERE l.account_id = a.id AND l.expires_at > :now) THEN 'busy'
+    ELSE 'ready' END"""
+
+VIEW_SQL = f"""SELECT a.id, a.label, a.phone, a.is_probe, a.is_active, a.executor,
+    a.cooldown_until, a.cooldown_reason, a.disabled_at, a.disabled_reason,
+    a.last_error_code, a.last_ok_at, {STATE_SQL} AS state,
+    (SELECT COUNT(*) FROM account_tasks t WHERE t.account_id = a.id AND t.status = 'done') AS setup_done,
+    (SELECT COUNT(*) FROM account_tasks t WHERE t.account_id = a.id) AS setup_total
+    FROM accounts a"""
+
+# Sort keys the API accepts, and the never-NULL expression each sorts by
+# (row-value comparisons with NULL would drop rows from keyset pages).
+SORT_KEYS = {
+    "id": "id",
+    "label": "label",
+    "state": "state",
+    "cooldown": "COALESCE(cooldown_until, 0)",
+    "error": "COALESCE(last_error_code, '')",
+    "setup": "setup_done",
+    "executor": "executor",
+}
+
+
+def mask_phone(phone: str | None) -> str | None:
+    """Keep the country code's first digits and the last two: enough to tell accounts apart."""
+    if not phone:
+        return None
+    if len(phone) <= 6:
+        return "*" * len(phone)
+    return phone[:4] + "*" * (len(phone) - 6) + phone[-2:]
+
+
+def account_view(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "label": row["label"],
+        "phone_masked": mask_phone(row["phone"]),
+        "state": row["state"],
+        "is_probe": bool(row["is_probe"]),
+        "is_active": bool(row["is_active"]),
+        "executor": row["executor"],
+        "cooldown_until": iso(row["cooldown_until"]),
+        "cooldown_reason": row["cooldown_reason"],
+        "disabled_at": iso(row["disabled_at"]),
+        "disabled_reason": row["disabled_reason"],
+        "setup": {"done": row["setup_done"], "total": row["setup_total"]},
+        "last_error_code": row["last_error_code"],
+        "last_ok_at": iso(row["last_ok_at"]),
+    }
+
+
+def encode_cursor(value: Any, account_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps([value, account_id]).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[Any, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value, account_id = msgspec.json.decode(raw, type=tuple[str | int | float, int])
+    except (ValueError, msgspec.DecodeError):
+        raise ValueError("cursor: not a cursor this daemon issued") from None
+    return value, account_id
+
+
+class AccountStore(StoreCore):
+    async def insert_accounts(self, tx: Tx, rows: Iterable[dict[str, Any]]) -> None:
+        created = now()
+        await tx.conn.executemany(
+            "INSERT INTO accounts (phone, tg_user_id, label, is_probe, executor, profile_json, created_at)"
+            " VALUES (:phone, :tg_user_id, :label, :is_probe, 'local', :profile_json, :created_at)",
+            [{**row, "created_at": created} for row in rows],
+        )
+
+    async def count_accounts(self) -> int:
+        return next(iter(await self.read("SELECT COUNT(*) FROM accounts")))[0]
+
+    async def list_accounts(self, *, state: str | None = None, q: str | None = None, sort: str = "id",
+                            desc: bool = False, limit: int = 100, after: str | None = None,
+                            ) -> tuple[list[dict[str, Any]], str | None]:
+        """One keyset page; returns the rows and the cursor of the next page (None at the end)."""
+        key = SORT_KEYS[sort]
+        where, params = [], {"now": now(), "limit": limit}
+        if state:
+            where.append("state = :state")
+            params["state"] = state
+        if q:
+            where.append("(label LIKE :q ESCAPE '\\' OR phone LIKE :q ESCAPE '\\' OR CAST(id AS TEXT) = :qraw)")
+            params["q"] = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            params["qraw"] = q
+        if after:
+            params["c_value"], params["c_id"] = decode_cursor(after)
+            where.append(f"({key}, id) {'<' if desc else '>'} (:c_value, :c_id)")
+        order = "DESC" if desc else "ASC"
+        sql = (f"WITH v AS ({VIEW_SQL}) SELECT *, {key} AS sort_value FROM v"
+               f"{' WHERE ' + ' AND '.join(where) if where else ''}"
+               f" ORDER BY {key} {order}, id {order} LIMIT :limit")
+        rows = list(await self.read(sql, params))
+        nxt = encode_cursor(rows[-1]["sort_value"], rows[-1]["id"]) if len(rows) == limit else None
+        return [account_view(r) for r in rows], nxt
+
+    async def accounts_by_id(self, tx: Tx | None, ids: Iterable[int]) -> list[dict[str, Any]]:
+        """Views of these accounts; inside a transaction pass it, to read what it wrote."""
+        ids = sorted(ids)
+        if not ids:
+            return []
+        params: dict[str, Any] = {f"i{n}": account_id for n, account_id in enumerate(ids)}
+        params["now"] = now()
+        sql = f"{VIEW_SQL} WHERE a.id IN ({','.join(':i%d' % n for n in range(len(ids)))})"
+        rows = await (tx.fetchall(sql, params) if tx else self.read(sql, params))
+        return [account_view(r) for r in rows]
+
+    async def get_account(self, account_id: int) -> dict[str, Any]:
+        found = await self.accounts_by_id(None, [account_id])
+        if not found:
+            raise NotFound(f"account {account_id}: no such account")
+        return found[0]
+
+    async def account_counts(self) -> dict[str, int]:
+        rows = await self.read(
+            f"SELECT state, COUNT(*) FROM (SELECT {STATE_SQL} AS state FROM accounts a) GROUP BY state",
+            {"now": now()},
+        )
+        counts = dict.fromkeys(STATES, 0)
+        counts.update({r[0]: r[1] for r in rows})
+        return counts
+
+    async def task_counts(self) -> dict[str, dict[str, int]]:
+        setup = {r[0]: r[1] for r in await self.read("SELECT status, COUNT(*) FROM account_tasks GROUP BY status")}
+        pulled = {r[0]: r[1] for r in await self.read("SELECT status, COUNT(*) FROM tasks GROUP BY status")}
+        return {"setup": setup, "pulled": pulled}
+
+    async def disable_account(self, account_id: int, reason: str) -> bool:
+        """Disable with a reason; False when it already was (the reason is then left as it was)."""
+        async with self.tx() as tx:
+            current = await self._lookup(tx, account_id)
+            if current["disabled_at"] is not None:
+                return False
+            await tx.execute("UPDATE accounts SET disabled_at = ?, disabled_reason = ? WHERE id = ?",
+                             (now(), reason, account_id))
+            await tx.event("account.disabled", f"disabled: {reason}", account_id=account_id,
+                           data={"reason": reason})
+            return True
+
+    async def enable_account(self, account_id: int) -> bool:
+        async with self.tx() as tx:
+            current = await self._lookup(tx, account_id)
+            if current["disabled_at"] is None:
+                return False
+            await tx.execute("UPDATE accounts SET disabled_at = NULL, disabled_reason = NULL WHERE id = ?",
+                             (account_id,))
+            await tx.event("account.enabled", f"enabled (was: {current['disabled_reason']})",
+                           account_id=account_id)
+            return True
+
+    async def _lookup(self, tx: Tx, account_id: int) -> sqlite3.Row:
+        rows = list(await tx.fetchall("SELECT * FROM accounts WHERE id = ?", (account_id,)))
+        if not rows:
+            raise NotFound(f"account {account_id}: no such account")
+        return rows[0]
+
+    async def recent_events(self, *, account_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM events"
+        params: list[Any] = []
+        if account_id is not None:
+            sql += " WHERE account_id = ?"
+            params.append(account_id)
+        rows = await self.read(sql + " ORDER BY id DESC LIMIT ?", [*params, limit])
+        return [event_view(r) for r in rows]
+
+
+def event_view(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
+    data = row["data_json"] if "data_json" in row.keys() else None
+    return {
+        "id": row["id"], "at": iso(row["at"]), "kind": row["kind"], "account_id": row["account_id"],
+        "task_id": row["task_id"], "quota_id": row["quota_id"], "message": row["message"],
+        "data": json.loads(data) if data is not None else row["data"],
+    }
+

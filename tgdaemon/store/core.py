@@ -1,0 +1,130 @@
+"""The connection pair and the transaction that records what changed.
+
+One writer connection behind an asyncio lock (the daemon is the only
+writer), one reader connection for large listings, which WAL lets run while a
+write is in progress. Every write goes through ``Store.tx()``, whose ``Tx``
+collects the accounts it touched and the events it wrote; the commit hook
+turns those into stream deltas while the write lock is still held, so deltas
+leave in commit order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from tgdaemon.errors import StoreError
+from tgdaemon.store import migrate
+from tgdaemon.timeutil import now
+
+
+async def _connect(path: Path) -> aiosqlite.Connection:
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    await conn.execute("PRAGMA foreign_keys=ON")
+    await conn.execute("PRAGMA synchronous=NORMAL")
+    await conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+class Tx:
+    """One write transaction, and what it changed."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.conn = conn
+        self.accounts: set[int] = set()
+        self.events: list[dict[str, Any]] = []
+
+    async def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> aiosqlite.Cursor:
+        return await self.conn.execute(sql, params)
+
+    async def fetchall(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Iterable[sqlite3.Row]:
+        return await self.conn.execute_fetchall(sql, params)
+
+    def touch(self, account_id: int) -> None:
+        """Mark an account as changed, so its new state is published after commit."""
+        self.accounts.add(account_id)
+
+    async def event(self, kind: str, message: str, *, account_id: int | None = None,
+                    task_id: int | None = None, quota_id: int | None = None,
+                    data: dict[str, Any] | None = None) -> None:
+        """Append to the audit trail; the caller must keep secrets out of ``message`` and ``data``."""
+        at = now()
+        data_json = json.dumps(data or {}, separators=(",", ":"))
+        cur = await self.conn.execute(
+            "INSERT INTO events (at, kind, account_id, task_id, quota_id, message, data_json)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (at, kind, account_id, task_id, quota_id, message, data_json),
+        )
+        self.events.append({
+            "id": cur.lastrowid, "at": at, "kind": kind, "account_id": account_id,
+            "task_id": task_id, "quota_id": quota_id, "message": message, "data": data or {},
+        })
+        if account_id is not None:
+            self.touch(account_id)
+
+
+CommitHook = Callable[[Tx], Awaitable[None]]
+
+
+class StoreCore:
+    """Connections, transactions and the little key/value ``meta`` table."""
+
+    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self.path = path
+        self._writer = writer
+        self._reader = reader
+        self._lock = asyncio.Lock()
+        self.on_commit: CommitHook | None = None
+
+    @classmethod
+    async def open(cls, path: Path) -> "StoreCore":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        migrate.upgrade(path)
+        try:
+            writer = await _connect(path)
+            reader = await _connect(path)
+        except sqlite3.Error as exc:
+            raise StoreError(f"database {path}: {exc}") from None
+        return cls(path, writer, reader)
+
+    async def close(self) -> None:
+        async with self._lock:
+            for conn in (self._reader, self._writer):
+                await conn.close()
+
+    @asynccontextmanager
+    async def tx(self) -> AsyncIterator[Tx]:
+        """BEGIN IMMEDIATE … COMMIT under the write lock; the commit hook runs before the lock is let go."""
+        async with self._lock:
+            tx = Tx(self._writer)
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield tx
+            except BaseException:
+                await self._writer.execute("ROLLBACK")
+                raise
+            await self._writer.execute("COMMIT")
+            if self.on_commit is not None and (tx.accounts or tx.events):
+                await self.on_commit(tx)
+
+    async def read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Iterable[sqlite3.Row]:
+        """A read on the reader connection: it never waits for a writer."""
+        return await self._reader.execute_fetchall(sql, params)
+
+    async def get_meta(self, key: str) -> str | None:
+        rows = list(await self.read("SELECT value FROM meta WHERE key = ?", (key,)))
+        return rows[0][0] if rows else None
+
+    async def set_meta(self, tx: Tx, key: str, value: str) -> None:
+        await tx.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
