@@ -54,7 +54,7 @@ class SimulatorConfig(Section):
     seed: int = 1
     probe_fraction: Fraction = 0.05
     dead_fraction: Fraction = 0.02
-    channels: list[Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z][A-Za-z0-9_]{4,31}$")]] = msgspec.field(
+    channels: list[Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z](?:(?!__)\w){3,30}[A-Za-z0-9]$")]] = msgspec.field(
         default_factory=lambda: ["tgfleet_news", "tgfleet_markets", "tgfleet_weather", "tgfleet_sports"]
     )
     post_interval_seconds: Positive = 120.0

@@ -1,0 +1,118 @@
+"""Admin commands: thin clients of the control socket. They never open the database."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from tgdaemon import config
+from tgdaemon.cli import output
+from tgdaemon.cli.parser import positive_int
+from tgdaemon.store import SORT_KEYS, STATES
+from tgtui.client import ControlClient
+
+
+def socket_path(args: argparse.Namespace) -> Path:
+    """--socket, else TGFLEET_SOCKET, else the config's (which applies TGFLEET_SOCKET too)."""
+    if explicit := getattr(args, "socket", None):
+        return Path(explicit)
+    if env := os.environ.get("TGFLEET_SOCKET"):
+        return Path(env)
+    return config.load(getattr(args, "config", None)).socket_path()
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    status = sub.add_parser("status", parents=[common], help="the daemon's status")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    accounts = sub.add_parser("accounts", parents=[common], help="list, disable and enable accounts")
+    acc = accounts.add_subparsers(metavar="ACTION")
+    ls = acc.add_parser("list", parents=[common], help="list accounts")
+    ls.add_argument("--state", choices=STATES)
+    ls.add_argument("--search", metavar="TEXT", help="label, phone or id")
+    ls.add_argument("--sort", choices=sorted(SORT_KEYS), default="id")
+    ls.add_argument("--desc", action="store_true", help="reverse the sort")
+    ls.add_argument("--limit", type=positive_int, metavar="N", help="at most N accounts (default: all)")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_accounts_list)
+    dis = acc.add_parser("disable", parents=[common], help="disable an account (its work stops)")
+    dis.add_argument("id", type=positive_int)
+    dis.add_argument("--reason", required=True, help="why, for the audit trail")
+    dis.set_defaults(func=cmd_disable)
+    en = acc.add_parser("enable", parents=[common], help="enable a disabled account")
+    en.add_argument("id", type=positive_int)
+    en.set_defaults(func=cmd_enable)
+    accounts.set_defaults(func=lambda args: accounts.print_help() or 2)
+
+    events = sub.add_parser("events", parents=[common], help="the audit trail, newest first")
+    events.add_argument("--account", type=positive_int, metavar="ID")
+    events.add_argument("--limit", type=positive_int, default=50, metavar="N")
+    events.add_argument("--json", action="store_true")
+    events.set_defaults(func=cmd_events)
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    async with ControlClient(socket_path(args)) as client:
+        data = await client.status()
+    if args.json:
+        output.print_json(data)
+        return 0
+    con = output.console()
+    con.print(f"tgdaemon {data['version']}  pid {data['pid']}  up {output.duration(data['uptime_seconds'])}"
+              f"  gateway {data['gateway']}")
+    con.print(f"socket {data['socket']}  http {data['http']}  data {data['data_dir']}")
+    con.print("accounts  " + "  ".join(f"[{output.STATE_STYLE[s]}]{s}[/] {n}" for s, n in data["accounts"].items()))
+    for kind, counts in data["tasks"].items():
+        con.print(f"{kind} tasks  " + ("  ".join(f"{s} {n}" for s, n in sorted(counts.items())) or "none"))
+    if sim := data.get("simulator"):
+        con.print("simulated channels  " + "  ".join(f"@{c}" for c in sim.get("channels", [])))
+    return 0
+
+
+async def cmd_accounts_list(args: argparse.Namespace) -> int:
+    params = {"state": args.state, "q": args.search, "sort": args.sort, "desc": args.desc}
+    async with ControlClient(socket_path(args)) as client:
+        if args.limit:
+            rows = (await client.accounts(limit=args.limit, **params))["accounts"]
+        else:
+            rows = await client.all_accounts(**params)
+    if args.json:
+        output.print_json(rows)
+    else:
+        output.console().print(output.accounts_table(rows))
+    return 0
+
+
+async def cmd_disable(args: argparse.Namespace) -> int:
+    async with ControlClient(socket_path(args)) as client:
+        data = await client.disable(args.id, args.reason)
+    acc = data["account"]
+    if data["changed"]:
+        print(f"account {acc['id']} ({acc['label']}) disabled: {acc['disabled_reason']}")
+    else:
+        print(f"account {acc['id']} ({acc['label']}) was already disabled: {acc['disabled_reason']}")
+    return 0
+
+
+async def cmd_enable(args: argparse.Namespace) -> int:
+    async with ControlClient(socket_path(args)) as client:
+        data = await client.enable(args.id)
+    acc = data["account"]
+    print(f"account {acc['id']} ({acc['label']}) {'enabled' if data['changed'] else 'was not disabled'};"
+          f" state {acc['state']}")
+    return 0
+
+
+async def cmd_events(args: argparse.Namespace) -> int:
+    async with ControlClient(socket_path(args)) as client:
+        rows = await client.events(account_id=args.account, limit=args.limit)
+    if args.json:
+        output.print_json(rows)
+        return 0
+    con = output.console()
+    for e in rows:
+        who = f"account {e['account_id']}" if e["account_id"] else ""
+        con.print(f"{e['at']}  {e['kind']:<20} {who:<14} {e['message']}", markup=False)
+    return 0

@@ -1,0 +1,103 @@
+"""``tgdaemon run`` and ``tgdaemon demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tgdaemon import config
+from tgdaemon.cli.parser import positive_int
+from tgdaemon.errors import TgfleetError
+from tgdaemon.gateway.simulator import Simulator
+from tgdaemon.lifecycle.daemon import Daemon
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    run = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
+    run.add_argument("--data-dir", metavar="DIR", help="where the database lives")
+    run.add_argument("--http", metavar="HOST:PORT", help="provider API address (default 127.0.0.1:8780)")
+    run.add_argument("--simulate", action="store_true", help="use the built-in Telegram simulator")
+    run.add_argument("--accounts", type=positive_int, metavar="N", help="simulated accounts in a new data dir")
+    run.add_argument("--seed", type=int, metavar="S", help="simulator seed")
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", parents=[common],
+                          help="the daemon on the simulator in a temporary data dir, with the dashboard")
+    demo.add_argument("--accounts", type=positive_int, default=200, metavar="N")
+    demo.add_argument("--seed", type=int, default=1, metavar="S")
+    demo.set_defaults(func=cmd_demo)
+
+
+def run_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    daemon: dict[str, Any] = {}
+    simulator: dict[str, Any] = {}
+    for key in ("data_dir", "socket", "http"):
+        if getattr(args, key, None) is not None:
+            daemon[key] = str(getattr(args, key))
+    for key in ("accounts", "seed"):
+        if getattr(args, key, None) is not None:
+            simulator[key] = getattr(args, key)
+    return {k: v for k, v in (("daemon", daemon), ("simulator", simulator)) if v}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    os.umask(0o077)  # the database holds auth keys: nothing the daemon writes is for other users
+    cfg = config.load(getattr(args, "config", None), overrides=run_overrides(args))
+    if args.http:
+        config.parse_bind(args.http, "--http")
+    logging.basicConfig(level=cfg.daemon.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    daemon = Daemon(cfg, Simulator(cfg.simulator))
+    return asyncio.run(daemon.run())
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tgtui.app import run_dashboard
+
+    tmp = Path(tempfile.mkdtemp(prefix="tgfleet-demo-"))
+    sock = tmp / "tgdaemon.sock"
+    cfg_path = getattr(args, "config", None)
+    if cfg_path is None:
+        cfg_path = tmp / "config.toml"
+        cfg_path.write_text("# demo: defaults only\n")
+    cmd = [sys.executable, "-m", "tgdaemon", "run", "--simulate", "--config", str(cfg_path),
+           "--accounts", str(args.accounts), "--seed", str(args.seed),
+           "--data-dir", str(tmp / "data"), "--socket", str(sock), "--http", "127.0.0.1:0"]
+    log_path = tmp / "daemon.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    try:
+        _wait_for_socket(proc, sock, log_path)
+        run_dashboard(sock)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def _wait_for_socket(proc: subprocess.Popen[bytes], sock: Path, log_path: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+            raise TgfleetError(f"the demo daemon exited with code {proc.returncode}: {tail[0]}")
+        if sock.exists():
+            return
+        time.sleep(0.05)
+    raise TgfleetError(f"the demo daemon did not open {sock} within {timeout:.0f} s; see {log_path}")

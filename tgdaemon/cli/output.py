@@ -1,0 +1,59 @@
+"""What admin commands print: rich tables for people, JSON for scripts."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+STATE_STYLE = {"ready": "green", "busy": "cyan", "cooldown": "yellow", "disabled": "red", "inactive": "dim"}
+
+
+def console() -> Console:
+    return Console(highlight=False, soft_wrap=False)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(data), indent=2).decode() + "\n")
+
+
+def until(iso_time: str | None) -> str:
+    """'in 4m 10s' for a future ISO time; empty when none or past."""
+    if not iso_time:
+        return ""
+    left = datetime.fromisoformat(iso_time.replace("Z", "+00:00")) - datetime.now(UTC)
+    return duration(left.total_seconds()) if left.total_seconds() > 0 else ""
+
+
+def duration(seconds: float) -> str:
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
+
+
+def accounts_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for name, justify in (("ID", "right"), ("LABEL", "left"), ("PHONE", "left"), ("STATE", "left"),
+                          ("COOLDOWN", "left"), ("SETUP", "right"), ("EXECUTOR", "left"), ("LAST ERROR", "left"),
+                          ("REASON", "left")):
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for a in rows:
+        state = a["state"]
+        table.add_row(
+            str(a["id"]), a["label"], a["phone_masked"] or "", f"[{STATE_STYLE.get(state, '')}]{state}[/]",
+            until(a["cooldown_until"]), f"{a['setup']['done']}/{a['setup']['total']}", a["executor"],
+            a["last_error_code"] or "", a["disabled_reason"] or a["cooldown_reason"] or "",
+        )
+    return table

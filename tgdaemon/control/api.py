@@ -1,0 +1,125 @@
+"""The control API: HTTP over the daemon's Unix socket, for tgtui and the admin commands.
+
+Only the daemon's own user may talk to it: the socket is mode 0600 and every
+request's peer uid is checked with SO_PEERCRED as well, in case the socket's
+directory or mode is loosened by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from typing import Annotated, Literal
+
+import msgspec
+from aiohttp import web
+
+from tgdaemon.control.watch import SOCKETS, close_all, watch
+from tgdaemon.httpjson import Handler, error_response, json_response, read_body, read_query
+from tgdaemon.runtime import RUNTIME
+from tgdaemon.store import SORT_KEYS, STATES
+
+State = Literal["ready", "busy", "cooldown", "disabled", "inactive"]
+SortKey = Literal[tuple(SORT_KEYS)]  # type: ignore[valid-type]
+assert set(STATES) == set(State.__args__)  # type: ignore[attr-defined]
+
+
+class AccountsQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    state: State | None = None
+    q: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    sort: SortKey = "id"  # type: ignore[valid-type]
+    desc: bool = False
+    limit: Annotated[int, msgspec.Meta(ge=1, le=20000)] = 100
+    after: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+
+
+class EventsQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    account_id: int | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 100
+
+
+class DisableBody(msgspec.Struct, forbid_unknown_fields=True):
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+
+
+def peer_uid(request: web.Request) -> int | None:
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport else None
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+@web.middleware
+async def same_uid_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The control API exists only on the Unix socket, and only for the daemon's own uid."""
+    uid = peer_uid(request)
+    if uid is None:
+        raise web.HTTPNotFound()
+    if uid != os.getuid():
+        return error_response(403, "forbidden", f"peer uid {uid} is not the daemon's uid {os.getuid()}")
+    return await handler(request)
+
+
+def account_id(request: web.Request) -> int:
+    raw = request.match_info["id"]
+    if not raw.isdigit():
+        raise web.HTTPNotFound()
+    return int(raw)
+
+
+async def status(request: web.Request) -> web.Response:
+    return json_response(await request.config_dict[RUNTIME].status())
+
+
+async def list_accounts(request: web.Request) -> web.Response:
+    query = read_query(request, AccountsQuery)
+    try:
+        rows, nxt = await request.config_dict[RUNTIME].store.list_accounts(
+            state=query.state, q=query.q, sort=query.sort, desc=query.desc, limit=query.limit, after=query.after
+        )
+    except ValueError as exc:
+        return error_response(400, "invalid_query", str(exc))
+    return json_response({"accounts": rows, "next": nxt})
+
+
+async def get_account(request: web.Request) -> web.Response:
+    return json_response(await request.config_dict[RUNTIME].store.get_account(account_id(request)))
+
+
+async def disable_account(request: web.Request) -> web.Response:
+    aid = account_id(request)
+    body = await read_body(request, DisableBody)
+    store = request.config_dict[RUNTIME].store
+    changed = await store.disable_account(aid, body.reason.strip() or body.reason)
+    return json_response({"changed": changed, "account": await store.get_account(aid)})
+
+
+async def enable_account(request: web.Request) -> web.Response:
+    aid = account_id(request)
+    store = request.config_dict[RUNTIME].store
+    changed = await store.enable_account(aid)
+    return json_response({"changed": changed, "account": await store.get_account(aid)})
+
+
+async def list_events(request: web.Request) -> web.Response:
+    query = read_query(request, EventsQuery)
+    events = await request.config_dict[RUNTIME].store.recent_events(account_id=query.account_id, limit=query.limit)
+    return json_response({"events": events})
+
+
+def create_app() -> web.Application:
+    """The control API, mounted at ``/v1/`` of the daemon's one application."""
+    app = web.Application(middlewares=[same_uid_only])
+    app[SOCKETS] = set()
+    app.on_shutdown.append(close_all)
+    app.router.add_get("/status", status)
+    app.router.add_get("/accounts", list_accounts)
+    app.router.add_get("/accounts/{id}", get_account)
+    app.router.add_post("/accounts/{id}/disable", disable_account)
+    app.router.add_post("/accounts/{id}/enable", enable_account)
+    app.router.add_get("/events", list_events)
+    app.router.add_get("/watch", watch)
+    return app

@@ -1,0 +1,142 @@
+"""The in-process Telegram for ``tgdaemon demo`` and the tests.
+
+It raises Telethon's own error classes at the configured rates, so the daemon's
+error handling runs the same code path as in production. Faults are
+deterministic per account under the seed: the n-th call of an account always
+has the same outcome, however calls of different accounts interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+
+from telethon import errors
+
+from tgdaemon.config import SimulatorConfig
+from tgdaemon.gateway.base import (
+    AccountRef,
+    Channel,
+    ChannelStats,
+    Gateway,
+    Me,
+    PostStats,
+    SimAccountSeed,
+)
+from tgdaemon.gateway.simworld import (
+    PRIVATE_CHANNEL,
+    SimAccount,
+    SimChannel,
+    SimProfile,
+    build_accounts,
+    build_channels,
+    initial_profile,
+    parse_target,
+    unit,
+)
+
+
+class Simulator(Gateway):
+    name = "simulator"
+
+    def __init__(self, cfg: SimulatorConfig, *, clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self._clock = clock
+        self.accounts = build_accounts(cfg)
+        self.channels = build_channels(cfg)
+        self._accounts = {a.tg_user_id: a for a in self.accounts}
+        self._by_username = {c.username.lower(): c for c in self.channels}
+        self._by_invite = {c.invite_hash: c for c in self.channels}
+        self._by_peer = {c.peer_id: c for c in self.channels}
+        # Profiles are made on first use: a 200k-account world should not cost 200k dicts.
+        self._profiles: dict[int, SimProfile] = {}
+        # A call counter, not a random.Random, per account: one int instead of 2.5 KB each.
+        self._calls: dict[int, int] = {}
+        self._latency = random.Random(f"{cfg.seed}:latency")
+
+    def seeds(self) -> list[SimAccountSeed]:
+        return [a.seed() for a in self.accounts]
+
+    def channel_usernames(self) -> list[str]:
+        return [c.username for c in self.channels]
+
+    def describe(self) -> dict[str, object]:
+        """What ``tgdaemon status`` shows of the simulated world: the channels to point quotas at."""
+        return {"seed": self.cfg.seed, "accounts": len(self.accounts), "channels": self.channel_usernames()}
+
+    def profile(self, tg_user_id: int) -> SimProfile:
+        """The account's mutable profile; raises KeyError for an unknown account."""
+        if (profile := self._profiles.get(tg_user_id)) is None:
+            profile = self._profiles[tg_user_id] = initial_profile(self.cfg.seed, self._accounts[tg_user_id])
+        return profile
+
+    async def get_me(self, account: AccountRef) -> Me:
+        sim = await self._call(account)
+        profile = self.profile(sim.tg_user_id)
+        return Me(sim.tg_user_id, sim.phone, profile.first_name, profile.last_name, None)
+
+    async def resolve_channel(self, account: AccountRef, target: str) -> Channel:
+        sim = await self._call(account)
+        name, is_invite = parse_target(target)
+        if name is None:
+            raise errors.UsernameInvalidError(request=None)
+        if is_invite:
+            if (channel := self._by_invite.get(name)) is None:
+                raise errors.InviteHashExpiredError(request=None)
+        elif (channel := self._by_username.get(name)) is None:
+            if name == PRIVATE_CHANNEL:
+                raise errors.ChannelPrivateError(request=None)
+            raise errors.UsernameNotOccupiedError(request=None)
+        return channel.as_seen_by(sim.tg_user_id)
+
+    async def last_post_ids(self, account: AccountRef, channel: Channel, n: int) -> list[int]:
+        sim_channel = self._channel(await self._call(account), channel)
+        count = sim_channel.post_count(self._clock())
+        return list(range(count, max(0, count - n), -1))
+
+    async def post_stats(self, account: AccountRef, channel: Channel, post_id: int) -> PostStats:
+        sim_channel = self._channel(await self._call(account), channel)
+        now = self._clock()
+        if not 1 <= post_id <= sim_channel.post_count(now):
+            raise errors.MsgIdInvalidError(request=None)
+        return sim_channel.post_stats(post_id, now, self.cfg.views_per_minute)
+
+    async def channel_stats(self, account: AccountRef, channel: Channel) -> ChannelStats:
+        sim_channel = self._channel(await self._call(account), channel)
+        return sim_channel.stats(self._clock())
+
+    async def _call(self, account: AccountRef) -> SimAccount:
+        """What every call goes through: latency, then the account's faults."""
+        if self.cfg.latency_max_ms > 0:
+            low, high = sorted((self.cfg.latency_min_ms, self.cfg.latency_max_ms))
+            await asyncio.sleep(self._latency.uniform(low, high) / 1000)
+        sim = self._accounts.get(account.tg_user_id) if account.tg_user_id is not None else None
+        if sim is None:
+            raise errors.AuthKeyUnregisteredError(request=None)
+        if sim.dead is not None:
+            raise sim.dead(request=None)
+        self._maybe_fault(sim.tg_user_id)
+        return sim
+
+    def _maybe_fault(self, tg_user_id: int) -> None:
+        """One uniform draw per call decides the fault, and a flood wait's length too."""
+        cfg = self.cfg
+        calls = self._calls.get(tg_user_id, 0)
+        self._calls[tg_user_id] = calls + 1
+        u = unit(cfg.seed, "fault", tg_user_id, calls)
+        if u < cfg.flood_wait_rate:
+            seconds = 1 + int(u / cfg.flood_wait_rate * cfg.flood_wait_max_seconds)
+            raise errors.FloodWaitError(request=None, capture=min(seconds, cfg.flood_wait_max_seconds))
+        if u < cfg.flood_wait_rate + cfg.peer_flood_rate:
+            raise errors.PeerFloodError(request=None)
+        if u < cfg.flood_wait_rate + cfg.peer_flood_rate + cfg.transient_rate:
+            raise errors.RpcCallFailError(request=None)
+
+    def _channel(self, sim: SimAccount, channel: Channel) -> SimChannel:
+        """Telegram refuses an unknown peer or another account's access hash alike."""
+        found = self._by_peer.get(channel.peer_id)
+        if found is None or channel.access_hash != found.as_seen_by(sim.tg_user_id).access_hash:
+            raise errors.ChannelInvalidError(request=None)
+        return found

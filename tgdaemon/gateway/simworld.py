@@ -1,0 +1,201 @@
+"""The simulator's world: accounts and public channels, fixed by a seed and the time.
+
+Nothing here keeps time or runs in the background. A post's counters at time t
+are computed from (seed, channel, post id, t), so every reader sees the same
+numbers, reading never changes them, and a restarted daemon finds the same world.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import random
+import re
+from dataclasses import dataclass, field
+
+from telethon import errors, utils
+
+from tgdaemon.config import SimulatorConfig
+from tgdaemon.gateway.base import Channel, ChannelStats, PostStats, SimAccountSeed
+
+# 2024-01-01T00:00:00Z; every channel has exactly INITIAL_POSTS posts at this instant.
+WORLD_EPOCH = 1_704_067_200.0
+INITIAL_POSTS = 30
+# Views come fast at first and level off over a couple of days, as on real channels.
+VIEWS_TAU_MINUTES = 2 * 24 * 60.0
+PRIVATE_CHANNEL = "tgfleet_private"
+BASELINE_PRIVACY = {"phone_number": "nobody", "last_seen": "everybody"}
+PRIVACY_VALUES = ("everybody", "contacts", "nobody")
+DEAD_ERRORS: tuple[type[errors.RPCError], ...] = (
+    errors.AuthKeyUnregisteredError,
+    errors.UserDeactivatedBanError,
+    errors.SessionRevokedError,
+    errors.SessionExpiredError,
+    errors.UserDeactivatedError,
+    errors.PhoneNumberBannedError,
+    errors.AuthKeyDuplicatedError,
+)
+REACTIONS = ("👍", "❤", "🔥", "🎉", "😁", "😢")
+# Call signs, not human names: simulated accounts must not pass for people.
+FIRST_NAMES = ("Alpha", "Bravo", "Charlie", "Delta", "Echo", "Foxtrot", "Golf", "Hotel",
+               "India", "Juliett", "Kilo", "Lima", "Mike", "November", "Oscar", "Papa")
+LAST_NAMES = ("Amber", "Blue", "Cedar", "Dune", "Ember", "Frost", "Granite", "Harbor")
+
+_POST_LINK = re.compile(r"^((?:https?://)?(?:www\.)?(?:t\.me|telegram\.(?:me|dog))/[A-Za-z]\w*)/\d+/?$")
+
+
+def _digest(*parts: object) -> bytes:
+    return hashlib.blake2b(repr(parts).encode(), digest_size=12).digest()
+
+
+def unit(*parts: object) -> float:
+    """A uniform number in [0, 1) fixed by ``parts``: randomness without state."""
+    return int.from_bytes(_digest(*parts)[:7], "big") / 2**56
+
+
+def access_hash(seed: int, peer_id: int, tg_user_id: int) -> int:
+    """Access hashes are per account, as on Telegram: another account's hash is invalid."""
+    return int.from_bytes(_digest(seed, "access", peer_id, tg_user_id)[:8], "big", signed=True)
+
+
+@dataclass(frozen=True, slots=True)
+class SimAccount:
+    """Who an account is; ``dead`` is the error class every call of a dead account raises."""
+
+    tg_user_id: int
+    phone: str
+    label: str
+    first_name: str
+    last_name: str
+    is_probe: bool
+    dead: type[errors.RPCError] | None = None
+
+    def seed(self) -> SimAccountSeed:
+        return SimAccountSeed(self.tg_user_id, self.phone, self.label, self.first_name,
+                              self.last_name, self.is_probe)
+
+
+@dataclass(slots=True)
+class SimProfile:
+    """What an owner can change on their account; setup tasks read it and converge it."""
+
+    first_name: str
+    last_name: str
+    has_password: bool
+    privacy: dict[str, str]
+    photos: list[str] = field(default_factory=list)
+    stories: list[str] = field(default_factory=list)
+
+
+def build_accounts(cfg: SimulatorConfig) -> list[SimAccount]:
+    """Exact counts of probes and dead accounts; dead ones are never probes."""
+    rng = random.Random(f"{cfg.seed}:accounts")
+    n = cfg.accounts
+    user_ids = rng.sample(range(1_000_000_000, 8_000_000_000), n)
+    phones = rng.sample(range(10**7), n)
+    order = rng.sample(range(n), n)
+    n_probes = min(n, max(1, round(n * cfg.probe_fraction)))
+    n_dead = min(n - n_probes, round(n * cfg.dead_fraction))
+    probes = set(order[:n_probes])
+    dead = set(order[n_probes:n_probes + n_dead])
+    return [
+        SimAccount(
+            tg_user_id=user_ids[i],
+            phone=f"+1555{phones[i]:07d}",
+            label=f"sim-{i + 1:04d}",
+            first_name=rng.choice(FIRST_NAMES),
+            last_name=rng.choice(LAST_NAMES),
+            is_probe=i in probes,
+            dead=rng.choice(DEAD_ERRORS) if i in dead else None,
+        )
+        for i in range(n)
+    ]
+
+
+def initial_profile(seed: int, account: SimAccount) -> SimProfile:
+    """Most accounts start away from the setup baseline, so that setup has work to do."""
+
+    def pick(key: str, options: tuple[str, ...]) -> str:
+        return options[int(unit(seed, account.tg_user_id, key) * len(options))]
+
+    return SimProfile(
+        first_name=account.first_name,
+        last_name=account.last_name,
+        has_password=unit(seed, account.tg_user_id, "2fa") < 0.2,
+        privacy={key: pick(key, PRIVACY_VALUES) for key in BASELINE_PRIVACY},
+        photos=["initial.jpg"] if unit(seed, account.tg_user_id, "photo") < 0.3 else [],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SimChannel:
+    """A public channel posting every ``interval`` seconds since ``origin``."""
+
+    seed: int
+    username: str
+    peer_id: int
+    title: str
+    invite_hash: str
+    origin: float
+    interval: float
+    subscribers_base: int
+    subscribers_per_day: float
+
+    def post_count(self, now: float) -> int:
+        """Post ids are 1..post_count(now): none is ever deleted."""
+        return max(0, int((now - self.origin) // self.interval))
+
+    def as_seen_by(self, tg_user_id: int) -> Channel:
+        return Channel(self.peer_id, access_hash(self.seed, self.peer_id, tg_user_id),
+                       self.title, self.username)
+
+    def stats(self, now: float) -> ChannelStats:
+        days = max(0.0, now - self.origin) / 86400
+        return ChannelStats(self.peer_id, self.title,
+                            self.subscribers_base + int(self.subscribers_per_day * days))
+
+    def post_stats(self, post_id: int, now: float, views_per_minute: float) -> PostStats:
+        """Counters grow with the post's age; every one is non-decreasing in ``now``."""
+
+        def share(key: str, scale: float) -> float:
+            return scale * unit(self.seed, self.peer_id, post_id, key)
+
+        age_minutes = max(0.0, now - self.origin - post_id * self.interval) / 60
+        pace = views_per_minute * (0.5 + share("pace", 1.0))
+        views = int(pace * VIEWS_TAU_MINUTES * -math.expm1(-age_minutes / VIEWS_TAU_MINUTES))
+        reactions = {emoji: count for emoji in REACTIONS
+                     if (count := int(views * share(emoji, 0.2) ** 2))}
+        return PostStats(post_id, views, int(views * share("forwards", 0.02)),
+                         int(views * share("replies", 0.01)), reactions)
+
+
+def build_channels(cfg: SimulatorConfig) -> list[SimChannel]:
+    rng = random.Random(f"{cfg.seed}:channels")
+    peer_ids = rng.sample(range(1_100_000_000, 2_100_000_000), len(cfg.channels))
+    channels = []
+    for username, peer_id in zip(cfg.channels, peer_ids, strict=True):
+        invite = base64.urlsafe_b64encode(_digest(cfg.seed, "invite", peer_id)).decode()
+        channels.append(SimChannel(
+            seed=cfg.seed,
+            username=username,
+            peer_id=peer_id,
+            title=username.replace("_", " ").title(),
+            invite_hash=invite,
+            origin=WORLD_EPOCH - (INITIAL_POSTS + rng.random()) * cfg.post_interval_seconds,
+            interval=cfg.post_interval_seconds,
+            subscribers_base=rng.randrange(1_000, 100_000),
+            subscribers_per_day=rng.uniform(5, 50),
+        ))
+    return channels
+
+
+def parse_target(target: str) -> tuple[str | None, bool]:
+    """(lower-case username or invite hash, is_invite), as Telethon parses it; None if invalid.
+
+    A post link (``t.me/name/123``) stands for its channel.
+    """
+    target = target.strip()
+    if match := _POST_LINK.match(target):
+        target = match[1]
+    return utils.parse_username(target.rstrip("/"))

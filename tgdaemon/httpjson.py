@@ -1,0 +1,83 @@
+"""JSON over aiohttp, shared by the control API and the provider API.
+
+A client mistake is never a 5xx: every error leaves as
+``{"error": {"code", "message"}}`` with a 4xx, and an unexpected failure is
+logged here and answered with a bare 500 that carries no internals.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from tgdaemon.errors import ApiError, NotFound, TgfleetError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MAX_BODY = 1024 * 1024
+_encoder = msgspec.json.Encoder()
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_encoder.encode(data), status=status, content_type="application/json")
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    return json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def _validation_message(exc: msgspec.ValidationError | msgspec.DecodeError, what: str) -> str:
+    text = str(exc)
+    if " - at `$" in text:
+        msg, _, path = text.partition(" - at `$")
+        path = path.rstrip("`").lstrip(".")
+        return f"{what} {path}: {msg[0].lower()}{msg[1:]}" if path else f"{what}: {msg}"
+    return f"{what}: {text[0].lower()}{text[1:]}" if text else what
+
+
+async def read_body(request: web.Request, type_: type[T]) -> T:
+    """The request's JSON body as ``type_``; 415, 413 or 400 with a message naming the field."""
+    if request.content_type != "application/json":
+        raise ApiError("the body must be application/json", status=415, code="unsupported_media_type")
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise ApiError(f"the body is larger than {MAX_BODY} bytes", status=413, code="too_large")
+    raw = await request.read()
+    try:
+        return msgspec.json.decode(raw, type=type_)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise ApiError(_validation_message(exc, "body"), code="invalid_body") from None
+
+
+def read_query(request: web.Request, type_: type[T]) -> T:
+    try:
+        return msgspec.convert(dict(request.query), type_, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ApiError(_validation_message(exc, "query parameter"), code="invalid_query") from None
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, str(exc))
+    except NotFound as exc:
+        return error_response(404, "not_found", str(exc))
+    except TgfleetError as exc:
+        return error_response(409, "conflict", str(exc))
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(413, "too_large", f"the body is larger than {MAX_BODY} bytes")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(500, "internal", "internal error; see the daemon's log")

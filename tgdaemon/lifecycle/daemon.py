@@ -1,0 +1,204 @@
+"""The daemon's life: start the parts in order, run until asked to stop, stop them in reverse.
+
+Shaped after procrastinate's worker: side tasks are watched, and one that
+fails stops the daemon with an error (systemd restarts it) rather than
+leaving a half-working process; a stop signal lets in-flight work finish or
+release it within ``daemon.shutdown_timeout_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from tgdaemon.config import Config
+from tgdaemon.control.api import create_app as create_control_app
+from tgdaemon.errors import AlreadyRunning, StoreError, TgfleetError
+from tgdaemon.gateway.base import Gateway
+from tgdaemon.gateway.simulator import Simulator
+from tgdaemon.lifecycle import signals, systemd
+from tgdaemon.lifecycle.datadir import DB_NAME, DataDirLock
+from tgdaemon.httpjson import MAX_BODY, errors_middleware
+from tgdaemon.provider.api import add_routes as add_provider_routes
+from tgdaemon.runtime import RUNTIME, Runtime
+from tgdaemon.store import Store, Tx, event_view
+from tgdaemon.stream import Hub
+
+log = logging.getLogger(__name__)
+SideTask = Callable[[Runtime], Coroutine[Any, Any, None]]
+
+
+def change_publisher(store: Store, hub: Hub) -> Callable[[Tx], Coroutine[Any, Any, None]]:
+    """The commit hook: every account a transaction touched and every event it wrote goes to the stream."""
+
+    async def on_commit(tx: Tx) -> None:
+        if tx.accounts:
+            hub.publish_many("account", await store.accounts_by_id(tx, tx.accounts))
+        hub.publish_many("event", (event_view(e) for e in tx.events))
+
+    return on_commit
+
+
+class Daemon:
+    def __init__(self, cfg: Config, gateway: Gateway, *, install_signal_handlers: bool = True) -> None:
+        self.cfg = cfg
+        self.gateway = gateway
+        self.install_signal_handlers = install_signal_handlers
+        self.runtime: Runtime | None = None
+        self.ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._side_tasks: list[asyncio.Task[None]] = []
+        self.exit_code = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        lock = DataDirLock(self.cfg.data_dir())
+        lock.acquire()
+        try:
+            store = await Store.open(self.cfg.data_dir() / DB_NAME)
+        except BaseException:
+            lock.release()
+            raise
+        runner: web.AppRunner | None = None
+        socket_path = self.cfg.socket_path()
+        try:
+            await self._check_fleet_kind(store)
+            hub = Hub(queue_size=self.cfg.daemon.stream_queue_size, replay_size=self.cfg.daemon.stream_replay_size)
+            store.on_commit = change_publisher(store, hub)
+            await self.gateway.start()
+            await self._seed_simulated_fleet(store)
+            self.runtime = Runtime(self.cfg, store, hub, self.gateway, socket_path)
+            runner = await self._serve(self.runtime)
+            self._side_tasks = [asyncio.create_task(coro(self.runtime), name=name)
+                                for name, coro in self._side_task_factories()]
+            systemd.notify("READY=1\nSTATUS=running")
+            log.info("tgdaemon ready: socket %s, http %s, gateway %s",
+                     socket_path, self.runtime.http_bound, self.gateway.name)
+            self.ready.set()
+            with signals.on_stop(self.stop) if self.install_signal_handlers else contextlib.nullcontext():
+                await self._wait_for_stop()
+        finally:
+            systemd.notify("STOPPING=1")
+            await self._shutdown(store, runner, socket_path)
+            lock.release()
+        return self.exit_code
+
+    def _side_task_factories(self) -> list[tuple[str, SideTask]]:
+        tasks: list[tuple[str, SideTask]] = []
+        if (interval := systemd.watchdog_interval()) is not None:
+            tasks.append(("watchdog", lambda rt: _watchdog(interval)))
+        return tasks
+
+    async def _wait_for_stop(self) -> None:
+        """Until a stop is asked for, or a side task dies (then exit 1 so systemd restarts us)."""
+        stop_wait = asyncio.create_task(self._stop.wait(), name="stop")
+        done, _ = await asyncio.wait([stop_wait, *self._side_tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stop_wait and not task.cancelled():
+                log.error("side task %s ended (%s); stopping", task.get_name(), task.exception() or "returned")
+                self.exit_code = 1
+        stop_wait.cancel()
+
+    async def _shutdown(self, store: Store, runner: web.AppRunner | None, socket_path: Path) -> None:
+        timeout = self.cfg.daemon.shutdown_timeout_seconds
+        for task in self._side_tasks:
+            task.cancel()
+        if self._side_tasks:
+            await asyncio.wait(self._side_tasks, timeout=timeout / 2)
+        if runner is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(runner.cleanup(), timeout=timeout / 4)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.gateway.close(), timeout=timeout / 4)
+        await store.close()
+        with contextlib.suppress(FileNotFoundError):
+            socket_path.unlink()
+        log.info("tgdaemon stopped")
+
+    async def _check_fleet_kind(self, store: Store) -> None:
+        """A data dir holds either a simulated fleet or a real one, never both."""
+        recorded = await store.get_meta("gateway")
+        if recorded is None:
+            async with store.tx() as tx:
+                await store.set_meta(tx, "gateway", self.gateway.name)
+        elif recorded != self.gateway.name:
+            raise StoreError(
+                f"data dir {self.cfg.data_dir()} holds a {recorded} fleet, but the daemon was started with "
+                f"the {self.gateway.name} gateway; use another --data-dir"
+            )
+
+    async def _seed_simulated_fleet(self, store: Store) -> None:
+        if not isinstance(self.gateway, Simulator) or await store.count_accounts():
+            return
+        seeds = self.gateway.seeds()
+        async with store.tx() as tx:
+            await store.insert_accounts(tx, (
+                {"phone": s.phone, "tg_user_id": s.tg_user_id, "label": s.label, "is_probe": int(s.is_probe),
+                 "profile_json": "{}"} for s in seeds))
+            await tx.event("fleet.seeded", f"simulator seeded {len(seeds)} accounts")
+        log.info("simulator: seeded %d accounts", len(seeds))
+
+    async def _serve(self, rt: Runtime) -> web.AppRunner:
+        """One application, one AppRunner, two sites: the Unix socket and the TCP port."""
+        app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY)
+        app[RUNTIME] = rt
+        add_provider_routes(app)
+        app.add_subapp("/v1/", create_control_app())
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        try:
+            await _bind_unix(runner, rt.socket_path)
+            host, port = self.cfg.http_bind()
+            site = web.TCPSite(runner, host, port)
+            try:
+                await site.start()
+            except OSError as exc:
+                raise TgfleetError(f"daemon.http {host}:{port}: cannot listen: {exc.strerror}") from None
+        except BaseException:
+            await runner.cleanup()
+            raise
+        bound = next((a for a in runner.addresses if isinstance(a, tuple)), (host, port))
+        rt.http_bound = f"{bound[0]}:{bound[1]}"
+        return runner
+
+
+async def _bind_unix(runner: web.AppRunner, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.exists() or path.is_symlink():
+        if _socket_answers(path):
+            raise AlreadyRunning(f"socket {path} is in use by another tgdaemon; stop it or use another --socket")
+        path.unlink()
+    old = os.umask(0o177)  # the socket is born 0600: no window where others could connect
+    try:
+        await web.UnixSite(runner, str(path)).start()
+    except OSError as exc:
+        raise TgfleetError(f"socket {path}: cannot listen: {exc.strerror}") from None
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+
+
+def _socket_answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+async def _watchdog(interval: float) -> None:
+    while True:
+        systemd.notify("WATCHDOG=1")
+        await asyncio.sleep(interval)

@@ -1,0 +1,54 @@
+"""What the APIs see of a running daemon: its parts and its status."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from tgdaemon import __version__
+from tgdaemon.config import Config
+from tgdaemon.gateway.base import Gateway
+from tgdaemon.store import Store
+from tgdaemon.stream import Hub
+from tgdaemon.timeutil import iso
+
+
+@dataclass
+class Runtime:
+    cfg: Config
+    store: Store
+    hub: Hub
+    gateway: Gateway
+    socket_path: Path
+    started_at: float = field(default_factory=time.time)
+    started_mono: float = field(default_factory=time.monotonic)
+    http_bound: str | None = None
+
+    def uptime(self) -> float:
+        return time.monotonic() - self.started_mono
+
+    async def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "version": __version__,
+            "pid": os.getpid(),
+            "started_at": iso(self.started_at),
+            "uptime_seconds": round(self.uptime(), 1),
+            "gateway": self.gateway.name,
+            "data_dir": str(self.cfg.data_dir()),
+            "socket": str(self.socket_path),
+            "http": self.http_bound,
+            "accounts": await self.store.account_counts(),
+            "tasks": await self.store.task_counts(),
+            "stream": {"epoch": self.hub.epoch, "seq": self.hub.seq, "subscribers": self.hub.subscribers},
+        }
+        if describe := getattr(self.gateway, "describe", None):
+            out[self.gateway.name] = describe()
+        return out
+
+
+RUNTIME = web.AppKey("runtime", Runtime)

@@ -1,0 +1,1 @@
+"""tgtui: the terminal dashboard of a tgfleet daemon."""

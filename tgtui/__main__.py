@@ -1,0 +1,28 @@
+"""``tgtui [--socket PATH]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tgdaemon.cli.admin import socket_path
+from tgdaemon.errors import TgfleetError
+from tgtui.app import run_dashboard
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="tgtui", description="The tgfleet dashboard.")
+    parser.add_argument("--socket", metavar="PATH", help="the daemon's control socket")
+    parser.add_argument("--config", metavar="PATH", help="config file, to find the socket")
+    args = parser.parse_args()
+    try:
+        run_dashboard(socket_path(args))
+    except TgfleetError as exc:
+        print(f"tgtui: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,111 @@
+"""The client of the daemon's control API; the dashboard and the admin commands use only this."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from tgdaemon.errors import ApiError, DaemonNotRunning
+
+START_HINT = "start it with `tgdaemon run` (or `systemctl start tgdaemon`), or pass --socket"
+
+
+class ControlClient:
+    def __init__(self, socket_path: Path | str, *, timeout: float = 30.0) -> None:
+        self.socket_path = Path(socket_path)
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> "ControlClient":
+        return self
+
+    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        await self.close()
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.UnixConnector(path=str(self.socket_path))
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _not_running(self) -> DaemonNotRunning:
+        return DaemonNotRunning(f"tgdaemon is not running (nothing answers on {self.socket_path}); {START_HINT}")
+
+    async def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+                      body: dict[str, Any] | None = None) -> Any:
+        query = {k: _query_value(v) for k, v in (params or {}).items() if v is not None}
+        try:
+            async with self._http().request(method, f"http://tgdaemon/v1{path}", params=query,
+                                             json=body) as resp:
+                raw = await resp.read()
+        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, FileNotFoundError):
+            raise self._not_running() from None
+        data = msgspec.json.decode(raw) if raw else None
+        if resp.status >= 400:
+            error = (data or {}).get("error", {}) if isinstance(data, dict) else {}
+            raise ApiError(error.get("message") or f"HTTP {resp.status}", status=resp.status,
+                           code=error.get("code", "error"))
+        return data
+
+    async def status(self) -> dict[str, Any]:
+        return await self.request("GET", "/status")
+
+    async def accounts(self, **params: Any) -> dict[str, Any]:
+        return await self.request("GET", "/accounts", params=params)
+
+    async def all_accounts(self, *, page: int = 5000, **params: Any) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        after = None
+        while True:
+            data = await self.accounts(limit=page, after=after, **params)
+            out.extend(data["accounts"])
+            if not (after := data["next"]):
+                return out
+
+    async def account(self, account_id: int) -> dict[str, Any]:
+        return await self.request("GET", f"/accounts/{account_id}")
+
+    async def disable(self, account_id: int, reason: str) -> dict[str, Any]:
+        return await self.request("POST", f"/accounts/{account_id}/disable", body={"reason": reason})
+
+    async def enable(self, account_id: int) -> dict[str, Any]:
+        return await self.request("POST", f"/accounts/{account_id}/enable", body={})
+
+    async def events(self, **params: Any) -> list[dict[str, Any]]:
+        return (await self.request("GET", "/events", params=params))["events"]
+
+    async def watch(self, since: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Messages of the live stream, one by one (batched frames are unpacked here)."""
+        params = {"since": since} if since else {}
+        try:
+            ws = await self._http().ws_connect("http://tgdaemon/v1/watch", params=params, heartbeat=30,
+                                               max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=5))
+        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, FileNotFoundError):
+            raise self._not_running() from None
+        async with ws:
+            async for msg in ws:
+                if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    break
+                data = msgspec.json.decode(msg.data)
+                if data.get("type") == "deltas":
+                    for item in data["items"]:
+                        yield item
+                else:
+                    yield data
+        raise self._not_running()
+
+
+def _query_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
