@@ -18,8 +18,10 @@ from tgtui.client import ControlClient
 from tgtui.model import FleetModel, effective_state, parse_time
 
 STATE_STYLE = {"ready": "green", "busy": "cyan", "cooldown": "yellow", "disabled": "red", "inactive": "dim"}
-COLUMNS = (("id", "ID"), ("label", "Label"), ("phone", "Phone"), ("state", "State"), ("cooldown", "Cooldown"),
-           ("setup", "Setup"), ("executor", "Executor"), ("error", "Last error"))
+# (key, label, width): fixed widths, so a value that changes later is never cut to the first one's width.
+COLUMNS = (("id", "ID", 6), ("label", "Label", 16), ("phone", "Phone", 14), ("state", "State", 9),
+           ("cooldown", "Cooldown", 9), ("setup", "Setup", 6), ("executor", "Executor", 10),
+           ("error", "Last error", 24))
 REPAINT_SECONDS = 0.25
 RECONNECT_SECONDS = 1.0
 
@@ -62,8 +64,8 @@ class FleetApp(App[None]):
         yield Static("connecting…", id="header")
         yield Static("", id="offline")
         table: DataTable[Any] = DataTable(id="accounts", cursor_type="row", zebra_stripes=True)
-        for key, label in COLUMNS:
-            table.add_column(label, key=key)
+        for key, label, width in COLUMNS:
+            table.add_column(label, key=key, width=width)
         yield table
         yield Footer()
 
