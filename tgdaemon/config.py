@@ -67,8 +67,40 @@ class SimulatorConfig(Section):
     transient_rate: Fraction = 0.01
 
 
+class ProxyConfig(Section):
+    type: Literal["", "socks5", "socks4", "http", "mtproxy"] = ""
+    host: str = ""
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+    username: str = ""
+    password: str = ""
+    secret: str = ""  # MTProxy only
+
+
+class TelegramConfig(Section):
+    api_id: Annotated[int, msgspec.Meta(ge=0)] = 0
+    api_hash: str = ""
+    device_model: str = "tgfleet"
+    system_version: str = "Linux"
+    app_version: str = "tgfleet 0.1"
+    lang_code: str = "en"
+    system_lang_code: str = "en"
+    max_connected: Annotated[int, msgspec.Meta(ge=1)] = 200
+    idle_disconnect_seconds: Positive = 300.0
+    connect_timeout_seconds: Positive = 15.0
+    call_timeout_seconds: Positive = 30.0
+    request_retries: Annotated[int, msgspec.Meta(ge=0, le=5)] = 1
+    login_timeout_seconds: Positive = 600.0
+    proxy: ProxyConfig = msgspec.field(default_factory=ProxyConfig)
+
+    @property
+    def configured(self) -> bool:
+        """A real fleet needs both; without them the simulator is the gateway."""
+        return bool(self.api_id and self.api_hash)
+
+
 class Config(Section):
     daemon: DaemonConfig = msgspec.field(default_factory=DaemonConfig)
+    telegram: TelegramConfig = msgspec.field(default_factory=TelegramConfig)
     simulator: SimulatorConfig = msgspec.field(default_factory=SimulatorConfig)
 
     def data_dir(self) -> Path:
@@ -136,18 +168,22 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config {path}: not valid TOML: {exc}") from None
 
 
-def _env_layer(env: dict[str, str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
+def _env_layer(env: dict[str, str]) -> dict[str, Any]:
+    """TGFLEET_SECTION__KEY (and TGFLEET_SECTION__SUB__KEY) as a nested dict."""
+    out: dict[str, Any] = {}
     for name, raw in sorted(env.items()):
         if not name.startswith(ENV_PREFIX) or name in ENV_NOT_KEYS:
             continue
         if name in ENV_ALIASES:
-            section, key = ENV_ALIASES[name]
+            path = list(ENV_ALIASES[name])
         elif "__" in name:
-            section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
+            path = name[len(ENV_PREFIX):].lower().split("__")
         else:
             continue
-        out.setdefault(section, {})[key] = _env_value(raw)
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = _env_value(raw)
     return out
 
 

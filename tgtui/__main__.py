@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from tgdaemon.cli.admin import socket_path
 from tgdaemon.errors import TgfleetError

@@ -8,7 +8,23 @@ sleeps out a flood wait: it raises, and the scheduler holds the account.
 from __future__ import annotations
 
 import abc
+import re
 from dataclasses import dataclass, field
+
+from telethon import utils
+
+_POST_LINK = re.compile(r"^((?:https?://)?(?:www\.)?(?:t\.me|telegram\.(?:me|dog))/[A-Za-z]\w*)/\d+/?$")
+
+
+def parse_target(target: str) -> tuple[str | None, bool]:
+    """(lower-case username or invite hash, is_invite), as Telethon parses it; None if invalid.
+
+    A post link (``t.me/name/123``) stands for its channel.
+    """
+    target = target.strip()
+    if match := _POST_LINK.match(target):
+        target = match[1]
+    return utils.parse_username(target.rstrip("/"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from tgdaemon.gateway.base import (
     Me,
     PostStats,
     SimAccountSeed,
+    parse_target,
 )
 from tgdaemon.gateway.simworld import (
     PRIVATE_CHANNEL,
@@ -33,7 +34,6 @@ from tgdaemon.gateway.simworld import (
     build_accounts,
     build_channels,
     initial_profile,
-    parse_target,
     unit,
 )
 

@@ -11,10 +11,9 @@ import base64
 import hashlib
 import math
 import random
-import re
 from dataclasses import dataclass, field
 
-from telethon import errors, utils
+from telethon import errors
 
 from tgdaemon.config import SimulatorConfig
 from tgdaemon.gateway.base import Channel, ChannelStats, PostStats, SimAccountSeed
@@ -42,7 +41,6 @@ FIRST_NAMES = ("Alpha", "Bravo", "Charlie", "Delta", "Echo", "Foxtrot", "Golf", 
                "India", "Juliett", "Kilo", "Lima", "Mike", "November", "Oscar", "Papa")
 LAST_NAMES = ("Amber", "Blue", "Cedar", "Dune", "Ember", "Frost", "Granite", "Harbor")
 
-_POST_LINK = re.compile(r"^((?:https?://)?(?:www\.)?(?:t\.me|telegram\.(?:me|dog))/[A-Za-z]\w*)/\d+/?$")
 
 
 def _digest(*parts: object) -> bytes:
@@ -189,13 +187,3 @@ def build_channels(cfg: SimulatorConfig) -> list[SimChannel]:
         ))
     return channels
 
-
-def parse_target(target: str) -> tuple[str | None, bool]:
-    """(lower-case username or invite hash, is_invite), as Telethon parses it; None if invalid.
-
-    A post link (``t.me/name/123``) stands for its channel.
-    """
-    target = target.strip()
-    if match := _POST_LINK.match(target):
-        target = match[1]
-    return utils.parse_username(target.rstrip("/"))

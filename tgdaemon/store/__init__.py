@@ -5,12 +5,14 @@ that a PostgreSQL store (several daemons, ``FOR UPDATE SKIP LOCKED``
 leasing) can be added behind the same interface later.
 """
 
-from tgdaemon.store.accounts import STATES, SORT_KEYS, AccountStore, account_view, event_view, mask_phone
+from tgdaemon.store.accounts import STATES, SORT_KEYS, account_view, event_view, mask_phone
 from tgdaemon.store.core import Tx
+from tgdaemon.store.sessions import EntityRow, NewAccount, SessionData, SessionStore
 
 
-class Store(AccountStore):
+class Store(SessionStore):
     """The store's whole interface."""
 
 
-__all__ = ["STATES", "SORT_KEYS", "Store", "Tx", "account_view", "event_view", "mask_phone"]
+__all__ = ["STATES", "SORT_KEYS", "EntityRow", "NewAccount", "SessionData", "Store", "Tx", "account_view",
+           "event_view", "mask_phone"]

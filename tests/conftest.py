@@ -1,0 +1,103 @@
+"""Shared fixtures: a real daemon on the simulator, reachable over a real Unix socket.
+
+``running_daemon`` is the one most tests want::
+
+    async def test_something(running_daemon):
+        daemon, client = running_daemon
+        status = await client.status()          # tgtui.client.ControlClient over the socket
+        daemon.runtime.store / daemon.runtime.hub  # the daemon's own parts, in-process
+
+It is the real ``tgdaemon.lifecycle.daemon.Daemon`` serving the real aiohttp
+application on a short socket path under /tmp (AF_UNIX paths are limited to
+108 bytes, pytest's tmp_path can be longer) and on ``127.0.0.1:0`` (the bound
+address is ``daemon.runtime.http_bound``), with a fresh data dir in tmp_path
+and the ``Simulator`` gateway: 50 accounts, no latency, seed 1.
+
+For other settings use ``daemon_factory``, an async context manager taking
+config overrides per section (merged over the defaults above)::
+
+    async def test_small_queue(daemon_factory):
+        async with daemon_factory(daemon={"stream_queue_size": 100}) as (daemon, client):
+            ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tgdaemon import config
+from tgdaemon.gateway.simulator import Simulator
+from tgdaemon.lifecycle.daemon import Daemon
+from tgtui.client import ControlClient
+
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 10.0
+FLEET_SIZE = 50
+
+
+@pytest.fixture
+def short_dir() -> Any:
+    """A short private directory under /tmp, for Unix socket paths; removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="tgf", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def build_config(tmp_path: Path, socket_path: Path, **sections: dict[str, Any]) -> config.Config:
+    """The test daemon's config: an empty config file, no environment, these overrides."""
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    overrides: dict[str, dict[str, Any]] = {
+        "daemon": {"data_dir": str(tmp_path / "data"), "socket": str(socket_path), "http": "127.0.0.1:0"},
+        "simulator": {"accounts": FLEET_SIZE, "latency_min_ms": 0, "latency_max_ms": 0},
+    }
+    for section, values in sections.items():
+        overrides[section] = {**overrides.get(section, {}), **values}
+    return config.load(empty, env={}, overrides=overrides)
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path, short_dir: Path) -> Callable[..., Any]:
+    """``async with daemon_factory(**sections) as (daemon, client)``: start, wait ready, stop, await exit."""
+
+    @contextlib.asynccontextmanager
+    async def start(**sections: dict[str, Any]) -> AsyncIterator[tuple[Daemon, ControlClient]]:
+        cfg = build_config(tmp_path, short_dir / "d.sock", **sections)
+        daemon = Daemon(cfg, Simulator(cfg.simulator), install_signal_handlers=False)
+        task = asyncio.create_task(daemon.run(), name="test-daemon")
+        ready = asyncio.create_task(daemon.ready.wait())
+        done, _ = await asyncio.wait({task, ready}, timeout=START_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        if ready not in done:
+            ready.cancel()
+            if task in done:
+                task.result()  # raises the daemon's start-up error
+            task.cancel()
+            raise AssertionError(f"daemon not ready within {START_TIMEOUT}s")
+        client = ControlClient(cfg.socket_path(), timeout=10)
+        try:
+            yield daemon, client
+        finally:
+            await client.close()
+            daemon.stop()
+            exit_code = await asyncio.wait_for(task, STOP_TIMEOUT)
+            assert exit_code == 0
+            assert not cfg.socket_path().exists(), "the daemon left its socket behind"
+
+    return start
+
+
+@pytest.fixture
+async def running_daemon(daemon_factory: Callable[..., Any]) -> AsyncIterator[tuple[Daemon, ControlClient]]:
+    """(daemon, ControlClient) for a real daemon on the simulator (50 accounts, latency 0); see module doc."""
+    async with daemon_factory() as pair:
+        yield pair

@@ -1,0 +1,117 @@
+"""Sessions and the per-account entity cache, and adding accounts that come with a session.
+
+Auth keys enter and leave only through these methods; nothing here logs them,
+puts them in an event, or renders them in a repr.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tgdaemon.errors import Conflict, NotFound
+from tgdaemon.store.accounts import AccountStore
+from tgdaemon.store.core import Tx
+from tgdaemon.timeutil import now
+
+
+@dataclass(frozen=True, slots=True)
+class SessionData:
+    dc_id: int
+    server: str
+    port: int
+    auth_key: bytes | None = field(default=None, repr=False)
+
+
+# (marked peer id, access hash, username, phone, name): Telethon's own entity row shape.
+EntityRow = tuple[int, int, str | None, str | None, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class NewAccount:
+    phone: str | None
+    tg_user_id: int | None
+    label: str
+    is_probe: bool
+    first_name: str = ""
+    last_name: str = ""
+
+
+class SessionStore(AccountStore):
+    async def load_session(self, account_id: int) -> SessionData | None:
+        rows = list(await self.read(
+            "SELECT dc_id, server, port, auth_key FROM sessions WHERE account_id = ?", (account_id,)))
+        if not rows:
+            return None
+        r = rows[0]
+        return SessionData(r["dc_id"], r["server"], r["port"], r["auth_key"])
+
+    async def save_session(self, account_id: int, data: SessionData) -> None:
+        async with self.tx() as tx:
+            await self._upsert_session(tx, account_id, data)
+
+    async def _upsert_session(self, tx: Tx, account_id: int, data: SessionData) -> None:
+        await tx.execute(
+            "INSERT INTO sessions (account_id, dc_id, server, port, auth_key, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (account_id) DO UPDATE SET dc_id = excluded.dc_id, server = excluded.server,"
+            " port = excluded.port, auth_key = excluded.auth_key, updated_at = excluded.updated_at",
+            (account_id, data.dc_id, data.server, data.port, data.auth_key, now()),
+        )
+
+    async def load_entities(self, account_id: int) -> list[EntityRow]:
+        rows = await self.read(
+            "SELECT peer_id, access_hash, username, phone, name FROM entities WHERE account_id = ?", (account_id,))
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    async def save_entities(self, account_id: int, rows: Iterable[EntityRow]) -> None:
+        rows = list(rows)
+        if not rows:
+            return
+        async with self.tx() as tx:
+            await tx.conn.executemany(
+                "INSERT INTO entities (account_id, peer_id, access_hash, username, phone, name, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (account_id, peer_id) DO UPDATE SET"
+                " access_hash = excluded.access_hash, username = COALESCE(excluded.username, entities.username),"
+                " phone = COALESCE(excluded.phone, entities.phone), name = COALESCE(excluded.name, entities.name),"
+                " updated_at = excluded.updated_at",
+                [(account_id, *row, now()) for row in rows],
+            )
+
+    async def find_entity(self, account_id: int, username: str) -> EntityRow | None:
+        rows = list(await self.read(
+            "SELECT peer_id, access_hash, username, phone, name FROM entities"
+            " WHERE account_id = ? AND username = ? COLLATE NOCASE", (account_id, username)))
+        return tuple(rows[0]) if rows else None  # type: ignore[return-value]
+
+    async def account_identity(self, account_id: int) -> sqlite3.Row:
+        rows = list(await self.read("SELECT id, tg_user_id, phone FROM accounts WHERE id = ?", (account_id,)))
+        if not rows:
+            raise NotFound(f"account {account_id}: no such account")
+        return rows[0]
+
+    async def add_account(self, account: NewAccount, session: SessionData, *, how: str) -> int:
+        """Insert an account with its session in one transaction; a duplicate user or phone is refused."""
+        async with self.tx() as tx:
+            await self._refuse_duplicate(tx, account)
+            cur = await tx.execute(
+                "INSERT INTO accounts (phone, tg_user_id, label, is_probe, profile_json, created_at, last_ok_at)"
+                " VALUES (?, ?, ?, ?, '{}', ?, ?)",
+                (account.phone, account.tg_user_id, account.label, int(account.is_probe), now(), now()),
+            )
+            account_id = int(cur.lastrowid or 0)
+            await self._upsert_session(tx, account_id, session)
+            await tx.event(f"account.{how}", f"{how}: {account.label}" + (" (probe)" if account.is_probe else ""),
+                           account_id=account_id, data={"probe": account.is_probe})
+            return account_id
+
+    async def _refuse_duplicate(self, tx: Tx, account: NewAccount) -> None:
+        checks: list[tuple[str, Any]] = [("tg_user_id", account.tg_user_id), ("phone", account.phone)]
+        for column, value in checks:
+            if value is None:
+                continue
+            rows = list(await tx.fetchall(f"SELECT id, label FROM accounts WHERE {column} = ?", (value,)))
+            if rows:
+                what = "Telegram user" if column == "tg_user_id" else "phone number"
+                raise Conflict(f"that {what} is already account {rows[0]['id']} ({rows[0]['label']})")
