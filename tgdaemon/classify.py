@@ -86,7 +86,7 @@ _TABLE: dict[str, ErrorClass] = {
     **dict.fromkeys(("CHANNEL_PRIVATE", "CHANNEL_INVALID", "CHANNEL_BANNED",
                      "CHANNEL_PUBLIC_GROUP_NA", "USERNAME_NOT_OCCUPIED", "USERNAME_INVALID",
                      "USERNAME_PURCHASE_AVAILABLE", "INVITE_HASH_EXPIRED",
-                     "INVITE_HASH_INVALID", "INVITE_HASH_EMPTY", "MSG_ID_INVALID"), _K.TARGET),
+                     "INVITE_HASH_INVALID", "INVITE_HASH_EMPTY", "MSG_ID_INVALID", "MESSAGE_ID_INVALID"), _K.TARGET),
     # Telegram rejected what we sent: retrying the same file/name/password cannot help.
     **dict.fromkeys((MEDIA_FILE_MISSING, MEDIA_UNREADABLE, MEDIA_INVALID, NO_2FA_PASSWORD,
                      "MEDIA_EMPTY", "PHOTO_INVALID", "PHOTO_INVALID_DIMENSIONS",

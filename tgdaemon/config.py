@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -183,8 +184,24 @@ def _env_layer(env: dict[str, str]) -> dict[str, Any]:
         node = out
         for part in path[:-1]:
             node = node.setdefault(part, {})
-        node[path[-1]] = _env_value(raw)
+        node[path[-1]] = raw if _is_text_key(path) else _env_value(raw)
     return out
+
+
+def _is_text_key(path: list[str]) -> bool:
+    """Whether the key at ``path`` takes a string, so its value is taken as given, never parsed."""
+    struct: Any = Config
+    for part in path:
+        hints = getattr(struct, "__annotations__", {})
+        if part not in hints:
+            return False
+        struct = typing.get_type_hints(struct, include_extras=True)[part]
+    base = typing.get_origin(struct) or struct
+    if base is typing.Annotated:
+        base = typing.get_args(struct)[0]
+    if typing.get_origin(base) is Literal:
+        return all(isinstance(v, str) for v in typing.get_args(base))
+    return base is str
 
 
 def _env_value(raw: str) -> Any:
@@ -211,7 +228,7 @@ _UNKNOWN = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`$")
 
 def _validate(data: dict[str, Any], origin: str) -> Config:
     try:
-        return msgspec.convert(data, Config, strict=True)
+        cfg = msgspec.convert(data, Config, strict=True)
     except msgspec.ValidationError as exc:
         match = _AT.match(str(exc))
         assert match is not None
@@ -222,3 +239,8 @@ def _validate(data: dict[str, Any], origin: str) -> Config:
         else:
             msg = msg[0].lower() + msg[1:]
         raise ConfigError(f"{origin}: {path or 'top level'}: {msg}") from None
+    try:
+        cfg.http_bind()  # checks that a type cannot express
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
+    return cfg

@@ -28,6 +28,7 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     started_mono: float = field(default_factory=time.monotonic)
     http_bound: str | None = None
+    socket_bound: bool = False
 
     def uptime(self) -> float:
         return time.monotonic() - self.started_mono

@@ -18,7 +18,9 @@ from typing import Any
 from tgdaemon import config
 from tgdaemon.cli.parser import positive_int
 from tgdaemon.errors import TgfleetError
+from tgdaemon.gateway.base import Gateway
 from tgdaemon.gateway.simulator import Simulator
+from tgdaemon.gateway.telegram import TelethonGateway
 from tgdaemon.lifecycle.daemon import Daemon
 
 
@@ -58,8 +60,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=cfg.daemon.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    daemon = Daemon(cfg, Simulator(cfg.simulator))
+    daemon = Daemon(cfg, choose_gateway(cfg, args.simulate))
     return asyncio.run(daemon.run())
+
+
+def choose_gateway(cfg: config.Config, simulate: bool) -> Gateway:
+    """The simulator when asked for, or when no api_id/api_hash is configured; else real Telegram."""
+    if simulate or not cfg.telegram.configured:
+        if not simulate:
+            logging.getLogger(__name__).warning(
+                "no [telegram] api_id/api_hash configured: running on the simulator")
+        return Simulator(cfg.simulator)
+    return TelethonGateway(cfg.telegram)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

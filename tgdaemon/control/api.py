@@ -16,10 +16,12 @@ import msgspec
 from aiohttp import web
 
 from tgdaemon.control.watch import SOCKETS, close_all, watch
+from tgdaemon.errors import ApiError
 from tgdaemon.httpjson import Handler, error_response, json_response, read_body, read_query
 from tgdaemon.runtime import RUNTIME
 from tgdaemon.store import SORT_KEYS, STATES
 
+MAX_ID = 2**63 - 1  # SQLite's INTEGER
 State = Literal["ready", "busy", "cooldown", "disabled", "inactive"]
 SortKey = Literal[tuple(SORT_KEYS)]  # type: ignore[valid-type]
 assert set(STATES) == set(State.__args__)  # type: ignore[attr-defined]
@@ -35,7 +37,7 @@ class AccountsQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class EventsQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    account_id: int | None = None
+    account_id: Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)] | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 100
 
 
@@ -65,7 +67,7 @@ async def same_uid_only(request: web.Request, handler: Handler) -> web.StreamRes
 
 def account_id(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not raw.isdigit():
+    if not raw.isdigit() or int(raw) > MAX_ID:
         raise web.HTTPNotFound()
     return int(raw)
 
@@ -93,7 +95,10 @@ async def disable_account(request: web.Request) -> web.Response:
     aid = account_id(request)
     body = await read_body(request, DisableBody)
     store = request.config_dict[RUNTIME].store
-    changed = await store.disable_account(aid, body.reason.strip() or body.reason)
+    reason = body.reason.strip()
+    if not reason:
+        raise ApiError("body reason: must not be blank", code="invalid_body")
+    changed = await store.disable_account(aid, reason)
     return json_response({"changed": changed, "account": await store.get_account(aid)})
 
 

@@ -10,8 +10,12 @@ from __future__ import annotations
 import abc
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from telethon import utils
+
+if TYPE_CHECKING:
+    from tgdaemon.store import Store
 
 _POST_LINK = re.compile(r"^((?:https?://)?(?:www\.)?(?:t\.me|telegram\.(?:me|dog))/[A-Za-z]\w*)/\d+/?$")
 
@@ -88,8 +92,8 @@ class Gateway(abc.ABC):
 
     name: str
 
-    async def start(self) -> None:
-        """Prepare; connections themselves are made lazily, on first use."""
+    async def start(self, store: Store) -> None:
+        """Prepare, with the store that holds sessions; connections are made lazily, on first use."""
 
     async def close(self) -> None:
         """Disconnect everything; called once at shutdown."""

@@ -75,7 +75,7 @@ class Daemon:
             await self._check_fleet_kind(store)
             hub = Hub(queue_size=self.cfg.daemon.stream_queue_size, replay_size=self.cfg.daemon.stream_replay_size)
             store.on_commit = change_publisher(store, hub)
-            await self.gateway.start()
+            await self.gateway.start(store)
             await self._seed_simulated_fleet(store)
             self.runtime = Runtime(self.cfg, store, hub, self.gateway, socket_path)
             runner = await self._serve(self.runtime)
@@ -121,8 +121,9 @@ class Daemon:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.gateway.close(), timeout=timeout / 4)
         await store.close()
-        with contextlib.suppress(FileNotFoundError):
-            socket_path.unlink()
+        if self.runtime is not None and self.runtime.socket_bound:
+            with contextlib.suppress(FileNotFoundError):
+                socket_path.unlink()
         log.info("tgdaemon stopped")
 
     async def _check_fleet_kind(self, store: Store) -> None:
@@ -158,12 +159,13 @@ class Daemon:
         await runner.setup()
         try:
             await _bind_unix(runner, rt.socket_path)
+            rt.socket_bound = True
             host, port = self.cfg.http_bind()
             site = web.TCPSite(runner, host, port)
             try:
                 await site.start()
             except OSError as exc:
-                raise TgfleetError(f"daemon.http {host}:{port}: cannot listen: {exc.strerror}") from None
+                raise TgfleetError(f"daemon.http {host}:{port}: cannot listen: {exc.strerror or exc}") from None
         except BaseException:
             await runner.cleanup()
             raise
@@ -182,7 +184,7 @@ async def _bind_unix(runner: web.AppRunner, path: Path) -> None:
     try:
         await web.UnixSite(runner, str(path)).start()
     except OSError as exc:
-        raise TgfleetError(f"socket {path}: cannot listen: {exc.strerror}") from None
+        raise TgfleetError(f"socket {path}: cannot listen: {exc.strerror or exc}") from None
     finally:
         os.umask(old)
     os.chmod(path, 0o600)

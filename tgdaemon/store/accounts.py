@@ -10,7 +10,7 @@ import base64
 import json
 import sqlite3
 from collections.abc import Iterable
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -75,6 +75,9 @@ def account_view(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+
+
 def encode_cursor(value: Any, account_id: int) -> str:
     return base64.urlsafe_b64encode(json.dumps([value, account_id]).encode()).decode().rstrip("=")
 
@@ -82,7 +85,7 @@ def encode_cursor(value: Any, account_id: int) -> str:
 def decode_cursor(cursor: str) -> tuple[Any, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        value, account_id = msgspec.json.decode(raw, type=tuple[str | int | float, int])
+        value, account_id = msgspec.json.decode(raw, type=tuple[str | Int64 | float, Int64])
     except (ValueError, msgspec.DecodeError):
         raise ValueError("cursor: not a cursor this daemon issued") from None
     return value, account_id

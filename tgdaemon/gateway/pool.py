@@ -1,0 +1,95 @@
+"""One ``TelegramClient`` per account, connected lazily, at most ``max_connected`` at once.
+
+Never two clients on one account: a second live connection on the same auth
+key gets the key revoked by Telegram. Creation is serialised per account, the
+client is kept for the daemon's life, and only its connection comes and goes:
+least recently used first when the limit is reached, and after
+``idle_seconds`` without a call. A client with a call in flight is never
+disconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from telethon import TelegramClient
+
+log = logging.getLogger(__name__)
+
+
+class ClientPool:
+    def __init__(self, make: Callable[[int], Awaitable[TelegramClient]], *, max_connected: int,
+                 idle_seconds: float, connect_timeout: float) -> None:
+        self._make = make
+        self.max_connected = max_connected
+        self.idle_seconds = idle_seconds
+        self.connect_timeout = connect_timeout
+        self._clients: OrderedDict[int, TelegramClient] = OrderedDict()  # least recently used first
+        self._last_used: dict[int, float] = {}
+        self._in_flight: dict[int, int] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    def connected(self) -> int:
+        return sum(1 for c in self._clients.values() if c.is_connected())
+
+    @contextlib.asynccontextmanager
+    async def use(self, account_id: int) -> AsyncIterator[TelegramClient]:
+        """The account's client, connected, for the duration of one call."""
+        lock = self._locks.setdefault(account_id, asyncio.Lock())
+        async with lock:
+            client = self._clients.get(account_id)
+            if client is None:
+                client = self._clients[account_id] = await self._make(account_id)
+            self._clients.move_to_end(account_id)
+            self._in_flight[account_id] = self._in_flight.get(account_id, 0) + 1
+            try:
+                if not client.is_connected():
+                    await self._make_room()
+                    await asyncio.wait_for(client.connect(), self.connect_timeout)
+            except BaseException:
+                self._done(account_id)
+                raise
+        try:
+            yield client
+        finally:
+            self._done(account_id)
+
+    def _done(self, account_id: int) -> None:
+        self._in_flight[account_id] -= 1
+        self._last_used[account_id] = time.monotonic()
+
+    async def _make_room(self) -> None:
+        connected = [aid for aid, c in self._clients.items() if c.is_connected() and not self._in_flight.get(aid)]
+        excess = self.connected() - (self.max_connected - 1)
+        for account_id in connected[:max(0, excess)]:
+            await self._disconnect(account_id, "least recently used")
+
+    async def reap_idle(self) -> int:
+        """Disconnect clients idle for longer than ``idle_seconds``; returns how many."""
+        cutoff = time.monotonic() - self.idle_seconds
+        idle = [aid for aid, c in self._clients.items()
+                if c.is_connected() and not self._in_flight.get(aid) and self._last_used.get(aid, 0) < cutoff]
+        for account_id in idle:
+            await self._disconnect(account_id, "idle")
+        return len(idle)
+
+    async def forget(self, account_id: int) -> None:
+        """Drop an account's client (disabled, or its session replaced)."""
+        await self._disconnect(account_id, "forgotten")
+        self._clients.pop(account_id, None)
+
+    async def _disconnect(self, account_id: int, why: str) -> None:
+        client = self._clients.get(account_id)
+        if client is not None and client.is_connected():
+            log.debug("account %s: disconnecting (%s)", account_id, why)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.disconnect(), 5)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(self._disconnect(aid, "shutdown") for aid in list(self._clients)))
+        self._clients.clear()

@@ -1,0 +1,186 @@
+"""The real gateway: Telethon clients over sessions kept in the store.
+
+Every client runs with ``flood_sleep_threshold = 0`` (set on the client: the
+per-call argument is ignored), few request retries and
+``raise_last_call_error``, so the real Telegram error reaches the one
+classification; and every call has a timeout, because Telethon's own covers
+connecting only. No updates are processed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from telethon import TelegramClient, connection, errors, utils
+from telethon.tl import functions, types
+
+from tgdaemon.config import TelegramConfig
+from tgdaemon.gateway.base import AccountRef, Channel, ChannelStats, Gateway, Me, PostStats, parse_target
+from tgdaemon.gateway.pool import ClientPool
+from tgdaemon.gateway.session import StoreSession
+from tgdaemon.store import EntityRow, SessionData, Store
+
+log = logging.getLogger(__name__)
+
+
+def client_options(cfg: TelegramConfig) -> dict[str, Any]:
+    """TelegramClient keyword arguments from the config: device, retries, timeouts, proxy."""
+    options: dict[str, Any] = {
+        "device_model": cfg.device_model, "system_version": cfg.system_version, "app_version": cfg.app_version,
+        "lang_code": cfg.lang_code, "system_lang_code": cfg.system_lang_code,
+        "request_retries": cfg.request_retries, "connection_retries": 1, "retry_delay": 1,
+        "timeout": cfg.connect_timeout_seconds, "flood_sleep_threshold": 0, "raise_last_call_error": True,
+        "receive_updates": False, "auto_reconnect": False,
+    }
+    proxy = cfg.proxy
+    if proxy.type == "mtproxy":
+        options["connection"] = connection.ConnectionTcpMTProxyRandomizedIntermediate
+        options["proxy"] = (proxy.host, proxy.port, proxy.secret)
+    elif proxy.type:
+        options["proxy"] = {"proxy_type": proxy.type, "addr": proxy.host, "port": proxy.port,
+                            "username": proxy.username or None, "password": proxy.password or None, "rdns": True}
+    return options
+
+
+def me_from_user(user: types.User) -> Me:
+    return Me(user.id, f"+{user.phone}" if user.phone else None, user.first_name or "", user.last_name or "",
+              user.username)
+
+
+def input_channel(channel: Channel) -> types.InputChannel:
+    return types.InputChannel(channel.peer_id, channel.access_hash)
+
+
+def input_peer(channel: Channel) -> types.InputPeerChannel:
+    return types.InputPeerChannel(channel.peer_id, channel.access_hash)
+
+
+def channel_from(chat: Any) -> Channel:
+    """A Channel from a TL chat; anything but a channel is not a target we observe."""
+    if not isinstance(chat, types.Channel) or chat.access_hash is None:
+        raise errors.ChannelInvalidError(request=None)
+    return Channel(chat.id, chat.access_hash, chat.title, chat.username)
+
+
+class TelethonGateway(Gateway):
+    name = "telethon"
+
+    def __init__(self, cfg: TelegramConfig) -> None:
+        self.cfg = cfg
+        self.pool = ClientPool(self._client_for, max_connected=cfg.max_connected,
+                               idle_seconds=cfg.idle_disconnect_seconds, connect_timeout=cfg.connect_timeout_seconds)
+        self._writes: set[asyncio.Task[None]] = set()
+        self._reaper: asyncio.Task[None] | None = None
+
+    async def start(self, store: Store) -> None:
+        self.store = store
+        self._reaper = asyncio.create_task(self._reap_idle(), name="telegram idle reaper")
+
+    async def _reap_idle(self) -> None:
+        while True:
+            await asyncio.sleep(min(30.0, self.cfg.idle_disconnect_seconds / 2))
+            await self.pool.reap_idle()
+
+    def new_client(self, session: StoreSession) -> TelegramClient:
+        """A client with the fleet's options; tests replace its network layer here."""
+        client = TelegramClient(session, self.cfg.api_id, self.cfg.api_hash, **client_options(self.cfg))
+        client.flood_sleep_threshold = 0
+        return client
+
+    def session_for(self, account_id: int | None, data: SessionData | None,
+                    entities: list[EntityRow]) -> StoreSession:
+        """A store-backed session; with no account yet (login) its writes wait for the account to exist."""
+        def on_session(new: SessionData) -> None:
+            if account_id is not None:
+                self._spawn(self.store.save_session(account_id, new))
+
+        def on_entities(rows: list[EntityRow]) -> None:
+            if account_id is not None:
+                self._spawn(self.store.save_entities(account_id, rows))
+
+        return StoreSession(data, entities, on_session, on_entities)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _client_for(self, account_id: int) -> TelegramClient:
+        data = await self.store.load_session(account_id)
+        if data is None or not data.auth_key:
+            raise errors.AuthKeyUnregisteredError(request=None)  # no session: as good as a revoked one
+        return self.new_client(self.session_for(account_id, data, await self.store.load_entities(account_id)))
+
+    async def call(self, account: AccountRef, request: Any) -> Any:
+        """One request as one account, bounded by ``telegram.call_timeout_seconds``."""
+        async with self.pool.use(account.id) as client:
+            return await asyncio.wait_for(client(request), self.cfg.call_timeout_seconds)
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        await self.pool.close()
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+
+    async def get_me(self, account: AccountRef) -> Me:
+        users = await self.call(account, functions.users.GetUsersRequest([types.InputUserSelf()]))
+        return me_from_user(users[0])
+
+    async def resolve_channel(self, account: AccountRef, target: str) -> Channel:
+        name, is_invite = parse_target(target)
+        if name is None:
+            raise errors.UsernameInvalidError(request=None)
+        if is_invite:
+            invite = await self.call(account, functions.messages.CheckChatInviteRequest(hash=name))
+            if isinstance(invite, (types.ChatInviteAlready, types.ChatInvitePeek)):
+                return channel_from(invite.chat)
+            raise errors.ChannelPrivateError(request=None)  # seeing it would mean joining: out of scope
+        if (row := await self.store.find_entity(account.id, name)) is not None:
+            return Channel(utils.resolve_id(row[0])[0], row[1], row[4] or name, row[2])
+        resolved = await self.call(account, functions.contacts.ResolveUsernameRequest(username=name))
+        if not isinstance(resolved.peer, types.PeerChannel):
+            raise errors.ChannelInvalidError(request=None)
+        chat = next(c for c in resolved.chats if c.id == resolved.peer.channel_id)
+        return channel_from(chat)
+
+    async def last_post_ids(self, account: AccountRef, channel: Channel, n: int) -> list[int]:
+        history = await self.call(account, functions.messages.GetHistoryRequest(
+            peer=input_peer(channel), offset_id=0, offset_date=None, add_offset=0, limit=n, max_id=0, min_id=0,
+            hash=0))
+        return [m.id for m in history.messages if isinstance(m, types.Message)]
+
+    async def post_stats(self, account: AccountRef, channel: Channel, post_id: int) -> PostStats:
+        viewed = await self.call(account, functions.messages.GetMessagesViewsRequest(
+            peer=input_peer(channel), id=[post_id], increment=False))
+        found = await self.call(account, functions.channels.GetMessagesRequest(
+            channel=input_channel(channel), id=[types.InputMessageID(post_id)]))
+        message = found.messages[0] if found.messages else None
+        if not viewed.views or not isinstance(message, types.Message):
+            raise errors.MsgIdInvalidError(request=None)  # a deleted post: a target problem
+        views = viewed.views[0]
+        return PostStats(post_id, views.views or 0, views.forwards or 0,
+                         views.replies.replies if views.replies else 0, reaction_counts(message))
+
+    async def channel_stats(self, account: AccountRef, channel: Channel) -> ChannelStats:
+        full = await self.call(account, functions.channels.GetFullChannelRequest(channel=input_channel(channel)))
+        chat = next((c for c in full.chats if c.id == channel.peer_id), None)
+        return ChannelStats(channel.peer_id, chat.title if chat else channel.title,
+                            full.full_chat.participants_count or 0)
+
+
+def reaction_counts(message: types.Message) -> dict[str, int]:
+    """Emoji (or ``custom:<document id>``, ``paid``) to count."""
+    out: dict[str, int] = {}
+    for result in getattr(message.reactions, "results", None) or []:
+        reaction = result.reaction
+        if isinstance(reaction, types.ReactionEmoji):
+            key = reaction.emoticon
+        elif isinstance(reaction, types.ReactionCustomEmoji):
+            key = f"custom:{reaction.document_id}"
+        else:
+            key = "paid"
+        out[key] = out.get(key, 0) + result.count
+    return out
