@@ -32,7 +32,7 @@ def isolated_env(root: Path, **extra: str) -> dict[str, str]:
     """The test's environment minus anything that could point at a real daemon, config or systemd."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("TGFLEET_", "NOTIFY_SOCKET", "WATCHDOG_", "LISTEN_"))
-           and k not in ("INVOCATION_ID", "STATE_DIRECTORY", "RUNTIME_DIRECTORY")}
+           and k not in ("INVOCATION_ID", "STATE_DIRECTORY", "RUNTIME_DIRECTORY", "COLUMNS", "LINES")}
     for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_RUNTIME_DIR", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
         path = root / "xdg" / name.lower()
         path.mkdir(parents=True, exist_ok=True, mode=0o700)

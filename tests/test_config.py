@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 import msgspec
@@ -140,6 +139,27 @@ def test_env_string_key_with_a_toml_looking_value(empty: Path) -> None:
 def test_env_numeric_looking_path_stays_a_string(empty: Path) -> None:
     cfg = config.load(empty, env={"TGFLEET_DATA_DIR": "2024"})
     assert cfg.daemon.data_dir == "2024"
+
+
+def test_env_nested_sections_and_text_keys(empty: Path) -> None:
+    cfg = config.load(empty, env={
+        "TGFLEET_TELEGRAM__API_HASH": "0123456789",      # all digits, leading zero: still the text given
+        "TGFLEET_TELEGRAM__API_ID": "12345",
+        "TGFLEET_TELEGRAM__PROXY__TYPE": "socks5",
+        "TGFLEET_TELEGRAM__PROXY__HOST": "10.0.0.1",
+        "TGFLEET_TELEGRAM__PROXY__PORT": "1080",
+        "TGFLEET_TELEGRAM__PROXY__PASSWORD": "true",     # a password, not a boolean
+    })
+    assert cfg.telegram.api_hash == "0123456789" and cfg.telegram.api_id == 12345
+    proxy = cfg.telegram.proxy
+    assert (proxy.type, proxy.host, proxy.port, proxy.password) == ("socks5", "10.0.0.1", 1080, "true")
+    message = load_error(empty, env={"TGFLEET_TELEGRAM__PROXY__NOPE": "1"})
+    assert message == "environment (TGFLEET_*): telegram.proxy.nope: unknown key"
+
+
+def test_env_key_used_as_section_is_a_config_error(empty: Path) -> None:
+    message = load_error(empty, env={"TGFLEET_DAEMON__SOCKET": "/x.sock", "TGFLEET_DAEMON__SOCKET__X": "1"})
+    assert "daemon.socket" in message
 
 
 # --- errors: one line, naming the key and the source -------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from conftest import FLEET_SIZE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,8 +25,6 @@ from tgdaemon.errors import ApiError, DaemonNotRunning
 from tgdaemon.httpjson import MAX_BODY
 from tgdaemon.store import STATES
 from tgtui.client import ControlClient
-
-from conftest import FLEET_SIZE
 
 ISO_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 ACCOUNT_KEYS = {"id", "label", "phone_masked", "state", "is_probe", "executor", "cooldown_until",
@@ -162,6 +161,18 @@ async def test_unknown_account_404(http) -> None:
                                ("GET", "/v1/accounts/abc", None),
                                ("GET", "/v1/no/such/route", None)):
         status, data = await call(http, method, path, json=body)
+        assert_error(status, data, 404)
+
+
+@pytest.mark.parametrize("raw", [
+    "abc", "-1", "+1", "1.0", "1e3", "0x10", "%201", "1%00", "0",
+    "%C2%B2",           # '²'
+    "%D9%A1%D9%A2",     # Arabic-Indic '١٢'
+])
+async def test_odd_account_ids_are_404(http, raw: str) -> None:
+    for method, suffix, body in (("GET", "", None), ("POST", "/disable", {"reason": "x"}), ("POST", "/enable", {})):
+        async with http.request(method, f"http://tgdaemon/v1/accounts/{raw}{suffix}", json=body) as resp:
+            status, data = resp.status, json.loads(await resp.read())
         assert_error(status, data, 404)
 
 

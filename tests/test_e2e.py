@@ -10,6 +10,7 @@ import json
 import signal
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from daemon_proc import Fleet, fleet, no_traceback, one_line, socket_answers
+from daemon_proc import DaemonProc, Fleet, fleet, no_traceback, one_line, socket_answers
 
 STATES = {"ready", "busy", "cooldown", "disabled", "inactive"}
 ACCOUNT_FIELDS = {"id", "label", "phone_masked", "state", "is_probe", "executor", "cooldown_until",
@@ -29,6 +30,48 @@ DB_NAME = "tgfleet.sqlite3"
 def fl() -> Iterator[Fleet]:
     with fleet() as f:
         yield f
+
+
+class Notifications:
+    """The receiving end of sd_notify: an AF_UNIX datagram socket drained by a thread, as systemd would."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.1)
+        self.received: list[str] = []
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._drain, name="notify-drain", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while not self._closing.is_set():
+            try:
+                self.received.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    def lines(self) -> list[str]:
+        return [line for message in list(self.received) for line in message.split("\n")]
+
+    def wait_for(self, line: str, daemon: DaemonProc, timeout: float = 15.0) -> int:
+        """Until ``line`` has arrived (bounded); returns the index of its message."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, message in enumerate(list(self.received)):
+                if line in message.split("\n"):
+                    return i
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {line} from sd_notify within {timeout:.0f} s; got {self.received}\n{daemon.log()}")
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self._closing.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
 
 
 WIDE = {"COLUMNS": "400"}  # a wide "terminal": how piped human output wraps is test_cli's business
@@ -74,107 +117,130 @@ def assert_db_closed_cleanly(data_dir: Path) -> None:
         conn.close()
 
 
-def test_status_list_disable_enable_then_sigterm(fl: Fleet) -> None:
-    daemon = fl.start().wait_ready()
+def test_lifecycle_status_accounts_events_signals_restart(fl: Fleet) -> None:
+    """The operator's day: start under systemd-style notify, look, disable, enable, stop, restart, stop."""
+    notify = Notifications(fl.root / "notify")
+    try:
+        daemon = fl.start(env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "2000000"})
+        ready_at = notify.wait_for("READY=1", daemon)
+        # READY=1 is a promise: the control socket answers from that moment on
+        assert socket_answers(fl.socket_path), "READY=1 was sent before the control socket answered"
+        notify.wait_for("WATCHDOG=1", daemon)  # WATCHDOG_USEC=2 s: a ping every second
+        assert "STOPPING=1" not in notify.lines()
 
-    status, rows, none_disabled = cli_round(fl, ("status", "--json"), ("accounts", "list", "--json"),
-                                            ("accounts", "list", "--state", "disabled", "--json"))
-    assert set(status["accounts"]) == STATES
-    assert sum(status["accounts"].values()) == 50
-    assert all(isinstance(n, int) and n >= 0 for n in status["accounts"].values())
-    assert isinstance(status["tasks"], dict) and status["tasks"], status["tasks"]
-    assert all(isinstance(counts, dict) for counts in status["tasks"].values())
-    assert isinstance(status["version"], str) and status["version"]
-    assert isinstance(status["uptime_seconds"], (int, float)) and status["uptime_seconds"] >= 0
-    channels = status["simulator"]["channels"]
-    assert isinstance(channels, list) and channels and all(isinstance(c, str) and c for c in channels)
-    assert status["pid"] == daemon.pid
+        # -- status and listing
+        status, rows, none_disabled = cli_round(fl, ("status", "--json"), ("accounts", "list", "--json"),
+                                                ("accounts", "list", "--state", "disabled", "--json"))
+        assert set(status["accounts"]) == STATES
+        assert sum(status["accounts"].values()) == 50
+        assert all(isinstance(n, int) and n >= 0 for n in status["accounts"].values())
+        assert isinstance(status["tasks"], dict) and status["tasks"], status["tasks"]
+        assert all(isinstance(counts, dict) for counts in status["tasks"].values())
+        assert isinstance(status["version"], str) and status["version"]
+        assert isinstance(status["uptime_seconds"], (int, float)) and status["uptime_seconds"] >= 0
+        channels = status["simulator"]["channels"]
+        assert isinstance(channels, list) and channels and all(isinstance(c, str) and c for c in channels)
+        assert status["pid"] == daemon.pid
 
-    assert len(rows) == 50
-    for row in rows:
-        assert ACCOUNT_FIELDS <= set(row), ACCOUNT_FIELDS - set(row)
-        assert row["state"] in STATES
-        assert set(row["setup"]) >= {"done", "total"}
-        assert row["phone_masked"] and "*" in row["phone_masked"]
-    assert len({r["id"] for r in rows}) == 50
-    probes = [r for r in rows if r["is_probe"]]
-    assert 1 <= len(probes) <= 5, f"{len(probes)} probes of 50 (configured fraction 5%)"
-    assert none_disabled == []
+        assert len(rows) == 50
+        for row in rows:
+            assert ACCOUNT_FIELDS <= set(row), ACCOUNT_FIELDS - set(row)
+            assert row["state"] in STATES
+            assert set(row["setup"]) >= {"done", "total"}
+            assert row["phone_masked"] and "*" in row["phone_masked"]
+        assert len({r["id"] for r in rows}) == 50
+        probes = [r for r in rows if r["is_probe"]]
+        assert 1 <= len(probes) <= 5, f"{len(probes)} probes of 50 (configured fraction 5%)"
+        assert none_disabled == []
 
-    target = next(r for r in rows if not r["is_probe"] and r["state"] == "ready")
-    aid = str(target["id"])
-    reason = "operator test: sim e2e"
-    out = cli_ok(fl, "accounts", "disable", aid, "--reason", reason)
-    assert "disabled" in out and reason in out
+        # -- disable two accounts (one is enabled again, one stays disabled across the restart)
+        target, kept = [r for r in rows if not r["is_probe"] and r["state"] == "ready"][:2]
+        aid = str(target["id"])
+        reason, kept_reason = "operator test: sim e2e", "kept across restarts"
+        out, _ = cli_round(fl, ("accounts", "disable", aid, "--reason", reason),
+                           ("accounts", "disable", str(kept["id"]), "--reason", kept_reason))
+        assert "disabled" in out and reason in out
 
-    disabled, status, events, human_events = cli_round(
-        fl, ("accounts", "list", "--state", "disabled", "--json"), ("status", "--json"),
-        ("events", "--account", aid, "--json"), ("events",))
-    assert [(r["id"], r["state"], r["disabled_reason"]) for r in disabled] == [(target["id"], "disabled", reason)]
-    assert status["accounts"]["disabled"] == 1
-    assert any(e["kind"] == "account.disabled" and reason in e["message"] for e in events), events
-    assert reason in human_events
+        disabled, status, events, human_events = cli_round(
+            fl, ("accounts", "list", "--state", "disabled", "--json"), ("status", "--json"),
+            ("events", "--account", aid, "--json"), ("events",))
+        assert sorted((r["id"], r["state"], r["disabled_reason"]) for r in disabled) == \
+               [(target["id"], "disabled", reason), (kept["id"], "disabled", kept_reason)]
+        assert status["accounts"]["disabled"] == 2
+        assert any(e["kind"] == "account.disabled" and reason in e["message"] for e in events), events
+        assert all(e["account_id"] == target["id"] for e in events)
+        assert reason in human_events and kept_reason in human_events
 
-    out = cli_ok(fl, "accounts", "enable", aid)
-    assert "enabled" in out
-    none_disabled, after, events = cli_round(
-        fl, ("accounts", "list", "--state", "disabled", "--json"), ("accounts", "list", "--json"),
-        ("events", "--account", aid, "--json"))
-    assert none_disabled == []
-    after_by_id = {r["id"]: r for r in after}
-    assert after_by_id[target["id"]]["state"] != "disabled" and after_by_id[target["id"]]["disabled_reason"] is None
-    assert [e["kind"] for e in events][:2] == ["account.enabled", "account.disabled"]  # newest first
+        # -- enable one
+        assert "enabled" in cli_ok(fl, "accounts", "enable", aid)
+        disabled, after, events = cli_round(
+            fl, ("accounts", "list", "--state", "disabled", "--json"), ("accounts", "list", "--json"),
+            ("events", "--account", aid, "--json"))
+        assert [r["id"] for r in disabled] == [kept["id"]]
+        after_by_id = {r["id"]: r for r in after}
+        assert after_by_id[target["id"]]["state"] == "ready"
+        assert after_by_id[target["id"]]["disabled_reason"] is None
+        assert [e["kind"] for e in events][:2] == ["account.enabled", "account.disabled"]  # newest first
 
-    assert daemon.stop(signal.SIGTERM) == 0, daemon.log()
-    assert not fl.socket_path.exists(), "the socket file outlived the daemon"
-    assert "Traceback" not in daemon.log()
+        # -- SIGTERM: clean exit, socket gone, database closed, STOPPING=1 announced
+        assert daemon.stop(signal.SIGTERM) == 0, daemon.log()
+        assert not fl.socket_path.exists(), "the socket file outlived the daemon"
+        assert "Traceback" not in daemon.log()
+        stopping_at = notify.wait_for("STOPPING=1", daemon)
+        assert stopping_at > ready_at
+    finally:
+        notify.close()
     assert_db_closed_cleanly(fl.data_dir)
     trail = [(kind, account) for kind, account, _ in db_events(fl.data_dir)]
-    assert ("account.disabled", target["id"]) in trail and ("account.enabled", target["id"]) in trail
     assert trail.index(("account.disabled", target["id"])) < trail.index(("account.enabled", target["id"]))
+    assert ("account.disabled", kept["id"]) in trail
 
+    # -- restart on the same data dir, with a different --accounts: nothing is reseeded
+    again = fl.start(accounts=60).wait_ready()
+    rows_again, events_again, status_again = cli_round(
+        fl, ("accounts", "list", "--json"), ("events", "--limit", "500", "--json"), ("status", "--json"))
+    key = lambda r: (r["id"], r["label"], r["phone_masked"], r["is_probe"])  # noqa: E731
+    assert [key(r) for r in rows_again] == [key(r) for r in rows]
+    by_id = {r["id"]: r for r in rows_again}
+    assert (by_id[kept["id"]]["state"], by_id[kept["id"]]["disabled_reason"]) == ("disabled", kept_reason)
+    assert by_id[target["id"]]["state"] == "ready"
+    kinds = [(e["kind"], e["account_id"]) for e in events_again]
+    assert sum(k == "fleet.seeded" for k, _ in kinds) == 1, kinds
+    assert {("account.disabled", target["id"]), ("account.enabled", target["id"]),
+            ("account.disabled", kept["id"])} <= set(kinds)
+    assert status_again["accounts"]["disabled"] == 1 and status_again["pid"] == again.pid
 
-def test_sigint_stops_gracefully(fl: Fleet) -> None:
-    daemon = fl.start(accounts=10).wait_ready()
-    assert daemon.stop(signal.SIGINT) == 0, daemon.log()
+    # -- SIGINT stops it just as cleanly
+    assert again.stop(signal.SIGINT) == 0, again.log()
     assert not fl.socket_path.exists()
-    assert "Traceback" not in daemon.log()
+    assert "Traceback" not in again.log()
     assert_db_closed_cleanly(fl.data_dir)
 
 
-def test_second_daemon_on_same_data_dir_refuses(fl: Fleet) -> None:
+def test_second_daemons_are_refused_and_leave_the_first_alone(fl: Fleet) -> None:
     first = fl.start(accounts=10).wait_ready()
     other_socket = fl.root / "other.sock"
-    second = fl.start(accounts=10, socket_path=other_socket)
-    code = second.wait_exit()
-    assert code != 0
-    line = one_line(second.log())
-    assert "another tgdaemon" in line and "running" in line and str(first.pid) in line, line
+    # all three at once: same data dir + other socket, same data dir + same socket, other data dir + same socket
+    same_dir = fl.start(accounts=10, socket_path=other_socket)
+    same_both = fl.start(accounts=10)
+    same_socket = fl.start(accounts=10, data_dir=fl.root / "data2")
+    codes = [d.wait_exit() for d in (same_dir, same_both, same_socket)]
+    assert all(code != 0 for code in codes), codes
+
+    for refused in (same_dir, same_both):
+        line = one_line(refused.log())  # the data dir lock is taken before anything is logged
+        assert line.startswith("tgdaemon: ") and "another tgdaemon" in line and "running" in line, line
+        assert str(first.pid) in line, line
     assert not other_socket.exists()
-    # the first daemon is untouched
-    assert socket_answers(fl.socket_path)
-    assert cli_json(fl, "status")["pid"] == first.pid
-    assert first.stop() == 0
 
+    assert "Traceback" not in same_socket.log()
+    last = [ln for ln in same_socket.log().splitlines() if ln.strip()][-1]
+    assert last.startswith("tgdaemon: ") and "in use by another tgdaemon" in last, last
 
-def test_second_daemon_same_data_dir_and_socket_refuses(fl: Fleet) -> None:
-    first = fl.start(accounts=10).wait_ready()
-    second = fl.start(accounts=10)
-    assert second.wait_exit() != 0
-    assert "another tgdaemon" in one_line(second.log())
-    assert socket_answers(fl.socket_path), "the refused daemon removed the running daemon's socket"
-    assert cli_json(fl, "status")["pid"] == first.pid
-
-
-def test_second_daemon_on_same_socket_keeps_the_first_reachable(fl: Fleet) -> None:
-    first = fl.start(accounts=10).wait_ready()
-    second = fl.start(accounts=10, data_dir=fl.root / "data2")
-    assert second.wait_exit() != 0
-    lines = [ln for ln in second.log().splitlines() if ln.strip()]
-    assert "in use by another tgdaemon" in lines[-1]
-    assert "Traceback" not in second.log()
+    # the first daemon still answers on its socket, which nobody removed
     assert fl.socket_path.exists() and socket_answers(fl.socket_path)
     assert cli_json(fl, "status")["pid"] == first.pid
+    assert first.stop() == 0, first.log()
 
 
 def test_too_long_socket_path_says_why(fl: Fleet) -> None:
@@ -182,56 +248,31 @@ def test_too_long_socket_path_says_why(fl: Fleet) -> None:
     assert daemon.wait_exit() != 0
     last = [ln for ln in daemon.log().splitlines() if ln.strip()][-1]
     assert "Traceback" not in daemon.log()
-    assert "None" not in last and "too long" in last.lower(), last
+    assert last.startswith("tgdaemon: ") and "None" not in last and "too long" in last.lower(), last
 
 
-def test_restart_keeps_accounts_and_events(fl: Fleet) -> None:
-    first = fl.start().wait_ready()
-    before = cli_json(fl, "accounts", "list")
-    cli_ok(fl, "accounts", "disable", "7", "--reason", "kept across restarts")
-    assert first.stop() == 0
-
-    # a different --accounts must not reseed an existing data dir
-    second = fl.start(accounts=60).wait_ready()
-    after, events, status = cli_round(fl, ("accounts", "list", "--json"), ("events", "--limit", "500", "--json"),
-                                      ("status", "--json"))
-    assert [(r["id"], r["label"], r["phone_masked"], r["is_probe"]) for r in after] == \
-           [(r["id"], r["label"], r["phone_masked"], r["is_probe"]) for r in before]
-    assert {r["id"]: r["disabled_reason"] for r in after}[7] == "kept across restarts"
-    assert sum(e["kind"] == "fleet.seeded" for e in events) == 1, [e["kind"] for e in events]
-    assert any(e["kind"] == "account.disabled" and e["account_id"] == 7 for e in events)
-    assert status["accounts"]["disabled"] == 1
-    assert second.stop() == 0
+def http_status_over_socket(path: Path, timeout: float) -> int:
+    """GET /v1/status on the control socket by hand; the HTTP status code, or 0 when nothing came back in time."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(timeout)
+        try:
+            conn.connect(str(path))
+            conn.sendall(b"GET /v1/status HTTP/1.1\r\nHost: tgdaemon\r\nConnection: close\r\n\r\n")
+            head = conn.recv(64)
+        except TimeoutError:
+            return 0
+    return int(head.split()[1]) if head.startswith(b"HTTP/1.1 ") else 0
 
 
-def test_sd_notify_ready_watchdog_stopping(fl: Fleet) -> None:
+@pytest.mark.xfail(strict=True, reason="BUG: sd_notify sends on a blocking socket from the event loop "
+                                        "(lifecycle/systemd.py notify): once the supervisor's queue is full "
+                                        "(net.unix.max_dgram_qlen, 10 by default) the whole daemon freezes")
+def test_a_slow_notify_reader_does_not_freeze_the_daemon(fl: Fleet) -> None:
     notify_path = fl.root / "notify"
-    received: list[str] = []
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.bind(str(notify_path))
-        sock.settimeout(0.5)
-
-        def wait_for(message: str, timeout: float = 15.0) -> None:
-            deadline = time.monotonic() + timeout
-            while not any(message in m.split("\n") for m in received):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"no {message} within {timeout:.0f} s; got {received}\n{daemon.log()}")
-                if daemon.returncode is not None and message != "STOPPING=1":
-                    pytest.fail(f"daemon exited ({daemon.returncode}) before {message}\n{daemon.log()}")
-                try:
-                    received.append(sock.recv(4096).decode())
-                except TimeoutError:
-                    pass
-
-        daemon = fl.start(accounts=10, env={"NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "2000000"})
-        wait_for("READY=1")
-        # READY=1 is a promise: the control socket answers from that moment on
-        assert socket_answers(fl.socket_path)
-        assert cli_json(fl, "status")["pid"] == daemon.pid
-        ready_at = next(i for i, m in enumerate(received) if "READY=1" in m.split("\n"))
-        wait_for("WATCHDOG=1")
-        daemon.proc.send_signal(signal.SIGTERM)
-        wait_for("STOPPING=1")
-        assert daemon.wait_exit() == 0, daemon.log()
-    assert not any("STOPPING=1" in m for m in received[:ready_at + 1])
-    assert not fl.socket_path.exists()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as stalled:  # bound, never read
+        stalled.bind(str(notify_path))
+        daemon = fl.start(accounts=5, env={"NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "100000"})
+        daemon.wait_ready()
+        time.sleep(1.0)  # 20 watchdog pings at 50 ms: more than the queue holds
+        assert daemon.returncode is None, daemon.log()
+        assert http_status_over_socket(fl.socket_path, timeout=3.0) == 200, "the daemon stopped answering"

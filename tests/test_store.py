@@ -14,8 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tgdaemon.errors import NotFound, StoreError
-from tgdaemon.store import SORT_KEYS, STATES, Store, Tx, mask_phone
-from tgdaemon.store import migrate
+from tgdaemon.store import SORT_KEYS, STATES, Store, Tx, mask_phone, migrate
 
 # Design section 3, table by table, with the columns the design names (``usage`` holds the claims'
 # daily caps; ``entities`` is the per-account entity cache).

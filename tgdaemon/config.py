@@ -10,6 +10,7 @@ import os
 import re
 import tomllib
 import typing
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -117,7 +118,11 @@ class Config(Section):
             return Path(self.daemon.socket).expanduser()
         if runtime := os.environ.get("RUNTIME_DIRECTORY"):
             return Path(runtime.split(":")[0]) / "tgdaemon.sock"
-        return Path(platformdirs.user_runtime_dir(APP)) / "tgdaemon.sock"
+        if os.geteuid() == 0 and not os.environ.get("XDG_RUNTIME_DIR"):
+            return Path("/run/tgfleet/tgdaemon.sock")  # where the systemd unit's RuntimeDirectory puts it
+        with warnings.catch_warnings():  # no XDG_RUNTIME_DIR (no login session): platformdirs' fallback is fine
+            warnings.simplefilter("ignore")
+            return Path(platformdirs.user_runtime_dir(APP)) / "tgdaemon.sock"
 
     def http_bind(self) -> tuple[str, int]:
         return parse_bind(self.daemon.http, "daemon.http")
@@ -182,8 +187,12 @@ def _env_layer(env: dict[str, str]) -> dict[str, Any]:
         else:
             continue
         node = out
-        for part in path[:-1]:
+        for i, part in enumerate(path[:-1]):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment (TGFLEET_*): {name}: {'.'.join(path[:i + 1])} is a key, not a section")
+        if isinstance(node.get(path[-1]), dict):
+            raise ConfigError(f"environment (TGFLEET_*): {name}: {'.'.join(path)} is a section, not a key")
         node[path[-1]] = raw if _is_text_key(path) else _env_value(raw)
     return out
 

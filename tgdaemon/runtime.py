@@ -13,6 +13,7 @@ from aiohttp import web
 from tgdaemon import __version__
 from tgdaemon.config import Config
 from tgdaemon.gateway.base import Gateway
+from tgdaemon.onboarding import Onboarding
 from tgdaemon.store import Store
 from tgdaemon.stream import Hub
 from tgdaemon.timeutil import iso
@@ -25,6 +26,7 @@ class Runtime:
     hub: Hub
     gateway: Gateway
     socket_path: Path
+    onboarding: Onboarding
     started_at: float = field(default_factory=time.time)
     started_mono: float = field(default_factory=time.monotonic)
     http_bound: str | None = None

@@ -14,7 +14,10 @@ STATE_STYLE = {"ready": "green", "busy": "cyan", "cooldown": "yellow", "disabled
 
 
 def console() -> Console:
-    return Console(highlight=False, soft_wrap=False)
+    """Wrapped to the terminal for people; never cut or wrapped when piped into another program."""
+    if sys.stdout.isatty():
+        return Console(highlight=False)
+    return Console(highlight=False, soft_wrap=True, width=100_000)
 
 
 def print_json(data: Any) -> None:

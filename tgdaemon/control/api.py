@@ -8,6 +8,7 @@ directory or mode is loosened by hand.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import struct
 from typing import Annotated, Literal
@@ -15,6 +16,7 @@ from typing import Annotated, Literal
 import msgspec
 from aiohttp import web
 
+from tgdaemon.control.onboard import add_routes as add_onboarding_routes
 from tgdaemon.control.watch import SOCKETS, close_all, watch
 from tgdaemon.errors import ApiError
 from tgdaemon.httpjson import Handler, error_response, json_response, read_body, read_query
@@ -67,7 +69,7 @@ async def same_uid_only(request: web.Request, handler: Handler) -> web.StreamRes
 
 def account_id(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not raw.isdigit() or int(raw) > MAX_ID:
+    if not re.fullmatch(r"[0-9]{1,19}", raw) or int(raw) > MAX_ID:
         raise web.HTTPNotFound()
     return int(raw)
 
@@ -127,4 +129,5 @@ def create_app() -> web.Application:
     app.router.add_post("/accounts/{id}/enable", enable_account)
     app.router.add_get("/events", list_events)
     app.router.add_get("/watch", watch)
+    add_onboarding_routes(app)
     return app

@@ -10,6 +10,7 @@ connecting only. No updates are processed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -112,6 +113,20 @@ class TelethonGateway(Gateway):
         if data is None or not data.auth_key:
             raise errors.AuthKeyUnregisteredError(request=None)  # no session: as good as a revoked one
         return self.new_client(self.session_for(account_id, data, await self.store.load_entities(account_id)))
+
+    async def check_session(self, data: SessionData) -> Me:
+        """Who a session (about to be imported) signs in as, on a throwaway client that is let go at once."""
+        client = self.new_client(self.session_for(None, data, []))
+        try:
+            await asyncio.wait_for(client.connect(), self.cfg.connect_timeout_seconds)
+            users = await asyncio.wait_for(
+                client(functions.users.GetUsersRequest([types.InputUserSelf()])), self.cfg.call_timeout_seconds)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.disconnect(), 5)
+        if not users or not isinstance(users[0], types.User):
+            raise errors.AuthKeyUnregisteredError(request=None)
+        return me_from_user(users[0])
 
     async def call(self, account: AccountRef, request: Any) -> Any:
         """One request as one account, bounded by ``telegram.call_timeout_seconds``."""

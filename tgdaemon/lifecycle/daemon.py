@@ -26,6 +26,7 @@ from tgdaemon.gateway.base import Gateway
 from tgdaemon.gateway.simulator import Simulator
 from tgdaemon.lifecycle import signals, systemd
 from tgdaemon.lifecycle.datadir import DB_NAME, DataDirLock
+from tgdaemon.onboarding import Onboarding
 from tgdaemon.httpjson import MAX_BODY, errors_middleware
 from tgdaemon.provider.api import add_routes as add_provider_routes
 from tgdaemon.runtime import RUNTIME, Runtime
@@ -77,7 +78,8 @@ class Daemon:
             store.on_commit = change_publisher(store, hub)
             await self.gateway.start(store)
             await self._seed_simulated_fleet(store)
-            self.runtime = Runtime(self.cfg, store, hub, self.gateway, socket_path)
+            onboarding = Onboarding(store, self.gateway, self.cfg.telegram.login_timeout_seconds)
+            self.runtime = Runtime(self.cfg, store, hub, self.gateway, socket_path, onboarding)
             runner = await self._serve(self.runtime)
             self._side_tasks = [asyncio.create_task(coro(self.runtime), name=name)
                                 for name, coro in self._side_task_factories()]
@@ -118,6 +120,8 @@ class Daemon:
         if runner is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(runner.cleanup(), timeout=timeout / 4)
+        if self.runtime is not None:
+            await self.runtime.onboarding.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.gateway.close(), timeout=timeout / 4)
         await store.close()

@@ -1,0 +1,163 @@
+"""Helpers shared by the benchmarks: a daemon in a subprocess, bounded timing loops, RSS.
+
+Everything here is bounded: every loop has a count limit and a deadline, and a
+daemon started here is stopped (SIGTERM, then SIGKILL after a grace period) by
+its own pid when the ``with`` block ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.report import ROOT
+
+
+def clean_env() -> dict[str, str]:
+    """The environment for a bench daemon: no TGFLEET_* settings leak in from the caller's shell."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TGFLEET_") and k != "NOTIFY_SOCKET"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    """Resident set size in MiB from /proc/PID/status (NaN if the process is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str) -> Any:
+    """A private temporary directory (short path: Unix socket paths are limited to 108 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp" if os.path.isdir("/tmp") else None))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def write_config(directory: Path, **daemon: Any) -> Path:
+    """A config file with defaults only, plus the given ``[daemon]`` keys."""
+    lines = ["# written by bench: defaults only", "[daemon]", 'log_level = "warning"']
+    for key, value in daemon.items():
+        lines.append(f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"')
+    path = directory / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@dataclass
+class DaemonProc:
+    proc: asyncio.subprocess.Process
+    socket: Path
+    data_dir: Path
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+@contextlib.asynccontextmanager
+async def daemon_subprocess(work: Path, *, accounts: int, ready_timeout: float = 90.0,
+                            stop_grace: float = 5.0) -> AsyncIterator[DaemonProc]:
+    """``python -m tgdaemon run --simulate`` on a data dir under ``work``; stopped by pid on exit."""
+    from tgtui.client import ControlClient
+
+    sock = work / "d.sock"
+    data_dir = work / "data"
+    cfg = write_config(work)
+    log = work / f"daemon-{int(time.time() * 1000)}.log"
+    cmd = [sys.executable, "-m", "tgdaemon", "run", "--simulate", "--config", str(cfg),
+           "--accounts", str(accounts), "--data-dir", str(data_dir), "--socket", str(sock),
+           "--http", "127.0.0.1:0"]
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(*cmd, stdout=out, stderr=asyncio.subprocess.STDOUT,
+                                                    stdin=asyncio.subprocess.DEVNULL, env=clean_env(),
+                                                    cwd=str(ROOT))
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if proc.returncode is not None:
+                raise RuntimeError(f"the bench daemon exited with {proc.returncode}: {_tail(log)}")
+            if sock.exists():
+                try:
+                    async with ControlClient(sock, timeout=5) as client:
+                        await client.status()
+                    break
+                except Exception:
+                    pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the bench daemon was not ready within {ready_timeout:.0f} s: {_tail(log)}")
+            await asyncio.sleep(0.1)
+        yield DaemonProc(proc, sock, data_dir, log)
+    finally:
+        await stop_process(proc, stop_grace)
+
+
+async def stop_process(proc: asyncio.subprocess.Process, grace: float) -> None:
+    """SIGTERM, wait ``grace`` seconds, then SIGKILL: by this process's own pid only."""
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), timeout=grace)
+    except asyncio.TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await asyncio.wait_for(proc.wait(), timeout=10)
+
+
+def _tail(log: Path) -> str:
+    try:
+        lines = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return lines[-1] if lines else "(no output)"
+
+
+@dataclass
+class Timings:
+    ms: list[float]
+    timed_out: bool = False
+    limit_ms: float = 0.0
+    last: Any = None
+
+
+async def timed_runs(fn: Callable[[], Awaitable[Any]], *, runs: int, budget_s: float,
+                     timeout_s: float, warmup: int = 1) -> Timings:
+    """Time ``fn`` up to ``runs`` times within ``budget_s``; one call over ``timeout_s`` ends the series.
+
+    The warm-up calls are not timed (they fill SQLite's page cache and open the
+    HTTP connection, as a dashboard's first listing would have done already).
+    """
+    out = Timings([], limit_ms=timeout_s * 1000)
+    deadline = time.monotonic() + budget_s
+    for i in range(warmup + runs):
+        if i >= warmup and out.ms and time.monotonic() > deadline:
+            break
+        start = time.perf_counter()
+        try:
+            out.last = await asyncio.wait_for(fn(), timeout=timeout_s)
+        except asyncio.TimeoutError:
+            out.timed_out = True
+            break
+        if i >= warmup:
+            out.ms.append((time.perf_counter() - start) * 1000)
+    return out

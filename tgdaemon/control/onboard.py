@@ -1,0 +1,96 @@
+"""Control routes for login and import; the logic is in ``tgdaemon.onboarding``."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated
+
+import msgspec
+from aiohttp import web
+
+from tgdaemon.errors import ApiError
+from tgdaemon.httpjson import json_response, read_body
+from tgdaemon.runtime import RUNTIME
+from tgdaemon.store import SessionData
+
+Label = Annotated[str, msgspec.Meta(max_length=100)]
+
+
+class LoginBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    phone: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    label: Label = ""
+    probe: bool = False
+
+
+class CodeBody(msgspec.Struct, forbid_unknown_fields=True):
+    code: Annotated[str, msgspec.Meta(pattern=r"^\s*\d{4,8}\s*$")]
+
+
+class PasswordBody(msgspec.Struct, forbid_unknown_fields=True):
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+class ImportItem(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    source: Annotated[str, msgspec.Meta(max_length=1000)]
+    label: Label = ""
+    dc_id: Annotated[int, msgspec.Meta(ge=1, le=1000)]
+    server: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)]
+    auth_key: Annotated[str, msgspec.Meta(min_length=1, max_length=400)]  # base64 of 256 bytes
+
+
+class ImportBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    sessions: Annotated[list[ImportItem], msgspec.Meta(min_length=1, max_length=2000)]
+    probe: bool = False
+    check: bool = True
+
+
+def session_data(item: ImportItem, index: int) -> SessionData:
+    try:
+        key = base64.b64decode(item.auth_key, validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != 256:
+        raise ApiError(f"body sessions.{index}.auth_key: not a base64 256-byte auth key", code="invalid_body")
+    return SessionData(item.dc_id, item.server, item.port, key)
+
+
+async def start_login(request: web.Request) -> web.Response:
+    body = await read_body(request, LoginBody)
+    rt = request.config_dict[RUNTIME]
+    return json_response(await rt.onboarding.start_login(body.phone, body.label.strip(), body.probe))
+
+
+async def submit_code(request: web.Request) -> web.Response:
+    body = await read_body(request, CodeBody)
+    rt = request.config_dict[RUNTIME]
+    return json_response(await rt.onboarding.submit_code(request.match_info["login_id"], body.code))
+
+
+async def submit_password(request: web.Request) -> web.Response:
+    body = await read_body(request, PasswordBody)
+    rt = request.config_dict[RUNTIME]
+    return json_response(await rt.onboarding.submit_password(request.match_info["login_id"], body.password))
+
+
+async def cancel_login(request: web.Request) -> web.Response:
+    await request.config_dict[RUNTIME].onboarding.cancel_login(request.match_info["login_id"])
+    return json_response({"cancelled": True})
+
+
+async def import_sessions(request: web.Request) -> web.Response:
+    body = await read_body(request, ImportBody)
+    items = [(item.source, item.label.strip() or item.source, session_data(item, n))
+             for n, item in enumerate(body.sessions)]
+    results = await request.config_dict[RUNTIME].onboarding.import_sessions(items, probe=body.probe,
+                                                                            check=body.check)
+    return json_response({"results": results})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/login", start_login)
+    app.router.add_post("/login/{login_id}/code", submit_code)
+    app.router.add_post("/login/{login_id}/password", submit_password)
+    app.router.add_delete("/login/{login_id}", cancel_login)
+    app.router.add_post("/accounts/import", import_sessions)

@@ -1,0 +1,198 @@
+"""Bringing accounts in: interactive login, and import of existing Telethon sessions.
+
+A login keeps its client (and so the code hash) in memory until sign-in ends
+or ``telegram.login_timeout_seconds`` passes; nothing is written to the store
+until the account is fully signed in, so a failed login leaves nothing
+half-made behind. Both paths need real Telegram: the simulator seeds its own
+accounts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from telethon import TelegramClient, errors
+
+from tgdaemon.classify import classify
+from tgdaemon.errors import ApiError, Conflict
+from tgdaemon.gateway.base import Gateway
+from tgdaemon.gateway.telegram import TelethonGateway, me_from_user
+from tgdaemon.store import NewAccount, SessionData, Store, mask_phone
+
+log = logging.getLogger(__name__)
+PHONE = re.compile(r"^\+[1-9]\d{6,14}$")
+IMPORT_CONCURRENCY = 8
+NEEDS_TELEGRAM = ("this daemon runs on the simulator, which seeds its own accounts; login and import need "
+                  "[telegram] api_id and api_hash in the config")
+
+
+def normalize_phone(raw: str) -> str:
+    phone = re.sub(r"[\s\-().]", "", raw)
+    if not phone.startswith("+"):
+        phone = "+" + phone
+    if not PHONE.match(phone):
+        raise ApiError(f"phone {raw!r}: expected an international number like +15551234567", code="invalid_phone")
+    return phone
+
+
+def telethon_gateway(gateway: Gateway) -> TelethonGateway:
+    if not isinstance(gateway, TelethonGateway):
+        raise Conflict(NEEDS_TELEGRAM)
+    return gateway
+
+
+def login_error(exc: BaseException, phone: str) -> tuple[str, bool]:
+    """(one line for the operator, whether the login can go on) for an error during sign-in."""
+    masked = mask_phone(phone)
+    if isinstance(exc, errors.PhoneCodeInvalidError):
+        return "wrong code; enter the code again", True
+    if isinstance(exc, errors.PasswordHashInvalidError):
+        return "wrong 2FA password; enter it again", True
+    if isinstance(exc, errors.PhoneCodeExpiredError):
+        return "the code expired; start the login again", False
+    if isinstance(exc, errors.PhoneNumberInvalidError):
+        return f"{masked}: Telegram says this is not a valid phone number", False
+    if isinstance(exc, errors.PhoneNumberBannedError):
+        return f"{masked} is banned by Telegram", False
+    if isinstance(exc, errors.PhoneNumberUnoccupiedError):
+        return f"no Telegram account uses {masked} (tgfleet does not sign up new accounts)", False
+    if isinstance(exc, (errors.FloodWaitError, errors.FloodPremiumWaitError)):
+        return f"Telegram asks to wait {exc.seconds} s before another login attempt", False
+    return f"login failed: {classify(exc).message}", False
+
+
+@dataclass
+class PendingLogin:
+    client: TelegramClient
+    phone: str
+    phone_code_hash: str
+    label: str
+    probe: bool
+    expires: float
+    needs_password: bool = False
+
+
+class Onboarding:
+    def __init__(self, store: Store, gateway: Gateway, login_timeout: float) -> None:
+        self.store = store
+        self.gateway = gateway
+        self.login_timeout = login_timeout
+        self._logins: dict[str, PendingLogin] = {}
+
+    async def start_login(self, phone: str, label: str, probe: bool) -> dict[str, Any]:
+        gw = telethon_gateway(self.gateway)
+        phone = normalize_phone(phone)
+        await self.expire_logins()
+        if any(p.phone == phone for p in self._logins.values()):
+            raise Conflict(f"a login for {mask_phone(phone)} is already waiting for its code")
+        client = gw.new_client(gw.session_for(None, None, []))
+        try:
+            await asyncio.wait_for(client.connect(), gw.cfg.connect_timeout_seconds)
+            sent = await asyncio.wait_for(client.send_code_request(phone), gw.cfg.call_timeout_seconds)
+        except Exception as exc:
+            await _disconnect(client)
+            raise ApiError(login_error(exc, phone)[0], status=409, code="login_failed") from None
+        login_id = secrets.token_urlsafe(12)
+        self._logins[login_id] = PendingLogin(client, phone, sent.phone_code_hash, label or phone, probe,
+                                              time.monotonic() + self.login_timeout)
+        return {"login_id": login_id, "phone_masked": mask_phone(phone), "expires_in": self.login_timeout}
+
+    async def submit_code(self, login_id: str, code: str) -> dict[str, Any]:
+        pending = self._pending(login_id)
+        try:
+            await asyncio.wait_for(
+                pending.client.sign_in(pending.phone, code.strip(), phone_code_hash=pending.phone_code_hash),
+                self._call_timeout())
+        except errors.SessionPasswordNeededError:
+            pending.needs_password = True
+            return {"status": "password_needed"}
+        except Exception as exc:
+            await self._fail(login_id, exc)
+        return await self._finish(login_id)
+
+    async def submit_password(self, login_id: str, password: str) -> dict[str, Any]:
+        pending = self._pending(login_id)
+        if not pending.needs_password:
+            raise ApiError("this login has not asked for a 2FA password", status=409, code="no_password_needed")
+        try:
+            await asyncio.wait_for(pending.client.sign_in(password=password), self._call_timeout())
+        except Exception as exc:
+            await self._fail(login_id, exc)
+        return await self._finish(login_id)
+
+    async def cancel_login(self, login_id: str) -> None:
+        if (pending := self._logins.pop(login_id, None)) is not None:
+            await _disconnect(pending.client)
+
+    async def expire_logins(self) -> None:
+        now = time.monotonic()
+        for login_id in [k for k, p in self._logins.items() if p.expires < now]:
+            await self.cancel_login(login_id)
+
+    async def close(self) -> None:
+        for login_id in list(self._logins):
+            await self.cancel_login(login_id)
+
+    def _pending(self, login_id: str) -> PendingLogin:
+        pending = self._logins.get(login_id)
+        if pending is None or pending.expires < time.monotonic():
+            raise ApiError("no such login, or it timed out; start the login again", status=404, code="no_login")
+        return pending
+
+    def _call_timeout(self) -> float:
+        return telethon_gateway(self.gateway).cfg.call_timeout_seconds
+
+    async def _fail(self, login_id: str, exc: BaseException) -> None:
+        pending = self._logins[login_id]
+        message, can_go_on = login_error(exc, pending.phone)
+        if not can_go_on:
+            await self.cancel_login(login_id)
+        raise ApiError(message, status=409 if not can_go_on else 400,
+                       code="login_failed" if not can_go_on else "login_retry") from None
+
+    async def _finish(self, login_id: str) -> dict[str, Any]:
+        """Signed in: store the account and its session in one transaction, then let the client go."""
+        pending = self._logins.pop(login_id)
+        try:
+            me = me_from_user(await asyncio.wait_for(pending.client.get_me(), self._call_timeout()))
+            session = pending.client.session.data()
+        finally:
+            await _disconnect(pending.client)  # the pool makes the account's one client from now on
+        account_id = await self.store.add_account(
+            NewAccount(me.phone or pending.phone, me.user_id, pending.label, pending.probe, me.first_name, me.last_name),
+            session, how="login")
+        return {"status": "done", "account": await self.store.get_account(account_id)}
+
+    async def import_sessions(self, items: list[tuple[str, str, SessionData]], *, probe: bool,
+                              check: bool) -> list[dict[str, Any]]:
+        """(source, label, session) each; one result per item, in order. Auth keys never appear in results."""
+        gw = telethon_gateway(self.gateway)
+        limit = asyncio.Semaphore(IMPORT_CONCURRENCY)
+
+        async def one(source: str, label: str, data: SessionData) -> dict[str, Any]:
+            async with limit:
+                try:
+                    me = await gw.check_session(data) if check else None
+                    account = NewAccount(me.phone if me else None, me.user_id if me else None, label, probe,
+                                         me.first_name if me else "", me.last_name if me else "")
+                    account_id = await self.store.add_account(account, data, how="imported")
+                except Conflict as exc:
+                    return {"source": source, "ok": False, "error": f"refused: {exc}"}
+                except Exception as exc:
+                    return {"source": source, "ok": False, "error": f"check failed: {classify(exc).message}"}
+                return {"source": source, "ok": True, "account_id": account_id, "label": label,
+                        "phone_masked": mask_phone(account.phone)}
+
+        return list(await asyncio.gather(*(one(*item) for item in items)))
+
+
+async def _disconnect(client: TelegramClient) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(client.disconnect(), 5)
