@@ -65,13 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         print("\n".join(available()))
         return 0
+    chosen = select(args.names)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     mach = machine()
     print(f"bench: {mach['cpu']}, {mach['cores']}, {mach['ram']}; {mach['python']}, SQLite {mach['sqlite']}")
     status = 0
     total = time.monotonic()
-    for name in select(args.names):
+    for name in chosen:
         module = importlib.import_module(f"bench.{name}")
+        mach = machine()  # per benchmark: the load average is the one when this benchmark began
         print(f"bench: {name}: {module.TITLE} …", flush=True)
         try:
             section = asyncio.run(run_one(module))

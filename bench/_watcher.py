@@ -26,6 +26,8 @@ from typing import Any
 
 from bench.report import percentile
 
+LIVE_S = 0.05  # a delta received within 50 ms of its publication: the client is live again
+
 
 class Phase:
     def __init__(self) -> None:
@@ -38,6 +40,8 @@ class Phase:
         self.after_resync: list[float] = []
         self.stalled_s = 0.0
         self.seen_resync = False
+        self.resumed_at = 0.0
+        self.live_again_ms = float("nan")
 
     def report(self, name: str) -> dict[str, Any]:
         span = self.last - self.first
@@ -50,6 +54,7 @@ class Phase:
             "lag_max_ms": max(lags_ms, default=float("nan")),
             "resyncs": self.resyncs, "snapshots": self.snapshots, "stalled_s": self.stalled_s,
             "after_resync": len(after_ms), "after_resync_lag_p99_ms": percentile(after_ms, 99),
+            "live_again_ms": self.live_again_ms,
         }
 
 
@@ -90,6 +95,8 @@ async def consume(socket: str, max_seconds: float) -> None:
                 if current is not None:
                     current.stalled_s += seconds
                 await asyncio.sleep(seconds)  # nothing reads the socket meanwhile
+                if current is not None:
+                    current.resumed_at = time.monotonic()
                 continue
             if ctl == "end":
                 name = str(data.get("phase"))
@@ -111,6 +118,8 @@ async def consume(socket: str, max_seconds: float) -> None:
             phase.lags.append(lag)
             if phase.seen_resync:
                 phase.after_resync.append(lag)
+                if lag < LIVE_S and phase.resumed_at and phase.live_again_ms != phase.live_again_ms:
+                    phase.live_again_ms = (now - phase.resumed_at) * 1000
 
 
 def emit(obj: dict[str, Any]) -> None:

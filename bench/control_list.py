@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -59,11 +60,13 @@ async def run() -> list[Result]:
     with scratch_dir("tgbench-list-") as work:
         async with daemon_subprocess(work, accounts=ACCOUNTS) as daemon:
             results += await _seeded(daemon)
+        db = work / "data" / "tgfleet.sqlite3"
         try:
-            fixture = _add_setup_tasks(work / "data" / "tgfleet.sqlite3")
+            fixture = _add_setup_tasks(db)
         except (sqlite3.Error, OSError) as exc:
-            _notes.append(f"The fleet-with-setup-tasks part was skipped: the fixture failed: {exc}.")
+            _note(f"The fleet-with-setup-tasks part was skipped: the fixture failed: {exc}.")
             return results
+        results += _view_sql_what_if(db, work / "what-if.sqlite3")
         # A listing that overruns its limit leaves the daemon's reader thread busy; do not wait for it.
         async with daemon_subprocess(work, accounts=ACCOUNTS, stop_grace=3.0) as daemon:
             results += await _loaded(daemon, fixture)
@@ -72,6 +75,12 @@ async def run() -> list[Result]:
 
 def notes() -> list[str]:
     return list(_notes)
+
+
+def _note(text: str) -> None:
+    if _notes:
+        _notes.append("")
+    _notes.append(text)
 
 
 # ---- the seeded fleet -----------------------------------------------------------------------------
@@ -149,12 +158,61 @@ def _add_setup_tasks(db: Path) -> dict[str, int]:
     return {"tasks": tasks, "done": done, "busy": len(busy), "cooldown": len(cooling)}
 
 
+def _view_sql_what_if(db: Path, copy: Path) -> list[Result]:
+    """The account view's SQL alone (sqlite3, no daemon) on a copy of the fleet, as is and with an index.
+
+    This is the diagnosis of a slow listing, not a listing: it shows SQLite's
+    plan for the ``setup_done`` subquery and what an index on
+    ``account_tasks (account_id, status)`` would change. Each query is cut off
+    after 10 s by a progress handler.
+    """
+    try:
+        from tgdaemon.store.accounts import VIEW_SQL
+    except ImportError as exc:
+        _note(f"The SQL what-if was skipped: {exc}.")
+        return []
+    out: list[Result] = []
+    shutil.copyfile(db, copy)
+    conn = sqlite3.connect(copy, isolation_level=None)
+    try:
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + VIEW_SQL, {"now": time.time()})]
+        _note("SQLite's plan for the account view (`VIEW_SQL` in `tgdaemon/store/accounts.py`) on the fleet "
+              "with setup tasks: " + "; ".join(f"`{step}`" for step in plan) + ".")
+        for label, ddl in (("as shipped", None),
+                           ("with `CREATE INDEX … ON account_tasks (account_id, status)`",
+                            "CREATE INDEX bench_account_tasks_account_status ON account_tasks (account_id, status)")):
+            if ddl:
+                conn.execute(ddl)
+            for limit in (100, ACCOUNTS):
+                ms, done = _timed_sql(conn, f"{VIEW_SQL} ORDER BY a.id LIMIT {limit}", cutoff_s=10)
+                out.append(Result(f"with setup tasks, the view's SQL alone (sqlite3, no HTTP), {label}, "
+                                  f"{limit:,} rows", round(ms, 1), "ms", at_least=not done,
+                                  note="diagnosis, not a listing" + ("" if done else "; cut off at 10 s")))
+    finally:
+        conn.close()
+    return out
+
+
+def _timed_sql(conn: sqlite3.Connection, sql: str, *, cutoff_s: float) -> tuple[float, bool]:
+    deadline = time.monotonic() + cutoff_s
+    conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+    start = time.perf_counter()
+    try:
+        conn.execute(sql, {"now": time.time()}).fetchall()
+        done = True
+    except sqlite3.OperationalError:  # interrupted by the progress handler
+        done = False
+    finally:
+        conn.set_progress_handler(None, 0)
+    return (time.perf_counter() - start) * 1000, done
+
+
 async def _loaded(daemon: DaemonProc, fixture: dict[str, int]) -> list[Result]:
     from tgtui.client import ControlClient
 
     out: list[Result] = []
     tag = "with setup tasks"
-    _notes.append(f"Fixture for the fleet with setup tasks: {fixture['tasks']:,} `account_tasks` rows "
+    _note(f"Fixture for the fleet with setup tasks: {fixture['tasks']:,} `account_tasks` rows "
                   f"({fixture['done']:,} done), {fixture['busy']} accounts busy, {fixture['cooldown']:,} "
                   f"in cooldown.")
     async with ControlClient(daemon.socket, timeout=60) as client:
@@ -171,7 +229,7 @@ async def _loaded(daemon: DaemonProc, fixture: dict[str, int]) -> list[Result]:
         out += _stats(f"{tag}: one request, `limit=10000`", t, len(t.last["accounts"]) if t.last else 0,
                       p95=True)
         if t.timed_out or not t.ms:
-            _notes.append(f"With setup tasks, one listing of 10,000 did not finish within "
+            _note(f"With setup tasks, one listing of 10,000 did not finish within "
                           f"{t.limit_ms / 1000:.0f} s, so the other listings of this fleet were not tried "
                           "(each would take as long), and the daemon was stopped with SIGKILL after a 3 s grace.")
             return out

@@ -50,17 +50,23 @@ def run_cli(*args: str, env: dict[str, str], timeout: float = CLI_TIMEOUT) -> su
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def run_cli_many(calls: Sequence[Sequence[str]], *, env: dict[str, str],
+def run_cli_many(calls: Sequence[Sequence[str]], *, env: dict[str, str] | Sequence[dict[str, str]],
                  timeout: float = CLI_TIMEOUT) -> list[subprocess.CompletedProcess[str]]:
-    """Several independent CLI commands at once (each is a full interpreter start: this saves seconds)."""
-    procs = [(list(args), subprocess.Popen([sys.executable, "-m", "tgdaemon", *args], env=env, text=True,
+    """Several independent CLI commands at once (each is a full interpreter start: this saves seconds).
+
+    ``env`` is one environment for all, or one per call.
+    """
+    envs = [env] * len(calls) if isinstance(env, dict) else list(env)
+    assert len(envs) == len(calls)
+    procs = [(list(args), subprocess.Popen([sys.executable, "-m", "tgdaemon", *args], env=call_env, text=True,
                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                            stdin=subprocess.DEVNULL))
-             for args in calls]
+             for args, call_env in zip(calls, envs)]
     results = []
     try:
+        deadline = time.monotonic() + timeout
         for args, proc in procs:
-            out, err = proc.communicate(timeout=timeout)
+            out, err = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
             results.append(subprocess.CompletedProcess(args, proc.returncode, out, err))
     finally:
         for _, proc in procs:
@@ -195,6 +201,10 @@ class Fleet:
 
     def cli_many(self, *calls: Sequence[str], env: dict[str, str] | None = None) -> list[subprocess.CompletedProcess[str]]:
         return run_cli_many(calls, env={**self.env, **(env or {})})
+
+    def cli_batch(self, *calls: tuple[Sequence[str], dict[str, str] | None]) -> list[subprocess.CompletedProcess[str]]:
+        """Like ``cli_many``, with extra environment variables per call: ``(args, env_or_None)``."""
+        return run_cli_many([args for args, _ in calls], env=[{**self.env, **(extra or {})} for _, extra in calls])
 
     def close(self) -> None:
         for daemon in self.daemons:

@@ -3,6 +3,9 @@
 Bad input gets a clear error: one line on stderr naming what is wrong, a
 non-zero exit code (2 for usage and configuration, 1 for "it did not work"),
 never a traceback.
+
+Every command is a fresh interpreter, so independent commands run as one
+batch (``Fleet.cli_batch``); each result is still checked on its own.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from daemon_proc import Fleet, fleet, no_traceback, one_line
-
 
 LONG_REASON = "sim card returned to the carrier after the March audit"
 
@@ -41,184 +43,152 @@ def error_line(result: subprocess.CompletedProcess[str], code: int) -> str:
     """The one stderr line of a failed command, after checking the exit code and that nothing leaked."""
     assert result.returncode == code, f"{result.args}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     no_traceback(result)
-    assert result.stdout == "", result.stdout
+    assert result.stdout == "", f"{result.args}: {result.stdout}"
     return one_line(result.stderr)
 
 
 def usage_error(result: subprocess.CompletedProcess[str]) -> str:
     """argparse errors: exit 2, a usage block, then one ``error:`` line."""
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == 2, f"{result.args}: exit {result.returncode}\n{result.stderr}"
     no_traceback(result)
     errors = [ln for ln in result.stderr.splitlines() if "error:" in ln]
     assert len(errors) == 1, result.stderr
     return errors[0]
 
 
-def assert_not_running(line: str, socket_path: Path | str) -> None:
+def assert_not_running(result: subprocess.CompletedProcess[str], socket_path: Path) -> None:
+    line = error_line(result, 1)
     assert "tgdaemon is not running" in line, line
     assert str(socket_path) in line, line
     assert "tgdaemon run" in line, line  # how to start it
 
 
-# --- no daemon ------------------------------------------------------------------------------
-
-ADMIN_COMMANDS = (("status",), ("accounts", "list", "--json"), ("accounts", "disable", "1", "--reason", "x"))
-
-
-def test_admin_commands_without_a_daemon_say_so(fl: Fleet) -> None:
+def test_without_a_daemon_admin_commands_say_so_in_one_line(fl: Fleet) -> None:
     missing = fl.root / "nothing.sock"
-    results = fl.cli_many(*((*cmd, "--socket", str(missing)) for cmd in ADMIN_COMMANDS))
-    for result in results:
-        assert_not_running(error_line(result, 1), missing)
-
-
-def test_stale_socket_file_reads_as_not_running(fl: Fleet) -> None:
     stale = fl.root / "stale.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.bind(str(stale))  # bound, never listening, closed: what a killed daemon leaves behind
-    assert_not_running(error_line(fl.cli("status", "--socket", str(stale)), 1), stale)
+    from_env = fl.root / "from-env.sock"
+    default = Path(fl.env["XDG_RUNTIME_DIR"]) / "tgfleet" / "tgdaemon.sock"
+    status, listing, stale_status, env_listing, default_status = fl.cli_batch(
+        (("status", "--socket", str(missing)), None),
+        (("accounts", "list", "--json", "--socket", str(missing)), None),
+        (("status", "--socket", str(stale)), None),
+        (("accounts", "list"), {"TGFLEET_SOCKET": str(from_env)}),  # the environment names the socket
+        (("status",), None),  # nothing given: the platform's runtime dir
+    )
+    for result in (status, listing):
+        assert_not_running(result, missing)
+    assert_not_running(stale_status, stale)
+    assert_not_running(env_listing, from_env)
+    assert_not_running(default_status, default)
 
 
-def test_default_socket_comes_from_the_runtime_dir(fl: Fleet) -> None:
-    expected = Path(fl.env["XDG_RUNTIME_DIR"]) / "tgfleet" / "tgdaemon.sock"
-    assert_not_running(error_line(fl.cli("status"), 1), expected)
-
-
-def test_tgfleet_socket_env_is_honoured_without_a_daemon(fl: Fleet) -> None:
-    env_sock = fl.root / "from-env.sock"
-    assert_not_running(error_line(fl.cli("accounts", "list", env={"TGFLEET_SOCKET": str(env_sock)}), 1), env_sock)
-
-
-# --- with a daemon --------------------------------------------------------------------------
-
-def test_tgfleet_socket_env_reaches_the_daemon(live: Fleet) -> None:
-    result = live.cli("status", "--json", env={"TGFLEET_SOCKET": str(live.socket_path)})
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["pid"] == live.daemons[0].pid
-
-
-def test_socket_option_before_or_after_the_subcommand(live: Fleet) -> None:
+def test_socket_from_option_before_or_after_the_subcommand_or_from_env(live: Fleet) -> None:
     sock = str(live.socket_path)
-    bogus = {"TGFLEET_SOCKET": str(live.root / "wrong.sock")}  # --socket wins over the environment
-    results = live.cli_many(
-        ("--socket", sock, "status", "--json"),
-        ("status", "--json", "--socket", sock),
-        ("accounts", "--socket", sock, "list", "--json"),
-        env=bogus,
+    wrong = {"TGFLEET_SOCKET": str(live.root / "wrong.sock")}  # --socket wins over the environment
+    results = live.cli_batch(
+        (("--socket", sock, "status", "--json"), wrong),
+        (("status", "--json", "--socket", sock), wrong),
+        (("accounts", "--socket", sock, "list", "--json"), wrong),
+        (("status", "--json"), {"TGFLEET_SOCKET": sock}),
     )
     for result in results:
         assert result.returncode == 0, f"{result.args}: {result.stderr}"
         no_traceback(result)
-    pids = {json.loads(r.stdout)["pid"] for r in results[:2]}
-    assert pids == {live.daemons[0].pid}
-    for result in results[2:]:
-        assert [a["id"] for a in json.loads(result.stdout)] == list(range(1, 11))
+    pid = live.daemons[0].pid
+    assert json.loads(results[0].stdout)["pid"] == pid
+    assert json.loads(results[1].stdout)["pid"] == pid
+    assert [a["id"] for a in json.loads(results[2].stdout)] == list(range(1, 11))
+    assert json.loads(results[3].stdout)["pid"] == pid
 
 
-def test_account_errors_from_the_daemon(live: Fleet) -> None:
+def test_refusals_from_the_daemon_are_one_line(live: Fleet) -> None:
     sock = ("--socket", str(live.socket_path))
-    missing, missing_enable, empty_reason = live.cli_many(
+    missing, missing_enable, empty_reason, listing = live.cli_many(
         ("accounts", "disable", "99999", "--reason", "x", *sock),
         ("accounts", "enable", "99999", *sock),
         ("accounts", "disable", "1", "--reason", "", *sock),
+        ("accounts", "list", "--state", "disabled", "--json", *sock),
     )
     assert "no such account" in error_line(missing, 1)
     assert "no such account" in error_line(missing_enable, 1)
     assert "reason" in error_line(empty_reason, 1)
+    assert [a["id"] for a in json.loads(listing.stdout)] == [10]
 
 
 def test_argument_errors_are_usage_errors(fl: Fleet) -> None:
-    # argparse rejects these before any socket is touched: no daemon needed
-    no_reason, zero_id, bad_state = fl.cli_many(
+    # argparse rejects these before any socket or config is touched: no daemon needed
+    bare, no_reason, zero_id, bad_state, zero_accounts = fl.cli_many(
+        (),
         ("accounts", "disable", "1"),
         ("accounts", "disable", "0", "--reason", "x"),
         ("accounts", "list", "--state", "sleeping"),
+        ("run", "--simulate", "--accounts", "0"),
     )
+    assert bare.returncode == 2 and "usage:" in bare.stderr and "accounts" in bare.stderr
+    no_traceback(bare)
     assert "--reason" in usage_error(no_reason)
     assert "at least 1" in usage_error(zero_id)
     assert "sleeping" in usage_error(bad_state)
+    assert "--accounts" in usage_error(zero_accounts)
 
 
-def test_no_command_prints_help_and_exits_2(fl: Fleet) -> None:
-    result = fl.cli()
-    assert result.returncode == 2
-    no_traceback(result)
-    assert "usage:" in result.stderr and "accounts" in result.stderr
-
-
-def test_piped_accounts_table_keeps_every_column(live: Fleet) -> None:
-    result = live.cli("accounts", "list", "--socket", str(live.socket_path))  # stdout is a pipe, COLUMNS unset
-    assert result.returncode == 0, result.stderr
-    lines = [ln for ln in result.stdout.splitlines() if ln.strip()]
-    assert len(lines) == 11, result.stdout  # header + one line per account
+def test_piped_human_output_is_not_cut_to_80_columns(live: Fleet) -> None:
+    # stdout is a pipe and COLUMNS is unset, as in `tgdaemon accounts list | grep` or `> file`
+    table, events = live.cli_many(("accounts", "list", "--socket", str(live.socket_path)),
+                                  ("events", "--limit", "1", "--socket", str(live.socket_path)))
+    assert table.returncode == 0, table.stderr
+    lines = [ln for ln in table.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 11, table.stdout  # header + one line per account
     assert "ID" in lines[0].split() and "STATE" in lines[0].split()
     for n, line in enumerate(lines[1:], start=1):
         words = line.split()
         assert words[0] == str(n) and f"sim-{n:04d}" in words, line
         assert ("disabled" if n == 10 else "ready") in words, line
     assert LONG_REASON in lines[10]
+    assert events.returncode == 0, events.stderr
+    assert LONG_REASON in one_line(events.stdout)  # one event, one line
 
 
-def test_piped_events_one_line_per_event(live: Fleet) -> None:
-    sock = ("--socket", str(live.socket_path))
-    result = live.cli("events", "--limit", "1", *sock)
-    assert result.returncode == 0, result.stderr
-    assert len([ln for ln in result.stdout.splitlines() if ln.strip()]) == 1, result.stdout
-
-
-# --- tgdaemon run: configuration errors -----------------------------------------------------
-
-def run_args(fl: Fleet, config: Path, *extra: str) -> tuple[str, ...]:
+def run_args(fl: Fleet, config: Path, *, http: str = "127.0.0.1:0") -> tuple[str, ...]:
     return ("run", "--simulate", "--accounts", "5", "--config", str(config), "--data-dir", str(fl.data_dir),
-            "--socket", str(fl.socket_path), "--http", "127.0.0.1:0", *extra)
+            "--socket", str(fl.socket_path), "--http", http)
 
 
-def test_run_rejects_bad_config_in_one_line(fl: Fleet) -> None:
+def test_bad_configuration_is_one_line_naming_the_key(fl: Fleet) -> None:
     unknown = fl.root / "unknown.toml"
     unknown.write_text("[daemon]\nlog_levle = \"debug\"\n")
     wrong_type = fl.root / "wrong-type.toml"
     wrong_type.write_text("[simulator]\naccounts = \"many\"\n")
     not_toml = fl.root / "broken.toml"
     not_toml.write_text("[daemon\n")
-    results = fl.cli_many(*(run_args(fl, c) for c in (unknown, wrong_type, not_toml)))
+    bad_seed = fl.root / "bad-seed.toml"
+    bad_seed.write_text("[simulator]\nseed = 1.5\n")
+    admin_bad = fl.root / "admin.toml"
+    admin_bad.write_text("[daemon]\nsockett = \"/tmp/x\"\n")
+    results = fl.cli_batch(
+        (run_args(fl, unknown), None),
+        (run_args(fl, wrong_type), None),
+        (run_args(fl, not_toml), None),
+        (run_args(fl, fl.config), {"TGFLEET_SIMULATOR__ACCOUNTS": "lots"}),
+        (("run", "--simulate", "--data-dir", str(fl.data_dir), "--socket", str(fl.socket_path)),
+         {"TGFLEET_CONFIG": str(bad_seed)}),
+        (("status", "--config", str(admin_bad)), None),  # admin commands read the config for the socket
+        (run_args(fl, fl.config, http="notaport"), None),
+        (run_args(fl, fl.config, http="127.0.0.1:99999"), None),
+    )
     lines = [error_line(r, 2) for r in results]
-    assert "daemon.log_levle" in lines[0] and "unknown key" in lines[0] and str(unknown) in lines[0]
-    assert "simulator.accounts" in lines[1] and "int" in lines[1]
-    assert str(not_toml) in lines[2] and "TOML" in lines[2]
+    assert "daemon.log_levle" in lines[0] and "unknown key" in lines[0] and str(unknown) in lines[0], lines[0]
+    assert "simulator.accounts" in lines[1] and "int" in lines[1], lines[1]
+    assert str(not_toml) in lines[2] and "TOML" in lines[2], lines[2]
+    assert "simulator.accounts" in lines[3] and "TGFLEET_" in lines[3], lines[3]
+    assert "simulator.seed" in lines[4] and str(bad_seed) in lines[4], lines[4]
+    assert "daemon.sockett" in lines[5] and "unknown key" in lines[5], lines[5]
+    for line, value in zip(lines[6:], ("notaport", "127.0.0.1:99999")):
+        assert "http" in line and "HOST:PORT" in line and repr(value) in line, line
     # refused before touching anything
     assert not fl.data_dir.exists() and not fl.socket_path.exists()
-
-
-def test_run_rejects_bad_environment_and_tgfleet_config(fl: Fleet) -> None:
-    bad = fl.root / "bad.toml"
-    bad.write_text("[simulator]\nseed = 1.5\n")
-    env_value = fl.cli(*run_args(fl, fl.config), env={"TGFLEET_SIMULATOR__ACCOUNTS": "lots"})
-    env_config = fl.cli("run", "--simulate", "--data-dir", str(fl.data_dir), "--socket", str(fl.socket_path),
-                        env={"TGFLEET_CONFIG": str(bad)})
-    line = error_line(env_value, 2)
-    assert "simulator.accounts" in line and "TGFLEET_" in line
-    line = error_line(env_config, 2)
-    assert "simulator.seed" in line and str(bad) in line
-    assert not fl.data_dir.exists()
-
-
-def test_admin_command_with_bad_config_names_the_key(fl: Fleet) -> None:
-    bad = fl.root / "bad.toml"
-    bad.write_text("[daemon]\nsockett = \"/tmp/x\"\n")
-    line = error_line(fl.cli("status", "--config", str(bad)), 2)
-    assert "daemon.sockett" in line and "unknown key" in line
-
-
-@pytest.mark.parametrize("value", ["notaport", "127.0.0.1:99999"])
-def test_run_rejects_bad_http_bind(fl: Fleet, value: str) -> None:
-    result = fl.cli(*run_args(fl, fl.config)[:-2], "--http", value)
-    line = error_line(result, 2)
-    assert "http" in line and "HOST:PORT" in line and repr(value) in line
-    assert not fl.socket_path.exists()
-
-
-def test_run_bad_numbers_are_usage_errors(fl: Fleet) -> None:
-    assert "--accounts" in usage_error(fl.cli("run", "--simulate", "--accounts", "0"))
 
 
 def test_run_http_port_in_use_fails_cleanly(live: Fleet, fl: Fleet) -> None:

@@ -129,8 +129,7 @@ def test_lifecycle_status_accounts_events_signals_restart(fl: Fleet) -> None:
         assert "STOPPING=1" not in notify.lines()
 
         # -- status and listing
-        status, rows, none_disabled = cli_round(fl, ("status", "--json"), ("accounts", "list", "--json"),
-                                                ("accounts", "list", "--state", "disabled", "--json"))
+        status, rows = cli_round(fl, ("status", "--json"), ("accounts", "list", "--json"))
         assert set(status["accounts"]) == STATES
         assert sum(status["accounts"].values()) == 50
         assert all(isinstance(n, int) and n >= 0 for n in status["accounts"].values())
@@ -141,6 +140,7 @@ def test_lifecycle_status_accounts_events_signals_restart(fl: Fleet) -> None:
         channels = status["simulator"]["channels"]
         assert isinstance(channels, list) and channels and all(isinstance(c, str) and c for c in channels)
         assert status["pid"] == daemon.pid
+        assert status["accounts"]["disabled"] == 0
 
         assert len(rows) == 50
         for row in rows:
@@ -151,7 +151,6 @@ def test_lifecycle_status_accounts_events_signals_restart(fl: Fleet) -> None:
         assert len({r["id"] for r in rows}) == 50
         probes = [r for r in rows if r["is_probe"]]
         assert 1 <= len(probes) <= 5, f"{len(probes)} probes of 50 (configured fraction 5%)"
-        assert none_disabled == []
 
         # -- disable two accounts (one is enabled again, one stays disabled across the restart)
         target, kept = [r for r in rows if not r["is_probe"] and r["state"] == "ready"][:2]
@@ -172,14 +171,11 @@ def test_lifecycle_status_accounts_events_signals_restart(fl: Fleet) -> None:
         assert reason in human_events and kept_reason in human_events
 
         # -- enable one
-        assert "enabled" in cli_ok(fl, "accounts", "enable", aid)
-        disabled, after, events = cli_round(
-            fl, ("accounts", "list", "--state", "disabled", "--json"), ("accounts", "list", "--json"),
-            ("events", "--account", aid, "--json"))
+        out = cli_ok(fl, "accounts", "enable", aid)
+        assert "enabled" in out and "state ready" in out, out
+        disabled, events = cli_round(fl, ("accounts", "list", "--state", "disabled", "--json"),
+                                     ("events", "--account", aid, "--json"))
         assert [r["id"] for r in disabled] == [kept["id"]]
-        after_by_id = {r["id"]: r for r in after}
-        assert after_by_id[target["id"]]["state"] == "ready"
-        assert after_by_id[target["id"]]["disabled_reason"] is None
         assert [e["kind"] for e in events][:2] == ["account.enabled", "account.disabled"]  # newest first
 
         # -- SIGTERM: clean exit, socket gone, database closed, STOPPING=1 announced
@@ -197,18 +193,17 @@ def test_lifecycle_status_accounts_events_signals_restart(fl: Fleet) -> None:
 
     # -- restart on the same data dir, with a different --accounts: nothing is reseeded
     again = fl.start(accounts=60).wait_ready()
-    rows_again, events_again, status_again = cli_round(
-        fl, ("accounts", "list", "--json"), ("events", "--limit", "500", "--json"), ("status", "--json"))
+    rows_again, events_again = cli_round(fl, ("accounts", "list", "--json"), ("events", "--limit", "500", "--json"))
     key = lambda r: (r["id"], r["label"], r["phone_masked"], r["is_probe"])  # noqa: E731
     assert [key(r) for r in rows_again] == [key(r) for r in rows]
     by_id = {r["id"]: r for r in rows_again}
     assert (by_id[kept["id"]]["state"], by_id[kept["id"]]["disabled_reason"]) == ("disabled", kept_reason)
-    assert by_id[target["id"]]["state"] == "ready"
+    assert (by_id[target["id"]]["state"], by_id[target["id"]]["disabled_reason"]) == ("ready", None)
+    assert [r["id"] for r in rows_again if r["state"] == "disabled"] == [kept["id"]]
     kinds = [(e["kind"], e["account_id"]) for e in events_again]
     assert sum(k == "fleet.seeded" for k, _ in kinds) == 1, kinds
     assert {("account.disabled", target["id"]), ("account.enabled", target["id"]),
             ("account.disabled", kept["id"])} <= set(kinds)
-    assert status_again["accounts"]["disabled"] == 1 and status_again["pid"] == again.pid
 
     # -- SIGINT stops it just as cleanly
     assert again.stop(signal.SIGINT) == 0, again.log()
@@ -273,6 +268,6 @@ def test_a_slow_notify_reader_does_not_freeze_the_daemon(fl: Fleet) -> None:
         stalled.bind(str(notify_path))
         daemon = fl.start(accounts=5, env={"NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "100000"})
         daemon.wait_ready()
-        time.sleep(1.0)  # 20 watchdog pings at 50 ms: more than the queue holds
+        time.sleep(0.8)  # 16 watchdog pings at 50 ms: more than the queue holds
         assert daemon.returncode is None, daemon.log()
-        assert http_status_over_socket(fl.socket_path, timeout=3.0) == 200, "the daemon stopped answering"
+        assert http_status_over_socket(fl.socket_path, timeout=2.0) == 200, "the daemon stopped answering"

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tgscript as ts
 from telethon import TelegramClient, errors
 from telethon.client import users as telethon_users
 from telethon.crypto import AuthKey
 from telethon.network import connection as tl_connection
 from telethon.tl import alltlobjects, functions, types
 
-import tgscript as ts
 from tgdaemon.classify import ErrorClass, classify
 from tgdaemon.config import ProxyConfig
 from tgdaemon.gateway.base import AccountRef, Channel, ChannelStats, Me, PostStats
@@ -156,10 +156,6 @@ def test_client_options_mtproxy() -> None:
 _NO_SOCKS_LIB = importlib.util.find_spec("python_socks") is None and importlib.util.find_spec("socks") is None
 
 
-@pytest.mark.xfail(_NO_SOCKS_LIB, strict=True, reason=(
-    "BUG: a socks5/socks4/http proxy needs python-socks (or PySocks), which pyproject.toml does not "
-    "depend on: TelegramClient warns 'proxy argument will be ignored' and every connect then fails "
-    "with ModuleNotFoundError (classified transient, retried forever)"))
 def test_socks_proxy_is_usable_by_telethon() -> None:
     options = client_options(ts.telegram_config(proxy=ProxyConfig(type="socks5", host="10.0.0.1", port=1080)))
     tl_connection.Connection._parse_proxy(**options["proxy"])  # what Telethon does on connect
@@ -267,10 +263,6 @@ async def test_entity_cache_is_per_account(store: Store, gateways: GatewayFactor
     gw.sender(b).assert_done()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: tgdaemon/gateway/telegram.py:131-135 resolve_channel relies on StoreSession.process_entities "
-    "spawning a background save_entities task; a second resolve right after the first (before that write "
-    "commits) misses the cache and resolves again, the very flood-wait bait the cache is for"))
 async def test_second_resolve_right_after_the_first_makes_no_request(one: Any) -> None:
     gw, account, sender = one
     sender.expect(functions.contacts.ResolveUsernameRequest, ts.resolved_channel(ts.channel()))
@@ -575,9 +567,15 @@ def test_store_session_reports_changes_only() -> None:
     session.save()
     assert saved[1:] == [SessionData(4, ts.DC_IPS[4], 443, new)]
 
+    # USER_MIGRATE: Telethon moves to the new DC with no key, then makes one there. The store keeps
+    # the old working pair until the new key exists, so a failed migration never looks like a dead account.
+    session.set_dc(5, ts.DC_IPS[5], 443)
     session.auth_key = None
     session.save()
-    assert saved[2:] == [SessionData(4, ts.DC_IPS[4], 443, None)]
+    assert saved[2:] == []
+    session.auth_key = AuthKey(key)
+    session.save()
+    assert saved[2:] == [SessionData(5, ts.DC_IPS[5], 443, key)]
 
 
 def test_store_session_repr_and_data_repr_hide_the_key() -> None:
@@ -612,6 +610,7 @@ async def test_dc_migration_saves_the_new_dc_and_key(store: Store, gateways: Gat
     assert (await gw.channel_stats(AccountRef(account_id), CHANNEL)).subscribers == 5
     await gw.flush()
     assert await store.load_session(account_id) == SessionData(4, ts.DC_IPS[4], 443, new_key)
+    assert new_key != old_key
     assert sender.connects == 2 and len(sender.init_requests) == 2
     [client] = gw.clients[account_id]
     assert client.session.data() == SessionData(4, ts.DC_IPS[4], 443, new_key)
@@ -683,10 +682,6 @@ async def test_auth_keys_never_logged_by_telethon_or_tgdaemon_nor_in_errors(
             assert_no_key(text, key)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: aiosqlite logs every statement with its parameters at DEBUG (logger 'aiosqlite'), so with "
-    "daemon.log_level=debug the INSERT INTO sessions in tgdaemon/store/sessions.py:55 writes the auth key "
-    "to the log; tgdaemon/cli/daemon.py:60-62 (or store/core.py) should cap the 'aiosqlite' logger at INFO"))
 async def test_auth_keys_never_in_any_log_output(store: Store, gateways: GatewayFactory,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
@@ -695,3 +690,53 @@ async def test_auth_keys_never_in_any_log_output(store: Store, gateways: Gateway
     for key in keys:
         for text in everything:
             assert_no_key(text, key)
+
+
+async def test_telethons_background_loops_idle_quietly(one: Any) -> None:
+    """The update and keepalive loops connect() starts neither fail nor poll the scripted sender."""
+    gw, account, sender = one
+    sender.expect(functions.users.GetUsersRequest, [sender.me])
+    await gw.get_me(account)
+    [client] = gw.clients[account.id]
+    loops = [client._updates_handle, client._keepalive_handle]
+    before = len(sender.requests)
+    await asyncio.sleep(0.1)
+    assert len(sender.requests) == before
+    assert all(not task.done() for task in loops)
+    await gw.pool.forget(account.id)
+    assert all(task.done() for task in loops)
+    assert all(task.cancelled() or task.exception() is None for task in loops)
+
+
+# -- check_session (import): a throwaway client, let go at once ------------------------------------
+
+
+async def test_check_session_returns_me_and_lets_the_client_go(store: Store, gateways: GatewayFactory) -> None:
+    gw = await gateways()
+    key = os.urandom(256)
+    sender = gw.sender(None)  # type: ignore[arg-type]  # no account yet
+    sender.expect(functions.users.GetUsersRequest, [ts.user(id=77, phone="15557654321")])
+    me = await gw.check_session(SessionData(2, ts.DC_IPS[2], 443, key))
+    assert (me.user_id, me.phone) == (77, "+15557654321")
+    assert sender.auth_key.key == key and sender.connects == 1 and not sender.is_connected()
+    assert gw.pool.connected() == 0 and gw._writes == set()
+    sender.assert_done()
+
+
+async def test_check_session_dead_key(store: Store, gateways: GatewayFactory) -> None:
+    gw = await gateways()
+    sender = gw.sender(None)  # type: ignore[arg-type]
+    sender.handshake[functions.users.GetUsersRequest] = ts.rpc_error(401, "AUTH_KEY_UNREGISTERED")
+    sender.expect(functions.users.GetUsersRequest, ts.rpc_error(401, "AUTH_KEY_UNREGISTERED"))
+    with pytest.raises(errors.AuthKeyUnregisteredError):
+        await gw.check_session(SessionData(2, ts.DC_IPS[2], 443, os.urandom(256)))
+    assert not sender.is_connected()
+
+
+async def test_check_session_times_out_and_disconnects(store: Store, gateways: GatewayFactory) -> None:
+    gw = await gateways(call_timeout_seconds=0.2)
+    sender = gw.sender(None)  # type: ignore[arg-type]
+    sender.expect(functions.users.GetUsersRequest, ts.NEVER)
+    with pytest.raises(TimeoutError):
+        await gw.check_session(SessionData(2, ts.DC_IPS[2], 443, os.urandom(256)))
+    assert not sender.is_connected() and sender.disconnects == 1

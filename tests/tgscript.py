@@ -101,7 +101,7 @@ Matcher = type | Callable[[TLRequest], bool]
 def describe(obj: Any) -> str:
     try:
         return obj.stringify() if isinstance(obj, TLObject) else repr(obj)
-    except Exception:  # pragma: no cover - stringify is best effort
+    except Exception:  # noqa: BLE001 - stringify is best effort
         return repr(obj)
 
 
@@ -171,8 +171,10 @@ class ScriptedSender:
         await asyncio.sleep(0)
         if not self.auth_key:  # the real sender would run the DH exchange here
             self.auth_key.key = self.new_auth_key or os.urandom(256)
-            if self._auth_key_callback is not None:
-                await self._auth_key_callback(self.auth_key)
+            if self._auth_key_callback is not None:  # sync in Telethon 1.39, async in 1.45
+                result = self._auth_key_callback(self.auth_key)
+                if inspect.isawaitable(result):
+                    await result
         self._connected = True
         self.connects += 1
         self._disconnected_future = asyncio.get_running_loop().create_future()
@@ -348,23 +350,33 @@ def telegram_config(**overrides: Any) -> TelegramConfig:
 class ScriptedGateway(TelethonGateway):
     """The real TelethonGateway whose clients talk to ScriptedSenders.
 
-    ``gw.sender(account_id)`` is that account's sender (made on first use, so a test
-    can script it before the client exists); ``gw.clients[account_id]`` lists every
-    TelegramClient made for the account (there must only ever be one).
+    ``gw.sender(account_id)`` is that account's current sender (made on first use, so a
+    test can script it before the client exists); a client made for an account whose
+    current sender is already in use (a second client: after ``pool.forget`` or a bug)
+    gets a fresh one, which becomes current, unless ``gw.next_sender(account_id)``
+    prepared it. ``gw.clients[account_id]`` lists every TelegramClient made for the account.
     """
 
     def __init__(self, cfg: TelegramConfig, *, me: Callable[[int], Any] | None = None) -> None:
         super().__init__(cfg)
-        self._me = me or (lambda account_id: user(id=1000 + account_id, phone=f"1555000{account_id:04d}"))
+        self._me = me or (lambda account_id: user(id=1000 + (account_id or 0), phone=f"1555000{account_id or 0:04d}"))
         self.senders: dict[int, ScriptedSender] = {}
         self.clients: dict[int, list[TelegramClient]] = {}
         self.all_senders: list[ScriptedSender] = []
+        self._installed: set[int] = set()  # id() of senders in use by a client
 
     def sender(self, account_id: int) -> ScriptedSender:
         if account_id not in self.senders:
-            self.senders[account_id] = ScriptedSender(me=self._me(account_id), name=f"account {account_id}")
-            self.all_senders.append(self.senders[account_id])
+            return self.next_sender(account_id)
         return self.senders[account_id]
+
+    def next_sender(self, account_id: int) -> ScriptedSender:
+        """A fresh sender for the account's next client; it becomes ``sender(account_id)``."""
+        n = sum(1 for s in self.all_senders if s.name.startswith(f"account {account_id} ")) + 1
+        sender = ScriptedSender(me=self._me(account_id), name=f"account {account_id} #{n}")
+        self.senders[account_id] = sender
+        self.all_senders.append(sender)
+        return sender
 
     def session_for(self, account_id: Any, data: Any, entities: Any) -> StoreSession:
         session = super().session_for(account_id, data, entities)
@@ -373,14 +385,12 @@ class ScriptedGateway(TelethonGateway):
 
     def new_client(self, session: StoreSession) -> TelegramClient:
         client = super().new_client(session)
-        account_id = getattr(session, "_tgscript_account", None)
-        made = self.clients.setdefault(account_id, [])  # type: ignore[arg-type]
-        if made:  # a second client for one account: give it its own (empty) script, the test will notice
-            sender = ScriptedSender(me=self._me(account_id or 0), name=f"account {account_id} (extra client)")
-            self.all_senders.append(sender)
-        else:
-            sender = self.sender(account_id)  # type: ignore[arg-type]
-        made.append(client)
+        account_id: int = getattr(session, "_tgscript_account", None)  # type: ignore[assignment]
+        sender = self.sender(account_id)
+        if id(sender) in self._installed:
+            sender = self.next_sender(account_id)
+        self._installed.add(id(sender))
+        self.clients.setdefault(account_id, []).append(client)
         install(client, sender)
         return client
 
@@ -400,7 +410,7 @@ _EMPTY_VARIANTS = ("Empty", "None", "")
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 def _filler(annotation: Any, owner: str, name: str) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tgdaemon.cli.admin import socket_path
+from tgdaemon.cli.parser import socket_path
 from tgdaemon.errors import TgfleetError
 from tgtui.app import run_dashboard
 

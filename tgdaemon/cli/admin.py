@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
-from tgdaemon import config
-from tgdaemon.cli import output
-from tgdaemon.cli.parser import positive_int
+from tgdaemon.cli import onboard, output
+from tgdaemon.cli.parser import positive_int, socket_path
 from tgdaemon.store import SORT_KEYS, STATES
 from tgtui.client import ControlClient
-
-
-def socket_path(args: argparse.Namespace) -> Path:
-    """--socket, else TGFLEET_SOCKET, else the config's (which applies TGFLEET_SOCKET too)."""
-    if explicit := getattr(args, "socket", None):
-        return Path(explicit)
-    if env := os.environ.get("TGFLEET_SOCKET"):
-        return Path(env)
-    return config.load(getattr(args, "config", None)).socket_path()
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -44,6 +32,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     en = acc.add_parser("enable", parents=[common], help="enable a disabled account")
     en.add_argument("id", type=positive_int)
     en.set_defaults(func=cmd_enable)
+    onboard.register(acc, common)
     accounts.set_defaults(func=lambda args: accounts.print_help() or 2)
 
     events = sub.add_parser("events", parents=[common], help="the audit trail, newest first")

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
+from pathlib import Path
+
+from tgdaemon import config
 
 Register = Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None]
 
@@ -35,3 +39,12 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
     return value
+
+
+def socket_path(args: argparse.Namespace) -> Path:
+    """--socket, else TGFLEET_SOCKET, else the config's (which applies TGFLEET_SOCKET too)."""
+    if explicit := getattr(args, "socket", None):
+        return Path(explicit)
+    if env := os.environ.get("TGFLEET_SOCKET"):
+        return Path(env)
+    return config.load(getattr(args, "config", None)).socket_path()

@@ -53,6 +53,9 @@ class ClientPool:
                     await asyncio.wait_for(client.connect(), self.connect_timeout)
             except BaseException:
                 self._done(account_id)
+                # A connect cut short can leave the sender up without InitConnection sent: start over next time.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(client.disconnect())
                 raise
         try:
             yield client

@@ -58,7 +58,9 @@ class StoreSession(MemorySession):
                            self._auth_key.key if self._auth_key else None)
 
     def save(self) -> None:
-        if self._dirty:
+        # Telethon saves a new DC with no key before it makes one there (USER_MIGRATE); keep the
+        # old, working pair in the store until the new key exists.
+        if self._dirty and self._auth_key is not None:
             self._dirty = False
             self._on_session(self.data())
 

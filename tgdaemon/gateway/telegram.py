@@ -158,8 +158,12 @@ class TelethonGateway(Gateway):
         resolved = await self.call(account, functions.contacts.ResolveUsernameRequest(username=name))
         if not isinstance(resolved.peer, types.PeerChannel):
             raise errors.ChannelInvalidError(request=None)
-        chat = next(c for c in resolved.chats if c.id == resolved.peer.channel_id)
-        return channel_from(chat)
+        channel = channel_from(next(c for c in resolved.chats if c.id == resolved.peer.channel_id))
+        # Cached before returning, so the next task of this account never resolves it again.
+        await self.store.save_entities(account.id, [(utils.get_peer_id(types.PeerChannel(channel.peer_id)),
+                                                     channel.access_hash, (channel.username or name).lower(), None,
+                                                     channel.title)])
+        return channel
 
     async def last_post_ids(self, account: AccountRef, channel: Channel, n: int) -> list[int]:
         history = await self.call(account, functions.messages.GetHistoryRequest(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -23,6 +24,10 @@ import aiosqlite
 from tgdaemon.errors import StoreError
 from tgdaemon.store import migrate
 from tgdaemon.timeutil import now
+
+
+# aiosqlite logs every statement with its parameters at DEBUG: auth keys among them.
+logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
 async def _connect(path: Path) -> aiosqlite.Connection:
