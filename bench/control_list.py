@@ -60,7 +60,9 @@ async def run() -> list[Result]:
     with scratch_dir("tgbench-list-") as work:
         async with daemon_subprocess(work, accounts=ACCOUNTS) as daemon:
             results += await _seeded(daemon)
-        db = work / "data" / "tgfleet.sqlite3"
+        from tgdaemon.lifecycle.datadir import DB_NAME
+
+        db = work / "data" / DB_NAME
         try:
             fixture = _add_setup_tasks(db)
         except (sqlite3.Error, OSError) as exc:

@@ -46,8 +46,8 @@ def isolated_env(root: Path, **extra: str) -> dict[str, str]:
 
 def run_cli(*args: str, env: dict[str, str], timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
     """``python -m tgdaemon ARGS``, as an operator would run it."""
-    return subprocess.run([sys.executable, "-m", "tgdaemon", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run([sys.executable, "-m", "tgdaemon", *args], check=False, env=env, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def run_cli_many(calls: Sequence[Sequence[str]], *, env: dict[str, str] | Sequence[dict[str, str]],
@@ -89,7 +89,7 @@ def socket_answers(path: Path) -> bool:
 class DaemonProc:
     """One ``tgdaemon run --simulate`` process."""
 
-    def __init__(self, fleet: "Fleet", *, data_dir: Path, socket_path: Path, accounts: int, config: Path,
+    def __init__(self, fleet: Fleet, *, data_dir: Path, socket_path: Path, accounts: int, config: Path,
                  env: dict[str, str], extra_args: Sequence[str], name: str) -> None:
         self.fleet = fleet
         self.data_dir = data_dir
@@ -129,13 +129,13 @@ class DaemonProc:
             self._fail(f"tgdaemon did not answer on {self.socket_path} within {READY_TIMEOUT:.0f} s")
         return False
 
-    def wait_ready(self, timeout: float = READY_TIMEOUT) -> "DaemonProc":
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> DaemonProc:
         deadline = time.monotonic() + timeout
         while not self._ready_step(deadline):
             time.sleep(0.05)
         return self
 
-    async def await_ready(self, timeout: float = READY_TIMEOUT) -> "DaemonProc":
+    async def await_ready(self, timeout: float = READY_TIMEOUT) -> DaemonProc:
         """Like ``wait_ready`` but without blocking the event loop (for tests that run an app meanwhile)."""
         deadline = time.monotonic() + timeout
         while not self._ready_step(deadline):

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from daemon_proc import Fleet, fleet, no_traceback, one_line
 
 LONG_REASON = "sim card returned to the carrier after the March audit"

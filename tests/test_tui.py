@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
+from daemon_proc import DaemonProc, Fleet, fleet
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
-from daemon_proc import DaemonProc, Fleet, fleet
 from tgtui.app import FleetApp
 from tgtui.client import ControlClient
 

@@ -102,6 +102,7 @@ class StoreCore:
 
     async def close(self) -> None:
         async with self._lock:
+            await self._writer.execute("PRAGMA optimize")  # keeps the planner's statistics fresh
             for conn in (self._reader, self._writer):
                 await conn.close()
 
