@@ -258,9 +258,6 @@ def http_status_over_socket(path: Path, timeout: float) -> int:
     return int(head.split()[1]) if head.startswith(b"HTTP/1.1 ") else 0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: sd_notify sends on a blocking socket from the event loop "
-                                        "(lifecycle/systemd.py notify): once the supervisor's queue is full "
-                                        "(net.unix.max_dgram_qlen, 10 by default) the whole daemon freezes")
 def test_a_slow_notify_reader_does_not_freeze_the_daemon(fl: Fleet) -> None:
     notify_path = fl.root / "notify"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as stalled:  # bound, never read

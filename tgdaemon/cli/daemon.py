@@ -13,15 +13,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tgdaemon import config
 from tgdaemon.cli.parser import positive_int
 from tgdaemon.errors import TgfleetError
-from tgdaemon.gateway.base import Gateway
-from tgdaemon.gateway.simulator import Simulator
-from tgdaemon.gateway.telegram import TelethonGateway
-from tgdaemon.lifecycle.daemon import Daemon
+
+if TYPE_CHECKING:
+    from tgdaemon.gateway.base import Gateway
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -60,12 +59,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=cfg.daemon.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if cfg.daemon.log_level != "debug":  # Telethon narrates every connection at INFO
+        logging.getLogger("telethon").setLevel(logging.WARNING)
+    from tgdaemon.lifecycle.daemon import Daemon  # Telethon is slow to import; admin commands skip it
+
     daemon = Daemon(cfg, choose_gateway(cfg, args.simulate))
     return asyncio.run(daemon.run())
 
 
 def choose_gateway(cfg: config.Config, simulate: bool) -> Gateway:
     """The simulator when asked for, or when no api_id/api_hash is configured; else real Telegram."""
+    from tgdaemon.gateway.simulator import Simulator
+    from tgdaemon.gateway.telegram import TelethonGateway
+
     if simulate or not cfg.telegram.configured:
         if not simulate:
             logging.getLogger(__name__).warning(

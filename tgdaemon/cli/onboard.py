@@ -11,8 +11,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from telethon.sessions import StringSession
-
 from tgdaemon.cli.parser import socket_path
 from tgdaemon.errors import ApiError, UsageError
 from tgtui.client import ControlClient
@@ -100,6 +98,8 @@ def read_sessions(path: Path, prefix: str) -> tuple[list[dict[str, Any]], list[s
         return [], [f"{path}: cannot read: {exc.strerror}"]
     if head == SQLITE_MAGIC:
         return _read_sqlite_session(path, prefix)
+    from telethon.sessions import StringSession  # only here: admin commands start faster without Telethon
+
     items, problems = [], []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()

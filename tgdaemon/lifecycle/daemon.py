@@ -77,10 +77,10 @@ class Daemon:
             hub = Hub(queue_size=self.cfg.daemon.stream_queue_size, replay_size=self.cfg.daemon.stream_replay_size)
             store.on_commit = change_publisher(store, hub)
             await self.gateway.start(store)
-            await self._seed_simulated_fleet(store)
             onboarding = Onboarding(store, self.gateway, self.cfg.telegram.login_timeout_seconds)
             self.runtime = Runtime(self.cfg, store, hub, self.gateway, socket_path, onboarding)
             runner = await self._serve(self.runtime)
+            await self._seed_simulated_fleet(store)  # only once the sockets are ours: a refused start seeds nothing
             self._side_tasks = [asyncio.create_task(coro(self.runtime), name=name)
                                 for name, coro in self._side_task_factories()]
             systemd.notify("READY=1\nSTATUS=running")

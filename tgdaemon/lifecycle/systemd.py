@@ -13,10 +13,12 @@ def notify(message: str) -> bool:
         return False
     if address.startswith("@"):
         address = "\0" + address[1:]  # abstract namespace
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+    # Non-blocking: when systemd (or whatever reads NOTIFY_SOCKET) falls behind, a message is
+    # dropped rather than freezing the event loop on a full socket queue.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK) as sock:
         try:
             sock.sendto(message.encode(), address)
-        except OSError:
+        except OSError:  # BlockingIOError included
             return False
     return True
 
