@@ -75,18 +75,6 @@ class ChannelStats:
     subscribers: int
 
 
-@dataclass(frozen=True, slots=True)
-class SimAccountSeed:
-    """An account the simulator offers for seeding a fresh data dir."""
-
-    tg_user_id: int
-    phone: str
-    label: str
-    first_name: str
-    last_name: str
-    is_probe: bool
-
-
 class Gateway(abc.ABC):
     """Telegram as the daemon sees it; every method acts as one account."""
 

@@ -23,7 +23,6 @@ from tgdaemon.gateway.base import (
     Gateway,
     Me,
     PostStats,
-    SimAccountSeed,
     parse_target,
 )
 from tgdaemon.gateway.simworld import (
@@ -56,8 +55,9 @@ class Simulator(Gateway):
         self._calls: dict[int, int] = {}
         self._latency = random.Random(f"{cfg.seed}:latency")
 
-    def seeds(self) -> list[SimAccountSeed]:
-        return [a.seed() for a in self.accounts]
+    def seeds(self) -> list[SimAccount]:
+        """The accounts to seed a fresh data dir with."""
+        return list(self.accounts)
 
     def channel_usernames(self) -> list[str]:
         return [c.username for c in self.channels]

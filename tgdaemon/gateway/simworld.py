@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from telethon import errors
 
 from tgdaemon.config import SimulatorConfig
-from tgdaemon.gateway.base import Channel, ChannelStats, PostStats, SimAccountSeed
+from tgdaemon.gateway.base import Channel, ChannelStats, PostStats
 
 # 2024-01-01T00:00:00Z; every channel has exactly INITIAL_POSTS posts at this instant.
 WORLD_EPOCH = 1_704_067_200.0
@@ -68,10 +68,6 @@ class SimAccount:
     last_name: str
     is_probe: bool
     dead: type[errors.RPCError] | None = None
-
-    def seed(self) -> SimAccountSeed:
-        return SimAccountSeed(self.tg_user_id, self.phone, self.label, self.first_name,
-                              self.last_name, self.is_probe)
 
 
 @dataclass(slots=True)
