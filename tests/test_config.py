@@ -250,9 +250,9 @@ def _documented_keys(struct: type[msgspec.Struct], section: str, by_section: dic
     assert section in by_section, f"[{section}] missing from config.example.toml"
     for field in _fields(struct):
         if isinstance(field.type, type) and issubclass(field.type, msgspec.Struct):
-            _documented_keys(field.type, f"{section}.{field.name}", by_section)
+            _documented_keys(field.type, f"{section}.{field.encode_name}", by_section)
         else:
-            assert re.search(rf"(?m)^#?\s*{field.name}\s*=", by_section[section]), \
+            assert re.search(rf"(?m)^#?\s*{field.encode_name}\s*=", by_section[section]), \
                 f"{section}.{field.name} is not documented in config.example.toml"
 
 

@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from telethon import errors
 
+from tgdaemon.classify import ErrorClass, TaskInputError, classify
 from tgdaemon.config import SimulatorConfig
-from tgdaemon.gateway.base import AccountRef, Channel
+from tgdaemon.gateway.base import (
+    AccountRef,
+    Channel,
+    MediaFile,
+    Owned,
+    PrivacyKey,
+    PrivacyValue,
+)
 from tgdaemon.gateway.simulator import Simulator
-from tgdaemon.gateway.simworld import BASELINE_PRIVACY, DEAD_ERRORS, INITIAL_POSTS, WORLD_EPOCH
+from tgdaemon.gateway.simworld import (
+    BASELINE_PRIVACY,
+    DEAD_ERRORS,
+    INITIAL_POSTS,
+    STORY_LIFETIME,
+    STORY_LIMIT,
+    WORLD_EPOCH,
+)
 
 QUIET = dict(latency_min_ms=0, latency_max_ms=0, flood_wait_rate=0, peer_flood_rate=0,
              transient_rate=0, dead_fraction=0)
@@ -225,3 +241,170 @@ async def test_latency_is_within_bounds_and_zero_means_no_sleep(monkeypatch: pyt
     for _ in range(50):
         await slow.get_me(ref(slow))
     assert len(slept) == 50 and all(0.005 <= s <= 0.04 for s in slept) and len(set(slept)) > 1
+
+
+# -- setup: what an owner does to their own account -------------------------------------------------
+
+PHOTO = MediaFile(Path("/media/avatar.jpg"), "photo", 640, 640)
+AVATAR = MediaFile(Path("/media/avatar.mp4"), "video", 480, 480, 4.0, "video/mp4")
+STORY = MediaFile(Path("/media/story.jpg"), "photo", 1080, 1920)
+STORY_VIDEO = MediaFile(Path("/media/story.mp4"), "video", 720, 1280, 12.0, "video/mp4")
+
+
+def account_without(sim: Simulator, attribute: str) -> AccountRef:
+    """A live account whose profile starts without ``attribute`` (falsy)."""
+    live = [a for a in sim.accounts if a.dead is None and not a.is_probe]
+    index = next(i for i, a in enumerate(live) if not getattr(sim.profile(a.tg_user_id), attribute))
+    return ref(sim, index)
+
+
+async def test_2fa_reads_reflect_writes() -> None:
+    sim = make()
+    account = account_without(sim, "has_password")
+    assert await sim.has_2fa(account) is False
+    await sim.enable_2fa(account, "s3cret")
+    assert await sim.has_2fa(account) is True
+    assert "s3cret" not in repr(sim.profile(account.tg_user_id))  # not kept
+    with pytest.raises(errors.PasswordHashInvalidError):  # a second password without the first one
+        await sim.enable_2fa(account, "other")
+    with pytest.raises(TaskInputError) as info:
+        await sim.enable_2fa(account_without(sim, "has_password"), "")
+    assert classify(info.value).code == "NO_2FA_PASSWORD"
+
+
+async def test_set_name_reflects_in_get_me() -> None:
+    sim = make()
+    account = ref(sim)
+    await sim.set_name(account, "Ops", "Team 7")
+    me = await sim.get_me(account)
+    assert (me.first_name, me.last_name) == ("Ops", "Team 7")
+    await sim.set_name(account, "Solo", "")
+    assert (await sim.get_me(account)).last_name == ""
+    for first, last in (("  ", "x"), ("x" * 65, "")):
+        with pytest.raises(errors.BadRequestError) as info:
+            await sim.set_name(account, first, last)
+        assert classify(info.value).code == "FIRSTNAME_INVALID" and classify(info.value).kind is ErrorClass.INPUT
+    with pytest.raises(errors.LastnameInvalidError):
+        await sim.set_name(account, "Ok", "y" * 65)
+    assert (await sim.get_me(account)).first_name == "Solo"
+
+
+async def test_privacy_reads_reflect_writes() -> None:
+    sim = make(accounts=100)
+    account = ref(sim)
+    for key in PrivacyKey:
+        for value in (PrivacyValue.EVERYBODY, PrivacyValue.CONTACTS, PrivacyValue.NOBODY):
+            await sim.set_privacy(account, key, value)
+            assert await sim.get_privacy(account, key) is value
+    await sim.set_privacy(account, PrivacyKey.PHONE_NUMBER, PrivacyValue.NOBODY)
+    await sim.set_privacy(account, PrivacyKey.LAST_SEEN, PrivacyValue.EVERYBODY)
+    assert sim.profile(account.tg_user_id).privacy == BASELINE_PRIVACY
+    with pytest.raises(ValueError):
+        await sim.set_privacy(account, PrivacyKey.LAST_SEEN, PrivacyValue.CUSTOM)
+    # some accounts start with a custom setting (exceptions), which is not the baseline
+    starts = [await sim.get_privacy(ref(sim, i), PrivacyKey.LAST_SEEN) for i in range(1, 60)]
+    assert PrivacyValue.CUSTOM in starts and len(set(starts)) == 4
+
+
+async def test_profile_photos_newest_first_with_fresh_ids() -> None:
+    clock = Clock()
+    sim = make(clock)
+    account = account_without(sim, "photos")
+    assert await sim.profile_photos(account) == []
+    first = await sim.set_profile_photo(account, PHOTO)
+    clock.now += 60
+    second = await sim.set_profile_photo(account, AVATAR)
+    assert second > first
+    assert await sim.profile_photos(account) == [Owned(second, clock.now), Owned(first, clock.now - 60)]
+    animated, static = sim.profile(account.tg_user_id).photos
+    assert (animated.kind, animated.source, static.kind, static.source) == ("video", "avatar.mp4", "photo", "avatar.jpg")
+
+
+async def test_profile_photo_rejections() -> None:
+    sim = make()
+    account = ref(sim)
+    before = await sim.profile_photos(account)
+    for bad in (MediaFile(Path("wide.mp4"), "video", 640, 480, 3.0, "video/mp4"),
+                MediaFile(Path("long.mp4"), "video", 480, 480, 11.0, "video/mp4")):
+        with pytest.raises(errors.VideoFileInvalidError):
+            await sim.set_profile_photo(account, bad)
+    with pytest.raises(errors.PhotoInvalidDimensionsError):
+        await sim.set_profile_photo(account, MediaFile(Path("strip.jpg"), "photo", 4200, 100))
+    assert await sim.profile_photos(account) == before
+
+
+async def test_stories_limit_and_expiry() -> None:
+    clock = Clock()
+    sim = make(clock)
+    account = ref(sim)
+    assert await sim.my_stories(account) == [] and await sim.can_send_story(account) is True
+    ids = []
+    for i in range(STORY_LIMIT):
+        ids.append(await sim.send_story(account, STORY_VIDEO if i % 2 else STORY))
+        clock.now += 10
+    assert [s.id for s in await sim.my_stories(account)] == ids[::-1]
+    assert await sim.can_send_story(account) is False
+    with pytest.raises(errors.BadRequestError) as info:
+        await sim.send_story(account, STORY)
+    assert type(info.value) is errors.BadRequestError and info.value.message == "STORIES_TOO_MUCH"
+    result = classify(info.value)
+    assert (result.kind, result.code) == (ErrorClass.WAIT, "STORIES_TOO_MUCH")
+    assert len(await sim.my_stories(account)) == STORY_LIMIT
+
+    clock.now += STORY_LIFETIME - 25  # the first has expired, the others not yet
+    assert [s.id for s in await sim.my_stories(account)] == ids[:0:-1]
+    assert await sim.can_send_story(account) is True
+    newest = await sim.send_story(account, STORY)
+    assert newest > max(ids)
+    assert (await sim.my_stories(account))[0] == Owned(newest, clock.now)
+
+
+async def test_every_setup_call_goes_through_faults_and_dead_accounts() -> None:
+    sim = make(accounts=40, dead_fraction=0.2, flood_wait_rate=1.0)
+    live, dead = ref(sim), next(a for a in sim.accounts if a.dead is not None)
+    calls = [
+        lambda a: sim.has_2fa(a), lambda a: sim.enable_2fa(a, "pw"), lambda a: sim.set_name(a, "A", "B"),
+        lambda a: sim.get_privacy(a, PrivacyKey.LAST_SEEN),
+        lambda a: sim.set_privacy(a, PrivacyKey.LAST_SEEN, PrivacyValue.EVERYBODY),
+        lambda a: sim.profile_photos(a), lambda a: sim.set_profile_photo(a, PHOTO), lambda a: sim.can_send_story(a),
+        lambda a: sim.my_stories(a), lambda a: sim.send_story(a, STORY),
+    ]
+    before = repr(sim.profile(live.tg_user_id))
+    for call in calls:
+        with pytest.raises(errors.FloodWaitError):
+            await call(live)
+        with pytest.raises(dead.dead):
+            await call(AccountRef(id=9, tg_user_id=dead.tg_user_id))
+    assert repr(sim.profile(live.tg_user_id)) == before  # a failed call changed nothing
+
+
+async def _setup_run(sim: Simulator, clock: Clock) -> list[object]:
+    out: list[object] = []
+    for index in range(5):
+        account = ref(sim, index)
+        for step in range(12):
+            clock.now += 1
+            try:
+                if step % 4 == 0:
+                    out.append(await sim.set_profile_photo(account, PHOTO))
+                elif step % 4 == 1:
+                    out.append(await sim.send_story(account, STORY))
+                elif step % 4 == 2:
+                    await sim.set_privacy(account, PrivacyKey.PHONE_NUMBER, PrivacyValue.NOBODY)
+                    out.append(await sim.get_privacy(account, PrivacyKey.PHONE_NUMBER))
+                else:
+                    out.append((await sim.has_2fa(account), await sim.my_stories(account)))
+            except Exception as exc:  # noqa: BLE001 - the outcomes are the point
+                out.append((type(exc).__name__, getattr(exc, "seconds", None), getattr(exc, "message", None)))
+    return out
+
+
+async def test_setup_calls_are_deterministic_under_the_seed() -> None:
+    faulty = {"flood_wait_rate": 0.2, "peer_flood_rate": 0.05, "transient_rate": 0.1}
+    runs = []
+    for seed in (5, 5, 6):
+        clock = Clock()
+        runs.append(await _setup_run(make(clock, seed=seed, **faulty), clock))
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+    kinds = {o[0] for o in runs[0] if isinstance(o, tuple) and isinstance(o[0], str)}
+    assert "FloodWaitError" in kinds and any(isinstance(o, int) for o in runs[0])

@@ -538,3 +538,72 @@ __all__ = [
     "describe", "install", "make", "message", "message_empty", "message_views", "plain_messages", "reactions", "resolved_channel",
     "resolved_user", "rpc_error", "serialize", "service_message", "telegram_config", "tl_config", "user",
 ]
+
+
+# -- account setup: 2FA, privacy, profile photos, stories (real TL objects for both layers) --------
+
+# Telegram's 2048-bit SRP prime (g = 3), the one Telethon knows to be good.
+SRP_PRIME = bytes.fromhex(
+    "C71CAEB9C6B1C9048E6C522F70F13F73980D40238E3E21C14934D037563D930F"
+    "48198A0AA7C14058229493D22530F4DBFA336F6E0AC925139543AED44CCE7C37"
+    "20FD51F69458705AC68CD4FE6B6B13ABDC9746512969328454F18FAF8C595F64"
+    "2477FE96BB2A941D5BCD1D4AC8CC49880708FA9B378E3C4F3A9060BEE67CF9A4"
+    "A4A695811051907E162753B56B0F6B410DBA74D8A84B2A14B3144E0EF1284754"
+    "FD17ED950D5965B4B9DD46582DB1178D169C6BC465B0D6FF9CA3928FEF5B9AE4"
+    "E418FC15E83EBEA0F87FA9FF5EED70050DED2849F47BF959D956850CE929851F"
+    "0D8115F635B105EE2E4E15D04B2454BF6F4FADF034B10403119CD8E3B92FCC5B")
+
+
+def srp_algo(salt1: bytes = b"\x01" * 8, salt2: bytes = b"\x02" * 16) -> Any:
+    return types.PasswordKdfAlgoSHA256SHA256PBKDF2HMACSHA512iter100000SHA256ModPow(
+        salt1=salt1, salt2=salt2, g=3, p=SRP_PRIME)
+
+
+def password_state(has_password: bool = False) -> Any:
+    """account.Password as Telegram answers GetPassword: no current password unless asked, a new_algo to set one."""
+    return make(types.account.Password, has_password=has_password, new_algo=srp_algo(),
+                new_secure_algo=types.SecurePasswordKdfAlgoUnknown(), secure_random=os.urandom(32),
+                current_algo=srp_algo() if has_password else None,
+                srp_B=os.urandom(256) if has_password else None, srp_id=7 if has_password else None)
+
+
+def privacy_rules(*rules: Any) -> Any:
+    return types.account.PrivacyRules(rules=list(rules), chats=[], users=[])
+
+
+def photo(id: int, *, date: dt.datetime | None = None) -> Any:
+    return make(types.Photo, id=id, access_hash=id ^ 0x5A5A, file_reference=b"ref", date=date or _now(),
+                sizes=[types.PhotoSize(type="c", w=640, h=640, size=1000)], dc_id=2)
+
+
+def user_photos(*items: Any, count: int | None = None) -> Any:
+    if count is None:
+        return types.photos.Photos(photos=list(items), users=[])
+    return types.photos.PhotosSlice(count=count, photos=list(items), users=[])
+
+
+def story_item(id: int, *, date: dt.datetime | None = None) -> Any:
+    date = date or _now()
+    return make(types.StoryItem, id=id, date=date, expire_date=date + dt.timedelta(hours=24),
+                media=types.MessageMediaEmpty(), out=True)
+
+
+def peer_stories(*items: Any, user_id: int = 1001) -> Any:
+    return types.stories.PeerStories(stories=types.PeerStories(peer=types.PeerUser(user_id), stories=list(items)),
+                                     chats=[], users=[])
+
+
+def updates(*items: Any) -> Any:
+    return types.Updates(updates=list(items), users=[], chats=[], date=_now(), seq=0)
+
+
+def uploaded_bytes(sender: ScriptedSender, file_id: int) -> bytes:
+    """The bytes a sender received in upload.saveFilePart requests for ``file_id``, in part order."""
+    parts = sorted((r.file_part, r.bytes) for r in sender.calls_of(functions.upload.SaveFilePartRequest)
+                   if r.file_id == file_id)
+    assert [p for p, _ in parts] == list(range(len(parts))), "missing or repeated file parts"
+    return b"".join(b for _, b in parts)
+
+
+__all__ += ["SRP_PRIME", "password_state", "peer_stories", "photo", "privacy_rules", "srp_algo", "story_item",
+            "updates", "uploaded_bytes", "user_photos"]

@@ -52,6 +52,7 @@ MEDIA_FILE_MISSING = "MEDIA_FILE_MISSING"
 MEDIA_UNREADABLE = "MEDIA_UNREADABLE"
 MEDIA_INVALID = "MEDIA_INVALID"
 NO_2FA_PASSWORD = "NO_2FA_PASSWORD"
+FFMPEG_MISSING = "FFMPEG_MISSING"
 
 DEFAULT_WAIT = 60  # a wait code that arrived without its number
 MAX_WAIT = 30 * 86400  # a garbage number must not overflow a datetime
@@ -88,7 +89,7 @@ _TABLE: dict[str, ErrorClass] = {
                      "USERNAME_PURCHASE_AVAILABLE", "INVITE_HASH_EXPIRED",
                      "INVITE_HASH_INVALID", "INVITE_HASH_EMPTY", "MSG_ID_INVALID", "MESSAGE_ID_INVALID"), _K.TARGET),
     # Telegram rejected what we sent: retrying the same file/name/password cannot help.
-    **dict.fromkeys((MEDIA_FILE_MISSING, MEDIA_UNREADABLE, MEDIA_INVALID, NO_2FA_PASSWORD,
+    **dict.fromkeys((MEDIA_FILE_MISSING, MEDIA_UNREADABLE, MEDIA_INVALID, NO_2FA_PASSWORD, FFMPEG_MISSING,
                      "MEDIA_EMPTY", "PHOTO_INVALID", "PHOTO_INVALID_DIMENSIONS",
                      "PHOTO_CROP_SIZE_SMALL", "PHOTO_EXT_INVALID", "PHOTO_FILE_MISSING",
                      "PHOTO_CROP_FILE_MISSING", "PHOTO_SAVE_FILE_INVALID", "IMAGE_PROCESS_FAILED",

@@ -100,9 +100,57 @@ class TelegramConfig(Section):
         return bool(self.api_id and self.api_hash)
 
 
+class TwoFAConfig(Section):
+    enable: bool = False
+    password_file: str = ""
+    password_command: str = ""
+
+
+class MediaConfig(Section):
+    default_jpg_path: str = ""
+    default_gif_path: str = ""
+    story_image_path: str = ""
+    story_video_path: str = ""
+    ffmpeg_path: str = ""
+
+
+class QueuesConfig(Section):
+    fast_concurrency: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 32
+    media_concurrency: Annotated[int, msgspec.Meta(ge=1, le=1_000)] = 4
+
+
+class RetryConfig(Section):
+    backoff_seconds: Annotated[list[Annotated[float, msgspec.Meta(ge=0)]], msgspec.Meta(min_length=1)] = (
+        msgspec.field(default_factory=lambda: [60.0, 300.0, 900.0, 3600.0]))
+    max_attempts: Annotated[int, msgspec.Meta(ge=1)] = 5
+
+
+class ProfileConfig(Section):
+    first_name: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    last_name: Annotated[str, msgspec.Meta(max_length=64)] = ""
+
+
+class SetupConfig(Section):
+    enabled: bool = False
+    dispatch_interval_seconds: Positive = 300.0
+    lock_seconds: Positive = 600.0
+    twofa: TwoFAConfig = msgspec.field(default_factory=TwoFAConfig, name="2fa")
+    media: MediaConfig = msgspec.field(default_factory=MediaConfig)
+    queues: QueuesConfig = msgspec.field(default_factory=QueuesConfig)
+    retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
+    profile: ProfileConfig = msgspec.field(default_factory=ProfileConfig)
+
+
+class LimitsConfig(Section):
+    peer_flood_cooldown_seconds: Positive = 86400.0
+    flood_wait_jitter_seconds: NonNegative = 5.0
+
+
 class Config(Section):
     daemon: DaemonConfig = msgspec.field(default_factory=DaemonConfig)
     telegram: TelegramConfig = msgspec.field(default_factory=TelegramConfig)
+    setup: SetupConfig = msgspec.field(default_factory=SetupConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     simulator: SimulatorConfig = msgspec.field(default_factory=SimulatorConfig)
 
     def data_dir(self) -> Path:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from telethon import TelegramClient, errors
+from telethon.tl import types
 
 from tgdaemon.classify import classify
 from tgdaemon.errors import ApiError, Conflict
@@ -85,13 +86,15 @@ class Onboarding:
         self.gateway = gateway
         self.login_timeout = login_timeout
         self._logins: dict[str, PendingLogin] = {}
+        self._starting: set[str] = set()
 
     async def start_login(self, phone: str, label: str, probe: bool) -> dict[str, Any]:
         gw = telethon_gateway(self.gateway)
         phone = normalize_phone(phone)
         await self.expire_logins()
-        if any(p.phone == phone for p in self._logins.values()):
+        if phone in self._starting or any(p.phone == phone for p in self._logins.values()):
             raise Conflict(f"a login for {mask_phone(phone)} is already waiting for its code")
+        self._starting.add(phone)  # before the first await: two logins at once for one phone send one code
         client = gw.new_client(gw.session_for(None, None, []))
         try:
             await asyncio.wait_for(client.connect(), gw.cfg.connect_timeout_seconds)
@@ -99,15 +102,17 @@ class Onboarding:
         except Exception as exc:
             await _disconnect(client)
             raise ApiError(login_error(exc, phone)[0], status=409, code="login_failed") from None
+        finally:
+            self._starting.discard(phone)
         login_id = secrets.token_urlsafe(12)
         self._logins[login_id] = PendingLogin(client, phone, sent.phone_code_hash, label or phone, probe,
                                               time.monotonic() + self.login_timeout)
         return {"login_id": login_id, "phone_masked": mask_phone(phone), "expires_in": self.login_timeout}
 
     async def submit_code(self, login_id: str, code: str) -> dict[str, Any]:
-        pending = self._pending(login_id)
+        pending = await self._pending(login_id)
         try:
-            await asyncio.wait_for(
+            user = await asyncio.wait_for(
                 pending.client.sign_in(pending.phone, code.strip(), phone_code_hash=pending.phone_code_hash),
                 self._call_timeout())
         except errors.SessionPasswordNeededError:
@@ -115,17 +120,17 @@ class Onboarding:
             return {"status": "password_needed"}
         except Exception as exc:
             await self._fail(login_id, exc)
-        return await self._finish(login_id)
+        return await self._finish(login_id, user)
 
     async def submit_password(self, login_id: str, password: str) -> dict[str, Any]:
-        pending = self._pending(login_id)
+        pending = await self._pending(login_id)
         if not pending.needs_password:
             raise ApiError("this login has not asked for a 2FA password", status=409, code="no_password_needed")
         try:
-            await asyncio.wait_for(pending.client.sign_in(password=password), self._call_timeout())
+            user = await asyncio.wait_for(pending.client.sign_in(password=password), self._call_timeout())
         except Exception as exc:
             await self._fail(login_id, exc)
-        return await self._finish(login_id)
+        return await self._finish(login_id, user)
 
     async def cancel_login(self, login_id: str) -> None:
         if (pending := self._logins.pop(login_id, None)) is not None:
@@ -140,11 +145,20 @@ class Onboarding:
         for login_id in list(self._logins):
             await self.cancel_login(login_id)
 
-    def _pending(self, login_id: str) -> PendingLogin:
+    async def _pending(self, login_id: str) -> PendingLogin:
         pending = self._logins.get(login_id)
-        if pending is None or pending.expires < time.monotonic():
+        if pending is not None and pending.expires < time.monotonic():
+            await self.cancel_login(login_id)
+            pending = None
+        if pending is None:
             raise ApiError("no such login, or it timed out; start the login again", status=404, code="no_login")
         return pending
+
+    async def run(self) -> None:
+        """A side task: a login left waiting for its code is let go when it times out, client and all."""
+        while True:
+            await asyncio.sleep(min(30.0, self.login_timeout / 2))
+            await self.expire_logins()
 
     def _call_timeout(self) -> float:
         return telethon_gateway(self.gateway).cfg.call_timeout_seconds
@@ -157,14 +171,17 @@ class Onboarding:
         raise ApiError(message, status=409 if not can_go_on else 400,
                        code="login_failed" if not can_go_on else "login_retry") from None
 
-    async def _finish(self, login_id: str) -> dict[str, Any]:
-        """Signed in: store the account and its session in one transaction, then let the client go."""
+    async def _finish(self, login_id: str, user: Any) -> dict[str, Any]:
+        """Signed in: store the account and its session in one transaction, then let the client go.
+
+        The user comes from sign-in's own answer: asking again could fail and lose a finished login."""
         pending = self._logins.pop(login_id)
-        try:
-            me = me_from_user(await asyncio.wait_for(pending.client.get_me(), self._call_timeout()))
-            session = pending.client.session.data()
-        finally:
-            await _disconnect(pending.client)  # the pool makes the account's one client from now on
+        await _disconnect(pending.client)  # the pool makes the account's one client from now on
+        if not isinstance(user, types.User):
+            raise ApiError("Telegram did not return the signed-in user; start the login again", status=409,
+                           code="login_failed")
+        me = me_from_user(user)
+        session = pending.client.session.data()
         account_id = await self.store.add_account(
             NewAccount(me.phone or pending.phone, me.user_id, pending.label, pending.probe, me.first_name, me.last_name),
             session, how="login")

@@ -6,7 +6,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -17,6 +17,9 @@ from tgdaemon.onboarding import Onboarding
 from tgdaemon.store import Store
 from tgdaemon.stream import Hub
 from tgdaemon.timeutil import iso
+
+if TYPE_CHECKING:
+    from tgdaemon.setup.scheduler import SetupScheduler
 
 
 @dataclass
@@ -31,6 +34,7 @@ class Runtime:
     started_mono: float = field(default_factory=time.monotonic)
     http_bound: str | None = None
     socket_bound: bool = False
+    setup: SetupScheduler | None = None
 
     def uptime(self) -> float:
         return time.monotonic() - self.started_mono
@@ -48,6 +52,7 @@ class Runtime:
             "accounts": await self.store.account_counts(),
             "tasks": await self.store.task_counts(),
             "stream": {"epoch": self.hub.epoch, "seq": self.hub.seq, "subscribers": self.hub.subscribers},
+            "setup": {"enabled": self.cfg.setup.enabled, "running": self.setup.running() if self.setup else 0},
         }
         if describe := getattr(self.gateway, "describe", None):
             out[self.gateway.name] = describe()

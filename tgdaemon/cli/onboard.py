@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import getpass
 import sqlite3
 import sys
@@ -40,7 +41,7 @@ def prompt(text: str, secret: bool = False) -> str:
     """Ask on the terminal; read a plain line when stdin is not one (scripts, tests)."""
     if sys.stdin.isatty():
         return getpass.getpass(text) if secret else input(text)
-    sys.stderr.write(text)
+    sys.stderr.write(text + "\n")  # not a terminal: one line per prompt, so messages never glue onto it
     sys.stderr.flush()
     line = sys.stdin.readline()
     if not line:
@@ -73,8 +74,10 @@ async def _answer(client: ControlClient, login_id: str) -> dict[str, Any]:
             try:
                 result = await client.request("POST", path, body={key: prompt(text, secret)})
             except ApiError as exc:
-                if exc.code != "login_retry" or attempt == CODE_TRIES - 1:
+                if exc.code != "login_retry":
                     raise
+                if attempt == CODE_TRIES - 1:
+                    raise ApiError(f"{exc} — {CODE_TRIES} tries used; start the login again") from None
                 print(f"tgdaemon: {exc}", file=sys.stderr)
                 continue
             if result["status"] == "done":
@@ -113,6 +116,8 @@ def read_sessions(path: Path, prefix: str) -> tuple[list[dict[str, Any]], list[s
         try:
             session = StringSession(text.strip())
         except Exception:
+            session = None
+        if session is None or session.auth_key is None:
             problems.append(f"{source}: not a Telethon string session")
             continue
         items.append(_item(source, prefix + (label.strip() or f"{path.stem}-{number}"), session.dc_id,
@@ -124,7 +129,7 @@ def read_sessions(path: Path, prefix: str) -> tuple[list[dict[str, Any]], list[s
 
 def _read_sqlite_session(path: Path, prefix: str) -> tuple[list[dict[str, Any]], list[str]]:
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
             rows = conn.execute("SELECT dc_id, server_address, port, auth_key FROM sessions").fetchall()
     except sqlite3.Error as exc:
         return [], [f"{path}: not a Telethon .session file ({exc})"]

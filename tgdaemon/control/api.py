@@ -8,7 +8,6 @@ directory or mode is loosened by hand.
 from __future__ import annotations
 
 import os
-import re
 import socket
 import struct
 from typing import Annotated, Literal
@@ -16,14 +15,15 @@ from typing import Annotated, Literal
 import msgspec
 from aiohttp import web
 
+from tgdaemon.control.ids import MAX_ID, account_id
 from tgdaemon.control.onboard import add_routes as add_onboarding_routes
+from tgdaemon.control.setup import add_routes as add_setup_routes
 from tgdaemon.control.watch import SOCKETS, close_all, watch
 from tgdaemon.errors import ApiError
 from tgdaemon.httpjson import Handler, error_response, json_response, read_body, read_query
 from tgdaemon.runtime import RUNTIME
 from tgdaemon.store import SORT_KEYS, STATES
 
-MAX_ID = 2**63 - 1  # SQLite's INTEGER
 State = Literal["ready", "busy", "cooldown", "disabled", "inactive"]
 SortKey = Literal[tuple(SORT_KEYS)]  # type: ignore[valid-type]
 assert set(STATES) == set(State.__args__)  # type: ignore[attr-defined]
@@ -65,13 +65,6 @@ async def same_uid_only(request: web.Request, handler: Handler) -> web.StreamRes
     if uid != os.getuid():
         return error_response(403, "forbidden", f"peer uid {uid} is not the daemon's uid {os.getuid()}")
     return await handler(request)
-
-
-def account_id(request: web.Request) -> int:
-    raw = request.match_info["id"]
-    if not re.fullmatch(r"[0-9]{1,19}", raw) or int(raw) > MAX_ID:
-        raise web.HTTPNotFound()
-    return int(raw)
 
 
 async def status(request: web.Request) -> web.Response:
@@ -130,4 +123,5 @@ def create_app() -> web.Application:
     app.router.add_get("/events", list_events)
     app.router.add_get("/watch", watch)
     add_onboarding_routes(app)
+    add_setup_routes(app)
     return app

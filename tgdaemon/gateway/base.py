@@ -8,8 +8,11 @@ sleeps out a flood wait: it raises, and the scheduler holds the account.
 from __future__ import annotations
 
 import abc
+import enum
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
 from typing import TYPE_CHECKING
 
 from telethon import utils
@@ -75,6 +78,38 @@ class ChannelStats:
     subscribers: int
 
 
+class PrivacyKey(enum.StrEnum):
+    PHONE_NUMBER = "phone_number"  # who can see the phone number
+    LAST_SEEN = "last_seen"  # who can see last seen and online
+
+
+class PrivacyValue(enum.StrEnum):
+    EVERYBODY = "everybody"
+    CONTACTS = "contacts"
+    NOBODY = "nobody"
+    CUSTOM = "custom"  # anything with exceptions: not the baseline, whatever its base
+
+
+@dataclass(frozen=True, slots=True)
+class MediaFile:
+    """A checked media file: setup probes it (dimensions, duration) before any upload."""
+
+    path: Path
+    kind: Literal["photo", "video"]
+    width: int
+    height: int
+    duration: float = 0.0  # seconds; videos only
+    mime_type: str = "image/jpeg"
+
+
+@dataclass(frozen=True, slots=True)
+class Owned:
+    """A profile photo or a story the account has: its id and when it was made (Unix seconds)."""
+
+    id: int
+    date: float
+
+
 class Gateway(abc.ABC):
     """Telegram as the daemon sees it; every method acts as one account."""
 
@@ -103,3 +138,41 @@ class Gateway(abc.ABC):
 
     @abc.abstractmethod
     async def channel_stats(self, account: AccountRef, channel: Channel) -> ChannelStats: ...
+
+    # Setup: what an owner does to their own account. Each read comes before its write,
+    # so a task can see that the baseline already holds and skip.
+
+    @abc.abstractmethod
+    async def has_2fa(self, account: AccountRef) -> bool: ...
+
+    @abc.abstractmethod
+    async def enable_2fa(self, account: AccountRef, password: str) -> None:
+        """Set a 2FA password on an account that has none; the password is never logged or kept."""
+
+    @abc.abstractmethod
+    async def set_name(self, account: AccountRef, first_name: str, last_name: str) -> None: ...
+
+    @abc.abstractmethod
+    async def get_privacy(self, account: AccountRef, key: PrivacyKey) -> PrivacyValue: ...
+
+    @abc.abstractmethod
+    async def set_privacy(self, account: AccountRef, key: PrivacyKey, value: PrivacyValue) -> None: ...
+
+    @abc.abstractmethod
+    async def profile_photos(self, account: AccountRef) -> list[Owned]:
+        """The account's profile photos (static and animated), newest first."""
+
+    @abc.abstractmethod
+    async def set_profile_photo(self, account: AccountRef, media: MediaFile) -> int:
+        """Upload a profile photo (animated when ``media.kind == "video"``); returns the new photo's id."""
+
+    @abc.abstractmethod
+    async def can_send_story(self, account: AccountRef) -> bool: ...
+
+    @abc.abstractmethod
+    async def my_stories(self, account: AccountRef) -> list[Owned]:
+        """The account's own active stories, newest first."""
+
+    @abc.abstractmethod
+    async def send_story(self, account: AccountRef, media: MediaFile) -> int:
+        """Post one story visible to everybody; returns its id."""

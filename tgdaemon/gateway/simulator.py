@@ -14,7 +14,9 @@ import time
 from collections.abc import Callable
 
 from telethon import errors
+from telethon.tl import types
 
+from tgdaemon.classify import NO_2FA_PASSWORD, TaskInputError
 from tgdaemon.config import SimulatorConfig
 from tgdaemon.gateway.base import (
     AccountRef,
@@ -22,19 +24,34 @@ from tgdaemon.gateway.base import (
     ChannelStats,
     Gateway,
     Me,
+    MediaFile,
+    Owned,
     PostStats,
+    PrivacyKey,
+    PrivacyValue,
     parse_target,
 )
 from tgdaemon.gateway.simworld import (
+    AVATAR_VIDEO_MAX_SECONDS,
     PRIVATE_CHANNEL,
+    STORY_LIMIT,
     SimAccount,
     SimChannel,
+    SimMedia,
     SimProfile,
     build_accounts,
     build_channels,
     initial_profile,
     unit,
 )
+
+NAME_MAX = 64  # Telegram's limit on first and last names
+SETTABLE_PRIVACY = (PrivacyValue.EVERYBODY, PrivacyValue.CONTACTS, PrivacyValue.NOBODY)
+
+
+def rpc_error(code: int, message: str) -> errors.RPCError:
+    """The exception Telethon builds from this RPC error on the wire (a plain class when Telethon has none)."""
+    return errors.rpc_message_to_error(types.RpcError(code, message), None)
 
 
 class Simulator(Gateway):
@@ -106,6 +123,74 @@ class Simulator(Gateway):
     async def channel_stats(self, account: AccountRef, channel: Channel) -> ChannelStats:
         sim_channel = self._channel(await self._call(account), channel)
         return sim_channel.stats(self._clock())
+
+    # -- setup: what an owner does to their own account ---------------------------------------------
+
+    async def has_2fa(self, account: AccountRef) -> bool:
+        return self.profile((await self._call(account)).tg_user_id).has_password
+
+    async def enable_2fa(self, account: AccountRef, password: str) -> None:
+        if not password:
+            raise TaskInputError(NO_2FA_PASSWORD, "an empty 2FA password would set none")
+        profile = self.profile((await self._call(account)).tg_user_id)
+        if profile.has_password:
+            # What Telegram answers to a new password sent without proof of the current one.
+            raise errors.PasswordHashInvalidError(request=None)
+        profile.has_password = True  # the password itself is not kept, as on Telegram's side
+
+    async def set_name(self, account: AccountRef, first_name: str, last_name: str) -> None:
+        profile = self.profile((await self._call(account)).tg_user_id)
+        if not first_name.strip() or len(first_name) > NAME_MAX:
+            raise rpc_error(400, "FIRSTNAME_INVALID")
+        if len(last_name) > NAME_MAX:
+            raise errors.LastnameInvalidError(request=None)
+        profile.first_name, profile.last_name = first_name, last_name
+
+    async def get_privacy(self, account: AccountRef, key: PrivacyKey) -> PrivacyValue:
+        profile = self.profile((await self._call(account)).tg_user_id)
+        return PrivacyValue(profile.privacy[PrivacyKey(key)])
+
+    async def set_privacy(self, account: AccountRef, key: PrivacyKey, value: PrivacyValue) -> None:
+        if value not in SETTABLE_PRIVACY:
+            raise ValueError(f"cannot set privacy to {value!r}: only {', '.join(SETTABLE_PRIVACY)}")
+        profile = self.profile((await self._call(account)).tg_user_id)
+        profile.privacy[PrivacyKey(key).value] = PrivacyValue(value).value
+
+    async def profile_photos(self, account: AccountRef) -> list[Owned]:
+        profile = self.profile((await self._call(account)).tg_user_id)
+        return [photo.owned() for photo in profile.photos]
+
+    async def set_profile_photo(self, account: AccountRef, media: MediaFile) -> int:
+        profile = self.profile((await self._call(account)).tg_user_id)
+        if media.kind == "video":
+            if media.width != media.height or not 0 < media.duration <= AVATAR_VIDEO_MAX_SECONDS:
+                raise errors.VideoFileInvalidError(request=None)
+        elif media.width <= 0 or media.height <= 0 or media.width + media.height > 10_000 \
+                or max(media.width, media.height) > 20 * min(media.width, media.height):
+            raise errors.PhotoInvalidDimensionsError(request=None)
+        photo = SimMedia(profile.new_id(), self._clock(), media.kind, media.path.name)
+        profile.photos.insert(0, photo)
+        return photo.id
+
+    async def can_send_story(self, account: AccountRef) -> bool:
+        profile = self.profile((await self._call(account)).tg_user_id)
+        return len(profile.active_stories(self._clock())) < STORY_LIMIT
+
+    async def my_stories(self, account: AccountRef) -> list[Owned]:
+        profile = self.profile((await self._call(account)).tg_user_id)
+        return [story.owned() for story in profile.active_stories(self._clock())]
+
+    async def send_story(self, account: AccountRef, media: MediaFile) -> int:
+        profile = self.profile((await self._call(account)).tg_user_id)
+        now = self._clock()
+        active = profile.active_stories(now)
+        if len(active) >= STORY_LIMIT:
+            raise rpc_error(400, "STORIES_TOO_MUCH")  # no Telethon class: a plain BadRequestError
+        story = SimMedia(profile.new_id(), now, media.kind, media.path.name)
+        profile.stories = [story, *active]  # expired stories are gone, as on Telegram
+        return story.id
+
+    # -- internals -------------------------------------------------------------------------------------
 
     async def _call(self, account: AccountRef) -> SimAccount:
         """What every call goes through: latency, then the account's faults."""

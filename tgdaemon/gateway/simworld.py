@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from telethon import errors
 
 from tgdaemon.config import SimulatorConfig
-from tgdaemon.gateway.base import Channel, ChannelStats, PostStats
+from tgdaemon.gateway.base import Channel, ChannelStats, Owned, PostStats
 
 # 2024-01-01T00:00:00Z; every channel has exactly INITIAL_POSTS posts at this instant.
 WORLD_EPOCH = 1_704_067_200.0
@@ -25,7 +25,11 @@ INITIAL_POSTS = 30
 VIEWS_TAU_MINUTES = 2 * 24 * 60.0
 PRIVATE_CHANNEL = "tgfleet_private"
 BASELINE_PRIVACY = {"phone_number": "nobody", "last_seen": "everybody"}
-PRIVACY_VALUES = ("everybody", "contacts", "nobody")
+# "custom" stands for a setting with exceptions: not the baseline, whatever its base.
+PRIVACY_VALUES = ("everybody", "contacts", "nobody", "custom")
+STORY_LIMIT = 3  # active stories an account may hold; one more is STORIES_TOO_MUCH
+STORY_LIFETIME = 86400.0  # a story is active for 24 h
+AVATAR_VIDEO_MAX_SECONDS = 10.0
 DEAD_ERRORS: tuple[type[errors.RPCError], ...] = (
     errors.AuthKeyUnregisteredError,
     errors.UserDeactivatedBanError,
@@ -70,16 +74,41 @@ class SimAccount:
     dead: type[errors.RPCError] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SimMedia:
+    """A profile photo or a story: ``kind`` is "photo" or "video" (an animated photo, a video story)."""
+
+    id: int
+    date: float
+    kind: str
+    source: str  # the uploaded file's name, so tests can tell what was posted
+
+    def owned(self) -> Owned:
+        return Owned(self.id, self.date)
+
+
 @dataclass(slots=True)
 class SimProfile:
-    """What an owner can change on their account; setup tasks read it and converge it."""
+    """What an owner can change on their account; setup tasks read it and converge it.
+
+    ``photos`` and ``stories`` are newest first; their ids come from ``last_id``,
+    one counter per account, as Telegram's ids are per owner.
+    """
 
     first_name: str
     last_name: str
     has_password: bool
     privacy: dict[str, str]
-    photos: list[str] = field(default_factory=list)
-    stories: list[str] = field(default_factory=list)
+    photos: list[SimMedia] = field(default_factory=list)
+    stories: list[SimMedia] = field(default_factory=list)
+    last_id: int = 0
+
+    def new_id(self) -> int:
+        self.last_id += 1
+        return self.last_id
+
+    def active_stories(self, now: float) -> list[SimMedia]:
+        return [s for s in self.stories if s.date + STORY_LIFETIME > now]
 
 
 def build_accounts(cfg: SimulatorConfig) -> list[SimAccount]:
@@ -113,13 +142,15 @@ def initial_profile(seed: int, account: SimAccount) -> SimProfile:
     def pick(key: str, options: tuple[str, ...]) -> str:
         return options[int(unit(seed, account.tg_user_id, key) * len(options))]
 
-    return SimProfile(
+    profile = SimProfile(
         first_name=account.first_name,
         last_name=account.last_name,
         has_password=unit(seed, account.tg_user_id, "2fa") < 0.2,
         privacy={key: pick(key, PRIVACY_VALUES) for key in BASELINE_PRIVACY},
-        photos=["initial.jpg"] if unit(seed, account.tg_user_id, "photo") < 0.3 else [],
     )
+    if unit(seed, account.tg_user_id, "photo") < 0.3:  # an old photo, from before the world began
+        profile.photos.append(SimMedia(profile.new_id(), WORLD_EPOCH - 30 * 86400, "photo", "initial.jpg"))
+    return profile
 
 
 @dataclass(frozen=True, slots=True)

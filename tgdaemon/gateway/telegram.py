@@ -12,13 +12,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+from pathlib import Path
 from typing import Any
 
-from telethon import TelegramClient, connection, errors, utils
+from telethon import TelegramClient, connection, errors, helpers, utils
 from telethon.tl import functions, types
 
+from tgdaemon.classify import (
+    MEDIA_FILE_MISSING,
+    MEDIA_UNREADABLE,
+    NO_2FA_PASSWORD,
+    TaskInputError,
+)
 from tgdaemon.config import TelegramConfig
-from tgdaemon.gateway.base import AccountRef, Channel, ChannelStats, Gateway, Me, PostStats, parse_target
+from tgdaemon.gateway.base import (
+    AccountRef,
+    Channel,
+    ChannelStats,
+    Gateway,
+    Me,
+    MediaFile,
+    Owned,
+    PostStats,
+    PrivacyKey,
+    PrivacyValue,
+    parse_target,
+)
 from tgdaemon.gateway.pool import ClientPool
 from tgdaemon.gateway.session import StoreSession
 from tgdaemon.store import EntityRow, SessionData, Store
@@ -188,6 +208,151 @@ class TelethonGateway(Gateway):
         chat = next((c for c in full.chats if c.id == channel.peer_id), None)
         return ChannelStats(channel.peer_id, chat.title if chat else channel.title,
                             full.full_chat.participants_count or 0)
+
+    # -- setup: what an owner does to their own account -----------------------------------------------
+
+    async def has_2fa(self, account: AccountRef) -> bool:
+        password = await self.call(account, functions.account.GetPasswordRequest())
+        return bool(password.has_password)
+
+    async def enable_2fa(self, account: AccountRef, password: str) -> None:
+        """Telethon's edit_2fa: GetPassword, then UpdatePasswordSettings with the SRP digest (never the text).
+
+        Two round trips, so twice the call timeout. The password is in no request, log line or
+        exception text: an exception whose text would quote it is replaced by one that does not.
+        """
+        if not password:
+            raise TaskInputError(NO_2FA_PASSWORD, "an empty 2FA password would set none")
+        leaked: str | None = None
+        async with self.pool.use(account.id) as client:
+            try:
+                await asyncio.wait_for(client.edit_2fa(new_password=password), 2 * self.cfg.call_timeout_seconds)
+            except Exception as exc:
+                if password not in f"{exc}{exc!r}":
+                    raise
+                leaked = type(exc).__name__
+        if leaked is not None:  # raised out here, so that not even __context__ holds the original
+            raise RuntimeError(f"enabling 2FA failed with {leaked} (its text withheld)")
+
+    async def set_name(self, account: AccountRef, first_name: str, last_name: str) -> None:
+        await self.call(account, functions.account.UpdateProfileRequest(first_name=first_name, last_name=last_name))
+
+    async def get_privacy(self, account: AccountRef, key: PrivacyKey) -> PrivacyValue:
+        result = await self.call(account, functions.account.GetPrivacyRequest(key=PRIVACY_KEYS[PrivacyKey(key)]()))
+        return privacy_value(result.rules)
+
+    async def set_privacy(self, account: AccountRef, key: PrivacyKey, value: PrivacyValue) -> None:
+        rules = privacy_rules(PrivacyValue(value))
+        await self.call(account, functions.account.SetPrivacyRequest(key=PRIVACY_KEYS[PrivacyKey(key)](), rules=rules))
+
+    async def profile_photos(self, account: AccountRef) -> list[Owned]:
+        result = await self.call(account, functions.photos.GetUserPhotosRequest(
+            user_id=types.InputUserSelf(), offset=0, max_id=0, limit=20))
+        return [Owned(p.id, _date(p.date)) for p in result.photos if isinstance(p, types.Photo)]
+
+    async def set_profile_photo(self, account: AccountRef, media: MediaFile) -> int:
+        async with self.pool.use(account.id) as client:
+            uploaded = await self._upload(client, media.path)
+            if media.kind == "video":
+                request = functions.photos.UploadProfilePhotoRequest(video=uploaded, video_start_ts=0.0)
+            else:
+                request = functions.photos.UploadProfilePhotoRequest(file=uploaded)
+            result = await asyncio.wait_for(client(request), self.cfg.call_timeout_seconds)
+        return result.photo.id
+
+    async def can_send_story(self, account: AccountRef) -> bool:
+        return can_send(await self.call(account, functions.stories.CanSendStoryRequest(peer=types.InputPeerSelf())))
+
+    async def my_stories(self, account: AccountRef) -> list[Owned]:
+        result = await self.call(account, functions.stories.GetPeerStoriesRequest(peer=types.InputPeerSelf()))
+        items = [s for s in result.stories.stories if isinstance(s, (types.StoryItem, types.StoryItemSkipped))]
+        return sorted((Owned(s.id, _date(s.date)) for s in items), key=lambda o: (o.date, o.id), reverse=True)
+
+    async def send_story(self, account: AccountRef, media: MediaFile) -> int:
+        random_id = helpers.generate_random_long()
+        async with self.pool.use(account.id) as client:
+            uploaded = await self._upload(client, media.path)
+            if media.kind == "video":
+                story_media: Any = types.InputMediaUploadedDocument(
+                    file=uploaded, mime_type=media.mime_type, attributes=[types.DocumentAttributeVideo(
+                        duration=media.duration, w=media.width, h=media.height, supports_streaming=True)])
+            else:
+                story_media = types.InputMediaUploadedPhoto(file=uploaded)
+            updates = await asyncio.wait_for(client(functions.stories.SendStoryRequest(
+                peer=types.InputPeerSelf(), media=story_media, privacy_rules=[types.InputPrivacyValueAllowAll()],
+                random_id=random_id)), self.cfg.call_timeout_seconds)
+        return story_id_from(updates, random_id)
+
+    async def _upload(self, client: TelegramClient, path: Path) -> Any:
+        """Telethon's upload (one upload.saveFilePart per part), bounded by the call timeout per part."""
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise TaskInputError(MEDIA_FILE_MISSING, f"{path}: no such file") from None
+        except OSError as exc:
+            raise TaskInputError(MEDIA_UNREADABLE, f"{path}: cannot read it ({exc.strerror or exc})") from None
+        parts = max(1, math.ceil(size / (utils.get_appropriated_part_size(size) * 1024)))
+        try:
+            return await asyncio.wait_for(client.upload_file(path), self.cfg.call_timeout_seconds * parts)
+        except FileNotFoundError:
+            raise TaskInputError(MEDIA_FILE_MISSING, f"{path}: no such file") from None
+        except (PermissionError, IsADirectoryError) as exc:
+            raise TaskInputError(MEDIA_UNREADABLE, f"{path}: cannot read it ({exc.strerror or exc})") from None
+
+
+PRIVACY_KEYS: dict[PrivacyKey, type] = {
+    PrivacyKey.PHONE_NUMBER: types.InputPrivacyKeyPhoneNumber,
+    PrivacyKey.LAST_SEEN: types.InputPrivacyKeyStatusTimestamp,
+}
+
+
+def privacy_value(rules: list[Any]) -> PrivacyValue:
+    """The setting Telegram's rules amount to; any exception (users, chats, close friends, premium, bots...)
+    makes it CUSTOM. No rule at all disallows everyone."""
+    kinds = [type(rule) for rule in rules]
+    if kinds == [types.PrivacyValueAllowAll]:
+        return PrivacyValue.EVERYBODY
+    if kinds in ([types.PrivacyValueAllowContacts], [types.PrivacyValueAllowContacts, types.PrivacyValueDisallowAll]):
+        return PrivacyValue.CONTACTS
+    if kinds in ([types.PrivacyValueDisallowAll], []):
+        return PrivacyValue.NOBODY
+    return PrivacyValue.CUSTOM
+
+
+def privacy_rules(value: PrivacyValue) -> list[Any]:
+    """The input rules that set ``value``; CUSTOM cannot be set (it is whatever the owner made it)."""
+    if value == PrivacyValue.EVERYBODY:
+        return [types.InputPrivacyValueAllowAll()]
+    if value == PrivacyValue.CONTACTS:
+        return [types.InputPrivacyValueAllowContacts(), types.InputPrivacyValueDisallowAll()]
+    if value == PrivacyValue.NOBODY:
+        return [types.InputPrivacyValueDisallowAll()]
+    raise ValueError(f"cannot set privacy to {value!r}")
+
+
+def _date(value: Any) -> float:
+    return value.timestamp() if value is not None else 0.0
+
+
+def story_id_from(updates: Any, random_id: int) -> int:
+    """The new story's id in stories.sendStory's Updates: UpdateStoryID (ours by random_id), else UpdateStory."""
+    items = list(getattr(updates, "updates", None) or [])
+    if (single := getattr(updates, "update", None)) is not None:  # UpdateShort
+        items.append(single)
+    for update in items:
+        if isinstance(update, types.UpdateStoryID) and update.random_id in (random_id, None):
+            return update.id
+    for update in items:
+        if isinstance(update, types.UpdateStory) and isinstance(update.story, types.StoryItem):
+            return update.story.id
+    raise RuntimeError("stories.sendStory answered without the new story's id")
+
+
+def can_send(result: Any) -> bool:
+    """stories.canSendStory: a Bool up to layer 199 (Telethon 1.39), stories.CanSendStoryCount later."""
+    if isinstance(result, bool):
+        return result
+    return (getattr(result, "count_remains", 0) or 0) > 0
 
 
 def reaction_counts(message: types.Message) -> dict[str, int]:

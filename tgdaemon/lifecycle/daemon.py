@@ -30,6 +30,7 @@ from tgdaemon.onboarding import Onboarding
 from tgdaemon.httpjson import MAX_BODY, errors_middleware
 from tgdaemon.provider.api import add_routes as add_provider_routes
 from tgdaemon.runtime import RUNTIME, Runtime
+from tgdaemon.setup.scheduler import SetupScheduler
 from tgdaemon.store import Store, Tx, event_view
 from tgdaemon.stream import Hub
 
@@ -79,6 +80,7 @@ class Daemon:
             await self.gateway.start(store)
             onboarding = Onboarding(store, self.gateway, self.cfg.telegram.login_timeout_seconds)
             self.runtime = Runtime(self.cfg, store, hub, self.gateway, socket_path, onboarding)
+            self.runtime.setup = SetupScheduler(self.cfg, store, self.gateway, self.cfg.data_dir() / "media")
             runner = await self._serve(self.runtime)
             await self._seed_simulated_fleet(store)  # only once the sockets are ours: a refused start seeds nothing
             self._side_tasks = [asyncio.create_task(coro(self.runtime), name=name)
@@ -96,7 +98,10 @@ class Daemon:
         return self.exit_code
 
     def _side_task_factories(self) -> list[tuple[str, SideTask]]:
-        tasks: list[tuple[str, SideTask]] = []
+        tasks: list[tuple[str, SideTask]] = [
+            ("setup", lambda rt: rt.setup.run()),  # type: ignore[union-attr]
+            ("logins", lambda rt: rt.onboarding.run()),
+        ]
         if (interval := systemd.watchdog_interval()) is not None:
             tasks.append(("watchdog", lambda rt: _watchdog(interval)))
         return tasks
@@ -149,7 +154,7 @@ class Daemon:
         async with store.tx() as tx:
             await store.insert_accounts(tx, (
                 {"phone": s.phone, "tg_user_id": s.tg_user_id, "label": s.label, "is_probe": int(s.is_probe),
-                 "profile_json": "{}"} for s in seeds))
+                 "first_name": s.first_name, "last_name": s.last_name, "profile_json": "{}"} for s in seeds))
             await tx.event("fleet.seeded", f"simulator seeded {len(seeds)} accounts")
         log.info("simulator: seeded %d accounts", len(seeds))
 

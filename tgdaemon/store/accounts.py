@@ -27,7 +27,7 @@ STATE_SQL = """CASE
     WHEN EXISTS (SELECT 1 FROM account_locks l WHERE l.account_id = a.id AND l.expires_at > :now) THEN 'busy'
     ELSE 'ready' END"""
 
-VIEW_SQL = f"""SELECT a.id, a.label, a.phone, a.is_probe, a.is_active, a.executor,
+VIEW_SQL = f"""SELECT a.id, a.label, a.phone, a.first_name, a.last_name, a.is_probe, a.is_active, a.executor,
     a.cooldown_until, a.cooldown_reason, a.disabled_at, a.disabled_reason,
     a.last_error_code, a.last_ok_at, {STATE_SQL} AS state,
     (SELECT COUNT(*) FROM account_tasks t WHERE t.account_id = a.id AND t.status = 'done') AS setup_done,
@@ -61,6 +61,7 @@ def account_view(row: sqlite3.Row) -> dict[str, Any]:
         "id": row["id"],
         "label": row["label"],
         "phone_masked": mask_phone(row["phone"]),
+        "name": f"{row['first_name']} {row['last_name']}".strip(),
         "state": row["state"],
         "is_probe": bool(row["is_probe"]),
         "is_active": bool(row["is_active"]),
@@ -95,9 +96,10 @@ class AccountStore(StoreCore):
     async def insert_accounts(self, tx: Tx, rows: Iterable[dict[str, Any]]) -> None:
         created = now()
         await tx.conn.executemany(
-            "INSERT INTO accounts (phone, tg_user_id, label, is_probe, executor, profile_json, created_at)"
-            " VALUES (:phone, :tg_user_id, :label, :is_probe, 'local', :profile_json, :created_at)",
-            [{**row, "created_at": created} for row in rows],
+            "INSERT INTO accounts (phone, tg_user_id, label, is_probe, first_name, last_name, executor, profile_json,"
+            " created_at) VALUES (:phone, :tg_user_id, :label, :is_probe, :first_name, :last_name, 'local',"
+            " :profile_json, :created_at)",
+            [{"first_name": "", "last_name": "", **row, "created_at": created} for row in rows],
         )
 
     async def count_accounts(self) -> int:

@@ -94,11 +94,12 @@ class SessionStore(AccountStore):
     async def add_account(self, account: NewAccount, session: SessionData, *, how: str) -> int:
         """Insert an account with its session in one transaction; a duplicate user or phone is refused."""
         async with self.tx() as tx:
-            await self._refuse_duplicate(tx, account)
+            await self._refuse_duplicate(tx, account, session)
             cur = await tx.execute(
-                "INSERT INTO accounts (phone, tg_user_id, label, is_probe, profile_json, created_at, last_ok_at)"
-                " VALUES (?, ?, ?, ?, '{}', ?, ?)",
-                (account.phone, account.tg_user_id, account.label, int(account.is_probe), now(), now()),
+                "INSERT INTO accounts (phone, tg_user_id, label, is_probe, first_name, last_name, profile_json,"
+                " created_at, last_ok_at) VALUES (?, ?, ?, ?, ?, ?, '{}', ?, ?)",
+                (account.phone, account.tg_user_id, account.label, int(account.is_probe), account.first_name,
+                 account.last_name, now(), now()),
             )
             account_id = int(cur.lastrowid or 0)
             await self._upsert_session(tx, account_id, session)
@@ -106,12 +107,17 @@ class SessionStore(AccountStore):
                            account_id=account_id, data={"probe": account.is_probe})
             return account_id
 
-    async def _refuse_duplicate(self, tx: Tx, account: NewAccount) -> None:
-        checks: list[tuple[str, Any]] = [("tg_user_id", account.tg_user_id), ("phone", account.phone)]
-        for column, value in checks:
+    async def _refuse_duplicate(self, tx: Tx, account: NewAccount, session: SessionData) -> None:
+        """Same user, same phone, or the very same auth key (an unchecked import knows no user)."""
+        checks: list[tuple[str, str, Any]] = [
+            ("Telegram user", "SELECT id, label FROM accounts WHERE tg_user_id = ?", account.tg_user_id),
+            ("phone number", "SELECT id, label FROM accounts WHERE phone = ?", account.phone),
+            ("session", "SELECT a.id, a.label FROM sessions s JOIN accounts a ON a.id = s.account_id"
+                        " WHERE s.auth_key = ?", session.auth_key),
+        ]
+        for what, sql, value in checks:
             if value is None:
                 continue
-            rows = list(await tx.fetchall(f"SELECT id, label FROM accounts WHERE {column} = ?", (value,)))
+            rows = list(await tx.fetchall(sql, (value,)))
             if rows:
-                what = "Telegram user" if column == "tg_user_id" else "phone number"
                 raise Conflict(f"that {what} is already account {rows[0]['id']} ({rows[0]['label']})")

@@ -1,0 +1,70 @@
+"""``setup dispatch``, ``accounts retry`` and ``tasks list``."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.table import Table
+
+from tgdaemon.cli import output
+from tgdaemon.cli.parser import positive_int, socket_path
+from tgtui.client import ControlClient
+
+TASK_STATUSES = ("pending", "running", "done", "failed", "retry")
+
+
+def register(sub: argparse._SubParsersAction, acc: argparse._SubParsersAction,
+             common: argparse.ArgumentParser) -> None:
+    setup = sub.add_parser("setup", parents=[common], help="the account setup pipeline")
+    setup_sub = setup.add_subparsers(metavar="ACTION")
+    dispatch = setup_sub.add_parser("dispatch", parents=[common], help="create the required tasks now")
+    dispatch.set_defaults(func=cmd_dispatch)
+    setup.set_defaults(func=lambda args: setup.print_help() or 2)
+
+    retry = acc.add_parser("retry", parents=[common],
+                           help="make an account's failed and waiting setup tasks due now (cooldowns stay)")
+    retry.add_argument("id", type=positive_int)
+    retry.set_defaults(func=cmd_retry)
+
+    tasks = sub.add_parser("tasks", parents=[common], help="setup tasks")
+    tasks_sub = tasks.add_subparsers(metavar="ACTION")
+    ls = tasks_sub.add_parser("list", parents=[common], help="setup tasks, with why each waits")
+    ls.add_argument("--account", type=positive_int, metavar="ID")
+    ls.add_argument("--status", choices=TASK_STATUSES)
+    ls.add_argument("--limit", type=positive_int, default=1000, metavar="N")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_tasks)
+    tasks.set_defaults(func=lambda args: tasks.print_help() or 2)
+
+
+async def cmd_dispatch(args: argparse.Namespace) -> int:
+    async with ControlClient(socket_path(args), timeout=120) as client:
+        data = await client.request("POST", "/setup/dispatch")
+    print(f"created {data['created']} setup tasks; {data['due']} due now")
+    if not data["enabled"]:
+        print("setup is off (setup.enabled = false): the tasks wait until it is turned on")
+    return 0
+
+
+async def cmd_retry(args: argparse.Namespace) -> int:
+    async with ControlClient(socket_path(args)) as client:
+        data = await client.request("POST", f"/accounts/{args.id}/retry")
+    print(f"account {args.id}: {data['tasks']} setup tasks due now")
+    return 0
+
+
+async def cmd_tasks(args: argparse.Namespace) -> int:
+    async with ControlClient(socket_path(args)) as client:
+        data = await client.request("GET", "/tasks", params={"account_id": args.account, "status": args.status,
+                                                             "limit": args.limit})
+    if args.json:
+        output.print_json(data["tasks"])
+        return 0
+    table = Table(box=None, pad_edge=False)
+    for name in ("ID", "ACCOUNT", "TASK", "STATUS", "ATTEMPTS", "LAST ERROR", "BLOCKED BY"):
+        table.add_column(name, no_wrap=True)
+    for t in data["tasks"]:
+        table.add_row(str(t["id"]), f"{t['account_id']} {t['label']}", t["task_type"], t["status"],
+                      str(t["attempts"]), t["last_error_code"] or "", t["blocked_by"] or "")
+    output.console().print(table)
+    return 0

@@ -1,0 +1,161 @@
+"""Dispatch and execution of setup tasks: two queues with their own concurrency, one lock per account.
+
+Retries happen through ``retry_at``, never by running a task again on the
+spot; a wait (FLOOD_WAIT, PEER_FLOOD) holds the account in cooldown and costs
+the task no attempt. On shutdown the scheduler stops claiming, gives running
+tasks a grace period, then cancels the rest, which go back to ``retry``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from tgdaemon.classify import Classified, ErrorClass, classify
+from tgdaemon.config import Config
+from tgdaemon.gateway.base import AccountRef, Gateway
+from tgdaemon.policy import account_effect
+from tgdaemon.setup.secrets import PasswordSource
+from tgdaemon.setup.tasks import QUEUES, TASKS, TaskContext, required_tasks
+from tgdaemon.store import AccountEffect, ClaimedTask, SetupOutcome, Store
+from tgdaemon.timeutil import iso, now
+
+log = logging.getLogger(__name__)
+POLL_SECONDS = 1.0
+
+
+class SetupScheduler:
+    def __init__(self, cfg: Config, store: Store, gateway: Gateway, workdir: Path) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.gateway = gateway
+        self.workdir = workdir
+        self.passwords = PasswordSource(cfg.setup.twofa)
+        self._wakes = {q: asyncio.Event() for q in QUEUES}
+        self._running: dict[str, set[asyncio.Task[None]]] = {q: set() for q in QUEUES}
+        self._limits = {"fast": cfg.setup.queues.fast_concurrency, "media": cfg.setup.queues.media_concurrency}
+
+    @property
+    def enabled(self) -> bool:
+        return self.cfg.setup.enabled
+
+    def wake(self) -> None:
+        """Look for due work now (after a dispatch, a retry, an enable) rather than at the next poll."""
+        for event in self._wakes.values():
+            event.set()
+
+    def queue_full(self, queue: str) -> bool:
+        return len(self._running[queue]) >= self._limits[queue]
+
+    def running(self) -> int:
+        return sum(len(r) for r in self._running.values())
+
+    async def dispatch(self) -> tuple[int, int]:
+        created, due = await self.store.dispatch_setup(required_tasks(self.cfg.setup))
+        self.wake()
+        return created, due
+
+    async def run(self) -> None:
+        """The side task: recover, then dispatch on schedule and feed both queues until cancelled."""
+        recovered = await self.store.recover_setup()
+        if recovered:
+            log.info("setup: %d tasks were running when the daemon stopped; they will be retried", recovered)
+        loops = [asyncio.create_task(self._feed(q), name=f"setup {q} queue") for q in QUEUES]
+        if self.enabled:
+            loops.append(asyncio.create_task(self._dispatch_loop(), name="setup dispatch"))
+        try:
+            await asyncio.gather(*loops)
+        finally:
+            for loop in loops:
+                loop.cancel()
+            await self._drain()
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            created, due = await self.dispatch()
+            if created:
+                log.info("setup dispatch: created %d tasks, %d due", created, due)
+            await asyncio.sleep(self.cfg.setup.dispatch_interval_seconds)
+
+    async def _feed(self, queue: str) -> None:
+        types = [name for name, spec in TASKS.items() if spec.queue == queue]
+        running = self._running[queue]
+        wake = self._wakes[queue]
+        while True:
+            wake.clear()
+            free = self._limits[queue] - len(running)
+            claimed = (await self.store.claim_setup(types, free, self.cfg.setup.lock_seconds)
+                       if self.enabled and free > 0 else [])
+            for task in claimed:
+                job = asyncio.create_task(self._execute(task), name=f"setup task {task.id}")
+                running.add(job)
+                job.add_done_callback(lambda j: (running.discard(j), wake.set()))
+            if claimed and len(claimed) == free:
+                continue  # a full batch: more may be due right away once a slot frees
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), POLL_SECONDS)
+
+    async def _execute(self, task: ClaimedTask) -> None:
+        spec = TASKS[task.task_type]
+        ctx = TaskContext(self.gateway, AccountRef(task.account_id, task.tg_user_id, task.phone), task,
+                          self.cfg.setup, self.passwords, self.workdir)
+        try:
+            result = await spec.run(ctx)
+            outcome = SetupOutcome("done", AccountEffect(ok=True), result=result)
+        except asyncio.CancelledError:
+            outcome = SetupOutcome("retry", AccountEffect(), error="the daemon stopped during the task",
+                                   retry_at=now(), refund_attempt=True)
+            await asyncio.shield(self.store.finish_setup(task, outcome))
+            raise
+        except Exception as exc:
+            outcome = self.on_error(task, classify(exc))
+        await self.store.finish_setup(task, outcome)
+
+    def on_error(self, task: ClaimedTask, error: Classified) -> SetupOutcome:
+        """Design sections 4 and 6: waits retry at the cooldown's end, free; the transient back off."""
+        at = now()
+        effect = account_effect(error, self.cfg.limits, at)
+        if error.kind in (ErrorClass.WAIT, ErrorClass.SPAM_LIMITED):
+            return SetupOutcome("retry", effect, error=error.message, retry_at=effect.cooldown_until,
+                                refund_attempt=True)
+        if error.kind is ErrorClass.TRANSIENT and task.attempts < self.cfg.setup.retry.max_attempts:
+            backoff = self.cfg.setup.retry.backoff_seconds
+            return SetupOutcome("retry", effect, error=error.message,
+                                retry_at=at + backoff[min(task.attempts, len(backoff)) - 1])
+        return SetupOutcome("failed", effect, error=error.message)
+
+    async def _drain(self) -> None:
+        """Stop: running tasks get a grace period to finish, then are cancelled (and go back to retry)."""
+        jobs = [job for running in self._running.values() for job in running]
+        if not jobs:
+            return
+        _, pending = await asyncio.wait(jobs, timeout=self.cfg.daemon.shutdown_timeout_seconds / 4)
+        for job in pending:
+            job.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    def blocked_by(self, row: dict[str, Any], at: float) -> str | None:
+        """Why a waiting task is not running now; None when it is running, finished, or about to run."""
+        if row["status"] not in ("pending", "retry"):
+            return None
+        if row["disabled_at"] is not None:
+            return "disabled"
+        if not row["is_active"]:
+            return "inactive"
+        if row["is_probe"]:
+            return "probe account"
+        if row["cooldown_until"] and row["cooldown_until"] > at:
+            return f"cooldown until {iso(row['cooldown_until'])} ({row['cooldown_reason']})"
+        if row["retry_at"] and row["retry_at"] > at:
+            return f"retry_at {iso(row['retry_at'])}"
+        if row["lock_holder"]:
+            kind, _, task_id = row["lock_holder"].partition(":")
+            return f"lock held by {kind} task {task_id}"
+        if not self.enabled:
+            return "setup off"
+        if self.queue_full(TASKS[row["task_type"]].queue):
+            return "queue full"
+        return None

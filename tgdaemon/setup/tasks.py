@@ -1,0 +1,144 @@
+"""The eight setup tasks. Each reads the account's current state first and skips what already holds.
+
+A task returns its result (``meta``, and the id of a photo or story it made)
+or raises; the scheduler classifies what it raises. A photo or story task
+records what it created, and on a retry looks for it (by id, or by date for
+an attempt that crashed before recording it) before posting anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from telethon.errors import BadRequestError
+
+from tgdaemon import media
+from tgdaemon.config import SetupConfig
+from tgdaemon.gateway.base import AccountRef, Gateway, MediaFile, Owned, PrivacyKey, PrivacyValue
+from tgdaemon.setup.secrets import PasswordSource
+from tgdaemon.store import ClaimedTask
+
+Result = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskContext:
+    gateway: Gateway
+    account: AccountRef
+    task: ClaimedTask
+    cfg: SetupConfig
+    passwords: PasswordSource
+    workdir: Path
+
+
+def skipped(why: str, **result: Any) -> Result:
+    return {**result, "meta": {"skipped": why}}
+
+
+async def ensure_2fa(ctx: TaskContext) -> Result:
+    if await ctx.gateway.has_2fa(ctx.account):
+        return skipped("2FA is already on")
+    if not ctx.cfg.twofa.enable:
+        return {"meta": {"checked": True, "has_password": False, "note": "setup.2fa.enable is off"}}
+    password = await ctx.passwords.password_for(ctx.account.id, ctx.account.phone)
+    await ctx.gateway.enable_2fa(ctx.account, password)
+    return {"meta": {"enabled": True}}
+
+
+async def update_name(ctx: TaskContext) -> Result:
+    first = ctx.task.profile.get("first_name") or ctx.task.payload.get("first_name") or ""
+    last = ctx.task.profile.get("last_name") or ctx.task.payload.get("last_name") or ""
+    if not first:
+        return skipped("no name declared (setup.profile or the account's overrides)")
+    me = await ctx.gateway.get_me(ctx.account)
+    if (me.first_name, me.last_name) == (first, last):
+        return skipped("the name is already set")
+    await ctx.gateway.set_name(ctx.account, first, last)
+    return {"meta": {"first_name": first, "last_name": last}}
+
+
+def privacy_task(key: PrivacyKey, value: PrivacyValue) -> Callable[[TaskContext], Awaitable[Result]]:
+    async def run(ctx: TaskContext) -> Result:
+        if await ctx.gateway.get_privacy(ctx.account, key) == value:
+            return skipped(f"{key} is already visible to {value}")
+        await ctx.gateway.set_privacy(ctx.account, key, value)
+        return {"meta": {str(key): str(value)}}
+
+    return run
+
+
+def _made_by_this_task(owned: list[Owned], ctx: TaskContext, key: str) -> Owned | None:
+    """What an earlier attempt of this task made: the recorded id, or (after a crash before
+    recording it) anything made since the task first started."""
+    recorded = ctx.task.result.get(key)
+    for item in owned:
+        if item.id == recorded:
+            return item
+    if ctx.task.attempts > 1:
+        return next((item for item in owned if item.date >= ctx.task.started_at - 1), None)
+    return None
+
+
+def photo_task(animated: bool) -> Callable[[TaskContext], Awaitable[Result]]:
+    async def run(ctx: TaskContext) -> Result:
+        path = Path(ctx.task.payload["path"])
+        file: MediaFile = (media.animated_avatar(path, ctx.workdir, ctx.cfg.media.ffmpeg_path or None)
+                           if animated else media.probe(path, "photo"))
+        if mine := _made_by_this_task(await ctx.gateway.profile_photos(ctx.account), ctx, "photo_id"):
+            return skipped("this task's photo is already on the profile", photo_id=mine.id)
+        photo_id = await ctx.gateway.set_profile_photo(ctx.account, file)
+        return {"photo_id": photo_id, "meta": {"path": str(path), "animated": animated}}
+
+    return run
+
+
+def story_task(kind: str) -> Callable[[TaskContext], Awaitable[Result]]:
+    async def run(ctx: TaskContext) -> Result:
+        path = Path(ctx.task.payload["path"])
+        file = media.probe(path, "video" if kind == "video" else "photo")
+        if mine := _made_by_this_task(await ctx.gateway.my_stories(ctx.account), ctx, "story_id"):
+            return skipped("this task's story is already posted", story_id=mine.id)
+        if not await ctx.gateway.can_send_story(ctx.account):
+            raise BadRequestError(None, "STORIES_TOO_MUCH")  # the account's story limit: a wait, classified so
+        story_id = await ctx.gateway.send_story(ctx.account, file)
+        return {"story_id": story_id, "meta": {"path": str(path)}}
+
+    return run
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    queue: str
+    run: Callable[[TaskContext], Awaitable[Result]]
+    media_key: str | None = None  # the [setup.media] key whose file the task needs; None: always required
+
+    def required(self, cfg: SetupConfig) -> bool:
+        return self.media_key is None or bool(getattr(cfg.media, self.media_key))
+
+    def payload(self, cfg: SetupConfig) -> dict[str, Any]:
+        if self.media_key is not None:
+            return {"path": str(Path(getattr(cfg.media, self.media_key)).expanduser())}
+        if self.run is update_name:
+            return {"first_name": cfg.profile.first_name, "last_name": cfg.profile.last_name}
+        return {}
+
+
+TASKS: dict[str, TaskSpec] = {
+    "ensure_2fa": TaskSpec("fast", ensure_2fa),
+    "update_name": TaskSpec("fast", update_name),
+    "privacy_phone_hidden": TaskSpec("fast", privacy_task(PrivacyKey.PHONE_NUMBER, PrivacyValue.NOBODY)),
+    "privacy_last_seen_everybody": TaskSpec("fast", privacy_task(PrivacyKey.LAST_SEEN, PrivacyValue.EVERYBODY)),
+    "set_photo_jpg": TaskSpec("media", photo_task(animated=False), "default_jpg_path"),
+    "set_photo_gif": TaskSpec("media", photo_task(animated=True), "default_gif_path"),
+    "story_image": TaskSpec("media", story_task("image"), "story_image_path"),
+    "story_video": TaskSpec("media", story_task("video"), "story_video_path"),
+}
+QUEUES = ("fast", "media")
+
+
+def required_tasks(cfg: SetupConfig) -> dict[str, dict[str, Any]]:
+    """Task type → payload, for every task this config requires of each account."""
+    return {name: spec.payload(cfg) for name, spec in TASKS.items() if spec.required(cfg)}

@@ -1,0 +1,33 @@
+"""The one per-account lock, shared by setup work and pulled tasks.
+
+A lock row names its holder (``setup:<task id>`` or ``quota:<task id>``) and
+expires: an expired lock is free, so a daemon that died holding locks blocks
+nothing for longer than their lease. Taking and releasing a lock touches the
+account, because the account's state (busy or not) changes with it.
+"""
+
+from __future__ import annotations
+
+from tgdaemon.store.core import Tx
+from tgdaemon.timeutil import now
+
+
+async def take_lock(tx: Tx, account_id: int, holder: str, seconds: float) -> bool:
+    """Take (or renew, for the same holder) the account's lock; False when another holder has it."""
+    at = now()
+    cur = await tx.execute(
+        "INSERT INTO account_locks (account_id, holder, expires_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (account_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at"
+        " WHERE account_locks.expires_at <= ? OR account_locks.holder = excluded.holder",
+        (account_id, holder, at + seconds, at),
+    )
+    if cur.rowcount:
+        tx.touch(account_id)
+    return bool(cur.rowcount)
+
+
+async def release_lock(tx: Tx, account_id: int, holder: str) -> None:
+    """Release it if this holder still has it (a lock that expired and was taken by another stays)."""
+    cur = await tx.execute("DELETE FROM account_locks WHERE account_id = ? AND holder = ?", (account_id, holder))
+    if cur.rowcount:
+        tx.touch(account_id)

@@ -1,0 +1,208 @@
+"""Setup tasks: dispatch, claim, finish, recover, retry; and what a task's outcome does to its account.
+
+Eligibility is decided in SQL. A claim takes the account's lock and marks the
+task running in the same transaction; a finish records the result, applies
+the outcome to the account and releases the lock in one transaction too, so
+a crash between the two leaves a running task whose lock will expire, never a
+half-recorded one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tgdaemon.store.core import Tx
+from tgdaemon.store.locks import release_lock, take_lock
+from tgdaemon.store.sessions import SessionStore
+from tgdaemon.timeutil import now
+
+ACCOUNT_CAN_WORK = ("a.is_active = 1 AND a.disabled_at IS NULL AND a.is_probe = 0"
+                    " AND (a.cooldown_until IS NULL OR a.cooldown_until <= :now)")
+LOCK_FREE = "NOT EXISTS (SELECT 1 FROM account_locks l WHERE l.account_id = a.id AND l.expires_at > :now)"
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedTask:
+    id: int
+    account_id: int
+    task_type: str
+    payload: dict[str, Any]
+    attempts: int  # including this one
+    result: dict[str, Any]  # what an earlier attempt recorded (a photo or story id)
+    started_at: float  # when the task first started
+    tg_user_id: int | None
+    phone: str | None
+    profile: dict[str, Any]
+
+    @property
+    def holder(self) -> str:
+        return f"setup:{self.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class AccountEffect:
+    """What an outcome does to the account (design section 6)."""
+
+    cooldown_until: float | None = None
+    cooldown_reason: str | None = None
+    disable_reason: str | None = None
+    error_code: str | None = None  # None with ok=True clears the account's last error
+    ok: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SetupOutcome:
+    status: str  # done, retry or failed
+    effect: AccountEffect
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    retry_at: float | None = None
+    refund_attempt: bool = False  # waits are not the task's fault
+
+
+async def apply_account_effect(tx: Tx, account_id: int, effect: AccountEffect) -> None:
+    """The one place that turns an outcome into account state, for setup tasks and quota reports alike."""
+    at = now()
+    if effect.ok:
+        await tx.execute("UPDATE accounts SET last_ok_at = ?, last_error_code = NULL WHERE id = ?", (at, account_id))
+    elif effect.error_code:
+        await tx.execute("UPDATE accounts SET last_error_code = ? WHERE id = ?", (effect.error_code, account_id))
+    if effect.cooldown_until is not None:
+        cur = await tx.execute(
+            "UPDATE accounts SET cooldown_until = ?, cooldown_reason = ? WHERE id = ?"
+            " AND (cooldown_until IS NULL OR cooldown_until < ?)",
+            (effect.cooldown_until, effect.cooldown_reason, account_id, effect.cooldown_until))
+        if cur.rowcount:
+            await tx.event("account.cooldown", f"cooldown {effect.cooldown_until - at:.0f} s: {effect.cooldown_reason}",
+                           account_id=account_id,
+                           data={"reason": effect.cooldown_reason, "seconds": round(effect.cooldown_until - at)})
+    if effect.disable_reason is not None:
+        cur = await tx.execute("UPDATE accounts SET disabled_at = ?, disabled_reason = ? WHERE id = ?"
+                               " AND disabled_at IS NULL", (at, effect.disable_reason, account_id))
+        if cur.rowcount:
+            await tx.event("account.disabled", f"disabled: {effect.disable_reason}", account_id=account_id,
+                           data={"reason": effect.disable_reason, "automatic": True})
+    tx.touch(account_id)
+
+
+class SetupStore(SessionStore):
+    async def recover_setup(self) -> int:
+        """At start-up, under the data-dir lock: tasks a dead daemon left running go back to retry."""
+        async with self.tx() as tx:
+            rows = list(await tx.fetchall("SELECT id, account_id, task_type FROM account_tasks WHERE status = 'running'"))
+            at = now()
+            for row in rows:
+                await tx.execute("UPDATE account_tasks SET status = 'retry', retry_at = ?, updated_at = ? WHERE id = ?",
+                                 (at, at, row["id"]))
+                await release_lock(tx, row["account_id"], f"setup:{row['id']}")
+                await tx.event("setup.recovered", f"{row['task_type']}: was running when the daemon stopped; retry",
+                               account_id=row["account_id"], task_id=row["id"])
+            return len(rows)
+
+    async def dispatch_setup(self, required: Mapping[str, dict[str, Any]]) -> tuple[int, int]:
+        """Create the required tasks (type → payload) for every account that should converge.
+
+        Returns (tasks created, tasks due now). The unique key makes it idempotent.
+        """
+        at = now()
+        async with self.tx() as tx:
+            created = 0
+            for task_type, payload in required.items():
+                cur = await tx.execute(
+                    "INSERT OR IGNORE INTO account_tasks (account_id, task_type, payload_json, status, created_at,"
+                    " updated_at) SELECT a.id, :type, :payload, 'pending', :now, :now FROM accounts a"
+                    " WHERE a.is_active = 1 AND a.disabled_at IS NULL AND a.is_probe = 0",
+                    {"type": task_type, "payload": json.dumps(payload), "now": at})
+                created += cur.rowcount
+            if created:
+                for row in await tx.fetchall("SELECT DISTINCT account_id FROM account_tasks WHERE created_at = ?",
+                                             (at,)):
+                    tx.touch(row[0])
+                await tx.event("setup.dispatched", f"dispatch created {created} setup tasks",
+                               data={"created": created})
+            due = next(iter(await tx.fetchall(
+                f"SELECT COUNT(*) FROM account_tasks t JOIN accounts a ON a.id = t.account_id"
+                f" WHERE t.status IN ('pending', 'retry') AND (t.retry_at IS NULL OR t.retry_at <= :now)"
+                f" AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}", {"now": at})))[0]
+        return created, due
+
+    async def claim_setup(self, task_types: Iterable[str], limit: int, lock_seconds: float) -> list[ClaimedTask]:
+        """Up to ``limit`` eligible tasks of these types, at most one per account, each with its lock taken."""
+        types = list(task_types)
+        at = now()
+        params: dict[str, Any] = {"now": at, "limit": limit * 4, **{f"t{i}": t for i, t in enumerate(types)}}
+        async with self.tx() as tx:
+            rows = await tx.fetchall(
+                "SELECT t.id, t.account_id, t.task_type, t.payload_json, t.attempts, t.result_json, t.started_at,"
+                " a.tg_user_id, a.phone, a.profile_json FROM account_tasks t JOIN accounts a ON a.id = t.account_id"
+                f" WHERE t.task_type IN ({', '.join(f':t{i}' for i in range(len(types)))})"
+                " AND t.status IN ('pending', 'retry') AND (t.retry_at IS NULL OR t.retry_at <= :now)"
+                f" AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}"
+                " ORDER BY COALESCE(t.retry_at, 0), t.id LIMIT :limit", params)
+            claimed: list[ClaimedTask] = []
+            seen: set[int] = set()
+            for r in rows:
+                if len(claimed) == limit or r["account_id"] in seen:
+                    continue
+                if not await take_lock(tx, r["account_id"], f"setup:{r['id']}", lock_seconds):
+                    continue
+                seen.add(r["account_id"])
+                started = r["started_at"] or at
+                await tx.execute(
+                    "UPDATE account_tasks SET status = 'running', attempts = attempts + 1, started_at = ?,"
+                    " updated_at = ? WHERE id = ?", (started, at, r["id"]))
+                await tx.event("setup.started", f"{r['task_type']}: attempt {r['attempts'] + 1}",
+                               account_id=r["account_id"], task_id=r["id"], data={"task_type": r["task_type"]})
+                claimed.append(ClaimedTask(
+                    r["id"], r["account_id"], r["task_type"], json.loads(r["payload_json"]), r["attempts"] + 1,
+                    json.loads(r["result_json"] or "{}"), started, r["tg_user_id"], r["phone"],
+                    json.loads(r["profile_json"] or "{}")))
+            return claimed
+
+    async def finish_setup(self, task: ClaimedTask, outcome: SetupOutcome) -> None:
+        at = now()
+        async with self.tx() as tx:
+            await tx.execute(
+                "UPDATE account_tasks SET status = ?, retry_at = ?, last_error_code = ?, last_error = ?,"
+                " result_json = ?, attempts = attempts - ?, updated_at = ? WHERE id = ? AND status = 'running'",
+                (outcome.status, outcome.retry_at, outcome.effect.error_code, outcome.error,
+                 json.dumps({**task.result, **outcome.result}), int(outcome.refund_attempt), at, task.id))
+            await apply_account_effect(tx, task.account_id, outcome.effect)
+            await release_lock(tx, task.account_id, task.holder)
+            detail = outcome.effect.error_code or ("skipped" if outcome.result.get("meta", {}).get("skipped") else "")
+            await tx.event(f"setup.{outcome.status}", f"{task.task_type}: {outcome.status}"
+                           + (f" ({detail})" if detail else ""), account_id=task.account_id, task_id=task.id,
+                           data={"task_type": task.task_type, "error_code": outcome.effect.error_code,
+                                 "retry_at": outcome.retry_at})
+
+    async def retry_account_setup(self, account_id: int) -> int:
+        """The operator's retry: failed and waiting tasks are due now, with their attempts reset; cooldowns stay."""
+        await self.get_account(account_id)
+        async with self.tx() as tx:
+            cur = await tx.execute(
+                "UPDATE account_tasks SET status = 'retry', retry_at = NULL, attempts = 0, updated_at = ?"
+                " WHERE account_id = ? AND status IN ('failed', 'retry')", (now(), account_id))
+            await tx.event("setup.retry_requested", f"operator retry: {cur.rowcount} setup tasks due now",
+                           account_id=account_id, data={"tasks": cur.rowcount})
+            return cur.rowcount
+
+    async def setup_tasks(self, *, account_id: int | None = None, status: str | None = None,
+                          limit: int = 1000) -> list[dict[str, Any]]:
+        """Setup tasks with what their account and lock look like now (for ``blocked_by``)."""
+        where, params = [], {"now": now(), "limit": limit}
+        if account_id is not None:
+            where.append("t.account_id = :account_id")
+            params["account_id"] = account_id
+        if status is not None:
+            where.append("t.status = :status")
+            params["status"] = status
+        rows = await self.read(
+            "SELECT t.*, a.label, a.is_active, a.is_probe, a.disabled_at, a.cooldown_until, a.cooldown_reason,"
+            " l.holder AS lock_holder FROM account_tasks t JOIN accounts a ON a.id = t.account_id"
+            " LEFT JOIN account_locks l ON l.account_id = t.account_id AND l.expires_at > :now"
+            + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY t.account_id, t.id LIMIT :limit",
+            params)
+        return [dict(r) for r in rows]
