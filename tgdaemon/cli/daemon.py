@@ -23,6 +23,18 @@ if TYPE_CHECKING:
     from tgdaemon.gateway.base import Gateway
 
 
+# The demo shows the pipeline at work: setup on, a declared name, dispatch every minute.
+DEMO_CONFIG = """\
+[setup]
+enabled = true
+dispatch_interval_seconds = 60
+
+[setup.profile]
+first_name = "Fleet"
+last_name = "Demo"
+"""
+
+
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     run = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
     run.add_argument("--data-dir", metavar="DIR", help="where the database lives")
@@ -88,7 +100,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg_path = getattr(args, "config", None)
     if cfg_path is None:
         cfg_path = tmp / "config.toml"
-        cfg_path.write_text("# demo: defaults only\n")
+        cfg_path.write_text(DEMO_CONFIG)
     cmd = [sys.executable, "-m", "tgdaemon", "run", "--simulate", "--config", str(cfg_path),
            "--accounts", str(args.accounts), "--seed", str(args.seed),
            "--data-dir", str(tmp / "data"), "--socket", str(sock), "--http", "127.0.0.1:0"]

@@ -8,6 +8,7 @@ an attempt that crashed before recording it) before posting anything.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,8 +86,10 @@ def _made_by_this_task(owned: list[Owned], ctx: TaskContext, key: str) -> Owned 
 def photo_task(animated: bool) -> Callable[[TaskContext], Awaitable[Result]]:
     async def run(ctx: TaskContext) -> Result:
         path = Path(ctx.task.payload["path"])
-        file: MediaFile = (media.animated_avatar(path, ctx.workdir, ctx.cfg.media.ffmpeg_path or None)
-                           if animated else media.probe(path, "photo"))
+        # Probing reads files and converting runs ffmpeg: both in a thread, off the event loop.
+        file: MediaFile = await (
+            asyncio.to_thread(media.animated_avatar, path, ctx.workdir, ctx.cfg.media.ffmpeg_path or None)
+            if animated else asyncio.to_thread(media.probe, path, "photo"))
         if mine := _made_by_this_task(await ctx.gateway.profile_photos(ctx.account), ctx, "photo_id"):
             return skipped("this task's photo is already on the profile", photo_id=mine.id)
         photo_id = await ctx.gateway.set_profile_photo(ctx.account, file)
@@ -98,7 +101,7 @@ def photo_task(animated: bool) -> Callable[[TaskContext], Awaitable[Result]]:
 def story_task(kind: str) -> Callable[[TaskContext], Awaitable[Result]]:
     async def run(ctx: TaskContext) -> Result:
         path = Path(ctx.task.payload["path"])
-        file = media.probe(path, "video" if kind == "video" else "photo")
+        file = await asyncio.to_thread(media.probe, path, "video" if kind == "video" else "photo")
         if mine := _made_by_this_task(await ctx.gateway.my_stories(ctx.account), ctx, "story_id"):
             return skipped("this task's story is already posted", story_id=mine.id)
         if not await ctx.gateway.can_send_story(ctx.account):
