@@ -40,7 +40,7 @@ def cells(account: dict[str, Any], now: float) -> dict[str, Any]:
         "id": account["id"], "label": account["label"], "phone": account["phone_masked"] or "",
         "state": Text(state, style=STATE_STYLE.get(state, "")),
         "cooldown": countdown(until - now) if state == "cooldown" and until else "",
-        "setup": f"{account['setup']['done']}/{account['setup']['total']}",
+        "setup": "probe" if account["is_probe"] else f"{account['setup']['done']}/{account['setup']['total']}",
         "executor": account["executor"], "error": account["last_error_code"] or "",
     }
 

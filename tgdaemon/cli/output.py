@@ -56,7 +56,8 @@ def accounts_table(rows: list[dict[str, Any]]) -> Table:
         state = a["state"]
         table.add_row(
             str(a["id"]), a["label"], a["phone_masked"] or "", f"[{STATE_STYLE.get(state, '')}]{state}[/]",
-            until(a["cooldown_until"]), f"{a['setup']['done']}/{a['setup']['total']}", a["executor"],
+            until(a["cooldown_until"]), "probe" if a["is_probe"] else f"{a['setup']['done']}/{a['setup']['total']}",
+            a["executor"],
             a["last_error_code"] or "", a["disabled_reason"] or a["cooldown_reason"] or "",
         )
     return table
