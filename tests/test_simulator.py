@@ -315,7 +315,8 @@ async def test_profile_photos_newest_first_with_fresh_ids() -> None:
     clock.now += 60
     second = await sim.set_profile_photo(account, AVATAR)
     assert second > first
-    assert await sim.profile_photos(account) == [Owned(second, clock.now), Owned(first, clock.now - 60)]
+    assert await sim.profile_photos(account) == [Owned(second, clock.now, video=True),
+                                                 Owned(first, clock.now - 60, video=False)]
     animated, static = sim.profile(account.tg_user_id).photos
     assert (animated.kind, animated.source, static.kind, static.source) == ("video", "avatar.mp4", "photo", "avatar.jpg")
 
@@ -356,7 +357,7 @@ async def test_stories_limit_and_expiry() -> None:
     assert await sim.can_send_story(account) is True
     newest = await sim.send_story(account, STORY)
     assert newest > max(ids)
-    assert (await sim.my_stories(account))[0] == Owned(newest, clock.now)
+    assert (await sim.my_stories(account))[0] == Owned(newest, clock.now, video=False)
 
 
 async def test_every_setup_call_goes_through_faults_and_dead_accounts() -> None:

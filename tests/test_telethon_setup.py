@@ -244,7 +244,8 @@ async def test_profile_photos(one: Any) -> None:
     sender.expect(functions.photos.GetUserPhotosRequest,
                   ts.user_photos(newest, types.PhotoEmpty(id=3), older, count=40))
     sender.expect(functions.photos.GetUserPhotosRequest, ts.user_photos())
-    assert await gw.profile_photos(account) == [Owned(51, newest.date.timestamp()), Owned(50, older.date.timestamp())]
+    assert await gw.profile_photos(account) == [Owned(51, newest.date.timestamp(), video=False),
+                                                Owned(50, older.date.timestamp(), video=False)]
     assert await gw.profile_photos(account) == []
     request = sender.calls[0]
     assert isinstance(request.user_id, types.InputUserSelf)
@@ -352,9 +353,11 @@ async def test_my_stories_newest_first(one: Any) -> None:
     skipped = types.StoryItemSkipped(id=5, date=old.date, expire_date=old.date)
     sender.expect(functions.stories.GetPeerStoriesRequest,
                   ts.peer_stories(old, types.StoryItemDeleted(id=6), new, skipped))
+    new.media = types.MessageMediaDocument()  # a video story
     stories = await gw.my_stories(account)
     assert [s.id for s in stories] == [7, 5, 4]
-    assert stories[0] == Owned(7, new.date.timestamp())
+    assert stories[0] == Owned(7, new.date.timestamp(), video=True)
+    assert [s.video for s in stories[1:]] == [None, None]  # skipped: no media; MessageMediaEmpty: not said
     assert isinstance(sender.calls[0].peer, types.InputPeerSelf)
     sender.assert_done()
 

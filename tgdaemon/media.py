@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
 import struct
 import subprocess
@@ -325,7 +326,8 @@ def animated_avatar(path: Path, workdir: Path, ffmpeg: str | None = None) -> Med
             if _conforms(info):
                 return info.media
     Path(workdir).mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.{os.getpid()}.partial.mp4")
+    # A name of its own per conversion: two tasks converting the same GIF at once must not share one.
+    partial = out.with_name(f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.partial.mp4")
     side = f"2*trunc(min(min(iw,ih),{AVATAR_MAX_SIDE})/2)"
     command = [exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", str(path),
                "-t", f"{AVATAR_MAX_SECONDS:g}", "-an", "-sn", "-dn", "-map", "0:v:0",

@@ -104,10 +104,12 @@ class MediaFile:
 
 @dataclass(frozen=True, slots=True)
 class Owned:
-    """A profile photo or a story the account has: its id and when it was made (Unix seconds)."""
+    """A profile photo or a story the account has: its id, when it was made (Unix seconds), and
+    whether it is a video (an animated photo, a video story); None when Telegram did not say."""
 
     id: int
     date: float
+    video: bool | None = None
 
 
 class Gateway(abc.ABC):

@@ -84,7 +84,7 @@ class SimMedia:
     source: str  # the uploaded file's name, so tests can tell what was posted
 
     def owned(self) -> Owned:
-        return Owned(self.id, self.date)
+        return Owned(self.id, self.date, self.kind == "video")
 
 
 @dataclass(slots=True)

@@ -248,7 +248,7 @@ class TelethonGateway(Gateway):
     async def profile_photos(self, account: AccountRef) -> list[Owned]:
         result = await self.call(account, functions.photos.GetUserPhotosRequest(
             user_id=types.InputUserSelf(), offset=0, max_id=0, limit=20))
-        return [Owned(p.id, _date(p.date)) for p in result.photos if isinstance(p, types.Photo)]
+        return [Owned(p.id, _date(p.date), bool(p.video_sizes)) for p in result.photos if isinstance(p, types.Photo)]
 
     async def set_profile_photo(self, account: AccountRef, media: MediaFile) -> int:
         async with self.pool.use(account.id) as client:
@@ -266,7 +266,8 @@ class TelethonGateway(Gateway):
     async def my_stories(self, account: AccountRef) -> list[Owned]:
         result = await self.call(account, functions.stories.GetPeerStoriesRequest(peer=types.InputPeerSelf()))
         items = [s for s in result.stories.stories if isinstance(s, (types.StoryItem, types.StoryItemSkipped))]
-        return sorted((Owned(s.id, _date(s.date)) for s in items), key=lambda o: (o.date, o.id), reverse=True)
+        return sorted((Owned(s.id, _date(s.date), story_is_video(s)) for s in items),
+                      key=lambda o: (o.date, o.id), reverse=True)
 
     async def send_story(self, account: AccountRef, media: MediaFile) -> int:
         random_id = helpers.generate_random_long()
@@ -368,3 +369,13 @@ def reaction_counts(message: types.Message) -> dict[str, int]:
             key = "paid"
         out[key] = out.get(key, 0) + result.count
     return out
+
+
+def story_is_video(story: Any) -> bool | None:
+    """A skipped story item carries no media, so it cannot say."""
+    media = getattr(story, "media", None)
+    if isinstance(media, types.MessageMediaDocument):
+        return True
+    if isinstance(media, types.MessageMediaPhoto):
+        return False
+    return None

@@ -71,15 +71,16 @@ def privacy_task(key: PrivacyKey, value: PrivacyValue) -> Callable[[TaskContext]
     return run
 
 
-def _made_by_this_task(owned: list[Owned], ctx: TaskContext, key: str) -> Owned | None:
-    """What an earlier attempt of this task made: the recorded id, or (after a crash before
-    recording it) anything made since the task first started."""
+def _made_by_this_task(owned: list[Owned], ctx: TaskContext, key: str, video: bool) -> Owned | None:
+    """What an earlier attempt of this task made: the recorded id, or (when an earlier attempt was
+    cut off before recording it) one of the same kind made since the task first started."""
     recorded = ctx.task.result.get(key)
     for item in owned:
         if item.id == recorded:
             return item
-    if ctx.task.attempts > 1:
-        return next((item for item in owned if item.date >= ctx.task.started_at - 1), None)
+    if ctx.task.resumed:
+        return next((item for item in owned if item.date >= ctx.task.started_at - 1
+                     and item.video in (None, video)), None)
     return None
 
 
@@ -90,7 +91,7 @@ def photo_task(animated: bool) -> Callable[[TaskContext], Awaitable[Result]]:
         file: MediaFile = await (
             asyncio.to_thread(media.animated_avatar, path, ctx.workdir, ctx.cfg.media.ffmpeg_path or None)
             if animated else asyncio.to_thread(media.probe, path, "photo"))
-        if mine := _made_by_this_task(await ctx.gateway.profile_photos(ctx.account), ctx, "photo_id"):
+        if mine := _made_by_this_task(await ctx.gateway.profile_photos(ctx.account), ctx, "photo_id", animated):
             return skipped("this task's photo is already on the profile", photo_id=mine.id)
         photo_id = await ctx.gateway.set_profile_photo(ctx.account, file)
         return {"photo_id": photo_id, "meta": {"path": str(path), "animated": animated}}
@@ -102,7 +103,7 @@ def story_task(kind: str) -> Callable[[TaskContext], Awaitable[Result]]:
     async def run(ctx: TaskContext) -> Result:
         path = Path(ctx.task.payload["path"])
         file = await asyncio.to_thread(media.probe, path, "video" if kind == "video" else "photo")
-        if mine := _made_by_this_task(await ctx.gateway.my_stories(ctx.account), ctx, "story_id"):
+        if mine := _made_by_this_task(await ctx.gateway.my_stories(ctx.account), ctx, "story_id", kind == "video"):
             return skipped("this task's story is already posted", story_id=mine.id)
         if not await ctx.gateway.can_send_story(ctx.account):
             raise BadRequestError(None, "STORIES_TOO_MUCH")  # the account's story limit: a wait, classified so

@@ -36,6 +36,7 @@ class ClaimedTask:
     tg_user_id: int | None
     phone: str | None
     profile: dict[str, Any]
+    resumed: bool = False  # an earlier attempt started (and may have posted something)
 
     @property
     def holder(self) -> str:
@@ -159,7 +160,7 @@ class SetupStore(SessionStore):
                 claimed.append(ClaimedTask(
                     r["id"], r["account_id"], r["task_type"], json.loads(r["payload_json"]), r["attempts"] + 1,
                     json.loads(r["result_json"] or "{}"), started, r["tg_user_id"], r["phone"],
-                    json.loads(r["profile_json"] or "{}")))
+                    json.loads(r["profile_json"] or "{}"), resumed=r["started_at"] is not None))
             return claimed
 
     async def finish_setup(self, task: ClaimedTask, outcome: SetupOutcome) -> None:
