@@ -121,9 +121,9 @@ def _line(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _make(kind: ErrorClass, code: str, seconds: int | None, detail: str | None) -> Classified:
+def _make(kind: ErrorClass, code: str, seconds: int | None, detail: str | None, limit: int = 160) -> Classified:
     head = f"{code} ({kind}{f', {seconds}s' if seconds is not None else ''})"
-    return Classified(kind, code, seconds, _line(f"{head}: {detail}" if detail else head))
+    return Classified(kind, code, seconds, _line(f"{head}: {detail}" if detail else head, limit))
 
 
 def classify_code(code: str, message: str | None = None) -> Classified:
@@ -154,7 +154,8 @@ def _rpc_code(exc: RPCError) -> str:
 def classify(exc: BaseException) -> Classified:
     """Classify an exception from a task. Never raises; never reads ``exc.request``."""
     if isinstance(exc, TaskInputError):
-        return _make(ErrorClass.INPUT, _sanitise(exc.code), None, str(exc))
+        # Our own text, which names the file or source: long paths must survive into last_error.
+        return _make(ErrorClass.INPUT, _sanitise(exc.code), None, str(exc), limit=600)
     if isinstance(exc, RPCError):
         # Telethon's str() is "<description> (caused by <RequestClassName>)".
         detail = str(exc).split(" (caused by ", 1)[0]

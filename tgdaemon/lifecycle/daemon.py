@@ -120,15 +120,15 @@ class Daemon:
         timeout = self.cfg.daemon.shutdown_timeout_seconds
         for task in self._side_tasks:
             task.cancel()
-        if self._side_tasks:
-            await asyncio.wait(self._side_tasks, timeout=timeout / 2)
+        if self._side_tasks:  # most of the budget: running setup tasks finish or go back to retry here
+            await asyncio.wait(self._side_tasks, timeout=timeout * 0.7)
         if runner is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(runner.cleanup(), timeout=timeout / 4)
+                await asyncio.wait_for(runner.cleanup(), timeout=timeout * 0.15)
         if self.runtime is not None:
             await self.runtime.onboarding.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.gateway.close(), timeout=timeout / 4)
+            await asyncio.wait_for(self.gateway.close(), timeout=timeout * 0.15)
         await store.close()
         if self.runtime is not None and self.runtime.socket_bound:
             with contextlib.suppress(FileNotFoundError):

@@ -87,16 +87,27 @@ class SetupScheduler:
         while True:
             wake.clear()
             free = self._limits[queue] - len(running)
-            claimed = (await self.store.claim_setup(types, free, self.cfg.setup.lock_seconds)
-                       if self.enabled and free > 0 else [])
+            claimed = await self._claim(types, free) if self.enabled and free > 0 else []
             for task in claimed:
                 job = asyncio.create_task(self._execute(task), name=f"setup task {task.id}")
                 running.add(job)
-                job.add_done_callback(lambda j: (running.discard(j), wake.set()))
+                # A finished task frees its account for the other queue too.
+                job.add_done_callback(lambda j: (running.discard(j), self.wake()))
             if claimed and len(claimed) == free:
                 continue  # a full batch: more may be due right away once a slot frees
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), POLL_SECONDS)
+
+    async def _claim(self, types: list[str], limit: int) -> list[ClaimedTask]:
+        """A claim that a shutdown cannot cut in half: tasks it claimed go straight back to retry."""
+        claim = asyncio.ensure_future(self.store.claim_setup(types, limit, self.cfg.setup.lock_seconds))
+        try:
+            return await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            for task in await claim:
+                await self.store.finish_setup(task, SetupOutcome(
+                    "retry", AccountEffect(), error="the daemon stopped", retry_at=now(), refund_attempt=True))
+            raise
 
     async def _execute(self, task: ClaimedTask) -> None:
         spec = TASKS[task.task_type]
@@ -104,7 +115,8 @@ class SetupScheduler:
                           self.cfg.setup, self.passwords, self.workdir)
         try:
             result = await spec.run(ctx)
-            outcome = SetupOutcome("done", AccountEffect(ok=True), result=result)
+            name = result.get("name")
+            outcome = SetupOutcome("done", AccountEffect(ok=True, name=tuple(name) if name else None), result=result)
         except asyncio.CancelledError:
             outcome = SetupOutcome("retry", AccountEffect(), error="the daemon stopped during the task",
                                    retry_at=now(), refund_attempt=True)

@@ -56,9 +56,9 @@ async def update_name(ctx: TaskContext) -> Result:
         return skipped("no name declared (setup.profile or the account's overrides)")
     me = await ctx.gateway.get_me(ctx.account)
     if (me.first_name, me.last_name) == (first, last):
-        return skipped("the name is already set")
+        return skipped("the name is already set", name=[first, last])
     await ctx.gateway.set_name(ctx.account, first, last)
-    return {"meta": {"first_name": first, "last_name": last}}
+    return {"name": [first, last], "meta": {"first_name": first, "last_name": last}}
 
 
 def privacy_task(key: PrivacyKey, value: PrivacyValue) -> Callable[[TaskContext], Awaitable[Result]]:

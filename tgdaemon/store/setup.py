@@ -52,6 +52,7 @@ class AccountEffect:
     disable_reason: str | None = None
     error_code: str | None = None  # None with ok=True clears the account's last error
     ok: bool = False
+    name: tuple[str, str] | None = None  # the account's name as it now is on Telegram
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,8 @@ async def apply_account_effect(tx: Tx, account_id: int, effect: AccountEffect) -
     at = now()
     if effect.ok:
         await tx.execute("UPDATE accounts SET last_ok_at = ?, last_error_code = NULL WHERE id = ?", (at, account_id))
+    if effect.name is not None:
+        await tx.execute("UPDATE accounts SET first_name = ?, last_name = ? WHERE id = ?", (*effect.name, account_id))
     elif effect.error_code:
         await tx.execute("UPDATE accounts SET last_error_code = ? WHERE id = ?", (effect.error_code, account_id))
     if effect.cooldown_until is not None:
