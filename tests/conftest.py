@@ -32,10 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from telethon import TelegramClient
 
 from tgdaemon import config
 from tgdaemon.gateway.simulator import Simulator
 from tgdaemon.lifecycle.daemon import Daemon
+from tgdaemon.store import Store
 from tgtui.client import ControlClient
 
 START_TIMEOUT = 10.0
@@ -101,3 +103,19 @@ async def running_daemon(daemon_factory: Callable[..., Any]) -> AsyncIterator[tu
     """(daemon, ControlClient) for a real daemon on the simulator (50 accounts, latency 0); see module doc."""
     async with daemon_factory() as pair:
         yield pair
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A real store in a fresh SQLite file, at the latest schema."""
+    s = await Store.open(tmp_path / "data" / "tgfleet.sqlite3")
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_telethon_class_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TelegramClient caches help.getConfig on the class: keep tests independent."""
+    monkeypatch.setattr(TelegramClient, "_config", None)

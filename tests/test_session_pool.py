@@ -11,31 +11,15 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 import tgscript as ts
-from telethon import TelegramClient
 from telethon.tl import functions
 
 from tgdaemon.classify import ErrorClass, classify
 from tgdaemon.gateway.base import AccountRef
 from tgdaemon.store import NewAccount, SessionData, Store
-
-
-@pytest.fixture(autouse=True)
-def _fresh_telethon_class_state(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(TelegramClient, "_config", None)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "tgfleet.db")
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 async def add_accounts(store: Store, n: int) -> list[int]:

@@ -48,15 +48,6 @@ def tables(conn: sqlite3.Connection) -> set[str]:
     return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
-@pytest.fixture
-async def store(tmp_path: Path):
-    s = await Store.open(tmp_path / "data" / "fleet.sqlite3")
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
 async def seed(store: Store, n: int, labels: list[str] | None = None) -> None:
     rows = [{"phone": f"+1555{i:07d}", "tg_user_id": 1000 + i,
                    "label": labels[i - 1] if labels else f"acc-{i}", "is_probe": int(i % 10 == 0),

@@ -14,12 +14,11 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 import tgscript as ts
-from telethon import TelegramClient, errors
+from telethon import errors
 from telethon.client import users as telethon_users
 from telethon.crypto import AuthKey
 from telethon.network import connection as tl_connection
@@ -37,12 +36,6 @@ MARKED_CHANNEL_ID = -1000000777000
 
 
 # -- fixtures ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _fresh_telethon_class_state(monkeypatch: pytest.MonkeyPatch) -> None:
-    """TelegramClient caches help.getConfig on the class: keep tests independent."""
-    monkeypatch.setattr(TelegramClient, "_config", None)
 
 
 class SleepRecorder:
@@ -65,15 +58,6 @@ def telethon_sleeps(monkeypatch: pytest.MonkeyPatch) -> SleepRecorder:
     recorder = SleepRecorder()
     monkeypatch.setattr(telethon_users, "asyncio", recorder)
     return recorder
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "tgfleet.db")
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 async def add_account(store: Store, n: int = 1, *, key: bytes | None = None, dc_id: int = 2) -> tuple[int, bytes]:

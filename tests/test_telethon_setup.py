@@ -28,21 +28,6 @@ from tgdaemon.store import NewAccount, SessionData, Store
 PASSWORD = "Tr0ub4dor&3 horse-staple"
 
 
-@pytest.fixture(autouse=True)
-def _fresh_telethon_class_state(monkeypatch: pytest.MonkeyPatch) -> None:
-    """TelegramClient caches help.getConfig on the class: keep tests independent."""
-    monkeypatch.setattr(TelegramClient, "_config", None)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "tgfleet.db")
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
 @pytest.fixture
 async def one(store: Store) -> AsyncIterator[tuple[ts.ScriptedGateway, AccountRef, ts.ScriptedSender]]:
     account_id = await store.add_account(
