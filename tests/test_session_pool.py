@@ -235,7 +235,7 @@ async def test_forget_drops_the_client(store: Store, gateway: Any) -> None:
     expect_me(gw, a)
     await gw.get_me(AccountRef(a))
     first = gw.sender(a)
-    await gw.pool.forget(a)
+    await gw.forget(a)  # what the daemon calls when the account is disabled
     assert not first.is_connected()
     # the next use makes a new client, its session reloaded from the store
     second = gw.next_sender(a)

@@ -30,16 +30,17 @@ from daemon_proc import isolated_env
 from PIL import Image
 from telethon import errors
 
-from tgdaemon import media
-from tgdaemon.config import Config
+from tgdaemon import config, media
+from tgdaemon.config import Config, SimulatorConfig
 from tgdaemon.gateway.base import AccountRef, MediaFile, Owned, PrivacyKey, PrivacyValue
 from tgdaemon.gateway.simulator import Simulator, rpc_error
 from tgdaemon.gateway.simworld import SimAccount, initial_profile
 from tgdaemon.lifecycle.daemon import Daemon
 from tgdaemon.lifecycle.datadir import DB_NAME
+from tgdaemon.setup.scheduler import SetupScheduler
 from tgdaemon.setup.secrets import PasswordSource
 from tgdaemon.setup.tasks import TASKS, TaskContext
-from tgdaemon.store import ClaimedTask
+from tgdaemon.store import ClaimedTask, Store
 from tgdaemon.store.locks import release_lock, take_lock
 from tgtui.client import ControlClient
 
@@ -909,3 +910,41 @@ async def test_the_account_list_shows_the_name_update_name_set(setup_daemon: Any
         await wait_for(named, "update_name done")
         assert (run.sim.profile(a.tg_user_id).first_name, run.sim.profile(a.tg_user_id).last_name) == NAME
         assert (await run.client.account(run.id(a)))["name"] == " ".join(NAME)
+
+
+class ForgetfulSimulator(Simulator):
+    """Records which accounts the scheduler told the gateway to let go of."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.forgotten: list[int] = []
+
+    async def forget(self, account_id: int) -> None:
+        self.forgotten.append(account_id)
+
+
+async def test_a_dead_account_is_let_go_by_the_gateway(tmp_path: Path) -> None:
+    cfg = SimulatorConfig(accounts=12, seed=5, dead_fraction=0.2, latency_min_ms=0, latency_max_ms=0,
+                          flood_wait_rate=0, peer_flood_rate=0, transient_rate=0)
+    sim = ForgetfulSimulator(cfg)
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        async with store.tx() as tx:
+            await store.insert_accounts(tx, ({"phone": a.phone, "tg_user_id": a.tg_user_id, "label": a.label,
+                                              "is_probe": int(a.is_probe), "profile_json": "{}"} for a in sim.seeds()))
+        full = config.load(None, env={}, overrides={"setup": {"enabled": True}})
+        scheduler = SetupScheduler(full, store, sim, tmp_path / "media")
+        await scheduler.dispatch()
+        dead = {row["id"] for row in await store.read("SELECT id, tg_user_id FROM accounts")
+                if any(a.dead and a.tg_user_id == row["tg_user_id"] for a in sim.accounts)}
+        assert dead
+        for _ in range(50):  # bounded: claim and run until every dead account has been disabled
+            for task in await store.claim_setup(list(TASKS), 100, 60):
+                await scheduler._execute(task)
+            if dead <= set(sim.forgotten):
+                break
+        assert set(sim.forgotten) == dead
+        disabled = {r[0] for r in await store.read("SELECT id FROM accounts WHERE disabled_at IS NOT NULL")}
+        assert disabled == dead
+    finally:
+        await store.close()

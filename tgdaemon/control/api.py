@@ -94,6 +94,8 @@ async def disable_account(request: web.Request) -> web.Response:
     if not reason:
         raise ApiError("body reason: must not be blank", code="invalid_body")
     changed = await store.disable_account(aid, reason)
+    if changed:
+        await request.config_dict[RUNTIME].gateway.forget(aid)
     return json_response({"changed": changed, "account": await store.get_account(aid)})
 
 

@@ -123,6 +123,9 @@ class Gateway(abc.ABC):
     async def close(self) -> None:
         """Disconnect everything; called once at shutdown."""
 
+    async def forget(self, account_id: int) -> None:
+        """Let go of what is held for an account that was just disabled (its connection)."""
+
     @abc.abstractmethod
     async def get_me(self, account: AccountRef) -> Me: ...
 

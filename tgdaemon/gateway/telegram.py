@@ -153,6 +153,9 @@ class TelethonGateway(Gateway):
         async with self.pool.use(account.id) as client:
             return await asyncio.wait_for(client(request), self.cfg.call_timeout_seconds)
 
+    async def forget(self, account_id: int) -> None:
+        await self.pool.forget(account_id)
+
     async def close(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()

@@ -125,6 +125,8 @@ class SetupScheduler:
         except Exception as exc:
             outcome = self.on_error(task, classify(exc))
         await self.store.finish_setup(task, outcome)
+        if outcome.effect.disable_reason is not None:
+            await self.gateway.forget(task.account_id)
 
     def on_error(self, task: ClaimedTask, error: Classified) -> SetupOutcome:
         """Design sections 4 and 6: waits retry at the cooldown's end, free; the transient back off."""

@@ -6,12 +6,11 @@ puts them in an event, or renders them in a repr.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tgdaemon.errors import Conflict, NotFound
+from tgdaemon.errors import Conflict
 from tgdaemon.store.accounts import AccountStore
 from tgdaemon.store.core import Tx
 from tgdaemon.timeutil import now
@@ -84,12 +83,6 @@ class SessionStore(AccountStore):
             "SELECT peer_id, access_hash, username, phone, name FROM entities"
             " WHERE account_id = ? AND username = ? COLLATE NOCASE", (account_id, username)))
         return tuple(rows[0]) if rows else None  # type: ignore[return-value]
-
-    async def account_identity(self, account_id: int) -> sqlite3.Row:
-        rows = list(await self.read("SELECT id, tg_user_id, phone FROM accounts WHERE id = ?", (account_id,)))
-        if not rows:
-            raise NotFound(f"account {account_id}: no such account")
-        return rows[0]
 
     async def add_account(self, account: NewAccount, session: SessionData, *, how: str) -> int:
         """Insert an account with its session in one transaction; a duplicate user or phone is refused."""
