@@ -37,6 +37,8 @@ class SetupScheduler:
         self._wakes = {q: asyncio.Event() for q in QUEUES}
         self._running: dict[str, set[asyncio.Task[None]]] = {q: set() for q in QUEUES}
         self._limits = {"fast": cfg.setup.queues.fast_concurrency, "media": cfg.setup.queues.media_concurrency}
+        self._finishing: list[tuple[ClaimedTask, SetupOutcome, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -104,9 +106,9 @@ class SetupScheduler:
         try:
             return await asyncio.shield(claim)
         except asyncio.CancelledError:
-            for task in await claim:
-                await self.store.finish_setup(task, SetupOutcome(
-                    "retry", AccountEffect(), error="the daemon stopped", retry_at=now(), refund_attempt=True))
+            await self.store.finish_setup_many([(task, SetupOutcome(
+                "retry", AccountEffect(), error="the daemon stopped", retry_at=now(), refund_attempt=True))
+                for task in await claim])
             raise
 
     async def _execute(self, task: ClaimedTask) -> None:
@@ -120,13 +122,35 @@ class SetupScheduler:
         except asyncio.CancelledError:
             outcome = SetupOutcome("retry", AccountEffect(), error="the daemon stopped during the task",
                                    retry_at=now(), refund_attempt=True)
-            await asyncio.shield(self.store.finish_setup(task, outcome))
+            await asyncio.shield(self._finish(task, outcome))
             raise
         except Exception as exc:
             outcome = self.on_error(task, classify(exc))
-        await self.store.finish_setup(task, outcome)
+        await asyncio.shield(self._finish(task, outcome))  # once the outcome is known it is recorded, stop or not
         if outcome.effect.disable_reason is not None:
             await self.gateway.forget(task.account_id)
+
+    async def _finish(self, task: ClaimedTask, outcome: SetupOutcome) -> None:
+        """Group commit: outcomes that arrive while a batch is being written go in the next batch."""
+        done = asyncio.get_running_loop().create_future()
+        self._finishing.append((task, outcome, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="setup finisher")
+        await done
+
+    async def _flush(self) -> None:
+        while self._finishing:
+            batch, self._finishing = self._finishing, []
+            try:
+                await self.store.finish_setup_many([(task, outcome) for task, outcome, _ in batch])
+            except Exception as exc:  # every waiter hears of it; the tasks stay running until recovered
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
 
     def on_error(self, task: ClaimedTask, error: Classified) -> SetupOutcome:
         """Design sections 4 and 6: waits retry at the cooldown's end, free; the transient back off."""
@@ -144,12 +168,13 @@ class SetupScheduler:
     async def _drain(self) -> None:
         """Stop: running tasks get a grace period to finish, then are cancelled (and go back to retry)."""
         jobs = [job for running in self._running.values() for job in running]
-        if not jobs:
-            return
-        _, pending = await asyncio.wait(jobs, timeout=self.cfg.daemon.shutdown_timeout_seconds / 4)
-        for job in pending:
-            job.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        if jobs:
+            _, pending = await asyncio.wait(jobs, timeout=self.cfg.daemon.shutdown_timeout_seconds / 4)
+            for job in pending:
+                job.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._flusher is not None:  # outcomes already known are written before the store closes
+            await asyncio.gather(self._flusher, return_exceptions=True)
 
     def blocked_by(self, row: dict[str, Any], at: float) -> str | None:
         """Why a waiting task is not running now; None when it is running, finished, or about to run."""

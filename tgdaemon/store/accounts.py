@@ -134,9 +134,9 @@ class AccountStore(StoreCore):
         ids = sorted(ids)
         if not ids:
             return []
-        params: dict[str, Any] = {f"i{n}": account_id for n, account_id in enumerate(ids)}
-        params["now"] = now()
-        sql = f"{VIEW_SQL} WHERE a.id IN ({','.join(':i%d' % n for n in range(len(ids)))})"
+        # One JSON array, not one bound parameter per id: binding 10,000 named parameters costs seconds.
+        params = {"now": now(), "ids": json.dumps(ids)}
+        sql = f"{VIEW_SQL} WHERE a.id IN (SELECT value FROM json_each(:ids))"
         rows = await (tx.fetchall(sql, params) if tx else self.read(sql, params))
         return [account_view(r) for r in rows]
 

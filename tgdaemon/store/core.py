@@ -53,6 +53,24 @@ class Tx:
     async def fetchall(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Iterable[sqlite3.Row]:
         return await self.conn.execute_fetchall(sql, params)
 
+    async def events_many(self, events: list[dict[str, Any]]) -> None:
+        """Many events in one statement; AUTOINCREMENT ids are consecutive under the one writer."""
+        if not events:
+            return
+        at = now()
+        await self.conn.executemany(
+            "INSERT INTO events (at, kind, account_id, task_id, quota_id, message, data_json)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(at, e["kind"], e.get("account_id"), e.get("task_id"), e.get("quota_id"), e["message"],
+              json.dumps(e.get("data") or {}, separators=(",", ":"))) for e in events])
+        last = next(iter(await self.fetchall("SELECT seq FROM sqlite_sequence WHERE name = 'events'")))[0]
+        for offset, e in enumerate(events, start=last - len(events) + 1):
+            self.events.append({"id": offset, "at": at, "kind": e["kind"], "account_id": e.get("account_id"),
+                                "task_id": e.get("task_id"), "quota_id": e.get("quota_id"),
+                                "message": e["message"], "data": e.get("data") or {}})
+            if e.get("account_id") is not None:
+                self.touch(e["account_id"])
+
     def touch(self, account_id: int) -> None:
         """Mark an account as changed, so its new state is published after commit."""
         self.accounts.add(account_id)

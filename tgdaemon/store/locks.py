@@ -31,3 +31,23 @@ async def release_lock(tx: Tx, account_id: int, holder: str) -> None:
     cur = await tx.execute("DELETE FROM account_locks WHERE account_id = ? AND holder = ?", (account_id, holder))
     if cur.rowcount:
         tx.touch(account_id)
+
+
+async def take_locks(tx: Tx, locks: list[tuple[int, str]], seconds: float) -> None:
+    """Take many free locks at once (the caller has just seen them free, in this transaction)."""
+    at = now()
+    cur = await tx.conn.executemany(
+        "INSERT INTO account_locks (account_id, holder, expires_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (account_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at"
+        " WHERE account_locks.expires_at <= ?", [(account_id, holder, at + seconds, at) for account_id, holder in locks])
+    if cur.rowcount != len(locks):
+        raise RuntimeError(f"took {cur.rowcount} of {len(locks)} locks that were free in this transaction")
+    for account_id, _ in locks:
+        tx.touch(account_id)
+
+
+async def release_locks(tx: Tx, locks: list[tuple[int, str]]) -> None:
+    """Release many; each only if its holder still has it."""
+    await tx.conn.executemany("DELETE FROM account_locks WHERE account_id = ? AND holder = ?", locks)
+    for account_id, _ in locks:
+        tx.touch(account_id)

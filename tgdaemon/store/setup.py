@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tgdaemon.store.core import Tx
-from tgdaemon.store.locks import release_lock, take_lock
+from tgdaemon.store.locks import release_lock, release_locks, take_locks
 from tgdaemon.store.sessions import SessionStore
 from tgdaemon.timeutil import now
 
@@ -137,50 +137,69 @@ class SetupStore(SessionStore):
         """Up to ``limit`` eligible tasks of these types, at most one per account, each with its lock taken."""
         types = list(task_types)
         at = now()
-        params: dict[str, Any] = {"now": at, "limit": limit * 4, **{f"t{i}": t for i, t in enumerate(types)}}
+        params: dict[str, Any] = {"now": at, "limit": limit * 2, **{f"t{i}": t for i, t in enumerate(types)}}
+        # One ordered, limited read per type along the account_tasks_due index, instead of
+        # sorting every eligible task of every type (NULL retry_at sorts first: never tried).
+        per_type = [
+            "SELECT * FROM (SELECT t.id, t.account_id, t.task_type, t.payload_json, t.attempts, t.result_json,"
+            " t.started_at, t.retry_at, a.tg_user_id, a.phone, a.profile_json"
+            " FROM account_tasks t JOIN accounts a ON a.id = t.account_id"
+            f" WHERE t.task_type = :t{i} AND t.status IN ('pending', 'retry')"
+            f" AND (t.retry_at IS NULL OR t.retry_at <= :now) AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}"
+            " ORDER BY t.retry_at, t.id LIMIT :limit)" for i in range(len(types))]
         async with self.tx() as tx:
-            rows = await tx.fetchall(
-                "SELECT t.id, t.account_id, t.task_type, t.payload_json, t.attempts, t.result_json, t.started_at,"
-                " a.tg_user_id, a.phone, a.profile_json FROM account_tasks t JOIN accounts a ON a.id = t.account_id"
-                f" WHERE t.task_type IN ({', '.join(f':t{i}' for i in range(len(types)))})"
-                " AND t.status IN ('pending', 'retry') AND (t.retry_at IS NULL OR t.retry_at <= :now)"
-                f" AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}"
-                " ORDER BY COALESCE(t.retry_at, 0), t.id LIMIT :limit", params)
+            rows = sorted(await tx.fetchall(" UNION ALL ".join(per_type), params),
+                          key=lambda r: (r["retry_at"] or 0, r["id"]))
             claimed: list[ClaimedTask] = []
             seen: set[int] = set()
-            for r in rows:
+            for r in rows:  # at most one task per account; every account here has a free lock
                 if len(claimed) == limit or r["account_id"] in seen:
                     continue
-                if not await take_lock(tx, r["account_id"], f"setup:{r['id']}", lock_seconds):
-                    continue
                 seen.add(r["account_id"])
-                started = r["started_at"] or at
-                await tx.execute(
-                    "UPDATE account_tasks SET status = 'running', attempts = attempts + 1, started_at = ?,"
-                    " updated_at = ? WHERE id = ?", (started, at, r["id"]))
-                await tx.event("setup.started", f"{r['task_type']}: attempt {r['attempts'] + 1}",
-                               account_id=r["account_id"], task_id=r["id"], data={"task_type": r["task_type"]})
                 claimed.append(ClaimedTask(
                     r["id"], r["account_id"], r["task_type"], json.loads(r["payload_json"]), r["attempts"] + 1,
-                    json.loads(r["result_json"] or "{}"), started, r["tg_user_id"], r["phone"],
+                    json.loads(r["result_json"] or "{}"), r["started_at"] or at, r["tg_user_id"], r["phone"],
                     json.loads(r["profile_json"] or "{}"), resumed=r["started_at"] is not None))
+            if not claimed:
+                return []
+            # One statement per kind for the whole batch: the writer's round trips are the scheduler's cost.
+            await take_locks(tx, [(t.account_id, t.holder) for t in claimed], lock_seconds)
+            await tx.conn.executemany(
+                "UPDATE account_tasks SET status = 'running', attempts = ?, started_at = ?, updated_at = ?"
+                " WHERE id = ?", [(t.attempts, t.started_at, at, t.id) for t in claimed])
+            await tx.events_many([{"kind": "setup.started", "message": f"{t.task_type}: attempt {t.attempts}",
+                                   "account_id": t.account_id, "task_id": t.id, "data": {"task_type": t.task_type}}
+                                  for t in claimed])
             return claimed
 
     async def finish_setup(self, task: ClaimedTask, outcome: SetupOutcome) -> None:
+        await self.finish_setup_many([(task, outcome)])
+
+    async def finish_setup_many(self, items: list[tuple[ClaimedTask, SetupOutcome]]) -> None:
+        """Record outcomes, apply them to their accounts and release the locks: one transaction for all."""
         at = now()
         async with self.tx() as tx:
-            await tx.execute(
+            await tx.conn.executemany(
                 "UPDATE account_tasks SET status = ?, retry_at = ?, last_error_code = ?, last_error = ?,"
                 " result_json = ?, attempts = attempts - ?, updated_at = ? WHERE id = ? AND status = 'running'",
-                (outcome.status, outcome.retry_at, outcome.effect.error_code, outcome.error,
-                 json.dumps({**task.result, **outcome.result}), int(outcome.refund_attempt), at, task.id))
-            await apply_account_effect(tx, task.account_id, outcome.effect)
-            await release_lock(tx, task.account_id, task.holder)
-            detail = outcome.effect.error_code or ("skipped" if outcome.result.get("meta", {}).get("skipped") else "")
-            await tx.event(f"setup.{outcome.status}", f"{task.task_type}: {outcome.status}"
-                           + (f" ({detail})" if detail else ""), account_id=task.account_id, task_id=task.id,
-                           data={"task_type": task.task_type, "error_code": outcome.effect.error_code,
-                                 "retry_at": outcome.retry_at})
+                [(o.status, o.retry_at, o.effect.error_code, o.error, json.dumps({**t.result, **o.result}),
+                  int(o.refund_attempt), at, t.id) for t, o in items])
+            plain = AccountEffect(ok=True)  # the common case, one statement for the batch
+            await tx.conn.executemany("UPDATE accounts SET last_ok_at = ?, last_error_code = NULL WHERE id = ?",
+                                      [(at, t.account_id) for t, o in items if o.effect == plain])
+            for task, outcome in items:
+                if outcome.effect != plain:
+                    await apply_account_effect(tx, task.account_id, outcome.effect)
+            await release_locks(tx, [(t.account_id, t.holder) for t, _ in items])
+            events = []
+            for task, outcome in items:
+                skipped = outcome.result.get("meta", {}).get("skipped")
+                detail = outcome.effect.error_code or ("skipped" if skipped else "")
+                events.append({"kind": f"setup.{outcome.status}", "account_id": task.account_id, "task_id": task.id,
+                               "message": f"{task.task_type}: {outcome.status}" + (f" ({detail})" if detail else ""),
+                               "data": {"task_type": task.task_type, "error_code": outcome.effect.error_code,
+                                        "retry_at": outcome.retry_at}})
+            await tx.events_many(events)
 
     async def retry_account_setup(self, account_id: int) -> int:
         """The operator's retry: failed and waiting tasks are due now, with their attempts reset; cooldowns stay."""
