@@ -19,6 +19,7 @@ from tgdaemon.stream import Hub
 from tgdaemon.timeutil import iso
 
 if TYPE_CHECKING:
+    from tgdaemon.quotas.inspector import Inspector
     from tgdaemon.setup.scheduler import SetupScheduler
 
 
@@ -35,6 +36,7 @@ class Runtime:
     http_bound: str | None = None
     socket_bound: bool = False
     setup: SetupScheduler | None = None
+    inspector: Inspector | None = None
 
     def uptime(self) -> float:
         return time.monotonic() - self.started_mono

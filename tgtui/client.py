@@ -57,6 +57,20 @@ class ControlClient:
                            code=error.get("code", "error"))
         return data
 
+    async def export_measurements(self, quota_id: int, fmt: str) -> str:
+        """A quota's measurements as CSV or JSON text, as the daemon writes them."""
+        try:
+            async with self._http().get(f"http://tgdaemon/v1/quotas/{quota_id}/measurements",
+                                        params={"format": fmt}) as resp:
+                raw = await resp.read()
+        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, FileNotFoundError):
+            raise self._not_running() from None
+        if resp.status >= 400:
+            error = msgspec.json.decode(raw).get("error", {}) if raw else {}
+            raise ApiError(error.get("message") or f"HTTP {resp.status}", status=resp.status,
+                           code=error.get("code", "error"))
+        return raw.decode()
+
     async def status(self) -> dict[str, Any]:
         return await self.request("GET", "/status")
 

@@ -15,8 +15,9 @@ from typing import Annotated, Literal
 import msgspec
 from aiohttp import web
 
-from tgdaemon.control.ids import MAX_ID, account_id
+from tgdaemon.control.ids import MAX_ID, path_id
 from tgdaemon.control.onboard import add_routes as add_onboarding_routes
+from tgdaemon.control.quotas import add_routes as add_quota_routes
 from tgdaemon.control.setup import add_routes as add_setup_routes
 from tgdaemon.control.watch import SOCKETS, close_all, watch
 from tgdaemon.errors import ApiError
@@ -83,11 +84,11 @@ async def list_accounts(request: web.Request) -> web.Response:
 
 
 async def get_account(request: web.Request) -> web.Response:
-    return json_response(await request.config_dict[RUNTIME].store.get_account(account_id(request)))
+    return json_response(await request.config_dict[RUNTIME].store.get_account(path_id(request)))
 
 
 async def disable_account(request: web.Request) -> web.Response:
-    aid = account_id(request)
+    aid = path_id(request)
     body = await read_body(request, DisableBody)
     store = request.config_dict[RUNTIME].store
     reason = body.reason.strip()
@@ -100,7 +101,7 @@ async def disable_account(request: web.Request) -> web.Response:
 
 
 async def enable_account(request: web.Request) -> web.Response:
-    aid = account_id(request)
+    aid = path_id(request)
     store = request.config_dict[RUNTIME].store
     changed = await store.enable_account(aid)
     return json_response({"changed": changed, "account": await store.get_account(aid)})
@@ -126,4 +127,5 @@ def create_app() -> web.Application:
     app.router.add_get("/watch", watch)
     add_onboarding_routes(app)
     add_setup_routes(app)
+    add_quota_routes(app)
     return app

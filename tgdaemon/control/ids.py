@@ -1,4 +1,4 @@
-"""Ids in control API paths: ASCII digits within SQLite's INTEGER, else 404."""
+"""Ids in control API paths (accounts, quotas): ASCII digits within SQLite's INTEGER, else 404."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from aiohttp import web
 MAX_ID = 2**63 - 1
 
 
-def account_id(request: web.Request) -> int:
+def path_id(request: web.Request) -> int:
     raw = request.match_info["id"]
     if not re.fullmatch(r"[0-9]{1,19}", raw) or int(raw) > MAX_ID:
         raise web.HTTPNotFound()

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 from aiohttp import web
 
-from tgdaemon.control.ids import MAX_ID, account_id
+from tgdaemon.control.ids import MAX_ID, path_id
 from tgdaemon.httpjson import json_response, read_query
 from tgdaemon.runtime import RUNTIME
 from tgdaemon.setup.tasks import TASKS
@@ -31,7 +31,7 @@ async def dispatch(request: web.Request) -> web.Response:
 
 async def retry_account(request: web.Request) -> web.Response:
     rt = request.config_dict[RUNTIME]
-    count = await rt.store.retry_account_setup(account_id(request))
+    count = await rt.store.retry_account_setup(path_id(request))
     rt.setup.wake()
     return json_response({"tasks": count})
 

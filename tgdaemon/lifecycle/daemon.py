@@ -29,6 +29,7 @@ from tgdaemon.lifecycle.datadir import DB_NAME, DataDirLock
 from tgdaemon.onboarding import Onboarding
 from tgdaemon.httpjson import MAX_BODY, errors_middleware
 from tgdaemon.provider.api import add_routes as add_provider_routes
+from tgdaemon.quotas.inspector import Inspector
 from tgdaemon.runtime import RUNTIME, Runtime
 from tgdaemon.setup.scheduler import SetupScheduler
 from tgdaemon.store import Store, Tx, event_view
@@ -44,6 +45,8 @@ def change_publisher(store: Store, hub: Hub) -> Callable[[Tx], Coroutine[Any, An
     async def on_commit(tx: Tx) -> None:
         if tx.accounts:
             hub.publish_many("account", await store.accounts_by_id(tx, tx.accounts))
+        if tx.quotas:
+            hub.publish_many("quota", await store.quotas_by_id(tx, tx.quotas))
         hub.publish_many("event", (event_view(e) for e in tx.events))
 
     return on_commit
@@ -81,6 +84,7 @@ class Daemon:
             onboarding = Onboarding(store, self.gateway, self.cfg.telegram.login_timeout_seconds)
             self.runtime = Runtime(self.cfg, store, hub, self.gateway, socket_path, onboarding)
             self.runtime.setup = SetupScheduler(self.cfg, store, self.gateway, self.cfg.data_dir() / "media")
+            self.runtime.inspector = Inspector(self.cfg, store, self.gateway)
             runner = await self._serve(self.runtime)
             await self._seed_simulated_fleet(store)  # only once the sockets are ours: a refused start seeds nothing
             self._side_tasks = [asyncio.create_task(coro(self.runtime), name=name)
@@ -101,6 +105,7 @@ class Daemon:
         tasks: list[tuple[str, SideTask]] = [
             ("setup", lambda rt: rt.setup.run()),  # type: ignore[union-attr]
             ("logins", lambda rt: rt.onboarding.run()),
+            ("inspector", lambda rt: rt.inspector.run()),  # type: ignore[union-attr]
         ]
         if (interval := systemd.watchdog_interval()) is not None:
             tasks.append(("watchdog", lambda rt: _watchdog(interval)))

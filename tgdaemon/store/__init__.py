@@ -8,12 +8,13 @@ leasing) can be added behind the same interface later.
 from tgdaemon.store.accounts import STATES, SORT_KEYS, account_view, event_view, mask_phone
 from tgdaemon.store.core import Tx
 from tgdaemon.store.sessions import EntityRow, NewAccount, SessionData
+from tgdaemon.store.quotas import ACTIONS, QuotaStore
 from tgdaemon.store.setup import AccountEffect, ClaimedTask, SetupOutcome, SetupStore
 
 
-class Store(SetupStore):
+class Store(SetupStore, QuotaStore):
     """The store's whole interface."""
 
 
-__all__ = ["STATES", "SORT_KEYS", "AccountEffect", "ClaimedTask", "SetupOutcome", "EntityRow", "NewAccount", "SessionData", "Store", "Tx", "account_view",
+__all__ = ["ACTIONS", "STATES", "SORT_KEYS", "AccountEffect", "ClaimedTask", "SetupOutcome", "EntityRow", "NewAccount", "SessionData", "Store", "Tx", "account_view",
            "event_view", "mask_phone"]

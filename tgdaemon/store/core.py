@@ -45,6 +45,7 @@ class Tx:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self.conn = conn
         self.accounts: set[int] = set()
+        self.quotas: set[int] = set()
         self.events: list[dict[str, Any]] = []
 
     async def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> aiosqlite.Cursor:
@@ -70,6 +71,9 @@ class Tx:
                                 "message": e["message"], "data": e.get("data") or {}})
             if e.get("account_id") is not None:
                 self.touch(e["account_id"])
+
+    def touch_quota(self, quota_id: int) -> None:
+        self.quotas.add(quota_id)
 
     def touch(self, account_id: int) -> None:
         """Mark an account as changed, so its new state is published after commit."""
@@ -136,7 +140,7 @@ class StoreCore:
                 await self._writer.execute("ROLLBACK")
                 raise
             await self._writer.execute("COMMIT")
-            if self.on_commit is not None and (tx.accounts or tx.events):
+            if self.on_commit is not None and (tx.accounts or tx.quotas or tx.events):
                 await self.on_commit(tx)
 
     async def read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Iterable[sqlite3.Row]:

@@ -1,0 +1,97 @@
+"""``quotas add/list/pause/resume/export``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.table import Table
+
+from tgdaemon.cli import output
+from tgdaemon.cli.parser import positive_int, socket_path
+from tgdaemon.timeutil import parse_duration
+from tgtui.client import ControlClient
+
+ACTIONS = ("post_stats", "channel_stats")
+
+
+def duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    quotas = sub.add_parser("quotas", parents=[common], help="monitoring quotas on public channels")
+    q = quotas.add_subparsers(metavar="ACTION")
+    add = q.add_parser("add", parents=[common], help="add a quota; prints its id")
+    add.add_argument("--name", required=True)
+    add.add_argument("--target", required=True, metavar="LINK", help="@username, t.me link or invite link")
+    add.add_argument("--action", required=True, choices=ACTIONS,
+                     help="what to observe (tgfleet only observes: post_stats or channel_stats)")
+    add.add_argument("--last-n", type=positive_int, default=10, metavar="N", help="post_stats: the newest N posts")
+    amount = add.add_mutually_exclusive_group(required=True)
+    amount.add_argument("--quantity", type=positive_int, metavar="Q", help="observations in all")
+    amount.add_argument("--orders", type=positive_int, metavar="O", help="runs in all")
+    add.add_argument("--interval", type=duration, default=3600.0, metavar="SECONDS",
+                     help="between runs (default 3600; 90s, 15m, 2h work too)")
+    add.add_argument("--expires-in", type=duration, required=True, metavar="DURATION", help="e.g. 7d, 12h")
+    add.set_defaults(func=cmd_add)
+    ls = q.add_parser("list", parents=[common], help="list quotas")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)
+    for name, paused in (("pause", True), ("resume", False)):
+        p = q.add_parser(name, parents=[common], help=f"{name} a quota")
+        p.add_argument("id", type=positive_int)
+        p.set_defaults(func=cmd_pause, paused=paused)
+    exp = q.add_parser("export", parents=[common], help="the quota's measurements, to standard output")
+    exp.add_argument("id", type=positive_int)
+    exp.add_argument("--format", choices=("csv", "json"), default="csv")
+    exp.set_defaults(func=cmd_export)
+    quotas.set_defaults(func=lambda args: quotas.print_help() or 2)
+
+
+async def cmd_add(args: argparse.Namespace) -> int:
+    body = {"name": args.name, "target": args.target, "action": args.action, "last_n_posts": args.last_n,
+            "quantity": args.quantity, "orders": args.orders, "interval_seconds": args.interval,
+            "expires_in_seconds": args.expires_in}
+    async with ControlClient(socket_path(args)) as client:
+        quota = await client.request("POST", "/quotas", body={k: v for k, v in body.items() if v is not None})
+    print(quota["id"])
+    return 0
+
+
+async def cmd_list(args: argparse.Namespace) -> int:
+    async with ControlClient(socket_path(args)) as client:
+        quotas = (await client.request("GET", "/quotas"))["quotas"]
+    if args.json:
+        output.print_json(quotas)
+        return 0
+    table = Table(box=None, pad_edge=False)
+    for name in ("ID", "NAME", "ACTION", "TARGET", "LEFT", "NEXT RUN", "EXPIRES", "INSPECTION", "LAST ERROR"):
+        table.add_column(name, no_wrap=True)
+    for q in quotas:
+        left = q["quantity_left"] if q["quantity_left"] is not None else q["orders_left"]
+        inspection = {None: "pending", True: "ok", False: "failed"}[q["inspection_ok"]]
+        table.add_row(str(q["id"]), q["name"] + (" (paused)" if q["paused"] else ""), q["action"], q["target"],
+                      f"{left}/{q['quantity_total']}", output.until(q["next_run_at"]), output.until(q["expires_at"]),
+                      inspection, q["last_error"] or "")
+    output.console().print(table)
+    return 0
+
+
+async def cmd_pause(args: argparse.Namespace) -> int:
+    path = f"/quotas/{args.id}/{'pause' if args.paused else 'resume'}"
+    async with ControlClient(socket_path(args)) as client:
+        data = await client.request("POST", path)
+    verb = "paused" if args.paused else "resumed"
+    print(f"quota {args.id} {verb}" if data["changed"] else f"quota {args.id} was already {verb}")
+    return 0
+
+
+async def cmd_export(args: argparse.Namespace) -> int:
+    async with ControlClient(socket_path(args)) as client:
+        data = await client.export_measurements(args.id, args.format)
+    sys.stdout.write(data)
+    return 0

@@ -1,0 +1,93 @@
+"""Control routes for quotas: add, list, pause, resume, and the export of measurements."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Annotated, Literal
+
+import msgspec
+from aiohttp import web
+
+from tgdaemon.control.ids import path_id
+from tgdaemon.errors import ApiError
+from tgdaemon.gateway.base import parse_target
+from tgdaemon.httpjson import json_response, read_body, read_query
+from tgdaemon.runtime import RUNTIME
+from tgdaemon.store import ACTIONS
+from tgdaemon.timeutil import now
+
+Count = Annotated[int, msgspec.Meta(ge=1, le=10**9)]
+
+
+class QuotaBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    target: Annotated[str, msgspec.Meta(min_length=1, max_length=300)]
+    action: Annotated[str, msgspec.Meta(max_length=50)]
+    last_n_posts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 10
+    quantity: Count | None = None
+    orders: Count | None = None
+    interval_seconds: Annotated[float, msgspec.Meta(ge=1, le=30 * 86400)] = 3600.0
+    expires_in_seconds: Annotated[float, msgspec.Meta(gt=0, le=10 * 365 * 86400)]
+
+
+class ExportQuery(msgspec.Struct, forbid_unknown_fields=True):
+    format: Literal["json", "csv"] = "json"
+
+
+async def add_quota(request: web.Request) -> web.Response:
+    body = await read_body(request, QuotaBody)
+    if body.action not in ACTIONS:
+        raise ApiError(f"action {body.action!r} is not allowed: tgfleet only observes, with "
+                       f"{' or '.join(ACTIONS)}", code="action_not_allowed")
+    if (body.quantity is None) == (body.orders is None):
+        raise ApiError("give exactly one of quantity and orders", code="invalid_body")
+    if parse_target(body.target)[0] is None:
+        raise ApiError(f"target {body.target!r}: not a public link, @username or invite link", code="invalid_target")
+    rt = request.config_dict[RUNTIME]
+    new_id = await rt.store.add_quota(
+        name=body.name.strip(), target=body.target.strip(), action=body.action, last_n_posts=body.last_n_posts,
+        quantity=body.quantity, orders=body.orders, interval_seconds=body.interval_seconds,
+        expires_at=now() + body.expires_in_seconds)
+    rt.inspector.wake.set()
+    return json_response(await rt.store.quota(new_id), status=201)
+
+
+async def list_quotas(request: web.Request) -> web.Response:
+    return json_response({"quotas": await request.config_dict[RUNTIME].store.quotas()})
+
+
+async def set_paused(request: web.Request, paused: bool) -> web.Response:
+    store = request.config_dict[RUNTIME].store
+    qid = path_id(request)
+    changed = await store.set_quota_paused(qid, paused)
+    return json_response({"changed": changed, "quota": await store.quota(qid)})
+
+
+async def pause(request: web.Request) -> web.Response:
+    return await set_paused(request, True)
+
+
+async def resume(request: web.Request) -> web.Response:
+    return await set_paused(request, False)
+
+
+async def export(request: web.Request) -> web.StreamResponse:
+    fmt = read_query(request, ExportQuery).format
+    rows = await request.config_dict[RUNTIME].store.measurements(path_id(request))
+    if fmt == "json":
+        return json_response({"measurements": rows})
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=["observed_at", "post_id", "views", "forwards", "replies", "reactions",
+                                             "subscribers", "task_id"])
+    writer.writeheader()
+    writer.writerows(rows)
+    return web.Response(text=out.getvalue(), content_type="text/csv")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/quotas", add_quota)
+    app.router.add_get("/quotas", list_quotas)
+    app.router.add_post("/quotas/{id}/pause", pause)
+    app.router.add_post("/quotas/{id}/resume", resume)
+    app.router.add_get("/quotas/{id}/measurements", export)

@@ -1,0 +1,106 @@
+"""Quotas: counted, expiring monitoring of a public channel, and their inspection by a probe account."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from tgdaemon.errors import NotFound
+from tgdaemon.store.core import StoreCore, Tx
+from tgdaemon.timeutil import iso, now
+
+ACTIONS = ("post_stats", "channel_stats")
+
+QUOTA_VIEW = """SELECT q.*, (SELECT COUNT(*) FROM measurements m WHERE m.quota_id = q.id) AS measurements
+    FROM quotas q"""
+
+
+def quota_view(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"], "name": row["name"], "action": row["action"], "target": row["target"],
+        "last_n_posts": row["last_n_posts"], "quantity_total": row["quantity_total"],
+        "quantity_left": row["quantity_left"], "orders_left": row["orders_left"], "per_call": row["per_call"],
+        "interval_seconds": row["interval_seconds"], "next_run_at": iso(row["next_run_at"]),
+        "expires_at": iso(row["expires_at"]), "paused": bool(row["paused"]),
+        "inspection_ok": None if row["inspection_ok"] is None else bool(row["inspection_ok"]),
+        "inspection_error": row["inspection_error"], "inspected_at": iso(row["inspection_at"]),
+        "peer_id": row["peer_id"], "title": row["title"], "last_error": row["last_error"],
+        "measurements": row["measurements"], "created_at": iso(row["created_at"]),
+    }
+
+
+class QuotaStore(StoreCore):
+    async def add_quota(self, *, name: str, target: str, action: str, last_n_posts: int,
+                        quantity: int | None, orders: int | None, interval_seconds: float,
+                        expires_at: float) -> int:
+        async with self.tx() as tx:
+            cur = await tx.execute(
+                "INSERT INTO quotas (name, target, action, last_n_posts, quantity_total, quantity_left, orders_left,"
+                " interval_seconds, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, target, action, last_n_posts, quantity if quantity is not None else orders, quantity,
+                 orders, interval_seconds, expires_at, now()))
+            quota_id = int(cur.lastrowid or 0)
+            await tx.event("quota.added", f"quota {name}: {action} on {target}", quota_id=quota_id,
+                           data={"action": action, "target": target})
+            tx.touch_quota(quota_id)
+            return quota_id
+
+    async def quotas(self) -> list[dict[str, Any]]:
+        return [quota_view(r) for r in await self.read(QUOTA_VIEW + " ORDER BY q.id")]
+
+    async def quota(self, quota_id: int) -> dict[str, Any]:
+        rows = list(await self.read(QUOTA_VIEW + " WHERE q.id = ?", (quota_id,)))
+        if not rows:
+            raise NotFound(f"quota {quota_id}: no such quota")
+        return quota_view(rows[0])
+
+    async def quotas_by_id(self, tx: Tx, ids: set[int]) -> list[dict[str, Any]]:
+        rows = await tx.fetchall(QUOTA_VIEW + " WHERE q.id IN (SELECT value FROM json_each(?))",
+                                 (json.dumps(sorted(ids)),))
+        return [quota_view(r) for r in rows]
+
+    async def set_quota_paused(self, quota_id: int, paused: bool) -> bool:
+        await self.quota(quota_id)
+        async with self.tx() as tx:
+            cur = await tx.execute("UPDATE quotas SET paused = ? WHERE id = ? AND paused = ?",
+                                   (int(paused), quota_id, int(not paused)))
+            if cur.rowcount:
+                await tx.event("quota.paused" if paused else "quota.resumed",
+                               f"quota {quota_id} {'paused' if paused else 'resumed'}", quota_id=quota_id)
+                tx.touch_quota(quota_id)
+            return bool(cur.rowcount)
+
+    async def uninspected_quotas(self) -> list[sqlite3.Row]:
+        return list(await self.read("SELECT id, target FROM quotas WHERE inspection_ok IS NULL"
+                                    " AND expires_at > ? ORDER BY id", (now(),)))
+
+    async def record_inspection(self, quota_id: int, *, ok: bool | None, peer_id: int | None = None,
+                                title: str | None = None, error: str | None = None) -> None:
+        """ok None: not decided yet (no probe account, or a wait); the error says why it waits."""
+        async with self.tx() as tx:
+            if ok is None:
+                await tx.execute("UPDATE quotas SET last_error = ? WHERE id = ?", (error, quota_id))
+            else:
+                await tx.execute(
+                    "UPDATE quotas SET inspection_ok = ?, inspection_at = ?, inspection_error = ?, peer_id = ?,"
+                    " title = ?, last_error = ?, next_run_at = CASE WHEN ? THEN ? ELSE next_run_at END WHERE id = ?",
+                    (int(ok), now(), error, peer_id, title, error, int(ok), now(), quota_id))
+                await tx.event("quota.inspected", f"quota {quota_id}: " + (f"ok, {title}" if ok else f"failed: {error}"),
+                               quota_id=quota_id, data={"ok": ok, "error": error})
+            tx.touch_quota(quota_id)
+
+    async def probe_accounts(self) -> list[sqlite3.Row]:
+        """Probe accounts that can work now, least recently used first."""
+        return list(await self.read(
+            "SELECT a.id, a.tg_user_id, a.phone FROM accounts a WHERE a.is_probe = 1 AND a.is_active = 1"
+            " AND a.disabled_at IS NULL AND (a.cooldown_until IS NULL OR a.cooldown_until <= :now)"
+            " AND NOT EXISTS (SELECT 1 FROM account_locks l WHERE l.account_id = a.id AND l.expires_at > :now)"
+            " ORDER BY COALESCE(a.last_used_at, 0), a.id", {"now": now()}))
+
+    async def measurements(self, quota_id: int) -> list[dict[str, Any]]:
+        await self.quota(quota_id)
+        rows = await self.read(
+            "SELECT observed_at, post_id, views, forwards, replies, reactions, subscribers, task_id"
+            " FROM measurements WHERE quota_id = ? ORDER BY observed_at, id", (quota_id,))
+        return [{**dict(r), "observed_at": iso(r["observed_at"])} for r in rows]
