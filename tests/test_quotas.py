@@ -1,0 +1,180 @@
+"""Quotas so far: add, list, pause and resume, export, and inspection by a probe account.
+
+The real daemon runs in-process on the simulator; everything goes through the
+real control socket, as the CLI and the dashboard use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from telethon import errors
+
+from tgdaemon import config
+from tgdaemon.errors import ApiError
+from tgdaemon.gateway.simulator import Simulator
+from tgdaemon.quotas.inspector import NO_PROBE, Inspector
+from tgdaemon.timeutil import parse_duration
+
+WAIT_SECONDS = 10.0
+
+
+def body(**overrides: Any) -> dict[str, Any]:
+    return {"name": "news", "target": "@tgfleet_news", "action": "post_stats", "quantity": 100,
+            "expires_in_seconds": 86400, **overrides}
+
+
+async def until(check: Any, timeout: float = WAIT_SECONDS) -> Any:
+    """Poll a coroutine function until it returns something truthy; bounded in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := await check():
+            return result
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not true within {timeout} s")
+
+
+async def test_add_inspects_and_lists(running_daemon: Any) -> None:
+    daemon, client = running_daemon
+    quota = await client.request("POST", "/quotas", body=body())
+    assert quota["quantity_total"] == 100 and quota["quantity_left"] == 100 and quota["orders_left"] is None
+    assert quota["inspection_ok"] is None and quota["paused"] is False
+
+    async def inspected() -> Any:
+        [q] = (await client.request("GET", "/quotas"))["quotas"]
+        return q if q["inspection_ok"] is not None else None
+
+    q = await until(inspected)
+    assert q["inspection_ok"] is True and q["title"] and q["peer_id"] and q["next_run_at"] is not None
+    events = await client.events(limit=50)
+    assert any(e["kind"] == "quota.inspected" and e["quota_id"] == q["id"] for e in events)
+
+
+@pytest.mark.parametrize(("target", "code"), [
+    ("https://t.me/tgfleet_private", "CHANNEL_PRIVATE"),
+    ("@nosuchchannel_here", "USERNAME_NOT_OCCUPIED"),
+    ("https://t.me/+notaninvitehash", "INVITE_HASH_EXPIRED"),
+])
+async def test_a_bad_target_fails_inspection_with_its_code(running_daemon: Any, target: str, code: str) -> None:
+    _, client = running_daemon
+    quota = await client.request("POST", "/quotas", body=body(target=target, action="channel_stats"))
+
+    async def failed() -> Any:
+        q = next(q for q in (await client.request("GET", "/quotas"))["quotas"] if q["id"] == quota["id"])
+        return q if q["inspection_ok"] is False else None
+
+    q = await until(failed)
+    assert q["inspection_error"] == code and q["last_error"] == code
+
+
+async def test_only_observing_actions_and_sane_bodies_are_accepted(running_daemon: Any) -> None:
+    _, client = running_daemon
+    for bad, code, text in (
+        (body(action="views"), "action_not_allowed", "post_stats or channel_stats"),
+        (body(action="reactions"), "action_not_allowed", "only observes"),
+        (body(quantity=None), "invalid_body", "exactly one of quantity and orders"),
+        (body(orders=5), "invalid_body", "exactly one"),
+        (body(target="not a link!"), "invalid_target", "not a public link"),
+        (body(expires_in_seconds=0), "invalid_body", "expires_in_seconds"),
+        (body(extra=1), "invalid_body", "extra"),
+    ):
+        with pytest.raises(ApiError) as err:
+            await client.request("POST", "/quotas", body={k: v for k, v in bad.items() if v is not None})
+        assert err.value.status == 400 and err.value.code == code and text in str(err.value), (bad, err.value)
+    assert (await client.request("GET", "/quotas"))["quotas"] == []
+
+
+async def test_pause_resume_and_export(running_daemon: Any) -> None:
+    daemon, client = running_daemon
+    quota = await client.request("POST", "/quotas", body=body(orders=3, quantity=None))
+    qid = quota["id"]
+    assert (await client.request("POST", f"/quotas/{qid}/pause"))["changed"] is True
+    again = await client.request("POST", f"/quotas/{qid}/pause")
+    assert again["changed"] is False and again["quota"]["paused"] is True
+    assert (await client.request("POST", f"/quotas/{qid}/resume"))["quota"]["paused"] is False
+    with pytest.raises(ApiError) as err:
+        await client.request("POST", "/quotas/999/pause")
+    assert err.value.status == 404
+
+    store = daemon.runtime.store
+    async with store.tx() as tx:
+        await tx.execute("INSERT INTO measurements (quota_id, post_id, observed_at, views, forwards, replies,"
+                         " reactions) VALUES (?, 7, 1700000000, 120, 3, 4, 9)", (qid,))
+    csv_text = await client.export_measurements(qid, "csv")
+    assert csv_text.splitlines() == ["observed_at,post_id,views,forwards,replies,reactions,subscribers,task_id",
+                                     "2023-11-14T22:13:20Z,7,120,3,4,9,,"]
+    data = await client.request("GET", f"/quotas/{qid}/measurements", params={"format": "json"})
+    assert data["measurements"][0]["views"] == 120
+
+
+async def test_quota_changes_reach_the_stream(running_daemon: Any) -> None:
+    _, client = running_daemon
+    stream = client.watch()
+    snapshot = await anext(stream)
+    assert snapshot["type"] == "snapshot"
+    await client.request("POST", "/quotas", body=body())
+    kinds: list[str] = []
+    async with asyncio.timeout(WAIT_SECONDS):
+        async for msg in stream:
+            if msg.get("kind") == "quota":
+                kinds.append(msg["data"]["name"])
+                if msg["data"]["inspection_ok"] is not None:
+                    break
+    assert kinds[0] == "news" and len(kinds) >= 2  # added, then inspected
+
+
+async def test_no_probe_ready_means_the_quota_waits_and_says_so(store: Any) -> None:
+    cfg = config.load(None, env={}, overrides={"simulator": {"accounts": 4, "latency_min_ms": 0,
+                                                             "latency_max_ms": 0}})
+    sim = Simulator(cfg.simulator)
+    async with store.tx() as tx:
+        await store.insert_accounts(tx, ({"phone": a.phone, "tg_user_id": a.tg_user_id, "label": a.label,
+                                          "is_probe": 0, "profile_json": "{}"} for a in sim.seeds()))
+    qid = await store.add_quota(name="q", target="@tgfleet_news", action="channel_stats", last_n_posts=5,
+                                quantity=None, orders=2, interval_seconds=60, expires_at=time.time() + 3600)
+    inspector = Inspector(cfg, store, sim)
+    await inspector.inspect_pending()
+    q = await store.quota(qid)
+    assert q["inspection_ok"] is None and q["last_error"] == NO_PROBE
+
+    async with store.tx() as tx:  # now one probe account
+        await tx.execute("UPDATE accounts SET is_probe = 1 WHERE id = 1")
+    await inspector.inspect_pending()
+    q = await store.quota(qid)
+    assert q["inspection_ok"] is True and q["last_error"] is None
+
+
+async def test_a_probe_in_a_flood_wait_cools_down_and_the_quota_waits(store: Any) -> None:
+    class Flooding(Simulator):
+        async def resolve_channel(self, account: Any, target: str) -> Any:
+            raise errors.FloodWaitError(request=None, capture=120)
+
+    cfg = config.load(None, env={}, overrides={"simulator": {"accounts": 2}, "limits": {
+        "flood_wait_jitter_seconds": 0}})
+    sim = Flooding(cfg.simulator)
+    async with store.tx() as tx:
+        await store.insert_accounts(tx, ({"phone": a.phone, "tg_user_id": a.tg_user_id, "label": a.label,
+                                          "is_probe": 1, "profile_json": "{}"} for a in sim.seeds()[:1]))
+    qid = await store.add_quota(name="q", target="@tgfleet_news", action="channel_stats", last_n_posts=5,
+                                quantity=None, orders=2, interval_seconds=60, expires_at=time.time() + 3600)
+    await Inspector(cfg, store, sim).inspect_pending()
+    q = await store.quota(qid)
+    assert q["inspection_ok"] is None and "FLOOD_WAIT" in q["last_error"]
+    account = await store.get_account(1)
+    assert account["state"] == "cooldown" and account["cooldown_reason"] == "FLOOD_WAIT"
+    assert not list(await store.read("SELECT * FROM account_locks WHERE expires_at > ?", (time.time(),)))
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("15m", 900), ("2h", 7200), ("7d", 604800),
+                                               ("1w", 604800), ("1.5h", 5400)])
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "abc", "-5m", "0", "5y", "999999w"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
