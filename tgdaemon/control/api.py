@@ -17,6 +17,7 @@ from aiohttp import web
 
 from tgdaemon.control.ids import MAX_ID, path_id
 from tgdaemon.control.onboard import add_routes as add_onboarding_routes
+from tgdaemon.control.providers import add_routes as add_provider_routes
 from tgdaemon.control.quotas import add_routes as add_quota_routes
 from tgdaemon.control.setup import add_routes as add_setup_routes
 from tgdaemon.control.watch import SOCKETS, close_all, watch
@@ -128,4 +129,5 @@ def create_app() -> web.Application:
     add_onboarding_routes(app)
     add_setup_routes(app)
     add_quota_routes(app)
+    add_provider_routes(app)
     return app

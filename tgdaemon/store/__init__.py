@@ -8,11 +8,12 @@ leasing) can be added behind the same interface later.
 from tgdaemon.store.accounts import STATES, SORT_KEYS, account_view, event_view, mask_phone
 from tgdaemon.store.core import Tx
 from tgdaemon.store.sessions import EntityRow, NewAccount, SessionData
+from tgdaemon.store.providers import ProviderStore
 from tgdaemon.store.quotas import ACTIONS, QuotaStore
 from tgdaemon.store.setup import AccountEffect, ClaimedTask, SetupOutcome, SetupStore
 
 
-class Store(SetupStore, QuotaStore):
+class Store(SetupStore, QuotaStore, ProviderStore):
     """The store's whole interface."""
 
 

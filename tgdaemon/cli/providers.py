@@ -1,0 +1,68 @@
+"""``providers add|list|revoke``: the identities that may pull tasks over the provider API."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.table import Table
+
+from tgdaemon.cli import output
+from tgdaemon.cli.parser import socket_path
+from tgdaemon.store.providers import provider_name_problem
+from tgtui.client import ControlClient
+
+
+def provider_name(text: str) -> str:
+    if problem := provider_name_problem(text):
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    providers = sub.add_parser("providers", parents=[common], help="workers that pull tasks over the provider API")
+    prov = providers.add_subparsers(metavar="ACTION")
+    add = prov.add_parser("add", parents=[common], help="add a provider and print its token (shown only once)")
+    add.add_argument("name", type=provider_name, metavar="NAME")
+    add.set_defaults(func=cmd_add)
+    ls = prov.add_parser("list", parents=[common], help="list providers")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)
+    rev = prov.add_parser("revoke", parents=[common], help="revoke a provider's token (it can no longer pull)")
+    rev.add_argument("name", type=provider_name, metavar="NAME")
+    rev.set_defaults(func=cmd_revoke)
+    providers.set_defaults(func=lambda args: providers.print_help() or 2)
+
+
+async def cmd_add(args: argparse.Namespace) -> int:
+    async with ControlClient(socket_path(args)) as client:
+        data = await client.request("POST", "/providers", body={"name": args.name})
+    # The token alone on stdout (so `TOKEN=$(tgdaemon providers add NAME)` works), the advice on stderr.
+    print(f"provider {data['provider']['name']} added; its token follows. It is shown only this once"
+          " (the daemon keeps only its hash): store it now.", file=sys.stderr)
+    print(data["token"])
+    return 0
+
+
+async def cmd_list(args: argparse.Namespace) -> int:
+    async with ControlClient(socket_path(args)) as client:
+        rows = (await client.request("GET", "/providers"))["providers"]
+    if args.json:
+        output.print_json(rows)
+        return 0
+    table = Table(box=None, pad_edge=False)
+    for name in ("NAME", "CREATED", "LAST SEEN", "REVOKED"):
+        table.add_column(name, no_wrap=True)
+    for p in rows:
+        table.add_row(p["name"], p["created_at"], p["last_seen_at"] or "never", p["revoked_at"] or "")
+    output.console().print(table)
+    return 0
+
+
+async def cmd_revoke(args: argparse.Namespace) -> int:
+    async with ControlClient(socket_path(args)) as client:
+        data = await client.request("POST", f"/providers/{args.name}/revoke", body={})
+    p = data["provider"]
+    print(f"provider {p['name']} revoked" if data["changed"] else
+          f"provider {p['name']} was already revoked at {p['revoked_at']}; nothing changed")
+    return 0

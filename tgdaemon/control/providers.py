@@ -1,0 +1,50 @@
+"""Control routes for providers: add (the one answer that carries the token), list, revoke."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from aiohttp import web
+
+from tgdaemon.errors import ApiError, NotFound
+from tgdaemon.httpjson import json_response, read_body
+from tgdaemon.provider.auth import hash_token, new_token
+from tgdaemon.runtime import RUNTIME
+from tgdaemon.store.providers import provider_name_problem
+
+
+class AddBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(max_length=100)]
+
+
+def _name(name: str) -> str:
+    if problem := provider_name_problem(name):
+        raise ApiError(problem, code="invalid_name")
+    return name
+
+
+async def add_provider(request: web.Request) -> web.Response:
+    """201 with the token: its only appearance anywhere; the store gets its hash."""
+    name = _name((await read_body(request, AddBody)).name)
+    token = new_token()
+    provider = await request.config_dict[RUNTIME].store.add_provider(name, hash_token(token))
+    return json_response({"provider": provider, "token": token}, status=201)
+
+
+async def list_providers(request: web.Request) -> web.Response:
+    return json_response({"providers": await request.config_dict[RUNTIME].store.list_providers()})
+
+
+async def revoke_provider(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if provider_name_problem(name):
+        raise NotFound(f"provider {name}: no such provider")
+    changed, provider = await request.config_dict[RUNTIME].store.revoke_provider(name)
+    return json_response({"changed": changed, "provider": provider})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/providers", add_provider)
+    app.router.add_get("/providers", list_providers)
+    app.router.add_post("/providers/{name}/revoke", revoke_provider)
