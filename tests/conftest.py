@@ -45,6 +45,20 @@ STOP_TIMEOUT = 10.0
 FLEET_SIZE = 50
 
 
+async def start_in_process(daemon: Daemon) -> asyncio.Task[int]:
+    """Run the daemon as a task of this loop and wait until it is ready; its start-up error, if any, is raised."""
+    task = asyncio.create_task(daemon.run(), name="test-daemon")
+    ready = asyncio.create_task(daemon.ready.wait())
+    done, _ = await asyncio.wait({task, ready}, timeout=START_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+    if ready not in done:
+        ready.cancel()
+        if task in done:
+            task.result()
+        task.cancel()
+        raise AssertionError(f"daemon not ready within {START_TIMEOUT}s")
+    return task
+
+
 @pytest.fixture
 def short_dir() -> Any:
     """A short private directory under /tmp, for Unix socket paths; removed afterwards."""
@@ -76,15 +90,7 @@ def daemon_factory(tmp_path: Path, short_dir: Path) -> Callable[..., Any]:
     async def start(**sections: dict[str, Any]) -> AsyncIterator[tuple[Daemon, ControlClient]]:
         cfg = build_config(tmp_path, short_dir / "d.sock", **sections)
         daemon = Daemon(cfg, Simulator(cfg.simulator), install_signal_handlers=False)
-        task = asyncio.create_task(daemon.run(), name="test-daemon")
-        ready = asyncio.create_task(daemon.ready.wait())
-        done, _ = await asyncio.wait({task, ready}, timeout=START_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
-        if ready not in done:
-            ready.cancel()
-            if task in done:
-                task.result()  # raises the daemon's start-up error
-            task.cancel()
-            raise AssertionError(f"daemon not ready within {START_TIMEOUT}s")
+        task = await start_in_process(daemon)
         client = ControlClient(cfg.socket_path(), timeout=10)
         try:
             yield daemon, client

@@ -22,10 +22,10 @@ password on its standard input.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import base64
 import contextlib
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -38,7 +38,7 @@ from typing import Any
 
 import pytest
 import tgscript as ts
-from conftest import START_TIMEOUT, STOP_TIMEOUT, build_config
+from conftest import STOP_TIMEOUT, build_config, start_in_process
 from daemon_proc import isolated_env
 from telethon import TelegramClient
 from telethon import password as pwd_mod
@@ -319,15 +319,7 @@ def tg_factory(tmp_path: Path, short_dir: Path, caplog: pytest.LogCaptureFixture
         cfg = build_config(tmp_path, short_dir / "t.sock", telegram=section)
         gw = FleetGateway(cfg.telegram)
         daemon = Daemon(cfg, gw, install_signal_handlers=False)
-        task = asyncio.create_task(daemon.run(), name="test-daemon")
-        ready = asyncio.create_task(daemon.ready.wait())
-        done, _ = await asyncio.wait({task, ready}, timeout=START_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
-        if ready not in done:
-            ready.cancel()
-            if task in done:
-                task.result()
-            task.cancel()
-            raise AssertionError(f"daemon not ready within {START_TIMEOUT}s")
+        task = await start_in_process(daemon)
         client = ControlClient(cfg.socket_path(), timeout=10)
         try:
             yield Tg(daemon, client, gw, cfg.socket_path(), env)

@@ -25,7 +25,7 @@ from typing import Any
 
 import imageio_ffmpeg
 import pytest
-from conftest import START_TIMEOUT, STOP_TIMEOUT, build_config
+from conftest import STOP_TIMEOUT, build_config, start_in_process
 from daemon_proc import isolated_env
 from PIL import Image
 from telethon import errors
@@ -268,15 +268,7 @@ def setup_daemon(tmp_path: Path, short_dir: Path) -> Callable[..., Any]:
         cfg = build_config(tmp_path, short_dir / "d.sock", **sections)
         gateway = sim if sim is not None else FaultySim(cfg.simulator)
         daemon = Daemon(cfg, gateway, install_signal_handlers=False)
-        task = asyncio.create_task(daemon.run(), name="setup-test-daemon")
-        ready = asyncio.create_task(daemon.ready.wait())
-        done, _ = await asyncio.wait({task, ready}, timeout=START_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
-        if ready not in done:
-            ready.cancel()
-            if task in done:
-                task.result()
-            task.cancel()
-            raise AssertionError(f"daemon not ready within {START_TIMEOUT}s")
+        task = await start_in_process(daemon)
         client = ControlClient(cfg.socket_path(), timeout=15)
         run = Run(daemon, client, gateway, cfg, env)
         try:
