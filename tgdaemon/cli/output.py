@@ -46,6 +46,14 @@ def duration(seconds: float) -> str:
     return f"{secs}s"
 
 
+def table(*columns: str) -> Table:
+    """A borderless table whose cells never wrap: the shape of every listing the CLI prints."""
+    out = Table(box=None, pad_edge=False)
+    for name in columns:
+        out.add_column(name, no_wrap=True)
+    return out
+
+
 def accounts_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(box=None, pad_edge=False)
     for name, justify in (("ID", "right"), ("LABEL", "left"), ("PHONE", "left"), ("STATE", "left"),

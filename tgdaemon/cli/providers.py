@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rich.table import Table
-
 from tgdaemon.cli import output
 from tgdaemon.cli.parser import socket_path
 from tgdaemon.store.providers import provider_name_problem
@@ -50,9 +48,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         output.print_json(rows)
         return 0
-    table = Table(box=None, pad_edge=False)
-    for name in ("NAME", "CREATED", "LAST SEEN", "REVOKED"):
-        table.add_column(name, no_wrap=True)
+    table = output.table("NAME", "CREATED", "LAST SEEN", "REVOKED")
     for p in rows:
         table.add_row(p["name"], p["created_at"], p["last_seen_at"] or "never", p["revoked_at"] or "")
     output.console().print(table)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rich.table import Table
-
 from tgdaemon.cli import output
 from tgdaemon.cli.parser import positive_int, socket_path
 from tgdaemon.timeutil import parse_duration
@@ -68,9 +66,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         output.print_json(quotas)
         return 0
-    table = Table(box=None, pad_edge=False)
-    for name in ("ID", "NAME", "ACTION", "TARGET", "LEFT", "NEXT RUN", "EXPIRES", "INSPECTION", "LAST ERROR"):
-        table.add_column(name, no_wrap=True)
+    table = output.table("ID", "NAME", "ACTION", "TARGET", "LEFT", "NEXT RUN", "EXPIRES", "INSPECTION", "LAST ERROR")
     for q in quotas:
         left = q["quantity_left"] if q["quantity_left"] is not None else q["orders_left"]
         inspection = {None: "pending", True: "ok", False: "failed"}[q["inspection_ok"]]

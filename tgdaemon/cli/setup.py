@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from rich.table import Table
-
 from tgdaemon.cli import output
 from tgdaemon.cli.parser import positive_int, socket_path
 from tgtui.client import ControlClient
@@ -60,9 +58,7 @@ async def cmd_tasks(args: argparse.Namespace) -> int:
     if args.json:
         output.print_json(data["tasks"])
         return 0
-    table = Table(box=None, pad_edge=False)
-    for name in ("ID", "ACCOUNT", "TASK", "STATUS", "ATTEMPTS", "LAST ERROR", "BLOCKED BY"):
-        table.add_column(name, no_wrap=True)
+    table = output.table("ID", "ACCOUNT", "TASK", "STATUS", "ATTEMPTS", "LAST ERROR", "BLOCKED BY")
     for t in data["tasks"]:
         table.add_row(str(t["id"]), f"{t['account_id']} {t['label']}", t["task_type"], t["status"],
                       str(t["attempts"]), t["last_error_code"] or "", t["blocked_by"] or "")
