@@ -12,6 +12,7 @@ from aiohttp import web
 
 from tgdaemon.httpjson import json_response
 from tgdaemon.provider.auth import AUTH, PROVIDER, ProviderAuth, require_provider
+from tgdaemon.provider.metrics import metrics
 from tgdaemon.runtime import RUNTIME
 
 
@@ -34,4 +35,5 @@ def create_provider_app() -> web.Application:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     app.add_subapp("/api/provider/", create_provider_app())

@@ -155,6 +155,11 @@ class AccountStore(StoreCore):
         counts.update({r[0]: r[1] for r in rows})
         return counts
 
+    async def cooldowns_by_reason(self) -> list[tuple[str | None, int]]:
+        rows = await self.read("SELECT cooldown_reason, COUNT(*) FROM accounts WHERE cooldown_until > ?"
+                               " AND disabled_at IS NULL GROUP BY cooldown_reason ORDER BY 1", (now(),))
+        return [(r[0], r[1]) for r in rows]
+
     async def task_counts(self) -> dict[str, dict[str, int]]:
         setup = {r[0]: r[1] for r in await self.read("SELECT status, COUNT(*) FROM account_tasks GROUP BY status")}
         pulled = {r[0]: r[1] for r in await self.read("SELECT status, COUNT(*) FROM tasks GROUP BY status")}
