@@ -27,11 +27,12 @@ import asyncio
 import contextlib
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tgscript as ts
 from telethon import TelegramClient
 
 from tgdaemon import config
@@ -125,3 +126,29 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 def _fresh_telethon_class_state(monkeypatch: pytest.MonkeyPatch) -> None:
     """TelegramClient caches help.getConfig on the class: keep tests independent."""
     monkeypatch.setattr(TelegramClient, "_config", None)
+
+GatewayFactory = Callable[..., Awaitable[ts.ScriptedGateway]]
+
+
+@pytest.fixture
+async def gateways(store: Store) -> AsyncIterator[GatewayFactory]:
+    """``await gateways(**telegram_overrides)``: a started ScriptedGateway on the test's store; at teardown
+    each is closed and checked: every scripted answer used, nothing left connected."""
+    made: list[ts.ScriptedGateway] = []
+
+    async def new(**overrides: Any) -> ts.ScriptedGateway:
+        overrides.setdefault("idle_disconnect_seconds", 3600.0)  # the gateway's own reaper must not interfere
+        gw = ts.ScriptedGateway(ts.telegram_config(**overrides))
+        await gw.start(store)
+        made.append(gw)
+        return gw
+
+    try:
+        yield new
+    finally:
+        for gw in made:
+            await gw.close()
+        for gw in made:
+            gw.assert_clean()
+            assert gw.pool.connected() == 0
+            assert all(not sender.is_connected() for sender in gw.all_senders)

@@ -12,7 +12,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from tgdaemon.lifecycle.daemon import socket_answers
 
 READY_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
@@ -74,16 +75,6 @@ def run_cli_many(calls: Sequence[Sequence[str]], *, env: dict[str, str] | Sequen
                 proc.kill()
                 proc.wait()
     return results
-
-
-def socket_answers(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-    return True
 
 
 class DaemonProc:

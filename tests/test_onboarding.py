@@ -58,17 +58,6 @@ NOT_SIGNED_IN = ts.rpc_error(401, "AUTH_KEY_UNREGISTERED")
 PROMPTS = ("Code: ", "2FA password: ")
 PASSWORD = "correct horse battery staple"
 
-# Telegram's 2048-bit SRP prime (g = 3), the one Telethon knows to be good.
-SRP_PRIME = bytes.fromhex(
-    "C71CAEB9C6B1C9048E6C522F70F13F73980D40238E3E21C14934D037563D930F"
-    "48198A0AA7C14058229493D22530F4DBFA336F6E0AC925139543AED44CCE7C37"
-    "20FD51F69458705AC68CD4FE6B6B13ABDC9746512969328454F18FAF8C595F64"
-    "2477FE96BB2A941D5BCD1D4AC8CC49880708FA9B378E3C4F3A9060BEE67CF9A4"
-    "A4A695811051907E162753B56B0F6B410DBA74D8A84B2A14B3144E0EF1284754"
-    "FD17ED950D5965B4B9DD46582DB1178D169C6BC465B0D6FF9CA3928FEF5B9AE4"
-    "E418FC15E83EBEA0F87FA9FF5EED70050DED2849F47BF959D956850CE929851F"
-    "0D8115F635B105EE2E4E15D04B2454BF6F4FADF034B10403119CD8E3B92FCC5B")
-
 Step = tuple[Any, Any]  # (matcher, answer), as in ScriptedSender.expect
 
 
@@ -133,14 +122,14 @@ class SrpServer:
 
     def __post_init__(self) -> None:
         self.algo = types.PasswordKdfAlgoSHA256SHA256PBKDF2HMACSHA512iter100000SHA256ModPow(
-            salt1=os.urandom(40), salt2=os.urandom(16), g=3, p=SRP_PRIME)
-        self.p = int.from_bytes(SRP_PRIME, "big")
+            salt1=os.urandom(40), salt2=os.urandom(16), g=3, p=ts.SRP_PRIME)
+        self.p = int.from_bytes(ts.SRP_PRIME, "big")
         self.v = pow(3, int.from_bytes(pwd_mod.compute_hash(self.algo, self.password_text), "big"), self.p)
 
     def password(self, request: Any) -> Any:
         """account.GetPassword: a fresh B = k*v + g^b for every call."""
         b = int.from_bytes(os.urandom(256), "big") % self.p
-        k = int.from_bytes(_sha256(SRP_PRIME, _num(3)), "big")
+        k = int.from_bytes(_sha256(ts.SRP_PRIME, _num(3)), "big")
         big_b = _num((k * self.v + pow(3, b, self.p)) % self.p)
         srp_id = int.from_bytes(os.urandom(7), "big")
         self._offers[srp_id] = (b, big_b)
@@ -155,7 +144,7 @@ class SrpServer:
         a = int.from_bytes(srp.A, "big")
         u = int.from_bytes(_sha256(_num(a), big_b), "big")
         s = pow(a * pow(self.v, u, self.p) % self.p, b, self.p)
-        m1 = _sha256(pwd_mod.xor(_sha256(SRP_PRIME), _sha256(_num(3))), _sha256(self.algo.salt1),
+        m1 = _sha256(pwd_mod.xor(_sha256(ts.SRP_PRIME), _sha256(_num(3))), _sha256(self.algo.salt1),
                      _sha256(self.algo.salt2), _num(a), big_b, _sha256(_num(s)))
         ok = m1 == bytes(srp.M1)
         self.results.append(ok)

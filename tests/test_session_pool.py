@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,28 +27,6 @@ async def add_accounts(store: Store, n: int) -> list[int]:
         NewAccount(phone=f"+1555000{i:04d}", tg_user_id=1000 + i, label=f"acc{i}", is_probe=False),
         SessionData(dc_id=2, server=ts.DC_IPS[2], port=443, auth_key=os.urandom(256)), how="import")
         for i in range(1, n + 1)]
-
-
-@pytest.fixture
-async def gateway(store: Store) -> AsyncIterator[Callable[..., Awaitable[ts.ScriptedGateway]]]:
-    made: list[ts.ScriptedGateway] = []
-
-    async def new(**overrides: Any) -> ts.ScriptedGateway:
-        # a long idle time unless asked: the gateway's own reaper must not interfere
-        overrides.setdefault("idle_disconnect_seconds", 3600.0)
-        gw = ts.ScriptedGateway(ts.telegram_config(**overrides))
-        await gw.start(store)
-        made.append(gw)
-        return gw
-
-    try:
-        yield new
-    finally:
-        for gw in made:
-            await gw.close()
-            gw.assert_clean()
-            assert gw.pool.connected() == 0
-            assert all(not s.is_connected() for s in gw.all_senders)
 
 
 def expect_me(gw: ts.ScriptedGateway, account_id: int, times: int = 1) -> ts.ScriptedSender:
@@ -86,9 +64,9 @@ class Gate:
         self.event.set()
 
 
-async def test_least_recently_used_is_disconnected(store: Store, gateway: Any) -> None:
+async def test_least_recently_used_is_disconnected(store: Store, gateways: Any) -> None:
     a, b, c = await add_accounts(store, 3)
-    gw = await gateway(max_connected=2)
+    gw = await gateways(max_connected=2)
     for aid in (a, b, c):
         expect_me(gw, aid)
     await gw.get_me(AccountRef(a))
@@ -110,9 +88,9 @@ async def test_least_recently_used_is_disconnected(store: Store, gateway: Any) -
         gw.sender(aid).assert_done()
 
 
-async def test_connected_never_exceeds_the_limit_in_sequence(store: Store, gateway: Any) -> None:
+async def test_connected_never_exceeds_the_limit_in_sequence(store: Store, gateways: Any) -> None:
     ids = await add_accounts(store, 5)
-    gw = await gateway(max_connected=2)
+    gw = await gateways(max_connected=2)
     for round_ in range(2):
         for aid in ids:
             expect_me(gw, aid)
@@ -121,9 +99,9 @@ async def test_connected_never_exceeds_the_limit_in_sequence(store: Store, gatew
     assert all(len(gw.clients[aid]) == 1 for aid in ids)
 
 
-async def test_client_with_call_in_flight_is_never_disconnected(store: Store, gateway: Any) -> None:
+async def test_client_with_call_in_flight_is_never_disconnected(store: Store, gateways: Any) -> None:
     a, b, c = await add_accounts(store, 3)
-    gw = await gateway(max_connected=2, call_timeout_seconds=5.0)
+    gw = await gateways(max_connected=2, call_timeout_seconds=5.0)
     gate = Gate([gw.sender(a).me])
     gw.sender(a).expect(functions.users.GetUsersRequest, gate)
     expect_me(gw, b)
@@ -141,10 +119,10 @@ async def test_client_with_call_in_flight_is_never_disconnected(store: Store, ga
     assert me.user_id == gw.sender(a).me.id
 
 
-async def test_all_busy_connects_anyway_then_shrinks(store: Store, gateway: Any) -> None:
+async def test_all_busy_connects_anyway_then_shrinks(store: Store, gateways: Any) -> None:
     """Nothing idle to disconnect: the limit gives way rather than cut a call; the next connect restores it."""
     a, b, c, d = await add_accounts(store, 4)
-    gw = await gateway(max_connected=2, call_timeout_seconds=5.0)
+    gw = await gateways(max_connected=2, call_timeout_seconds=5.0)
     gates = {aid: Gate([gw.sender(aid).me]) for aid in (a, b, c)}
     for aid, gate in gates.items():
         gw.sender(aid).expect(functions.users.GetUsersRequest, gate)
@@ -162,9 +140,9 @@ async def test_all_busy_connects_anyway_then_shrinks(store: Store, gateway: Any)
     assert gw.pool.connected() == 2 and d in connected(gw)
 
 
-async def test_one_client_per_account_under_concurrency(store: Store, gateway: Any) -> None:
+async def test_one_client_per_account_under_concurrency(store: Store, gateways: Any) -> None:
     [a] = await add_accounts(store, 1)
-    gw = await gateway()
+    gw = await gateways()
     sender = expect_me(gw, a, times=10)
     results = await asyncio.gather(*(gw.get_me(AccountRef(a)) for _ in range(10)))
     assert {r.user_id for r in results} == {sender.me.id}
@@ -174,10 +152,10 @@ async def test_one_client_per_account_under_concurrency(store: Store, gateway: A
     sender.assert_done()
 
 
-async def test_one_client_per_account_under_concurrency_with_slow_connect(store: Store, gateway: Any) -> None:
+async def test_one_client_per_account_under_concurrency_with_slow_connect(store: Store, gateways: Any) -> None:
     """Many callers arrive while the first connect is still in its handshake."""
     [a, b] = await add_accounts(store, 2)
-    gw = await gateway(max_connected=1)
+    gw = await gateways(max_connected=1)
     gate = Gate(ts.tl_config())
     for aid in (a, b):
         gw.sender(aid).handshake[functions.help.GetConfigRequest] = gate
@@ -193,9 +171,9 @@ async def test_one_client_per_account_under_concurrency_with_slow_connect(store:
         gw.sender(aid).assert_done()
 
 
-async def test_reap_idle_disconnects_idle_clients_only(store: Store, gateway: Any) -> None:
+async def test_reap_idle_disconnects_idle_clients_only(store: Store, gateways: Any) -> None:
     a, b = await add_accounts(store, 2)
-    gw = await gateway(call_timeout_seconds=5.0)
+    gw = await gateways(call_timeout_seconds=5.0)
     gw.pool.idle_seconds = 0.05
     expect_me(gw, a)
     gate = Gate([gw.sender(b).me])
@@ -220,18 +198,18 @@ async def test_reap_idle_disconnects_idle_clients_only(store: Store, gateway: An
     assert connected(gw) == {a} and len(gw.clients[a]) == 1
 
 
-async def test_gateway_reaper_runs(store: Store, gateway: Any) -> None:
+async def test_gateway_reaper_runs(store: Store, gateways: Any) -> None:
     [a] = await add_accounts(store, 1)
-    gw = await gateway(idle_disconnect_seconds=0.1)
+    gw = await gateways(idle_disconnect_seconds=0.1)
     expect_me(gw, a)
     await gw.get_me(AccountRef(a))
     assert connected(gw) == {a}
     await wait_until(lambda: not gw.sender(a).is_connected(), timeout=1.0)
 
 
-async def test_forget_drops_the_client(store: Store, gateway: Any) -> None:
+async def test_forget_drops_the_client(store: Store, gateways: Any) -> None:
     [a] = await add_accounts(store, 1)
-    gw = await gateway()
+    gw = await gateways()
     expect_me(gw, a)
     await gw.get_me(AccountRef(a))
     first = gw.sender(a)
@@ -245,9 +223,9 @@ async def test_forget_drops_the_client(store: Store, gateway: Any) -> None:
     second.assert_done()
 
 
-async def test_connect_timeout_is_transient(store: Store, gateway: Any) -> None:
+async def test_connect_timeout_is_transient(store: Store, gateways: Any) -> None:
     [a] = await add_accounts(store, 1)
-    gw = await gateway(connect_timeout_seconds=0.2)
+    gw = await gateways(connect_timeout_seconds=0.2)
     gw.sender(a).handshake[functions.help.GetConfigRequest] = ts.NEVER
     started = time.monotonic()
     with pytest.raises(TimeoutError) as info:
@@ -256,9 +234,9 @@ async def test_connect_timeout_is_transient(store: Store, gateway: Any) -> None:
     assert (classify(info.value).kind, classify(info.value).code) == (ErrorClass.TRANSIENT, "TIMEOUT")
 
 
-async def test_connect_timeout_leaves_no_half_connected_client(store: Store, gateway: Any) -> None:
+async def test_connect_timeout_leaves_no_half_connected_client(store: Store, gateways: Any) -> None:
     [a] = await add_accounts(store, 1)
-    gw = await gateway(connect_timeout_seconds=0.2)
+    gw = await gateways(connect_timeout_seconds=0.2)
     sender = gw.sender(a)
     sender.handshake[functions.help.GetConfigRequest] = ts.NEVER
     with pytest.raises(TimeoutError):

@@ -13,11 +13,11 @@ import importlib.util
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 import tgscript as ts
+from conftest import GatewayFactory
 from telethon import errors
 from telethon.client import users as telethon_users
 from telethon.crypto import AuthKey
@@ -66,29 +66,6 @@ async def add_account(store: Store, n: int = 1, *, key: bytes | None = None, dc_
         NewAccount(phone=f"+1555000{n:04d}", tg_user_id=1000 + n, label=f"acc{n}", is_probe=False),
         SessionData(dc_id=dc_id, server=ts.DC_IPS[dc_id], port=443, auth_key=key), how="import")
     return account_id, key
-
-
-GatewayFactory = Callable[..., Awaitable[ts.ScriptedGateway]]
-
-
-@pytest.fixture
-async def gateways(store: Store) -> AsyncIterator[GatewayFactory]:
-    """``await gateways(**telegram_overrides)``: a started ScriptedGateway, closed (and checked) at teardown."""
-    made: list[ts.ScriptedGateway] = []
-
-    async def new(**overrides: Any) -> ts.ScriptedGateway:
-        gw = ts.ScriptedGateway(ts.telegram_config(**overrides))
-        await gw.start(store)
-        made.append(gw)
-        return gw
-
-    try:
-        yield new
-    finally:
-        for gw in made:
-            await gw.close()
-        for gw in made:
-            gw.assert_clean()
 
 
 @pytest.fixture

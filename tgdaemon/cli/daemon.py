@@ -73,7 +73,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     if cfg.daemon.log_level != "debug":  # Telethon narrates every connection at INFO
         logging.getLogger("telethon").setLevel(logging.WARNING)
-    from tgdaemon.lifecycle.daemon import Daemon  # Telethon is slow to import; admin commands skip it
+    from tgdaemon.lifecycle.daemon import (
+        Daemon,  # Telethon is slow to import; admin commands skip it
+    )
 
     daemon = Daemon(cfg, choose_gateway(cfg, args.simulate))
     return asyncio.run(daemon.run())

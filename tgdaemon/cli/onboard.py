@@ -101,7 +101,9 @@ def read_sessions(path: Path, prefix: str) -> tuple[list[dict[str, Any]], list[s
         return [], [f"{path}: cannot read: {exc.strerror}"]
     if head == SQLITE_MAGIC:
         return _read_sqlite_session(path, prefix)
-    from telethon.sessions import StringSession  # only here: admin commands start faster without Telethon
+    from telethon.sessions import (
+        StringSession,  # only here: admin commands start faster without Telethon
+    )
 
     items, problems = [], []
     try:

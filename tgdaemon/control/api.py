@@ -22,7 +22,13 @@ from tgdaemon.control.quotas import add_routes as add_quota_routes
 from tgdaemon.control.setup import add_routes as add_setup_routes
 from tgdaemon.control.watch import SOCKETS, close_all, watch
 from tgdaemon.errors import ApiError
-from tgdaemon.httpjson import Handler, error_response, json_response, read_body, read_query
+from tgdaemon.httpjson import (
+    Handler,
+    error_response,
+    json_response,
+    read_body,
+    read_query,
+)
 from tgdaemon.runtime import RUNTIME
 from tgdaemon.store import SORT_KEYS, STATES
 

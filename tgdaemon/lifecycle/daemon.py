@@ -24,10 +24,10 @@ from tgdaemon.control.api import create_app as create_control_app
 from tgdaemon.errors import AlreadyRunning, StoreError, TgfleetError
 from tgdaemon.gateway.base import Gateway
 from tgdaemon.gateway.simulator import Simulator
+from tgdaemon.httpjson import MAX_BODY, errors_middleware
 from tgdaemon.lifecycle import signals, systemd
 from tgdaemon.lifecycle.datadir import DB_NAME, DataDirLock
 from tgdaemon.onboarding import Onboarding
-from tgdaemon.httpjson import MAX_BODY, errors_middleware
 from tgdaemon.provider.api import add_routes as add_provider_routes
 from tgdaemon.quotas.inspector import Inspector
 from tgdaemon.runtime import RUNTIME, Runtime
@@ -191,7 +191,7 @@ class Daemon:
 async def _bind_unix(runner: web.AppRunner, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if path.exists() or path.is_symlink():
-        if _socket_answers(path):
+        if socket_answers(path):
             raise AlreadyRunning(f"socket {path} is in use by another tgdaemon; stop it or use another --socket")
         path.unlink()
     old = os.umask(0o177)  # the socket is born 0600: no window where others could connect
@@ -204,7 +204,7 @@ async def _bind_unix(runner: web.AppRunner, path: Path) -> None:
     os.chmod(path, 0o600)
 
 
-def _socket_answers(path: Path) -> bool:
+def socket_answers(path: Path) -> bool:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         probe.settimeout(1)
         try:

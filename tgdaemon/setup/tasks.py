@@ -18,7 +18,14 @@ from telethon.errors import BadRequestError
 
 from tgdaemon import media
 from tgdaemon.config import SetupConfig
-from tgdaemon.gateway.base import AccountRef, Gateway, MediaFile, Owned, PrivacyKey, PrivacyValue
+from tgdaemon.gateway.base import (
+    AccountRef,
+    Gateway,
+    MediaFile,
+    Owned,
+    PrivacyKey,
+    PrivacyValue,
+)
 from tgdaemon.setup.secrets import PasswordSource
 from tgdaemon.store import ClaimedTask
 

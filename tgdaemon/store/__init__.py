@@ -5,11 +5,17 @@ that a PostgreSQL store (several daemons, ``FOR UPDATE SKIP LOCKED``
 leasing) can be added behind the same interface later.
 """
 
-from tgdaemon.store.accounts import STATES, SORT_KEYS, account_view, event_view, mask_phone
+from tgdaemon.store.accounts import (
+    SORT_KEYS,
+    STATES,
+    account_view,
+    event_view,
+    mask_phone,
+)
 from tgdaemon.store.core import Tx
-from tgdaemon.store.sessions import EntityRow, NewAccount, SessionData
 from tgdaemon.store.providers import ProviderStore
 from tgdaemon.store.quotas import ACTIONS, QuotaStore
+from tgdaemon.store.sessions import EntityRow, NewAccount, SessionData
 from tgdaemon.store.setup import AccountEffect, ClaimedTask, SetupOutcome, SetupStore
 
 

@@ -25,7 +25,6 @@ from tgdaemon.errors import StoreError
 from tgdaemon.store import migrate
 from tgdaemon.timeutil import now
 
-
 # aiosqlite logs every statement with its parameters at DEBUG: auth keys among them.
 logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
