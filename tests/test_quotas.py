@@ -17,6 +17,7 @@ from tgdaemon import config
 from tgdaemon.errors import ApiError
 from tgdaemon.gateway.simulator import Simulator
 from tgdaemon.quotas.inspector import NO_PROBE, Inspector
+from tgdaemon.quotas.probe import Probes
 from tgdaemon.timeutil import parse_duration
 
 WAIT_SECONDS = 10.0
@@ -135,7 +136,7 @@ async def test_no_probe_ready_means_the_quota_waits_and_says_so(store: Any) -> N
                                           "is_probe": 0, "profile_json": "{}"} for a in sim.seeds()))
     qid = await store.add_quota(name="q", target="@tgfleet_news", action="channel_stats", last_n_posts=5,
                                 quantity=None, orders=2, interval_seconds=60, expires_at=time.time() + 3600)
-    inspector = Inspector(cfg, store, sim)
+    inspector = Inspector(store, sim, Probes(cfg, store))
     await inspector.inspect_pending()
     q = await store.quota(qid)
     assert q["inspection_ok"] is None and q["last_error"] == NO_PROBE
@@ -160,7 +161,7 @@ async def test_a_probe_in_a_flood_wait_cools_down_and_the_quota_waits(store: Any
                                           "is_probe": 1, "profile_json": "{}"} for a in sim.seeds()[:1]))
     qid = await store.add_quota(name="q", target="@tgfleet_news", action="channel_stats", last_n_posts=5,
                                 quantity=None, orders=2, interval_seconds=60, expires_at=time.time() + 3600)
-    await Inspector(cfg, store, sim).inspect_pending()
+    await Inspector(store, sim, Probes(cfg, store)).inspect_pending()
     q = await store.quota(qid)
     assert q["inspection_ok"] is None and "FLOOD_WAIT" in q["last_error"]
     account = await store.get_account(1)

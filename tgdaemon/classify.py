@@ -38,6 +38,12 @@ class Classified:
     seconds: int | None  # always an int for WAIT, None otherwise
     message: str  # one short line, safe to log
 
+    @property
+    def wire(self) -> str:
+        """The code as Telegram writes it (FLOOD_WAIT_120): what a report carries, and what
+        ``classify_code`` reads back to this."""
+        return f"{self.code}_{self.seconds}" if self.seconds else self.code
+
 
 class TaskInputError(TgfleetError):
     """The task's own input is unusable (missing media file, no 2FA password...)."""

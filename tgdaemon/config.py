@@ -146,10 +146,30 @@ class LimitsConfig(Section):
     flood_wait_jitter_seconds: NonNegative = 5.0
 
 
+class QuotasConfig(Section):
+    generate_interval_seconds: Positive = 5.0
+    max_tasks_per_tick: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
+    posts_snapshot_ttl_hours: Positive = 24.0
+    snapshots_per_tick: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 20
+    lease_seconds: Annotated[float, msgspec.Meta(ge=5, le=86400)] = 60.0
+    max_lease_seconds: Annotated[float, msgspec.Meta(ge=5, le=86400)] = 3600.0
+    max_leases: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
+    reaper_interval_seconds: Positive = 2.0
+    pace_seconds: NonNegative = 60.0
+    daily_cap: Annotated[int, msgspec.Meta(ge=1)] = 500
+    retry_seconds: NonNegative = 60.0
+    local_concurrency: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 16
+
+    def __post_init__(self) -> None:
+        if self.lease_seconds > self.max_lease_seconds:
+            raise ValueError("lease_seconds must not exceed max_lease_seconds")
+
+
 class Config(Section):
     daemon: DaemonConfig = msgspec.field(default_factory=DaemonConfig)
     telegram: TelegramConfig = msgspec.field(default_factory=TelegramConfig)
     setup: SetupConfig = msgspec.field(default_factory=SetupConfig)
+    quotas: QuotasConfig = msgspec.field(default_factory=QuotasConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     simulator: SimulatorConfig = msgspec.field(default_factory=SimulatorConfig)
 

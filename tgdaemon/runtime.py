@@ -19,7 +19,10 @@ from tgdaemon.stream import Hub
 from tgdaemon.timeutil import iso
 
 if TYPE_CHECKING:
+    from tgdaemon.quotas.executor import LocalExecutor
+    from tgdaemon.quotas.generator import Generator
     from tgdaemon.quotas.inspector import Inspector
+    from tgdaemon.quotas.leases import Leases
     from tgdaemon.setup.scheduler import SetupScheduler
 
 
@@ -37,6 +40,9 @@ class Runtime:
     socket_bound: bool = False
     setup: SetupScheduler | None = None
     inspector: Inspector | None = None
+    leases: Leases | None = None
+    generator: Generator | None = None
+    executor: LocalExecutor | None = None
 
     def uptime(self) -> float:
         return time.monotonic() - self.started_mono
@@ -53,6 +59,7 @@ class Runtime:
             "http": self.http_bound,
             "accounts": await self.store.account_counts(),
             "tasks": await self.store.task_counts(),
+            "tasks_per_minute": await self.store.tasks_finished_since(time.time() - 60),
             "stream": {"epoch": self.hub.epoch, "seq": self.hub.seq, "subscribers": self.hub.subscribers},
             "setup": {"enabled": self.cfg.setup.enabled, "running": self.setup.running() if self.setup else 0},
         }

@@ -27,7 +27,7 @@ async def _send_snapshot(ws: web.WebSocketResponse, rt: Runtime, sub: Subscripti
     events = await rt.store.recent_events(limit=SNAPSHOT_EVENTS)
     await ws.send_bytes(encode({
         "type": "snapshot", "epoch": rt.hub.epoch, "seq": sub.start_seq,
-        "status": await rt.status(), "accounts": accounts, "events": events[::-1],
+        "status": await rt.status(), "accounts": accounts, "quotas": await rt.store.quotas(), "events": events[::-1],
     }))
 
 

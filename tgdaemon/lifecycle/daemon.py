@@ -29,7 +29,11 @@ from tgdaemon.lifecycle import signals, systemd
 from tgdaemon.lifecycle.datadir import DB_NAME, DataDirLock
 from tgdaemon.onboarding import Onboarding
 from tgdaemon.provider.api import add_routes as add_provider_routes
+from tgdaemon.quotas.executor import LocalExecutor
+from tgdaemon.quotas.generator import Generator
 from tgdaemon.quotas.inspector import Inspector
+from tgdaemon.quotas.leases import Leases
+from tgdaemon.quotas.probe import Probes
 from tgdaemon.runtime import RUNTIME, Runtime
 from tgdaemon.setup.scheduler import SetupScheduler
 from tgdaemon.store import Store, Tx, event_view
@@ -84,7 +88,7 @@ class Daemon:
             onboarding = Onboarding(store, self.gateway, self.cfg.telegram.login_timeout_seconds)
             self.runtime = Runtime(self.cfg, store, hub, self.gateway, socket_path, onboarding)
             self.runtime.setup = SetupScheduler(self.cfg, store, self.gateway, self.cfg.data_dir() / "media")
-            self.runtime.inspector = Inspector(self.cfg, store, self.gateway)
+            self._quota_parts(self.runtime)
             runner = await self._serve(self.runtime)
             await self._seed_simulated_fleet(store)  # only once the sockets are ours: a refused start seeds nothing
             self._side_tasks = [asyncio.create_task(coro(self.runtime), name=name)
@@ -101,11 +105,21 @@ class Daemon:
             lock.release()
         return self.exit_code
 
+    def _quota_parts(self, rt: Runtime) -> None:
+        probes = Probes(self.cfg, rt.store)
+        rt.leases = Leases(self.cfg, rt.store)
+        rt.inspector = Inspector(rt.store, self.gateway, probes)
+        rt.generator = Generator(self.cfg, rt.store, self.gateway, probes, rt.leases)
+        rt.executor = LocalExecutor(rt.store, self.gateway, rt.leases, self.cfg.quotas.local_concurrency)
+
     def _side_task_factories(self) -> list[tuple[str, SideTask]]:
         tasks: list[tuple[str, SideTask]] = [
             ("setup", lambda rt: rt.setup.run()),  # type: ignore[union-attr]
             ("logins", lambda rt: rt.onboarding.run()),
             ("inspector", lambda rt: rt.inspector.run()),  # type: ignore[union-attr]
+            ("generator", lambda rt: rt.generator.run()),  # type: ignore[union-attr]
+            ("reaper", lambda rt: rt.leases.run_reaper()),  # type: ignore[union-attr]
+            ("executor", lambda rt: rt.executor.run()),  # type: ignore[union-attr]
         ]
         if (interval := systemd.watchdog_interval()) is not None:
             tasks.append(("watchdog", lambda rt: _watchdog(interval)))

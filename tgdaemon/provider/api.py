@@ -3,7 +3,7 @@
 The authenticated routes live in their own sub-application, so the token
 check (``provider.auth.require_provider``) guards every route added there by
 construction rather than by remembering a decorator. Pull and report come
-with quotas; ``whoami`` lets a provider check its token now.
+in ``provider.tasks``; ``whoami`` lets a provider check its token.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from aiohttp import web
 from tgdaemon.httpjson import json_response
 from tgdaemon.provider.auth import AUTH, PROVIDER, ProviderAuth, require_provider
 from tgdaemon.provider.metrics import metrics
+from tgdaemon.provider.openapi import openapi
+from tgdaemon.provider.tasks import add_routes as add_task_routes
 from tgdaemon.runtime import RUNTIME
 
 
@@ -30,6 +32,8 @@ def create_provider_app() -> web.Application:
     app = web.Application(middlewares=[require_provider])
     app[AUTH] = ProviderAuth()
     app.router.add_get("/whoami", whoami)
+    app.router.add_get("/openapi.json", openapi)
+    add_task_routes(app)
     return app
 
 

@@ -1,4 +1,5 @@
-"""``GET /metrics``: the daemon's state in Prometheus text format, read from the store at scrape time.
+"""``GET /metrics``: the daemon's state in Prometheus text format, read from the store at scrape time,
+plus the counters the lease/report path keeps as it goes.
 
 prometheus_client renders the text; the figures are gathered asynchronously
 first, because its collectors are synchronous and the store is not.
@@ -44,6 +45,9 @@ async def gather(rt: Runtime) -> list[Metric]:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    rt = request.config_dict[RUNTIME]
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(Snapshot(await gather(request.config_dict[RUNTIME])))  # type: ignore[arg-type]
+    registry.register(Snapshot(await gather(rt)))  # type: ignore[arg-type]
+    if rt.leases is not None:  # counters of the lease/report path: leased, reports by outcome, expiries, latency
+        registry.register(rt.leases.metrics.registry)  # type: ignore[arg-type]
     return web.Response(body=generate_latest(registry), headers={"Content-Type": "text/plain; version=0.0.4"})

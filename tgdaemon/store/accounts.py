@@ -165,6 +165,13 @@ class AccountStore(StoreCore):
         pulled = {r[0]: r[1] for r in await self.read("SELECT status, COUNT(*) FROM tasks GROUP BY status")}
         return {"setup": setup, "pulled": pulled}
 
+    async def tasks_finished_since(self, at: float) -> int:
+        """Setup tasks done or failed and pulled tasks reported after ``at``: the dashboard's tasks per minute."""
+        rows = await self.read(
+            "SELECT (SELECT COUNT(*) FROM account_tasks WHERE status IN ('done', 'failed') AND updated_at > :at)"
+            " + (SELECT COUNT(*) FROM tasks WHERE reported_at > :at)", {"at": at})
+        return int(next(iter(rows))[0])
+
     async def disable_account(self, account_id: int, reason: str) -> bool:
         """Disable with a reason; False when it already was (the reason is then left as it was)."""
         async with self.tx() as tx:

@@ -33,14 +33,16 @@ async def release_lock(tx: Tx, account_id: int, holder: str) -> None:
         tx.touch(account_id)
 
 
-async def take_locks(tx: Tx, locks: list[tuple[int, str]], seconds: float) -> None:
-    """Take many free locks at once (the caller has just seen them free, in this transaction)."""
+async def take_locks(tx: Tx, locks: list[tuple[int, str]], seconds: float, *, must: bool = True) -> None:
+    """Take (or renew, for the same holder) many locks at once. ``must``: the caller has just seen them
+    free or its own, in this transaction; otherwise a lock another holder has is left to it."""
     at = now()
     cur = await tx.conn.executemany(
         "INSERT INTO account_locks (account_id, holder, expires_at) VALUES (?, ?, ?)"
         " ON CONFLICT (account_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at"
-        " WHERE account_locks.expires_at <= ?", [(account_id, holder, at + seconds, at) for account_id, holder in locks])
-    if cur.rowcount != len(locks):
+        " WHERE account_locks.expires_at <= ? OR account_locks.holder = excluded.holder",
+        [(account_id, holder, at + seconds, at) for account_id, holder in locks])
+    if must and cur.rowcount != len(locks):
         raise RuntimeError(f"took {cur.rowcount} of {len(locks)} locks that were free in this transaction")
     for account_id, _ in locks:
         tx.touch(account_id)

@@ -1,0 +1,82 @@
+"""``GET /api/provider/openapi.json``: generated from the same structs that decode and encode the bodies.
+
+Nothing here restates a field by hand, so the document cannot drift from
+what the handlers accept: a fuzzer that builds requests from it tests the
+real validation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from tgdaemon import __version__
+from tgdaemon.httpjson import json_response
+from tgdaemon.provider.tasks import ROUTES
+
+
+class ErrorDetail(msgspec.Struct):
+    code: str
+    message: str
+
+
+class ErrorBody(msgspec.Struct):
+    error: ErrorDetail
+
+
+class WhoAmI(msgspec.Struct):
+    provider: str
+
+
+class Health(msgspec.Struct):
+    ok: bool
+    uptime_seconds: float
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def build() -> dict[str, Any]:
+    bodies = [t for _, req, resp, _ in ROUTES.values() for t in (req, resp)]
+    schemas, components = msgspec.json.schema_components(
+        [*bodies, ErrorBody, WhoAmI, Health], ref_template="#/components/schemas/{name}")
+    error = schemas[len(bodies)]
+    errors = {"400": _json(error, "The body is not valid JSON, or does not match the schema."),
+              "401": _json(error, "Missing, unknown or revoked token."),
+              "413": _json(error, "The body is larger than 1 MiB."),
+              "415": _json(error, "The body is not application/json.")}
+    paths: dict[str, Any] = {}
+    for i, (path, (handler, _, _, summary)) in enumerate(ROUTES.items()):
+        paths["/api/provider" + path] = {"post": {
+            "operationId": handler.__name__, "summary": summary, "security": [{"bearer": []}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": schemas[2 * i]}}},
+            "responses": {"200": _json(schemas[2 * i + 1], "Answered."), **errors}}}
+    def authenticated(operation: str, summary: str, ok: dict[str, Any]) -> dict[str, Any]:
+        return {"get": {"operationId": operation, "summary": summary, "security": [{"bearer": []}],
+                        "responses": {"200": ok, "401": errors["401"]}}}
+
+    paths["/api/provider/whoami"] = authenticated("whoami", "The provider this token is.",
+                                                  _json(schemas[-2], "The provider's name."))
+    paths["/api/provider/openapi.json"] = authenticated(
+        "openapi", "This document.", {"description": "OpenAPI 3.1", "content": {"application/json": {}}})
+    paths["/healthz"] = {"get": {"operationId": "healthz", "summary": "Liveness; needs no token.",
+                                 "responses": {"200": _json(schemas[-1], "The daemon is up.")}}}
+    paths["/metrics"] = {"get": {"operationId": "metrics", "summary": "Prometheus text format; needs no token.",
+                                 "responses": {"200": {"description": "Metrics",
+                                                       "content": {"text/plain": {"schema": {"type": "string"}}}}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "tgfleet provider API", "version": __version__,
+                 "description": "Pull leased quota tasks, report their results. See docs/providers.md."},
+        "paths": paths,
+        "components": {"schemas": components,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                                      "description": "A token from `tgdaemon providers add`."}}},
+    }
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(build())

@@ -1,0 +1,83 @@
+"""The local executor: the daemon runs the tasks of accounts assigned to ``local`` itself.
+
+It pulls and reports through ``Leases`` exactly as a provider does over HTTP
+(same fencing, same outcomes, same classification of failures), so both
+paths are always exercised. A task cut off by a shutdown is simply not
+reported: its lease runs out and the reaper hands it out again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from tgdaemon.classify import classify
+from tgdaemon.gateway.base import AccountRef, Gateway
+from tgdaemon.quotas.leases import Leases
+from tgdaemon.quotas.messages import Done, Failed, LeasedTask, Observation, PullRequest, Report
+from tgdaemon.store import Store
+
+log = logging.getLogger(__name__)
+NAME = "local"
+IDLE_SECONDS = 1.0
+
+
+class LocalExecutor:
+    def __init__(self, store: Store, gateway: Gateway, leases: Leases, concurrency: int) -> None:
+        self.store = store
+        self.gateway = gateway
+        self.leases = leases
+        self.concurrency = concurrency
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        if self.concurrency == 0:
+            await asyncio.Event().wait()  # off: nothing to do, but a side task that returns stops the daemon
+        try:
+            while True:
+                free = self.concurrency - len(self._running)
+                leased = await self.leases.pull(NAME, PullRequest(limit=free)) if free else []
+                for task in leased:
+                    job = asyncio.create_task(self._work(task), name=f"quota-task-{task.task_id}")
+                    self._running.add(job)
+                    job.add_done_callback(self._running.discard)
+                if not leased or len(self._running) >= self.concurrency:
+                    await self._idle()
+        finally:
+            for job in self._running:
+                job.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _idle(self) -> None:
+        """Until a slot frees (when full), new tasks may be waiting (when not), or a second passes."""
+        if len(self._running) >= self.concurrency:
+            await asyncio.wait(self._running, timeout=IDLE_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+            return
+        self.leases.wake_local.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.leases.wake_local.wait(), IDLE_SECONDS)
+
+    async def _work(self, task: LeasedTask) -> None:
+        report = await self.execute(task)
+        await self.leases.report(NAME, [report])
+
+    async def execute(self, task: LeasedTask) -> Report:
+        """One read as the task's account; an error becomes a failed report with Telegram's code."""
+        try:
+            account = AccountRef(task.account_id, *await self.store.account_ref(task.account_id))
+            channel = await self.gateway.resolve_channel(account, task.target)
+            if task.action == "post_stats" and task.post_id is not None:
+                stats = await self.gateway.post_stats(account, channel, task.post_id)
+                result = Observation(views=stats.views, forwards=stats.forwards, replies=stats.replies,
+                                     reactions=sum(stats.reactions.values()),
+                                     reactions_by_emoji=dict(stats.reactions) or None)
+            else:
+                channel_stats = await self.gateway.channel_stats(account, channel)
+                result = Observation(subscribers=channel_stats.subscribers, title=channel_stats.title)
+        except Exception as exc:
+            error = classify(exc)
+            return Failed(task_id=task.task_id, lease_token=task.lease_token, error_code=error.wire,
+                          error=error.message)
+        return Done(task_id=task.task_id, lease_token=task.lease_token, result=result)

@@ -1,0 +1,403 @@
+"""Pulled tasks (design 5.2–5.5): generation from due quotas, fenced leases, idempotent reports, the reaper.
+
+Every step is a few set-based statements in one transaction, whatever the
+batch size, because a pull or a report of 100 tasks has to cost about what
+one costs. A task's account is reserved by the one account lock (holder
+``quota:<task id>``) from generation until the report: the reservation spends
+no pacing and no daily cap; a success commits both, a failure or a given-up
+lease only lets the lock go.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from tgdaemon.errors import NotFound
+from tgdaemon.store.core import StoreCore, Tx
+from tgdaemon.store.locks import release_locks, take_locks
+from tgdaemon.store.setup import ACCOUNT_CAN_WORK, LOCK_FREE, AccountEffect, apply_account_effect
+from tgdaemon.timeutil import now
+
+OPEN = "('pending', 'leased')"
+# Design 5.1, plus one guard: open tasks count against what is left, so a
+# short interval never makes more tasks than the quota has left to do.
+ELIGIBLE = f"""q.paused = 0 AND q.inspection_ok = 1 AND q.expires_at > :now
+    AND (q.next_run_at IS NULL OR q.next_run_at <= :now)
+    AND (q.quantity_left > 0 OR q.orders_left > 0)
+    AND (SELECT COUNT(*) FROM tasks t WHERE t.subject_type = 'quota' AND t.subject_id = q.id AND t.status IN {OPEN})
+        * CASE WHEN q.quantity_left IS NULL THEN 1 ELSE q.per_call END < COALESCE(q.quantity_left, q.orders_left)"""
+SNAPSHOT_FRESH = "(q.action != 'post_stats' OR q.posts_fetched_at > :stale_before)"
+TASK_COLUMNS = ("id, lease_token, account_id, action, target, post_id, subject_type, subject_id,"
+                " lease_expires_at")
+
+
+def holder(task_id: int) -> str:
+    return f"quota:{task_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    max_tasks: int
+    lock_seconds: float  # the reservation window of a task not pulled yet
+    daily_cap: int
+    day: str  # the UTC day whose usage counts against the cap
+    stale_before: float  # a posts snapshot fetched before this is refreshed first
+    local: bool  # whether accounts assigned to ``local`` are served
+
+
+@dataclass(frozen=True, slots=True)
+class Generated:
+    tasks: int = 0
+    no_account: int = 0  # due quotas that found no account this round
+    empty: int = 0  # post quotas whose channel showed no posts
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """One report, already validated; ``effect`` is what a failure does to the account."""
+
+    task_id: int
+    lease_token: str
+    ok: bool
+    observation: dict[str, Any] = field(default_factory=dict)
+    error_code: str | None = None
+    error: str | None = None
+    effect: AccountEffect | None = None
+    target_failed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reaped:
+    returned: int = 0  # expired leases back to pending
+    failed: int = 0  # expired max_leases times
+    unpulled: int = 0  # pending past their reservation window
+
+
+def _outcome(row: sqlite3.Row | None, executor: str, token: str, at: float) -> str:
+    """Fencing: a report or an extension applies only to a live lease of this executor with this token.
+    Another executor's task does not exist for this one."""
+    if row is None or (row["leased_by"] or executor) != executor:
+        return "not_found"
+    if row["status"] in ("done", "failed"):
+        return "duplicate" if row["lease_token"] == token else "stale_lease"
+    if row["status"] != "leased" or row["lease_token"] != token or row["lease_expires_at"] <= at:
+        return "stale_lease"
+    return "applied"
+
+
+class PulledStore(StoreCore):
+    # --- generation ------------------------------------------------------------------------------------------------
+
+    async def stale_snapshots(self, stale_before: float, limit: int) -> list[sqlite3.Row]:
+        """Due post quotas whose posts snapshot is missing or older than the TTL: refreshed before generation."""
+        return list(await self.read(
+            f"SELECT q.id, q.target, q.last_n_posts FROM quotas q WHERE {ELIGIBLE} AND q.action = 'post_stats'"
+            " AND (q.posts_fetched_at IS NULL OR q.posts_fetched_at <= :stale_before)"
+            " ORDER BY COALESCE(q.next_run_at, 0), q.id LIMIT :limit",
+            {"now": now(), "stale_before": stale_before, "limit": limit}))
+
+    async def record_posts(self, quota_id: int, post_ids: list[int]) -> None:
+        """A fresh snapshot; the cursor starts again at the newest post."""
+        async with self.tx() as tx:
+            await tx.execute("UPDATE quotas SET posts_json = ?, posts_fetched_at = ?, cursor = 0 WHERE id = ?",
+                             (json.dumps(post_ids), now(), quota_id))
+            tx.touch_quota(quota_id)
+
+    async def postpone_quota(self, quota_id: int, error: str, seconds: float) -> None:
+        """A run that could not happen (refresh failed, no probe): say why, and try again later."""
+        async with self.tx() as tx:
+            await tx.execute("UPDATE quotas SET last_error = ?, next_run_at = ? WHERE id = ?",
+                             (error, now() + seconds, quota_id))
+            tx.touch_quota(quota_id)
+
+    async def generate(self, g: Generation) -> Generated:
+        """One round of design 5.2 in one transaction: pick posts, reserve accounts, create tasks,
+        advance cursors and ``next_run_at`` together, so a restart never makes the same run twice."""
+        at = now()
+        async with self.tx() as tx:
+            quotas = list(await tx.fetchall(
+                f"SELECT q.id, q.action, q.target, q.posts_json, q.cursor, q.interval_seconds, q.last_error"
+                f" FROM quotas q WHERE {ELIGIBLE} AND {SNAPSHOT_FRESH}"
+                " ORDER BY COALESCE(q.next_run_at, 0), q.id LIMIT :limit",
+                {"now": at, "stale_before": g.stale_before, "limit": g.max_tasks}))
+            if not quotas:
+                return Generated()
+            picks: list[tuple[sqlite3.Row, int | None, int]] = []  # (quota, post id, next cursor)
+            empty: list[sqlite3.Row] = []
+            for q in quotas:
+                if q["action"] != "post_stats":
+                    picks.append((q, None, q["cursor"]))
+                    continue
+                posts = json.loads(q["posts_json"] or "[]")
+                if not posts:
+                    empty.append(q)
+                    continue
+                index = q["cursor"] % len(posts)
+                picks.append((q, posts[index], (index + 1) % len(posts)))
+            accounts = [r[0] for r in await tx.fetchall(
+                f"SELECT a.id FROM accounts a WHERE {ACCOUNT_CAN_WORK} AND {LOCK_FREE}"
+                " AND (a.executor = 'local' AND :local OR a.executor IN"
+                " (SELECT name FROM providers WHERE revoked_at IS NULL))"
+                f" AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.account_id = a.id AND t.status IN {OPEN})"
+                " AND NOT EXISTS (SELECT 1 FROM usage u WHERE u.account_id = a.id AND u.day = :day"
+                " AND u.used >= :cap) ORDER BY COALESCE(a.last_used_at, 0), a.id",
+                {"now": at, "local": int(g.local), "day": g.day, "cap": g.daily_cap})]
+            used = await self._used_for_posts(tx, [(q["id"], post) for q, post, _ in picks if post is not None])
+            chosen = _assign(picks, accounts, used)
+            first = next(iter(await tx.fetchall("SELECT COALESCE(MAX(id), 0) + 1 FROM tasks")))[0]
+            made = [(first + i, q, post, cursor, account) for i, (q, post, cursor, account) in enumerate(chosen)]
+            await tx.conn.executemany(
+                "INSERT INTO tasks (id, subject_type, subject_id, account_id, action, target, post_id, status,"
+                " lease_expires_at, created_at) VALUES (?, 'quota', ?, ?, ?, ?, ?, 'pending', ?, ?)",
+                [(tid, q["id"], account, q["action"], q["target"], post, at + g.lock_seconds, at)
+                 for tid, q, post, _, account in made])
+            await take_locks(tx, [(account, holder(tid)) for tid, _, _, _, account in made], g.lock_seconds)
+            await tx.conn.executemany("UPDATE accounts SET last_used_at = ? WHERE id = ?",
+                                      [(at, account) for *_, account in made])
+            await tx.conn.executemany(
+                "UPDATE quotas SET cursor = ?, next_run_at = ?, last_error = NULL WHERE id = ?",
+                [(cursor, at + q["interval_seconds"], q["id"]) for _, q, _, cursor, _ in made])
+            served = {q["id"] for _, q, *_ in made}
+            starved = [q for q, *_ in picks if q["id"] not in served]
+            await self._note(tx, starved, "no account is free for this run", None)
+            await self._note(tx, empty, "the channel shows no posts", at)
+            for _, q, *_ in made:
+                tx.touch_quota(q["id"])
+            return Generated(tasks=len(made), no_account=len(starved), empty=len(empty))
+
+    async def _used_for_posts(self, tx: Tx, pairs: list[tuple[int, int]]) -> set[tuple[int, int, int]]:
+        """(quota, post, account) already taken for the posts about to be picked (a failed task frees its pair)."""
+        if not pairs:
+            return set()
+        rows = await tx.fetchall(
+            "SELECT t.subject_id, t.post_id, t.account_id FROM json_each(?) j JOIN tasks t"
+            " ON t.subject_type = 'quota' AND t.subject_id = json_extract(j.value, '$[0]')"
+            " AND t.post_id = json_extract(j.value, '$[1]') WHERE t.status != 'failed'", (json.dumps(pairs),))
+        return {(r[0], r[1], r[2]) for r in rows}
+
+    async def _note(self, tx: Tx, quotas: list[sqlite3.Row], error: str, at: float | None) -> None:
+        """Say why a due quota made no task; ``at`` also pushes its next run back by its interval."""
+        changed = [q for q in quotas if q["last_error"] != error or at is not None]
+        await tx.conn.executemany(
+            "UPDATE quotas SET last_error = ?, next_run_at = COALESCE(?, next_run_at) WHERE id = ?",
+            [(error, None if at is None else at + q["interval_seconds"], q["id"]) for q in changed])
+        for q in changed:
+            tx.touch_quota(q["id"])
+
+    # --- leases ----------------------------------------------------------------------------------------------------
+
+    async def lease_tasks(self, executor: str, limit: int, lease_seconds: float,
+                          lock_seconds: float) -> list[dict[str, Any]]:
+        """Pending tasks of the executor's accounts, oldest first, leased with a fresh token each."""
+        at = now()
+        async with self.tx() as tx:
+            rows = await tx.fetchall(
+                "UPDATE tasks SET status = 'leased', lease_token = lower(hex(randomblob(16))), leased_by = :ex,"
+                " lease_expires_at = :exp, lease_count = lease_count + 1 WHERE id IN ("
+                " SELECT t.id FROM tasks t JOIN accounts a ON a.id = t.account_id"
+                " WHERE t.status = 'pending' AND a.executor = :ex AND a.is_active = 1 AND a.disabled_at IS NULL"
+                " AND NOT EXISTS (SELECT 1 FROM account_locks l WHERE l.account_id = t.account_id"
+                " AND l.expires_at > :now AND l.holder != 'quota:' || t.id)"
+                f" ORDER BY t.id LIMIT :limit) RETURNING {TASK_COLUMNS}",
+                {"ex": executor, "exp": at + lease_seconds, "now": at, "limit": limit})
+            tasks = sorted((dict(r) for r in rows), key=lambda r: r["id"])
+            await take_locks(tx, [(t["account_id"], holder(t["id"])) for t in tasks], lock_seconds)
+            return tasks
+
+    async def extend_leases(self, executor: str, leases: list[tuple[int, str]], lease_seconds: float,
+                            lock_seconds: float) -> list[tuple[str, float | None]]:
+        """(outcome, new expiry) per lease; only live leases of this executor are extended."""
+        at = now()
+        async with self.tx() as tx:
+            rows = await self._tasks(tx, [tid for tid, _ in leases])
+            out: list[tuple[str, float | None]] = []
+            live: dict[int, sqlite3.Row] = {}
+            for tid, token in leases:
+                outcome = _outcome(rows.get(tid), executor, token, at)
+                if outcome == "applied":
+                    live[tid] = rows[tid]
+                out.append((outcome, at + lease_seconds if outcome == "applied" else None))
+            await tx.conn.executemany("UPDATE tasks SET lease_expires_at = ? WHERE id = ?",
+                                      [(at + lease_seconds, tid) for tid in live])
+            await take_locks(tx, [(r["account_id"], holder(tid)) for tid, r in live.items()], lock_seconds)
+            return out
+
+    async def _tasks(self, tx: Tx, ids: list[int]) -> dict[int, sqlite3.Row]:
+        rows = await tx.fetchall(
+            "SELECT id, status, lease_token, leased_by, lease_expires_at, account_id, subject_id, post_id, action"
+            " FROM tasks WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(sorted(set(ids))),))
+        return {r["id"]: r for r in rows}
+
+    # --- reports ---------------------------------------------------------------------------------------------------
+
+    async def finish_tasks(self, executor: str, items: list[Finish], *, pace_seconds: float, day: str,
+                           retry_seconds: float) -> list[str]:
+        """Apply reports in one transaction; the outcome of each, in order. A task reported twice in
+        one batch is applied once: the second is a duplicate."""
+        at = now()
+        async with self.tx() as tx:
+            rows = await self._tasks(tx, [i.task_id for i in items])
+            outcomes: list[str] = []
+            applied: list[tuple[Finish, sqlite3.Row]] = []
+            seen: set[int] = set()
+            for item in items:
+                row = rows.get(item.task_id)
+                outcome = _outcome(row, executor, item.lease_token, at)
+                if outcome == "applied" and item.task_id in seen:
+                    outcome = "duplicate"
+                outcomes.append(outcome)
+                if outcome == "applied" and row is not None:
+                    seen.add(item.task_id)
+                    applied.append((item, row))
+            done = [(i, r) for i, r in applied if i.ok]
+            failed = [(i, r) for i, r in applied if not i.ok]
+            await self._commit_claims(tx, done, at, pace_seconds, day)
+            await self._roll_back_claims(tx, failed, at, retry_seconds)
+            return outcomes
+
+    async def _commit_claims(self, tx: Tx, done: list[tuple[Finish, sqlite3.Row]], at: float, pace: float,
+                             day: str) -> None:
+        """Success: task done, pacing and the daily cap consumed, the lock let go, the quota's counter
+        decremented (never below 0) and the observation stored, all in the caller's transaction."""
+        if not done:
+            return
+        await tx.conn.executemany(
+            "UPDATE tasks SET status = 'done', result_json = ?, reported_at = ?, lease_expires_at = NULL WHERE id = ?",
+            [(json.dumps(i.observation), at, i.task_id) for i, _ in done])
+        await tx.conn.executemany(
+            "INSERT INTO usage (account_id, day, used) VALUES (?, ?, 1)"
+            " ON CONFLICT (account_id, day) DO UPDATE SET used = used + 1", [(r["account_id"], day) for _, r in done])
+        await tx.conn.executemany(
+            "UPDATE accounts SET last_ok_at = :at, last_error_code = NULL,"
+            " cooldown_until = CASE WHEN :pace > 0 AND COALESCE(cooldown_until, 0) < :at + :pace"
+            " THEN :at + :pace ELSE cooldown_until END,"
+            " cooldown_reason = CASE WHEN :pace > 0 AND COALESCE(cooldown_until, 0) < :at + :pace"
+            " THEN 'pace' ELSE cooldown_reason END WHERE id = :id",
+            [{"at": at, "pace": pace, "id": r["account_id"]} for _, r in done])
+        await release_locks(tx, [(r["account_id"], holder(r["id"])) for _, r in done])
+        per_quota = Counter(r["subject_id"] for _, r in done)
+        quotas = await tx.fetchall(
+            "SELECT id, name, quantity_left, orders_left, per_call FROM quotas"
+            " WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(sorted(per_quota)),))
+        updates = []
+        for q in quotas:
+            n = per_quota[q["id"]]
+            quantity = None if q["quantity_left"] is None else max(0, q["quantity_left"] - q["per_call"] * n)
+            orders = q["orders_left"] if quantity is not None else max(0, (q["orders_left"] or 0) - n)
+            updates.append((quantity, orders, q["id"]))
+            tx.touch_quota(q["id"])
+            if (quantity if quantity is not None else orders) == 0:
+                await tx.event("quota.used_up", f"quota {q['name']}: used up", quota_id=q["id"])
+        await tx.conn.executemany("UPDATE quotas SET quantity_left = ?, orders_left = ?, last_error = NULL"
+                                  " WHERE id = ?", updates)
+        obs = [(r["subject_id"], r["id"], r["post_id"], at, i.observation) for i, r in done]
+        await tx.conn.executemany(
+            "INSERT INTO measurements (quota_id, task_id, post_id, observed_at, views, forwards, replies, reactions,"
+            " subscribers, data_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(qid, tid, post, when, o.get("views"), o.get("forwards"), o.get("replies"), o.get("reactions"),
+              o.get("subscribers"), json.dumps({k: v for k, v in o.items() if k in ("title", "reactions_by_emoji")}))
+             for qid, tid, post, when, o in obs])
+
+    async def _roll_back_claims(self, tx: Tx, failed: list[tuple[Finish, sqlite3.Row]], at: float,
+                                retry_seconds: float) -> None:
+        """Failure: task failed, the lock let go, the error applied to the account by the one policy,
+        and the quota retried later, or its inspection failed for a target error."""
+        await tx.conn.executemany(
+            "UPDATE tasks SET status = 'failed', error_code = ?, result_json = ?, reported_at = ?,"
+            " lease_expires_at = NULL WHERE id = ?",
+            [(i.error_code, json.dumps({"error": i.error} if i.error else {}), at, i.task_id) for i, _ in failed])
+        await release_locks(tx, [(r["account_id"], holder(r["id"])) for _, r in failed])
+        for item, row in failed:
+            if item.effect is not None:
+                await apply_account_effect(tx, row["account_id"], item.effect)
+            if item.target_failed:
+                await tx.execute("UPDATE quotas SET inspection_ok = 0, inspection_error = ?, inspection_at = ?,"
+                                 " last_error = ? WHERE id = ?", (item.error_code, at, item.error_code, row["subject_id"]))
+            else:
+                await tx.execute("UPDATE quotas SET last_error = ?, next_run_at = MAX(COALESCE(next_run_at, 0), ?)"
+                                 " WHERE id = ?", (item.error_code, at + retry_seconds, row["subject_id"]))
+            await tx.event("task.failed", f"quota task {row['id']} failed: {item.error_code}",
+                           account_id=row["account_id"], task_id=row["id"], quota_id=row["subject_id"],
+                           data={"code": item.error_code, "target": item.target_failed})
+            tx.touch_quota(row["subject_id"])
+
+    # --- the reaper ------------------------------------------------------------------------------------------------
+
+    async def reap_leases(self, max_leases: int, lock_seconds: float) -> Reaped:
+        """Expired leases go back to pending with their reservation renewed, or fail after ``max_leases``;
+        pending tasks nobody pulled within their window fail too. Failing lets the account go."""
+        at = now()
+        async with self.tx() as tx:
+            rows = list(await tx.fetchall(
+                "SELECT id, status, lease_count, account_id, subject_id FROM tasks"
+                f" WHERE status IN {OPEN} AND lease_expires_at <= ?", (at,)))
+            if not rows:
+                return Reaped()
+            back = [r for r in rows if r["status"] == "leased" and r["lease_count"] < max_leases]
+            gone = [(r, "LEASE_EXPIRED" if r["status"] == "leased" else "NOT_PULLED")
+                    for r in rows if r not in back]
+            await tx.conn.executemany(
+                "UPDATE tasks SET status = 'pending', lease_token = NULL, leased_by = NULL, lease_expires_at = ?"
+                " WHERE id = ?", [(at + lock_seconds, r["id"]) for r in back])
+            await take_locks(tx, [(r["account_id"], holder(r["id"])) for r in back], lock_seconds, must=False)
+            await tx.conn.executemany(
+                "UPDATE tasks SET status = 'failed', error_code = ?, reported_at = ?, lease_expires_at = NULL,"
+                " lease_token = NULL WHERE id = ?", [(code, at, r["id"]) for r, code in gone])
+            await release_locks(tx, [(r["account_id"], holder(r["id"])) for r, _ in gone])
+            for r, code in gone:
+                await tx.event("task.expired", f"quota task {r['id']}: {code.lower().replace('_', ' ')}",
+                               account_id=r["account_id"], task_id=r["id"], quota_id=r["subject_id"],
+                               data={"code": code, "leases": r["lease_count"]})
+            return Reaped(returned=len(back), failed=sum(c == "LEASE_EXPIRED" for _, c in gone),
+                          unpulled=sum(c == "NOT_PULLED" for _, c in gone))
+
+    # --- operators -------------------------------------------------------------------------------------------------
+
+    async def assign_accounts(self, ids: list[int], executor: str) -> int:
+        """Give accounts to an executor; how many changed. Their open tasks stay with the old executor
+        until they are reported or expire."""
+        async with self.tx() as tx:
+            found = {r[0] for r in await tx.fetchall(
+                "SELECT id FROM accounts WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),))}
+            if missing := sorted(set(ids) - found):
+                raise NotFound(f"account {missing[0]}: no such account")
+            cur = await tx.execute(
+                "UPDATE accounts SET executor = ? WHERE id IN (SELECT value FROM json_each(?)) AND executor != ?",
+                (executor, json.dumps(ids), executor))
+            for account_id in ids:
+                tx.touch(account_id)
+            if cur.rowcount:
+                await tx.event("accounts.assigned", f"{cur.rowcount} account(s) assigned to {executor}",
+                               data={"executor": executor, "accounts": len(ids)})
+            return cur.rowcount
+
+    async def account_ref(self, account_id: int) -> tuple[int | None, str | None]:
+        """(Telegram user id, phone): what a gateway needs besides the id."""
+        rows = list(await self.read("SELECT tg_user_id, phone FROM accounts WHERE id = ?", (account_id,)))
+        if not rows:
+            raise NotFound(f"account {account_id}: no such account")
+        return rows[0][0], rows[0][1]
+
+
+def _assign(picks: list[tuple[sqlite3.Row, int | None, int]], accounts: list[int],
+            used: set[tuple[int, int, int]]) -> list[tuple[sqlite3.Row, int | None, int, int]]:
+    """Least recently used account first, each account once per round, never one already used for
+    the same (quota, post). A channel_stats run has no post, so any free account will do."""
+    free = list(accounts)
+    taken: set[int] = set()
+    out = []
+    start = 0
+    for q, post, cursor in picks:
+        while start < len(free) and free[start] in taken:
+            start += 1
+        for i in range(start, len(free)):
+            account = free[i]
+            if account not in taken and (post is None or (q["id"], post, account) not in used):
+                taken.add(account)
+                out.append((q, post, cursor, account))
+                break
+    return out
