@@ -1,133 +1,262 @@
-"""The dashboard application: a live view of the fleet over the control socket."""
+"""The dashboard application: three live views of the fleet over the control socket.
+
+The stream worker feeds the model; a timer repaints the visible view a few
+times a second, so the cost of drawing does not grow with the delta rate.
+Every action goes through the control API and reports its answer; the rows
+change only when the daemon's delta comes back, so the screen never shows a
+state the daemon does not have.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from rich.text import Text
+import aiohttp
 from textual import work
-from textual.app import App, ComposeResult
-from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Static
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
 
-from tgdaemon.errors import TgfleetError
+from tgdaemon.errors import ApiError, TgfleetError
 from tgtui.client import ControlClient
-from tgtui.model import FleetModel, effective_state, parse_time
+from tgtui.model import Clock, FleetModel
+from tgtui.screens.accounts import AccountsScreen
+from tgtui.screens.base import FleetScreen
+from tgtui.screens.confirm import ReasonDialog
+from tgtui.screens.detail import AccountDetail, DetailScreen, QuotaDetail
+from tgtui.screens.events import EventsScreen
+from tgtui.screens.help import HelpScreen, Section
+from tgtui.screens.quotas import QuotasScreen
+from tgtui.widgets.table import LineTable
 
-STATE_STYLE = {"ready": "green", "busy": "cyan", "cooldown": "yellow", "disabled": "red", "inactive": "dim"}
-# (key, label, width): fixed widths, so a value that changes later is never cut to the first one's width.
-COLUMNS = (("id", "ID", 6), ("label", "Label", 16), ("phone", "Phone", 14), ("state", "State", 9),
-           ("cooldown", "Cooldown", 9), ("setup", "Setup", 6), ("executor", "Executor", 10),
-           ("error", "Last error", 24))
 REPAINT_SECONDS = 0.25
 RECONNECT_SECONDS = 1.0
-
-
-def countdown(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    minutes, secs = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
-def cells(account: dict[str, Any], now: float) -> dict[str, Any]:
-    state = effective_state(account, now)
-    until = parse_time(account.get("cooldown_until"))
-    return {
-        "id": account["id"], "label": account["label"], "phone": account["phone_masked"] or "",
-        "state": Text(state, style=STATE_STYLE.get(state, "")),
-        "cooldown": countdown(until - now) if state == "cooldown" and until else "",
-        "setup": "probe" if account["is_probe"] else f"{account['setup']['done']}/{account['setup']['total']}",
-        "executor": account["executor"], "error": account["last_error_code"] or "",
-    }
+STATUS_SECONDS = 5.0
+VIEWS_SECONDS = 10.0
+VIEWS = ("accounts", "quotas", "events")
+OFFLINE_ERRORS = (TgfleetError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
 
 class FleetApp(App[None]):
     TITLE = "tgfleet"
-    CSS = """
-    #header { height: 1; background: $panel; padding: 0 1; }
-    #offline { height: 1; background: $error; color: $text; padding: 0 1; display: none; }
-    #offline.shown { display: block; }
-    """
-    BINDINGS = [Binding("q", "quit", "Quit")]
+    MODES: ClassVar[dict[str, Any]] = {"accounts": AccountsScreen, "quotas": QuotasScreen, "events": EventsScreen}
+    DEFAULT_MODE = "accounts"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help"),
+    ]
 
-    def __init__(self, socket_path: Path) -> None:
+    def __init__(self, socket_path: Path, *, clock: Clock = time.time, client: ControlClient | None = None) -> None:
         super().__init__()
-        self.client = ControlClient(socket_path)
-        self.model = FleetModel()
+        self.client = client or ControlClient(socket_path)
+        self.clock = clock
+        self.model = FleetModel(clock)
         self.offline_since: float | None = None
-
-    def compose(self) -> ComposeResult:
-        yield Static("connecting…", id="header")
-        yield Static("", id="offline")
-        table: DataTable[Any] = DataTable(id="accounts", cursor_type="row", zebra_stripes=True)
-        for key, label, width in COLUMNS:
-            table.add_column(label, key=key, width=width)
-        yield table
-        yield Footer()
+        self._views_seen: dict[int, int] = {}
 
     def on_mount(self) -> None:
         self.follow_stream()
+        self.poll_status()
+        self.poll_views()
         self.set_interval(REPAINT_SECONDS, self.repaint)
 
     async def on_unmount(self) -> None:
         await self.client.close()
 
-    @work(exclusive=True, group="stream")
+    def offline_for(self) -> float | None:
+        return None if self.offline_since is None else time.monotonic() - self.offline_since
+
+    @work(group="stream", exclusive=True, exit_on_error=False)
     async def follow_stream(self) -> None:
-        """Load the snapshot, apply deltas; when the daemon goes away, say so and keep trying."""
+        """Load the snapshot, apply deltas; after a gap resync; when the daemon goes away, say so and keep trying."""
         while True:
             try:
                 async for msg in self.client.watch(self.model.since):
+                    self.offline_since = None
                     if not self.model.apply(msg):
                         break  # a gap: reconnect and let the daemon replay or resend a snapshot
-                    self.offline_since = None
-            except TgfleetError:
+            except OFFLINE_ERRORS:
                 pass
             if self.offline_since is None:
                 self.offline_since = time.monotonic()
             self.repaint()
             await asyncio.sleep(RECONNECT_SECONDS)
 
-    def repaint(self) -> None:
-        now = time.time()
-        self._paint_header(now)
-        table = self.query_one("#accounts", DataTable)
-        reloaded, dirty = self.model.take_dirty()
-        with self.batch_update():
-            if reloaded:
-                table.clear()
-                for account in sorted(self.model.accounts.values(), key=lambda a: a["id"]):
-                    table.add_row(*cells(account, now).values(), key=str(account["id"]))
-                return
-            ticking = {a["id"] for a in self.model.accounts.values() if a["state"] == "cooldown"}
-            for account_id in dirty | ticking:
-                account = self.model.accounts[account_id]
-                for key, value in cells(account, now).items():
-                    table.update_cell(str(account_id), key, value)
+    @work(group="status", exclusive=True, exit_on_error=False)
+    async def poll_status(self) -> None:
+        """Tasks per minute and uptime are not deltas: ask for them now and then."""
+        while True:
+            await asyncio.sleep(STATUS_SECONDS)
+            if self.offline_since is None:
+                try:
+                    self.model.set_status(await self.client.status())
+                except OFFLINE_ERRORS:
+                    pass
 
-    def _paint_header(self, now: float) -> None:
-        offline = self.query_one("#offline", Static)
-        if self.offline_since is not None:
-            offline.update(f"daemon offline for {countdown(time.monotonic() - self.offline_since)}"
-                           f" — reconnecting to {self.client.socket_path}")
-            offline.add_class("shown")
-        else:
-            offline.remove_class("shown")
-        status = self.model.status
-        if not status:
+    @work(group="views", exclusive=True, exit_on_error=False)
+    async def poll_views(self) -> None:
+        """Fetch the measurements of post quotas whose count moved, for their sparklines."""
+        while True:
+            for quota in list(self.model.quotas.values()):
+                if quota["action"] != "post_stats" or self._views_seen.get(quota["id"]) == quota["measurements"]:
+                    continue
+                try:
+                    self.model.set_views(quota["id"], await self.client.measurements(quota["id"]))
+                except OFFLINE_ERRORS:
+                    break
+                self._views_seen[quota["id"]] = quota["measurements"]
+            await asyncio.sleep(VIEWS_SECONDS)
+
+    def repaint(self) -> None:
+        for screen in self.screen_stack:
+            if isinstance(screen, FleetScreen) and screen.is_mounted:
+                screen.repaint()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one place a failed worker is shown: one line, never a traceback."""
+        if event.state == WorkerState.ERROR and event.worker.error is not None:
+            error = event.worker.error
+            text = str(error).splitlines()[0] if str(error) else type(error).__name__
+            self.notify(text, title=f"{event.worker.group} failed", severity="error")
+
+    # views and screens
+
+    def action_next_view(self) -> None:
+        self.switch_mode(VIEWS[(VIEWS.index(self.current_mode) + 1) % len(VIEWS)])
+
+    def action_previous_view(self) -> None:
+        self.switch_mode(VIEWS[(VIEWS.index(self.current_mode) - 1) % len(VIEWS)])
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(key_map()))
+
+    def open_account(self, account_id: int) -> None:
+        self.push_screen(AccountDetail(account_id))
+
+    def open_quota(self, quota_id: int) -> None:
+        self.push_screen(QuotaDetail(quota_id))
+
+    # actions: through the control API; the rows change when the delta arrives
+
+    def targets(self) -> list[int]:
+        screen = self.screen
+        if isinstance(screen, DetailScreen):
+            return screen.targets()
+        if isinstance(screen, FleetScreen):
+            return screen.table.targets()
+        return []
+
+    def action_retry(self) -> None:
+        if ids := self._account_targets():
+            self.act("retry", ids)
+
+    def action_enable(self) -> None:
+        if ids := self._account_targets():
+            self.act("enable", ids)
+
+    def action_disable(self) -> None:
+        ids = self._account_targets()
+        if not ids:
             return
-        counts = self.model.counts(now)
-        uptime = status["uptime_seconds"] + time.monotonic() - self.model.status_at
-        header = Text.assemble(
-            ("tgfleet ", "bold"),
-            *[part for state, n in counts.items() for part in ((f"{state} ", STATE_STYLE[state]), f"{n}  ")],
-            f"│ daemon {status['version']} up {countdown(uptime)} │ {status['gateway']}",
-        )
-        self.query_one("#header", Static).update(header)
+        what = f"account {ids[0]}" if len(ids) == 1 else f"{len(ids)} accounts"
+        self.push_screen(ReasonDialog(f"Disable {what}? Its work stops until it is enabled again.", "Disable"),
+                         callback=lambda reason: self.act("disable", ids, reason) if reason else None)
+
+    def action_pause(self) -> None:
+        ids = self.targets()
+        if not isinstance(self.screen, (QuotasScreen, QuotaDetail)) or not ids or ids[0] not in self.model.quotas:
+            return
+        self.toggle_pause(ids[0], not self.model.quotas[ids[0]]["paused"])
+
+    def _account_targets(self) -> list[int]:
+        if not isinstance(self.screen, (AccountsScreen, AccountDetail)):
+            return []
+        ids = self.targets()
+        if not ids:
+            self.notify("no account selected", severity="warning")
+        return ids
+
+    @work(group="action", exit_on_error=False)
+    async def act(self, verb: str, ids: list[int], reason: str | None = None) -> None:
+        changed, unchanged, failed, tasks = 0, 0, [], 0
+        for account_id in ids:
+            try:
+                if verb == "retry":
+                    tasks += (await self.client.retry(account_id))["tasks"]
+                    changed += 1
+                    continue
+                answer = await (self.client.disable(account_id, reason or "") if verb == "disable"
+                                else self.client.enable(account_id))
+            except ApiError as exc:
+                failed.append(f"{account_id}: {exc}")
+                continue
+            changed, unchanged = changed + answer["changed"], unchanged + (not answer["changed"])
+        if isinstance(self.screen, AccountsScreen):
+            self.screen.table.marked.clear()
+        self.notify(action_summary(verb, changed, unchanged, tasks, failed),
+                    severity="error" if failed else "information")
+
+    @work(group="action", exit_on_error=False)
+    async def toggle_pause(self, quota_id: int, paused: bool) -> None:
+        answer = await self.client.set_quota_paused(quota_id, paused)
+        verb = "paused" if paused else "resumed"
+        self.notify(f"quota {quota_id} {verb}" if answer["changed"] else f"quota {quota_id} was already {verb}")
+
+    # the command palette offers what the keys do
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for view in VIEWS:
+            yield SystemCommand(f"View: {view}", f"switch to the {view} view", lambda v=view: self.switch_mode(v))
+        yield SystemCommand("Help", "every key of the dashboard", self.action_help)
+        if isinstance(screen, FleetScreen):
+            yield SystemCommand("Filter", "filter the rows (words, or column:value)", screen.action_filter)
+            yield SystemCommand("Clear filter", "show every row again", screen.action_clear_filter)
+            yield SystemCommand("Sort", "sort by the next column", screen.action_sort)
+            yield SystemCommand("Reverse sort", "flip the sort order", screen.action_reverse)
+        if isinstance(screen, (AccountsScreen, AccountDetail)):
+            yield SystemCommand("Retry", "retry the setup tasks of the marked or selected accounts",
+                                self.action_retry)
+            yield SystemCommand("Disable", "disable the marked or selected accounts (asks for a reason)",
+                                self.action_disable)
+            yield SystemCommand("Enable", "enable the marked or selected accounts", self.action_enable)
+        if isinstance(screen, AccountsScreen):
+            yield SystemCommand("Mark", "mark or unmark the selected account", screen.action_mark)
+        if isinstance(screen, (QuotasScreen, QuotaDetail)):
+            yield SystemCommand("Pause/resume", "pause or resume the selected quota", self.action_pause)
+
+
+def action_summary(verb: str, changed: int, unchanged: int, tasks: int, failed: list[str]) -> str:
+    """One line: what the daemon did, and the first refusal if any."""
+    past = {"retry": "retried", "disable": "disabled", "enable": "enabled"}[verb]
+    parts = [f"{past} {changed} account{'s' if changed != 1 else ''}"]
+    if verb == "retry":
+        parts[0] += f", {tasks} task{'s' if tasks != 1 else ''} due now"
+    if unchanged:
+        parts.append(f"{unchanged} already {past}")
+    if failed:
+        parts.append(f"{len(failed)} refused ({failed[0]})")
+    return "; ".join(parts)
+
+
+def key_map() -> list[Section]:
+    """Every key, by where it works; the help screen and docs/dashboard.md show this."""
+    return [
+        ("Everywhere", [*FleetApp.BINDINGS, Binding("ctrl+p", "command_palette", "Command palette"),
+                        *FleetScreen.BINDINGS]),
+        ("In a table", LineTable.BINDINGS),
+        ("Accounts view", AccountsScreen.BINDINGS),
+        ("Quotas view", QuotasScreen.BINDINGS),
+        ("Account detail", [*AccountDetail.BINDINGS, *DetailScreen.BINDINGS]),
+        ("Quota detail", QuotaDetail.BINDINGS),
+        ("Disable dialog", ReasonDialog.BINDINGS),
+    ]
 
 
 def run_dashboard(socket_path: Path) -> None:

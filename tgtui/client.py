@@ -95,6 +95,21 @@ class ControlClient:
     async def enable(self, account_id: int) -> dict[str, Any]:
         return await self.request("POST", f"/accounts/{account_id}/enable", body={})
 
+    async def retry(self, account_id: int) -> dict[str, Any]:
+        return await self.request("POST", f"/accounts/{account_id}/retry", body={})
+
+    async def tasks(self, **params: Any) -> list[dict[str, Any]]:
+        return (await self.request("GET", "/tasks", params=params))["tasks"]
+
+    async def quotas(self) -> list[dict[str, Any]]:
+        return (await self.request("GET", "/quotas"))["quotas"]
+
+    async def set_quota_paused(self, quota_id: int, paused: bool) -> dict[str, Any]:
+        return await self.request("POST", f"/quotas/{quota_id}/{'pause' if paused else 'resume'}", body={})
+
+    async def measurements(self, quota_id: int) -> list[dict[str, Any]]:
+        return (await self.request("GET", f"/quotas/{quota_id}/measurements"))["measurements"]
+
     async def events(self, **params: Any) -> list[dict[str, Any]]:
         return (await self.request("GET", "/events", params=params))["events"]
 

@@ -1,18 +1,20 @@
 """The dashboard's picture of the fleet, kept apart from any widget.
 
-It applies the stream: a snapshot replaces everything; a delta upserts one
-object. Widgets ask it what changed since they last drew (``take_dirty``),
-so a burst of deltas costs one repaint, not one per delta.
+The stream worker applies every message here as it arrives (a dict upsert,
+cheap); the screens repaint on a timer and ask only whether anything changed
+since they last drew (the ``*_rev`` counters). So a burst of a thousand deltas
+costs one repaint, not a thousand, and no widget holds state of its own.
 """
 
 from __future__ import annotations
 
-import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 STATES = ("ready", "busy", "cooldown", "disabled", "inactive")
+Clock = Callable[[], float]
 
 
 def parse_time(value: str | None) -> float | None:
@@ -22,38 +24,62 @@ def parse_time(value: str | None) -> float | None:
 def effective_state(account: dict[str, Any], now: float) -> str:
     """The daemon's state, except that a cooldown that has run out reads as ready without a delta."""
     if account["state"] == "cooldown":
-        until = parse_time(account.get("cooldown_until"))
+        until = account.get("_until")
         if until is not None and until <= now:
             return "ready"
     return account["state"]
 
 
+def _with_times(account: dict[str, Any]) -> dict[str, Any]:
+    """Parse ``cooldown_until`` once per delta, not once per draw."""
+    account["_until"] = parse_time(account.get("cooldown_until"))
+    return account
+
+
+def quota_is_open(quota: dict[str, Any], now: float) -> bool:
+    """Still to be worked on: not paused, not expired, something left, inspection not failed."""
+    expires = parse_time(quota.get("expires_at"))
+    left = quota["quantity_left"] if quota.get("quantity_left") is not None else quota.get("orders_left")
+    return (not quota["paused"] and quota.get("inspection_ok") is not False
+            and (expires is None or expires > now) and (left is None or left > 0))
+
+
 class FleetModel:
-    def __init__(self, max_events: int = 500) -> None:
+    def __init__(self, clock: Clock, max_events: int = 2000) -> None:
+        self.clock = clock
         self.accounts: dict[int, dict[str, Any]] = {}
+        self.quotas: dict[int, dict[str, Any]] = {}
         self.events: deque[dict[str, Any]] = deque(maxlen=max_events)
+        self.views: dict[int, list[float]] = {}  # quota id -> total views after each measurement
         self.status: dict[str, Any] = {}
+        self.status_at = clock()
         self.epoch: str | None = None
         self.seq = 0
-        self.dirty: set[int] = set()
-        self.reloaded = False
-        self.status_at = time.monotonic()
+        self.accounts_rev = self.quotas_rev = self.events_rev = 0
 
     @property
     def since(self) -> str | None:
         return f"{self.epoch}:{self.seq}" if self.epoch else None
+
+    def set_status(self, status: dict[str, Any]) -> None:
+        self.status, self.status_at = status, self.clock()
+
+    def uptime(self) -> float:
+        return float(self.status.get("uptime_seconds", 0.0)) + max(0.0, self.clock() - self.status_at)
 
     def apply(self, msg: dict[str, Any]) -> bool:
         """Apply one stream message; False when a gap shows the client must reconnect for a resync."""
         kind = msg.get("type")
         if kind == "snapshot":
             self.epoch, self.seq = msg["epoch"], msg["seq"]
-            self.status = msg["status"]
-            self.status_at = time.monotonic()
-            self.accounts = {a["id"]: a for a in msg["accounts"]}
+            self.set_status(msg["status"])
+            self.accounts = {a["id"]: _with_times(a) for a in msg["accounts"]}
+            self.quotas = {q["id"]: q for q in msg.get("quotas", ())}
             self.events.clear()
             self.events.extend(msg["events"])
-            self.reloaded = True
+            self.accounts_rev += 1
+            self.quotas_rev += 1
+            self.events_rev += 1
             return True
         if kind != "delta":
             return True  # "resync": a snapshot follows on the same socket
@@ -64,20 +90,33 @@ class FleetModel:
         self.seq = msg["seq"]
         data = msg["data"]
         if msg["kind"] == "account":
-            self.accounts[data["id"]] = data
-            self.dirty.add(data["id"])
+            self.accounts[data["id"]] = _with_times(data)
+            self.accounts_rev += 1
+        elif msg["kind"] == "quota":
+            self.quotas[data["id"]] = data
+            self.quotas_rev += 1
         elif msg["kind"] == "event":
             self.events.append(data)
+            self.events_rev += 1
         return True
 
-    def take_dirty(self) -> tuple[bool, set[int]]:
-        """(whether everything must be redrawn, the ids changed since the last call)."""
-        reloaded, dirty = self.reloaded, self.dirty
-        self.reloaded, self.dirty = False, set()
-        return reloaded, dirty
+    def set_views(self, quota_id: int, measurements: Iterable[dict[str, Any]]) -> None:
+        """Views over time: after each measurement, the sum of the latest views of every post seen so far."""
+        latest: dict[Any, int] = {}
+        series: list[float] = []
+        for m in measurements:
+            if m.get("views") is None:
+                continue
+            latest[m.get("post_id")] = m["views"]
+            series.append(float(sum(latest.values())))
+        self.views[quota_id] = series
+        self.quotas_rev += 1
 
     def counts(self, now: float) -> dict[str, int]:
         out = dict.fromkeys(STATES, 0)
         for account in self.accounts.values():
             out[effective_state(account, now)] += 1
         return out
+
+    def open_quotas(self, now: float) -> int:
+        return sum(quota_is_open(q, now) for q in self.quotas.values())

@@ -1,0 +1,59 @@
+"""Small text renderings shared by the views: durations, progress bars, sparklines, times."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from rich.text import Text
+
+from tgtui.model import parse_time
+
+STATE_STYLE = {"ready": "green", "busy": "cyan", "cooldown": "yellow", "disabled": "red", "inactive": "dim"}
+BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def duration(seconds: float) -> str:
+    """Two units at most, so it fits a narrow column: ``45s``, ``3m05s``, ``2h07m``, ``6d23h``."""
+    seconds = int(max(0, seconds))
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def until(value: str | None, now: float, past: str = "now") -> str:
+    """Time left until an ISO instant, or ``past`` once it has come."""
+    at = parse_time(value)
+    if at is None:
+        return ""
+    return duration(at - now) if at > now else past
+
+
+def clock_time(value: str | None) -> str:
+    """An event's time as the operator's local ``HH:MM:SS``."""
+    at = parse_time(value)
+    return datetime.fromtimestamp(at).strftime("%H:%M:%S") if at is not None else ""
+
+
+def bar(done: int, total: int, width: int) -> Text:
+    """A progress bar of ``width`` cells: eighths of a cell, so slow progress still moves."""
+    if total <= 0 or width <= 0:
+        return Text(" " * max(0, width))
+    eighths = round(min(1.0, max(0.0, done / total)) * width * 8)
+    full, part = divmod(eighths, 8)
+    filled = "█" * full + (BLOCKS[part - 1] if part else "")
+    return Text.assemble((filled, "green"), ("·" * (width - len(filled)), "dim"))
+
+
+def sparkline(values: list[float], width: int) -> Text:
+    """The last ``width`` values as block characters, scaled between their own min and max."""
+    tail = values[-width:]
+    if not tail:
+        return Text("")
+    low, high = min(tail), max(tail)
+    span = high - low
+    return Text("".join(BLOCKS[int((v - low) / span * 7) if span else 0] for v in tail), style="cyan")

@@ -1,0 +1,77 @@
+"""The accounts view: every account of the fleet, with its state, countdown and setup progress."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import ClassVar
+
+from rich.text import Text
+from textual.binding import Binding, BindingType
+
+from tgtui.fmt import STATE_STYLE, duration
+from tgtui.model import effective_state
+from tgtui.screens.base import FleetScreen
+from tgtui.table import Column, Row, RowSet
+from tgtui.widgets.table import LineTable
+
+
+def _state(row: Row, now: float) -> Text:
+    state = effective_state(row, now)
+    return Text(state, style=STATE_STYLE.get(state, ""))
+
+
+def _cooldown_left(row: Row, now: float) -> float:
+    until = row.get("_until")
+    return until - now if until is not None and until > now and row["state"] == "cooldown" else 0.0
+
+
+def _cooldown(row: Row, now: float) -> str:
+    left = _cooldown_left(row, now)
+    return duration(left) if left else ""
+
+
+def _setup(row: Row, now: float) -> str:
+    return "probe" if row["is_probe"] else f"{row['setup']['done']}/{row['setup']['total']}"
+
+
+def _setup_sort(row: Row, now: float) -> tuple[int, float]:
+    done, total = row["setup"]["done"], row["setup"]["total"]
+    return (1, 0.0) if row["is_probe"] else (0, done / total if total else 1.0)
+
+
+ACCOUNT_COLUMNS = [
+    Column("id", "ID", 6, lambda r, n: str(r["id"]), sort=lambda r, n: r["id"], right=True),
+    Column("label", "Label", 12, lambda r, n: r["label"], flex=True),
+    Column("phone", "Phone", 13, lambda r, n: r["phone_masked"] or "", drop=3),
+    Column("state", "State", 8, _state, timed=True),
+    Column("cooldown", "Cooldown", 8, _cooldown, sort=_cooldown_left, timed=True, right=True),
+    Column("setup", "Setup", 5, _setup, sort=_setup_sort, right=True),
+    Column("executor", "Executor", 8, lambda r, n: r["executor"] or "", drop=2),
+    Column("error", "Last error", 12, lambda r, n: r["last_error_code"] or "", flex=True, drop=1),
+]
+
+
+class AccountsScreen(FleetScreen):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("space", "mark", "Mark"),
+        Binding("r", "app.retry", "Retry"),
+        Binding("d", "app.disable", "Disable"),
+        Binding("e", "app.enable", "Enable"),
+    ]
+    MARKABLE = True
+    EMPTY = "no accounts (or none match the filter)"
+
+    def make_rowset(self) -> RowSet:
+        return RowSet(ACCOUNT_COLUMNS)
+
+    def rows(self) -> Iterable[Row]:
+        return self.fleet.model.accounts.values()
+
+    def rev(self) -> int:
+        return self.fleet.model.accounts_rev
+
+    def action_mark(self) -> None:
+        self.table.toggle_mark()
+
+    def on_line_table_chosen(self, event: LineTable.Chosen) -> None:
+        self.fleet.open_account(event.key)

@@ -1,0 +1,130 @@
+"""What the three views share: header, offline banner, one LineTable, a filter line, the footer.
+
+A view repaints from the model when the app's timer says so, and only does
+work when the model changed (its ``rev``) or, once a second, when the clock
+changes what it shows (a countdown, a cooldown that runs out).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, ClassVar, cast
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import Footer, Input
+
+from tgtui.table import Row, RowSet
+from tgtui.widgets.header import FleetHeader, OfflineBanner
+from tgtui.widgets.table import LineTable
+
+if TYPE_CHECKING:
+    from tgtui.app import FleetApp
+
+CLOCK_REFRESH_SECONDS = 1.0
+
+
+class FleetScreen(Screen[None]):
+    DEFAULT_CSS = """
+    FleetScreen #filter { dock: bottom; display: none; height: 3; margin-bottom: 1; }
+    FleetScreen #filter.shown { display: block; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("tab,right_square_bracket", "app.next_view", "Next view"),
+        Binding("shift+tab,left_square_bracket", "app.previous_view", "Previous view", show=False),
+        Binding("slash", "filter", "Filter"),
+        Binding("s", "sort", "Sort"),
+        Binding("S", "reverse", "Reverse sort", show=False),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+    ]
+    MARKABLE = False
+    EMPTY = "nothing to show"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rowset = self.make_rowset()
+        self._seen_rev = -1
+        self._clock_drawn = 0.0
+
+    @property
+    def fleet(self) -> FleetApp:
+        return cast("FleetApp", self.app)
+
+    def make_rowset(self) -> RowSet:
+        raise NotImplementedError
+
+    def rows(self) -> Iterable[Row]:
+        raise NotImplementedError
+
+    def rev(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def table(self) -> LineTable:
+        return self.query_one(LineTable)
+
+    def compose(self) -> ComposeResult:
+        yield FleetHeader()
+        yield OfflineBanner()
+        yield LineTable(self.rowset, self.fleet.clock, markable=self.MARKABLE, empty=self.EMPTY)
+        yield Input(placeholder="filter: words, or column:value (state:cooldown) — enter keeps it, esc clears",
+                    id="filter")
+        yield Footer()
+
+    def on_screen_resume(self) -> None:
+        self._seen_rev = -1
+        self.repaint()
+
+    def repaint(self) -> None:
+        now = self.fleet.clock()
+        self.query_one(FleetHeader).paint(self.fleet.model, now)
+        self.query_one(OfflineBanner).paint(self.fleet.offline_for(), self.fleet.client.socket_path)
+        ticked = now - self._clock_drawn >= CLOCK_REFRESH_SECONDS
+        if ticked:
+            self._clock_drawn = now
+        if self.rev() != self._seen_rev or (ticked and self.rowset.timed):
+            self._seen_rev = self.rev()
+            self.rowset.rebuild(self.rows(), now)
+            self.table.rows_changed()
+        elif ticked:
+            self.table.refresh()  # countdowns are drawn from the clock: redraw the visible lines only
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.add_class("shown")
+        box.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "filter" and self.rowset.check_filter(event.value) is None:
+            self._refilter(event.value)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id != "filter":
+            return
+        problem = self.rowset.check_filter(event.value)
+        if problem:
+            self.notify(problem, severity="error")
+            return
+        event.input.remove_class("shown")
+        self.table.focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.value = ""
+        box.remove_class("shown")
+        self._refilter("")
+        self.table.focus()
+
+    def _refilter(self, text: str) -> None:
+        self.rowset.filter = text
+        self._seen_rev = -1
+        self.repaint()
+
+    def action_sort(self) -> None:
+        self.rowset.cycle_sort()
+        self._refilter(self.rowset.filter)
+
+    def action_reverse(self) -> None:
+        self.rowset.desc = not self.rowset.desc
+        self._refilter(self.rowset.filter)

@@ -1,0 +1,59 @@
+"""The confirm dialog for disabling: the daemon requires a reason, so the dialog asks for one."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label
+
+
+class ReasonDialog(ModalScreen[str | None]):
+    """Dismissed with the reason, or None when cancelled."""
+
+    DEFAULT_CSS = """
+    ReasonDialog { align: center middle; }
+    ReasonDialog > Vertical { width: 64; max-width: 100%; height: auto; border: thick $error; background: $surface;
+                              padding: 1 2; }
+    ReasonDialog Label { width: 100%; }
+    ReasonDialog #problem { color: $error; height: auto; }
+    ReasonDialog Horizontal { height: auto; align-horizontal: right; margin-top: 1; }
+    ReasonDialog Button { margin-left: 1; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, question: str, verb: str) -> None:
+        super().__init__()
+        self.question = question
+        self.verb = verb
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.question)
+            yield Input(placeholder="reason (required, kept with the account)", id="reason", max_length=500)
+            yield Label("", id="problem")
+            with Horizontal():
+                yield Button(self.verb, variant="error", id="ok")
+                yield Button("Cancel", id="cancel")
+
+    def on_input_submitted(self) -> None:
+        self._submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "ok":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    def _submit(self) -> None:
+        reason = self.query_one("#reason", Input).value.strip()
+        if not reason:
+            self.query_one("#problem", Label).update("a reason is required")
+            return
+        self.dismiss(reason)

@@ -1,0 +1,92 @@
+"""The quotas view: progress, timing, inspection and a sparkline of views for each quota."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import ClassVar
+
+from rich.text import Text
+from textual.binding import Binding, BindingType
+
+from tgtui.fmt import bar, sparkline, until
+from tgtui.model import FleetModel, parse_time
+from tgtui.screens.base import FleetScreen
+from tgtui.table import Column, Row, RowSet
+from tgtui.widgets.table import LineTable
+
+BAR_WIDTH = 10
+SPARK_WIDTH = 12
+
+
+def left(row: Row) -> int | None:
+    return row["quantity_left"] if row["quantity_left"] is not None else row["orders_left"]
+
+
+def done_total(row: Row) -> tuple[int, int]:
+    total = row["quantity_total"] or 0
+    remaining = left(row)
+    return (total - remaining if remaining is not None else 0), total
+
+
+def _progress(row: Row, now: float) -> Text:
+    done, total = done_total(row)
+    return Text.assemble(bar(done, total, BAR_WIDTH), f" {done}/{total}")
+
+
+def _progress_sort(row: Row, now: float) -> float:
+    done, total = done_total(row)
+    return done / total if total else 0.0
+
+
+def _next_run(row: Row, now: float) -> str:
+    return "paused" if row["paused"] else until(row["next_run_at"], now, "due")
+
+
+def _time_sort(field: str) -> Callable[[Row, float], float]:
+    return lambda row, now: parse_time(row[field]) or 0.0
+
+
+def inspection(row: Row, now: float = 0.0) -> Text:
+    ok = row["inspection_ok"]
+    return Text("pending", "yellow") if ok is None else Text("ok", "green") if ok else Text("failed", "red")
+
+
+def last_error(row: Row, now: float = 0.0) -> str:
+    return row["last_error"] or row["inspection_error"] or ""
+
+
+def quota_columns(model: FleetModel) -> list[Column]:
+    def views(row: Row, now: float) -> Text:
+        return sparkline(model.views.get(row["id"], []), SPARK_WIDTH) if row["action"] == "post_stats" else Text("")
+
+    return [
+        Column("name", "Name", 10, lambda r, n: r["name"], flex=True),
+        Column("target", "Target", 16, lambda r, n: r["target"], drop=5),
+        Column("action", "Action", 13, lambda r, n: r["action"], drop=6),
+        Column("progress", "Progress", BAR_WIDTH + 8, _progress, sort=_progress_sort),
+        Column("left", "Left", 6, lambda r, n: str(left(r) or 0), sort=lambda r, n: left(r) or 0, right=True),
+        Column("next", "Next in", 7, _next_run, sort=_time_sort("next_run_at"), timed=True, right=True),
+        Column("expires", "Expires", 7, lambda r, n: until(r["expires_at"], n, "expired"),
+               sort=_time_sort("expires_at"), timed=True, right=True),
+        Column("inspection", "Inspect", 7, inspection, drop=3),
+        Column("error", "Last error", 10, last_error, flex=True, drop=4),
+        Column("views", "Views", SPARK_WIDTH, views, sort=lambda r, n: (model.views.get(r["id"]) or [0.0])[-1],
+               drop=2),
+    ]
+
+
+class QuotasScreen(FleetScreen):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("p", "app.pause", "Pause/resume")]
+    EMPTY = "no quotas (add one with `tgdaemon quotas add`)"
+
+    def make_rowset(self) -> RowSet:
+        return RowSet(quota_columns(self.fleet.model))
+
+    def rows(self) -> Iterable[Row]:
+        return self.fleet.model.quotas.values()
+
+    def rev(self) -> int:
+        return self.fleet.model.quotas_rev
+
+    def on_line_table_chosen(self, event: LineTable.Chosen) -> None:
+        self.fleet.open_quota(event.key)

@@ -1,0 +1,39 @@
+"""The header line (totals of the fleet) and the "daemon offline" banner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual.widgets import Static
+
+from tgtui.fmt import STATE_STYLE, duration
+from tgtui.model import FleetModel
+
+
+class FleetHeader(Static):
+    DEFAULT_CSS = "FleetHeader { height: auto; background: $panel; padding: 0 1; }"
+
+    def paint(self, model: FleetModel, now: float) -> None:
+        status = model.status
+        if not status:
+            self.update("tgfleet — connecting…")
+            return
+        counts = model.counts(now)
+        parts: list[str | tuple[str, str]] = [("tgfleet ", "bold")]
+        for state, n in counts.items():
+            parts += [(f"{state} ", STATE_STYLE[state]), f"{n}  "]
+        parts += [f"│ {status.get('tasks_per_minute', 0)} tasks/min  quotas {model.open_quotas(now)} open  │ ",
+                  f"daemon {status['version']} up {duration(model.uptime())}"]
+        self.update(Text.assemble(*parts))
+
+
+class OfflineBanner(Static):
+    DEFAULT_CSS = """
+    OfflineBanner { height: 1; background: $error; color: $text; padding: 0 1; display: none; }
+    """
+
+    def paint(self, offline_for: float | None, socket_path: Path) -> None:
+        self.display = offline_for is not None
+        if offline_for is not None:
+            self.update(f"daemon offline for {duration(offline_for)} — reconnecting to {socket_path}")

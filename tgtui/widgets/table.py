@@ -1,0 +1,198 @@
+"""A table on Textual's Line API: it draws only the visible lines, from rows it does not own.
+
+The stock DataTable keeps a copy of every cell and rebuilds its caches on
+each change (about 115 ms per tick at 10,000 rows). This widget holds a
+``RowSet`` (the model's rows in display order) and renders a line when
+Textual asks for it, with the clock read at draw time: a countdown ticks by
+refreshing the visible lines, never by rewriting cells. The cursor follows
+the selected row's key when rows move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual import events
+from textual.binding import Binding, BindingType
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from tgtui.table import Column, RowSet, layout
+
+MARK_WIDTH = 2
+
+
+class LineTable(ScrollView, can_focus=True):
+    DEFAULT_CSS = """
+    LineTable { overflow-x: hidden; height: 1fr; }
+    LineTable > .linetable--header { text-style: bold; background: $panel; }
+    LineTable > .linetable--cursor { background: $block-cursor-background; color: $block-cursor-foreground; }
+    LineTable:blur > .linetable--cursor { background: $block-cursor-blurred-background; }
+    LineTable > .linetable--marked { background: $warning 25%; }
+    """
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"linetable--header", "linetable--cursor", "linetable--marked"}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("j,down", "move(1)", "Down", show=False),
+        Binding("k,up", "move(-1)", "Up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("g,home", "first", "First", show=False),
+        Binding("G,end", "last", "Last", show=False),
+        Binding("enter", "choose", "Detail"),
+    ]
+
+    class Chosen(Message):
+        """The operator pressed enter on a row."""
+
+        def __init__(self, table: LineTable, key: Any) -> None:
+            super().__init__()
+            self.table = table
+            self.key = key
+
+    def __init__(self, rowset: RowSet, clock: Callable[[], float], *, markable: bool = False,
+                 empty: str = "nothing to show", id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.rowset = rowset
+        self.clock = clock
+        self.markable = markable
+        self.marked: set[Any] = set()
+        self.cursor = 0
+        self.empty = empty
+        self._selected: Any = None
+
+    @property
+    def selected_key(self) -> Any:
+        return self._selected
+
+    def targets(self) -> list[Any]:
+        """What an action applies to: the marked rows that are still shown, else the selected one."""
+        marked = [k for k in self.marked if k in self.rowset.index]
+        if marked:
+            return sorted(marked)
+        return [self._selected] if self._selected is not None else []
+
+    def rows_changed(self) -> None:
+        """The RowSet was rebuilt: keep the cursor on the same key, resize, redraw."""
+        index = self.rowset.index
+        if self._selected in index:
+            self.cursor = index[self._selected]
+        self.cursor = max(0, min(self.cursor, len(self.rowset.rows) - 1))
+        self._selected = self.rowset.rows[self.cursor][self.rowset.key] if self.rowset.rows else None
+        self.virtual_size = Size(self.size.width, len(self.rowset.rows) + 1)
+        self._follow_cursor()
+        self.refresh()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.virtual_size = Size(event.size.width, len(self.rowset.rows) + 1)
+        self._follow_cursor()
+
+    def _follow_cursor(self) -> None:
+        visible = max(1, self.size.height - 1)
+        top = round(self.scroll_y)
+        if self.cursor < top:
+            self.scroll_to(y=self.cursor, animate=False, immediate=True)
+        elif self.cursor >= top + visible:
+            self.scroll_to(y=self.cursor - visible + 1, animate=False, immediate=True)
+
+    def _set_cursor(self, index: int) -> None:
+        rows = self.rowset.rows
+        if not rows:
+            return
+        self.cursor = max(0, min(index, len(rows) - 1))
+        self._selected = rows[self.cursor][self.rowset.key]
+        self._follow_cursor()
+        self.refresh()
+
+    def action_move(self, step: int) -> None:
+        self._set_cursor(self.cursor + step)
+
+    def action_page(self, direction: int) -> None:
+        self._set_cursor(self.cursor + direction * max(1, self.size.height - 2))
+
+    def action_first(self) -> None:
+        self._set_cursor(0)
+
+    def action_last(self) -> None:
+        self._set_cursor(len(self.rowset.rows) - 1)
+
+    def action_choose(self) -> None:
+        if self._selected is not None:
+            self.post_message(self.Chosen(self, self._selected))
+
+    def toggle_mark(self) -> None:
+        """Mark or unmark the selected row, then step down, as a file manager does."""
+        if self._selected is None:
+            return
+        self.marked ^= {self._selected}
+        self.action_move(1)
+        self.refresh()
+
+    def on_click(self, event: events.Click) -> None:
+        if event.y >= 1:
+            self._set_cursor(round(self.scroll_y) + event.y - 1)
+
+    def columns(self) -> list[tuple[Column, int]]:
+        width = self.size.width - (MARK_WIDTH if self.markable else 0)
+        return layout(self.rowset.columns.values(), width)
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        base = self.rich_style
+        if y == 0:
+            return self._header(width, base)
+        index = round(self.scroll_y) + y - 1
+        rows = self.rowset.rows
+        if index >= len(rows):
+            if not rows and y == 1:
+                return self._strip(Text(f" {self.empty}", style="dim"), width, base)
+            return Strip.blank(width, base)
+        row = rows[index]
+        key = row[self.rowset.key]
+        style = Style()
+        if index == self.cursor:
+            style = self.get_component_rich_style("linetable--cursor")
+        elif key in self.marked:
+            style = self.get_component_rich_style("linetable--marked")
+        line = Text(style=style, no_wrap=True, end="")
+        if self.markable:
+            line.append("● " if key in self.marked else "  ", style="bold yellow")
+        now = self.clock()
+        for n, (column, cells) in enumerate(self.columns()):
+            if n:
+                line.append(" ")
+            value = column.cell(row, now)
+            cell = value if isinstance(value, Text) else Text(value)
+            cell.truncate(cells, overflow="ellipsis")
+            if column.right:
+                cell.pad_left(cells - cell.cell_len)
+            else:
+                cell.pad_right(cells - cell.cell_len)
+            line.append_text(cell)
+        return self._strip(line, width, base)
+
+    def _header(self, width: int, base: Style) -> Strip:
+        style = self.get_component_rich_style("linetable--header")
+        line = Text(style=style, no_wrap=True, end="")
+        if self.markable:
+            line.append(" " * MARK_WIDTH)
+        arrow = " ▼" if self.rowset.desc else " ▲"
+        for n, (column, cells) in enumerate(self.columns()):
+            if n:
+                line.append(" ")
+            title = column.title + (arrow if column.key == self.rowset.sort else "")
+            cell = Text(title)
+            cell.truncate(cells, overflow="ellipsis", pad=True)
+            line.append_text(cell)
+        line.pad_right(width - line.cell_len)
+        line.stylize(style)
+        return self._strip(line, width, base)
+
+    def _strip(self, line: Text, width: int, base: Style) -> Strip:
+        segments = list(Segment.apply_style(line.render(self.app.console), base))
+        return Strip(segments).crop_extend(0, width, base)
