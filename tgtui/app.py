@@ -32,13 +32,14 @@ from tgtui.screens.detail import AccountDetail, DetailScreen, QuotaDetail
 from tgtui.screens.events import EventsScreen
 from tgtui.screens.help import HelpScreen, Section
 from tgtui.screens.quotas import QuotasScreen
+from tgtui.widgets.header import VIEWS
 from tgtui.widgets.table import LineTable
 
 REPAINT_SECONDS = 0.25
 RECONNECT_SECONDS = 1.0
 STATUS_SECONDS = 5.0
 VIEWS_SECONDS = 10.0
-VIEWS = ("accounts", "quotas", "events")
+VIEWS_POLL_SECONDS = 1.0
 OFFLINE_ERRORS = (TgfleetError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
 
@@ -47,7 +48,7 @@ class FleetApp(App[None]):
     MODES: ClassVar[dict[str, Any]] = {"accounts": AccountsScreen, "quotas": QuotasScreen, "events": EventsScreen}
     DEFAULT_MODE = "accounts"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("q", "quit", "Quit"),
+        Binding("q", "quit", "Quit", show=False),
         Binding("question_mark", "help", "Help"),
     ]
 
@@ -57,7 +58,6 @@ class FleetApp(App[None]):
         self.clock = clock
         self.model = FleetModel(clock)
         self.offline_since: float | None = None
-        self._views_seen: dict[int, int] = {}
 
     def on_mount(self) -> None:
         self.follow_stream()
@@ -100,17 +100,20 @@ class FleetApp(App[None]):
 
     @work(group="views", exclusive=True, exit_on_error=False)
     async def poll_views(self) -> None:
-        """Fetch the measurements of post quotas whose count moved, for their sparklines."""
+        """Fetch the measurements of post quotas whose count moved (each at most every VIEWS_SECONDS)."""
+        fetched: dict[int, tuple[int, float]] = {}  # quota id -> (measurement count, when)
         while True:
             for quota in list(self.model.quotas.values()):
-                if quota["action"] != "post_stats" or self._views_seen.get(quota["id"]) == quota["measurements"]:
+                count, at = fetched.get(quota["id"], (-1, -VIEWS_SECONDS))
+                if (quota["action"] != "post_stats" or count == quota["measurements"]
+                        or time.monotonic() - at < VIEWS_SECONDS):
                     continue
                 try:
                     self.model.set_views(quota["id"], await self.client.measurements(quota["id"]))
                 except OFFLINE_ERRORS:
                     break
-                self._views_seen[quota["id"]] = quota["measurements"]
-            await asyncio.sleep(VIEWS_SECONDS)
+                fetched[quota["id"]] = (quota["measurements"], time.monotonic())
+            await asyncio.sleep(VIEWS_POLL_SECONDS)
 
     def repaint(self) -> None:
         for screen in self.screen_stack:

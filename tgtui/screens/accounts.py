@@ -53,7 +53,7 @@ ACCOUNT_COLUMNS = [
 
 class AccountsScreen(FleetScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("space", "mark", "Mark"),
+        Binding("space", "mark", "Mark", key_display="␣"),
         Binding("r", "app.retry", "Retry"),
         Binding("d", "app.disable", "Disable"),
         Binding("e", "app.enable", "Enable"),

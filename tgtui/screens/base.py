@@ -31,7 +31,7 @@ class FleetScreen(Screen[None]):
     FleetScreen #filter.shown { display: block; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("tab,right_square_bracket", "app.next_view", "Next view"),
+        Binding("tab,right_square_bracket", "app.next_view", "View"),
         Binding("shift+tab,left_square_bracket", "app.previous_view", "Previous view", show=False),
         Binding("slash", "filter", "Filter"),
         Binding("s", "sort", "Sort"),
@@ -70,7 +70,7 @@ class FleetScreen(Screen[None]):
         yield LineTable(self.rowset, self.fleet.clock, markable=self.MARKABLE, empty=self.EMPTY)
         yield Input(placeholder="filter: words, or column:value (state:cooldown) — enter keeps it, esc clears",
                     id="filter")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_screen_resume(self) -> None:
         self._seen_rev = -1
@@ -78,7 +78,7 @@ class FleetScreen(Screen[None]):
 
     def repaint(self) -> None:
         now = self.fleet.clock()
-        self.query_one(FleetHeader).paint(self.fleet.model, now)
+        self.query_one(FleetHeader).paint(self.fleet.model, now, self.fleet.current_mode)
         self.query_one(OfflineBanner).paint(self.fleet.offline_for(), self.fleet.client.socket_path)
         ticked = now - self._clock_drawn >= CLOCK_REFRESH_SECONDS
         if ticked:

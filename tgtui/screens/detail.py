@@ -103,7 +103,7 @@ class AccountDetail(DetailScreen):
             yield DataTable(id="tasks", cursor_type="row")
             yield Label("Recent events")
             yield DataTable(id="events", cursor_type="row")
-        yield Footer()
+        yield Footer(compact=True)
 
     def targets(self) -> list[int]:
         return [self.key]
@@ -148,7 +148,7 @@ class QuotaDetail(DetailScreen):
             yield Sparkline([], id="views")
             yield Label("Latest measurements")
             yield DataTable(id="measurements", cursor_type="row")
-        yield Footer()
+        yield Footer(compact=True)
 
     def targets(self) -> list[int]:
         return [self.key]

@@ -10,17 +10,22 @@ from textual.widgets import Static
 from tgtui.fmt import STATE_STYLE, duration
 from tgtui.model import FleetModel
 
+VIEWS = ("accounts", "quotas", "events")
+
 
 class FleetHeader(Static):
     DEFAULT_CSS = "FleetHeader { height: auto; background: $panel; padding: 0 1; }"
 
-    def paint(self, model: FleetModel, now: float) -> None:
+    def paint(self, model: FleetModel, now: float, view: str) -> None:
+        parts: list[str | tuple[str, str]] = []
+        for name in VIEWS:
+            parts += [(f" {name.title()} ", "reverse bold" if name == view else "dim"), " "]
         status = model.status
         if not status:
-            self.update("tgfleet — connecting…")
+            self.update(Text.assemble(*parts, "│ connecting…"))
             return
         counts = model.counts(now)
-        parts: list[str | tuple[str, str]] = [("tgfleet ", "bold")]
+        parts.append("│ ")
         for state, n in counts.items():
             parts += [(f"{state} ", STATE_STYLE[state]), f"{n}  "]
         parts += [f"│ {status.get('tasks_per_minute', 0)} tasks/min  quotas {model.open_quotas(now)} open  │ ",

@@ -44,7 +44,7 @@ class LineTable(ScrollView, can_focus=True):
         Binding("pageup", "page(-1)", "Page up", show=False),
         Binding("g,home", "first", "First", show=False),
         Binding("G,end", "last", "Last", show=False),
-        Binding("enter", "choose", "Detail"),
+        Binding("enter", "choose", "Detail", show=False),
     ]
 
     class Chosen(Message):

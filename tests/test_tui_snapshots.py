@@ -1,0 +1,140 @@
+"""Snapshot tests of the main views (pytest-textual-snapshot), with a fixed clock and a seeded fleet.
+
+A screenshot is only comparable if nothing in it moves: countdowns, uptime and
+event times all come from the clock. A real daemon stamps everything with the
+real time, so here (and only here) the control API is replaced by a recording:
+a stream snapshot built from a seeded generator in the daemon's own shapes.
+The Pilot tests in test_tui.py cover the real daemon. Update with
+``pytest tests/test_tui_snapshots.py --snapshot-update`` and look at the SVGs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+
+from tgtui.app import FleetApp
+from tgtui.client import ControlClient
+
+NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC).timestamp()
+SEED = 6
+STATES = ("ready",) * 6 + ("busy", "cooldown", "cooldown", "disabled", "inactive")
+ERRORS = {"cooldown": ("FLOOD_WAIT_420", "PEER_FLOOD"), "disabled": ("AUTH_KEY_UNREGISTERED", "USER_DEACTIVATED_BAN")}
+
+
+def iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def seeded_fleet(seed: int = SEED) -> tuple[dict[str, Any], dict[int, list[dict[str, Any]]]]:
+    """A stream snapshot and the measurements of its quotas, as the daemon would send them."""
+    rng = random.Random(seed)
+    accounts = []
+    for i in range(1, 61):
+        state = rng.choice(STATES)
+        code = rng.choice(ERRORS[state]) if state in ERRORS else None
+        total = 0 if i % 17 == 0 else 8
+        accounts.append({
+            "id": i, "label": f"ops-{i:03d}", "phone_masked": f"+447*****{rng.randint(10, 99)}", "name": "",
+            "state": state, "is_probe": i % 17 == 0, "is_active": state != "inactive",
+            "executor": rng.choice(("local", "local", "prov-a")),
+            "cooldown_until": iso(NOW + rng.randint(20, 9000)) if state == "cooldown" else None,
+            "cooldown_reason": code if state == "cooldown" else None,
+            "disabled_at": iso(NOW - 3600) if state == "disabled" else None,
+            "disabled_reason": code if state == "disabled" else None,
+            "setup": {"done": min(total, rng.randint(2, 9)), "total": total},
+            "last_error_code": code, "last_ok_at": iso(NOW - rng.randint(1, 600)),
+        })
+    quotas, measurements = [], {}
+    for qid, (name, target, action, total, left) in enumerate((
+            ("news-daily", "@tgfleet_news", "post_stats", 500, 320), ("markets", "@tgfleet_markets", "post_stats",
+                                                                      200, 15),
+            ("weather-subs", "@tgfleet_weather", "channel_stats", 48, 48), ("typo", "@tgfleet_nope", "channel_stats",
+                                                                            10, 10)), start=1):
+        failed = name == "typo"
+        views, series = rng.randint(900, 2000), []
+        for step in range(30 if action == "post_stats" else 0):
+            views += rng.randint(0, 120)
+            series.append({"observed_at": iso(NOW - (30 - step) * 300), "post_id": 100 + step % 5, "views": views,
+                           "forwards": rng.randint(0, 9), "replies": rng.randint(0, 5), "reactions": rng.randint(0, 30),
+                           "subscribers": None, "task_id": step + 1})
+        measurements[qid] = series
+        quotas.append({
+            "id": qid, "name": name, "action": action, "target": target, "last_n_posts": 5, "quantity_total": total,
+            "quantity_left": left, "orders_left": None, "per_call": 1, "interval_seconds": 3600.0,
+            "next_run_at": iso(NOW + 600 * qid), "expires_at": iso(NOW + 86400 * (qid + 1)), "paused": qid == 3,
+            "inspection_ok": not failed, "inspection_error": "USERNAME_NOT_OCCUPIED" if failed else None,
+            "inspected_at": iso(NOW - 7200), "peer_id": None if failed else 1000 + qid,
+            "title": None if failed else name.title(), "last_error": None, "measurements": len(series),
+            "created_at": iso(NOW - 86400),
+        })
+    kinds = ("account.cooldown", "account.disabled", "setup.dispatched", "quota.inspected", "account.enabled")
+    events = [{"id": n, "at": iso(NOW - (40 - n) * 37), "kind": (kind := rng.choice(kinds)),
+               "account_id": rng.randint(1, 60) if kind.startswith("account") else None,
+               "task_id": None, "quota_id": rng.randint(1, 4) if kind.startswith("quota") else None,
+               "message": f"{kind.split('.')[1]}: seeded event {n}", "data": {}} for n in range(1, 41)]
+    status = {"version": "0.1.0", "uptime_seconds": 3723.0, "gateway": "simulator", "tasks_per_minute": 42}
+    return {"type": "snapshot", "epoch": "seeded", "seq": 40, "status": status, "accounts": accounts,
+            "quotas": quotas, "events": events}, measurements
+
+
+class Recording(ControlClient):
+    """The control API as recorded: the stream sends its snapshot and then stays quiet."""
+
+    def __init__(self) -> None:
+        super().__init__("/nonexistent/tgdaemon.sock")
+        self.snapshot, self.recorded = seeded_fleet()
+
+    async def watch(self, since: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        yield self.snapshot
+        await asyncio.Event().wait()
+
+    async def status(self) -> dict[str, Any]:
+        return self.snapshot["status"]
+
+    async def measurements(self, quota_id: int) -> list[dict[str, Any]]:
+        return self.recorded[quota_id]
+
+
+@pytest.fixture
+def app(monkeypatch: pytest.MonkeyPatch) -> FleetApp:
+    monkeypatch.setenv("TZ", "UTC")  # event times are shown in local time
+    time.tzset()
+    return FleetApp(Path("/nonexistent/tgdaemon.sock"), clock=lambda: NOW, client=Recording())
+
+
+def loaded(*keys: str) -> Callable[[Pilot[None]], Any]:
+    async def run_before(pilot: Pilot[None]) -> None:
+        app = pilot.app
+        assert isinstance(app, FleetApp)
+        while not app.model.accounts or len(app.model.views) < 2:
+            await pilot.pause(0.01)
+        app.repaint()
+        await pilot.press(*keys)
+        await pilot.pause()
+
+    return run_before
+
+
+def test_accounts_view(app: FleetApp, snap_compare: Any) -> None:
+    assert snap_compare(app, terminal_size=(80, 24), run_before=loaded("j", "j", "space", "j"))
+
+
+def test_accounts_view_wide_sorted_by_cooldown(app: FleetApp, snap_compare: Any) -> None:
+    assert snap_compare(app, terminal_size=(140, 30), run_before=loaded("s", "s", "s", "s", "S"))
+
+
+def test_quotas_view(app: FleetApp, snap_compare: Any) -> None:
+    assert snap_compare(app, terminal_size=(120, 16), run_before=loaded("tab"))
+
+
+def test_events_view(app: FleetApp, snap_compare: Any) -> None:
+    assert snap_compare(app, terminal_size=(80, 24), run_before=loaded("tab", "tab"))
