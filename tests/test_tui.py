@@ -62,7 +62,7 @@ def drawn(table: LineTable, key: object) -> str:
     if index is None:
         return ""
     y = index - round(table.scroll_y) + 1
-    if not 1 <= y < table.size.height:
+    if not 1 <= y < table.area.height:
         return ""
     return "".join(segment.text for segment in table.render_line(y))
 
@@ -222,7 +222,7 @@ async def test_small_terminal_help_and_palette(shared: tuple[Fleet, DaemonProc])
         await wait_until(pilot, lambda: len(table.rowset.rows) == ACCOUNTS, f"{ACCOUNTS} rows", daemon)
         shown = [c.key for c, _ in table.columns()]
         assert {"id", "label", "state", "cooldown", "setup", "error"} <= set(shown) and "phone" not in shown
-        assert sum(w for _, w in table.columns()) + len(shown) - 1 + 2 <= table.size.width
+        assert sum(w for _, w in table.columns()) + len(shown) - 1 + 2 == table.area.width
         assert "ready" in text_of(app.screen.query_one(FleetHeader))
 
         await pilot.press("question_mark")

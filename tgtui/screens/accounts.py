@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import ClassVar
 
@@ -27,7 +28,7 @@ def _cooldown_left(row: Row, now: float) -> float:
 
 def _cooldown(row: Row, now: float) -> str:
     left = _cooldown_left(row, now)
-    return duration(left) if left else ""
+    return duration(math.ceil(left)) if left else ""  # rounded up: never "0s" while still cooling down
 
 
 def _setup(row: Row, now: float) -> str:
@@ -41,7 +42,7 @@ def _setup_sort(row: Row, now: float) -> tuple[int, float]:
 
 ACCOUNT_COLUMNS = [
     Column("id", "ID", 6, lambda r, n: str(r["id"]), sort=lambda r, n: r["id"], right=True),
-    Column("label", "Label", 12, lambda r, n: r["label"], flex=True),
+    Column("label", "Label", 16, lambda r, n: r["label"]),
     Column("phone", "Phone", 13, lambda r, n: r["phone_masked"] or "", drop=3),
     Column("state", "State", 8, _state, timed=True),
     Column("cooldown", "Cooldown", 8, _cooldown, sort=_cooldown_left, timed=True, right=True),

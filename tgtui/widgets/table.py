@@ -84,16 +84,21 @@ class LineTable(ScrollView, can_focus=True):
             self.cursor = index[self._selected]
         self.cursor = max(0, min(self.cursor, len(self.rowset.rows) - 1))
         self._selected = self.rowset.rows[self.cursor][self.rowset.key] if self.rowset.rows else None
-        self.virtual_size = Size(self.size.width, len(self.rowset.rows) + 1)
+        self.virtual_size = Size(self.area.width, len(self.rowset.rows) + 1)
         self._follow_cursor()
         self.refresh()
 
-    def on_resize(self, event: events.Resize) -> None:
-        self.virtual_size = Size(event.size.width, len(self.rowset.rows) + 1)
+    @property
+    def area(self) -> Size:
+        """What is left for the lines once the scrollbar has its column."""
+        return self.scrollable_content_region.size
+
+    def on_resize(self) -> None:
+        self.virtual_size = Size(self.area.width, len(self.rowset.rows) + 1)
         self._follow_cursor()
 
     def _follow_cursor(self) -> None:
-        visible = max(1, self.size.height - 1)
+        visible = max(1, self.area.height - 1)
         top = round(self.scroll_y)
         if self.cursor < top:
             self.scroll_to(y=self.cursor, animate=False, immediate=True)
@@ -113,7 +118,7 @@ class LineTable(ScrollView, can_focus=True):
         self._set_cursor(self.cursor + step)
 
     def action_page(self, direction: int) -> None:
-        self._set_cursor(self.cursor + direction * max(1, self.size.height - 2))
+        self._set_cursor(self.cursor + direction * max(1, self.area.height - 2))
 
     def action_first(self) -> None:
         self._set_cursor(0)
@@ -138,11 +143,11 @@ class LineTable(ScrollView, can_focus=True):
             self._set_cursor(round(self.scroll_y) + event.y - 1)
 
     def columns(self) -> list[tuple[Column, int]]:
-        width = self.size.width - (MARK_WIDTH if self.markable else 0)
+        width = self.area.width - (MARK_WIDTH if self.markable else 0)
         return layout(self.rowset.columns.values(), width)
 
     def render_line(self, y: int) -> Strip:
-        width = self.size.width
+        width = self.area.width
         base = self.rich_style
         if y == 0:
             return self._header(width, base)
@@ -185,8 +190,10 @@ class LineTable(ScrollView, can_focus=True):
         for n, (column, cells) in enumerate(self.columns()):
             if n:
                 line.append(" ")
-            title = column.title + (arrow if column.key == self.rowset.sort else "")
-            cell = Text(title)
+            cell = Text(column.title)
+            if column.key == self.rowset.sort:  # the arrow always shows, the title gives way
+                cell.truncate(cells - len(arrow), overflow="ellipsis")
+                cell.append(arrow)
             cell.truncate(cells, overflow="ellipsis", pad=True)
             line.append_text(cell)
         line.pad_right(width - line.cell_len)
