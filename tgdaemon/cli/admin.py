@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
 
-    accounts = sub.add_parser("accounts", parents=[common], help="list, disable and enable accounts")
+    accounts = sub.add_parser("accounts", parents=[common], help="list, disable, enable, assign and retry accounts")
     acc = accounts.add_subparsers(metavar="ACTION")
     ls = acc.add_parser("list", parents=[common], help="list accounts")
     ls.add_argument("--state", choices=STATES)
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     onboard.register(acc, common)
     setup.register(sub, acc, common)
     quotas.register(sub, common)
-    providers.register(sub, common)
+    providers.register(sub, acc, common)
     accounts.set_defaults(func=lambda args: accounts.print_help() or 2)
 
     events = sub.add_parser("events", parents=[common], help="the audit trail, newest first")

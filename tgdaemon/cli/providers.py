@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from tgdaemon.cli import output
-from tgdaemon.cli.parser import socket_path
+from tgdaemon.cli.parser import positive_int, socket_path
 from tgdaemon.store.providers import provider_name_problem
 from tgtui.client import ControlClient
 
@@ -17,7 +17,13 @@ def provider_name(text: str) -> str:
     return text
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction, acc: argparse._SubParsersAction,
+             common: argparse.ArgumentParser) -> None:
+    assign = acc.add_parser("assign", parents=[common], help="give accounts to a provider, or to the daemon (local)")
+    assign.add_argument("ids", type=positive_int, nargs="+", metavar="ID")
+    assign.add_argument("--executor", required=True, metavar="NAME|local",
+                        help="a provider's name, or local for the daemon's own executor")
+    assign.set_defaults(func=cmd_assign)
     providers = sub.add_parser("providers", parents=[common], help="workers that pull tasks over the provider API")
     prov = providers.add_subparsers(metavar="ACTION")
     add = prov.add_parser("add", parents=[common], help="add a provider and print its token (shown only once)")
@@ -61,4 +67,11 @@ async def cmd_revoke(args: argparse.Namespace) -> int:
     p = data["provider"]
     print(f"provider {p['name']} revoked" if data["changed"] else
           f"provider {p['name']} was already revoked at {p['revoked_at']}; nothing changed")
+    return 0
+
+
+async def cmd_assign(args: argparse.Namespace) -> int:
+    async with ControlClient(socket_path(args)) as client:
+        data = await client.request("POST", "/accounts/assign", body={"ids": args.ids, "executor": args.executor})
+    print(f"{data['changed']} of {len(set(args.ids))} account(s) now assigned to {data['executor']}")
     return 0

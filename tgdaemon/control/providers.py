@@ -1,4 +1,5 @@
-"""Control routes for providers: add (the one answer that carries the token), list, revoke."""
+"""Control routes for providers: add (the one answer that carries the token), list, revoke; and the
+assignment of accounts to a provider or to the daemon's own executor."""
 
 from __future__ import annotations
 
@@ -10,12 +11,18 @@ from aiohttp import web
 from tgdaemon.errors import ApiError, NotFound
 from tgdaemon.httpjson import json_response, read_body
 from tgdaemon.provider.auth import hash_token, new_token
+from tgdaemon.quotas.executor import NAME as LOCAL
 from tgdaemon.runtime import RUNTIME
 from tgdaemon.store.providers import provider_name_problem
 
 
 class AddBody(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(max_length=100)]
+
+
+class AssignBody(msgspec.Struct, forbid_unknown_fields=True):
+    ids: Annotated[list[Annotated[int, msgspec.Meta(ge=1, le=2**62)]], msgspec.Meta(min_length=1, max_length=200_000)]
+    executor: Annotated[str, msgspec.Meta(max_length=100)]
 
 
 def _name(name: str) -> str:
@@ -44,7 +51,23 @@ async def revoke_provider(request: web.Request) -> web.Response:
     return json_response({"changed": changed, "provider": provider})
 
 
+async def assign_accounts(request: web.Request) -> web.Response:
+    """Only to ``local`` or a provider that exists and is not revoked: tasks for anyone else would never run."""
+    body = await read_body(request, AssignBody)
+    store = request.config_dict[RUNTIME].store
+    if body.executor != LOCAL:
+        known = {p["name"]: p for p in await store.list_providers()}
+        if body.executor not in known:
+            raise ApiError(f"executor {body.executor!r}: no such provider (add it with `tgdaemon providers add`,"
+                           f" or use {LOCAL!r})", code="unknown_executor")
+        if known[body.executor]["revoked_at"] is not None:
+            raise ApiError(f"executor {body.executor!r}: the provider was revoked", code="unknown_executor")
+    changed = await store.assign_accounts(sorted(set(body.ids)), body.executor)
+    return json_response({"changed": changed, "executor": body.executor})
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_post("/accounts/assign", assign_accounts)
     app.router.add_post("/providers", add_provider)
     app.router.add_get("/providers", list_providers)
     app.router.add_post("/providers/{name}/revoke", revoke_provider)

@@ -97,7 +97,8 @@ class Leases:
                                        if v is not None})
         error = classify_code(report.error_code, report.error)
         return Finish(report.task_id, report.lease_token, ok=False, error_code=error.wire, error=report.error,
-                      effect=account_effect(error, self.limits, at), target_failed=error.kind is ErrorClass.TARGET)
+                      effect=account_effect(error, self.limits, at), target_failed=error.kind is ErrorClass.TARGET,
+                      retry_quota=error.kind in (ErrorClass.TRANSIENT, ErrorClass.INPUT))
 
     async def extend(self, executor: str, req: ExtendRequest) -> list[ExtendResult]:
         started = time.perf_counter()

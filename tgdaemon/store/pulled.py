@@ -68,6 +68,7 @@ class Finish:
     error: str | None = None
     effect: AccountEffect | None = None
     target_failed: bool = False
+    retry_quota: bool = False  # the quota waits ``retry_seconds``; not for errors that are the account's own
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,8 +305,9 @@ class PulledStore(StoreCore):
 
     async def _roll_back_claims(self, tx: Tx, failed: list[tuple[Finish, sqlite3.Row]], at: float,
                                 retry_seconds: float) -> None:
-        """Failure: task failed, the lock let go, the error applied to the account by the one policy,
-        and the quota retried later, or its inspection failed for a target error."""
+        """Failure: task failed, the lock let go, the error applied to the account by the one policy;
+        a target error fails the quota's inspection, a transient one makes the quota wait. A wait or a
+        dead session is the account's own: the quota goes on with other accounts at its interval."""
         await tx.conn.executemany(
             "UPDATE tasks SET status = 'failed', error_code = ?, result_json = ?, reported_at = ?,"
             " lease_expires_at = NULL WHERE id = ?",
@@ -318,8 +320,9 @@ class PulledStore(StoreCore):
                 await tx.execute("UPDATE quotas SET inspection_ok = 0, inspection_error = ?, inspection_at = ?,"
                                  " last_error = ? WHERE id = ?", (item.error_code, at, item.error_code, row["subject_id"]))
             else:
-                await tx.execute("UPDATE quotas SET last_error = ?, next_run_at = MAX(COALESCE(next_run_at, 0), ?)"
-                                 " WHERE id = ?", (item.error_code, at + retry_seconds, row["subject_id"]))
+                await tx.execute("UPDATE quotas SET last_error = ?, next_run_at = CASE WHEN ? THEN"
+                                 " MAX(COALESCE(next_run_at, 0), ?) ELSE next_run_at END WHERE id = ?",
+                                 (item.error_code, int(item.retry_quota), at + retry_seconds, row["subject_id"]))
             await tx.event("task.failed", f"quota task {row['id']} failed: {item.error_code}",
                            account_id=row["account_id"], task_id=row["id"], quota_id=row["subject_id"],
                            data={"code": item.error_code, "target": item.target_failed})
