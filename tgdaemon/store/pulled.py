@@ -163,12 +163,20 @@ class PulledStore(StoreCore):
                 "UPDATE quotas SET cursor = ?, next_run_at = ?, last_error = NULL WHERE id = ?",
                 [(cursor, at + q["interval_seconds"], q["id"]) for _, q, _, cursor, _ in made])
             served = {q["id"] for _, q, *_ in made}
-            starved = [q for q, *_ in picks if q["id"] not in served]
+            # A post every free account has already read finds no account by waiting: move on to the next
+            # post an interval later, instead of staying due, stuck on that post and first in every round.
+            exhausted = [(q, cursor) for q, post, cursor in picks if q["id"] not in served and post is not None
+                         and accounts and all((q["id"], post, a) in used for a in accounts)]
+            await tx.conn.executemany("UPDATE quotas SET cursor = ? WHERE id = ?",
+                                      [(cursor, q["id"]) for q, cursor in exhausted])
+            await self._note(tx, [q for q, _ in exhausted], "every free account has read this post already", at)
+            moved_on = {q["id"] for q, _ in exhausted}
+            starved = [q for q, *_ in picks if q["id"] not in served and q["id"] not in moved_on]
             await self._note(tx, starved, "no account is free for this run", None)
             await self._note(tx, empty, "the channel shows no posts", at)
             for _, q, *_ in made:
                 tx.touch_quota(q["id"])
-            return Generated(tasks=len(made), no_account=len(starved), empty=len(empty))
+            return Generated(tasks=len(made), no_account=len(starved) + len(exhausted), empty=len(empty))
 
     async def _used_for_posts(self, tx: Tx, pairs: list[tuple[int, int]]) -> set[tuple[int, int, int]]:
         """(quota, post, account) already taken for the posts about to be picked (a failed task frees its pair)."""

@@ -1,0 +1,853 @@
+"""Pulled quota tasks at the store/service level (design 5 and 6): generation, reserve claims, fenced leases,
+idempotent reports, the reaper and the local executor.
+
+Everything runs on a real SQLite store and the real ``Simulator`` gateway (no latency, no random faults),
+through the real ``Generator`` and ``Leases``: the same path a provider's HTTP call or the local executor takes.
+Time is never waited for: leases are expired and quotas made due again by writing the rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from telethon import errors
+
+from tgdaemon import config
+from tgdaemon.config import Config
+from tgdaemon.gateway.base import AccountRef, Channel
+from tgdaemon.gateway.simulator import Simulator
+from tgdaemon.quotas.executor import LocalExecutor
+from tgdaemon.quotas.generator import Generator
+from tgdaemon.quotas.leases import Leases, utc_day
+from tgdaemon.quotas.messages import (
+    Done,
+    ExtendRequest,
+    Failed,
+    Lease,
+    LeasedTask,
+    Observation,
+    PullRequest,
+)
+from tgdaemon.quotas.probe import Probes
+from tgdaemon.store import Generated, Store
+
+TARGET = "@tgfleet_news"
+NO_ACCOUNT = "no account is free for this run"
+NO_POSTS = "the channel shows no posts"
+READ_ALREADY = "every free account has read this post already"
+WRONG_TOKEN = "0" * 32
+SLACK = 5.0  # seconds of tolerance when comparing a stored time with "now + x"
+E2E_TIMEOUT = 10.0
+
+
+def make_cfg(*, limits: dict[str, Any] | None = None, **quotas: Any) -> Config:
+    """A deterministic world: no latency, no random faults, no dead accounts, no jitter, no pacing by default."""
+    return config.load(None, env={}, overrides={
+        "simulator": {"accounts": 20, "latency_min_ms": 0, "latency_max_ms": 0, "dead_fraction": 0,
+                      "flood_wait_rate": 0, "peer_flood_rate": 0, "transient_rate": 0},
+        "limits": {"flood_wait_jitter_seconds": 0, **(limits or {})},
+        "quotas": {"pace_seconds": 0, **quotas},
+    })
+
+
+def close_to(value: float | None, expected: float) -> bool:
+    return value is not None and abs(value - expected) < SLACK
+
+
+@dataclass
+class World:
+    """A store with probe accounts (ids 1..probes) and workers (the ids after), and the services on it."""
+
+    cfg: Config
+    store: Store
+    sim: Simulator
+    leases: Leases
+    gen: Generator
+    workers: list[int]
+
+    async def tick(self) -> Generated:
+        return await self.gen.tick()
+
+    async def pull(self, executor: str = "local", limit: int = 100) -> list[LeasedTask]:
+        return await self.leases.pull(executor, PullRequest(limit=limit))
+
+    async def done(self, task: LeasedTask, executor: str = "local", token: str | None = None,
+                   views: int = 10) -> str:
+        [result] = await self.leases.report(executor, [Done(
+            task_id=task.task_id, lease_token=token or task.lease_token, result=Observation(views=views))])
+        return result.outcome
+
+    async def fail(self, task: LeasedTask, code: str, executor: str = "local") -> str:
+        [result] = await self.leases.report(executor, [Failed(
+            task_id=task.task_id, lease_token=task.lease_token, error_code=code, error="from the test")])
+        return result.outcome
+
+    async def sql(self, stmt: str, params: Any = ()) -> None:
+        async with self.store.tx() as tx:
+            await tx.execute(stmt, params)
+
+    async def rows(self, query: str, params: Any = ()) -> list[sqlite3.Row]:
+        return list(await self.store.read(query, params))
+
+    async def one(self, query: str, params: Any = ()) -> sqlite3.Row:
+        [row] = await self.rows(query, params)
+        return row
+
+    async def quota(self, qid: int) -> sqlite3.Row:
+        return await self.one("SELECT * FROM quotas WHERE id = ?", (qid,))
+
+    async def account(self, aid: int) -> sqlite3.Row:
+        return await self.one("SELECT * FROM accounts WHERE id = ?", (aid,))
+
+    async def task(self, tid: int) -> sqlite3.Row:
+        return await self.one("SELECT * FROM tasks WHERE id = ?", (tid,))
+
+    async def lock(self, aid: int) -> sqlite3.Row | None:
+        found = await self.rows("SELECT * FROM account_locks WHERE account_id = ?", (aid,))
+        return found[0] if found else None
+
+    async def due(self, *qids: int) -> None:
+        """Make quotas due again at once, instead of waiting out their interval."""
+        for qid in qids:
+            await self.sql("UPDATE quotas SET next_run_at = NULL WHERE id = ?", (qid,))
+
+    async def add_quota(self, *, action: str = "channel_stats", quantity: int | None = None,
+                        orders: int | None = None, posts: list[int] | None = None, interval: float = 60.0,
+                        target: str = TARGET, last_n_posts: int = 5) -> int:
+        """An inspected quota (orders 100 unless told), with a fresh posts snapshot when ``posts`` is given."""
+        if quantity is None and orders is None:
+            orders = 100
+        qid = await self.store.add_quota(name=f"q{time.monotonic_ns()}", target=target, action=action,
+                                         last_n_posts=last_n_posts, quantity=quantity, orders=orders,
+                                         interval_seconds=interval, expires_at=time.time() + 3600)
+        await self.store.record_inspection(qid, ok=True, peer_id=1, title="news")
+        if posts is not None:
+            await self.store.record_posts(qid, posts)
+        return qid
+
+
+async def world(store: Store, *, workers: int = 2, probes: int = 1, sim_cls: type[Simulator] = Simulator,
+                limits: dict[str, Any] | None = None, seed: bool = True, **quotas: Any) -> World:
+    cfg = make_cfg(limits=limits, **quotas)
+    sim = sim_cls(cfg.simulator)
+    if seed:
+        async with store.tx() as tx:
+            await store.insert_accounts(tx, ({"phone": a.phone, "tg_user_id": a.tg_user_id, "label": a.label,
+                                              "is_probe": int(i < probes), "profile_json": "{}"}
+                                             for i, a in enumerate(sim.seeds()[:probes + workers])))
+    leases = Leases(cfg, store)
+    gen = Generator(cfg, store, sim, Probes(cfg, store), leases)
+    return World(cfg, store, sim, leases, gen, list(range(probes + 1, probes + workers + 1)))
+
+
+@pytest.fixture
+async def w(store: Store) -> World:
+    """The usual world: one probe (account 1), two workers (2 and 3), local executor on, no pacing."""
+    return await world(store)
+
+
+# --- 5.1 eligibility -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("kind", "change", "makes"), [
+    ("orders", None, 1),
+    ("quantity", None, 1),
+    ("orders", "next_run_at = NULL", 1),
+    ("orders", "next_run_at = :now - 1", 1),
+    ("orders", "expires_at = :now - 1", 0),
+    ("quantity", "quantity_left = 0", 0),
+    ("orders", "orders_left = 0", 0),
+    ("orders", "inspection_ok = 0", 0),
+    ("orders", "inspection_ok = NULL", 0),
+    ("orders", "paused = 1", 0),
+    ("orders", "next_run_at = :now + 600", 0),
+])
+async def test_eligibility(w: World, kind: str, change: str | None, makes: int) -> None:
+    """Each rule of design 5.1 on its own decides whether a quota makes a task."""
+    qid = await w.add_quota(**{kind: 5})
+    if change:
+        await w.sql(f"UPDATE quotas SET {change} WHERE id = :id", {"id": qid, "now": time.time()})
+    made = await w.tick()
+    assert made.tasks == makes
+    assert len(await w.rows("SELECT * FROM tasks WHERE subject_id = ?", (qid,))) == makes
+
+
+async def test_open_tasks_count_against_what_is_left(store: Store) -> None:
+    """A short interval must never make more open tasks than the quota has left to do."""
+    w = await world(store, workers=4)
+    one_order = await w.add_quota(orders=1)
+    four_by_two = await w.add_quota(quantity=4)
+    await w.sql("UPDATE quotas SET per_call = 2 WHERE id = ?", (four_by_two,))
+    assert (await w.tick()).tasks == 2
+    await w.due(one_order, four_by_two)
+    made = await w.tick()  # 1 open x 1 covers the order; 1 open x 2 leaves room for one more
+    assert made.tasks == 1
+    assert len(await w.rows("SELECT * FROM tasks WHERE subject_id = ?", (four_by_two,))) == 2
+    await w.due(one_order, four_by_two)
+    assert (await w.tick()).tasks == 0
+
+
+# --- 5.2 account selection -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("change", "makes"), [
+    (None, 1),
+    ("UPDATE accounts SET is_active = 0 WHERE id = :id", 0),
+    ("UPDATE accounts SET disabled_at = :now, disabled_reason = 'X' WHERE id = :id", 0),
+    ("UPDATE accounts SET is_probe = 1 WHERE id = :id", 0),
+    ("UPDATE accounts SET cooldown_until = :now + 600, cooldown_reason = 'FLOOD_WAIT' WHERE id = :id", 0),
+    ("UPDATE accounts SET cooldown_until = :now - 1, cooldown_reason = 'FLOOD_WAIT' WHERE id = :id", 1),
+    ("INSERT INTO account_locks VALUES (:id, 'setup:7', :now + 600)", 0),
+    ("INSERT INTO account_locks VALUES (:id, 'setup:7', :now - 1)", 1),  # an expired lock is free
+    ("INSERT INTO usage VALUES (:id, :day, 2)", 0),  # at the daily cap
+    ("INSERT INTO usage VALUES (:id, :day, 1)", 1),
+    ("INSERT INTO usage VALUES (:id, '2000-01-01', 2)", 1),  # yesterday's use does not count
+])
+async def test_account_selection(store: Store, change: str | None, makes: int) -> None:
+    """The only worker is chosen exactly when it is active, enabled, not a probe, not cooling down,
+    its lock is free and it is under today's cap."""
+    w = await world(store, workers=1, daily_cap=2)
+    [worker] = w.workers
+    if change:
+        await w.sql(change, {"id": worker, "now": time.time(), "day": utc_day()})
+    qid = await w.add_quota()
+    assert (await w.tick()).tasks == makes
+    if not makes:
+        assert (await w.quota(qid))["last_error"] == NO_ACCOUNT
+
+
+async def test_least_recently_used_first(store: Store) -> None:
+    """Work spreads over the fleet: never-used accounts first, then the one idle the longest."""
+    w = await world(store, workers=3)
+    a, b, c = w.workers
+    at = time.time()
+    await w.sql("UPDATE accounts SET last_used_at = ? WHERE id = ?", (at - 10, a))
+    await w.sql("UPDATE accounts SET last_used_at = ? WHERE id = ?", (at - 100, c))
+    qids = [await w.add_quota() for _ in range(3)]
+    assert (await w.tick()).tasks == 3
+    chosen = {r["subject_id"]: r["account_id"] for r in await w.rows("SELECT * FROM tasks")}
+    assert [chosen[q] for q in qids] == [b, c, a]
+    for x in (a, b, c):
+        assert close_to((await w.account(x))["last_used_at"], time.time())
+
+
+async def test_one_open_task_per_account(w: World) -> None:
+    """An account with an open task is not reserved again until that task is reported."""
+    await w.sql("UPDATE accounts SET is_active = 0 WHERE id = ?", (w.workers[1],))
+    first, second = await w.add_quota(), await w.add_quota()
+    assert (await w.tick()).tasks == 1
+    starved = await w.quota(second)
+    assert starved["last_error"] == NO_ACCOUNT and starved["next_run_at"] <= time.time()  # still due
+    [task] = await w.pull()
+    assert task.subject_id == first
+    assert await w.done(task) == "applied"
+    assert (await w.tick()).tasks == 1
+    [task] = await w.pull()
+    assert task.subject_id == second and task.account_id == w.workers[0]
+    assert (await w.quota(second))["last_error"] is None
+
+
+async def test_an_account_is_used_once_per_post_but_channel_stats_reuse_accounts(w: World) -> None:
+    """Design 5.2: never the same account twice for one (quota, post); a channel read has no post to repeat."""
+    a, b = w.workers
+    posts = await w.add_quota(action="post_stats", posts=[7])
+    assert await w.pull() == []  # nothing before generation
+    assert (await w.tick()).tasks == 1
+    [first] = await w.pull()
+    assert (first.post_id, first.account_id) == (7, a)
+    assert await w.done(first) == "applied"
+    await w.sql("UPDATE accounts SET last_used_at = NULL WHERE id = ?", (a,))  # a is now least recently used
+    await w.due(posts)
+    assert (await w.tick()).tasks == 1
+    [second] = await w.pull()
+    assert (second.post_id, second.account_id) == (7, b)
+    assert await w.done(second) == "applied"
+    await w.due(posts)
+    made = await w.tick()
+    assert (made.tasks, made.no_account) == (0, 1)
+    assert (await w.quota(posts))["last_error"] == READ_ALREADY
+
+    channel = await w.add_quota()
+    await w.sql("UPDATE accounts SET is_active = 0 WHERE id = ?", (b,))
+    for _ in range(2):
+        await w.due(channel)
+        assert (await w.tick()).tasks == 1
+        [task] = await w.pull()
+        assert task.subject_id == channel and task.account_id == a
+        assert await w.done(task) == "applied"
+
+
+async def test_a_post_every_free_account_has_read_moves_on_and_blocks_no_other_quota(store: Store) -> None:
+    """Regression: such a quota used to stay due with its cursor stuck, first in every round, so with a small
+    max_tasks_per_tick the quotas behind it never ran. Now it moves on to its next post an interval later."""
+    w = await world(store, workers=1, max_tasks_per_tick=1)
+    posts = await w.add_quota(action="post_stats", posts=[7, 8], interval=300)
+    assert (await w.tick()).tasks == 1
+    [task] = await w.pull()
+    assert await w.done(task) == "applied" and task.post_id == 7
+    await w.sql("UPDATE quotas SET next_run_at = ?, cursor = 0 WHERE id = ?", (time.time() - 100, posts))
+    channel = await w.add_quota()  # due too, but later than the post quota
+    made = await w.tick()
+    assert (made.tasks, made.no_account) == (0, 1)
+    q = await w.quota(posts)
+    assert q["cursor"] == 1 and q["last_error"] == READ_ALREADY and close_to(q["next_run_at"], time.time() + 300)
+    assert (await w.tick()).tasks == 1
+    [task] = await w.pull()
+    assert task.subject_id == channel
+    assert await w.done(task) == "applied"
+    await w.due(posts)
+    assert (await w.tick()).tasks == 1
+    [task] = await w.pull()
+    assert (task.subject_id, task.post_id) == (posts, 8)
+
+
+async def test_a_busy_fleet_keeps_the_quota_due(w: World) -> None:
+    """No free account at all is not a reason to skip the post: the quota stays due, on the same post."""
+    qid = await w.add_quota(action="post_stats", posts=[7, 8])
+    await w.sql("UPDATE accounts SET cooldown_until = ? WHERE id IN (2, 3)", (time.time() + 600,))
+    assert (await w.tick()).tasks == 0
+    q = await w.quota(qid)
+    assert q["cursor"] == 0 and q["last_error"] == NO_ACCOUNT and q["next_run_at"] <= time.time()
+
+
+async def test_executor_served_only_when_local_is_on_or_the_provider_not_revoked(store: Store) -> None:
+    """Reserving an account nobody will pull for would only starve the quota."""
+    w = await world(store, workers=1, local_concurrency=0)
+    [worker] = w.workers
+    qid = await w.add_quota()
+    assert (await w.tick()).tasks == 0  # assigned to local, and local is off
+    await store.add_provider("acme", "hash-acme")
+    assert await store.assign_accounts([worker], "acme") == 1
+    assert (await w.tick()).tasks == 1
+    assert await w.pull("local") == []
+    [task] = await w.pull("acme")
+    assert await w.done(task, "acme") == "applied"
+    await store.revoke_provider("acme")
+    await w.due(qid)
+    assert (await w.tick()).tasks == 0
+    assert (await w.quota(qid))["last_error"] == NO_ACCOUNT
+
+
+# --- 5.2 posts snapshots ---------------------------------------------------------------------------------------------
+
+async def newest_posts(sim: Simulator, n: int) -> list[int]:
+    """What the simulated channel shows right now, read as any account."""
+    seed = sim.seeds()[0]
+    ref = AccountRef(1, seed.tg_user_id, seed.phone)
+    return await sim.last_post_ids(ref, await sim.resolve_channel(ref, TARGET), n)
+
+
+async def test_snapshot_is_fetched_when_missing(w: World) -> None:
+    """A post quota without a snapshot gets one from a probe first, then its first task is the newest post."""
+    qid = await w.add_quota(action="post_stats", last_n_posts=4)
+    assert (await w.tick()).tasks == 1
+    q = await w.quota(qid)
+    snapshot = json.loads(q["posts_json"])
+    assert snapshot == await newest_posts(w.sim, 4) and len(snapshot) == 4
+    assert close_to(q["posts_fetched_at"], time.time())
+    [task] = await w.pull()
+    assert task.post_id == snapshot[0] and q["cursor"] == 1
+
+
+@pytest.mark.parametrize(("age_hours", "refreshed"), [(25.0, True), (1.0, False)])
+async def test_snapshot_is_refreshed_only_when_older_than_the_ttl(w: World, age_hours: float,
+                                                                 refreshed: bool) -> None:
+    """The TTL (24 h by default) keeps probes from reading the channel on every run."""
+    qid = await w.add_quota(action="post_stats", posts=[999])
+    await w.sql("UPDATE quotas SET posts_fetched_at = ? WHERE id = ?", (time.time() - age_hours * 3600, qid))
+    assert (await w.tick()).tasks == 1
+    [task] = await w.pull()
+    snapshot = json.loads((await w.quota(qid))["posts_json"])
+    if refreshed:
+        assert snapshot == await newest_posts(w.sim, 5) and task.post_id == snapshot[0]
+    else:
+        assert snapshot == [999] and task.post_id == 999
+
+
+class NoPosts(Simulator):
+    async def last_post_ids(self, account: AccountRef, channel: Channel, n: int) -> list[int]:
+        return []
+
+
+class Flooding(Simulator):
+    async def last_post_ids(self, account: AccountRef, channel: Channel, n: int) -> list[int]:
+        raise errors.FloodWaitError(request=None, capture=120)
+
+
+class Private(Simulator):
+    async def last_post_ids(self, account: AccountRef, channel: Channel, n: int) -> list[int]:
+        raise errors.ChannelPrivateError(request=None)
+
+
+async def test_an_empty_snapshot_skips_the_run(store: Store) -> None:
+    """No posts: no task, the reason shown, and the next try an interval later (not at every tick)."""
+    w = await world(store, sim_cls=NoPosts)
+    qid = await w.add_quota(action="post_stats", interval=300)
+    made = await w.tick()
+    assert (made.tasks, made.empty) == (0, 1)
+    q = await w.quota(qid)
+    assert q["last_error"] == NO_POSTS and close_to(q["next_run_at"], time.time() + 300)
+    assert json.loads(q["posts_json"]) == [] and q["posts_fetched_at"] is not None
+    assert (await w.tick()).tasks == 0
+
+
+async def test_a_refresh_failure_postpones_the_quota_and_cools_the_probe(store: Store) -> None:
+    """A flood wait on the probe: the quota says why and waits retry_seconds; the probe is let go, cooling down."""
+    w = await world(store, sim_cls=Flooding, retry_seconds=900)
+    qid = await w.add_quota(action="post_stats")
+    assert (await w.tick()).tasks == 0
+    q = await w.quota(qid)
+    assert "FLOOD_WAIT" in q["last_error"] and close_to(q["next_run_at"], time.time() + 900)
+    assert q["posts_json"] is None and q["inspection_ok"] == 1
+    probe = await w.account(1)
+    assert probe["cooldown_reason"] == "FLOOD_WAIT" and close_to(probe["cooldown_until"], time.time() + 120)
+    assert await w.lock(1) is None
+    assert await w.rows("SELECT * FROM tasks") == []
+
+
+async def test_a_target_error_during_refresh_fails_the_inspection(store: Store) -> None:
+    """A channel that went private will not come back by retrying: the quota stops."""
+    w = await world(store, sim_cls=Private)
+    qid = await w.add_quota(action="post_stats")
+    assert (await w.tick()).tasks == 0
+    q = await w.quota(qid)
+    assert q["inspection_ok"] == 0 and q["inspection_error"] == "CHANNEL_PRIVATE"
+    assert (await w.account(1))["cooldown_until"] is None  # not the probe's fault
+    await w.due(qid)
+    assert (await w.tick()).tasks == 0
+
+
+# --- 5.2 cursor, next_run_at, batch size -----------------------------------------------------------------------------
+
+async def test_round_robin_cursor_wraps(store: Store) -> None:
+    """Posts are picked in snapshot order and the cursor wraps to 0."""
+    w = await world(store, workers=4)
+    qid = await w.add_quota(action="post_stats", posts=[30, 20, 10])
+    cursors = []
+    for _ in range(4):
+        await w.due(qid)
+        assert (await w.tick()).tasks == 1
+        cursors.append((await w.quota(qid))["cursor"])
+    picked = [r["post_id"] for r in await w.rows("SELECT post_id FROM tasks ORDER BY id")]
+    assert picked == [30, 20, 10, 30]
+    assert cursors == [1, 2, 0, 1]
+
+
+async def test_generate_twice_makes_one_task_until_next_run(w: World) -> None:
+    """next_run_at moves with the task insert: a second round right away makes nothing."""
+    qid = await w.add_quota(interval=120)
+    assert (await w.tick()).tasks == 1
+    assert close_to((await w.quota(qid))["next_run_at"], time.time() + 120)
+    assert (await w.tick()).tasks == 0
+    await w.sql("UPDATE quotas SET next_run_at = ? WHERE id = ?", (time.time() - 1, qid))
+    assert (await w.tick()).tasks == 1
+
+
+async def test_cursor_and_task_are_one_transaction(w: World) -> None:
+    """If advancing the quota fails, the task and its reservation are not there either."""
+    qid = await w.add_quota(action="post_stats", posts=[5, 4])
+    await w.sql("CREATE TRIGGER no_advance BEFORE UPDATE OF cursor ON quotas"
+                " BEGIN SELECT RAISE(ABORT, 'no advance'); END")
+    with pytest.raises(sqlite3.IntegrityError):
+        await w.tick()
+    assert await w.rows("SELECT * FROM tasks") == []
+    assert await w.rows("SELECT * FROM account_locks") == []
+    assert (await w.quota(qid))["cursor"] == 0
+    await w.sql("DROP TRIGGER no_advance")
+    assert (await w.tick()).tasks == 1
+
+
+async def test_a_restart_never_makes_the_same_run_twice(tmp_path: Path) -> None:
+    """Cursor and next_run_at are in the database with the task: a reopened store carries on after it."""
+    path = tmp_path / "reopen.sqlite3"
+    store = cast(Store, await Store.open(path))
+    try:
+        w = await world(store)
+        qid = await w.add_quota(action="post_stats", posts=[9, 8, 7])
+        assert (await w.tick()).tasks == 1
+    finally:
+        await store.close()
+    store = cast(Store, await Store.open(path))
+    try:
+        w = await world(store, seed=False)
+        assert (await w.tick()).tasks == 0
+        q = await w.quota(qid)
+        assert q["cursor"] == 1 and q["next_run_at"] > time.time()
+        await w.due(qid)
+        assert (await w.tick()).tasks == 1
+        assert [r["post_id"] for r in await w.rows("SELECT post_id FROM tasks ORDER BY id")] == [9, 8]
+    finally:
+        await store.close()
+
+
+async def test_max_tasks_per_tick(store: Store) -> None:
+    """One round makes at most max_tasks_per_tick tasks, however many quotas are due; the rest wait their turn."""
+    w = await world(store, workers=6, max_tasks_per_tick=2)
+    qids = [await w.add_quota() for _ in range(5)]
+    assert [(await w.tick()).tasks for _ in range(4)] == [2, 2, 1, 0]
+    assert {r["subject_id"] for r in await w.rows("SELECT subject_id FROM tasks")} == set(qids)
+
+
+# --- 5.3 claims --------------------------------------------------------------------------------------------------------
+
+async def test_reserve_then_commit(store: Store) -> None:
+    """Generation only reserves (the lock); a success consumes pacing and the daily cap and lets the lock go."""
+    w = await world(store, workers=1, pace_seconds=90)
+    [worker] = w.workers
+    qid = await w.add_quota(action="post_stats", quantity=10, posts=[3])
+    assert (await w.tick()).tasks == 1
+    [row] = await w.rows("SELECT * FROM tasks")
+    lock = await w.lock(worker)
+    assert lock is not None and lock["holder"] == f"quota:{row['id']}" and lock["expires_at"] > time.time()
+    assert await w.rows("SELECT * FROM usage") == []
+    assert (await w.account(worker))["cooldown_until"] is None
+
+    [task] = await w.pull()
+    assert (await w.lock(worker))["holder"] == f"quota:{task.task_id}"  # type: ignore[index]
+    assert await w.done(task, views=123) == "applied"
+    account = await w.account(worker)
+    assert account["cooldown_reason"] == "pace" and close_to(account["cooldown_until"], time.time() + 90)
+    usage = await w.one("SELECT * FROM usage WHERE account_id = ?", (worker,))
+    assert (usage["day"], usage["used"]) == (utc_day(), 1)
+    assert await w.lock(worker) is None
+    done = await w.task(task.task_id)
+    assert done["status"] == "done" and json.loads(done["result_json"]) == {"views": 123}
+    m = await w.one("SELECT * FROM measurements WHERE quota_id = ?", (qid,))
+    assert (m["task_id"], m["post_id"], m["views"]) == (task.task_id, 3, 123)
+    assert (await w.quota(qid))["quantity_left"] == 9
+
+
+async def test_reserve_then_rollback(w: World) -> None:
+    """A failure lets the lock go and consumes nothing: no usage, no pacing, no decrement, no measurement."""
+    qid = await w.add_quota(quantity=10)
+    assert (await w.tick()).tasks == 1
+    [task] = await w.pull()
+    assert await w.fail(task, "RPC_CALL_FAIL") == "applied"
+    assert await w.lock(task.account_id) is None
+    assert await w.rows("SELECT * FROM usage") == []
+    assert await w.rows("SELECT * FROM measurements") == []
+    assert (await w.account(task.account_id))["cooldown_until"] is None
+    failed = await w.task(task.task_id)
+    assert (failed["status"], failed["error_code"]) == ("failed", "RPC_CALL_FAIL")
+    assert (await w.quota(qid))["quantity_left"] == 10
+
+
+# --- 5.5 counters --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("kind", "left", "per_call", "after"), [
+    ("quantity", 10, 3, 7),
+    ("quantity", 2, 3, 0),  # clamped at 0
+    ("orders", 4, 3, 3),  # an order is one, whatever per_call says
+    ("orders", 1, 1, 0),
+])
+async def test_counters(w: World, kind: str, left: int, per_call: int, after: int) -> None:
+    """A success takes per_call off quantity_left, or one off orders_left; never below 0; used up says so."""
+    qid = await w.add_quota(**{kind: left})
+    await w.sql("UPDATE quotas SET per_call = ? WHERE id = ?", (per_call, qid))
+    assert (await w.tick()).tasks == 1
+    [task] = await w.pull()
+    assert await w.done(task) == "applied"
+    q = await w.quota(qid)
+    assert q[f"{kind}_left"] == after
+    assert q["orders_left" if kind == "quantity" else "quantity_left"] is None
+    used_up = await w.rows("SELECT * FROM events WHERE kind = 'quota.used_up' AND quota_id = ?", (qid,))
+    assert len(used_up) == (1 if after == 0 else 0)
+    if after == 0:
+        await w.due(qid)
+        assert (await w.tick()).tasks == 0
+
+
+# --- 6: failures through the one policy --------------------------------------------------------------------------
+
+async def test_flood_wait_report_cools_the_account(store: Store) -> None:
+    """FLOOD_WAIT_120 from a provider cools the account down as it would in a setup task."""
+    w = await world(store, retry_seconds=900)
+    qid = await w.add_quota(interval=60)
+    await w.tick()
+    [task] = await w.pull()
+    assert await w.fail(task, "FLOOD_WAIT_120") == "applied"
+    assert close_to((await w.quota(qid))["next_run_at"], time.time() + 60)  # the quota goes on with others
+    account = await w.account(task.account_id)
+    assert account["cooldown_reason"] == "FLOOD_WAIT" and close_to(account["cooldown_until"], time.time() + 120)
+    assert account["disabled_at"] is None
+    assert (await w.task(task.task_id))["error_code"] == "FLOOD_WAIT_120"
+    assert (await w.quota(qid))["inspection_ok"] == 1
+
+
+async def test_dead_account_report_disables_it(w: World) -> None:
+    """A dead session must never be reserved again."""
+    qid = await w.add_quota()
+    await w.tick()
+    [task] = await w.pull()
+    assert await w.fail(task, "AUTH_KEY_UNREGISTERED") == "applied"
+    account = await w.account(task.account_id)
+    assert account["disabled_at"] is not None and account["disabled_reason"] == "AUTH_KEY_UNREGISTERED"
+    await w.due(qid)
+    assert (await w.tick()).tasks == 1
+    [again] = await w.pull()
+    assert again.account_id != task.account_id
+
+
+async def test_target_report_fails_the_inspection(w: World) -> None:
+    """The channel is the problem, not the account: the quota stops, the account stays usable."""
+    qid = await w.add_quota()
+    await w.tick()
+    [task] = await w.pull()
+    assert await w.fail(task, "CHANNEL_PRIVATE") == "applied"
+    q = await w.quota(qid)
+    assert q["inspection_ok"] == 0 and q["inspection_error"] == "CHANNEL_PRIVATE"
+    account = await w.account(task.account_id)
+    assert account["cooldown_until"] is None and account["disabled_at"] is None
+    await w.due(qid)
+    assert (await w.tick()).tasks == 0
+
+
+async def test_transient_report_retries_the_quota_later(store: Store) -> None:
+    """An unknown or transient code pushes the quota's next run by retry_seconds; the account is left alone."""
+    w = await world(store, retry_seconds=900)
+    qid = await w.add_quota(interval=60)
+    await w.tick()
+    [task] = await w.pull()
+    assert await w.fail(task, "RPC_CALL_FAIL") == "applied"
+    q = await w.quota(qid)
+    assert close_to(q["next_run_at"], time.time() + 900) and q["last_error"] == "RPC_CALL_FAIL"
+    assert q["inspection_ok"] == 1
+    account = await w.account(task.account_id)
+    assert account["cooldown_until"] is None and account["disabled_at"] is None
+
+
+# --- 5.5 idempotent reports ----------------------------------------------------------------------------------------
+
+async def test_report_outcomes(store: Store) -> None:
+    """Reports are fenced by token and executor, and a repeat never counts twice."""
+    w = await world(store, workers=2)
+    await store.add_provider("acme", "hash-acme")
+    await store.assign_accounts([w.workers[1]], "acme")
+    qid = await w.add_quota(quantity=10)
+    other = await w.add_quota(quantity=10)
+    assert (await w.tick()).tasks == 2
+    [mine] = await w.pull()
+    [theirs] = await w.pull("acme")
+
+    assert await w.done(mine, token=WRONG_TOKEN) == "stale_lease"
+    assert (await w.task(mine.task_id))["status"] == "leased"
+    assert await w.done(theirs) == "not_found"  # another executor's task, even with its token
+    assert (await w.task(theirs.task_id))["status"] == "leased"
+
+    results = await w.leases.report("local", [
+        Done(task_id=mine.task_id, lease_token=mine.lease_token, result=Observation(views=1)),
+        Done(task_id=mine.task_id, lease_token=mine.lease_token, result=Observation(views=1)),
+        Done(task_id=999_999, lease_token=mine.lease_token, result=Observation(views=1)),
+    ])
+    assert [r.outcome for r in results] == ["applied", "duplicate", "not_found"]
+    assert await w.done(mine) == "duplicate"
+    assert await w.fail(mine, "RPC_CALL_FAIL") == "duplicate"
+    assert await w.done(mine, token=WRONG_TOKEN) == "stale_lease"
+    assert (await w.quota(qid))["quantity_left"] == 9
+    assert (await w.task(mine.task_id))["status"] == "done"
+    assert len(await w.rows("SELECT * FROM measurements")) == 1
+    assert (await w.one("SELECT used FROM usage"))["used"] == 1
+    assert await w.done(theirs, "acme") == "applied"
+    assert (await w.quota(other))["quantity_left"] == 9
+
+
+# --- 5.4 leases and the reaper ---------------------------------------------------------------------------------------
+
+async def expire(w: World, task_id: int) -> None:
+    """The lease (or the reservation window of a pending task) ran out, without waiting for it."""
+    await w.sql("UPDATE tasks SET lease_expires_at = ? WHERE id = ?", (time.time() - 1, task_id))
+
+
+async def test_an_expired_lease_returns_to_pending(w: World) -> None:
+    """The task goes back with its reservation renewed; the old lease's late report changes nothing."""
+    qid = await w.add_quota(quantity=5)
+    await w.tick()
+    [task] = await w.pull()
+    await expire(w, task.task_id)
+    reaped = await w.leases.reap()
+    assert (reaped.returned, reaped.failed, reaped.unpulled) == (1, 0, 0)
+    row = await w.task(task.task_id)
+    assert row["status"] == "pending" and row["lease_token"] is None and row["leased_by"] is None
+    lock_seconds = w.leases.lock_seconds(w.cfg.quotas.lease_seconds)
+    assert close_to(row["lease_expires_at"], time.time() + lock_seconds)
+    lock = await w.lock(task.account_id)
+    assert lock is not None and lock["holder"] == f"quota:{task.task_id}"
+    assert close_to(lock["expires_at"], time.time() + lock_seconds)
+    assert w.leases.wake_local.is_set()
+
+    assert await w.done(task) == "stale_lease"
+    [again] = await w.pull()
+    assert again.task_id == task.task_id and again.lease_token != task.lease_token
+    assert (await w.task(task.task_id))["lease_count"] == 2
+    assert await w.done(task) == "stale_lease"
+    assert await w.done(again) == "applied"
+    assert (await w.quota(qid))["quantity_left"] == 4
+
+
+async def test_after_max_leases_the_task_fails_and_lets_the_account_go(store: Store) -> None:
+    """A task nobody manages to finish must not hold its account forever."""
+    w = await world(store, max_leases=2)
+    qid = await w.add_quota(quantity=5)
+    await w.tick()
+    for _ in range(2):
+        [task] = await w.pull()
+        await expire(w, task.task_id)
+        await w.leases.reap()
+    row = await w.task(task.task_id)
+    assert (row["status"], row["error_code"], row["lease_count"]) == ("failed", "LEASE_EXPIRED", 2)
+    assert await w.lock(task.account_id) is None
+    assert await w.rows("SELECT * FROM usage") == []
+    assert (await w.quota(qid))["quantity_left"] == 5
+    assert await w.rows("SELECT * FROM events WHERE kind = 'task.expired' AND task_id = ?", (task.task_id,))
+    assert await w.done(task) == "stale_lease"
+    assert await w.pull() == []
+    assert w.leases.metrics.expired.labels("failed")._value.get() == 1
+
+
+async def test_a_task_nobody_pulls_fails_as_not_pulled(store: Store) -> None:
+    """A reservation is for the lease window only: unpulled, the account is given back."""
+    w = await world(store, local_concurrency=0)
+    await store.add_provider("acme", "hash-acme")
+    await store.assign_accounts(w.workers, "acme")
+    await w.add_quota()
+    await w.tick()
+    [row] = await w.rows("SELECT * FROM tasks")
+    assert await w.lock(row["account_id"]) is not None
+    await expire(w, row["id"])
+    reaped = await w.leases.reap()
+    assert (reaped.returned, reaped.failed, reaped.unpulled) == (0, 0, 1)
+    row = await w.task(row["id"])
+    assert (row["status"], row["error_code"]) == ("failed", "NOT_PULLED")
+    assert await w.lock(row["account_id"]) is None
+    assert await w.pull("acme") == []
+
+
+async def test_extend_keeps_a_lease_alive_and_is_fenced(store: Store) -> None:
+    """Only the live lease of the right executor and token is extended; an expired one is not revived."""
+    w = await world(store)
+    await store.add_provider("acme", "hash-acme")
+    await w.add_quota()
+    await w.tick()
+    [task] = await w.pull()
+    ask = ExtendRequest(leases=[Lease(task_id=task.task_id, lease_token=task.lease_token),
+                                Lease(task_id=task.task_id, lease_token=WRONG_TOKEN),
+                                Lease(task_id=999_999, lease_token=task.lease_token)], lease_seconds=600)
+    results = await w.leases.extend("local", ask)
+    assert [r.outcome for r in results] == ["applied", "stale_lease", "not_found"]
+    assert results[0].lease_expires_at is not None and results[1].lease_expires_at is None
+    row = await w.task(task.task_id)
+    assert close_to(row["lease_expires_at"], time.time() + 600)
+    lock = await w.lock(task.account_id)
+    assert lock is not None and close_to(lock["expires_at"], time.time() + w.leases.lock_seconds(600))
+    assert (await w.leases.reap()).returned == 0
+    [other] = await w.leases.extend("acme", ExtendRequest(leases=ask.leases[:1]))
+    assert other.outcome == "not_found"
+
+    await expire(w, task.task_id)
+    [late] = await w.leases.extend("local", ExtendRequest(leases=ask.leases[:1]))
+    assert late.outcome == "stale_lease"
+    assert (await w.task(task.task_id))["lease_expires_at"] < time.time()
+    assert await w.done(task) == "stale_lease"  # an expired lease cannot report either
+
+
+# --- two providers -------------------------------------------------------------------------------------------------
+
+async def two_providers(store: Store) -> tuple[World, dict[str, list[int]]]:
+    """Eight workers split between providers ``p-one`` and ``p-two``, eight quotas, one task each generated."""
+    w = await world(store, workers=8, local_concurrency=0)
+    split = {"p-one": w.workers[:4], "p-two": w.workers[4:]}
+    for name, ids in split.items():
+        await store.add_provider(name, f"hash-{name}")
+        await store.assign_accounts(ids, name)
+    for _ in range(8):
+        await w.add_quota()
+    assert (await w.tick()).tasks == 8
+    return w, split
+
+
+async def pull_many(w: World, names: list[str]) -> dict[str, list[LeasedTask]]:
+    """Many concurrent small pulls, interleaved between executors."""
+    results = await asyncio.gather(*(w.pull(name, limit=1 + i % 3) for i, name in enumerate(names)))
+    got: dict[str, list[LeasedTask]] = {}
+    for name, tasks in zip(names, results, strict=True):
+        got.setdefault(name, []).extend(tasks)
+    return got
+
+
+async def test_two_providers_never_get_the_same_task(store: Store) -> None:
+    """Concurrent pulls: every task goes to exactly one provider, the one its account is assigned to."""
+    w, split = await two_providers(store)
+    got = await pull_many(w, ["p-one", "p-two"] * 10)
+    one, two = ({t.task_id for t in got[name]} for name in ("p-one", "p-two"))
+    assert one.isdisjoint(two)
+    assert len(one) == len(got["p-one"]) and len(two) == len(got["p-two"])
+    assert len(one | two) == 8
+    for name, tasks in got.items():
+        assert {t.account_id for t in tasks} <= set(split[name])
+        for t in tasks:
+            assert (await w.task(t.task_id))["leased_by"] == name
+
+
+async def test_reassigned_accounts_never_give_a_task_to_both(store: Store) -> None:
+    """Accounts moved to another provider: a live lease stays with its holder (and only it can report);
+    once given up, the task goes to the new owner alone."""
+    w, split = await two_providers(store)
+    first = await w.pull("p-one")
+    assert {t.account_id for t in first} == set(split["p-one"])
+    assert await store.assign_accounts(w.workers, "p-two") == 4
+
+    got = await pull_many(w, ["p-one", "p-two"] * 5)
+    assert got.get("p-one", []) == []
+    assert {t.account_id for t in got["p-two"]} == set(split["p-two"])
+    assert {t.task_id for t in got["p-two"]}.isdisjoint({t.task_id for t in first})
+
+    for t in first:
+        await expire(w, t.task_id)
+    assert (await w.leases.reap()).returned == 4
+    again = await pull_many(w, ["p-one", "p-two"] * 5)
+    assert again.get("p-one", []) == []
+    assert {t.task_id for t in again["p-two"]} == {t.task_id for t in first}
+    for t in first:
+        assert await w.done(t, "p-one") == "not_found"  # p-two holds those leases now
+    for t in again["p-two"]:
+        assert await w.done(t, "p-two") == "applied"
+
+
+# --- the local executor --------------------------------------------------------------------------------------------
+
+@pytest.fixture
+async def executor_task(store: Store) -> AsyncIterator[list[asyncio.Task[None]]]:
+    """Holds the executor's task so it is cancelled even when the test fails."""
+    running: list[asyncio.Task[None]] = []
+    yield running
+    for task in running:
+        task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
+
+
+async def test_local_executor_runs_a_quota_until_used_up(store: Store,
+                                                         executor_task: list[asyncio.Task[None]]) -> None:
+    """In-process, end to end: generation, the local executor's pulls and reads, reports, measurements."""
+    w = await world(store, workers=4)
+    # Skip the newest post: one published this very second has no views yet.
+    posts = (await newest_posts(w.sim, 4))[1:]
+    qid = await w.add_quota(action="post_stats", quantity=6, posts=posts, interval=0)
+    executor = LocalExecutor(store, w.sim, w.leases, concurrency=2)
+    executor_task.append(asyncio.create_task(executor.run()))
+    async with asyncio.timeout(E2E_TIMEOUT):
+        while (await w.quota(qid))["quantity_left"] > 0:
+            await w.tick()
+            await asyncio.sleep(0.01)
+    measured = await w.rows("SELECT * FROM measurements WHERE quota_id = ?", (qid,))
+    assert len(measured) == 6
+    assert all(m["views"] > 0 and m["post_id"] in posts for m in measured)
+    tasks = await w.rows("SELECT * FROM tasks")
+    assert [t["status"] for t in tasks] == ["done"] * 6 and {t["leased_by"] for t in tasks} == {"local"}
+    assert len({(t["post_id"], t["account_id"]) for t in tasks}) == 6  # no (post, account) pair twice
+    assert (await w.tick()).tasks == 0
