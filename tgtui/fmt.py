@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 from rich.text import Text
@@ -50,10 +51,10 @@ def bar(done: int, total: int, width: int) -> Text:
 
 
 def sparkline(values: list[float], width: int) -> Text:
-    """The last ``width`` values as block characters, scaled between their own min and max."""
-    tail = values[-width:]
-    if not tail:
+    """``values`` summed into at most ``width`` buckets of consecutive values, drawn from zero to their max."""
+    if not values or width <= 0:
         return Text("")
-    low, high = min(tail), max(tail)
-    span = high - low
-    return Text("".join(BLOCKS[int((v - low) / span * 7) if span else 0] for v in tail), style="cyan")
+    size = math.ceil(len(values) / width)
+    buckets = [sum(values[i:i + size]) for i in range(0, len(values), size)]
+    high = max(buckets)
+    return Text("".join(BLOCKS[int(max(0.0, v) / high * 7) if high > 0 else 0] for v in buckets), style="cyan")

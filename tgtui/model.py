@@ -101,14 +101,19 @@ class FleetModel:
         return True
 
     def set_views(self, quota_id: int, measurements: Iterable[dict[str, Any]]) -> None:
-        """Views over time: after each measurement, the sum of the latest views of every post seen so far."""
+        """Views over time as the views each measurement found added to its post since the one before.
+
+        Not the running total: the first pass over ten posts would draw a ramp of
+        posts being counted, not of views growing.
+        """
         latest: dict[Any, int] = {}
         series: list[float] = []
         for m in measurements:
             if m.get("views") is None:
                 continue
+            before = latest.get(m.get("post_id"))
             latest[m.get("post_id")] = m["views"]
-            series.append(float(sum(latest.values())))
+            series.append(float(m["views"] - before) if before is not None else 0.0)
         self.views[quota_id] = series
         self.quotas_rev += 1
 

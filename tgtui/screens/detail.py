@@ -144,7 +144,7 @@ class QuotaDetail(DetailScreen):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(id="summary")
-            yield Label("Views over time (sum over posts)")
+            yield Label("Views gained between measurements, over time")
             yield Sparkline([], id="views")
             yield Label("Latest measurements")
             yield DataTable(id="measurements", cursor_type="row")

@@ -70,7 +70,7 @@ def quota_columns(model: FleetModel) -> list[Column]:
                sort=_time_sort("expires_at"), timed=True, right=True),
         Column("inspection", "Inspect", 7, inspection, drop=3),
         Column("error", "Last error", 10, last_error, flex=True, drop=4),
-        Column("views", "Views", SPARK_WIDTH, views, sort=lambda r, n: (model.views.get(r["id"]) or [0.0])[-1],
+        Column("views", "Views", SPARK_WIDTH, views, sort=lambda r, n: sum(model.views.get(r["id"], ())),
                drop=2),
     ]
 

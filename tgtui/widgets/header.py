@@ -19,17 +19,16 @@ class FleetHeader(Static):
     def paint(self, model: FleetModel, now: float, view: str) -> None:
         parts: list[str | tuple[str, str]] = []
         for name in VIEWS:
-            parts += [(f" {name.title()} ", "reverse bold" if name == view else "dim"), " "]
+            parts += [(f"{name.title()}", "reverse bold" if name == view else "dim"), " "]
         status = model.status
         if not status:
             self.update(Text.assemble(*parts, "│ connecting…"))
             return
-        counts = model.counts(now)
-        parts.append("│ ")
-        for state, n in counts.items():
-            parts += [(f"{state} ", STATE_STYLE[state]), f"{n}  "]
-        parts += [f"│ {status.get('tasks_per_minute', 0)} tasks/min  quotas {model.open_quotas(now)} open  │ ",
-                  f"daemon {status['version']} up {duration(model.uptime())}"]
+        parts.append("│")
+        for state, n in model.counts(now).items():
+            parts += [(f" {state} ", STATE_STYLE[state]), str(n)]
+        parts += [f" │ {status.get('tasks_per_minute', 0)} tasks/min │ {model.open_quotas(now)} quotas open │ ",
+                  f"v{status['version']} up {duration(model.uptime())}"]
         self.update(Text.assemble(*parts))
 
 

@@ -1,0 +1,99 @@
+"""The dashboard's widget-free parts: the model fed by the stream, the row set, the small renderings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual.binding import Binding
+from textual.keys import format_key
+
+from tgtui.app import key_map
+from tgtui.fmt import bar, duration, sparkline
+from tgtui.model import FleetModel, effective_state
+from tgtui.table import Column, RowSet, layout, parse_filter
+
+NOW = 1_800_000_000.0
+
+
+def account(aid: int, state: str = "ready", until: str | None = None) -> dict[str, Any]:
+    return {"id": aid, "label": f"ops-{aid}", "state": state, "cooldown_until": until}
+
+
+def delta(seq: int, data: dict[str, Any], kind: str = "account") -> dict[str, Any]:
+    return {"type": "delta", "seq": seq, "kind": kind, "op": "upsert", "data": data}
+
+
+def test_model_applies_a_snapshot_then_consecutive_deltas_and_reports_a_gap() -> None:
+    model = FleetModel(lambda: NOW)
+    assert model.since is None
+    model.apply({"type": "snapshot", "epoch": "e1", "seq": 5, "status": {"uptime_seconds": 10.0},
+                 "accounts": [account(1), account(2)], "events": [], "quotas": []})
+    assert model.since == "e1:5" and set(model.accounts) == {1, 2}
+    rev = model.accounts_rev
+    assert model.apply(delta(5, account(1, "busy")))  # already in the snapshot: ignored
+    assert model.accounts[1]["state"] == "ready" and model.accounts_rev == rev
+    assert model.apply(delta(6, account(1, "cooldown", "2027-02-01T00:00:00Z")))
+    assert model.accounts[1]["state"] == "cooldown" and model.accounts_rev == rev + 1
+    assert model.apply({"type": "resync"})
+    assert not model.apply(delta(8, account(2, "disabled")))  # 7 is missing: reconnect
+    assert model.accounts[2]["state"] == "ready" and model.since == "e1:6"
+
+
+def test_a_cooldown_that_ran_out_reads_as_ready_without_a_delta() -> None:
+    model = FleetModel(lambda: NOW)
+    model.apply({"type": "snapshot", "epoch": "e", "seq": 0, "status": {}, "events": [], "accounts": [
+        account(1, "cooldown", "2027-02-01T00:00:00Z"), account(2, "cooldown", "2020-01-01T00:00:00Z")]})
+    assert effective_state(model.accounts[1], NOW) == "cooldown"
+    assert effective_state(model.accounts[2], NOW) == "ready"
+    assert model.counts(NOW) == {"ready": 1, "busy": 0, "cooldown": 1, "disabled": 0, "inactive": 0}
+
+
+def test_views_are_the_gains_each_measurement_found() -> None:
+    model = FleetModel(lambda: NOW)
+    model.set_views(1, [{"post_id": 10, "views": 100}, {"post_id": 11, "views": 50}, {"post_id": 10, "views": 130},
+                        {"post_id": 11, "views": None}, {"post_id": 11, "views": 55}])
+    assert model.views[1] == [0.0, 0.0, 30.0, 5.0]
+
+
+def test_row_set_filters_by_column_and_words_and_sorts_with_ties_by_id() -> None:
+    columns = [Column("id", "ID", 4, lambda r, n: str(r["id"]), sort=lambda r, n: r["id"]),
+               Column("label", "Label", 8, lambda r, n: r["label"]),
+               Column("state", "State", 8, lambda r, n: effective_state(r, n), timed=True)]
+    rows = [account(1, "busy"), account(2), account(3, "busy"), account(12)]
+    rowset = RowSet(columns, sort="state", desc=True)
+    rowset.rebuild(rows, NOW)
+    assert [r["id"] for r in rowset.rows] == [12, 2, 3, 1] and rowset.index[3] == 2
+    rowset.filter = "state:busy"
+    rowset.rebuild(rows, NOW)
+    assert [r["id"] for r in rowset.rows] == [3, 1] and rowset.timed
+    rowset.filter = "OPS-1"
+    rowset.rebuild(rows, NOW)
+    assert [r["id"] for r in rowset.rows] == [12, 1]
+    assert parse_filter("Ops state:Busy x:") == (["ops", "x:"], {"state": "busy"})
+    assert rowset.check_filter("colour:red") == "unknown column 'colour' in the filter; columns: id, label, state"
+
+
+def test_layout_drops_columns_in_order_and_fills_the_width() -> None:
+    cols = [Column("a", "A", 10, str), Column("b", "B", 10, str, drop=1), Column("c", "C", 10, str, drop=2),
+            Column("d", "D", 5, str, flex=True)]
+    assert [(c.key, w) for c, w in layout(cols, 80)] == [("a", 10), ("b", 10), ("c", 10), ("d", 47)]
+    assert [(c.key, w) for c, w in layout(cols, 30)] == [("a", 10), ("b", 10), ("d", 8)]
+    assert [c.key for c, _ in layout(cols, 5)] == ["a", "d"]
+
+
+def test_renderings() -> None:
+    assert [duration(s) for s in (0, 45, 185, 7620, 6 * 86400 + 82800)] == ["0s", "45s", "3m05s", "2h07m", "6d23h"]
+    assert bar(1, 2, 4).plain == "██··" and bar(0, 0, 3).plain == "   "
+    assert sparkline([0, 1, 2, 3, 4, 5, 6, 7], 8).plain == "▁▂▃▄▅▆▇█"
+    assert sparkline([1, 1, 5, 5], 2).plain == "▂█"  # summed in pairs: 2 and 10
+    assert sparkline([], 5).plain == ""
+
+
+def test_the_documented_key_map_lists_every_key() -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "dashboard.md").read_text()
+    for _, bindings in key_map():
+        for binding in bindings:
+            assert isinstance(binding, Binding)
+            for key in binding.key.split(","):
+                assert f"`{format_key(key.strip())}`" in doc, f"docs/dashboard.md does not list {key!r}"
