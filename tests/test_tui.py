@@ -56,6 +56,13 @@ def table_of(app: FleetApp) -> LineTable:
     return app.screen.query_one(LineTable)
 
 
+async def full_table(app: FleetApp, pilot: Pilot[None], daemon: DaemonProc) -> LineTable:
+    """The accounts table, once it holds the whole shared fleet."""
+    table = table_of(app)
+    await wait_until(pilot, lambda: len(table.rowset.rows) == ACCOUNTS, f"{ACCOUNTS} rows", daemon)
+    return table
+
+
 def drawn(table: LineTable, key: object) -> str:
     """The text of the line the table draws for this row ('' when it is not on screen)."""
     index = table.rowset.index.get(key)
@@ -79,8 +86,7 @@ async def test_filter_and_sort_keep_the_selection_on_the_same_account(shared: tu
     f, daemon = shared
     app = FleetApp(f.socket_path)
     async with app.run_test(size=(120, 50)) as pilot:
-        table = table_of(app)
-        await wait_until(pilot, lambda: len(table.rowset.rows) == ACCOUNTS, f"{ACCOUNTS} rows", daemon)
+        table = await full_table(app, pilot, daemon)
         await pilot.press("j", "j", "j", "j")
         assert table.selected_key == 5 and table.cursor == 4
 
@@ -115,8 +121,7 @@ async def test_marked_accounts_are_acted_on_together(shared: tuple[Fleet, Daemon
     f, daemon = shared
     app = FleetApp(f.socket_path)
     async with app.run_test(size=(120, 50)) as pilot:
-        table = table_of(app)
-        await wait_until(pilot, lambda: len(table.rowset.rows) == ACCOUNTS, f"{ACCOUNTS} rows", daemon)
+        table = await full_table(app, pilot, daemon)
         await pilot.press("space", "j", "space")  # marks 1 and 3 (space steps down)
         assert table.targets() == [1, 3] and drawn(table, 1).startswith("●")
         await pilot.press("e")  # neither is disabled: the daemon says so, nothing changes
@@ -218,8 +223,7 @@ async def test_small_terminal_help_and_palette(shared: tuple[Fleet, DaemonProc])
     f, daemon = shared
     app = FleetApp(f.socket_path)
     async with app.run_test(size=(80, 24)) as pilot:
-        table = table_of(app)
-        await wait_until(pilot, lambda: len(table.rowset.rows) == ACCOUNTS, f"{ACCOUNTS} rows", daemon)
+        table = await full_table(app, pilot, daemon)
         shown = [c.key for c, _ in table.columns()]
         assert {"id", "label", "state", "cooldown", "setup", "error"} <= set(shown) and "phone" not in shown
         assert sum(w for _, w in table.columns()) + len(shown) - 1 + 2 == table.area.width

@@ -1,4 +1,7 @@
-"""Small text renderings shared by the views: durations, progress bars, sparklines, times."""
+"""Small text renderings shared by the views: countdowns, progress bars, sparklines, times.
+
+Durations are written as the CLI writes them (``3m 5s``, ``6d 23h``): one format for the operator.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +10,11 @@ from datetime import datetime
 
 from rich.text import Text
 
+from tgdaemon.cli.output import duration
 from tgtui.model import parse_time
 
 STATE_STYLE = {"ready": "green", "busy": "cyan", "cooldown": "yellow", "disabled": "red", "inactive": "dim"}
 BLOCKS = "▁▂▃▄▅▆▇█"
-
-
-def duration(seconds: float) -> str:
-    """Two units at most, so it fits a narrow column: ``45s``, ``3m05s``, ``2h07m``, ``6d23h``."""
-    seconds = int(max(0, seconds))
-    minutes, secs = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    if days:
-        return f"{days}d{hours:02d}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def until(value: str | None, now: float, past: str = "now") -> str:
