@@ -51,13 +51,13 @@ def scratch_dir(prefix: str) -> Any:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def write_config(directory: Path, **daemon: Any) -> Path:
-    """A config file with defaults only, plus the given ``[daemon]`` keys."""
+def write_config(directory: Path, extra: str = "", **daemon: Any) -> Path:
+    """A config file with defaults only, plus the given ``[daemon]`` keys and ``extra`` TOML sections."""
     lines = ["# written by bench: defaults only", "[daemon]", 'log_level = "warning"']
     for key, value in daemon.items():
         lines.append(f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"')
     path = directory / "config.toml"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n" + extra)
     return path
 
 
@@ -75,13 +75,13 @@ class DaemonProc:
 
 @contextlib.asynccontextmanager
 async def daemon_subprocess(work: Path, *, accounts: int, ready_timeout: float = 90.0,
-                            stop_grace: float = 5.0) -> AsyncIterator[DaemonProc]:
+                            stop_grace: float = 5.0, config: str = "") -> AsyncIterator[DaemonProc]:
     """``python -m tgdaemon run --simulate`` on a data dir under ``work``; stopped by pid on exit."""
     from tgtui.client import ControlClient
 
     sock = work / "d.sock"
     data_dir = work / "data"
-    cfg = write_config(work)
+    cfg = write_config(work, config)
     log = work / f"daemon-{int(time.time() * 1000)}.log"
     cmd = [sys.executable, "-m", "tgdaemon", "run", "--simulate", "--config", str(cfg),
            "--accounts", str(accounts), "--data-dir", str(data_dir), "--socket", str(sock),

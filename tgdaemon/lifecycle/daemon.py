@@ -146,6 +146,8 @@ class Daemon:
                 await asyncio.wait_for(runner.cleanup(), timeout=timeout * 0.15)
         if self.runtime is not None:
             await self.runtime.onboarding.close()
+            if self.runtime.leases is not None:
+                await self.runtime.leases.drain()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.gateway.close(), timeout=timeout * 0.15)
         await store.close()

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from tgdaemon.classify import ErrorClass, classify_code
 from tgdaemon.config import Config
+from tgdaemon.groupcommit import GroupCommit
 from tgdaemon.policy import account_effect
 from tgdaemon.quotas.messages import (
     Done,
@@ -27,7 +28,7 @@ from tgdaemon.quotas.messages import (
     Report,
     ReportResult,
 )
-from tgdaemon.store import Finish, Reaped, Store
+from tgdaemon.store import Finish, LeaseAsk, Reaped, Store
 from tgdaemon.timeutil import iso, now
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -60,6 +61,12 @@ class Leases:
         self.store = store
         self.metrics = LeaseMetrics()
         self.wake_local = asyncio.Event()  # set when tasks may be waiting for the local executor
+        self._pulls = GroupCommit(self.store.lease_tasks, "pulls")
+        self._reports = GroupCommit(self._finish_many, "reports")
+
+    async def drain(self) -> None:
+        """Reports already received are written before the store closes."""
+        await self._reports.drain()
 
     def lock_seconds(self, lease_seconds: float) -> float:
         """The account stays reserved a little past the lease, so the reaper finds it still ours."""
@@ -71,7 +78,7 @@ class Leases:
     async def pull(self, executor: str, req: PullRequest) -> list[LeasedTask]:
         started = time.perf_counter()
         seconds = self._lease_seconds(req.lease_seconds)
-        rows = await self.store.lease_tasks(executor, req.limit, seconds, self.lock_seconds(seconds))
+        rows = await self._pulls(LeaseAsk(executor, req.limit, seconds, self.lock_seconds(seconds)))
         self.metrics.leased.labels(executor).inc(len(rows))
         self.metrics.latency.labels("pull").observe(time.perf_counter() - started)
         return [LeasedTask(task_id=r["id"], lease_token=r["lease_token"], account_id=r["account_id"],
@@ -82,21 +89,31 @@ class Leases:
     async def report(self, executor: str, reports: list[Report]) -> list[ReportResult]:
         started = time.perf_counter()
         at = now()
-        items = [self._finish(r, at) for r in reports]
-        outcomes = await self.store.finish_tasks(executor, items, pace_seconds=self.cfg.pace_seconds,
-                                                 day=utc_day(at), retry_seconds=self.cfg.retry_seconds)
+        outcomes = await self._reports([self._finish(executor, r, at) for r in reports])
         for r, outcome in zip(reports, outcomes, strict=True):
             self.metrics.reports.labels("done" if isinstance(r, Done) else "failed", outcome).inc()
         self.metrics.latency.labels("report").observe(time.perf_counter() - started)
         return [ReportResult(task_id=r.task_id, outcome=o) for r, o in zip(reports, outcomes, strict=True)]  # type: ignore[arg-type]
 
-    def _finish(self, report: Report, at: float) -> Finish:
+    async def _finish_many(self, groups: list[list[Finish]]) -> list[list[str]]:
+        """Concurrent reports in one transaction; a task in two of them is applied once."""
+        at = now()
+        flat = await self.store.finish_tasks([f for group in groups for f in group],
+                                             pace_seconds=self.cfg.pace_seconds, day=utc_day(at),
+                                             retry_seconds=self.cfg.retry_seconds)
+        out, start = [], 0
+        for group in groups:
+            out.append(flat[start:start + len(group)])
+            start += len(group)
+        return out
+
+    def _finish(self, executor: str, report: Report, at: float) -> Finish:
         if isinstance(report, Done):
-            return Finish(report.task_id, report.lease_token, ok=True,
+            return Finish(executor, report.task_id, report.lease_token, ok=True,
                           observation={k: v for k, v in msgspec.structs.asdict(report.result).items()
                                        if v is not None})
         error = classify_code(report.error_code, report.error)
-        return Finish(report.task_id, report.lease_token, ok=False, error_code=error.wire, error=report.error,
+        return Finish(executor, report.task_id, report.lease_token, ok=False, error_code=error.wire, error=report.error,
                       effect=account_effect(error, self.limits, at), target_failed=error.kind is ErrorClass.TARGET,
                       retry_quota=error.kind in (ErrorClass.TRANSIENT, ErrorClass.INPUT))
 

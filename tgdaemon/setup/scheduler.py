@@ -17,6 +17,7 @@ from typing import Any
 from tgdaemon.classify import Classified, ErrorClass, classify
 from tgdaemon.config import Config
 from tgdaemon.gateway.base import AccountRef, Gateway
+from tgdaemon.groupcommit import GroupCommit
 from tgdaemon.policy import account_effect
 from tgdaemon.setup.secrets import PasswordSource
 from tgdaemon.setup.tasks import QUEUES, TASKS, TaskContext, required_tasks
@@ -37,8 +38,7 @@ class SetupScheduler:
         self._wakes = {q: asyncio.Event() for q in QUEUES}
         self._running: dict[str, set[asyncio.Task[None]]] = {q: set() for q in QUEUES}
         self._limits = {"fast": cfg.setup.queues.fast_concurrency, "media": cfg.setup.queues.media_concurrency}
-        self._finishing: list[tuple[ClaimedTask, SetupOutcome, asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._finish = GroupCommit(self._finish_many, "setup finisher")
 
     @property
     def enabled(self) -> bool:
@@ -122,35 +122,17 @@ class SetupScheduler:
         except asyncio.CancelledError:
             outcome = SetupOutcome("retry", AccountEffect(), error="the daemon stopped during the task",
                                    retry_at=now(), refund_attempt=True)
-            await asyncio.shield(self._finish(task, outcome))
+            await asyncio.shield(self._finish((task, outcome)))
             raise
         except Exception as exc:
             outcome = self.on_error(task, classify(exc))
-        await asyncio.shield(self._finish(task, outcome))  # once the outcome is known it is recorded, stop or not
+        await asyncio.shield(self._finish((task, outcome)))  # once the outcome is known it is recorded, stop or not
         if outcome.effect.disable_reason is not None:
             await self.gateway.forget(task.account_id)
 
-    async def _finish(self, task: ClaimedTask, outcome: SetupOutcome) -> None:
-        """Group commit: outcomes that arrive while a batch is being written go in the next batch."""
-        done = asyncio.get_running_loop().create_future()
-        self._finishing.append((task, outcome, done))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="setup finisher")
-        await done
-
-    async def _flush(self) -> None:
-        while self._finishing:
-            batch, self._finishing = self._finishing, []
-            try:
-                await self.store.finish_setup_many([(task, outcome) for task, outcome, _ in batch])
-            except Exception as exc:  # every waiter hears of it; the tasks stay running until recovered
-                for _, _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-            else:
-                for _, _, done in batch:
-                    if not done.done():
-                        done.set_result(None)
+    async def _finish_many(self, items: list[tuple[ClaimedTask, SetupOutcome]]) -> list[None]:
+        await self.store.finish_setup_many(items)
+        return [None] * len(items)
 
     def on_error(self, task: ClaimedTask, error: Classified) -> SetupOutcome:
         """Design sections 4 and 6: waits retry at the cooldown's end, free; the transient back off."""
@@ -173,8 +155,7 @@ class SetupScheduler:
             for job in pending:
                 job.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        if self._flusher is not None:  # outcomes already known are written before the store closes
-            await asyncio.gather(self._flusher, return_exceptions=True)
+        await self._finish.drain()  # outcomes already known are written before the store closes
 
     def blocked_by(self, row: dict[str, Any], at: float) -> str | None:
         """Why a waiting task is not running now; None when it is running, finished, or about to run."""

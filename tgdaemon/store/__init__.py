@@ -14,7 +14,7 @@ from tgdaemon.store.accounts import (
 )
 from tgdaemon.store.core import Tx
 from tgdaemon.store.providers import ProviderStore
-from tgdaemon.store.pulled import Finish, Generated, Generation, PulledStore, Reaped
+from tgdaemon.store.pulled import Finish, Generated, Generation, LeaseAsk, PulledStore, Reaped
 from tgdaemon.store.quotas import ACTIONS, QuotaStore
 from tgdaemon.store.sessions import EntityRow, NewAccount, SessionData
 from tgdaemon.store.setup import AccountEffect, ClaimedTask, SetupOutcome, SetupStore
@@ -24,5 +24,5 @@ class Store(SetupStore, QuotaStore, PulledStore, ProviderStore):
     """The store's whole interface."""
 
 
-__all__ = ["ACTIONS", "Finish", "Generated", "Generation", "Reaped", "STATES", "SORT_KEYS", "AccountEffect", "ClaimedTask", "SetupOutcome", "EntityRow", "NewAccount", "SessionData", "Store", "Tx", "account_view",
+__all__ = ["ACTIONS", "Finish", "Generated", "Generation", "LeaseAsk", "Reaped", "STATES", "SORT_KEYS", "AccountEffect", "ClaimedTask", "SetupOutcome", "EntityRow", "NewAccount", "SessionData", "Store", "Tx", "account_view",
            "event_view", "mask_phone"]

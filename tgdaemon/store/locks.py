@@ -33,9 +33,11 @@ async def release_lock(tx: Tx, account_id: int, holder: str) -> None:
         tx.touch(account_id)
 
 
-async def take_locks(tx: Tx, locks: list[tuple[int, str]], seconds: float, *, must: bool = True) -> None:
+async def take_locks(tx: Tx, locks: list[tuple[int, str]], seconds: float, *, must: bool = True,
+                     touch: bool = True) -> None:
     """Take (or renew, for the same holder) many locks at once. ``must``: the caller has just seen them
-    free or its own, in this transaction; otherwise a lock another holder has is left to it."""
+    free or its own, in this transaction; otherwise a lock another holder has is left to it. ``touch``
+    False: the caller publishes the accounts whose state changed itself (a renewal changes none)."""
     at = now()
     cur = await tx.conn.executemany(
         "INSERT INTO account_locks (account_id, holder, expires_at) VALUES (?, ?, ?)"
@@ -44,7 +46,7 @@ async def take_locks(tx: Tx, locks: list[tuple[int, str]], seconds: float, *, mu
         [(account_id, holder, at + seconds, at) for account_id, holder in locks])
     if must and cur.rowcount != len(locks):
         raise RuntimeError(f"took {cur.rowcount} of {len(locks)} locks that were free in this transaction")
-    for account_id, _ in locks:
+    for account_id, _ in locks if touch else ():
         tx.touch(account_id)
 
 

@@ -57,9 +57,18 @@ class Generated:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseAsk:
+    executor: str
+    limit: int
+    lease_seconds: float
+    lock_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class Finish:
     """One report, already validated; ``effect`` is what a failure does to the account."""
 
+    executor: str
     task_id: int
     lease_token: str
     ok: bool
@@ -81,7 +90,7 @@ class Reaped:
 def _outcome(row: sqlite3.Row | None, executor: str, token: str, at: float) -> str:
     """Fencing: a report or an extension applies only to a live lease of this executor with this token.
     Another executor's task does not exist for this one."""
-    if row is None or (row["leased_by"] or executor) != executor:
+    if row is None or (row["leased_by"] or row["executor"]) != executor:
         return "not_found"
     if row["status"] in ("done", "failed"):
         return "duplicate" if row["lease_token"] == token else "stale_lease"
@@ -199,23 +208,32 @@ class PulledStore(StoreCore):
 
     # --- leases ----------------------------------------------------------------------------------------------------
 
-    async def lease_tasks(self, executor: str, limit: int, lease_seconds: float,
-                          lock_seconds: float) -> list[dict[str, Any]]:
-        """Pending tasks of the executor's accounts, oldest first, leased with a fresh token each."""
+    async def lease_tasks(self, asks: list[LeaseAsk]) -> list[list[dict[str, Any]]]:
+        """For each ask, pending tasks of the executor's accounts, oldest first, leased with a fresh
+        token each; all asks in one transaction (group commit)."""
         at = now()
+        out: list[list[dict[str, Any]]] = []
         async with self.tx() as tx:
-            rows = await tx.fetchall(
-                "UPDATE tasks SET status = 'leased', lease_token = lower(hex(randomblob(16))), leased_by = :ex,"
-                " lease_expires_at = :exp, lease_count = lease_count + 1 WHERE id IN ("
-                " SELECT t.id FROM tasks t JOIN accounts a ON a.id = t.account_id"
-                " WHERE t.status = 'pending' AND a.executor = :ex AND a.is_active = 1 AND a.disabled_at IS NULL"
-                " AND NOT EXISTS (SELECT 1 FROM account_locks l WHERE l.account_id = t.account_id"
-                " AND l.expires_at > :now AND l.holder != 'quota:' || t.id)"
-                f" ORDER BY t.id LIMIT :limit) RETURNING {TASK_COLUMNS}",
-                {"ex": executor, "exp": at + lease_seconds, "now": at, "limit": limit})
-            tasks = sorted((dict(r) for r in rows), key=lambda r: r["id"])
-            await take_locks(tx, [(t["account_id"], holder(t["id"])) for t in tasks], lock_seconds)
-            return tasks
+            for ask in asks:
+                rows = await tx.fetchall(
+                    "UPDATE tasks SET status = 'leased', lease_token = lower(hex(randomblob(16))), leased_by = :ex,"
+                    " lease_expires_at = :exp, lease_count = lease_count + 1 WHERE id IN ("
+                    " SELECT t.id FROM tasks t JOIN accounts a ON a.id = t.account_id"
+                    " WHERE t.status = 'pending' AND a.executor = :ex AND a.is_active = 1 AND a.disabled_at IS NULL"
+                    " AND NOT EXISTS (SELECT 1 FROM account_locks l WHERE l.account_id = t.account_id"
+                    " AND l.expires_at > :now AND l.holder != 'quota:' || t.id)"
+                    f" ORDER BY t.id LIMIT :limit) RETURNING {TASK_COLUMNS}, (SELECT l.expires_at > :now"
+                    " FROM account_locks l WHERE l.account_id = tasks.account_id AND l.holder = 'quota:' || tasks.id)"
+                    " AS reserved",
+                    {"ex": ask.executor, "exp": at + ask.lease_seconds, "now": at, "limit": ask.limit})
+                tasks = sorted((dict(r) for r in rows), key=lambda r: r["id"])
+                await take_locks(tx, [(t["account_id"], holder(t["id"])) for t in tasks], ask.lock_seconds,
+                                 touch=False)
+                for t in tasks:  # a renewed reservation changes nothing anyone sees; a lapsed one retaken does
+                    if not t.pop("reserved"):
+                        tx.touch(t["account_id"])
+                out.append(tasks)
+        return out
 
     async def extend_leases(self, executor: str, leases: list[tuple[int, str]], lease_seconds: float,
                             lock_seconds: float) -> list[tuple[str, float | None]]:
@@ -232,18 +250,20 @@ class PulledStore(StoreCore):
                 out.append((outcome, at + lease_seconds if outcome == "applied" else None))
             await tx.conn.executemany("UPDATE tasks SET lease_expires_at = ? WHERE id = ?",
                                       [(at + lease_seconds, tid) for tid in live])
-            await take_locks(tx, [(r["account_id"], holder(tid)) for tid, r in live.items()], lock_seconds)
+            await take_locks(tx, [(r["account_id"], holder(tid)) for tid, r in live.items()], lock_seconds,
+                             touch=False)  # a live lease: the reservation is only renewed
             return out
 
     async def _tasks(self, tx: Tx, ids: list[int]) -> dict[int, sqlite3.Row]:
         rows = await tx.fetchall(
-            "SELECT id, status, lease_token, leased_by, lease_expires_at, account_id, subject_id, post_id, action"
-            " FROM tasks WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(sorted(set(ids))),))
+            "SELECT t.id, t.status, t.lease_token, t.leased_by, t.lease_expires_at, t.account_id, t.subject_id,"
+            " t.post_id, a.executor FROM tasks t JOIN accounts a ON a.id = t.account_id"
+            " WHERE t.id IN (SELECT value FROM json_each(?))", (json.dumps(sorted(set(ids))),))
         return {r["id"]: r for r in rows}
 
     # --- reports ---------------------------------------------------------------------------------------------------
 
-    async def finish_tasks(self, executor: str, items: list[Finish], *, pace_seconds: float, day: str,
+    async def finish_tasks(self, items: list[Finish], *, pace_seconds: float, day: str,
                            retry_seconds: float) -> list[str]:
         """Apply reports in one transaction; the outcome of each, in order. A task reported twice in
         one batch is applied once: the second is a duplicate."""
@@ -255,7 +275,7 @@ class PulledStore(StoreCore):
             seen: set[int] = set()
             for item in items:
                 row = rows.get(item.task_id)
-                outcome = _outcome(row, executor, item.lease_token, at)
+                outcome = _outcome(row, item.executor, item.lease_token, at)
                 if outcome == "applied" and item.task_id in seen:
                     outcome = "duplicate"
                 outcomes.append(outcome)
@@ -369,8 +389,8 @@ class PulledStore(StoreCore):
     # --- operators -------------------------------------------------------------------------------------------------
 
     async def assign_accounts(self, ids: list[int], executor: str) -> int:
-        """Give accounts to an executor; how many changed. Their open tasks stay with the old executor
-        until they are reported or expire."""
+        """Give accounts to an executor; how many changed. A task already leased stays with its
+        holder until reported or expired; pending ones go to the new executor at its next pull."""
         async with self.tx() as tx:
             found = {r[0] for r in await tx.fetchall(
                 "SELECT id FROM accounts WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),))}
