@@ -19,6 +19,7 @@ from textual.command import CommandPalette
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Label, Sparkline, Static
 
+from tgdaemon import __version__
 from tgtui.app import FleetApp, key_map
 from tgtui.client import ControlClient
 from tgtui.screens.confirm import ReasonDialog
@@ -285,7 +286,7 @@ async def test_keyboard_disable_and_a_daemon_that_comes_and_goes() -> None:
             assert await daemon.astop() == 0, daemon.log()
             await wait_until(pilot, lambda: offline.display and "daemon offline" in text_of(offline),
                              "the 'daemon offline' banner", daemon)
-            assert len(table.rowset.rows) == 30
+            assert len(table.rowset.rows) == 30 and f"v{__version__} offline" in text_of(header)  # no uptime while away
 
             # a new daemon on the same data dir and socket: the dashboard reconnects by itself
             second = f.start(accounts=30)

@@ -78,8 +78,9 @@ class FleetScreen(Screen[None]):
 
     def repaint(self) -> None:
         now = self.fleet.clock()
-        self.query_one(FleetHeader).paint(self.fleet.model, now, self.fleet.current_mode)
-        self.query_one(OfflineBanner).paint(self.fleet.offline_for(), self.fleet.client.socket_path)
+        offline_for = self.fleet.offline_for()
+        self.query_one(FleetHeader).paint(self.fleet.model, now, self.fleet.current_mode, offline_for is not None)
+        self.query_one(OfflineBanner).paint(offline_for, self.fleet.client.socket_path)
         ticked = now - self._clock_drawn >= CLOCK_REFRESH_SECONDS
         if ticked:
             self._clock_drawn = now

@@ -16,7 +16,7 @@ VIEWS = ("accounts", "quotas", "events")
 class FleetHeader(Static):
     DEFAULT_CSS = "FleetHeader { height: auto; background: $panel; padding: 0 1; }"
 
-    def paint(self, model: FleetModel, now: float, view: str) -> None:
+    def paint(self, model: FleetModel, now: float, view: str, offline: bool) -> None:
         parts: list[str | tuple[str, str]] = []
         for name in VIEWS:
             parts += [(f"{name.title()}", "reverse bold" if name == view else "dim"), " "]
@@ -28,13 +28,13 @@ class FleetHeader(Static):
         for state, n in model.counts(now).items():
             parts += [(f" {state} ", STATE_STYLE[state]), str(n)]
         parts += [f" │ {status.get('tasks_per_minute', 0)} tasks/min │ {model.open_quotas(now)} quotas open │ ",
-                  f"v{status['version']} up {duration(model.uptime())}"]
+                  f"v{status['version']} " + ("offline" if offline else f"up {duration(model.uptime())}")]
         self.update(Text.assemble(*parts))
 
 
 class OfflineBanner(Static):
     DEFAULT_CSS = """
-    OfflineBanner { height: 1; background: $error; color: $text; padding: 0 1; display: none; }
+    OfflineBanner { height: auto; background: $error; color: $text; padding: 0 1; display: none; }
     """
 
     def paint(self, offline_for: float | None, socket_path: Path) -> None:
