@@ -10,7 +10,7 @@
    quotas, already inspected, are written into its database by this process
    (the control API inspects each with a probe call; that is not what is
    measured). The daemon's generator refills a backlog of 10,000 pending tasks
-   (one per account) every few seconds; this process drains it over HTTP on
+   (one per account) every 10 s; this process drains it over HTTP on
    127.0.0.1 as a provider would:
    - batched: 4 clients, each pulling 100 and reporting those 100 in one
      request, from the first pull to the last report of a backlog;
@@ -45,9 +45,10 @@ SINGLE_CLIENTS = 16
 DRAINS = 3
 UNBATCHED_WINDOW_S = 6.0
 WAIT_S = 60.0
+SETTLE_S = 1.0
 DAEMON_CONFIG = f"""
 [quotas]
-generate_interval_seconds = 3.0
+generate_interval_seconds = 10.0
 max_tasks_per_tick = {ACCOUNTS}
 pace_seconds = 0
 daily_cap = 1000000000
@@ -66,7 +67,7 @@ on the least recently used accounts, cursor and next run advanced, in one transa
 tasks and reservations deleted between runs. **Pull+report**: a `tgdaemon run --simulate` subprocess
 with {ACCOUNTS:,} accounts assigned to one provider and {ACCOUNTS:,} `channel_stats` quotas written
 into its database already inspected; its generator refills a backlog of {ACCOUNTS:,} pending tasks
-every 3 s. Batched: {BATCH_CLIENTS} concurrent clients each pull {BATCH} and report them in one
+every 10 s (so a tick never lands inside a timed drain). Batched: {BATCH_CLIENTS} concurrent clients each pull {BATCH} and report them in one
 request (aiohttp over 127.0.0.1, keep-alive); timed from the first pull to the last report of a
 backlog, {DRAINS} backlogs. Unbatched: {SINGLE_CLIENTS} clients each pull 1 and report it; every
 HTTP request counts as one round trip; {UNBATCHED_WINDOW_S:.0f} s window. The clients run in the
@@ -176,6 +177,7 @@ async def wait_backlog(p: Provider, control: Any, size: int) -> None:
     deadline = time.monotonic() + WAIT_S
     for _ in range(int(WAIT_S / 0.1)):
         if await pending(p, control) >= size:
+            await asyncio.sleep(SETTLE_S)  # the generating transaction's deltas are still being published
             return
         if time.monotonic() > deadline:
             break

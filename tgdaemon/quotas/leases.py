@@ -110,8 +110,7 @@ class Leases:
     def _finish(self, executor: str, report: Report, at: float) -> Finish:
         if isinstance(report, Done):
             return Finish(executor, report.task_id, report.lease_token, ok=True,
-                          observation={k: v for k, v in msgspec.structs.asdict(report.result).items()
-                                       if v is not None})
+                          observation=msgspec.to_builtins(report.result))  # unset fields omitted
         error = classify_code(report.error_code, report.error)
         return Finish(executor, report.task_id, report.lease_token, ok=False, error_code=error.wire, error=report.error,
                       effect=account_effect(error, self.limits, at), target_failed=error.kind is ErrorClass.TARGET,

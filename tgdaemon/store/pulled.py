@@ -210,7 +210,8 @@ class PulledStore(StoreCore):
 
     async def lease_tasks(self, asks: list[LeaseAsk]) -> list[list[dict[str, Any]]]:
         """For each ask, pending tasks of the executor's accounts, oldest first, leased with a fresh
-        token each; all asks in one transaction (group commit)."""
+        token each; all asks in one transaction (group commit). The partial index is named because
+        the planner, without statistics, sorted every pending task instead (2 ms per pull at 10,000)."""
         at = now()
         out: list[list[dict[str, Any]]] = []
         async with self.tx() as tx:
@@ -218,7 +219,7 @@ class PulledStore(StoreCore):
                 rows = await tx.fetchall(
                     "UPDATE tasks SET status = 'leased', lease_token = lower(hex(randomblob(16))), leased_by = :ex,"
                     " lease_expires_at = :exp, lease_count = lease_count + 1 WHERE id IN ("
-                    " SELECT t.id FROM tasks t JOIN accounts a ON a.id = t.account_id"
+                    " SELECT t.id FROM tasks t INDEXED BY tasks_pending JOIN accounts a ON a.id = t.account_id"
                     " WHERE t.status = 'pending' AND a.executor = :ex AND a.is_active = 1 AND a.disabled_at IS NULL"
                     " AND NOT EXISTS (SELECT 1 FROM account_locks l WHERE l.account_id = t.account_id"
                     " AND l.expires_at > :now AND l.holder != 'quota:' || t.id)"
