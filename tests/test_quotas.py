@@ -110,6 +110,15 @@ async def test_pause_resume_and_export(running_daemon: Any) -> None:
     data = await client.request("GET", f"/quotas/{qid}/measurements", params={"format": "json"})
     assert data["measurements"][0]["views"] == 120
 
+    async with store.tx() as tx:  # later ones: a limit keeps the latest, still oldest first
+        await tx.conn.executemany("INSERT INTO measurements (quota_id, post_id, observed_at, views) VALUES (?, 7, ?, ?)",
+                                  [(qid, 1700000000 + i * 60, 120 + i) for i in range(1, 5)])
+    latest = await client.measurements(qid, limit=2)
+    assert [m["views"] for m in latest] == [123, 124]
+    with pytest.raises(ApiError) as err:
+        await client.request("GET", f"/quotas/{qid}/measurements", params={"limit": "0"})
+    assert err.value.status == 400 and "limit" in str(err.value)
+
 
 async def test_quota_changes_reach_the_stream(running_daemon: Any) -> None:
     _, client = running_daemon

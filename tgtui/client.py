@@ -107,8 +107,10 @@ class ControlClient:
     async def set_quota_paused(self, quota_id: int, paused: bool) -> dict[str, Any]:
         return await self.request("POST", f"/quotas/{quota_id}/{'pause' if paused else 'resume'}", body={})
 
-    async def measurements(self, quota_id: int) -> list[dict[str, Any]]:
-        return (await self.request("GET", f"/quotas/{quota_id}/measurements"))["measurements"]
+    async def measurements(self, quota_id: int, limit: int = 500) -> list[dict[str, Any]]:
+        """The latest ``limit``: enough for a sparkline, however long the quota has run."""
+        return (await self.request("GET", f"/quotas/{quota_id}/measurements",
+                                   params={"limit": str(limit)}))["measurements"]
 
     async def events(self, **params: Any) -> list[dict[str, Any]]:
         return (await self.request("GET", "/events", params=params))["events"]

@@ -33,6 +33,7 @@ class QuotaBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class ExportQuery(msgspec.Struct, forbid_unknown_fields=True):
     format: Literal["json", "csv"] = "json"
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None  # only the latest N
 
 
 async def add_quota(request: web.Request) -> web.Response:
@@ -73,8 +74,9 @@ async def resume(request: web.Request) -> web.Response:
 
 
 async def export(request: web.Request) -> web.StreamResponse:
-    fmt = read_query(request, ExportQuery).format
-    rows = await request.config_dict[RUNTIME].store.measurements(path_id(request))
+    query = read_query(request, ExportQuery)
+    fmt = query.format
+    rows = await request.config_dict[RUNTIME].store.measurements(path_id(request), query.limit)
     if fmt == "json":
         return json_response({"measurements": rows})
     out = io.StringIO()

@@ -98,9 +98,11 @@ class QuotaStore(StoreCore):
             " AND NOT EXISTS (SELECT 1 FROM account_locks l WHERE l.account_id = a.id AND l.expires_at > :now)"
             " ORDER BY COALESCE(a.last_used_at, 0), a.id", {"now": now()}))
 
-    async def measurements(self, quota_id: int) -> list[dict[str, Any]]:
+    async def measurements(self, quota_id: int, limit: int | None = None) -> list[dict[str, Any]]:
+        """Oldest first; ``limit``: only the latest that many (a dashboard's sparkline, not a whole export)."""
         await self.quota(quota_id)
         rows = await self.read(
-            "SELECT observed_at, post_id, views, forwards, replies, reactions, subscribers, task_id"
-            " FROM measurements WHERE quota_id = ? ORDER BY observed_at, id", (quota_id,))
-        return [{**dict(r), "observed_at": iso(r["observed_at"])} for r in rows]
+            "SELECT * FROM (SELECT observed_at, post_id, views, forwards, replies, reactions, subscribers, task_id, id"
+            " FROM measurements WHERE quota_id = ? ORDER BY observed_at DESC, id DESC LIMIT ?)"
+            " ORDER BY observed_at, id", (quota_id, -1 if limit is None else limit))
+        return [{**{k: r[k] for k in r.keys() if k != "id"}, "observed_at": iso(r["observed_at"])} for r in rows]
