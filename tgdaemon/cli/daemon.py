@@ -112,6 +112,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                 start_new_session=True)
     try:
         _wait_for_socket(proc, sock, log_path)
+        asyncio.run(_demo_quotas(sock))
         run_dashboard(sock)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -121,6 +122,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
             proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+# Two quotas, so the demo's quotas view fills: post views on the newest posts, and a
+# channel's subscribers; the daemon's own executor serves them (demo accounts are `local`).
+DEMO_QUOTAS = [
+    {"name": "news views", "target": "@tgfleet_news", "action": "post_stats", "last_n_posts": 5,
+     "quantity": 400, "interval_seconds": 5, "expires_in_seconds": 86400},
+    {"name": "markets subscribers", "target": "https://t.me/tgfleet_markets", "action": "channel_stats",
+     "orders": 120, "interval_seconds": 20, "expires_in_seconds": 86400},
+]
+
+
+async def _demo_quotas(sock: Path) -> None:
+    from tgtui.client import ControlClient
+
+    async with ControlClient(sock, timeout=30) as client:
+        for body in DEMO_QUOTAS:
+            await client.request("POST", "/quotas", body=body)
 
 
 def _wait_for_socket(proc: subprocess.Popen[bytes], sock: Path, log_path: Path, timeout: float = 30) -> None:
