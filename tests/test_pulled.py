@@ -380,6 +380,11 @@ class Flooding(Simulator):
         raise errors.FloodWaitError(request=None, capture=120)
 
 
+class Failing(Simulator):
+    async def last_post_ids(self, account: AccountRef, channel: Channel, n: int) -> list[int]:
+        raise errors.RpcCallFailError(request=None)
+
+
 class Private(Simulator):
     async def last_post_ids(self, account: AccountRef, channel: Channel, n: int) -> list[int]:
         raise errors.ChannelPrivateError(request=None)
@@ -397,18 +402,30 @@ async def test_an_empty_snapshot_skips_the_run(store: Store) -> None:
     assert (await w.tick()).tasks == 0
 
 
-async def test_a_refresh_failure_postpones_the_quota_and_cools_the_probe(store: Store) -> None:
-    """A flood wait on the probe: the quota says why and waits retry_seconds; the probe is let go, cooling down."""
+async def test_a_probe_flood_during_refresh_cools_the_probe_and_another_tries_next_round(store: Store) -> None:
+    """A flood wait is the probe's own: it cools down and is let go; the quota says why and stays due,
+    so the next round's least recently used probe tries (not retry_seconds later)."""
     w = await world(store, sim_cls=Flooding, retry_seconds=900)
     qid = await w.add_quota(action="post_stats")
     assert (await w.tick()).tasks == 0
     q = await w.quota(qid)
-    assert "FLOOD_WAIT" in q["last_error"] and close_to(q["next_run_at"], time.time() + 900)
+    assert "FLOOD_WAIT" in q["last_error"] and close_to(q["next_run_at"], time.time())
     assert q["posts_json"] is None and q["inspection_ok"] == 1
     probe = await w.account(1)
     assert probe["cooldown_reason"] == "FLOOD_WAIT" and close_to(probe["cooldown_until"], time.time() + 120)
     assert await w.lock(1) is None
     assert await w.rows("SELECT * FROM tasks") == []
+
+
+async def test_a_transient_refresh_failure_postpones_the_quota(store: Store) -> None:
+    """Telegram failing (not the probe): the quota waits retry_seconds and says why; the probe is untouched."""
+    w = await world(store, sim_cls=Failing, retry_seconds=900)
+    qid = await w.add_quota(action="post_stats")
+    assert (await w.tick()).tasks == 0
+    q = await w.quota(qid)
+    assert "RPC_CALL_FAIL" in q["last_error"] and close_to(q["next_run_at"], time.time() + 900)
+    probe = await w.account(1)
+    assert probe["cooldown_until"] is None and await w.lock(1) is None
 
 
 async def test_a_target_error_during_refresh_fails_the_inspection(store: Store) -> None:

@@ -65,6 +65,7 @@ class Generator:
             await self.store.record_posts(quota_id, read.value or [])
         elif read.error.kind is ErrorClass.TARGET:
             await self.store.record_inspection(quota_id, ok=False, error=read.error.code)
-        else:
+        else:  # the probe's own trouble (it now cools down or is disabled): another probe, next round
+            own = read.error.kind in (ErrorClass.WAIT, ErrorClass.SPAM_LIMITED, ErrorClass.DEAD_ACCOUNT)
             await self.store.postpone_quota(quota_id, f"posts snapshot failed: {read.error.code}",
-                                            self.cfg.retry_seconds)
+                                            0 if own else self.cfg.retry_seconds)
