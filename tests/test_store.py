@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 import re
 import sqlite3
@@ -391,3 +393,20 @@ async def test_counts(store: Store) -> None:
     counts = await store.account_counts()
     assert counts == {"ready": 4, "busy": 0, "cooldown": 0, "disabled": 1, "inactive": 0}
     assert await store.task_counts() == {"setup": {}, "pulled": {}}
+
+
+async def test_a_writer_cancelled_while_beginning_leaves_no_open_transaction(store: Store) -> None:
+    """A side task cancelled at shutdown right as its transaction begins must not wedge the writer."""
+    async def write() -> None:
+        async with store.tx() as tx:
+            await tx.execute("INSERT INTO meta (key, value) VALUES ('x', '1')")
+
+    for _ in range(20):  # the cancel lands at different points of BEGIN's thread hop
+        task = asyncio.create_task(write())
+        await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        async with store.tx() as tx:  # would raise "cannot start a transaction within a transaction"
+            await tx.execute("DELETE FROM meta WHERE key = 'x'")
+    assert await store.get_meta("x") is None

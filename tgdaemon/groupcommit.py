@@ -41,10 +41,14 @@ class GroupCommit(Generic[In, Out]):
             batch, self._waiting = self._waiting, []
             try:
                 results = await self._write([item for item, _ in batch])
-            except Exception as exc:  # every waiter hears of it
+                if len(results) != len(batch):
+                    raise RuntimeError(f"{self._name}: {len(results)} results for {len(batch)} writes")
+            except BaseException as exc:  # every waiter hears of it, even when the flusher is cancelled
                 for _, done in batch:
                     if not done.done():
-                        done.set_exception(exc)
+                        done.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
+                if not isinstance(exc, Exception):
+                    raise
             else:
                 for (_, done), result in zip(batch, results, strict=True):
                     if not done.done():

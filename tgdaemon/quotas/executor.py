@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 
-from tgdaemon.classify import classify
+from tgdaemon.classify import ErrorClass, classify, classify_code
 from tgdaemon.gateway.base import AccountRef, Gateway
 from tgdaemon.quotas.leases import Leases
 from tgdaemon.quotas.messages import Done, Failed, LeasedTask, Observation, PullRequest, Report
@@ -62,6 +62,8 @@ class LocalExecutor:
     async def _work(self, task: LeasedTask) -> None:
         report = await self.execute(task)
         await self.leases.report(NAME, [report])
+        if isinstance(report, Failed) and classify_code(report.error_code).kind is ErrorClass.DEAD_ACCOUNT:
+            await self.gateway.forget(task.account_id)  # now disabled: its client goes, as in setup
 
     async def execute(self, task: LeasedTask) -> Report:
         """One read as the task's account; an error becomes a failed report with Telegram's code."""

@@ -65,7 +65,8 @@ class Leases:
         self._reports = GroupCommit(self._finish_many, "reports")
 
     async def drain(self) -> None:
-        """Reports already received are written before the store closes."""
+        """Pulls and reports already received are written before the store closes."""
+        await self._pulls.drain()
         await self._reports.drain()
 
     def lock_seconds(self, lease_seconds: float) -> float:

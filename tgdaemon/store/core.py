@@ -11,6 +11,7 @@ leave in commit order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
@@ -132,11 +133,12 @@ class StoreCore:
         """BEGIN IMMEDIATE … COMMIT under the write lock; the commit hook runs before the lock is let go."""
         async with self._lock:
             tx = Tx(self._writer)
-            await self._writer.execute("BEGIN IMMEDIATE")
-            try:
+            try:  # BEGIN inside: a caller cancelled while BEGIN is queued must still roll it back
+                await self._writer.execute("BEGIN IMMEDIATE")
                 yield tx
             except BaseException:
-                await self._writer.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.OperationalError):  # no transaction was begun
+                    await self._writer.execute("ROLLBACK")
                 raise
             await self._writer.execute("COMMIT")
             if self.on_commit is not None and (tx.accounts or tx.quotas or tx.events):

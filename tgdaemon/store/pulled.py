@@ -188,11 +188,13 @@ class PulledStore(StoreCore):
             return Generated(tasks=len(made), no_account=len(starved) + len(exhausted), empty=len(empty))
 
     async def _used_for_posts(self, tx: Tx, pairs: list[tuple[int, int]]) -> set[tuple[int, int, int]]:
-        """(quota, post, account) already taken for the posts about to be picked (a failed task frees its pair)."""
+        """(quota, post, account) already taken for the posts about to be picked (a failed task frees its pair).
+        CROSS JOIN keeps the pairs outside, so each is one index search; the other way round the
+        planner read every task ever made (5.6 s at 100,000 finished tasks, under the write lock)."""
         if not pairs:
             return set()
         rows = await tx.fetchall(
-            "SELECT t.subject_id, t.post_id, t.account_id FROM json_each(?) j JOIN tasks t"
+            "SELECT t.subject_id, t.post_id, t.account_id FROM json_each(?) j CROSS JOIN tasks t"
             " ON t.subject_type = 'quota' AND t.subject_id = json_extract(j.value, '$[0]')"
             " AND t.post_id = json_extract(j.value, '$[1]') WHERE t.status != 'failed'", (json.dumps(pairs),))
         return {(r[0], r[1], r[2]) for r in rows}
@@ -221,6 +223,7 @@ class PulledStore(StoreCore):
                     " lease_expires_at = :exp, lease_count = lease_count + 1 WHERE id IN ("
                     " SELECT t.id FROM tasks t INDEXED BY tasks_pending JOIN accounts a ON a.id = t.account_id"
                     " WHERE t.status = 'pending' AND a.executor = :ex AND a.is_active = 1 AND a.disabled_at IS NULL"
+                    " AND (a.cooldown_until IS NULL OR a.cooldown_until <= :now)"
                     " AND NOT EXISTS (SELECT 1 FROM account_locks l WHERE l.account_id = t.account_id"
                     " AND l.expires_at > :now AND l.holder != 'quota:' || t.id)"
                     f" ORDER BY t.id LIMIT :limit) RETURNING {TASK_COLUMNS}, (SELECT l.expires_at > :now"
@@ -320,7 +323,8 @@ class PulledStore(StoreCore):
             orders = q["orders_left"] if quantity is not None else max(0, (q["orders_left"] or 0) - n)
             updates.append((quantity, orders, q["id"]))
             tx.touch_quota(q["id"])
-            if (quantity if quantity is not None else orders) == 0:
+            before = q["quantity_left"] if quantity is not None else q["orders_left"]
+            if (quantity if quantity is not None else orders) == 0 and before:  # only on the move to 0
                 await tx.event("quota.used_up", f"quota {q['name']}: used up", quota_id=q["id"])
         await tx.conn.executemany("UPDATE quotas SET quantity_left = ?, orders_left = ?, last_error = NULL"
                                   " WHERE id = ?", updates)
@@ -371,7 +375,7 @@ class PulledStore(StoreCore):
                 return Reaped()
             back = [r for r in rows if r["status"] == "leased" and r["lease_count"] < max_leases]
             gone = [(r, "LEASE_EXPIRED" if r["status"] == "leased" else "NOT_PULLED")
-                    for r in rows if r not in back]
+                    for r in rows if not (r["status"] == "leased" and r["lease_count"] < max_leases)]
             await tx.conn.executemany(
                 "UPDATE tasks SET status = 'pending', lease_token = NULL, leased_by = NULL, lease_expires_at = ?"
                 " WHERE id = ?", [(at + lock_seconds, r["id"]) for r in back])
