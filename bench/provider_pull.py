@@ -37,6 +37,7 @@ from bench.report import Result, median
 TITLE = "Quotas in pull mode: generation, and pull+report over loopback"
 ACCOUNTS = int(os.environ.get("BENCH_PULL_ACCOUNTS", "10000"))
 GEN_TARGET_S = 2.0
+HISTORY = 100_000
 BATCHED_TARGET = 10_000.0
 UNBATCHED_TARGET = 1_500.0
 BATCH = 100
@@ -64,7 +65,8 @@ Issue 5 item 8. **Generation**: a fresh store with {ACCOUNTS:,} accounts (none a
 eligible `post_stats` quotas with fresh posts snapshots (5 posts each), the daemon's commit hook on;
 timed is one `Generator.tick()` making {ACCOUNTS:,} tasks (SQL eligibility, post pick, reserve claims
 on the least recently used accounts, cursor and next run advanced, in one transaction), 3 runs, the
-tasks and reservations deleted between runs. **Pull+report**: a `tgdaemon run --simulate` subprocess
+tasks and reservations deleted between runs; then once more with {HISTORY:,} finished tasks of those
+quotas in the table. **Pull+report**: a `tgdaemon run --simulate` subprocess
 with {ACCOUNTS:,} accounts assigned to one provider and {ACCOUNTS:,} `channel_stats` quotas written
 into its database already inspected; its generator refills a backlog of {ACCOUNTS:,} pending tasks
 every 10 s (so a tick never lands inside a timed drain). Batched: {BATCH_CLIENTS} concurrent clients each pull {BATCH} and report them in one
@@ -79,6 +81,16 @@ _notes: list[str] = []
 
 def notes() -> list[str]:
     return _notes
+
+
+async def _finished_history(store: Any, n: int) -> None:
+    """``n`` done tasks spread over the quotas and their posts, by accounts other than the next ones."""
+    at = time.time() - 3600
+    async with store.tx() as tx:
+        await tx.conn.executemany(
+            "INSERT INTO tasks (subject_type, subject_id, account_id, action, target, post_id, status, created_at,"
+            " reported_at) VALUES ('quota', ?, ?, 'post_stats', '@tgfleet_news', ?, 'done', ?, ?)",
+            [(i % ACCOUNTS + 1, (i * 7) % ACCOUNTS + 1, i % 5 + 1, at, at) for i in range(n)])
 
 
 async def generation() -> list[float]:
@@ -111,11 +123,13 @@ async def generation() -> list[float]:
                     [(f"q{i}", at + 86400, at, at) for i in range(ACCOUNTS)])
             leases = Leases(cfg, store)
             gen = Generator(cfg, store, sim, Probes(cfg, store), leases)
-            for _ in range(3):
+            for run in range(4):
+                if run == 3:  # once more with a history: what a long-running fleet's table holds
+                    await _finished_history(store, HISTORY)
                 started = time.perf_counter()
                 made = await gen.tick()
                 seconds.append(time.perf_counter() - started)
-                if made.tasks != ACCOUNTS:
+                if made.tasks < ACCOUNTS * 0.99:  # with a history, the last quotas may find only used accounts
                     raise RuntimeError(f"generation made {made.tasks} tasks, expected {ACCOUNTS}")
                 async with store.tx() as tx:
                     await tx.execute("DELETE FROM tasks")
@@ -254,8 +268,9 @@ async def run() -> list[Result]:
     _notes.append("Backlogs drained (tasks, seconds): " + ", ".join(f"{n:,} in {s:.2f}" for n, s in pr["drains"]))
     _notes.append(f"Unbatched: {round_trips:,} round trips ({applied:,} tasks pulled and reported) in {took:.1f} s.")
     return [
-        Result(f"generation of {ACCOUNTS:,} tasks for {ACCOUNTS:,} quotas (median of 3)", median(gen), "s",
-               target=GEN_TARGET_S, note=f"runs: {', '.join(f'{s:.2f}' for s in gen)} s"),
+        Result(f"generation of {ACCOUNTS:,} tasks for {ACCOUNTS:,} quotas (median of 3)", median(gen[:3]), "s",
+               target=GEN_TARGET_S, note=f"runs: {', '.join(f'{s:.2f}' for s in gen[:3])} s"),
+        Result(f"the same with {HISTORY:,} finished tasks in the table", round(gen[3], 2), "s", target=GEN_TARGET_S),
         Result(f"pull+report, batched by {BATCH} ({BATCH_CLIENTS} clients; median of {DRAINS} backlogs)",
                round(statistics.median(batched)), "tasks/s", target=BATCHED_TARGET, lower_is_better=False,
                note=f"each: {', '.join(f'{r:,.0f}' for r in batched)}"),
