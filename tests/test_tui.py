@@ -298,3 +298,28 @@ async def test_keyboard_disable_and_a_daemon_that_comes_and_goes() -> None:
             await wait_until(pilot, lambda: "ready 30" in text_of(header), "'ready 30' after enabling", second)
             assert app.is_running
         assert await second.astop() == 0, second.log()
+
+
+async def test_a_channel_quota_detail_charts_subscribers(shared: tuple[Fleet, DaemonProc]) -> None:
+    """A channel_stats quota has no posts: its chart is the channel's subscribers, as measured."""
+    f, daemon = shared
+    app = FleetApp(f.socket_path)
+    async with ControlClient(f.socket_path, timeout=10) as client:
+        quota = await client.request("POST", "/quotas", body={
+            "name": "tui-subs", "target": "@tgfleet_markets", "action": "channel_stats", "orders": 2,
+            "interval_seconds": 1, "expires_in_seconds": 86400})
+        qid = quota["id"]
+        async with app.run_test(size=(160, 40)) as pilot:
+            await pilot.press("tab")
+            table = table_of(app)
+            await wait_until(pilot, lambda: app.model.quotas.get(qid, {}).get("measurements", 0) >= 1,
+                             "a measurement by the local executor", daemon)
+            table.action_first()
+            await pilot.press(*["j"] * table.rowset.index[qid], "enter")
+            assert isinstance(app.screen, QuotaDetail)
+            await wait_until(pilot, lambda: app.screen.query_one("#views", Sparkline).data, "the chart", daemon)
+            measured = await client.measurements(qid)
+            assert "Subscribers" in text_of(app.screen.query_one("#series", Label))
+            chart = list(app.screen.query_one("#views", Sparkline).data or [])
+            subscribers = [float(m["subscribers"]) for m in measured]
+            assert chart and chart == subscribers[:len(chart)] and all(v > 0 for v in chart)

@@ -144,7 +144,7 @@ class QuotaDetail(DetailScreen):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(id="summary")
-            yield Label("Views gained between measurements, over time")
+            yield Label("Views gained between measurements, over time", id="series")
             yield Sparkline([], id="views")
             yield Label("Latest measurements")
             yield DataTable(id="measurements", cursor_type="row")
@@ -174,7 +174,13 @@ class QuotaDetail(DetailScreen):
     async def load(self) -> None:
         rows = await self.fleet.client.measurements(self.key)
         self.fleet.model.set_views(self.key, rows)
-        self.query_one("#views", Sparkline).data = self.fleet.model.views.get(self.key, [])
+        quota = self.current()
+        if quota is not None and quota["action"] == "channel_stats":  # no posts: the channel's size is the series
+            self.query_one("#series", Label).update("Subscribers, over time")
+            series = [float(m["subscribers"]) for m in rows if m["subscribers"] is not None]
+        else:
+            series = self.fleet.model.views.get(self.key, [])
+        self.query_one("#views", Sparkline).data = series
         self.fill("#measurements", ("Observed", "Post", "Views", "Forwards", "Replies", "Reactions", "Subscribers"), [
             (clock_time(m["observed_at"]), m["post_id"] or "", m["views"], m["forwards"], m["replies"],
              m["reactions"], m["subscribers"]) for m in reversed(rows[-RECENT_MEASUREMENTS:])])
