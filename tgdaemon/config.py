@@ -49,6 +49,20 @@ class DaemonConfig(Section):
     shutdown_timeout_seconds: Positive = 8.0
     stream_queue_size: Annotated[int, msgspec.Meta(ge=100)] = 20000
     stream_replay_size: Annotated[int, msgspec.Meta(ge=100)] = 50000
+    max_http_connections: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 4096
+    http_header_timeout_seconds: Positive = 10.0
+    http_idle_timeout_seconds: Positive = 60.0
+
+
+class StoreConfig(Section):
+    synchronous: Literal["full", "normal"] = "full"
+
+
+class RetentionConfig(Section):
+    events_days: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    finished_tasks_days: Annotated[float, msgspec.Meta(ge=0)] = 14.0
+    interval_seconds: Positive = 60.0
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
 
 
 class SimulatorConfig(Section):
@@ -171,6 +185,8 @@ class Config(Section):
     setup: SetupConfig = msgspec.field(default_factory=SetupConfig)
     quotas: QuotasConfig = msgspec.field(default_factory=QuotasConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
     simulator: SimulatorConfig = msgspec.field(default_factory=SimulatorConfig)
 
     def data_dir(self) -> Path:
