@@ -3,10 +3,10 @@
 Every deadline is a wall-clock time: a quota's next run, an account's cooldown,
 a lock, a task's lease or reservation, a setup task's retry. A step of the wall
 clock by X puts each of them X further away (back: work stalls for X) or X
-nearer (forward: live leases expire). ``shift_deadlines`` moves those still
-ahead by X, so each keeps exactly the length it had left. A step while the
-daemon was down cannot be measured; ``clamp_deadlines`` then bounds each by
-its own length: a wait (next run, cooldown, retry) ending further ahead than
+nearer (forward: live leases expire). ``shift_deadlines`` moves them by X
+too, so each keeps exactly the length it had left. A step while the daemon
+was down cannot always be measured (after a reboot); ``clamp_deadlines`` then
+bounds each by its own length: a wait (next run, cooldown, retry) ending further ahead than
 it can last is due now, a hold (lock, lease, reservation) lasts at most its
 own length from now, so whoever is working on it keeps it.
 """
@@ -38,9 +38,11 @@ class Maxima:
 
 
 async def shift_deadlines(tx: Tx, step: float) -> dict[str, int]:
-    """Move every deadline still ahead on the clock before the step by ``step``; rows moved per kind.
-    Deadlines already passed stay as they are: what was due stays due."""
-    params = {"step": step, "before": now() - step}  # "now" on the clock the deadlines were written with
+    """Move by ``step`` every deadline that is ahead on either side of the step; rows moved per kind. One
+    passed on both sides stays as it is; one that a step back would put ahead again moves too: what was
+    due stays due."""
+    at = now()
+    params = {"step": step, "before": min(at, at - step)}  # at - step: "now" on the clock before the step
     quotas = [r[0] for r in await tx.fetchall(
         "UPDATE quotas SET next_run_at = next_run_at + :step WHERE next_run_at > :before RETURNING id", params)]
     accounts = [r[0] for r in await tx.fetchall(
