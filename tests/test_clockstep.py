@@ -66,7 +66,9 @@ async def test_a_step_keeps_every_deadline_its_remaining_length(store: Store, st
     await w.sql("UPDATE accounts SET cooldown_until = ?, cooldown_reason = 'pace' WHERE id = ?", (at - 30, c))
     await w.sql("INSERT INTO account_tasks (account_id, task_type, payload_json, status, retry_at, created_at,"
                 " updated_at) VALUES (?, 'update_name', '{}', 'retry', ?, ?, ?)", (c, at + 300, at, at))
+    await w.sql("UPDATE quotas SET posts_fetched_at = ?", (at - 100,))  # a TTL's start keeps its age
     before = {"next_run": ahead((await w.quota(qid))["next_run_at"]),
+              "snapshot": ahead((await w.quota(qid))["posts_fetched_at"]),
               "lease": ahead((await w.task(task.task_id))["lease_expires_at"]),
               "lock": ahead((await w.lock(task.account_id))["expires_at"]),  # type: ignore[index]
               "cooldown": ahead((await w.account(b))["cooldown_until"]),
@@ -77,6 +79,7 @@ async def test_a_step_keeps_every_deadline_its_remaining_length(store: Store, st
         pass
 
     after = {"next_run": ahead((await w.quota(qid))["next_run_at"]),
+             "snapshot": ahead((await w.quota(qid))["posts_fetched_at"]),
              "lease": ahead((await w.task(task.task_id))["lease_expires_at"]),
              "lock": ahead((await w.lock(task.account_id))["expires_at"]),  # type: ignore[index]
              "cooldown": ahead((await w.account(b))["cooldown_until"]),
@@ -197,7 +200,7 @@ async def test_start_up_bounds_deadlines_further_ahead_than_their_length(store: 
     [task] = await w.pull()
     a, b, c, d = w.workers
     far = now() + 10 * 86400
-    await w.sql("UPDATE quotas SET next_run_at = ?", (far,))
+    await w.sql("UPDATE quotas SET next_run_at = ?, posts_fetched_at = ?", (far, far))
     await w.sql("UPDATE tasks SET lease_expires_at = ?", (far,))
     await w.sql("UPDATE account_locks SET expires_at = ?", (far,))
     await w.sql("UPDATE accounts SET cooldown_until = ?, cooldown_reason = 'pace', cooldown_seconds = 60"
@@ -210,6 +213,7 @@ async def test_start_up_bounds_deadlines_further_ahead_than_their_length(store: 
     await clockstep.start(cfg, store)  # no offset recorded on this boot: nothing to measure a step by
 
     assert ahead((await w.quota(qid))["next_run_at"]) <= 0
+    assert ahead((await w.quota(qid))["posts_fetched_at"]) <= -cfg.quotas.posts_snapshot_ttl_hours * 3600  # stale
     assert ahead((await w.account(b))["cooldown_until"]) <= 0
     assert abs(ahead((await w.account(c))["cooldown_until"]) - 3000) < SLACK
     assert ahead((await w.one("SELECT retry_at FROM account_tasks WHERE account_id = ?", (d,)))[0]) <= 0

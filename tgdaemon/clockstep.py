@@ -63,7 +63,7 @@ class ClockSteps:
     async def shift(self, tx: Tx, step: float) -> None:
         self._moved = await shift_deadlines(tx, step)
         await tx.event("clock.step", f"the wall clock stepped {step:+.0f} s; {sum(self._moved.values())}"
-                       " deadlines moved with it", data={"seconds": round(step, 3), **self._moved})
+                       " stored times moved with it", data={"seconds": round(step, 3), **self._moved})
         self.shifting = step
         await _record(tx, self.offset + step)
 
@@ -71,7 +71,7 @@ class ClockSteps:
         """After the commit: the store's deadlines are now on the stepped clock."""
         self.offset += step
         self.shifting = 0.0
-        log.warning("wall clock stepped %+.1f s: moved %s deadline(s) with it (%s)", step,
+        log.warning("wall clock stepped %+.1f s: moved %s stored time(s) with it (%s)", step,
                     sum(self._moved.values()), ", ".join(f"{k} {v}" for k, v in self._moved.items()))
 
     async def run(self, store: Store) -> None:
@@ -92,24 +92,33 @@ def maxima(cfg: Config) -> Maxima:
         cooldown=max(longest_wait, cfg.limits.peer_flood_cooldown_seconds, q.pace_seconds),
         backoff=max(cfg.setup.retry.backoff_seconds), setup_lock=cfg.setup.lock_seconds,
         probe_lock=PROBE_LOCK_SECONDS, quota_lock=q.max_lease_seconds + lease_lock_extra,
-        lease=q.max_lease_seconds, reservation=q.lease_seconds + lease_lock_extra)
+        lease=q.max_lease_seconds, reservation=q.lease_seconds + lease_lock_extra,
+        snapshot_ttl=q.posts_snapshot_ttl_hours * 3600)
 
 
 async def start(cfg: Config, store: Store) -> ClockSteps:
     """At start-up, before any work: follow a step made while the daemon was down, or, when it cannot be
     measured (a reboot), bound every deadline by its own length; then watch the clock from here on."""
-    recorded = json.loads(await store.get_meta(META_KEY) or "{}")
-    same_boot = recorded.get("boot") is not None and recorded["boot"] == _boot_id()
-    clock = ClockSteps(float(recorded["offset"]) if same_boot else None)
+    clock = ClockSteps(_recorded_offset(await store.get_meta(META_KEY)))
     store.clock = clock
     async with store.tx() as tx:  # a step since the last run on this boot is followed at its start
         if not clock.shifting:
             await _record(tx, clock.offset)
     clamped = await store.clamp_deadlines(maxima(cfg))
     if any(clamped.values()):
-        log.warning("deadlines lay further ahead than their own length (the clock went back while the daemon"
-                    " was down?), bounded: %s", ", ".join(f"{k} {v}" for k, v in clamped.items() if v))
+        log.warning("stored times lay further ahead than their own length (the clock went back while the"
+                    " daemon was down?), bounded: %s", ", ".join(f"{k} {v}" for k, v in clamped.items() if v))
     return clock
+
+
+def _recorded_offset(recorded: str | None) -> float | None:
+    """The offset the last run on this boot left the deadlines on; None after a reboot (or unreadable)."""
+    try:
+        data = json.loads(recorded or "{}")
+        boot = data.get("boot")
+        return float(data["offset"]) if boot is not None and boot == _boot_id() else None
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
 
 
 async def _record(tx: Tx, offset: float) -> None:

@@ -35,6 +35,7 @@ class Maxima:
     quota_lock: float  # a pulled task's reservation of its account, at the longest lease
     lease: float  # a leased task
     reservation: float  # a pending task not pulled yet
+    snapshot_ttl: float  # a posts snapshot is refreshed this long after it was fetched
 
 
 async def shift_deadlines(tx: Tx, step: float) -> dict[str, int]:
@@ -45,6 +46,8 @@ async def shift_deadlines(tx: Tx, step: float) -> dict[str, int]:
     params = {"step": step, "before": min(at, at - step)}  # at - step: "now" on the clock before the step
     quotas = [r[0] for r in await tx.fetchall(
         "UPDATE quotas SET next_run_at = next_run_at + :step WHERE next_run_at > :before RETURNING id", params)]
+    snapshots = await tx.execute(  # the start of a TTL, not a deadline: its age is kept
+        "UPDATE quotas SET posts_fetched_at = posts_fetched_at + :step WHERE posts_fetched_at IS NOT NULL", params)
     accounts = [r[0] for r in await tx.fetchall(
         "UPDATE accounts SET cooldown_until = cooldown_until + :step WHERE cooldown_until > :before RETURNING id",
         params)]
@@ -60,8 +63,8 @@ async def shift_deadlines(tx: Tx, step: float) -> dict[str, int]:
         tx.touch_quota(quota_id)
     for account_id in accounts:
         tx.touch(account_id)
-    return {"quotas": len(quotas), "cooldowns": len(accounts), "locks": locks.rowcount, "tasks": tasks.rowcount,
-            "setup_retries": retries.rowcount}
+    return {"quotas": len(quotas), "snapshots": snapshots.rowcount, "cooldowns": len(accounts),
+            "locks": locks.rowcount, "tasks": tasks.rowcount, "setup_retries": retries.rowcount}
 
 
 class ClockStore(StoreCore):
@@ -79,9 +82,12 @@ class ClockStore(StoreCore):
             quotas = [r[0] for r in await tx.fetchall(
                 "UPDATE quotas SET next_run_at = :at"
                 " WHERE next_run_at > :at + MAX(interval_seconds, :quota_retry) RETURNING id", p)]
-            retries = await tx.execute(
+            snapshots = await tx.execute(  # fetched "in the future": refreshed at the next round
+                "UPDATE quotas SET posts_fetched_at = :at - :snapshot_ttl WHERE posts_fetched_at > :at", p)
+            retries = await tx.execute(  # the index finds those beyond the backoff; few have a longer cooldown
                 "UPDATE account_tasks SET retry_at = :at"
-                f" WHERE status IN {WAITING_SETUP} AND retry_at > :at + MAX(:backoff, (SELECT CASE WHEN"
+                f" WHERE status IN {WAITING_SETUP} AND retry_at > :at + :backoff"
+                " AND retry_at > :at + MAX(:backoff, (SELECT CASE WHEN"
                 f" cooldown_until IS NULL THEN 0 ELSE {cooldown_max} END FROM accounts a"
                 " WHERE a.id = account_tasks.account_id))", p)
             accounts = [r[0] for r in await tx.fetchall(
@@ -92,14 +98,14 @@ class ClockStore(StoreCore):
             tasks = await tx.execute(
                 f"UPDATE tasks SET lease_expires_at = :at + {hold_max}"
                 f" WHERE status IN {OPEN_TASK} AND lease_expires_at > :at + {hold_max}", p)
-            changed = {"quotas": len(quotas), "cooldowns": len(accounts), "locks": locks.rowcount,
-                       "tasks": tasks.rowcount, "setup_retries": retries.rowcount}
+            changed = {"quotas": len(quotas), "snapshots": snapshots.rowcount, "cooldowns": len(accounts),
+                       "locks": locks.rowcount, "tasks": tasks.rowcount, "setup_retries": retries.rowcount}
             for quota_id in quotas:
                 tx.touch_quota(quota_id)
             for account_id in accounts:
                 tx.touch(account_id)
             if any(changed.values()):
-                await tx.event("clock.clamped", f"{sum(changed.values())} deadlines lay further ahead than their"
+                await tx.event("clock.clamped", f"{sum(changed.values())} stored times lay further ahead than their"
                                " own length (the clock was set back while the daemon was down): bounded",
                                data=changed)
             return changed
