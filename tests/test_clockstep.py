@@ -243,3 +243,12 @@ def test_the_steady_clock_ignores_the_seam(step_clock: Callable[[float], None]) 
     step_clock(-STEP)
     assert now() < wall and timeutil.steady() >= steady
     assert abs(time.time() - STEP - now()) < SLACK
+
+
+async def test_an_unreadable_clock_record_is_taken_for_a_reboot(store: Store) -> None:
+    """A hand-edited or foreign ``meta`` row does not stop the start: nothing is measured, the bound applies."""
+    async with store.tx() as tx:
+        await store.set_meta(tx, clockstep.META_KEY, "[not json")
+    clock = await clockstep.start(make_cfg(), store)
+    assert abs(clock.offset - (now() - timeutil.steady())) < SLACK
+    assert "offset" in (await store.get_meta(clockstep.META_KEY) or "")

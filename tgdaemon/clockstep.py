@@ -4,10 +4,14 @@ While the daemon runs, the wall clock is watched against a steady clock: when
 their offset moves by more than ``THRESHOLD_SECONDS`` the wall clock has been
 stepped (``date -s``, an NTP correction, a VM restored), and the store's next
 write transaction (the reaper's, a report's, a pull's, or this module's own
-tick) first moves every deadline still ahead by the same step, so each keeps
-the length it had left and nothing in that transaction ever compares the
-stepped clock with unmoved deadlines. A slow drift below the threshold is not
-a step; a suspend is not one either (the steady clock counts it).
+tick) first moves the stored deadlines by the same step, so each keeps the
+length it had left and nothing in that transaction ever compares the stepped
+clock with unmoved deadlines. NTP slewing is followed only once it adds up to
+more than the threshold; a suspend is no step (the steady clock counts it).
+
+What this cannot reach: a time computed from the clock in the milliseconds
+before a step and written after the move (a report's FLOOD_WAIT in flight) is
+off by the step.
 
 A step while the daemon was down is measured too when the machine has not
 rebooted since (the offset is kept in ``meta`` with the boot id); after a
