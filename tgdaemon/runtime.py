@@ -16,7 +16,7 @@ from tgdaemon.gateway.base import Gateway
 from tgdaemon.onboarding import Onboarding
 from tgdaemon.store import Store
 from tgdaemon.stream import Hub
-from tgdaemon.timeutil import iso
+from tgdaemon.timeutil import iso, now
 
 if TYPE_CHECKING:
     from tgdaemon.quotas.executor import LocalExecutor
@@ -34,7 +34,7 @@ class Runtime:
     gateway: Gateway
     socket_path: Path
     onboarding: Onboarding
-    started_at: float = field(default_factory=time.time)
+    started_at: float = field(default_factory=now)
     started_mono: float = field(default_factory=time.monotonic)
     http_bound: str | None = None
     socket_bound: bool = False
@@ -59,7 +59,7 @@ class Runtime:
             "http": self.http_bound,
             "accounts": await self.store.account_counts(),
             "tasks": await self.store.task_counts(),
-            "tasks_per_minute": await self.store.tasks_finished_since(time.time() - 60),
+            "tasks_per_minute": await self.store.tasks_finished_since(now() - 60),
             "stream": {"epoch": self.hub.epoch, "seq": self.hub.seq, "subscribers": self.hub.subscribers},
             "setup": {"enabled": self.cfg.setup.enabled, "running": self.setup.running() if self.setup else 0},
         }

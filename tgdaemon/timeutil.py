@@ -1,4 +1,10 @@
-"""One clock for the daemon, so tests and the simulator can move time without sleeping."""
+"""One clock for the daemon, so tests and the simulator can move time without sleeping.
+
+``now()`` is the only wall clock the daemon reads; ``steady()`` is the clock a
+step of the wall clock cannot move (the step detector compares the two).
+``step_wall_clock`` is the seam: a test steps the wall clock as an operator's
+``date -s`` or an NTP correction would, without touching the host's clock.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,25 @@ import functools
 import time
 from datetime import UTC, datetime
 
+# CLOCK_BOOTTIME counts a suspend, CLOCK_MONOTONIC does not: with it, waking a
+# laptop is not mistaken for a forward step of the wall clock.
+_STEADY_ID = getattr(time, "CLOCK_BOOTTIME", None)
+_step = 0.0
+
 
 def now() -> float:
-    return time.time()
+    return time.time() + _step
+
+
+def steady() -> float:
+    """Seconds on a clock that only moves forward, at the wall clock's pace, whatever the wall clock does."""
+    return time.clock_gettime(_STEADY_ID) if _STEADY_ID is not None else time.monotonic()
+
+
+def step_wall_clock(seconds: float) -> None:
+    """Step ``now()`` by ``seconds`` (negative: back), as ``date -s`` would step the host's clock."""
+    global _step
+    _step += seconds
 
 
 def iso(ts: float | None) -> str | None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tgdaemon import clockstep
 from tgdaemon.config import Config
 from tgdaemon.control.api import create_app as create_control_app
 from tgdaemon.errors import AlreadyRunning, StoreError, TgfleetError
@@ -65,6 +66,7 @@ class Daemon:
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._side_tasks: list[asyncio.Task[None]] = []
+        self._clock: clockstep.ClockSteps | None = None
         self.exit_code = 0
 
     def stop(self) -> None:
@@ -82,6 +84,7 @@ class Daemon:
         socket_path = self.cfg.socket_path()
         try:
             await self._check_fleet_kind(store)
+            self._clock = await clockstep.start(self.cfg, store)  # before any work reads a deadline
             hub = Hub(queue_size=self.cfg.daemon.stream_queue_size, replay_size=self.cfg.daemon.stream_replay_size)
             store.on_commit = change_publisher(store, hub)
             await self.gateway.start(store)
@@ -120,6 +123,7 @@ class Daemon:
             ("generator", lambda rt: rt.generator.run()),  # type: ignore[union-attr]
             ("reaper", lambda rt: rt.leases.run_reaper()),  # type: ignore[union-attr]
             ("executor", lambda rt: rt.executor.run()),  # type: ignore[union-attr]
+            ("clock", lambda rt: self._clock.run(rt.store)),  # type: ignore[union-attr]
         ]
         if (interval := systemd.watchdog_interval()) is not None:
             tasks.append(("watchdog", lambda rt: _watchdog(interval)))

@@ -12,6 +12,7 @@ from tgdaemon.store.accounts import (
     event_view,
     mask_phone,
 )
+from tgdaemon.store.clock import ClockStore
 from tgdaemon.store.core import Tx
 from tgdaemon.store.providers import ProviderStore
 from tgdaemon.store.pulled import Finish, Generated, Generation, LeaseAsk, PulledStore, Reaped
@@ -20,7 +21,7 @@ from tgdaemon.store.sessions import EntityRow, NewAccount, SessionData
 from tgdaemon.store.setup import AccountEffect, ClaimedTask, SetupOutcome, SetupStore
 
 
-class Store(SetupStore, QuotaStore, PulledStore, ProviderStore):
+class Store(SetupStore, QuotaStore, PulledStore, ProviderStore, ClockStore):
     """The store's whole interface."""
 
 

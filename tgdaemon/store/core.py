@@ -18,7 +18,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiosqlite
 
@@ -101,6 +101,16 @@ class Tx:
 CommitHook = Callable[[Tx], Awaitable[None]]
 
 
+class ClockFollower(Protocol):
+    """Moves stored deadlines with a step of the wall clock (tgdaemon/clockstep.py)."""
+
+    def pending(self) -> float: ...
+
+    async def shift(self, tx: Tx, step: float) -> None: ...
+
+    def followed(self, step: float) -> None: ...
+
+
 class StoreCore:
     """Connections, transactions and the little key/value ``meta`` table."""
 
@@ -110,6 +120,7 @@ class StoreCore:
         self._reader = reader
         self._lock = asyncio.Lock()
         self.on_commit: CommitHook | None = None
+        self.clock: ClockFollower | None = None
 
     @classmethod
     async def open(cls, path: Path) -> "StoreCore":
@@ -130,17 +141,24 @@ class StoreCore:
 
     @asynccontextmanager
     async def tx(self) -> AsyncIterator[Tx]:
-        """BEGIN IMMEDIATE … COMMIT under the write lock; the commit hook runs before the lock is let go."""
+        """BEGIN IMMEDIATE … COMMIT under the write lock; the commit hook runs before the lock is let go.
+        A step of the wall clock not yet followed moves the stored deadlines first, in the same
+        transaction, so nothing in it compares a stepped clock with unmoved deadlines."""
         async with self._lock:
             tx = Tx(self._writer)
+            clock, step = self.clock, 0.0
             try:  # BEGIN inside: a caller cancelled while BEGIN is queued must still roll it back
                 await self._writer.execute("BEGIN IMMEDIATE")
+                if clock is not None and (step := clock.pending()):  # before the caller compares a deadline
+                    await clock.shift(tx, step)
                 yield tx
             except BaseException:
                 with contextlib.suppress(sqlite3.OperationalError):  # no transaction was begun
                     await self._writer.execute("ROLLBACK")
                 raise
             await self._writer.execute("COMMIT")
+            if clock is not None and step:
+                clock.followed(step)
             if self.on_commit is not None and (tx.accounts or tx.quotas or tx.events):
                 await self.on_commit(tx)
 

@@ -127,8 +127,8 @@ class PulledStore(StoreCore):
     async def generate(self, g: Generation) -> Generated:
         """One round of design 5.2 in one transaction: pick posts, reserve accounts, create tasks,
         advance cursors and ``next_run_at`` together, so a restart never makes the same run twice."""
-        at = now()
         async with self.tx() as tx:
+            at = now()  # in the transaction: a clock step is followed at its start
             quotas = list(await tx.fetchall(
                 f"SELECT q.id, q.action, q.target, q.posts_json, q.cursor, q.interval_seconds, q.last_error"
                 f" FROM quotas q WHERE {ELIGIBLE} AND {SNAPSHOT_FRESH}"
@@ -214,9 +214,9 @@ class PulledStore(StoreCore):
         """For each ask, pending tasks of the executor's accounts, oldest first, leased with a fresh
         token each; all asks in one transaction (group commit). The partial index is named because
         the planner, without statistics, sorted every pending task instead (2 ms per pull at 10,000)."""
-        at = now()
         out: list[list[dict[str, Any]]] = []
         async with self.tx() as tx:
+            at = now()  # in the transaction: a clock step is followed at its start
             for ask in asks:
                 rows = await tx.fetchall(
                     "UPDATE tasks SET status = 'leased', lease_token = lower(hex(randomblob(16))), leased_by = :ex,"
@@ -242,8 +242,8 @@ class PulledStore(StoreCore):
     async def extend_leases(self, executor: str, leases: list[tuple[int, str]], lease_seconds: float,
                             lock_seconds: float) -> list[tuple[str, float | None]]:
         """(outcome, new expiry) per lease; only live leases of this executor are extended."""
-        at = now()
         async with self.tx() as tx:
+            at = now()  # in the transaction: a clock step is followed at its start
             rows = await self._tasks(tx, [tid for tid, _ in leases])
             out: list[tuple[str, float | None]] = []
             live: dict[int, sqlite3.Row] = {}
@@ -271,8 +271,8 @@ class PulledStore(StoreCore):
                            retry_seconds: float) -> list[str]:
         """Apply reports in one transaction; the outcome of each, in order. A task reported twice in
         one batch is applied once: the second is a duplicate."""
-        at = now()
         async with self.tx() as tx:
+            at = now()  # in the transaction: a clock step is followed at its start
             rows = await self._tasks(tx, [i.task_id for i in items])
             outcomes: list[str] = []
             applied: list[tuple[Finish, sqlite3.Row]] = []
@@ -309,7 +309,9 @@ class PulledStore(StoreCore):
             " cooldown_until = CASE WHEN :pace > 0 AND COALESCE(cooldown_until, 0) < :at + :pace"
             " THEN :at + :pace ELSE cooldown_until END,"
             " cooldown_reason = CASE WHEN :pace > 0 AND COALESCE(cooldown_until, 0) < :at + :pace"
-            " THEN 'pace' ELSE cooldown_reason END WHERE id = :id",
+            " THEN 'pace' ELSE cooldown_reason END,"
+            " cooldown_seconds = CASE WHEN :pace > 0 AND COALESCE(cooldown_until, 0) < :at + :pace"
+            " THEN :pace ELSE cooldown_seconds END WHERE id = :id",
             [{"at": at, "pace": pace, "id": r["account_id"]} for _, r in done])
         await release_locks(tx, [(r["account_id"], holder(r["id"])) for _, r in done])
         per_quota = Counter(r["subject_id"] for _, r in done)
@@ -366,8 +368,8 @@ class PulledStore(StoreCore):
     async def reap_leases(self, max_leases: int, lock_seconds: float) -> Reaped:
         """Expired leases go back to pending with their reservation renewed, or fail after ``max_leases``;
         pending tasks nobody pulled within their window fail too. Failing lets the account go."""
-        at = now()
         async with self.tx() as tx:
+            at = now()  # in the transaction: a clock step is followed at its start
             rows = list(await tx.fetchall(
                 "SELECT id, status, lease_count, account_id, subject_id FROM tasks"
                 f" WHERE status IN {OPEN} AND lease_expires_at <= ?", (at,)))

@@ -75,10 +75,11 @@ async def apply_account_effect(tx: Tx, account_id: int, effect: AccountEffect) -
     elif effect.error_code:
         await tx.execute("UPDATE accounts SET last_error_code = ? WHERE id = ?", (effect.error_code, account_id))
     if effect.cooldown_until is not None:
-        cur = await tx.execute(
-            "UPDATE accounts SET cooldown_until = ?, cooldown_reason = ? WHERE id = ?"
+        cur = await tx.execute(  # with its length: clockstep's start-up clamp bounds a cooldown by it
+            "UPDATE accounts SET cooldown_until = ?, cooldown_reason = ?, cooldown_seconds = ? WHERE id = ?"
             " AND (cooldown_until IS NULL OR cooldown_until < ?)",
-            (effect.cooldown_until, effect.cooldown_reason, account_id, effect.cooldown_until))
+            (effect.cooldown_until, effect.cooldown_reason, max(0.0, effect.cooldown_until - at), account_id,
+             effect.cooldown_until))
         if cur.rowcount:
             await tx.event("account.cooldown", f"cooldown {effect.cooldown_until - at:.0f} s: {effect.cooldown_reason}",
                            account_id=account_id,
@@ -136,8 +137,6 @@ class SetupStore(SessionStore):
     async def claim_setup(self, task_types: Iterable[str], limit: int, lock_seconds: float) -> list[ClaimedTask]:
         """Up to ``limit`` eligible tasks of these types, at most one per account, each with its lock taken."""
         types = list(task_types)
-        at = now()
-        params: dict[str, Any] = {"now": at, "limit": limit * 2, **{f"t{i}": t for i, t in enumerate(types)}}
         # One ordered, limited read per type along the account_tasks_due index, instead of
         # sorting every eligible task of every type (NULL retry_at sorts first: never tried).
         per_type = [
@@ -148,6 +147,8 @@ class SetupStore(SessionStore):
             f" AND (t.retry_at IS NULL OR t.retry_at <= :now) AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}"
             " ORDER BY t.retry_at, t.id LIMIT :limit)" for i in range(len(types))]
         async with self.tx() as tx:
+            at = now()  # in the transaction: a clock step is followed at its start
+            params: dict[str, Any] = {"now": at, "limit": limit * 2, **{f"t{i}": t for i, t in enumerate(types)}}
             rows = sorted(await tx.fetchall(" UNION ALL ".join(per_type), params),
                           key=lambda r: (r["retry_at"] or 0, r["id"]))
             claimed: list[ClaimedTask] = []
