@@ -40,8 +40,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     run.add_argument("--data-dir", metavar="DIR", help="where the database lives")
     run.add_argument("--http", metavar="HOST:PORT", help="provider API address (default 127.0.0.1:8780)")
     run.add_argument("--simulate", action="store_true", help="use the built-in Telegram simulator")
-    run.add_argument("--accounts", type=positive_int, metavar="N", help="simulated accounts in a new data dir")
-    run.add_argument("--seed", type=int, metavar="S", help="simulator seed")
+    run.add_argument("--accounts", type=positive_int, metavar="N",
+                     help="simulated accounts (a new data dir records its world; an existing one keeps its own"
+                          " and refuses another)")
+    run.add_argument("--seed", type=int, metavar="S", help="simulator seed (recorded like --accounts)")
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", parents=[common],
