@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 import msgspec
 import pytest
-from daemon_proc import Fleet, fleet, no_traceback, one_line
+from daemon_proc import Fleet, fleet, isolated_env, no_traceback, one_line
 
 from tgdaemon.errors import ApiError
 from tgdaemon.lifecycle.datadir import DB_NAME
@@ -292,3 +292,26 @@ async def test_a_copy_that_fails_half_way_leaves_nothing_behind(store: Store, tm
     assert os.listdir(out) == []
     assert copy_database(store.path, target, replace=False) > 256 * 1024  # and with room, it works
     assert read_copy(target, "SELECT COUNT(*) FROM events WHERE kind = 'test.filler'") == [(2000,)]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="needs root and unshare(1) for a mount namespace of its own")
+async def test_the_cli_says_so_when_the_daemon_wrote_where_this_shell_cannot_see(
+        running_daemon: Any, tmp_path: Path) -> None:
+    """As under systemd's PrivateTmp: here the CLI runs in a mount namespace with a tmpfs over the directory."""
+    daemon, _ = running_daemon
+    private = tmp_path / "private"
+    private.mkdir()
+    target = private / "b.sqlite3"
+    cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", 'mount -t tmpfs none "$0" && exec "$@"',
+           str(private), sys.executable, "-m", "tgdaemon", "backup", str(target), "--socket",
+           str(daemon.cfg.socket_path())]
+    result = await asyncio.to_thread(subprocess.run, cmd, env=isolated_env(tmp_path), capture_output=True, text=True,
+                                     timeout=30, stdin=subprocess.DEVNULL, check=False)
+    no_traceback(result)
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    assert one_line(result.stderr) == (
+        f"tgdaemon: backup {target}: the daemon wrote it, but this shell cannot see it: the daemon has a file system"
+        " view of its own (systemd PrivateTmp, a container); write it under the data dir or a ReadWritePaths"
+        " directory instead")
+    assert read_copy(target, "PRAGMA integrity_check") == [("ok",)]  # where the daemon sees it

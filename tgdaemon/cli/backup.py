@@ -11,6 +11,7 @@ import os
 
 from tgdaemon.cli import output
 from tgdaemon.cli.parser import socket_path
+from tgdaemon.errors import TgfleetError
 from tgtui.client import ControlClient
 
 # A large fleet's database takes a while to copy; the daemon answers when the file is in place.
@@ -36,6 +37,10 @@ async def cmd_backup(args: argparse.Namespace) -> int:
     target = os.path.abspath(os.path.expanduser(args.path))
     async with ControlClient(socket_path(args), timeout=BACKUP_TIMEOUT) as client:
         data = await client.request("POST", "/backup", body={"path": target, "force": args.force})
+    if not os.path.isfile(target):
+        raise TgfleetError(f"backup {target}: the daemon wrote it, but this shell cannot see it: the daemon has a"
+                           " file system view of its own (systemd PrivateTmp, a container); write it under the"
+                           " data dir or a ReadWritePaths directory instead")
     if args.json:
         output.print_json(data)
     else:

@@ -41,7 +41,8 @@ def copy_database(source: Path, target: Path, *, replace: bool) -> int:
     try:
         os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600))
     except OSError as exc:
-        raise BackupError(f"backup {target}: cannot create a file in {target.parent}: {exc.strerror}") from None
+        raise BackupError(f"backup {target}: the daemon cannot create a file in {target.parent}: {exc.strerror}"
+                          " (it writes the backup itself, with its own user and file system view)") from None
     try:
         _snapshot(source, tmp)
         _fsync(tmp)
