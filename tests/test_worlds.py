@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_proc import Fleet, fleet, no_traceback, one_line
+from daemon_proc import READY_TIMEOUT, DaemonProc, Fleet, fleet, no_traceback, one_line
 
 from tgdaemon import config
 from tgdaemon.config import SimulatorConfig
@@ -97,6 +97,18 @@ def wait_setup_everywhere(f: Fleet) -> list[dict[str, Any]]:
                 f"{sum(a['setup']['done'] == a['setup']['total'] for a in rows)} of {len(rows)} done")
 
 
+def up(daemon: DaemonProc) -> DaemonProc:
+    """Ready, and past installing its signal handlers (the socket answers a little before: a SIGTERM then kills)."""
+    daemon.wait_ready()
+    deadline = time.monotonic() + READY_TIMEOUT
+    for _ in range(int(READY_TIMEOUT / 0.05)):
+        if "tgdaemon ready" in daemon.log() or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert "tgdaemon ready" in daemon.log(), daemon.log()
+    return daemon
+
+
 def refused_start(f: Fleet, *args: str, env: dict[str, str] | None = None) -> str:
     """A ``tgdaemon run`` that must refuse the data dir: its one line."""
     result = f.cli("run", "--simulate", "--data-dir", str(f.data_dir), "--socket", str(f.socket_path),
@@ -107,7 +119,7 @@ def refused_start(f: Fleet, *args: str, env: dict[str, str] | None = None) -> st
 
 
 def test_a_restart_without_accounts_keeps_the_world_and_a_different_one_is_refused(fl: Fleet) -> None:
-    first = fl.start(accounts=WORLD).wait_ready()
+    first = up(fl.start(accounts=WORLD))
     assert first.stop() == 0, first.log()
     assert "a new world of 300 accounts, seed 1" in first.log()
     before = snapshot(fl)
@@ -115,7 +127,7 @@ def test_a_restart_without_accounts_keeps_the_world_and_a_different_one_is_refus
     # -- an explicit world that differs, from each place the operator can set it: one line, nothing changed
     line = refused_start(fl, "--accounts", "500")
     assert f"data dir {fl.data_dir} holds a simulated world of 300 accounts (seed 1)" in line, line
-    assert "simulator.accounts = 500 (command line)" in line, line
+    assert "but the daemon was started with simulator.accounts = 500 (command line); drop it" in line, line
     line = refused_start(fl, "--seed", "2")
     assert "simulator.seed = 2 (command line)" in line, line
     line = refused_start(fl, env={"TGFLEET_SIMULATOR__ACCOUNTS": "500"})
@@ -123,9 +135,9 @@ def test_a_restart_without_accounts_keeps_the_world_and_a_different_one_is_refus
     assert snapshot(fl) == before
 
     # -- the same world said out loud is no mismatch; saying nothing keeps the recorded one
-    again = fl.start(accounts=WORLD).wait_ready()
+    again = up(fl.start(accounts=WORLD))
     assert again.stop() == 0, again.log()
-    kept = fl.start(accounts=None).wait_ready()
+    kept = up(fl.start(accounts=None))
     assert "simulator: the world of 300 accounts, seed 1 (recorded in the data dir)" in kept.log()
     rows = wait_setup_everywhere(fl)
     assert len(rows) == WORLD
@@ -136,14 +148,14 @@ def test_a_restart_without_accounts_keeps_the_world_and_a_different_one_is_refus
 
 
 def test_a_data_dir_from_before_worlds_were_recorded_gets_its_size_from_its_accounts(fl: Fleet) -> None:
-    first = fl.start(accounts=WORLD).wait_ready()
+    first = up(fl.start(accounts=WORLD))
     assert first.stop() == 0, first.log()
     db = sqlite3.connect(fl.data_dir / DB_NAME)
     with db:
         db.execute("DELETE FROM meta WHERE key = ?", (worlds.META_KEY,))  # as the data dirs of older releases
     db.close()
 
-    daemon = fl.start(accounts=None).wait_ready()
+    daemon = up(fl.start(accounts=None))
     assert "simulator: the world of 300 accounts, seed 1 (inferred from the data dir's accounts)" in daemon.log()
     status = json.loads(fl.cli("status", "--json", "--socket", str(fl.socket_path)).stdout)
     assert status["simulator"]["accounts"] == WORLD

@@ -54,17 +54,19 @@ async def settle(store: Store, sim: Simulator, data_dir: Path) -> None:
                  sim.cfg.accounts, sim.cfg.seed)
         return
     recorded = msgspec.structs.asdict(world)
-    differs = [f"{key} = {sim.world()[key]!r} ({origin})" for key, origin in sorted(sim.chosen.items())
-               if sim.world()[key] != recorded[key]]
+    asked = sim.world()
+    differs = [f"simulator.{key} = {asked[key]!r} ({origin})" for key, origin in sorted(sim.chosen.items())
+               if asked[key] != recorded[key]]
     if differs:
         raise StoreError(
-            f"data dir {data_dir} holds a simulated world of {world.accounts} accounts (seed {world.seed}), but "
-            f"simulator.{', simulator.'.join(differs)} asks for another; drop it to keep the data dir's world,"
-            " or use another --data-dir")
+            f"data dir {data_dir} holds a simulated world of {world.accounts} accounts (seed {world.seed}), but the"
+            f" daemon was started with {', '.join(differs)}; drop {'it' if len(differs) == 1 else 'them'} to keep"
+            " the data dir's world, or use another --data-dir")
     if raw is None:
         async with store.tx() as tx:
             await record(store, tx, recorded)
-    sim.adopt(recorded)
+    if recorded != asked:
+        sim.adopt(recorded)
     log.info("simulator: the world of %d accounts, seed %d (%s)", world.accounts, world.seed, how)
 
 
