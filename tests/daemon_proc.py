@@ -80,13 +80,14 @@ def run_cli_many(calls: Sequence[Sequence[str]], *, env: dict[str, str] | Sequen
 class DaemonProc:
     """One ``tgdaemon run --simulate`` process."""
 
-    def __init__(self, fleet: Fleet, *, data_dir: Path, socket_path: Path, accounts: int, config: Path,
+    def __init__(self, fleet: Fleet, *, data_dir: Path, socket_path: Path, accounts: int | None, config: Path,
                  env: dict[str, str], extra_args: Sequence[str], name: str) -> None:
         self.fleet = fleet
         self.data_dir = data_dir
         self.socket_path = socket_path
         self.log_path = fleet.root / f"{name}.log"
-        self.cmd = [sys.executable, "-m", "tgdaemon", "run", "--simulate", "--accounts", str(accounts),
+        self.cmd = [sys.executable, "-m", "tgdaemon", "run", "--simulate",
+                    *(("--accounts", str(accounts)) if accounts is not None else ()),
                     "--data-dir", str(data_dir), "--socket", str(socket_path), "--http", "127.0.0.1:0",
                     "--config", str(config), *extra_args]
         with self.log_path.open("wb") as log:
@@ -178,9 +179,10 @@ class Fleet:
         self.socket_path = self.root / "d.sock"
         self.daemons: list[DaemonProc] = []
 
-    def start(self, *, data_dir: Path | None = None, socket_path: Path | None = None, accounts: int = 50,
+    def start(self, *, data_dir: Path | None = None, socket_path: Path | None = None, accounts: int | None = 50,
               env: dict[str, str] | None = None, extra_args: Sequence[str] = ()) -> DaemonProc:
-        """Start a daemon (defaults: the fleet's data dir and socket); does not wait for it."""
+        """Start a daemon (defaults: the fleet's data dir and socket); does not wait for it.
+        ``accounts=None`` passes no --accounts (the data dir's recorded world, or the config's)."""
         daemon = DaemonProc(self, data_dir=data_dir or self.data_dir, socket_path=socket_path or self.socket_path,
                             accounts=accounts, config=self.config, env={**self.env, **(env or {})},
                             extra_args=extra_args, name=f"daemon{len(self.daemons) + 1}")

@@ -229,6 +229,13 @@ def default_config_path() -> Path:
 def load(path: str | Path | None = None, *, env: dict[str, str] | None = None,
          overrides: dict[str, dict[str, Any]] | None = None) -> Config:
     """Load and validate; ``path`` None means TGFLEET_CONFIG or the default (which may be absent)."""
+    return load_with_origins(path, env=env, overrides=overrides)[0]
+
+
+def load_with_origins(path: str | Path | None = None, *, env: dict[str, str] | None = None,
+                      overrides: dict[str, dict[str, Any]] | None = None) -> tuple[Config, dict[str, str]]:
+    """``load``, and where each key that was set came from (``{"simulator.accounts": "command line"}``):
+    a value the operator chose must be told from a default (the simulated world of a data dir)."""
     env = dict(os.environ if env is None else env)
     explicit = path is not None or "TGFLEET_CONFIG" in env
     cfg_path = Path(path if path is not None else env.get("TGFLEET_CONFIG") or default_config_path()).expanduser()
@@ -236,13 +243,29 @@ def load(path: str | Path | None = None, *, env: dict[str, str] | None = None,
     if cfg_path.exists() or explicit:
         data = _read_toml(cfg_path)
     _validate(data, f"config {cfg_path}")
+    origins = dict.fromkeys(_keys(data), f"config {cfg_path}")
     env_data = _env_layer(env)
     if env_data:
         _validate(_merge(data, env_data), "environment (TGFLEET_*)")
         data = _merge(data, env_data)
+        origins.update({key: f"environment {_env_name(key, env)}" for key in _keys(env_data)})
     if overrides:
         data = _merge(data, overrides)
-    return _validate(data, "command line")
+        origins.update(dict.fromkeys(_keys(overrides), "command line"))
+    return _validate(data, "command line"), origins
+
+
+def _keys(data: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted names of the keys set in ``data`` (sections are not keys)."""
+    out: list[str] = []
+    for key, value in data.items():
+        out.extend(_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"])
+    return out
+
+
+def _env_name(key: str, env: dict[str, str]) -> str:
+    alias = next((name for name, path in ENV_ALIASES.items() if ".".join(path) == key and name in env), None)
+    return alias or ENV_PREFIX + key.replace(".", "__").upper()
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

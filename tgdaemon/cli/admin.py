@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tgdaemon.cli import onboard, output, providers, quotas, setup
+from tgdaemon.cli import backup, onboard, output, providers, quotas, setup
 from tgdaemon.cli.parser import positive_int, socket_path
 from tgdaemon.store import SORT_KEYS, STATES
 from tgtui.client import ControlClient
@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     setup.register(sub, acc, common)
     quotas.register(sub, common)
     providers.register(sub, acc, common)
+    backup.register(sub, common)
     accounts.set_defaults(func=lambda args: accounts.print_help() or 2)
 
     events = sub.add_parser("events", parents=[common], help="the audit trail, newest first")

@@ -40,8 +40,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     run.add_argument("--data-dir", metavar="DIR", help="where the database lives")
     run.add_argument("--http", metavar="HOST:PORT", help="provider API address (default 127.0.0.1:8780)")
     run.add_argument("--simulate", action="store_true", help="use the built-in Telegram simulator")
-    run.add_argument("--accounts", type=positive_int, metavar="N", help="simulated accounts in a new data dir")
-    run.add_argument("--seed", type=int, metavar="S", help="simulator seed")
+    run.add_argument("--accounts", type=positive_int, metavar="N",
+                     help="simulated accounts (a new data dir records its world; an existing one keeps its own"
+                          " and refuses another)")
+    run.add_argument("--seed", type=int, metavar="S", help="simulator seed (recorded like --accounts)")
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", parents=[common],
@@ -65,7 +67,7 @@ def run_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     os.umask(0o077)  # the database holds auth keys: nothing the daemon writes is for other users
-    cfg = config.load(getattr(args, "config", None), overrides=run_overrides(args))
+    cfg, origins = config.load_with_origins(getattr(args, "config", None), overrides=run_overrides(args))
     if args.http:
         config.parse_bind(args.http, "--http")
     logging.basicConfig(level=cfg.daemon.log_level.upper(), stream=sys.stderr,
@@ -77,12 +79,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         Daemon,  # Telethon is slow to import; admin commands skip it
     )
 
-    daemon = Daemon(cfg, choose_gateway(cfg, args.simulate))
+    daemon = Daemon(cfg, choose_gateway(cfg, args.simulate, origins))
     return asyncio.run(daemon.run())
 
 
-def choose_gateway(cfg: config.Config, simulate: bool) -> Gateway:
-    """The simulator when asked for, or when no api_id/api_hash is configured; else real Telegram."""
+def choose_gateway(cfg: config.Config, simulate: bool, origins: dict[str, str]) -> Gateway:
+    """The simulator when asked for, or when no api_id/api_hash is configured; else real Telegram.
+
+    ``origins`` says which keys the operator set (config.load_with_origins): the simulator's world
+    follows a data dir's record except where the operator chose otherwise."""
     from tgdaemon.gateway.simulator import Simulator
     from tgdaemon.gateway.telegram import TelethonGateway
 
@@ -90,7 +95,9 @@ def choose_gateway(cfg: config.Config, simulate: bool) -> Gateway:
         if not simulate:
             logging.getLogger(__name__).warning(
                 "no [telegram] api_id/api_hash configured: running on the simulator")
-        return Simulator(cfg.simulator)
+        chosen = {key.removeprefix("simulator."): origin for key, origin in origins.items()
+                  if key.startswith("simulator.")}
+        return Simulator(cfg.simulator, chosen=chosen)
     return TelethonGateway(cfg.telegram)
 
 

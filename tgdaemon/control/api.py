@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 import msgspec
 from aiohttp import web
 
+from tgdaemon.control.backup import add_routes as add_backup_routes
 from tgdaemon.control.ids import MAX_ID, path_id
 from tgdaemon.control.onboard import add_routes as add_onboarding_routes
 from tgdaemon.control.providers import add_routes as add_provider_routes
@@ -136,4 +137,5 @@ def create_app() -> web.Application:
     add_setup_routes(app)
     add_quota_routes(app)
     add_provider_routes(app)
+    add_backup_routes(app)
     return app

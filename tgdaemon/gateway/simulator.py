@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
+import msgspec
 from telethon import errors
 from telethon.tl import types
 
@@ -38,6 +40,7 @@ from tgdaemon.gateway.simworld import (
     SimAccount,
     SimChannel,
     SimMedia,
+    WORLD_KEYS,
     SimProfile,
     build_accounts,
     build_channels,
@@ -57,9 +60,24 @@ def rpc_error(code: int, message: str) -> errors.RPCError:
 class Simulator(Gateway):
     name = "simulator"
 
-    def __init__(self, cfg: SimulatorConfig, *, clock: Callable[[], float] = time.time) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: SimulatorConfig, *, clock: Callable[[], float] = time.time,
+                 chosen: Mapping[str, str] | None = None) -> None:
         self._clock = clock
+        # The world keys the operator set, and where (e.g. "command line"): a data dir's recorded world
+        # replaces the defaults, never these (lifecycle.worlds).
+        self.chosen = {key: origin for key, origin in (chosen or {}).items() if key in WORLD_KEYS}
+        self._build(cfg)
+
+    def world(self) -> dict[str, Any]:
+        """What shapes the accounts this simulator seeds: a data dir keeps it, so that its accounts stay alive."""
+        return {key: getattr(self.cfg, key) for key in WORLD_KEYS}
+
+    def adopt(self, world: Mapping[str, Any]) -> None:
+        """Become the world a data dir recorded; called before the gateway starts."""
+        self._build(msgspec.structs.replace(self.cfg, **{k: v for k, v in world.items() if k in WORLD_KEYS}))
+
+    def _build(self, cfg: SimulatorConfig) -> None:
+        self.cfg = cfg
         self.accounts = build_accounts(cfg)
         self.channels = build_channels(cfg)
         self._accounts = {a.tg_user_id: a for a in self.accounts}

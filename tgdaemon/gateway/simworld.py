@@ -44,6 +44,8 @@ REACTIONS = ("👍", "❤", "🔥", "🎉", "😁", "😢")
 FIRST_NAMES = ("Alpha", "Bravo", "Charlie", "Delta", "Echo", "Foxtrot", "Golf", "Hotel",
                "India", "Juliett", "Kilo", "Lima", "Mike", "November", "Oscar", "Papa")
 LAST_NAMES = ("Amber", "Blue", "Cedar", "Dune", "Ember", "Frost", "Granite", "Harbor")
+# The [simulator] keys build_accounts reads: a data dir records them (the channels depend on the seed alone).
+WORLD_KEYS = ("accounts", "seed", "probe_fraction", "dead_fraction")
 
 
 

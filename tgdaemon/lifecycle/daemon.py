@@ -26,7 +26,7 @@ from tgdaemon.errors import AlreadyRunning, StoreError, TgfleetError
 from tgdaemon.gateway.base import Gateway
 from tgdaemon.gateway.simulator import Simulator
 from tgdaemon.httpjson import MAX_BODY, errors_middleware
-from tgdaemon.lifecycle import signals, systemd
+from tgdaemon.lifecycle import signals, systemd, worlds
 from tgdaemon.lifecycle.datadir import DB_NAME, DataDirLock
 from tgdaemon.onboarding import Onboarding
 from tgdaemon.provider.api import add_routes as add_provider_routes
@@ -171,6 +171,8 @@ class Daemon:
                 f"data dir {self.cfg.data_dir()} holds a {recorded} fleet, but the daemon was started with "
                 f"the {self.gateway.name} gateway; use another --data-dir"
             )
+        if isinstance(self.gateway, Simulator):  # and a simulated one keeps its world
+            await worlds.settle(store, self.gateway, self.cfg.data_dir())
 
     async def _seed_simulated_fleet(self, store: Store) -> None:
         if not isinstance(self.gateway, Simulator) or await store.count_accounts():
@@ -181,6 +183,7 @@ class Daemon:
                 {"phone": s.phone, "tg_user_id": s.tg_user_id, "label": s.label, "is_probe": int(s.is_probe),
                  "first_name": s.first_name, "last_name": s.last_name, "profile_json": "{}"} for s in seeds))
             await tx.event("fleet.seeded", f"simulator seeded {len(seeds)} accounts")
+            await worlds.record(store, tx, self.gateway.world())
         log.info("simulator: seeded %d accounts", len(seeds))
 
     async def _serve(self, rt: Runtime) -> web.AppRunner:

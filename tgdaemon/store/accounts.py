@@ -105,6 +105,10 @@ class AccountStore(StoreCore):
     async def count_accounts(self) -> int:
         return next(iter(await self.read("SELECT COUNT(*) FROM accounts")))[0]
 
+    async def tg_user_ids(self) -> set[int]:
+        """Every account's Telegram user id: what tells which simulated world a data dir was seeded with."""
+        return {r[0] for r in await self.read("SELECT tg_user_id FROM accounts WHERE tg_user_id IS NOT NULL")}
+
     async def list_accounts(self, *, state: str | None = None, q: str | None = None, sort: str = "id",
                             desc: bool = False, limit: int = 100, after: str | None = None,
                             ) -> tuple[list[dict[str, Any]], str | None]:

@@ -24,6 +24,7 @@ import aiosqlite
 
 from tgdaemon.errors import StoreError
 from tgdaemon.store import migrate
+from tgdaemon.store.backup import copy_database
 from tgdaemon.timeutil import now
 
 # aiosqlite logs every statement with its parameters at DEBUG: auth keys among them.
@@ -165,6 +166,14 @@ class StoreCore:
     async def read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Iterable[sqlite3.Row]:
         """A read on the reader connection: it never waits for a writer."""
         return await self._reader.execute_fetchall(sql, params)
+
+    async def backup(self, target: Path, *, replace: bool = False) -> int:
+        """A consistent copy of the live database at ``target``, on a connection and thread of its own
+        (store.backup): the writer and the reader go on meanwhile. The copy's size in bytes."""
+        size = await asyncio.to_thread(copy_database, self.path, target, replace=replace)
+        async with self.tx() as tx:  # the audit trail says where copies of the auth keys went
+            await tx.event("store.backup", f"backup written to {target}", data={"path": str(target), "bytes": size})
+        return size
 
     async def get_meta(self, key: str) -> str | None:
         rows = list(await self.read("SELECT value FROM meta WHERE key = ?", (key,)))
