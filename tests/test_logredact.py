@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import logging
 import re
 import secrets
 import socket
+import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -14,7 +17,16 @@ import pytest
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from daemon_proc import Fleet, fleet
 
-from tgdaemon.logredact import REDACTED, BadRequestFilter, Redactor, RedactingFormatter, install
+from tgdaemon import config
+from tgdaemon.logredact import (
+    REDACTED,
+    REDACTOR,
+    BadRequestFilter,
+    Redactor,
+    RedactingFormatter,
+    configured_secrets,
+    install,
+)
 from tgdaemon.provider.auth import TOKEN_RE, new_token
 
 TOKEN = new_token()
@@ -30,8 +42,7 @@ AUTH_KEY = secrets.token_bytes(256)
     ("sent Bearer abc.def.ghi upstream", "abc.def.ghi"),
     (f"auth key {AUTH_KEY.hex()}", AUTH_KEY.hex()[:64]),
     (f"auth key {AUTH_KEY!r}", repr(AUTH_KEY)[2:40]),
-    ("key b64 " + __import__("base64").b64encode(AUTH_KEY).decode(),
-     __import__("base64").b64encode(AUTH_KEY).decode()[:64]),
+    ("key b64 " + base64.b64encode(AUTH_KEY).decode(), base64.b64encode(AUTH_KEY).decode()[:64]),
     ("ProxyConfig(type='socks5', host='h', port=1, username='u', password='hunter2-x', secret='')", "hunter2-x"),
     ('{"password": "s3cr3t pass"}', "s3cr3t pass"),
     ("mtproxy secret=ee0123456789abcdef0123456789abcdef", "0123456789abcdef0123456789abcdef"),
@@ -67,7 +78,22 @@ def test_registered_secrets_are_redacted_only_while_held() -> None:
     assert redactor.redact("abc") == "abc"
 
 
-def test_formatter_redacts_message_arguments_and_exception_text() -> None:
+def test_the_configured_secrets_are_the_proxy_password_and_secret_and_the_api_hash(tmp_path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[telegram]\napi_id = 1\napi_hash = "0123456789abcdef0123456789abcdef"\n'
+                    '[telegram.proxy]\ntype = "socks5"\nhost = "h"\nport = 1\nusername = "u"\n'
+                    'password = "proxy-pw-1"\n')
+    cfg = config.load(path, env={})
+    assert configured_secrets(cfg) == ["proxy-pw-1", "0123456789abcdef0123456789abcdef"]
+    (tmp_path / "empty.toml").write_text("")
+    assert configured_secrets(config.load(tmp_path / "empty.toml", env={})) == []
+
+
+def test_formatter_redacts_message_arguments_and_exception_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # install() replaces these: put them back after
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
+    server = logging.getLogger("aiohttp.server")
+    monkeypatch.setattr(server, "filters", list(server.filters))
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
@@ -83,6 +109,7 @@ def test_formatter_redacts_message_arguments_and_exception_text() -> None:
     except ValueError:
         logger.exception("request with %s failed", f"Bearer {TOKEN}")
     logger.removeHandler(handler)
+    REDACTOR.discard("my-proxy-password")
     out = stream.getvalue()
     assert "Traceback" in out and "ValueError" in out
     assert TOKEN[4:] not in out and "my-proxy-password" not in out, out
