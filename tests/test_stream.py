@@ -12,7 +12,7 @@ import pytest
 from conftest import FLEET_SIZE
 
 from tgdaemon.errors import DaemonNotRunning
-from tgdaemon.stream import Hub, Lagged, batch_frame, encode
+from tgdaemon.stream import Hub, Lagged, batch_frames, encode, snapshot_frames
 
 MSG_TIMEOUT = 5.0
 
@@ -110,10 +110,43 @@ def test_batch_frame_is_valid_json() -> None:
     for i in range(3):
         hub.publish("account", {"id": i, "label": 'quote " and \\ backslash'})
     frames = list(sub._queue)
-    batch = json.loads(batch_frame(frames))
+    [one] = batch_frames(frames)
+    batch = json.loads(one)
     assert batch["type"] == "deltas" and [d["seq"] for d in batch["items"]] == [1, 2, 3]
     assert batch["items"][0]["data"]["label"] == 'quote " and \\ backslash'
-    assert batch_frame(frames[:1]) == frames[0]
+    assert batch_frames(frames[:1]) == [frames[0]]
+    assert batch_frames([]) == []
+
+
+def test_batch_frames_stay_under_the_limit_and_keep_the_order() -> None:
+    hub = Hub(queue_size=1000, replay_size=1000)
+    sub = hub.subscribe()
+    for i in range(300):
+        hub.publish("account", {"id": i, "pad": "x" * (i % 50)})
+    items = list(sub._queue)
+    frames = batch_frames(items, limit=2000)
+    assert len(frames) > 1 and all(len(f) <= 2000 for f in frames)
+    got = []
+    for frame in frames:
+        data = json.loads(frame)
+        got += [d["seq"] for d in data["items"]] if data["type"] == "deltas" else [data["seq"]]
+    assert got == list(range(1, 301))
+
+
+def test_snapshot_frames_split_every_list_in_order() -> None:
+    head = {"epoch": "ab12", "seq": 7, "status": {"ok": True}}
+    lists = {"accounts": [{"id": i, "label": f"a{i}" * 5} for i in range(500)],
+             "quotas": [{"id": 1}], "events": [{"id": i, "message": 'q"uote'} for i in range(40)]}
+    frames = snapshot_frames(head, lists, limit=1500)
+    assert len(frames) > 3 and all(len(f) <= 1500 for f in frames)
+    decoded = [json.loads(f) for f in frames]
+    assert decoded[0]["type"] == "snapshot" and {k: decoded[0][k] for k in head} == head
+    assert all(d["type"] == "snapshot_part" and set(d) == {"type", *lists, "more"} for d in decoded[1:])
+    assert [d["more"] for d in decoded] == [True] * (len(frames) - 1) + [False]
+    for name, items in lists.items():
+        assert [x for d in decoded for x in d[name]] == items
+    [single] = snapshot_frames(head, lists)
+    assert json.loads(single) == {"type": "snapshot", **head, **lists, "more": False}
     assert json.loads(encode({"type": "resync"})) == {"type": "resync"}
 
 
@@ -174,7 +207,7 @@ async def test_since_replays_only_missed_deltas(running_daemon) -> None:
         assert first["type"] == "delta" and first["seq"] == current + 1
 
 
-@pytest.mark.parametrize("since", ["deadbeef0000:1", "{epoch}:999999", "garbage", "{epoch}:-1", "{epoch}:"])
+@pytest.mark.parametrize("since", ["deadbeef0000:1", "{epoch}:999999", "ffffffffffff:0"])
 async def test_unusable_since_gets_a_snapshot(running_daemon, since: str) -> None:
     daemon, client = running_daemon
     await client.disable(8, "x")

@@ -48,8 +48,29 @@ async def read_body(request: web.Request, type_: type[T]) -> T:
     raw = await request.read()
     try:
         return msgspec.json.decode(raw, type=type_)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except msgspec.ValidationError:  # (a subclass of DecodeError)
+        pass  # perhaps only 5.0 where an integer goes: the slow path, for refused bodies only
+    except msgspec.DecodeError as exc:
         raise ApiError(_validation_message(exc, "body"), code="invalid_body") from None
+    try:
+        return msgspec.convert(_integral_floats_as_ints(msgspec.json.decode(raw)), type_)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:  # a typed decode can fail before the syntax does
+        raise ApiError(_validation_message(exc, "body"), code="invalid_body") from None
+
+
+def _integral_floats_as_ints(value: Any) -> Any:
+    """``5.0`` as ``5``: JSON Schema counts a number with a zero fraction as an integer, msgspec does not.
+
+    A float field still takes the int (msgspec converts int to float), and a
+    huge one (``1e300``) fails the field's range check with its own message.
+    """
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_integral_floats_as_ints(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _integral_floats_as_ints(v) for k, v in value.items()}
+    return value
 
 
 def read_query(request: web.Request, type_: type[T]) -> T:
@@ -77,7 +98,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+        response = error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+        for name, value in exc.headers.items():  # Allow on a 405, for one; the body is ours
+            if name.lower() not in ("content-type", "content-length"):
+                response.headers.add(name, value)
+        return response
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(500, "internal", "internal error; see the daemon's log")

@@ -25,6 +25,7 @@ from tgdaemon.classify import classify
 from tgdaemon.errors import ApiError, Conflict
 from tgdaemon.gateway.base import Gateway
 from tgdaemon.gateway.telegram import TelethonGateway, me_from_user
+from tgdaemon.logredact import REDACTOR
 from tgdaemon.store import NewAccount, SessionData, Store, mask_phone
 
 log = logging.getLogger(__name__)
@@ -126,10 +127,11 @@ class Onboarding:
         pending = await self._pending(login_id)
         if not pending.needs_password:
             raise ApiError("this login has not asked for a 2FA password", status=409, code="no_password_needed")
-        try:
-            user = await asyncio.wait_for(pending.client.sign_in(password=password), self._call_timeout())
-        except Exception as exc:
-            await self._fail(login_id, exc)
+        with REDACTOR.secret(password):  # also while a failure is logged
+            try:
+                user = await asyncio.wait_for(pending.client.sign_in(password=password), self._call_timeout())
+            except Exception as exc:
+                await self._fail(login_id, exc)
         return await self._finish(login_id, user)
 
     async def cancel_login(self, login_id: str) -> None:

@@ -102,11 +102,68 @@ class Hub:
         return [encoded for s, encoded in self._replay if s > seq]
 
 
-def batch_frame(items: list[bytes]) -> bytes:
-    """Several deltas in one WebSocket frame, without decoding them again."""
-    if len(items) == 1:
-        return items[0]
-    return b'{"type":"deltas","items":[' + b",".join(items) + b"]}"
+MAX_FRAME = 1024 * 1024  # bytes; well under the 4 MiB aiohttp clients accept by default
+_DELTAS_HEAD = b'{"type":"deltas","items":['
+_DELTAS_TAIL = b"]}"
+_MORE = (b',"more":false}', b',"more":true}')
+
+
+def batch_frames(items: list[bytes], limit: int = MAX_FRAME) -> list[bytes]:
+    """Deltas in as few frames as fit under ``limit``, without decoding them again.
+
+    A frame of one delta is the delta itself; several share a ``deltas`` frame.
+    A single delta is never split (one object's state is a few KB).
+    """
+    frames: list[bytes] = []
+    group: list[bytes] = []
+    size = len(_DELTAS_HEAD) + len(_DELTAS_TAIL)
+    for item in items:
+        if group and size + len(item) + 1 > limit:
+            frames.append(_deltas(group))
+            group, size = [], len(_DELTAS_HEAD) + len(_DELTAS_TAIL)
+        group.append(item)
+        size += len(item) + 1
+    if group:
+        frames.append(_deltas(group))
+    return frames
+
+
+def _deltas(group: list[bytes]) -> bytes:
+    return group[0] if len(group) == 1 else _DELTAS_HEAD + b",".join(group) + _DELTAS_TAIL
+
+
+def snapshot_frames(head: dict[str, Any], lists: dict[str, list[Any]], limit: int = MAX_FRAME) -> list[bytes]:
+    """A snapshot as frames under ``limit``: a 50,000-account fleet is tens of MB, too much for one frame.
+
+    The first frame is ``{"type": "snapshot", **head, <lists>, "more"}``, the
+    others ``{"type": "snapshot_part", <lists>, "more"}``; every frame carries
+    every list (maybe empty) and the items continue in order across frames.
+    The snapshot is complete at the frame whose ``more`` is false; nothing
+    else is sent on the socket in between.
+    """
+    first = _encoder.encode({"type": "snapshot", **head})[:-1] + b","
+    part = b'{"type":"snapshot_part",'
+    names = list(lists)
+    encoded = [(i, _encoder.encode(item)) for i, name in enumerate(names) for item in lists[name]]
+    frames: list[bytes] = []
+    prefix = first
+    fixed = sum(len(name) + 6 for name in names) + len(_MORE[1])  # "name":[], per list, and the tail
+    current: list[list[bytes]] = [[] for _ in names]
+    size = len(prefix) + fixed
+    for i, item in encoded:
+        if size + len(item) + 1 > limit and any(current):
+            frames.append(_snapshot_frame(prefix, names, current, more=True))
+            prefix, current = part, [[] for _ in names]
+            size = len(prefix) + fixed
+        current[i].append(item)
+        size += len(item) + 1
+    frames.append(_snapshot_frame(prefix, names, current, more=False))
+    return frames
+
+
+def _snapshot_frame(prefix: bytes, names: list[str], lists: list[list[bytes]], *, more: bool) -> bytes:
+    body = b",".join(b'"' + name.encode() + b'":[' + b",".join(items) + b"]" for name, items in zip(names, lists))
+    return prefix + body + _MORE[more]
 
 
 def encode(message: dict[str, Any]) -> bytes:

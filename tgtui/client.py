@@ -116,21 +116,40 @@ class ControlClient:
         return (await self.request("GET", "/events", params=params))["events"]
 
     async def watch(self, since: str | None = None) -> AsyncIterator[dict[str, Any]]:
-        """Messages of the live stream, one by one (batched frames are unpacked here)."""
+        """Messages of the live stream, one by one: batched deltas unpacked, a snapshot sent in parts assembled.
+
+        A refused ``since`` raises ApiError (the daemon answers 400 before the upgrade).
+        """
         params = {"since": since} if since else {}
         try:
             ws = await self._http().ws_connect("http://tgdaemon/v1/watch", params=params, heartbeat=30,
-                                               max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=5))
+                                               timeout=aiohttp.ClientWSTimeout(ws_close=5))
+        except aiohttp.WSServerHandshakeError as exc:
+            raise ApiError(f"the daemon refused the stream: HTTP {exc.status} {exc.message}", status=exc.status,
+                           code="watch_refused") from None
         except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, FileNotFoundError):
             raise self._not_running() from None
         async with ws:
+            snapshot: dict[str, Any] | None = None  # a snapshot whose parts are still coming
             async for msg in ws:
                 if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                     break
                 data = msgspec.json.decode(msg.data)
-                if data.get("type") == "deltas":
+                kind = data.get("type")
+                if kind == "deltas":
                     for item in data["items"]:
                         yield item
+                elif kind in ("snapshot", "snapshot_part"):
+                    if kind == "snapshot":
+                        snapshot = data
+                    elif snapshot is not None:
+                        for key, value in data.items():
+                            if isinstance(value, list):
+                                snapshot.setdefault(key, []).extend(value)
+                    if snapshot is not None and not data.get("more"):
+                        snapshot.pop("more", None)
+                        yield snapshot
+                        snapshot = None
                 else:
                     yield data
         raise self._not_running()

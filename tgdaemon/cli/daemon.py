@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tgdaemon import config
+from tgdaemon import config, logredact
 from tgdaemon.cli.parser import positive_int
 from tgdaemon.errors import TgfleetError
 
@@ -72,6 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config.parse_bind(args.http, "--http")
     logging.basicConfig(level=cfg.daemon.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logredact.install(logredact.configured_secrets(cfg))
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     if cfg.daemon.log_level != "debug":  # Telethon narrates every connection at INFO
         logging.getLogger("telethon").setLevel(logging.WARNING)

@@ -3,7 +3,8 @@
 The client sends ``?since=EPOCH:SEQ`` when it reconnects; if the replay buffer
 still holds everything after that point it gets only the missed deltas,
 otherwise a fresh snapshot. A client that falls behind is told ``resync``
-and sent a new snapshot on the same socket.
+and sent a new snapshot on the same socket. No frame is over
+``stream.MAX_FRAME``: a big snapshot or replay goes as several frames.
 """
 
 from __future__ import annotations
@@ -11,31 +12,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 
 from aiohttp import WSMsgType, web
 
+from tgdaemon.errors import ApiError
 from tgdaemon.runtime import RUNTIME, Runtime
-from tgdaemon.stream import Lagged, Subscription, batch_frame, encode
+from tgdaemon.stream import Lagged, Subscription, batch_frames, encode, snapshot_frames
 
 log = logging.getLogger(__name__)
 SNAPSHOT_EVENTS = 200
 SOCKETS = web.AppKey("watch_sockets", set)
+# An epoch is the hub's hex token; a sequence number fits 18 ASCII digits ("²" and "٣" are digits to str.isdigit).
+SINCE = re.compile(r"([0-9a-f]{1,32}):([0-9]{1,18})", re.ASCII)
 
 
 async def _send_snapshot(ws: web.WebSocketResponse, rt: Runtime, sub: Subscription) -> None:
     accounts, _ = await rt.store.list_accounts(limit=10**9)
     events = await rt.store.recent_events(limit=SNAPSHOT_EVENTS)
-    await ws.send_bytes(encode({
-        "type": "snapshot", "epoch": rt.hub.epoch, "seq": sub.start_seq,
-        "status": await rt.status(), "accounts": accounts, "quotas": await rt.store.quotas(), "events": events[::-1],
-    }))
+    head = {"epoch": rt.hub.epoch, "seq": sub.start_seq, "status": await rt.status()}
+    lists = {"accounts": accounts, "quotas": await rt.store.quotas(), "events": events[::-1]}
+    for frame in snapshot_frames(head, lists):
+        await ws.send_bytes(frame)
 
 
-def _parse_since(raw: str | None) -> tuple[str, int] | None:
+async def _send_deltas(ws: web.WebSocketResponse, items: list[bytes]) -> None:
+    for frame in batch_frames(items):
+        await ws.send_bytes(frame)
+
+
+def parse_since(raw: str | None) -> tuple[str, int] | None:
+    """``EPOCH:SEQ`` as the stream gave it, or None for a fresh snapshot; anything else is the client's mistake."""
     if not raw:
         return None
-    epoch, _, seq = raw.partition(":")
-    return (epoch, int(seq)) if seq.isdigit() else None
+    found = SINCE.fullmatch(raw)
+    if found is None:
+        raise ApiError("query parameter since: expected EPOCH:SEQ as the stream gave it (a hex epoch, a colon,"
+                       " a decimal sequence number)", code="invalid_query")
+    return found.group(1), int(found.group(2))
 
 
 async def _pump(ws: web.WebSocketResponse, rt: Runtime, since: tuple[str, int] | None) -> None:
@@ -44,8 +58,8 @@ async def _pump(ws: web.WebSocketResponse, rt: Runtime, since: tuple[str, int] |
         replay = rt.hub.replay_since(*since) if since else None
         if replay is None:
             await _send_snapshot(ws, rt, sub)
-        elif replay:
-            await ws.send_bytes(batch_frame(replay))
+        else:
+            await _send_deltas(ws, replay)
         while True:
             try:
                 items = await sub.next_batch()
@@ -55,7 +69,7 @@ async def _pump(ws: web.WebSocketResponse, rt: Runtime, since: tuple[str, int] |
                 await ws.send_bytes(encode({"type": "resync", "reason": "fell behind the stream"}))
                 await _send_snapshot(ws, rt, sub)
                 continue
-            await ws.send_bytes(batch_frame(items))
+            await _send_deltas(ws, items)
     except ConnectionError:
         pass  # the client went away
     except Exception:
@@ -67,20 +81,24 @@ async def _pump(ws: web.WebSocketResponse, rt: Runtime, since: tuple[str, int] |
 
 
 async def watch(request: web.Request) -> web.WebSocketResponse:
+    since = parse_since(request.query.get("since"))  # before the upgrade: a bad one is a 400 with a JSON body
     rt = request.config_dict[RUNTIME]
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=64 * 1024)
-    await ws.prepare(request)
-    request.app[SOCKETS].add(ws)
-    pump = asyncio.create_task(_pump(ws, rt, _parse_since(request.query.get("since"))))
+    sockets = request.app[SOCKETS]
+    sockets.add(ws)
     try:
-        async for msg in ws:  # the client says nothing; reading handles pings and close
-            if msg.type == WSMsgType.ERROR:
-                break
+        await ws.prepare(request)
+        pump = asyncio.create_task(_pump(ws, rt, since))
+        try:
+            async for msg in ws:  # the client says nothing; reading handles pings and close
+                if msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await pump
     finally:
-        pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-            await pump
-        request.app[SOCKETS].discard(ws)
+        sockets.discard(ws)  # on every path: a failed prepare, a failed snapshot, a client gone
     return ws
 
 

@@ -63,6 +63,7 @@ class Daemon:
         self.gateway = gateway
         self.install_signal_handlers = install_signal_handlers
         self.runtime: Runtime | None = None
+        self.app: web.Application | None = None  # the served application, for tests to look into
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._side_tasks: list[asyncio.Task[None]] = []
@@ -192,6 +193,7 @@ class Daemon:
         app[RUNTIME] = rt
         add_provider_routes(app)
         app.add_subapp("/v1/", create_control_app())
+        self.app = app
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         try:

@@ -44,10 +44,16 @@ def build() -> dict[str, Any]:
     schemas, components = msgspec.json.schema_components(
         [*bodies, ErrorBody, WhoAmI, Health], ref_template="#/components/schemas/{name}")
     error = schemas[len(bodies)]
-    errors = {"400": _json(error, "The body is not valid JSON, or does not match the schema."),
-              "401": _json(error, "Missing, unknown or revoked token."),
+    unauthorized = {**_json(error, "Missing, malformed, unknown or revoked token."),
+                    "headers": {"WWW-Authenticate": {"schema": {"type": "string"},
+                                                     "description": 'Bearer realm="tgfleet"'}}}
+    # Every other answer (405 with Allow for a method a path lacks, 404, a 500) has the same body.
+    other = {"default": _json(error, "Any other error; 405 answers carry Allow.")}
+    errors = {"400": _json(error, "The body is not valid JSON, or does not match the schema. A number with a"
+                                  " zero fraction (5.0) counts as an integer, as in JSON Schema."),
+              "401": unauthorized,
               "413": _json(error, "The body is larger than 1 MiB."),
-              "415": _json(error, "The body is not application/json.")}
+              "415": _json(error, "The body is not application/json."), **other}
     paths: dict[str, Any] = {}
     for i, (path, (handler, _, _, summary)) in enumerate(ROUTES.items()):
         paths["/api/provider" + path] = {"post": {
@@ -56,17 +62,18 @@ def build() -> dict[str, Any]:
             "responses": {"200": _json(schemas[2 * i + 1], "Answered."), **errors}}}
     def authenticated(operation: str, summary: str, ok: dict[str, Any]) -> dict[str, Any]:
         return {"get": {"operationId": operation, "summary": summary, "security": [{"bearer": []}],
-                        "responses": {"200": ok, "401": errors["401"]}}}
+                        "responses": {"200": ok, "401": unauthorized, **other}}}
 
     paths["/api/provider/whoami"] = authenticated("whoami", "The provider this token is.",
                                                   _json(schemas[-2], "The provider's name."))
     paths["/api/provider/openapi.json"] = authenticated(
-        "openapi", "This document.", {"description": "OpenAPI 3.1", "content": {"application/json": {}}})
+        "openapi", "This document.", _json({"type": "object"}, "OpenAPI 3.1"))
     paths["/healthz"] = {"get": {"operationId": "healthz", "summary": "Liveness; needs no token.",
-                                 "responses": {"200": _json(schemas[-1], "The daemon is up.")}}}
+                                 "responses": {"200": _json(schemas[-1], "The daemon is up."), **other}}}
     paths["/metrics"] = {"get": {"operationId": "metrics", "summary": "Prometheus text format; needs no token.",
                                  "responses": {"200": {"description": "Metrics",
-                                                       "content": {"text/plain": {"schema": {"type": "string"}}}}}}}
+                                                       "content": {"text/plain": {"schema": {"type": "string"}}}},
+                                               **other}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "tgfleet provider API", "version": __version__,

@@ -21,6 +21,8 @@ Code = Annotated[str, msgspec.Meta(pattern="^[A-Z][A-Z0-9_]{0,63}$",
                                    description="Telegram's error code, e.g. FLOOD_WAIT_120 or CHANNEL_PRIVATE.")]
 LeaseSeconds = Annotated[float, msgspec.Meta(ge=5, le=86400, description="Lease length; at most the daemon's"
                                                                           " quotas.max_lease_seconds.")]
+Timestamp = Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"},
+                                        description="UTC, RFC 3339, e.g. 2026-12-01T09:38:24Z.")]
 Outcome = Literal["applied", "duplicate", "stale_lease", "not_found"]
 MAX_BATCH = 1000
 
@@ -44,7 +46,7 @@ class LeasedTask(Message):
     subject_type: Literal["quota"]
     subject_id: int
     order_id: None
-    lease_expires_at: str
+    lease_expires_at: Timestamp
 
 
 class PullResponse(Message):
@@ -103,7 +105,7 @@ class ExtendRequest(Message):
 class ExtendResult(Message):
     task_id: int
     outcome: Outcome
-    lease_expires_at: str | None
+    lease_expires_at: Timestamp | None
 
 
 class ExtendResponse(Message):

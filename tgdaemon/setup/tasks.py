@@ -26,6 +26,7 @@ from tgdaemon.gateway.base import (
     PrivacyKey,
     PrivacyValue,
 )
+from tgdaemon.logredact import REDACTOR
 from tgdaemon.setup.secrets import PasswordSource
 from tgdaemon.store import ClaimedTask
 
@@ -52,7 +53,8 @@ async def ensure_2fa(ctx: TaskContext) -> Result:
     if not ctx.cfg.twofa.enable:
         return {"meta": {"checked": True, "has_password": False, "note": "setup.2fa.enable is off"}}
     password = await ctx.passwords.password_for(ctx.account.id, ctx.account.phone)
-    await ctx.gateway.enable_2fa(ctx.account, password)
+    with REDACTOR.secret(password):
+        await ctx.gateway.enable_2fa(ctx.account, password)
     return {"meta": {"enabled": True}}
 
 

@@ -1,0 +1,153 @@
+"""The control stream's edges, over the real Unix socket with a stock aiohttp client (max_msg_size 4 MiB).
+
+A malformed ``since`` is a 400 with a JSON body before any upgrade, and leaves
+no socket registered; a big fleet's snapshot and a long replay arrive as
+frames of at most 1 MiB that the dashboard's client puts back together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tgdaemon.control.watch import SOCKETS
+from tgdaemon.lifecycle.daemon import Daemon
+from tgdaemon.stream import MAX_FRAME
+from tgtui.client import ControlClient
+from tgtui.model import FleetModel
+
+MSG_TIMEOUT = 20.0
+BIG_FLEET = 16_000  # accounts: their snapshot is over 4 MiB, the default limit of an aiohttp client
+
+
+def watch_sockets(daemon: Daemon) -> set[Any]:
+    assert daemon.app is not None
+    for resource in daemon.app.router.resources():
+        sub = resource.get_info().get("app")
+        if sub is not None and SOCKETS in sub:
+            return sub[SOCKETS]
+    raise AssertionError("no control application")
+
+
+@contextlib.asynccontextmanager
+async def stock_session(client: ControlClient) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(client.socket_path))) as http:
+        yield http
+
+
+async def frames(ws: aiohttp.ClientWebSocketResponse, until: Any) -> list[bytes]:
+    """Raw frames until ``until(decoded)`` is true; fails on a frame the stock client could not take."""
+    out: list[bytes] = []
+    for _ in range(10_000):
+        msg = await asyncio.wait_for(ws.receive(), MSG_TIMEOUT)
+        assert msg.type == aiohttp.WSMsgType.BINARY, (msg.type, msg.data, msg.extra)
+        out.append(msg.data)
+        if until(json.loads(msg.data)):
+            return out
+    raise AssertionError("the stream did not finish")
+
+
+@pytest.mark.parametrize("since", ["x:\u00b2", "{epoch}:\u00b2", "{epoch}:\u0663", "garbage", "{epoch}:-1",
+                                   "{epoch}:", "{epoch}:1:2", "{epoch}:" + "9" * 40, "EPOCH:1", " {epoch}:1"])
+async def test_malformed_since_is_a_400_before_the_upgrade(running_daemon, caplog, since: str) -> None:
+    daemon, client = running_daemon
+    caplog.set_level(logging.INFO)
+    upgrade = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+               "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode()}
+    async with stock_session(client) as http:
+        async with http.get("http://tgdaemon/v1/watch", params={"since": since.format(epoch=daemon.runtime.hub.epoch)},
+                            headers=upgrade) as resp:
+            assert resp.status == 400
+            assert resp.content_type == "application/json"
+            body = await resp.json()
+        assert body["error"]["code"] == "invalid_query" and "since" in body["error"]["message"]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect("http://tgdaemon/v1/watch", params={"since": since.format(epoch="ab")})
+        assert refused.value.status == 400
+    assert watch_sockets(daemon) == set() and daemon.runtime.hub.subscribers == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], caplog.text
+    assert (await client.status())["stream"]["subscribers"] == 0  # the daemon serves on
+
+
+async def test_sockets_are_unregistered_when_the_snapshot_fails_and_when_the_client_leaves(
+        running_daemon, monkeypatch) -> None:
+    daemon, client = running_daemon
+    sockets = watch_sockets(daemon)
+    async with contextlib.aclosing(client.watch()) as stream:
+        assert (await asyncio.wait_for(stream.__anext__(), MSG_TIMEOUT))["type"] == "snapshot"
+        assert len(sockets) == 1
+    await _until_empty(sockets)
+
+    async def broken() -> dict[str, Any]:
+        raise RuntimeError("status cannot be read")
+
+    monkeypatch.setattr(daemon.runtime, "status", broken)  # the snapshot's first read fails
+    async with stock_session(client) as http, http.ws_connect("http://tgdaemon/v1/watch") as ws:
+        msg = await asyncio.wait_for(ws.receive(), MSG_TIMEOUT)
+        assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1011
+    await _until_empty(sockets)
+    assert daemon.runtime.hub.subscribers == 0
+
+    async with stock_session(client) as http, http.get("http://tgdaemon/v1/watch") as resp:
+        assert resp.status == 400  # not a WebSocket request: prepare refuses it
+    assert sockets == set()
+
+
+async def _until_empty(sockets: set[Any]) -> None:
+    for _ in range(250):  # the server sees the close asynchronously: a bounded wait, no timing assertion
+        if not sockets:
+            return
+        await asyncio.sleep(0.02)
+    assert sockets == set()
+
+
+async def test_a_big_fleet_snapshot_comes_in_frames_under_1_mib(daemon_factory) -> None:
+    async with daemon_factory(simulator={"accounts": BIG_FLEET}) as (daemon, client):
+        async with stock_session(client) as http, http.ws_connect("http://tgdaemon/v1/watch") as ws:
+            got = await frames(ws, lambda d: d["type"] in ("snapshot", "snapshot_part") and not d["more"])
+        assert len(got) > 4 and max(map(len, got)) <= MAX_FRAME
+        decoded = [json.loads(f) for f in got]
+        assert decoded[0]["type"] == "snapshot" and decoded[0]["seq"] == daemon.runtime.hub.seq
+        assert [d["type"] for d in decoded[1:]] == ["snapshot_part"] * (len(got) - 1)
+        ids = [a["id"] for d in decoded for a in d["accounts"]]
+        assert ids == list(range(1, BIG_FLEET + 1))
+        assert sum(len(f) for f in got) > 4 * 1024 * 1024  # one frame would have been over the client's limit
+
+        async with contextlib.aclosing(client.watch()) as stream:  # the dashboard's client assembles it
+            snap = await asyncio.wait_for(stream.__anext__(), MSG_TIMEOUT)
+            model = FleetModel(clock=lambda: 0.0)
+            assert model.apply(snap) and len(model.accounts) == BIG_FLEET and "more" not in snap
+            assert any(e["kind"] == "fleet.seeded" for e in snap["events"])
+            await client.disable(7, "after a split snapshot")
+            delta = await asyncio.wait_for(stream.__anext__(), MSG_TIMEOUT)
+            assert model.apply(delta) and model.accounts[7]["state"] == "disabled"
+
+
+async def test_a_long_replay_comes_in_deltas_frames_under_1_mib(daemon_factory) -> None:
+    async with daemon_factory(simulator={"accounts": BIG_FLEET}) as (daemon, client):
+        hub = daemon.runtime.hub
+        first = hub.seq
+        await client.request("POST", "/setup/dispatch", body={})  # touches every account: a delta each
+        last = hub.seq
+        assert last - first > 10_000
+        async with stock_session(client) as http, \
+                http.ws_connect("http://tgdaemon/v1/watch", params={"since": f"{hub.epoch}:{first}"}) as ws:
+            got = await frames(ws, lambda d: _items(d)[-1]["seq"] >= last)
+        assert len(got) > 4 and max(map(len, got)) <= MAX_FRAME
+        assert sum(len(f) for f in got) > 4 * 1024 * 1024  # one frame would have been over the client's limit
+        seqs = [item["seq"] for f in got for item in _items(json.loads(f))]
+        assert seqs == list(range(first + 1, last + 1))  # a replay, not a snapshot, in order, nothing lost
+
+
+def _items(frame: dict[str, Any]) -> list[dict[str, Any]]:
+    assert frame["type"] in ("delta", "deltas"), frame["type"]
+    return frame["items"] if frame["type"] == "deltas" else [frame]
