@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -81,7 +82,8 @@ class DaemonProc:
     """One ``tgdaemon run --simulate`` process."""
 
     def __init__(self, fleet: Fleet, *, data_dir: Path, socket_path: Path, accounts: int, config: Path,
-                 env: dict[str, str], extra_args: Sequence[str], name: str) -> None:
+                 env: dict[str, str], extra_args: Sequence[str], name: str,
+                 nofile: tuple[int, int] | None = None) -> None:
         self.fleet = fleet
         self.data_dir = data_dir
         self.socket_path = socket_path
@@ -91,7 +93,8 @@ class DaemonProc:
                     "--config", str(config), *extra_args]
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, start_new_session=True)
+                                         env=env, start_new_session=True,
+                                         preexec_fn=None if nofile is None else _nofile(nofile))
 
     @property
     def pid(self) -> int:
@@ -165,6 +168,11 @@ class DaemonProc:
                 pass
 
 
+def _nofile(limits: tuple[int, int]) -> Callable[[], None]:
+    """The child's RLIMIT_NOFILE (soft, hard), set between fork and exec, as systemd's LimitNOFILE would."""
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+
+
 class Fleet:
     """A short-pathed temp dir, an empty config, an isolated environment, and the daemons started in it."""
 
@@ -179,11 +187,15 @@ class Fleet:
         self.daemons: list[DaemonProc] = []
 
     def start(self, *, data_dir: Path | None = None, socket_path: Path | None = None, accounts: int = 50,
-              env: dict[str, str] | None = None, extra_args: Sequence[str] = ()) -> DaemonProc:
-        """Start a daemon (defaults: the fleet's data dir and socket); does not wait for it."""
+              env: dict[str, str] | None = None, extra_args: Sequence[str] = (),
+              nofile: tuple[int, int] | None = None) -> DaemonProc:
+        """Start a daemon (defaults: the fleet's data dir and socket); does not wait for it.
+
+        ``nofile``: the daemon's descriptor limit (soft, hard), like a unit's LimitNOFILE.
+        """
         daemon = DaemonProc(self, data_dir=data_dir or self.data_dir, socket_path=socket_path or self.socket_path,
                             accounts=accounts, config=self.config, env={**self.env, **(env or {})},
-                            extra_args=extra_args, name=f"daemon{len(self.daemons) + 1}")
+                            extra_args=extra_args, name=f"daemon{len(self.daemons) + 1}", nofile=nofile)
         self.daemons.append(daemon)
         return daemon
 
