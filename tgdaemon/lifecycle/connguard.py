@@ -33,9 +33,10 @@ from tgdaemon.httpjson import MAX_BODY, Handler
 from tgdaemon.lifecycle.limits import ACCEPT_BACKLOG, Tally
 
 log = logging.getLogger(__name__)
+_BUSY = (b'{"error":{"code":"too_many_connections","message":"every connection the daemon holds is'
+         b' mid-request; try again"}}')
 REFUSED = (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n"
-           b"Content-Type: text/plain\r\nContent-Length: 44\r\n\r\n"
-           b"too many connections mid-request; try again\n")
+           b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(_BUSY), _BUSY))
 
 
 class State(enum.Enum):

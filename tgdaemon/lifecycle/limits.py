@@ -46,8 +46,9 @@ def raise_nofile() -> tuple[int, int, int | None]:
     """Soft limit to the hard one; returns (soft, hard, the soft limit before if it changed).
 
     Only a soft limit below the hard one is touched: under the shipped unit
-    (LimitNOFILE sets both) no system call is made, which matters because the
-    unit's seccomp filter forbids setrlimit (@resources).
+    (LimitNOFILE sets both) nothing is called. Should it be, glibc raises it
+    with prlimit64, which the unit's seccomp filter allows (@default); the
+    older setrlimit system call is in the @resources it denies.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft >= hard:
