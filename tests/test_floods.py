@@ -110,7 +110,7 @@ def test_a_flood_of_silent_connections_never_cuts_the_operator_off() -> None:
             log = daemon.log()
             assert "Traceback" not in log and "out of system resource" not in log, log[-3000:]
             assert len(log.splitlines()) < 36, log[-3000:]
-            assert "that had sent no complete request to make room" in log
+            assert "that were not in a request, to make room" in log
             assert daemon.stop(signal.SIGTERM) == 0, daemon.log()[-3000:]  # with the flood still held
         finally:
             for sock in held:
@@ -351,9 +351,10 @@ async def test_sigterm_under_load_exits_0_within_10_s_and_keeps_every_acknowledg
             token = (await client.request("POST", "/providers", body={"name": "acme"}))["token"]
             ids = [a["id"] for a in await client.all_accounts() if not a["is_probe"]]
             await client.request("POST", "/accounts/assign", body={"ids": ids, "executor": "acme"})
-            quota = await client.request("POST", "/quotas", body={
-                "name": "news", "target": "@tgfleet_news", "action": "post_stats", "last_n_posts": 3,
+            quotas = [await client.request("POST", "/quotas", body={  # each makes a task a second
+                "name": channel, "target": f"@{channel}", "action": "post_stats", "last_n_posts": 3,
                 "quantity": 1000, "interval_seconds": 1, "expires_in_seconds": 3600})
+                for channel in config.SimulatorConfig().channels]
         host, port = http_address(status)
         base = f"http://{host}:{port}"
         held = [await asyncio.open_connection(host, port) for _ in range(1200)]  # the cap is full of silent ones
@@ -365,10 +366,10 @@ async def test_sigterm_under_load_exits_0_within_10_s_and_keeps_every_acknowledg
             providers = [asyncio.create_task(provider_loop(http, base, token, applied, stop)) for _ in range(3)]
             deadline = time.monotonic() + 30
             for _ in range(600):
-                if len(applied) >= 30 or time.monotonic() > deadline:
+                if len(applied) >= 12 or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.05)
-            assert len(applied) >= 30, daemon.log()[-3000:]
+            assert len(applied) >= 12, daemon.log()[-3000:]
             assert await daemon.astop(signal.SIGTERM, timeout=10.0) == 0, daemon.log()[-3000:]
             stop.set()
             await asyncio.wait_for(asyncio.gather(*providers), WAIT)
@@ -380,7 +381,6 @@ async def test_sigterm_under_load_exits_0_within_10_s_and_keeps_every_acknowledg
         again = f.start(accounts=40)
         await again.await_ready()
         async with ControlClient(f.socket_path, timeout=WAIT) as client:
-            rows = await client.measurements(quota["id"], limit=5000)
+            kept = {m["task_id"] for quota in quotas for m in await client.measurements(quota["id"], limit=5000)}
         assert again.stop(signal.SIGTERM) == 0
-        kept = {m["task_id"] for m in rows}
         assert set(applied) <= kept, sorted(set(applied) - kept)  # nothing acknowledged was lost

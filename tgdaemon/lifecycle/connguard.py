@@ -59,10 +59,6 @@ class Guard:
         self._idle: dict[Connection, None] = {}
         self.tally = Tally(self._report)
 
-    @property
-    def open_count(self) -> int:
-        return len(self._open)
-
     def protocol_factory(self, server: web.Server) -> Callable[[], asyncio.Protocol]:
         return lambda: Connection(self, server)
 
@@ -114,7 +110,7 @@ class Guard:
     def _report(self, counts: Counter[str]) -> None:
         parts = []
         if counts["evicted"]:
-            parts.append(f"closed {counts['evicted']} that had sent no complete request to make room")
+            parts.append(f"closed {counts['evicted']} that were not in a request, to make room")
         if counts["refused"]:
             parts.append(f"refused {counts['refused']} (every held connection was mid-request)")
         if counts["timed_out"]:

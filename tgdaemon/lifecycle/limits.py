@@ -28,7 +28,8 @@ ACCEPT_BACKLOG = 128
 # Listening sockets, control-socket clients, the database (two connections, each with
 # its -wal and -shm), stdio, the event loop's own descriptors, media files, ffmpeg pipes.
 OTHER_DESCRIPTORS = 64
-# Below this the provider port would be useless; the start line then says to raise the limit.
+# The provider port gets at least this many, even when the limit leaves less after the
+# reserve (the reserve then shrinks, and the start line says to raise the limit).
 MIN_CONNECTIONS = 16
 THROTTLE_SECONDS = 5.0
 ACCEPT_FAILURE = "socket.accept() out of system resource"
@@ -61,10 +62,14 @@ def raise_nofile() -> tuple[int, int, int | None]:
     return hard, hard, soft
 
 
+def reserve(cfg: Config) -> int:
+    """Descriptors kept from the provider port: an accept burst, the Telegram clients, everything else."""
+    return ACCEPT_BACKLOG + cfg.telegram.max_connected + OTHER_DESCRIPTORS
+
+
 def connection_cap(cfg: Config, soft: int) -> int:
     """``daemon.max_http_connections``, lowered to what the descriptor limit leaves after the reserve."""
-    reserve = ACCEPT_BACKLOG + cfg.telegram.max_connected + OTHER_DESCRIPTORS
-    return min(cfg.daemon.max_http_connections, max(MIN_CONNECTIONS, soft - reserve))
+    return min(cfg.daemon.max_http_connections, max(MIN_CONNECTIONS, soft - reserve(cfg)))
 
 
 def prepare(cfg: Config) -> Limits:
@@ -78,15 +83,20 @@ def _days(value: float) -> str:
 
 def startup_line(cfg: Config, limits: Limits) -> str:
     """What the daemon runs with, in one line, so an operator sees it in the journal at every start."""
-    fds = f"fds {limits.soft} (hard {limits.hard}"
-    fds += f", raised from {limits.raised_from})" if limits.raised_from is not None else ")"
     d, r = cfg.daemon, cfg.retention
+    raised = f", raised from {limits.raised_from}" if limits.raised_from is not None else ""
     cap = f"at most {limits.connection_cap} connections"
     if limits.connection_cap < d.max_http_connections:
         cap += f" (max_http_connections {d.max_http_connections}, lowered to fit the fd limit)"
-    return (f"limits: {fds}; provider port: {cap}, request within {d.http_header_timeout_seconds:g} s,"
-            f" idle {d.http_idle_timeout_seconds:g} s; store synchronous={cfg.store.synchronous};"
-            f" retention: events {_days(r.events_days)}, finished tasks {_days(r.finished_tasks_days)}")
+    parts = [f"limits: fds {limits.soft} (hard {limits.hard}{raised})",
+             f"provider port: {cap}, request within {d.http_header_timeout_seconds:g} s,"
+             f" idle {d.http_idle_timeout_seconds:g} s",
+             f"store synchronous={cfg.store.synchronous}",
+             f"retention: events {_days(r.events_days)}, finished tasks {_days(r.finished_tasks_days)}"]
+    if limits.soft - reserve(cfg) < MIN_CONNECTIONS:
+        parts.append("too few fds to keep a reserve for the control socket: raise LimitNOFILE to at least"
+                     f" {reserve(cfg) + MIN_CONNECTIONS}")
+    return "; ".join(parts)
 
 
 class Tally:
@@ -116,9 +126,13 @@ class Tally:
         self._timer = asyncio.get_running_loop().call_later(self.interval, self._flush)
 
     def close(self) -> None:
+        """Report what is still counted, and stop the timer."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._counts:
+            counts, self._counts = self._counts, Counter()
+            self._report(counts)
 
 
 class AcceptFailures:
