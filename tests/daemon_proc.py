@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import resource
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,6 +27,10 @@ from tgdaemon.lifecycle.daemon import socket_answers
 READY_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 CLI_TIMEOUT = 30.0
+# Sets RLIMIT_NOFILE (argv 1, 2: soft, hard) as a unit's LimitNOFILE would, then becomes the daemon
+# (same pid). Not preexec_fn, which can deadlock when the test process has threads.
+NOFILE_LAUNCHER = ("import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]),"
+                   " int(sys.argv[2]))); os.execv(sys.executable, [sys.executable, *sys.argv[3:]])")
 
 
 def isolated_env(root: Path, **extra: str) -> dict[str, str]:
@@ -92,9 +95,10 @@ class DaemonProc:
                     "--data-dir", str(data_dir), "--socket", str(socket_path), "--http", "127.0.0.1:0",
                     "--config", str(config), *extra_args]
         with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, start_new_session=True,
-                                         preexec_fn=None if nofile is None else _nofile(nofile))
+            argv = self.cmd if nofile is None else [sys.executable, "-c", NOFILE_LAUNCHER, *map(str, nofile),
+                                                    *self.cmd[1:]]
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=env, start_new_session=True)
 
     @property
     def pid(self) -> int:
@@ -166,11 +170,6 @@ class DaemonProc:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
-
-
-def _nofile(limits: tuple[int, int]) -> Callable[[], None]:
-    """The child's RLIMIT_NOFILE (soft, hard), set between fork and exec, as systemd's LimitNOFILE would."""
-    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limits)
 
 
 class Fleet:
