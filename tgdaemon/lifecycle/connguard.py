@@ -53,6 +53,9 @@ class Guard:
         self.cap = cap
         self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
+        self._live = 0  # admitted and not closed
+        # Until connection_lost, closed ones too: a request parsed just before its connection was
+        # closed must not run (nobody would get the answer), so the middleware must find it.
         self._open: dict[RequestHandler, Connection] = {}
         # Not mid-request, oldest first (dicts keep insertion order): who makes room at the cap.
         self._heads: dict[Connection, None] = {}
@@ -64,7 +67,7 @@ class Guard:
 
     def admit(self) -> bool:
         """Room for one more: below the cap, or by closing the oldest connection not in a request."""
-        if len(self._open) < self.cap:
+        if self._live < self.cap:
             return True
         victim = next(iter(self._heads), None) or next(iter(self._idle), None)
         if victim is None:
@@ -76,6 +79,7 @@ class Guard:
 
     def opened(self, conn: Connection, handler: RequestHandler) -> None:
         self._open[handler] = conn
+        self._live += 1
 
     def moved(self, conn: Connection, state: State) -> None:
         self._heads.pop(conn, None)
@@ -85,10 +89,12 @@ class Guard:
         elif state is State.IDLE:
             self._idle[conn] = None
 
-    def forget(self, conn: Connection, handler: RequestHandler | None) -> None:
+    def closed(self, conn: Connection) -> None:
         self.moved(conn, State.CLOSED)
-        if handler is not None:
-            self._open.pop(handler, None)
+        self._live -= 1
+
+    def lost(self, handler: RequestHandler) -> None:
+        self._open.pop(handler, None)
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -96,6 +102,8 @@ class Guard:
         conn = self._open.get(request.protocol)
         if conn is None:  # the control socket
             return await handler(request)
+        if conn.state is State.CLOSED:
+            return web.Response(status=408)
         if request.can_read_body and (request.content_length or 0) <= MAX_BODY:
             try:
                 await request.read()  # kept by aiohttp for the handler's own read
@@ -145,16 +153,20 @@ class Connection(asyncio.Protocol):
         self.move(State.HEAD)
 
     def move(self, state: State) -> None:
+        """To HEAD, BUSY or IDLE, each with its deadline (BUSY has none); a closed connection stays closed."""
         if self.state is State.CLOSED:
             return
         self.state = state
         self._guard.moved(self, state)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._cancel_timer()
         timeout = {State.HEAD: self._guard.header_timeout, State.IDLE: self._guard.idle_timeout}.get(state)
         if timeout is not None:
             self._timer = asyncio.get_running_loop().call_later(timeout, self._expire)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _expire(self) -> None:
         self._timer = None
@@ -162,12 +174,17 @@ class Connection(asyncio.Protocol):
             self._guard.tally.add("timed_out")
         self.close()
 
+    def _shut(self) -> None:
+        if self.state is not State.CLOSED:
+            self.state = State.CLOSED
+            self._cancel_timer()
+            self._guard.closed(self)
+
     def close(self) -> None:
         """Close now; aiohttp's handler learns of it from connection_lost, as from a client hanging up."""
         if self.state is State.CLOSED:
             return
-        self.move(State.CLOSED)
-        self._guard.forget(self, self._handler)
+        self._shut()
         if self._transport is not None:
             self._transport.close()
 
@@ -181,12 +198,9 @@ class Connection(asyncio.Protocol):
         return self._handler.eof_received() if self._handler is not None else None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self.state = State.CLOSED
-        self._guard.forget(self, self._handler)
+        self._shut()
         if self._handler is not None:
+            self._guard.lost(self._handler)
             self._handler.connection_lost(exc)
 
     def pause_writing(self) -> None:
