@@ -27,6 +27,10 @@ from tgdaemon.lifecycle.daemon import socket_answers
 READY_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 CLI_TIMEOUT = 30.0
+# Sets RLIMIT_NOFILE (argv 1, 2: soft, hard) as a unit's LimitNOFILE would, then becomes the daemon
+# (same pid). Not preexec_fn, which can deadlock when the test process has threads.
+NOFILE_LAUNCHER = ("import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]),"
+                   " int(sys.argv[2]))); os.execv(sys.executable, [sys.executable, *sys.argv[3:]])")
 
 
 def isolated_env(root: Path, **extra: str) -> dict[str, str]:
@@ -81,7 +85,8 @@ class DaemonProc:
     """One ``tgdaemon run --simulate`` process."""
 
     def __init__(self, fleet: Fleet, *, data_dir: Path, socket_path: Path, accounts: int | None, config: Path,
-                 env: dict[str, str], extra_args: Sequence[str], name: str) -> None:
+                 env: dict[str, str], extra_args: Sequence[str], name: str,
+                 nofile: tuple[int, int] | None = None) -> None:
         self.fleet = fleet
         self.data_dir = data_dir
         self.socket_path = socket_path
@@ -91,7 +96,9 @@ class DaemonProc:
                     "--data-dir", str(data_dir), "--socket", str(socket_path), "--http", "127.0.0.1:0",
                     "--config", str(config), *extra_args]
         with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            argv = self.cmd if nofile is None else [sys.executable, "-c", NOFILE_LAUNCHER, *map(str, nofile),
+                                                    *self.cmd[1:]]
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=env, start_new_session=True)
 
     @property
@@ -180,12 +187,17 @@ class Fleet:
         self.daemons: list[DaemonProc] = []
 
     def start(self, *, data_dir: Path | None = None, socket_path: Path | None = None, accounts: int | None = 50,
-              env: dict[str, str] | None = None, extra_args: Sequence[str] = ()) -> DaemonProc:
+              env: dict[str, str] | None = None, extra_args: Sequence[str] = (),
+              nofile: tuple[int, int] | None = None) -> DaemonProc:
         """Start a daemon (defaults: the fleet's data dir and socket); does not wait for it.
-        ``accounts=None`` passes no --accounts (the data dir's recorded world, or the config's)."""
+
+        ``accounts=None`` passes no --accounts (the data dir's recorded world, or the config's).
+
+        ``nofile``: the daemon's descriptor limit (soft, hard), like a unit's LimitNOFILE.
+        """
         daemon = DaemonProc(self, data_dir=data_dir or self.data_dir, socket_path=socket_path or self.socket_path,
                             accounts=accounts, config=self.config, env={**self.env, **(env or {})},
-                            extra_args=extra_args, name=f"daemon{len(self.daemons) + 1}")
+                            extra_args=extra_args, name=f"daemon{len(self.daemons) + 1}", nofile=nofile)
         self.daemons.append(daemon)
         return daemon
 

@@ -26,7 +26,8 @@ from tgdaemon.errors import AlreadyRunning, StoreError, TgfleetError
 from tgdaemon.gateway.base import Gateway
 from tgdaemon.gateway.simulator import Simulator
 from tgdaemon.httpjson import MAX_BODY, errors_middleware
-from tgdaemon.lifecycle import signals, systemd, worlds
+from tgdaemon.lifecycle import limits, signals, systemd, worlds
+from tgdaemon.lifecycle.connguard import Guard, GuardedTCPSite
 from tgdaemon.lifecycle.datadir import DB_NAME, DataDirLock
 from tgdaemon.onboarding import Onboarding
 from tgdaemon.provider.api import add_routes as add_provider_routes
@@ -74,6 +75,8 @@ class Daemon:
         self._stop.set()
 
     async def run(self) -> int:
+        fds = limits.prepare(self.cfg)  # before anything opens a descriptor
+        asyncio.get_running_loop().set_exception_handler(limits.AcceptFailures())
         lock = DataDirLock(self.cfg.data_dir())
         lock.acquire()
         try:
@@ -93,11 +96,12 @@ class Daemon:
             self.runtime = Runtime(self.cfg, store, hub, self.gateway, socket_path, onboarding)
             self.runtime.setup = SetupScheduler(self.cfg, store, self.gateway, self.cfg.data_dir() / "media")
             self._quota_parts(self.runtime)
-            runner = await self._serve(self.runtime)
+            runner = await self._serve(self.runtime, fds.connection_cap)
             await self._seed_simulated_fleet(store)  # only once the sockets are ours: a refused start seeds nothing
             self._side_tasks = [asyncio.create_task(coro(self.runtime), name=name)
                                 for name, coro in self._side_task_factories()]
             systemd.notify("READY=1\nSTATUS=running")
+            log.info("%s", limits.startup_line(self.cfg, fds))
             log.info("tgdaemon ready: socket %s, http %s, gateway %s",
                      socket_path, self.runtime.http_bound, self.gateway.name)
             self.ready.set()
@@ -187,9 +191,11 @@ class Daemon:
             await worlds.record(store, tx, self.gateway.world())
         log.info("simulator: seeded %d accounts", len(seeds))
 
-    async def _serve(self, rt: Runtime) -> web.AppRunner:
-        """One application, one AppRunner, two sites: the Unix socket and the TCP port."""
-        app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY)
+    async def _serve(self, rt: Runtime, connection_cap: int) -> web.AppRunner:
+        """One application, one AppRunner, two sites: the Unix socket and the TCP port (guarded)."""
+        d = self.cfg.daemon
+        guard = Guard(connection_cap, d.http_header_timeout_seconds, d.http_idle_timeout_seconds)
+        app = web.Application(middlewares=[errors_middleware, guard.middleware], client_max_size=MAX_BODY)
         app[RUNTIME] = rt
         add_provider_routes(app)
         app.add_subapp("/v1/", create_control_app())
@@ -200,7 +206,7 @@ class Daemon:
             await _bind_unix(runner, rt.socket_path)
             rt.socket_bound = True
             host, port = self.cfg.http_bind()
-            site = web.TCPSite(runner, host, port)
+            site = GuardedTCPSite(runner, host, port, guard)
             try:
                 await site.start()
             except OSError as exc:
