@@ -47,7 +47,9 @@ def build() -> dict[str, Any]:
     errors = {"400": _json(error, "The body is not valid JSON, or does not match the schema."),
               "401": _json(error, "Missing, unknown or revoked token."),
               "413": _json(error, "The body is larger than 1 MiB."),
-              "415": _json(error, "The body is not application/json.")}
+              "415": _json(error, "The body is not application/json."),
+              "503": _json(error, "The database cannot be written (disk full or failing) and the daemon is stopping."
+                                  " Retry once it is back: a report applied before answers `duplicate`.")}
     paths: dict[str, Any] = {}
     for i, (path, (handler, _, _, summary)) in enumerate(ROUTES.items()):
         paths["/api/provider" + path] = {"post": {

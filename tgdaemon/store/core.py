@@ -191,7 +191,11 @@ class StoreCore:
                 self._failed(exc)
                 raise
             if self.on_commit is not None and (tx.accounts or tx.quotas or tx.events):
-                await self.on_commit(tx)
+                try:
+                    await self.on_commit(tx)
+                except sqlite3.Error as exc:  # its reads run on the writer: the same disk
+                    self._failed(exc)
+                    raise
 
     async def read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Iterable[sqlite3.Row]:
         """A read on the reader connection: it never waits for a writer."""
