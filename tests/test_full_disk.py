@@ -241,6 +241,12 @@ async def test_a_full_disk_stops_the_daemon_promptly_and_loses_nothing_acknowled
     assert all(b["error"]["code"] == "unavailable" for p in providers for b in p.bodies_5xx)
     applied = {t: s for p in providers for t, s in p.applied.items()}
 
+    still_full = fl.start(data_dir=data_dir, accounts=ACCOUNTS, env=SLOW_SIM)  # what systemd's restart meets
+    assert await asyncio.to_thread(still_full.wait_exit, FAIL_WAIT_S) != 0
+    said = [line for line in still_full.log().splitlines() if "ERROR" in line or line.startswith("tgdaemon:")]
+    assert len(said) == 1 and str(data_dir) in said[0], still_full.log()[-4000:]
+    assert "Traceback" not in still_full.log() and lock_is_free(data_dir)[0]
+
     filler.unlink()  # space is back: the daemon starts as usual and serves the provider again
     again = fl.start(data_dir=data_dir, accounts=ACCOUNTS, env=SLOW_SIM)
     await again.await_ready()
