@@ -17,6 +17,7 @@ import os
 import re
 import sqlite3
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,8 +66,7 @@ SLOW_SIM = {"TGFLEET_SIMULATOR__LATENCY_MIN_MS": "20", "TGFLEET_SIMULATOR__LATEN
 def tmpfs() -> Iterator[Path]:
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs for the data dir needs root")
-    mount = Path(f"/tmp/tgf-tmpfs-{os.getpid()}")
-    mount.mkdir(mode=0o700)
+    mount = Path(tempfile.mkdtemp(prefix="tgf-tmpfs-", dir="/tmp"))
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_MB}m,mode=0700", "tmpfs", str(mount)],
                           capture_output=True, text=True, timeout=30, check=False)
     if done.returncode != 0:
