@@ -186,7 +186,8 @@ class StoreCore:
                 yield tx
                 await self._writer.execute("COMMIT")  # inside too: a failed COMMIT must not leave it open
             except BaseException as exc:
-                with contextlib.suppress(sqlite3.Error):  # none was begun, or SQLite rolled it back itself
+                # None was begun, SQLite rolled it back itself, or the connection is already closed.
+                with contextlib.suppress(sqlite3.Error, ValueError):
                     await self._writer.execute("ROLLBACK")
                 self._failed(exc)
                 raise
