@@ -41,6 +41,10 @@ class StoreError(TgfleetError):
     """The database cannot be used."""
 
 
+class StoreUnavailable(StoreError):
+    """The database cannot be written (disk full or an I/O error); the daemon is stopping."""
+
+
 class NotFound(TgfleetError):
     """No such object."""
 

@@ -2,7 +2,8 @@
 
 A client mistake is never a 5xx: every error leaves as
 ``{"error": {"code", "message"}}`` with a 4xx, and an unexpected failure is
-logged here and answered with a bare 500 that carries no internals.
+logged here and answered with a bare 500 that carries no internals. A
+database that cannot be written any more is a 503: the daemon is stopping.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
-from tgdaemon.errors import ApiError, NotFound, TgfleetError
+from tgdaemon.errors import ApiError, NotFound, StoreUnavailable, TgfleetError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -91,6 +92,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(exc.status, exc.code, str(exc))
     except NotFound as exc:
         return error_response(404, "not_found", str(exc))
+    except StoreUnavailable as exc:  # the disk failed: the daemon is on its way out, try again once it is back
+        return error_response(503, "unavailable", str(exc))
     except TgfleetError as exc:
         return error_response(409, "conflict", str(exc))
     except web.HTTPRequestEntityTooLarge:

@@ -57,6 +57,7 @@ class Runtime:
             "data_dir": str(self.cfg.data_dir()),
             "socket": str(self.socket_path),
             "http": self.http_bound,
+            "synchronous": self.store.synchronous,  # "full": acknowledged writes survive power loss
             "accounts": await self.store.account_counts(),
             "tasks": await self.store.task_counts(),
             "tasks_per_minute": await self.store.tasks_finished_since(now() - 60),

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from tgdaemon import config, logredact
 from tgdaemon.cli.parser import positive_int
 from tgdaemon.errors import TgfleetError
+from tgdaemon.lifecycle import exitguard
 
 if TYPE_CHECKING:
     from tgdaemon.gateway.base import Gateway
@@ -80,8 +81,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         Daemon,  # Telethon is slow to import; admin commands skip it
     )
 
-    daemon = Daemon(cfg, choose_gateway(cfg, args.simulate, origins))
-    return asyncio.run(daemon.run())
+    daemon = Daemon(cfg, choose_gateway(cfg, args.simulate, origins), guard_exit=True)
+    try:
+        code = asyncio.run(daemon.run())
+    except BaseException as exc:
+        exitguard.after_run(exc.exit_code if isinstance(exc, TgfleetError) else 1)
+        raise
+    exitguard.after_run(code)  # aiosqlite's threads are not daemon threads: none may keep us from exiting
+    return code
 
 
 def choose_gateway(cfg: config.Config, simulate: bool, origins: dict[str, str]) -> Gateway:

@@ -3,7 +3,10 @@
 Shaped after procrastinate's worker: side tasks are watched, and one that
 fails stops the daemon with an error (systemd restarts it) rather than
 leaving a half-working process; a stop signal lets in-flight work finish or
-release it within ``daemon.shutdown_timeout_seconds``.
+release it within ``daemon.shutdown_timeout_seconds``. A disk that can no
+longer be written (full, I/O errors) stops it too, within a few seconds and
+with exit code 1: every shutdown step is bounded and independent, the lock is
+always released, and the exit guard ends a process that still will not exit.
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ from typing import Any
 from aiohttp import web
 
 from tgdaemon import clockstep
+from tgdaemon.bounded import bounded
 from tgdaemon.config import Config
 from tgdaemon.control.api import create_app as create_control_app
-from tgdaemon.errors import AlreadyRunning, StoreError, TgfleetError
+from tgdaemon.errors import AlreadyRunning, StoreError, StoreUnavailable, TgfleetError
 from tgdaemon.gateway.base import Gateway
 from tgdaemon.gateway.simulator import Simulator
 from tgdaemon.httpjson import MAX_BODY, errors_middleware
-from tgdaemon.lifecycle import limits, signals, systemd, worlds
+from tgdaemon.lifecycle import exitguard, limits, signals, systemd, worlds
 from tgdaemon.lifecycle.connguard import Guard, GuardedTCPSite
 from tgdaemon.lifecycle.datadir import DB_NAME, DataDirLock
 from tgdaemon.onboarding import Onboarding
@@ -42,6 +46,9 @@ from tgdaemon.store import Store, Tx, event_view
 from tgdaemon.stream import Hub
 
 log = logging.getLogger(__name__)
+# On a failed disk nothing still in flight can be recorded: no reason to give it the whole timeout.
+FAILED_STORE_SHUTDOWN_SECONDS = 3.0
+EXIT_GUARD_MARGIN_SECONDS = 4.0  # past the shutdown's own budget (the store's close steps, the interpreter's exit)
 SideTask = Callable[[Runtime], Coroutine[Any, Any, None]]
 
 
@@ -59,10 +66,12 @@ def change_publisher(store: Store, hub: Hub) -> Callable[[Tx], Coroutine[Any, An
 
 
 class Daemon:
-    def __init__(self, cfg: Config, gateway: Gateway, *, install_signal_handlers: bool = True) -> None:
+    def __init__(self, cfg: Config, gateway: Gateway, *, install_signal_handlers: bool = True,
+                 guard_exit: bool = False) -> None:
         self.cfg = cfg
         self.gateway = gateway
         self.install_signal_handlers = install_signal_handlers
+        self.guard_exit = guard_exit  # the process is ours (``tgdaemon run``): end it should its exit wedge
         self.runtime: Runtime | None = None
         self.app: web.Application | None = None  # the served application, for tests to look into
         self.ready = asyncio.Event()
@@ -76,14 +85,15 @@ class Daemon:
 
     async def run(self) -> int:
         fds = limits.prepare(self.cfg)  # before anything opens a descriptor
-        asyncio.get_running_loop().set_exception_handler(limits.AcceptFailures())
+        asyncio.get_running_loop().set_exception_handler(limits.AcceptFailures(fallback=_quiet_store_failures))
         lock = DataDirLock(self.cfg.data_dir())
         lock.acquire()
         try:
-            store = await Store.open(self.cfg.data_dir() / DB_NAME)
+            store = await Store.open(self.cfg.data_dir() / DB_NAME, self.cfg.store.synchronous)
         except BaseException:
             lock.release()
             raise
+        store.on_failure = self._store_failed
         runner: web.AppRunner | None = None
         socket_path = self.cfg.socket_path()
         try:
@@ -107,11 +117,22 @@ class Daemon:
             self.ready.set()
             with signals.on_stop(self.stop) if self.install_signal_handlers else contextlib.nullcontext():
                 await self._wait_for_stop()
+        except StoreUnavailable:
+            pass  # said in one line by _store_failed; exit_code is 1
         finally:
-            systemd.notify("STOPPING=1")
-            await self._shutdown(store, runner, socket_path)
-            lock.release()
+            try:
+                systemd.notify("STOPPING=1")
+                await self._shutdown(store, runner, socket_path)
+            finally:
+                lock.release()
         return self.exit_code
+
+    def _store_failed(self, why: str) -> None:
+        """The store's first disk error: one line saying what failed, then a prompt stop with exit code 1."""
+        log.error("cannot write the database: %s; stopping (free space or fix the disk, then start tgdaemon again)",
+                  why)
+        self.exit_code = 1
+        self._stop.set()
 
     def _quota_parts(self, rt: Runtime) -> None:
         probes = Probes(self.cfg, rt.store)
@@ -140,28 +161,38 @@ class Daemon:
         done, _ = await asyncio.wait([stop_wait, *self._side_tasks], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             if task is not stop_wait and not task.cancelled():
-                log.error("side task %s ended (%s); stopping", task.get_name(), task.exception() or "returned")
                 self.exit_code = 1
+                if not isinstance(task.exception(), StoreUnavailable):  # that one was said already
+                    log.error("side task %s ended (%s); stopping", task.get_name(), task.exception() or "returned")
         stop_wait.cancel()
 
     async def _shutdown(self, store: Store, runner: web.AppRunner | None, socket_path: Path) -> None:
-        timeout = self.cfg.daemon.shutdown_timeout_seconds
+        """In reverse order of start; each step has its share of one budget and none can skip the next."""
+        budget = self.cfg.daemon.shutdown_timeout_seconds
+        if store.failure is not None:
+            budget = min(budget, FAILED_STORE_SHUTDOWN_SECONDS)
+        if self.guard_exit:
+            exitguard.arm(budget + EXIT_GUARD_MARGIN_SECONDS, lambda: self.exit_code or 1)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
+
+        def share(fraction: float) -> float:  # a step's share, never past the deadline, never quite nothing
+            return max(0.2, min(budget * fraction, deadline - loop.time()))
+
         for task in self._side_tasks:
             task.cancel()
         if self._side_tasks:  # most of the budget: running setup tasks finish or go back to retry here
-            await asyncio.wait(self._side_tasks, timeout=timeout * 0.7)
+            await asyncio.wait(self._side_tasks, timeout=share(0.7))
         if runner is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(runner.cleanup(), timeout=timeout * 0.15)
+            await bounded("closing the HTTP sites", runner.cleanup(), share(0.15))
         if self.runtime is not None:
-            await self.runtime.onboarding.close()
+            await bounded("closing pending logins", self.runtime.onboarding.close(), share(0.05))
             if self.runtime.leases is not None:
-                await self.runtime.leases.drain()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.gateway.close(), timeout=timeout * 0.15)
-        await store.close()
+                await bounded("writing the last pulls and reports", self.runtime.leases.drain(), share(0.1))
+        await bounded("closing the gateway", self.gateway.close(), share(0.15))
+        await store.close()  # bounded step by step inside
         if self.runtime is not None and self.runtime.socket_bound:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 socket_path.unlink()
         log.info("tgdaemon stopped")
 
@@ -217,6 +248,13 @@ class Daemon:
         bound = next((a for a in runner.addresses if isinstance(a, tuple)), (host, port))
         rt.http_bound = f"{bound[0]}:{bound[1]}"
         return runner
+
+
+def _quiet_store_failures(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """A task that died of the failed disk adds nothing to the one line already logged; the rest as usual."""
+    if isinstance(context.get("exception"), StoreUnavailable):
+        return
+    loop.default_exception_handler(context)
 
 
 async def _bind_unix(runner: web.AppRunner, path: Path) -> None:

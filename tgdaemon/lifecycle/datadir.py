@@ -35,12 +35,18 @@ class DataDirLock:
                 f"another tgdaemon (pid {holder}) is already running on data dir {self.data_dir}; "
                 "stop it first or use another --data-dir"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:  # a full disk: say so in one line, like every other write failure
+            os.close(fd)
+            raise StoreError(f"data dir {self.data_dir}: cannot write {LOCK_NAME}: {exc.strerror}") from None
         self._fd = fd
 
     def release(self) -> None:
         if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            os.close(self._fd)
-            self._fd = None
+            fd, self._fd = self._fd, None
+            try:
+                os.ftruncate(fd, 0)
+            finally:
+                os.close(fd)  # closing is what frees the flock: never skipped

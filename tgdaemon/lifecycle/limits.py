@@ -135,6 +135,9 @@ class Tally:
             self._report(counts)
 
 
+ExceptionHandler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]
+
+
 class AcceptFailures:
     """The loop's exception handler: accept failures become one line per interval, with a count.
 
@@ -142,13 +145,17 @@ class AcceptFailures:
     whose default logs a traceback; everything else still goes to the default.
     """
 
-    def __init__(self, interval: float = THROTTLE_SECONDS) -> None:
+    def __init__(self, interval: float = THROTTLE_SECONDS, fallback: ExceptionHandler | None = None) -> None:
         self.tally = Tally(self._report, interval)
         self._error: object = None
+        self._fallback = fallback
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if context.get("message") != ACCEPT_FAILURE:
-            loop.default_exception_handler(context)
+            if self._fallback is not None:
+                self._fallback(loop, context)
+            else:
+                loop.default_exception_handler(context)
             return
         self._error = context.get("exception")
         self.tally.add("accept")

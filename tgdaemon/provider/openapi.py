@@ -53,7 +53,9 @@ def build() -> dict[str, Any]:
                                   " zero fraction (5.0) counts as an integer, as in JSON Schema."),
               "401": unauthorized,
               "413": _json(error, "The body is larger than 1 MiB."),
-              "415": _json(error, "The body is not application/json."), **other}
+              "415": _json(error, "The body is not application/json."),
+              "503": _json(error, "The database cannot be written (disk full or failing) and the daemon is stopping."
+                                  " Retry once it is back: a report applied before answers `duplicate`."), **other}
     paths: dict[str, Any] = {}
     for i, (path, (handler, _, _, summary)) in enumerate(ROUTES.items()):
         paths["/api/provider" + path] = {"post": {

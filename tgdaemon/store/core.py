@@ -6,6 +6,11 @@ write is in progress. Every write goes through ``Store.tx()``, whose ``Tx``
 collects the accounts it touched and the events it wrote; the commit hook
 turns those into stream deltas while the write lock is still held, so deltas
 leave in commit order.
+
+A disk or I/O error (``SQLITE_FULL``, ``SQLITE_IOERR`` and kin) is not the
+request's fault and will not pass by retrying: the first one marks the store
+failed, tells the daemon (``on_failure``), and every write after it is
+refused at once with ``StoreUnavailable`` instead of touching the disk again.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from typing import Any, Protocol
 
 import aiosqlite
 
-from tgdaemon.errors import StoreError
+from tgdaemon.bounded import bounded
+from tgdaemon.errors import StoreError, StoreUnavailable
 from tgdaemon.store import migrate
 from tgdaemon.store.backup import copy_database
 from tgdaemon.timeutil import now
@@ -31,11 +37,27 @@ from tgdaemon.timeutil import now
 logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
-async def _connect(path: Path) -> aiosqlite.Connection:
+# Primary result codes that mean the disk, not the statement: nothing the caller can fix by asking again.
+DISK_ERRORS = {8: "SQLITE_READONLY", 10: "SQLITE_IOERR", 11: "SQLITE_CORRUPT", 13: "SQLITE_FULL",
+               14: "SQLITE_CANTOPEN", 26: "SQLITE_NOTADB"}
+CLOSE_STEP_SECONDS = 1.5
+SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
+
+
+def disk_error(exc: BaseException) -> str | None:
+    """The SQLite name of a disk or I/O error (``SQLITE_IOERR_WRITE``…), None for any other exception."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if not isinstance(exc, sqlite3.Error) or code is None or code & 0xFF not in DISK_ERRORS:
+        return None
+    return getattr(exc, "sqlite_errorname", None) or DISK_ERRORS[code & 0xFF]
+
+
+async def _connect(path: Path, synchronous: str) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(path, isolation_level=None)
     conn.row_factory = sqlite3.Row
     await conn.execute("PRAGMA foreign_keys=ON")
-    await conn.execute("PRAGMA synchronous=NORMAL")
+    # FULL: in WAL mode every COMMIT is fsynced, so a write acknowledged to anyone survives power loss.
+    await conn.execute(f"PRAGMA synchronous={SYNCHRONOUS[synchronous]}")
     await conn.execute("PRAGMA busy_timeout=5000")
     return conn
 
@@ -100,6 +122,7 @@ class Tx:
 
 
 CommitHook = Callable[[Tx], Awaitable[None]]
+FailureHook = Callable[[str], None]
 
 
 class ClockFollower(Protocol):
@@ -115,30 +138,53 @@ class ClockFollower(Protocol):
 class StoreCore:
     """Connections, transactions and the little key/value ``meta`` table."""
 
-    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection,
+                 synchronous: str = "full") -> None:
         self.path = path
+        self.synchronous = synchronous
         self._writer = writer
         self._reader = reader
         self._lock = asyncio.Lock()
         self.on_commit: CommitHook | None = None
         self.clock: ClockFollower | None = None
+        self.on_failure: FailureHook | None = None
+        self.failure: str | None = None  # what broke the disk for this store, once something has
 
     @classmethod
-    async def open(cls, path: Path) -> "StoreCore":
+    async def open(cls, path: Path, synchronous: str = "full") -> "StoreCore":
         path.parent.mkdir(parents=True, exist_ok=True)
         migrate.upgrade(path)
+        conns: list[aiosqlite.Connection] = []
         try:
-            writer = await _connect(path)
-            reader = await _connect(path)
+            for _ in range(2):
+                conns.append(await _connect(path, synchronous))
         except sqlite3.Error as exc:
+            for conn in conns:  # an open connection's thread would keep the process alive
+                await bounded("closing a connection", conn.close(), CLOSE_STEP_SECONDS)
             raise StoreError(f"database {path}: {exc}") from None
-        return cls(path, writer, reader)
+        return cls(path, conns[0], conns[1], synchronous)
+
+    def _failed(self, exc: BaseException) -> None:
+        """After a disk error: remember it, tell the daemon once, and raise what callers (and HTTP) understand."""
+        if (name := disk_error(exc)) is None:
+            return
+        if self.failure is None:
+            self.failure = f"data dir {self.path.parent}: {exc} ({name})"
+            if self.on_failure is not None:
+                self.on_failure(self.failure)
+        raise StoreUnavailable(f"the database cannot be written ({self.failure}); the daemon is stopping") from None
 
     async def close(self) -> None:
-        async with self._lock:
-            await self._writer.execute("PRAGMA optimize")  # keeps the planner's statistics fresh
-            for conn in (self._reader, self._writer):
-                await conn.close()
+        """Each step bounded and independent: one that fails or hangs never skips the others."""
+        locked = await bounded("waiting for the last transaction", self._lock.acquire(), CLOSE_STEP_SECONDS)
+        try:
+            if self.failure is None:  # keeps the planner's statistics fresh; it writes, so not on a failed disk
+                await bounded("PRAGMA optimize", self._writer.execute("PRAGMA optimize"), CLOSE_STEP_SECONDS)
+            for name, conn in (("reader", self._reader), ("writer", self._writer)):
+                await bounded(f"closing the {name} connection", conn.close(), CLOSE_STEP_SECONDS)
+        finally:
+            if locked:
+                self._lock.release()
 
     @asynccontextmanager
     async def tx(self) -> AsyncIterator[Tx]:
@@ -147,25 +193,37 @@ class StoreCore:
         transaction, so nothing in it compares a stepped clock with unmoved deadlines."""
         async with self._lock:
             tx = Tx(self._writer)
+            if self.failure is not None:
+                raise StoreUnavailable(f"the database cannot be written ({self.failure}); the daemon is stopping")
             clock, step = self.clock, 0.0
             try:  # BEGIN inside: a caller cancelled while BEGIN is queued must still roll it back
                 await self._writer.execute("BEGIN IMMEDIATE")
                 if clock is not None and (step := clock.pending()):  # before the caller compares a deadline
                     await clock.shift(tx, step)
                 yield tx
-            except BaseException:
-                with contextlib.suppress(sqlite3.OperationalError):  # no transaction was begun
+                await self._writer.execute("COMMIT")  # inside too: a failed COMMIT must not leave it open
+            except BaseException as exc:
+                # None was begun, SQLite rolled it back itself, or the connection is already closed.
+                with contextlib.suppress(sqlite3.Error, ValueError):
                     await self._writer.execute("ROLLBACK")
+                self._failed(exc)
                 raise
-            await self._writer.execute("COMMIT")
             if clock is not None and step:
                 clock.followed(step)
             if self.on_commit is not None and (tx.accounts or tx.quotas or tx.events):
-                await self.on_commit(tx)
+                try:
+                    await self.on_commit(tx)
+                except sqlite3.Error as exc:  # its reads run on the writer: the same disk
+                    self._failed(exc)
+                    raise
 
     async def read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Iterable[sqlite3.Row]:
         """A read on the reader connection: it never waits for a writer."""
-        return await self._reader.execute_fetchall(sql, params)
+        try:
+            return await self._reader.execute_fetchall(sql, params)
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            raise
 
     async def backup(self, target: Path, *, replace: bool = False) -> int:
         """A consistent copy of the live database at ``target``, on a connection and thread of its own

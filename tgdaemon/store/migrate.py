@@ -6,6 +6,7 @@ transaction, so a crash mid-upgrade leaves the previous version intact.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 from importlib import resources
@@ -55,7 +56,8 @@ def upgrade(path: Path, target: int | None = None) -> int:
                     conn.execute(f"PRAGMA user_version = {version}")
                     conn.execute("COMMIT")
                 except sqlite3.Error as exc:
-                    conn.execute("ROLLBACK")
+                    with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back itself (disk full)
+                        conn.execute("ROLLBACK")
                     raise StoreError(f"database {path}: migration {name} failed: {exc}") from None
                 current = version
         return current
