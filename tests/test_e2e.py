@@ -267,3 +267,17 @@ def test_a_slow_notify_reader_does_not_freeze_the_daemon(fl: Fleet) -> None:
         time.sleep(0.8)  # 16 watchdog pings at 50 ms: more than the queue holds
         assert daemon.returncode is None, daemon.log()
         assert http_status_over_socket(fl.socket_path, timeout=3.0) == 200, "the daemon stopped answering"
+
+
+def test_sigterm_while_starting_is_a_graceful_stop(fl: Fleet) -> None:
+    """The socket answers before the daemon has seeded its fleet and started its side tasks; a SIGTERM
+    in that window (a quick `systemctl restart`) must stop it gracefully, not kill it with the signal."""
+    daemon = fl.start(accounts=60000)  # seeding 60,000 accounts keeps the window open for a second or more
+    deadline = time.monotonic() + 30
+    while not daemon.socket_path.exists():
+        assert daemon.returncode is None, daemon.log()
+        assert time.monotonic() < deadline, "the socket never appeared"
+        time.sleep(0.01)
+    assert "tgdaemon ready" not in daemon.log()  # still starting: the window this test is about
+    assert daemon.stop(timeout=20) == 0, daemon.log()
+    assert "tgdaemon stopped" in daemon.log()

@@ -84,6 +84,12 @@ class Daemon:
         self._stop.set()
 
     async def run(self) -> int:
+        """The daemon's life; stop signals are caught from the first moment to the last, so a SIGTERM while
+        starting or while stopping is a graceful stop, never a kill."""
+        with signals.on_stop(self.stop) if self.install_signal_handlers else contextlib.nullcontext():
+            return await self._run()
+
+    async def _run(self) -> int:
         fds = limits.prepare(self.cfg)  # before anything opens a descriptor
         asyncio.get_running_loop().set_exception_handler(limits.AcceptFailures(fallback=_quiet_store_failures))
         lock = DataDirLock(self.cfg.data_dir())
@@ -115,8 +121,7 @@ class Daemon:
             log.info("tgdaemon ready: socket %s, http %s, gateway %s",
                      socket_path, self.runtime.http_bound, self.gateway.name)
             self.ready.set()
-            with signals.on_stop(self.stop) if self.install_signal_handlers else contextlib.nullcontext():
-                await self._wait_for_stop()
+            await self._wait_for_stop()
         except StoreUnavailable:
             pass  # said in one line by _store_failed; exit_code is 1
         finally:
