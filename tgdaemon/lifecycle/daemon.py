@@ -34,6 +34,7 @@ from tgdaemon.quotas.generator import Generator
 from tgdaemon.quotas.inspector import Inspector
 from tgdaemon.quotas.leases import Leases
 from tgdaemon.quotas.probe import Probes
+from tgdaemon.retention import Retention
 from tgdaemon.runtime import RUNTIME, Runtime
 from tgdaemon.setup.scheduler import SetupScheduler
 from tgdaemon.store import Store, Tx, event_view
@@ -89,6 +90,7 @@ class Daemon:
             self.runtime = Runtime(self.cfg, store, hub, self.gateway, socket_path, onboarding)
             self.runtime.setup = SetupScheduler(self.cfg, store, self.gateway, self.cfg.data_dir() / "media")
             self._quota_parts(self.runtime)
+            self.runtime.retention = Retention(self.cfg.retention, store)
             runner = await self._serve(self.runtime)
             await self._seed_simulated_fleet(store)  # only once the sockets are ours: a refused start seeds nothing
             self._side_tasks = [asyncio.create_task(coro(self.runtime), name=name)
@@ -120,6 +122,7 @@ class Daemon:
             ("generator", lambda rt: rt.generator.run()),  # type: ignore[union-attr]
             ("reaper", lambda rt: rt.leases.run_reaper()),  # type: ignore[union-attr]
             ("executor", lambda rt: rt.executor.run()),  # type: ignore[union-attr]
+            ("retention", lambda rt: rt.retention.run()),  # type: ignore[union-attr]
         ]
         if (interval := systemd.watchdog_interval()) is not None:
             tasks.append(("watchdog", lambda rt: _watchdog(interval)))
