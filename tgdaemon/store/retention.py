@@ -60,15 +60,11 @@ class RetentionStore(StoreCore):
     async def prune_events(self, before: float, limit: int) -> Batch:
         """The oldest events up to the first one at or after ``before``, at most ``limit`` of them."""
         rows = list(await self.read("SELECT id, at FROM events ORDER BY id LIMIT ?", (limit,)))
-        upto = None
-        for row in rows:
-            if row["at"] >= before:
-                break
-            upto = row["id"]
-        if upto is None:
+        old = next((i for i, row in enumerate(rows) if row["at"] >= before), len(rows))
+        if not old:
             return Batch(0, 0, 0.0)
-        deleted, held = await self._delete("DELETE FROM events WHERE id <= :upto", {"upto": upto})
-        return Batch(deleted, len(rows), held)
+        deleted, held = await self._delete("DELETE FROM events WHERE id <= :upto", {"upto": rows[old - 1]["id"]})
+        return Batch(deleted, old, held)  # fewer than the limit: a young event (or the end) was reached
 
     async def prune_tasks(self, before: float, limit: int, cursor: tuple[float, int] | None,
                           at: float) -> Batch:

@@ -35,8 +35,8 @@ CREATE TRIGGER tasks_count_delete AFTER DELETE ON tasks BEGIN
     UPDATE row_counts SET n = n - 1 WHERE name = 'tasks.' || OLD.status;
 END;
 CREATE TRIGGER tasks_count_status AFTER UPDATE OF status ON tasks WHEN OLD.status != NEW.status BEGIN
-    UPDATE row_counts SET n = n + CASE WHEN name = 'tasks.' || NEW.status THEN 1 ELSE -1 END
-        WHERE name IN ('tasks.' || OLD.status, 'tasks.' || NEW.status);
+    UPDATE row_counts SET n = n - 1 WHERE name = 'tasks.' || OLD.status;
+    UPDATE row_counts SET n = n + 1 WHERE name = 'tasks.' || NEW.status;
 END;
 
 CREATE TRIGGER account_tasks_count_insert AFTER INSERT ON account_tasks BEGIN
@@ -47,6 +47,6 @@ CREATE TRIGGER account_tasks_count_delete AFTER DELETE ON account_tasks BEGIN
 END;
 CREATE TRIGGER account_tasks_count_status AFTER UPDATE OF status ON account_tasks
     WHEN OLD.status != NEW.status BEGIN
-    UPDATE row_counts SET n = n + CASE WHEN name = 'account_tasks.' || NEW.status THEN 1 ELSE -1 END
-        WHERE name IN ('account_tasks.' || OLD.status, 'account_tasks.' || NEW.status);
+    UPDATE row_counts SET n = n - 1 WHERE name = 'account_tasks.' || OLD.status;
+    UPDATE row_counts SET n = n + 1 WHERE name = 'account_tasks.' || NEW.status;
 END;
