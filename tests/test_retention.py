@@ -142,6 +142,28 @@ async def test_a_post_quota_never_reuses_an_account_for_a_post_after_pruning(sto
     assert made.tasks == 0 and (await w.quota(posts))["last_error"] == READ_ALREADY
 
 
+async def test_kept_tasks_are_not_read_every_round_but_go_at_the_daily_rescan_once_their_quota_ends(
+        store: Store) -> None:
+    w = await world(store, workers=2)
+    a, b = w.workers
+    qid = await w.add_quota(action="post_stats", posts=[7])
+    needed = await finished_task(w, qid, post=7, account=a, status="done", age_days=30)
+    r = retention(store, finished_tasks_days=14, events_days=0)
+    await finished_task(w, qid, post=7, account=b, status="done", age_days=0)  # the newest: always kept
+    assert (await r.prune()).tasks == 0
+    await w.sql("UPDATE quotas SET expires_at = ? WHERE id = ?", (time.time() - 1, qid))
+    behind = await finished_task(w, qid, post=7, account=a, status="failed", age_days=40)  # before the cursor
+    ahead = await finished_task(w, qid, post=7, account=b, status="failed", age_days=20)  # after it
+    await finished_task(w, qid, post=7, account=b, status="done", age_days=0)
+    second = await r.prune()  # goes on from where the last round stopped
+    left = {row[0] for row in await store.read("SELECT id FROM tasks")}
+    assert second.tasks == 1 and ahead not in left and {needed, behind} <= left
+    r._rescan_at = 0.0  # a day later: from the start again
+    third = await r.prune()
+    left = {row[0] for row in await store.read("SELECT id FROM tasks")}
+    assert third.tasks == 2 and not {needed, behind} & left
+
+
 async def test_the_measurement_counter_equals_count_after_reports(store: Store) -> None:
     w = await world(store, workers=2)
     qid = await w.add_quota(action="post_stats", posts=[5, 6])

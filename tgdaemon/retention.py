@@ -31,6 +31,7 @@ DAY = 86400.0
 HOLD_TARGET_S = 0.004  # what one batch may hold the writer for: "a few milliseconds"
 FIRST_ROWS = 100
 MIN_ROWS = 10
+RESCAN_S = 86400.0
 
 
 @dataclass
@@ -57,6 +58,11 @@ class Retention:
         self.store = store
         self.last: Pruned | None = None
         self.last_at: float | None = None
+        # Where the scan of old finished tasks stopped: a round goes on from there, so the done tasks
+        # that live quotas keep (possibly millions) are not read again every round. Once in RESCAN_S
+        # it starts over, to prune those whose quota has ended since.
+        self._task_cursor: tuple[float, int] | None = None
+        self._rescan_at = 0.0
         self._rows = {"events": min(FIRST_ROWS, cfg.batch_size), "tasks": min(FIRST_ROWS, cfg.batch_size),
                       "usage": min(FIRST_ROWS, cfg.batch_size)}
 
@@ -87,11 +93,12 @@ class Retention:
             out.events = await self._drain("events", out, lambda n: self.store.prune_events(before, n))
         if self.cfg.finished_tasks_days:
             before = at - self.cfg.finished_tasks_days * DAY
-            cursor: list[tuple[float, int] | None] = [None]
+            if time.monotonic() >= self._rescan_at:  # kept tasks are looked at again now and then
+                self._task_cursor, self._rescan_at = None, time.monotonic() + RESCAN_S
 
             async def tasks(n: int) -> Batch:
-                batch = await self.store.prune_tasks(before, n, cursor[0], at)
-                cursor[0] = batch.cursor
+                batch = await self.store.prune_tasks(before, n, self._task_cursor, at)
+                self._task_cursor = batch.cursor
                 return batch
 
             out.tasks = await self._drain("tasks", out, tasks)

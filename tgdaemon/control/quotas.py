@@ -14,11 +14,10 @@ from tgdaemon.errors import ApiError
 from tgdaemon.gateway.base import parse_target
 from tgdaemon.httpjson import json_response, read_body, read_query
 from tgdaemon.runtime import RUNTIME
-from tgdaemon.store import ACTIONS
+from tgdaemon.store import ACTIONS, MEASUREMENT_FIELDS
 from tgdaemon.timeutil import now
 
 Count = Annotated[int, msgspec.Meta(ge=1, le=10**9)]
-CSV_FIELDS = ["observed_at", "post_id", "views", "forwards", "replies", "reactions", "subscribers", "task_id"]
 _encoder = msgspec.json.Encoder()
 
 
@@ -86,9 +85,9 @@ async def export(request: web.Request) -> web.StreamResponse:
                                        else "application/json"})
     await resp.prepare(request)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
+    writer = csv.writer(buf)
     if csv_out:
-        writer.writeheader()
+        writer.writerow(MEASUREMENT_FIELDS)
     else:
         await resp.write(b'{"measurements":[')
     first = True
@@ -99,7 +98,7 @@ async def export(request: web.Request) -> web.StreamResponse:
             buf.seek(0)
             buf.truncate()
         else:
-            chunk = (b"" if first else b",") + _encoder.encode(rows)[1:-1]
+            chunk = (b"" if first else b",") + _encoder.encode([dict(zip(MEASUREMENT_FIELDS, r)) for r in rows])[1:-1]
         first = False
         await resp.write(chunk)
     await resp.write(buf.getvalue().encode() if csv_out else b"]}")

@@ -18,6 +18,9 @@ ACTIONS = ("post_stats", "channel_stats")
 QUOTA_VIEW = "SELECT q.*, q.measurements_count AS measurements FROM quotas q"
 
 
+MEASUREMENT_FIELDS = ("observed_at", "post_id", "views", "forwards", "replies", "reactions", "subscribers", "task_id")
+
+
 def quota_view(row: sqlite3.Row) -> dict[str, Any]:
     return {
         "id": row["id"], "name": row["name"], "action": row["action"], "target": row["target"],
@@ -101,9 +104,10 @@ class QuotaStore(StoreCore):
             " ORDER BY COALESCE(a.last_used_at, 0), a.id", {"now": now()}))
 
     async def measurement_pages(self, quota_id: int, limit: int | None = None,
-                                page: int = 5000) -> AsyncIterator[list[dict[str, Any]]]:
-        """A quota's measurements oldest first, one page per short read, so an export of millions never
-        sits in memory nor holds one read open; ``limit``: only the latest that many (a sparkline)."""
+                                page: int = 5000) -> AsyncIterator[list[tuple[Any, ...]]]:
+        """A quota's measurements oldest first, as tuples in ``MEASUREMENT_FIELDS`` order, one page per
+        short read, so an export of millions never sits in memory nor holds one read open; ``limit``:
+        only the latest that many (a sparkline)."""
         start: tuple[float, int] = (float("-inf"), 0)  # keyset: after this (observed_at, id)
         if limit is not None:
             first = list(await self.read(
@@ -120,8 +124,7 @@ class QuotaStore(StoreCore):
                 " ORDER BY observed_at, id LIMIT ?", (quota_id, *start, n)))
             if not rows:
                 return
-            yield [{"observed_at": iso(r[0]), "post_id": r[1], "views": r[2], "forwards": r[3], "replies": r[4],
-                    "reactions": r[5], "subscribers": r[6], "task_id": r[7]} for r in rows]
+            yield [(iso(r[0]), *r[1:8]) for r in rows]
             if len(rows) < n:
                 return
             start = (rows[-1][0], rows[-1][8])

@@ -70,7 +70,8 @@ class RetentionStore(StoreCore):
                           at: float) -> Batch:
         """Finished tasks reported before ``before``, at most ``limit`` scanned from ``cursor`` on (in
         report order), minus those a live quota still needs (see the module's doc). Kept ones are
-        stepped over by the cursor, so a round scans each old task once, however many are kept."""
+        stepped over by the cursor (returned, unchanged when nothing was left to scan), so kept tasks
+        are not read again batch after batch."""
         r, i = cursor if cursor is not None else (float("-inf"), 0)
         rows = list(await self.read(
             f"SELECT t.id, t.reported_at, {NEEDED} AS needed FROM tasks t INDEXED BY tasks_reported"
@@ -78,7 +79,7 @@ class RetentionStore(StoreCore):
             " AND t.id < (SELECT MAX(id) FROM tasks) ORDER BY t.reported_at, t.id LIMIT :limit",
             {"before": before, "r": r, "i": i, "limit": limit, "now": at}))
         if not rows:
-            return Batch(0, 0, 0.0)
+            return Batch(0, 0, 0.0, cursor)
         nxt = (rows[-1]["reported_at"], rows[-1]["id"])
         ids = [row["id"] for row in rows if not row["needed"]]
         if not ids:
@@ -92,7 +93,8 @@ class RetentionStore(StoreCore):
 
     async def prune_usage(self, before_day: str, limit: int) -> Batch:
         """Daily-cap rows of days before ``before_day`` (UTC, YYYY-MM-DD): only today's counts."""
-        rows = [r[0] for r in await self.read("SELECT rowid FROM usage WHERE day < ? LIMIT ?", (before_day, limit))]
+        rows = [r[0] for r in await self.read("SELECT rowid FROM usage INDEXED BY usage_day WHERE day < ?"
+                                              " ORDER BY day LIMIT ?", (before_day, limit))]
         if not rows:
             return Batch(0, 0, 0.0)
         deleted, held = await self._delete(

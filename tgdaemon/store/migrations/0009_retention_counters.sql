@@ -50,3 +50,7 @@ CREATE TRIGGER account_tasks_count_status AFTER UPDATE OF status ON account_task
     UPDATE row_counts SET n = n - 1 WHERE name = 'account_tasks.' || OLD.status;
     UPDATE row_counts SET n = n + 1 WHERE name = 'account_tasks.' || NEW.status;
 END;
+
+-- Pruning finds the usage rows of old days without reading every row; only
+-- the first report of an account's day writes to it (the day never changes).
+CREATE INDEX usage_day ON usage (day);
