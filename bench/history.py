@@ -125,6 +125,8 @@ def build_history(db: Path) -> dict[str, Any]:
             conn.execute(f"DROP TRIGGER {name}")
         for name, _ in indexes:
             conn.execute(f"DROP INDEX {name}")
+        # The daemon's own events (the fleet seeded) came first: they are the oldest of the history.
+        conn.execute("UPDATE events SET at = ?", (now - EVENT_DAYS * DAY - 60,))
         live_posts = "[" + ",".join(str(p) for p in range(1, 11)) + "]"
         conn.executemany(
             "INSERT INTO quotas (id, name, target, action, last_n_posts, quantity_total, orders_left,"

@@ -51,7 +51,10 @@ async def test_prunes_only_what_is_old_enough_in_batches_and_keeps_measurements(
     old_at, new_at = time.time() - 40 * DAY, time.time() - 1 * DAY
     async with store.tx() as tx:
         await tx.conn.executemany(
-            "INSERT INTO events (at, kind, message) VALUES (?, 'old', 'x')", [(old_at,)] * 7)
+            "INSERT INTO events (at, kind, message) VALUES (?, 'old', 'x')", [(old_at,)] * 4)
+        await tx.execute("INSERT INTO events (at, kind, message) VALUES (?, 'future', 'x')", (time.time() + DAY,))
+        await tx.conn.executemany(
+            "INSERT INTO events (at, kind, message) VALUES (?, 'old', 'x')", [(old_at,)] * 3)
         await tx.conn.executemany(
             "INSERT INTO events (at, kind, message) VALUES (?, 'new', 'x')", [(new_at,)] * 2)
         await tx.execute("INSERT INTO events (at, kind, message) VALUES (?, 'old-after-new', 'x')", (old_at,))
@@ -81,14 +84,17 @@ async def test_prunes_only_what_is_old_enough_in_batches_and_keeps_measurements(
     shown = pruned.view()
 
     kinds = [r[0] for r in await store.read("SELECT kind FROM events ORDER BY id")]
-    # The 7 old ones, from the oldest end; the old one after the new ones waits for them (no holes).
-    assert kinds == ["new", "new", "old-after-new", "quota.added", "quota.inspected"]
+    # The 7 old ones, from the oldest end; the old one after the new ones waits for them (no holes);
+    # one stamped in the future (a clock that was ahead) is stepped over, and kept.
+    assert kinds == ["future", "new", "new", "old-after-new", "quota.added", "quota.inspected"]
     assert pruned.events == 7
     left = {r[0] for r in await store.read("SELECT id FROM tasks")}
     assert not left & set(old), "finished tasks older than 14 days are gone"
     assert {young, open_task, newest_old} <= left, "young, open and the newest task stay"
     assert pruned.tasks == 5
-    assert shown["batches"] == 4 + 3 + 1, "2 rows a batch at most: 7 events in 4, 5 tasks in 3, 2 usage rows in 1"
+    # 2 rows looked at a batch: the 4 old events in 2, the 3 behind the future one 1 at a time (it
+    # fills half of every look), the 5 tasks in 3, the 2 usage rows in 1.
+    assert shown["batches"] == 2 + 3 + 3 + 1
     assert 0 < shown["median_batch_ms"] <= shown["longest_batch_ms"]
     days = sorted(r[0] for r in await store.read("SELECT day FROM usage"))
     assert days == sorted([utc_day(), utc_day(time.time() - 3 * DAY)]) and pruned.usage == 2

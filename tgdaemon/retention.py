@@ -90,7 +90,7 @@ class Retention:
         out = Pruned()
         if self.cfg.events_days:
             before = at - self.cfg.events_days * DAY
-            out.events = await self._drain("events", out, lambda n: self.store.prune_events(before, n))
+            out.events = await self._drain("events", out, lambda n: self.store.prune_events(before, n, at))
         if self.cfg.finished_tasks_days:
             before = at - self.cfg.finished_tasks_days * DAY
             if time.monotonic() >= self._rescan_at:  # kept tasks are looked at again now and then

@@ -21,8 +21,10 @@ What is never pruned, and why:
 * open tasks (pending, leased), setup tasks (``account_tasks``: convergence
   state, not history), measurements (the product's output), and today's usage.
 
-Events go from the oldest end only, in id order, stopping at the first one
-that is not old enough, so the audit trail never has holes in its middle.
+Events go from the oldest end, in id order, stopping at the first one that
+is not old enough, so the audit trail keeps no holes in its middle; only an
+event stamped in the future by a clock that was ahead is stepped over (kept
+until it is old by its own stamp).
 """
 
 from __future__ import annotations
@@ -57,14 +59,18 @@ class RetentionStore(StoreCore):
             deleted = cur.rowcount
         return deleted, time.perf_counter() - started
 
-    async def prune_events(self, before: float, limit: int) -> Batch:
-        """The oldest events up to the first one at or after ``before``, at most ``limit`` of them."""
+    async def prune_events(self, before: float, limit: int, at: float) -> Batch:
+        """The oldest events, in id order, up to the first one at or after ``before``: at most ``limit``
+        looked at. One stamped in the future (a clock that was ahead) neither stops the scan nor goes:
+        it would otherwise hold back all pruning behind it until the clock caught up with it."""
         rows = list(await self.read("SELECT id, at FROM events ORDER BY id LIMIT ?", (limit,)))
-        old = next((i for i, row in enumerate(rows) if row["at"] >= before), len(rows))
-        if not old:
+        span = next((i for i, row in enumerate(rows) if before <= row["at"] <= at), len(rows))
+        old = [row["id"] for row in rows[:span] if row["at"] < before]
+        if not old:  # the same scan again would find the same: this round is done
             return Batch(0, 0, 0.0)
-        deleted, held = await self._delete("DELETE FROM events WHERE id <= :upto", {"upto": rows[old - 1]["id"]})
-        return Batch(deleted, old, held)  # fewer than the limit: a young event (or the end) was reached
+        deleted, held = await self._delete("DELETE FROM events WHERE id BETWEEN :first AND :last AND at < :before",
+                                           {"first": old[0], "last": old[-1], "before": before})
+        return Batch(deleted, span, held)  # fewer than the limit: a young event (or the end) was reached
 
     async def prune_tasks(self, before: float, limit: int, cursor: tuple[float, int] | None,
                           at: float) -> Batch:
