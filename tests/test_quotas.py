@@ -10,6 +10,8 @@ import asyncio
 import time
 from typing import Any
 
+import aiohttp
+import msgspec
 import pytest
 from telethon import errors
 
@@ -118,6 +120,34 @@ async def test_pause_resume_and_export(running_daemon: Any) -> None:
     with pytest.raises(ApiError) as err:
         await client.request("GET", f"/quotas/{qid}/measurements", params={"limit": "0"})
     assert err.value.status == 400 and "limit" in str(err.value)
+
+
+async def test_export_streams_every_row_in_order_a_page_at_a_time(running_daemon: Any) -> None:
+    """An export of more rows than a page is streamed (no Content-Length: chunked), whole and in order,
+    and a limit that spans pages keeps exactly the latest N; a missing quota is still a 404."""
+    daemon, client = running_daemon
+    qid = (await client.request("POST", "/quotas", body=body()))["id"]
+    rows = 12_345
+    async with daemon.runtime.store.tx() as tx:  # two at the same second: order by id within it
+        await tx.conn.executemany("INSERT INTO measurements (quota_id, post_id, observed_at, views) VALUES (?, 7, ?, ?)",
+                                  [(qid, 1_700_000_000 + i // 2, i) for i in range(rows)])
+    connector = aiohttp.UnixConnector(path=str(daemon.cfg.socket_path()))
+    async with aiohttp.ClientSession(connector=connector) as http:
+        for fmt in ("json", "csv"):
+            async with http.get(f"http://d/v1/quotas/{qid}/measurements", params={"format": fmt}) as resp:
+                assert resp.status == 200 and "Content-Length" not in resp.headers
+                raw = await resp.read()
+            if fmt == "json":
+                views = [m["views"] for m in msgspec.json.decode(raw)["measurements"]]
+            else:
+                lines = raw.decode().splitlines()
+                assert lines[0] == "observed_at,post_id,views,forwards,replies,reactions,subscribers,task_id"
+                views = [int(line.split(",")[2]) for line in lines[1:]]
+            assert views == list(range(rows)), fmt
+        async with http.get(f"http://d/v1/quotas/{qid + 1}/measurements") as resp:
+            assert resp.status == 404
+    latest = await client.measurements(qid, limit=7_001)
+    assert [m["views"] for m in latest] == list(range(rows - 7_001, rows))
 
 
 async def test_quota_changes_reach_the_stream(running_daemon: Any) -> None:

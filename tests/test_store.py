@@ -114,6 +114,11 @@ def _insert_rows_valid_at(conn: sqlite3.Connection, version: int) -> dict[str, A
         conn.execute("INSERT INTO account_tasks (account_id, task_type, status, created_at, updated_at)"
                      " VALUES (7, 'update_name', 'done', 1.0, 1.0)")
         kept["setup_done"] = 1
+    if "measurements" in present:
+        conn.execute("INSERT INTO quotas (id, name, target, action, interval_seconds, expires_at, created_at)"
+                     " VALUES (3, 'q', '@x', 'post_stats', 60, 0, 0)")
+        conn.executemany("INSERT INTO measurements (quota_id, observed_at) VALUES (3, ?)", [(1.0,), (2.0,)])
+        kept["measurements"] = 2
     return kept
 
 
@@ -151,8 +156,11 @@ async def test_upgrade_from_every_older_version(tmp_path: Path, version: int) ->
             account = await s.get_account(7)
             assert account["label"] == f"from-v{version}" and account["state"] == "disabled"
             assert account["setup"]["done"] == kept.get("setup_done", 0)
+            assert (await s.database_stats())["rows"]["events"] == 1
         else:
             assert await s.count_accounts() == 0
+        if "measurements" in kept:
+            assert (await s.quota(3))["measurements"] == kept["measurements"]
     finally:
         await s.close()
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from tgdaemon.quotas.generator import Generator
     from tgdaemon.quotas.inspector import Inspector
     from tgdaemon.quotas.leases import Leases
+    from tgdaemon.retention import Retention
     from tgdaemon.setup.scheduler import SetupScheduler
 
 
@@ -43,6 +44,7 @@ class Runtime:
     leases: Leases | None = None
     generator: Generator | None = None
     executor: LocalExecutor | None = None
+    retention: Retention | None = None
 
     def uptime(self) -> float:
         return time.monotonic() - self.started_mono
@@ -63,6 +65,8 @@ class Runtime:
             "tasks_per_minute": await self.store.tasks_finished_since(now() - 60),
             "stream": {"epoch": self.hub.epoch, "seq": self.hub.seq, "subscribers": self.hub.subscribers},
             "setup": {"enabled": self.cfg.setup.enabled, "running": self.setup.running() if self.setup else 0},
+            "database": await self.store.database_stats(),
+            "retention": self.retention.describe() if self.retention else None,
         }
         if describe := getattr(self.gateway, "describe", None):
             out[self.gateway.name] = describe()

@@ -60,6 +60,16 @@ async def cmd_status(args: argparse.Namespace) -> int:
     con.print("accounts  " + "  ".join(f"[{output.STATE_STYLE[s]}]{s}[/] {n}" for s, n in data["accounts"].items()))
     for kind, counts in data["tasks"].items():
         con.print(f"{kind} tasks  " + ("  ".join(f"{s} {n}" for s, n in sorted(counts.items())) or "none"))
+    if db := data.get("database"):
+        con.print(f"database {output.size(db['file_bytes'])} + WAL {output.size(db['wal_bytes'])}  "
+                  + "  ".join(f"{table} {n:,}" for table, n in db["rows"].items()), markup=False)
+    if (ret := data.get("retention")) is not None:
+        keep = "  ".join(f"{what} {f'{days:g} d' if days else 'for ever'}" for what, days in
+                         (("events", ret["events_days"]), ("finished tasks", ret["finished_tasks_days"])))
+        last = ret["last_run"]
+        done = (f"; last run {ret['last_run_at']}: {last['events']:,} events, {last['tasks']:,} tasks, "
+                f"{last['usage']:,} usage rows pruned" if last else "; not run yet")
+        con.print(f"retention  keeps {keep}{done}", markup=False)
     if sim := data.get("simulator"):
         con.print("simulated channels  " + "  ".join(f"@{c}" for c in sim.get("channels", [])))
     return 0

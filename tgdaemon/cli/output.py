@@ -46,6 +46,15 @@ def duration(seconds: float) -> str:
     return f"{secs}s"
 
 
+def size(n_bytes: int) -> str:
+    """1.5 GiB, 320.0 KiB: a database's size at a glance."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    value, i = float(n_bytes), 0
+    while value >= 1024 and i < len(units) - 1:
+        value, i = value / 1024, i + 1
+    return f"{n_bytes} B" if i == 0 else f"{value:.1f} {units[i]}"
+
+
 def table(*columns: str) -> Table:
     """A borderless table whose cells never wrap: the shape of every listing the CLI prints."""
     out = Table(box=None, pad_edge=False)

@@ -14,10 +14,11 @@ from tgdaemon.errors import ApiError
 from tgdaemon.gateway.base import parse_target
 from tgdaemon.httpjson import json_response, read_body, read_query
 from tgdaemon.runtime import RUNTIME
-from tgdaemon.store import ACTIONS
+from tgdaemon.store import ACTIONS, MEASUREMENT_FIELDS
 from tgdaemon.timeutil import now
 
 Count = Annotated[int, msgspec.Meta(ge=1, le=10**9)]
+_encoder = msgspec.json.Encoder()
 
 
 class QuotaBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -74,17 +75,35 @@ async def resume(request: web.Request) -> web.Response:
 
 
 async def export(request: web.Request) -> web.StreamResponse:
+    """Streamed a page at a time: a quota of millions of measurements is never one body in memory."""
     query = read_query(request, ExportQuery)
-    fmt = query.format
-    rows = await request.config_dict[RUNTIME].store.measurements(path_id(request), query.limit)
-    if fmt == "json":
-        return json_response({"measurements": rows})
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=["observed_at", "post_id", "views", "forwards", "replies", "reactions",
-                                             "subscribers", "task_id"])
-    writer.writeheader()
-    writer.writerows(rows)
-    return web.Response(text=out.getvalue(), content_type="text/csv")
+    store = request.config_dict[RUNTIME].store
+    quota_id = path_id(request)
+    await store.quota(quota_id)  # a 404 before the answer starts
+    csv_out = query.format == "csv"
+    resp = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8" if csv_out
+                                       else "application/json"})
+    await resp.prepare(request)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    if csv_out:
+        writer.writerow(MEASUREMENT_FIELDS)
+    else:
+        await resp.write(b'{"measurements":[')
+    first = True
+    async for rows in store.measurement_pages(quota_id, query.limit):
+        if csv_out:
+            writer.writerows(rows)
+            chunk = buf.getvalue().encode()
+            buf.seek(0)
+            buf.truncate()
+        else:
+            chunk = (b"" if first else b",") + _encoder.encode([dict(zip(MEASUREMENT_FIELDS, r)) for r in rows])[1:-1]
+        first = False
+        await resp.write(chunk)
+    await resp.write(buf.getvalue().encode() if csv_out else b"]}")
+    await resp.write_eof()
+    return resp
 
 
 def add_routes(app: web.Application) -> None:

@@ -40,6 +40,7 @@ from tgdaemon.quotas.generator import Generator
 from tgdaemon.quotas.inspector import Inspector
 from tgdaemon.quotas.leases import Leases
 from tgdaemon.quotas.probe import Probes
+from tgdaemon.retention import Retention
 from tgdaemon.runtime import RUNTIME, Runtime
 from tgdaemon.setup.scheduler import SetupScheduler
 from tgdaemon.store import Store, Tx, event_view
@@ -112,6 +113,7 @@ class Daemon:
             self.runtime = Runtime(self.cfg, store, hub, self.gateway, socket_path, onboarding)
             self.runtime.setup = SetupScheduler(self.cfg, store, self.gateway, self.cfg.data_dir() / "media")
             self._quota_parts(self.runtime)
+            self.runtime.retention = Retention(self.cfg.retention, store)
             runner = await self._serve(self.runtime, fds.connection_cap)
             await self._seed_simulated_fleet(store)  # only once the sockets are ours: a refused start seeds nothing
             self._side_tasks = [asyncio.create_task(coro(self.runtime), name=name)
@@ -155,6 +157,7 @@ class Daemon:
             ("reaper", lambda rt: rt.leases.run_reaper()),  # type: ignore[union-attr]
             ("executor", lambda rt: rt.executor.run()),  # type: ignore[union-attr]
             ("clock", lambda rt: self._clock.run(rt.store)),  # type: ignore[union-attr]
+            ("retention", lambda rt: rt.retention.run()),  # type: ignore[union-attr]
         ]
         if (interval := systemd.watchdog_interval()) is not None:
             tasks.append(("watchdog", lambda rt: _watchdog(interval)))

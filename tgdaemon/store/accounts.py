@@ -164,11 +164,6 @@ class AccountStore(StoreCore):
                                " AND disabled_at IS NULL GROUP BY cooldown_reason ORDER BY 1", (now(),))
         return [(r[0], r[1]) for r in rows]
 
-    async def task_counts(self) -> dict[str, dict[str, int]]:
-        setup = {r[0]: r[1] for r in await self.read("SELECT status, COUNT(*) FROM account_tasks GROUP BY status")}
-        pulled = {r[0]: r[1] for r in await self.read("SELECT status, COUNT(*) FROM tasks GROUP BY status")}
-        return {"setup": setup, "pulled": pulled}
-
     async def tasks_finished_since(self, at: float) -> int:
         """Setup tasks done or failed and pulled tasks reported after ``at``: the dashboard's tasks per minute."""
         rows = await self.read(

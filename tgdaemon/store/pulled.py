@@ -295,7 +295,8 @@ class PulledStore(StoreCore):
     async def _commit_claims(self, tx: Tx, done: list[tuple[Finish, sqlite3.Row]], at: float, pace: float,
                              day: str) -> None:
         """Success: task done, pacing and the daily cap consumed, the lock let go, the quota's counter
-        decremented (never below 0) and the observation stored, all in the caller's transaction."""
+        decremented (never below 0) and the observation stored with its quota's measurement counter
+        moved by the same number, all in the caller's transaction."""
         if not done:
             return
         await tx.conn.executemany(
@@ -323,13 +324,13 @@ class PulledStore(StoreCore):
             n = per_quota[q["id"]]
             quantity = None if q["quantity_left"] is None else max(0, q["quantity_left"] - q["per_call"] * n)
             orders = q["orders_left"] if quantity is not None else max(0, (q["orders_left"] or 0) - n)
-            updates.append((quantity, orders, q["id"]))
+            updates.append((quantity, orders, n, q["id"]))
             tx.touch_quota(q["id"])
             before = q["quantity_left"] if quantity is not None else q["orders_left"]
             if (quantity if quantity is not None else orders) == 0 and before:  # only on the move to 0
                 await tx.event("quota.used_up", f"quota {q['name']}: used up", quota_id=q["id"])
-        await tx.conn.executemany("UPDATE quotas SET quantity_left = ?, orders_left = ?, last_error = NULL"
-                                  " WHERE id = ?", updates)
+        await tx.conn.executemany("UPDATE quotas SET quantity_left = ?, orders_left = ?, last_error = NULL,"
+                                  " measurements_count = measurements_count + ? WHERE id = ?", updates)
         obs = [(r["subject_id"], r["id"], r["post_id"], at, i.observation) for i, r in done]
         await tx.conn.executemany(
             "INSERT INTO measurements (quota_id, task_id, post_id, observed_at, views, forwards, replies, reactions,"

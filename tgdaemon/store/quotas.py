@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import AsyncIterator
 from typing import Any
 
 from tgdaemon.errors import NotFound
@@ -12,8 +13,12 @@ from tgdaemon.timeutil import iso, now
 
 ACTIONS = ("post_stats", "channel_stats")
 
-QUOTA_VIEW = """SELECT q.*, (SELECT COUNT(*) FROM measurements m WHERE m.quota_id = q.id) AS measurements
-    FROM quotas q"""
+# The count is the counter the report keeps, not a COUNT(*): this view is read after every commit
+# that touched a quota, to publish its delta.
+QUOTA_VIEW = "SELECT q.*, q.measurements_count AS measurements FROM quotas q"
+
+
+MEASUREMENT_FIELDS = ("observed_at", "post_id", "views", "forwards", "replies", "reactions", "subscribers", "task_id")
 
 
 def quota_view(row: sqlite3.Row) -> dict[str, Any]:
@@ -98,11 +103,30 @@ class QuotaStore(StoreCore):
             " AND NOT EXISTS (SELECT 1 FROM account_locks l WHERE l.account_id = a.id AND l.expires_at > :now)"
             " ORDER BY COALESCE(a.last_used_at, 0), a.id", {"now": now()}))
 
-    async def measurements(self, quota_id: int, limit: int | None = None) -> list[dict[str, Any]]:
-        """Oldest first; ``limit``: only the latest that many (a dashboard's sparkline, not a whole export)."""
-        await self.quota(quota_id)
-        rows = await self.read(
-            "SELECT * FROM (SELECT observed_at, post_id, views, forwards, replies, reactions, subscribers, task_id, id"
-            " FROM measurements WHERE quota_id = ? ORDER BY observed_at DESC, id DESC LIMIT ?)"
-            " ORDER BY observed_at, id", (quota_id, -1 if limit is None else limit))
-        return [{**{k: r[k] for k in r.keys() if k != "id"}, "observed_at": iso(r["observed_at"])} for r in rows]
+    async def measurement_pages(self, quota_id: int, limit: int | None = None,
+                                page: int = 5000) -> AsyncIterator[list[tuple[Any, ...]]]:
+        """A quota's measurements oldest first, as tuples in ``MEASUREMENT_FIELDS`` order, one page per
+        short read, so an export of millions never sits in memory nor holds one read open; ``limit``:
+        only the latest that many (a sparkline)."""
+        start: tuple[float, int] = (float("-inf"), 0)  # keyset: after this (observed_at, id)
+        if limit is not None:
+            first = list(await self.read(
+                "SELECT observed_at, id FROM measurements WHERE quota_id = ? ORDER BY observed_at DESC, id DESC"
+                " LIMIT 1 OFFSET ?", (quota_id, limit - 1)))
+            if first:
+                start = (first[0][0], first[0][1] - 1)
+        left = limit
+        while left is None or left > 0:
+            n = page if left is None else min(page, left)
+            rows = list(await self.read(
+                "SELECT observed_at, post_id, views, forwards, replies, reactions, subscribers, task_id, id"
+                " FROM measurements WHERE quota_id = ? AND (observed_at, id) > (?, ?)"
+                " ORDER BY observed_at, id LIMIT ?", (quota_id, *start, n)))
+            if not rows:
+                return
+            yield [(iso(r[0]), *r[1:8]) for r in rows]
+            if len(rows) < n:
+                return
+            start = (rows[-1][0], rows[-1][8])
+            if left is not None:
+                left -= len(rows)

@@ -1,2 +1,0 @@
--- Placeholder on branch i10-D only: another helper's branch of issue 10 adds the real 0009.
--- When merging, drop this file and keep theirs (migrations must be numbered without gaps).
