@@ -118,6 +118,8 @@ def _insert_rows_valid_at(conn: sqlite3.Connection, version: int) -> dict[str, A
         conn.execute("INSERT INTO quotas (id, name, target, action, interval_seconds, expires_at, created_at)"
                      " VALUES (3, 'q', '@x', 'post_stats', 60, 0, 0)")
         conn.executemany("INSERT INTO measurements (quota_id, observed_at) VALUES (3, ?)", [(1.0,), (2.0,)])
+        if "measurements_count" in columns(conn, "quotas"):  # from 0009 the daemon keeps the count with the rows
+            conn.execute("UPDATE quotas SET measurements_count = 2 WHERE id = 3")
         kept["measurements"] = 2
     return kept
 
