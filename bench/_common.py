@@ -161,3 +161,26 @@ async def timed_runs(fn: Callable[[], Awaitable[Any]], *, runs: int, budget_s: f
         if i >= warmup:
             out.ms.append((time.perf_counter() - start) * 1000)
     return out
+
+
+@contextlib.asynccontextmanager
+async def in_process(daemon: Any, *, ready_timeout: float = 60.0, stop_timeout: float = 30.0) -> AsyncIterator[Any]:
+    """A ``tgdaemon.lifecycle.daemon.Daemon`` run in this process until the block ends; yields its runtime.
+
+    A daemon that dies while starting raises its own error here, not a bare time-out."""
+    task = asyncio.create_task(daemon.run(), name="bench-daemon")
+    try:
+        ready = asyncio.create_task(daemon.ready.wait())
+        done, _ = await asyncio.wait({task, ready}, timeout=ready_timeout, return_when=asyncio.FIRST_COMPLETED)
+        if ready not in done:
+            ready.cancel()
+            if task in done:
+                task.result()
+            raise RuntimeError(f"the in-process daemon was not ready within {ready_timeout:.0f} s")
+        yield daemon.runtime
+    finally:
+        daemon.stop()
+        try:
+            await asyncio.wait_for(task, stop_timeout)
+        except TimeoutError:
+            task.cancel()

@@ -31,7 +31,7 @@ import aiohttp
 
 from bench import provider_pull as pp
 from bench import setup_pipeline as sp
-from bench._common import daemon_subprocess, scratch_dir
+from bench._common import daemon_subprocess, in_process, scratch_dir
 from bench.report import Result, median
 
 TITLE = "Durability: synchronous NORMAL vs FULL (pull+report, setup scheduler)"
@@ -117,16 +117,7 @@ async def setup_rate(mode: str) -> tuple[float, int]:
         cfg = msgspec.structs.replace(cfg, store=StoreConfig(synchronous=mode))  # type: ignore[arg-type]
         await sp.prepare_data_dir(work, cfg)
         daemon = Daemon(cfg, Simulator(cfg.simulator), install_signal_handlers=False)
-        task = asyncio.create_task(daemon.run(), name="bench-daemon")
-        try:
-            ready = asyncio.create_task(daemon.ready.wait())
-            done, _ = await asyncio.wait({task, ready}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
-            if ready not in done:
-                ready.cancel()
-                if task in done:
-                    task.result()
-                raise RuntimeError("the in-process daemon was not ready within 60 s")
-            rt = daemon.runtime
+        async with in_process(daemon) as rt:
             assert rt is not None and rt.setup is not None
             if rt.store.synchronous != mode:
                 raise RuntimeError(f"the store runs synchronous={rt.store.synchronous}, not {mode}")
@@ -147,12 +138,6 @@ async def setup_rate(mode: str) -> tuple[float, int]:
                     return (total - base) / seconds, total - base
                 last = now
             return (last[1] - base) / last[0], last[1] - base
-        finally:
-            daemon.stop()
-            try:
-                await asyncio.wait_for(task, 30)
-            except TimeoutError:
-                task.cancel()
 
 
 async def run() -> list[Result]:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench._common import scratch_dir, write_config
+from bench._common import in_process, scratch_dir, write_config
 from bench.report import Result, median
 
 TITLE = "Setup pipeline: dispatch of 80,000 tasks and the scheduler's throughput"
@@ -340,82 +340,69 @@ async def throughput(work: Path, label: str, fast: int, media_q: int, media: dic
     total = await prepare_data_dir(work, cfg)
     out = Throughput(label, fast, media_q, media is not None, total)
     daemon = Daemon(cfg, Simulator(cfg.simulator), install_signal_handlers=False)
-    task = asyncio.create_task(daemon.run(), name="bench-daemon")
     profiler = cProfile.Profile() if profile else None
     try:
-        ready = asyncio.create_task(daemon.ready.wait())
-        done, _ = await asyncio.wait({task, ready}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
-        if ready not in done:
-            ready.cancel()
-            if task in done:
-                task.result()
-            raise RuntimeError("the in-process daemon was not ready within 60 s")
-        rt = daemon.runtime
-        assert rt is not None and rt.setup is not None
-        store = rt.store
-        main_tid = threading.get_native_id()
-        writer_tid = store._writer._thread.native_id  # a measurement only: which thread runs the writes
-        reader_tid = store._reader._thread.native_id
-        # The clock starts when the first task has started: after start-up, recovery and the
-        # daemon's own first dispatch (which finds nothing to create), not before.
-        ready_at = time.monotonic()
-        while rt.setup.running() == 0 and time.monotonic() - ready_at < 30:
-            await asyncio.sleep(0.005)
-        out.startup_s = time.monotonic() - ready_at
-        if sql_timer is not None:
-            sql_timer.install(store)
-        if profiler is not None:
-            profiler.enable()
-        t0 = time.monotonic()
-        cpu0 = thread_cpu()
-        proc0 = time.process_time()
-        base = sum(r[0] for r in await store.read(
-            "SELECT COUNT(*) FROM account_tasks WHERE status IN ('done', 'failed')"))
-        out.total -= base
-        out.samples.append((0.0, 0))
-        while True:
-            await asyncio.sleep(SAMPLE_S)
-            out.running_max = max(out.running_max, rt.setup.running())
-            counts = {r[0]: r[1] for r in await store.read(
-                "SELECT status, COUNT(*) FROM account_tasks WHERE status IN ('done', 'failed') GROUP BY status")}
-            elapsed = time.monotonic() - t0
-            completed = counts.get("done", 0) + counts.get("failed", 0) - base
-            out.samples.append((elapsed, completed))
-            out.completed, out.failed, out.seconds = completed, counts.get("failed", 0), elapsed
-            if completed >= out.total:
-                out.finished = True
-                break
-            if elapsed >= window:
-                break
-        if profiler is not None:
-            profiler.disable()
-        cpu1 = thread_cpu()
-        proc = time.process_time() - proc0
+        async with in_process(daemon) as rt:
+            assert rt is not None and rt.setup is not None
+            store = rt.store
+            main_tid = threading.get_native_id()
+            writer_tid = store._writer._thread.native_id  # a measurement only: which thread runs the writes
+            reader_tid = store._reader._thread.native_id
+            # The clock starts when the first task has started: after start-up, recovery and the
+            # daemon's own first dispatch (which finds nothing to create), not before.
+            ready_at = time.monotonic()
+            while rt.setup.running() == 0 and time.monotonic() - ready_at < 30:
+                await asyncio.sleep(0.005)
+            out.startup_s = time.monotonic() - ready_at
+            if sql_timer is not None:
+                sql_timer.install(store)
+            if profiler is not None:
+                profiler.enable()
+            t0 = time.monotonic()
+            cpu0 = thread_cpu()
+            proc0 = time.process_time()
+            base = sum(r[0] for r in await store.read(
+                "SELECT COUNT(*) FROM account_tasks WHERE status IN ('done', 'failed')"))
+            out.total -= base
+            out.samples.append((0.0, 0))
+            while True:
+                await asyncio.sleep(SAMPLE_S)
+                out.running_max = max(out.running_max, rt.setup.running())
+                counts = {r[0]: r[1] for r in await store.read(
+                    "SELECT status, COUNT(*) FROM account_tasks WHERE status IN ('done', 'failed') GROUP BY status")}
+                elapsed = time.monotonic() - t0
+                completed = counts.get("done", 0) + counts.get("failed", 0) - base
+                out.samples.append((elapsed, completed))
+                out.completed, out.failed, out.seconds = completed, counts.get("failed", 0), elapsed
+                if completed >= out.total:
+                    out.finished = True
+                    break
+                if elapsed >= window:
+                    break
+            if profiler is not None:
+                profiler.disable()
+            cpu1 = thread_cpu()
+            proc = time.process_time() - proc0
 
-        def delta(tid: int) -> float:
-            return cpu1.get(tid, 0.0) - cpu0.get(tid, 0.0)
+            def delta(tid: int) -> float:
+                return cpu1.get(tid, 0.0) - cpu0.get(tid, 0.0)
 
-        known = delta(main_tid) + delta(writer_tid) + delta(reader_tid)
-        out.cpu = {"event loop": delta(main_tid), "writer thread (SQLite)": delta(writer_tid),
-                   "reader thread": delta(reader_tid), "other threads": max(0.0, proc - known), "process": proc}
-        if out.finished and len(out.samples) >= 2:
-            # the last task finished somewhere in the last interval: interpolate from the one before
-            (ta, ca), (tb, cb) = out.samples[-2], out.samples[-1]
-            if cb > ca:
-                out.seconds = ta + (out.total - ca) / (cb - ca) * (tb - ta)
-        # Invariant worth checking while we are here: no account ever ran two setup tasks at once.
-        rows = list(await store.read(
-            "SELECT COUNT(*) FROM (SELECT account_id FROM account_tasks WHERE status = 'running'"
-            " GROUP BY account_id HAVING COUNT(*) > 1)"))
-        out.two_running = rows[0][0]
+            known = delta(main_tid) + delta(writer_tid) + delta(reader_tid)
+            out.cpu = {"event loop": delta(main_tid), "writer thread (SQLite)": delta(writer_tid),
+                       "reader thread": delta(reader_tid), "other threads": max(0.0, proc - known), "process": proc}
+            if out.finished and len(out.samples) >= 2:
+                # the last task finished somewhere in the last interval: interpolate from the one before
+                (ta, ca), (tb, cb) = out.samples[-2], out.samples[-1]
+                if cb > ca:
+                    out.seconds = ta + (out.total - ca) / (cb - ca) * (tb - ta)
+            # Invariant worth checking while we are here: no account ever ran two setup tasks at once.
+            rows = list(await store.read(
+                "SELECT COUNT(*) FROM (SELECT account_id FROM account_tasks WHERE status = 'running'"
+                " GROUP BY account_id HAVING COUNT(*) > 1)"))
+            out.two_running = rows[0][0]
     finally:
         if profiler is not None:
             profiler.disable()
-        daemon.stop()
-        try:
-            await asyncio.wait_for(task, 30)
-        except TimeoutError:
-            task.cancel()
     if profiler is not None:
         out.profile_stats = pstats.Stats(profiler)
     return out

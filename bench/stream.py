@@ -29,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from bench._common import clean_env, rss_mb, scratch_dir, stop_process, write_config
+from bench._common import clean_env, in_process, rss_mb, scratch_dir, stop_process, write_config
 from bench.report import ROOT, Result
 
 TITLE = "The live stream: 5,000 deltas/s to one client with bounded memory"
@@ -142,22 +142,8 @@ async def run() -> list[Result]:
             "simulator": {"accounts": ACCOUNTS},
         })
         daemon = Daemon(cfg, Simulator(cfg.simulator), install_signal_handlers=False)
-        task = asyncio.create_task(daemon.run(), name="bench-daemon")
-        try:
-            ready = asyncio.create_task(daemon.ready.wait())
-            done, _ = await asyncio.wait({task, ready}, timeout=90, return_when=asyncio.FIRST_COMPLETED)
-            if ready not in done:
-                ready.cancel()
-                if task in done:
-                    task.result()
-                raise RuntimeError("the in-process daemon was not ready within 90 s")
+        async with in_process(daemon, ready_timeout=90, stop_timeout=20):
             return await _measure(daemon, cfg)
-        finally:
-            daemon.stop()
-            try:
-                await asyncio.wait_for(task, 20)
-            except asyncio.TimeoutError:
-                task.cancel()
 
 
 async def _measure(daemon: Any, cfg: Any) -> list[Result]:
