@@ -264,6 +264,8 @@ async def test_the_route_refuses_every_bad_target_before_writing(running_daemon:
     assert (await refused({"path": str(taken)}))[:2] == (409, "backup_exists")
     assert (await refused({"path": str(tmp_path / "b"), "extra": 1}))[:2] == (400, "invalid_body")
     assert (await refused({"path": str(tmp_path / "b\x00")}))[:2] == (400, "invalid_path")
+    too_long = await refused({"path": str(tmp_path / ("a" * 300))})  # pathlib raises ENAMETOOLONG itself
+    assert too_long[:2] == (400, "invalid_path") and "too long" in too_long[2], too_long
     assert taken.read_text() == "not a database"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["taken.sqlite3", "data", "empty.toml"])
 

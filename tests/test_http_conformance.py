@@ -115,6 +115,15 @@ async def test_integral_floats_deep_in_a_report_batch(served: tuple[Fleet, str, 
                                            {"task_id": 9000001, "outcome": "not_found"}]}
 
 
+async def test_a_deeply_nested_body_is_a_400_not_a_500(served: tuple[Fleet, str, str]) -> None:
+    """The strict decode refuses it at its first field; the slow path for 5.0 must not then recurse into it."""
+    _, base, token = served
+    raw = b'{"limit": 1, "lease_seconds": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    status, _, body = await _call("POST", base + PULL, token=token, raw=raw)
+    assert status == 400, body
+    assert msgspec.json.decode(body, type=ErrorBody).error.code == "invalid_body"
+
+
 async def test_open_routes_and_unknown_paths_answer_as_documented(served: tuple[Fleet, str, str]) -> None:
     _, base, token = served
     status, headers, raw = await _call("GET", base + "/healthz")

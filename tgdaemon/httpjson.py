@@ -57,6 +57,8 @@ async def read_body(request: web.Request, type_: type[T]) -> T:
         return msgspec.convert(_integral_floats_as_ints(msgspec.json.decode(raw)), type_)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:  # a typed decode can fail before the syntax does
         raise ApiError(_validation_message(exc, "body"), code="invalid_body") from None
+    except RecursionError:  # the untyped decode follows any nesting; the typed one had refused the body early
+        raise ApiError("body: nested too deeply", code="invalid_body") from None
 
 
 def _integral_floats_as_ints(value: Any) -> Any:

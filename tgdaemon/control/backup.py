@@ -34,6 +34,13 @@ class BackupBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 def check_target(raw: str, data_dir: Path, *, force: bool) -> Path:
     """The target as given, once it is known to be a place a backup may go; else a 400/409 naming it."""
+    try:
+        return _check_target(raw, data_dir, force=force)
+    except OSError as exc:  # a name too long, a directory the daemon may not search, …
+        raise ApiError(f"backup {raw}: {exc.strerror or exc}", code="invalid_path") from None
+
+
+def _check_target(raw: str, data_dir: Path, *, force: bool) -> Path:
     if "\x00" in raw:
         raise ApiError("backup path: must not contain a NUL byte", code="invalid_path")
     target = Path(raw)
