@@ -13,10 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from daemon_proc import isolated_env, run_cli
 from test_pulled import READ_ALREADY, World, world
 
-from tgdaemon import config
+from tgdaemon import clockstep, config, timeutil
 from tgdaemon.quotas.leases import utc_day
 from tgdaemon.retention import HOLD_TARGET_S, Retention
 from tgdaemon.store import Store, migrate
@@ -267,3 +269,25 @@ def test_the_batch_size_follows_the_hold_time_within_its_bounds(tmp_path: Path) 
     assert r._next_size(800, HOLD_TARGET_S / 4) == 1000
     assert r._next_size(400, HOLD_TARGET_S * 0.75) == 400
     assert r._next_size(20, HOLD_TARGET_S * 100) == 10
+
+
+async def test_a_forward_step_of_the_clock_does_not_make_young_history_old(store: Store) -> None:
+    """A wrong forward step (a bad RTC, a mistyped date -s) followed by the daemon moves deadlines, and
+    must not make pruning delete a day-old history as if it were 40 days old: that could never be undone."""
+    clock = clockstep.ClockSteps()
+    store.clock = clock
+    async with store.tx() as tx:
+        await tx.conn.executemany("INSERT INTO events (at, kind, message) VALUES (?, 'young', 'x')",
+                                  [(time.time() - 1 * DAY,)] * 3)
+    timeutil.step_wall_clock(40 * DAY)
+    try:
+        async with store.tx():  # the step is followed at the start of the next write
+            pass
+        assert clock.forward == pytest.approx(40 * DAY, abs=5)
+        pruned = await Retention(retention(store, events_days=30).cfg, store, clock.vouched_now).prune()
+        assert pruned.events == 0
+        assert await count(store, "events", "kind = 'young'") == 3
+        # Without the vouched clock the same round would have deleted them.
+        assert (await Retention(retention(store, events_days=30).cfg, store).prune()).events == 3
+    finally:
+        timeutil.step_wall_clock(-40 * DAY)

@@ -56,6 +56,10 @@ class ClockSteps:
         # wall minus steady when the stored deadlines were written: now, unless a start-up knows better
         self.offset = now() - steady() if offset is None else offset
         self.shifting = 0.0  # a step moved in the open transaction, not committed yet
+        # Forward steps followed since start: history is pruned as if they had not happened, since a wrong
+        # step (a bad RTC, a mistyped date -s) must not delete what is not old; a right one costs only
+        # keeping some history longer, until the next start.
+        self.forward = 0.0
         self._moved: dict[str, int] = {}
 
     def pending(self) -> float:
@@ -74,9 +78,14 @@ class ClockSteps:
     def followed(self, step: float) -> None:
         """After the commit: the store's deadlines are now on the stepped clock."""
         self.offset += step
+        self.forward += max(step, 0.0)
         self.shifting = 0.0
         log.warning("wall clock stepped %+.1f s: moved %s stored time(s) with it (%s)", step,
                     sum(self._moved.values()), ", ".join(f"{k} {v}" for k, v in self._moved.items()))
+
+    def vouched_now(self) -> float:
+        """The wall clock less every forward step followed: the latest time the steady clock vouches for."""
+        return now() - self.forward
 
     async def run(self, store: Store) -> None:
         """The side task: a step is followed within ``CHECK_SECONDS`` even when nothing else writes."""

@@ -53,9 +53,12 @@ class Pruned:
 
 
 class Retention:
-    def __init__(self, cfg: RetentionConfig, store: Store) -> None:
+    def __init__(self, cfg: RetentionConfig, store: Store, clock: Callable[[], float] = now) -> None:
+        """``clock``: the time history's age is measured from (clockstep.ClockSteps.vouched_now in the daemon,
+        so that a forward step of the wall clock never makes young history look old)."""
         self.cfg = cfg
         self.store = store
+        self.clock = clock
         self.last: Pruned | None = None
         self.last_at: float | None = None
         # Where the scan of old finished tasks stopped: a round goes on from there, so the done tasks
@@ -86,13 +89,14 @@ class Retention:
     async def prune(self) -> Pruned:
         """One round over everything old enough; 0 days keeps that history for ever."""
         at = now()
+        vouched = min(at, self.clock())
         started = time.monotonic()
         out = Pruned()
         if self.cfg.events_days:
-            before = at - self.cfg.events_days * DAY
+            before = vouched - self.cfg.events_days * DAY
             out.events = await self._drain("events", out, lambda n: self.store.prune_events(before, n, at))
         if self.cfg.finished_tasks_days:
-            before = at - self.cfg.finished_tasks_days * DAY
+            before = vouched - self.cfg.finished_tasks_days * DAY
             if time.monotonic() >= self._rescan_at:  # kept tasks are looked at again now and then
                 self._task_cursor, self._rescan_at = None, time.monotonic() + RESCAN_S
 

@@ -181,12 +181,14 @@ class Connection(asyncio.Protocol):
             self._guard.closed(self)
 
     def close(self) -> None:
-        """Close now; aiohttp's handler learns of it from connection_lost, as from a client hanging up."""
+        """Close now; aiohttp's handler learns of it from connection_lost, as from a client hanging up.
+        Aborted, not closed: a close would keep the descriptor until a client that never reads had
+        taken the unsent bytes, while the cap already counts it as free."""
         if self.state is State.CLOSED:
             return
         self._shut()
         if self._transport is not None:
-            self._transport.close()
+            self._transport.abort()
 
     def data_received(self, data: bytes) -> None:
         if self.state is State.IDLE:

@@ -113,7 +113,7 @@ class Daemon:
             self.runtime = Runtime(self.cfg, store, hub, self.gateway, socket_path, onboarding)
             self.runtime.setup = SetupScheduler(self.cfg, store, self.gateway, self.cfg.data_dir() / "media")
             self._quota_parts(self.runtime)
-            self.runtime.retention = Retention(self.cfg.retention, store)
+            self.runtime.retention = Retention(self.cfg.retention, store, self._clock.vouched_now)
             runner = await self._serve(self.runtime, fds.connection_cap)
             await self._seed_simulated_fleet(store)  # only once the sockets are ours: a refused start seeds nothing
             self._side_tasks = [asyncio.create_task(coro(self.runtime), name=name)
