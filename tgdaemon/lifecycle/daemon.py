@@ -49,7 +49,8 @@ from tgdaemon.stream import Hub
 log = logging.getLogger(__name__)
 # On a failed disk nothing still in flight can be recorded: no reason to give it the whole timeout.
 FAILED_STORE_SHUTDOWN_SECONDS = 3.0
-EXIT_GUARD_MARGIN_SECONDS = 4.0  # past the shutdown's own budget (the store's close steps, the interpreter's exit)
+EXIT_GUARD_MARGIN_SECONDS = 1.5  # past the shutdown's own budget: the interpreter's exit
+STORE_CLOSE_SECONDS = 1.5  # of the budget, kept for the store's last steps (optimize, closing both connections)
 SideTask = Callable[[Runtime], Coroutine[Any, Any, None]]
 
 
@@ -182,10 +183,11 @@ class Daemon:
         if self.guard_exit:
             exitguard.arm(budget + EXIT_GUARD_MARGIN_SECONDS, lambda: self.exit_code or 1)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + budget
+        store_close = min(STORE_CLOSE_SECONDS, budget / 2)
+        deadline = loop.time() + budget - store_close
 
         def share(fraction: float) -> float:  # a step's share, never past the deadline, never quite nothing
-            return max(0.2, min(budget * fraction, deadline - loop.time()))
+            return max(0.2, min((budget - store_close) * fraction, deadline - loop.time()))
 
         for task in self._side_tasks:
             task.cancel()
@@ -198,7 +200,7 @@ class Daemon:
             if self.runtime.leases is not None:
                 await bounded("writing the last pulls and reports", self.runtime.leases.drain(), share(0.1))
         await bounded("closing the gateway", self.gateway.close(), share(0.15))
-        await store.close()  # bounded step by step inside
+        await store.close(max(store_close, deadline + store_close - loop.time()))  # bounded step by step inside
         if self.runtime is not None and self.runtime.socket_bound:
             with contextlib.suppress(OSError):
                 socket_path.unlink()

@@ -20,10 +20,11 @@ import contextlib
 import json
 import logging
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiosqlite
 
@@ -32,6 +33,8 @@ from tgdaemon.errors import StoreError, StoreUnavailable
 from tgdaemon.store import migrate
 from tgdaemon.store.backup import copy_database
 from tgdaemon.timeutil import now
+
+T = TypeVar("T")
 
 # aiosqlite logs every statement with its parameters at DEBUG: auth keys among them.
 logging.getLogger("aiosqlite").setLevel(logging.INFO)
@@ -60,6 +63,28 @@ async def _connect(path: Path, synchronous: str) -> aiosqlite.Connection:
     await conn.execute(f"PRAGMA synchronous={SYNCHRONOUS[synchronous]}")
     await conn.execute("PRAGMA busy_timeout=5000")
     return conn
+
+
+async def _in_daemon_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn`` on a daemon thread of its own: unlike asyncio.to_thread's executor, which ``asyncio.run``
+    waits for without limit at exit, a long copy never keeps a stopping daemon from exiting."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(how: Callable[[], object]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the daemon stopped meanwhile
+            loop.call_soon_threadsafe(lambda: done.done() or how())
+
+    def run() -> None:
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:  # handed to the awaiting task, which raises it
+            settle(lambda: done.set_exception(exc))
+        else:
+            settle(lambda: done.set_result(result))
+
+    threading.Thread(target=run, name="tgdaemon backup", daemon=True).start()
+    return await done
 
 
 class Tx:
@@ -174,14 +199,18 @@ class StoreCore:
                 self.on_failure(self.failure)
         raise StoreUnavailable(f"the database cannot be written ({self.failure}); the daemon is stopping") from None
 
-    async def close(self) -> None:
-        """Each step bounded and independent: one that fails or hangs never skips the others."""
-        locked = await bounded("waiting for the last transaction", self._lock.acquire(), CLOSE_STEP_SECONDS)
+    async def close(self, seconds: float = 4 * CLOSE_STEP_SECONDS) -> None:
+        """Each step bounded and independent: one that fails or hangs never skips the others; all of
+        them within ``seconds`` (a quarter each)."""
+        step = seconds / 4
+        locked = await bounded("waiting for the last transaction", self._lock.acquire(), step)
         try:
             if self.failure is None:  # keeps the planner's statistics fresh; it writes, so not on a failed disk
-                await bounded("PRAGMA optimize", self._writer.execute("PRAGMA optimize"), CLOSE_STEP_SECONDS)
+                # analysis_limit bounds the ANALYZE that optimize may run over millions of rows (SQLite's advice).
+                await bounded("PRAGMA optimize", self._writer.execute("PRAGMA analysis_limit=400"), step)
+                await bounded("PRAGMA optimize", self._writer.execute("PRAGMA optimize"), step)
             for name, conn in (("reader", self._reader), ("writer", self._writer)):
-                await bounded(f"closing the {name} connection", conn.close(), CLOSE_STEP_SECONDS)
+                await bounded(f"closing the {name} connection", conn.close(), step)
         finally:
             if locked:
                 self._lock.release()
@@ -228,7 +257,7 @@ class StoreCore:
     async def backup(self, target: Path, *, replace: bool = False) -> int:
         """A consistent copy of the live database at ``target``, on a connection and thread of its own
         (store.backup): the writer and the reader go on meanwhile. The copy's size in bytes."""
-        size = await asyncio.to_thread(copy_database, self.path, target, replace=replace)
+        size = await _in_daemon_thread(copy_database, self.path, target, replace=replace)
         async with self.tx() as tx:  # the audit trail says where copies of the auth keys went
             await tx.event("store.backup", f"backup written to {target}", data={"path": str(target), "bytes": size})
         return size
