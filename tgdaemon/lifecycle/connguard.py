@@ -135,15 +135,15 @@ class Connection(asyncio.Protocol):
         self._guard = guard
         self._server = server
         self._handler: RequestHandler | None = None
-        self._transport: asyncio.BaseTransport | None = None
+        self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.state = State.HEAD
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)  # a stream server's
         self._transport = transport
         if not self._guard.admit():
             self.state = State.CLOSED
-            assert isinstance(transport, asyncio.Transport)
             transport.write(REFUSED)
             transport.close()
             return
@@ -196,8 +196,9 @@ class Connection(asyncio.Protocol):
         if self._handler is not None:
             self._handler.data_received(data)
 
-    def eof_received(self) -> bool | None:
-        return self._handler.eof_received() if self._handler is not None else None
+    def eof_received(self) -> None:
+        if self._handler is not None:
+            self._handler.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._shut()

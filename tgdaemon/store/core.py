@@ -24,7 +24,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import aiosqlite
 
@@ -176,7 +176,7 @@ class StoreCore:
         self.failure: str | None = None  # what broke the disk for this store, once something has
 
     @classmethod
-    async def open(cls, path: Path, synchronous: str = "full") -> "StoreCore":
+    async def open(cls, path: Path, synchronous: str = "full") -> Self:
         path.parent.mkdir(parents=True, exist_ok=True)
         migrate.upgrade(path)
         conns: list[aiosqlite.Connection] = []
