@@ -184,3 +184,12 @@ async def in_process(daemon: Any, *, ready_timeout: float = 60.0, stop_timeout: 
             await asyncio.wait_for(task, stop_timeout)
         except TimeoutError:
             task.cancel()
+
+
+class Notes(list[str]):
+    """A benchmark's lines under its table: ``add`` puts a blank line between paragraphs."""
+
+    def add(self, text: str) -> None:
+        if self:
+            self.append("")
+        self.append(text)

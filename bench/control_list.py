@@ -29,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from bench._common import DaemonProc, Timings, daemon_subprocess, scratch_dir, timed_runs
+from bench._common import DaemonProc, Notes, Timings, daemon_subprocess, scratch_dir, timed_runs
 from bench.report import Result, median, percentile
 
 TITLE = "Listing 10,000 accounts through the control API"
@@ -51,7 +51,7 @@ tasks yet. *Fleet with setup tasks*: the same data dir after a fixture (written 
 the daemon is stopped) adds what the setup pipeline of design §4 will create: 8 `account_tasks`
 rows per account (about 3 in 4 `done`), 5 % of accounts busy (lock held), 15 % in cooldown."""
 
-_notes: list[str] = []
+_notes = Notes()
 
 
 async def run() -> list[Result]:
@@ -66,7 +66,7 @@ async def run() -> list[Result]:
         try:
             fixture = _add_setup_tasks(db)
         except (sqlite3.Error, OSError) as exc:
-            _note(f"The fleet-with-setup-tasks part was skipped: the fixture failed: {exc}.")
+            _notes.add(f"The fleet-with-setup-tasks part was skipped: the fixture failed: {exc}.")
             return results
         results += _view_sql_what_if(db, work / "what-if.sqlite3")
         # A listing that overruns its limit leaves the daemon's reader thread busy; do not wait for it.
@@ -78,11 +78,6 @@ async def run() -> list[Result]:
 def notes() -> list[str]:
     return list(_notes)
 
-
-def _note(text: str) -> None:
-    if _notes:
-        _notes.append("")
-    _notes.append(text)
 
 
 # ---- the seeded fleet -----------------------------------------------------------------------------
@@ -171,14 +166,14 @@ def _view_sql_what_if(db: Path, copy: Path) -> list[Result]:
     try:
         from tgdaemon.store.accounts import VIEW_SQL
     except ImportError as exc:
-        _note(f"The SQL what-if was skipped: {exc}.")
+        _notes.add(f"The SQL what-if was skipped: {exc}.")
         return []
     out: list[Result] = []
     shutil.copyfile(db, copy)
     conn = sqlite3.connect(copy, isolation_level=None)
     try:
         plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + VIEW_SQL, {"now": time.time()})]
-        _note("SQLite's plan for the account view (`VIEW_SQL` in `tgdaemon/store/accounts.py`) on the fleet "
+        _notes.add("SQLite's plan for the account view (`VIEW_SQL` in `tgdaemon/store/accounts.py`) on the fleet "
               "with setup tasks: " + "; ".join(f"`{step}`" for step in plan) + ".")
         for label, ddl in (("as shipped", None),
                            ("with an index on `account_tasks (account_id, status)`",
@@ -215,7 +210,7 @@ async def _loaded(daemon: DaemonProc, fixture: dict[str, int]) -> list[Result]:
 
     out: list[Result] = []
     tag = "with setup tasks"
-    _note(f"Fixture for the fleet with setup tasks: {fixture['tasks']:,} `account_tasks` rows "
+    _notes.add(f"Fixture for the fleet with setup tasks: {fixture['tasks']:,} `account_tasks` rows "
                   f"({fixture['done']:,} done), {fixture['busy']} accounts busy, {fixture['cooldown']:,} "
                   f"in cooldown.")
     async with ControlClient(daemon.socket, timeout=60) as client:
@@ -232,7 +227,7 @@ async def _loaded(daemon: DaemonProc, fixture: dict[str, int]) -> list[Result]:
         out += _stats(f"{tag}: one request, `limit=10000`", t, len(t.last["accounts"]) if t.last else 0,
                       p95=True)
         if t.timed_out or not t.ms:
-            _note(f"With setup tasks, one listing of 10,000 did not finish within "
+            _notes.add(f"With setup tasks, one listing of 10,000 did not finish within "
                           f"{t.limit_ms / 1000:.0f} s, so the other listings of this fleet were not tried "
                           "(each would take as long), and the daemon was stopped with SIGKILL after a 3 s grace.")
             return out

@@ -32,7 +32,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from bench._common import DaemonProc, Timings, daemon_subprocess, rss_mb, scratch_dir, timed_runs
+from bench._common import DaemonProc, Notes, Timings, daemon_subprocess, rss_mb, scratch_dir, timed_runs
 from bench.report import Result, median, percentile
 
 TITLE = "History: status, listing and export with millions of rows, and pruning them"
@@ -71,17 +71,12 @@ with the daemon; reported are what it pruned, its length, the longest single bat
 writer (target under {BATCH_TARGET_MS:.0f} ms: "a few milliseconds"), and status and a write timed while it
 runs. The clients run on the same 2 cores as the daemon."""
 
-_notes: list[str] = []
+_notes = Notes()
 
 
 def notes() -> list[str]:
     return list(_notes)
 
-
-def _note(text: str) -> None:
-    if _notes:
-        _notes.append("")
-    _notes.append(text)
 
 
 async def run() -> list[Result]:
@@ -222,7 +217,7 @@ async def retention_off(daemon: DaemonProc) -> list[Result]:
         t = await timed_runs(client.status, runs=30, budget_s=15, timeout_s=10)
         out += _stats("retention off: `status`", t, STATUS_TARGET_MS)
         db = t.last["database"] if t.last else {}
-        _note(f"Status showed: database {db.get('file_bytes', 0) / 2**20:,.0f} MiB + WAL "
+        _notes.add(f"Status showed: database {db.get('file_bytes', 0) / 2**20:,.0f} MiB + WAL "
               f"{db.get('wal_bytes', 0) / 2**20:,.1f} MiB; rows " + ", ".join(
                   f"{k} {v:,}" for k, v in db.get("rows", {}).items()) + ".")
         t = await timed_runs(lambda: client.accounts(limit=ACCOUNTS), runs=10, budget_s=20, timeout_s=10)
@@ -300,10 +295,10 @@ async def retention_on(daemon: DaemonProc, built: dict[str, Any]) -> list[Result
             await asyncio.gather(writer, return_exceptions=True)
         rows = (await client.status())["database"]["rows"]
     if last is None:
-        _note(f"The first retention round did not end within {PRUNE_WAIT_S:.0f} s.")
+        _notes.add(f"The first retention round did not end within {PRUNE_WAIT_S:.0f} s.")
         return [Result("default retention: first round", PRUNE_WAIT_S, "s", at_least=True)]
     expected_tasks_left = built["tasks"] - last["tasks"]
-    _note("A batch's hold of the writer includes its COMMIT, and SQLite checkpoints the WAL inside the "
+    _notes.add("A batch's hold of the writer includes its COMMIT, and SQLite checkpoints the WAL inside the "
           "COMMIT that takes it past 1,000 pages (copying it into the database file and syncing): with "
           "pruning writing about half a page of WAL per row deleted, that is one batch in every 10 or so, "
           "and it makes the tail (p99, longest) of the holds. Measured apart on a copy of this kind of "
@@ -314,7 +309,7 @@ async def retention_on(daemon: DaemonProc, built: dict[str, Any]) -> list[Result
           "writer alone never catches up under steady commits (the WAL grew to 94 MB in 200 batches), "
           "and the short checkpoint under the write lock that lets the WAL restart held it 7 to 18 ms "
           "(60 ms at worst) in the same run, so tgdaemon leaves checkpoints to SQLite.")
-    _note(f"The first round pruned {last['events']:,} events, {last['tasks']:,} finished tasks and "
+    _notes.add(f"The first round pruned {last['events']:,} events, {last['tasks']:,} finished tasks and "
           f"{last['usage']:,} usage rows in {last['batches']:,} batches; it kept the {built['old_tasks_kept']:,} "
           f"old done tasks that live quotas still need (post in the snapshot). Rows left: events "
           f"{rows['events']:,}, tasks {rows['tasks']:,} (expected {expected_tasks_left:,}).")

@@ -136,5 +136,4 @@ def _recorded_offset(recorded: str | None) -> float | None:
 
 async def _record(tx: Tx, offset: float) -> None:
     """The offset the stored deadlines are on, for the next start on this boot to measure a step against."""
-    await tx.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                     (META_KEY, json.dumps({"boot": _boot_id(), "offset": offset})))
+    await tx.set_meta(META_KEY, json.dumps({"boot": _boot_id(), "offset": offset}))

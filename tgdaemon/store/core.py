@@ -120,6 +120,12 @@ class Tx:
             if e.get("account_id") is not None:
                 self.touch(e["account_id"])
 
+    async def set_meta(self, key: str, value: str) -> None:
+        """A key of the little ``meta`` table, in this transaction (for parts that hold a Tx, not the store)."""
+        await self.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value))
+
     def touch_quota(self, quota_id: int) -> None:
         self.quotas.add(quota_id)
 
@@ -267,7 +273,4 @@ class StoreCore:
         return rows[0][0] if rows else None
 
     async def set_meta(self, tx: Tx, key: str, value: str) -> None:
-        await tx.execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
+        await tx.set_meta(key, value)
