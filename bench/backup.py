@@ -14,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from pathlib import Path
 
 from bench._common import scratch_dir
 from bench.report import Result, median, percentile
 from tgdaemon.store import Store
+from tgdaemon.store.sqlite import SQLiteStore
 
 TITLE = "Online backup of a large database"
 ACCOUNTS = int(os.environ.get("BENCH_BACKUP_ACCOUNTS", "50000"))
@@ -95,7 +95,7 @@ async def _alone(store: Store, seconds: float) -> tuple[list[float], list[float]
 async def run() -> list[Result]:
     _notes.clear()
     with scratch_dir("tgbench-backup-") as work:
-        store = await Store.open(work / "data" / "tgfleet.sqlite3")
+        store = await SQLiteStore.open(work / "data" / "tgfleet.sqlite3")
         try:
             t = time.perf_counter()
             await _fill(store)

@@ -29,7 +29,14 @@ from typing import Any
 
 import msgspec
 
-from bench._common import DaemonProc, Notes, Timings, daemon_subprocess, scratch_dir, timed_runs
+from bench._common import (
+    DaemonProc,
+    Notes,
+    Timings,
+    daemon_subprocess,
+    scratch_dir,
+    timed_runs,
+)
 from bench.report import Result, median, percentile
 
 TITLE = "Listing 10,000 accounts through the control API"
@@ -164,7 +171,7 @@ def _view_sql_what_if(db: Path, copy: Path) -> list[Result]:
     after 10 s by a progress handler.
     """
     try:
-        from tgdaemon.store.accounts import VIEW_SQL
+        from tgdaemon.store.sqlite.accounts import VIEW_SQL
     except ImportError as exc:
         _notes.add(f"The SQL what-if was skipped: {exc}.")
         return []

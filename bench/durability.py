@@ -25,7 +25,6 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 

@@ -32,7 +32,15 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from bench._common import DaemonProc, Notes, Timings, daemon_subprocess, rss_mb, scratch_dir, timed_runs
+from bench._common import (
+    DaemonProc,
+    Notes,
+    Timings,
+    daemon_subprocess,
+    rss_mb,
+    scratch_dir,
+    timed_runs,
+)
 from bench.report import Result, median, percentile
 
 TITLE = "History: status, listing and export with millions of rows, and pruning them"

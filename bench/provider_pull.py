@@ -100,7 +100,7 @@ async def generation() -> list[float]:
     from tgdaemon.quotas.generator import Generator
     from tgdaemon.quotas.leases import Leases
     from tgdaemon.quotas.probe import Probes
-    from tgdaemon.store import Store
+    from tgdaemon.store.sqlite import SQLiteStore
     from tgdaemon.stream import Hub
 
     seconds: list[float] = []
@@ -108,7 +108,7 @@ async def generation() -> list[float]:
         cfg = config.load(write_config(work), env={}, overrides={
             "simulator": {"accounts": ACCOUNTS, "probe_fraction": 0.0},
             "quotas": {"max_tasks_per_tick": ACCOUNTS, "pace_seconds": 0}})
-        store = await Store.open(work / "db.sqlite3")
+        store = await SQLiteStore.open(work / "db.sqlite3")
         try:
             store.on_commit = change_publisher(store, Hub(queue_size=20000, replay_size=50000))
             sim = Simulator(cfg.simulator)

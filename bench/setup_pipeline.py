@@ -174,12 +174,12 @@ async def dispatch_once(work: Path, media: dict[str, str], accounts: int = ACCOU
     from tgdaemon.gateway.simulator import Simulator
     from tgdaemon.lifecycle.daemon import change_publisher
     from tgdaemon.setup.scheduler import SetupScheduler
-    from tgdaemon.store import Store
+    from tgdaemon.store.sqlite import SQLiteStore
     from tgdaemon.stream import Hub
 
     cfg = make_config(work, media, accounts=accounts)
     sim = Simulator(cfg.simulator)
-    store = await Store.open(db_path(cfg))
+    store = await SQLiteStore.open(db_path(cfg))
     try:
         await seed(store, sim)
         hub = Hub(queue_size=cfg.daemon.stream_queue_size, replay_size=cfg.daemon.stream_replay_size)
@@ -253,9 +253,9 @@ async def prepare_data_dir(work: Path, cfg: Any) -> int:
     """Seed and dispatch with a plain store (no hook), closed again before the daemon opens it."""
     from tgdaemon.gateway.simulator import Simulator
     from tgdaemon.setup.tasks import required_tasks
-    from tgdaemon.store import Store
+    from tgdaemon.store.sqlite import SQLiteStore
 
-    store = await Store.open(db_path(cfg))
+    store = await SQLiteStore.open(db_path(cfg))
     try:
         await seed(store, Simulator(cfg.simulator))
         created, _ = await store.dispatch_setup(required_tasks(cfg.setup))

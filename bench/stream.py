@@ -29,7 +29,14 @@ from typing import Any
 
 import msgspec
 
-from bench._common import clean_env, in_process, rss_mb, scratch_dir, stop_process, write_config
+from bench._common import (
+    clean_env,
+    in_process,
+    rss_mb,
+    scratch_dir,
+    stop_process,
+    write_config,
+)
 from bench.report import ROOT, Result
 
 TITLE = "The live stream: 5,000 deltas/s to one client with bounded memory"

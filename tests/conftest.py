@@ -39,6 +39,7 @@ from tgdaemon import config
 from tgdaemon.gateway.simulator import Simulator
 from tgdaemon.lifecycle.daemon import Daemon
 from tgdaemon.store import Store
+from tgdaemon.store.sqlite import SQLiteStore
 from tgtui.client import ControlClient
 
 START_TIMEOUT = 10.0
@@ -115,7 +116,7 @@ async def running_daemon(daemon_factory: Callable[..., Any]) -> AsyncIterator[tu
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
     """A real store in a fresh SQLite file, at the latest schema."""
-    s = await Store.open(tmp_path / "data" / "tgfleet.sqlite3")
+    s = await SQLiteStore.open(tmp_path / "data" / "tgfleet.sqlite3")
     try:
         yield s
     finally:

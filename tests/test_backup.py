@@ -32,7 +32,7 @@ from tgdaemon.errors import ApiError
 from tgdaemon.lifecycle.datadir import DB_NAME
 from tgdaemon.quotas.messages import PullResponse
 from tgdaemon.store import Store
-from tgdaemon.store.backup import BackupError, copy_database
+from tgdaemon.store.sqlite.backup import BackupError, copy_database
 from tgtui.client import ControlClient
 
 PULL = "/api/provider/telegram/tasks/pull"

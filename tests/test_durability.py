@@ -21,7 +21,7 @@ from tgdaemon.errors import ApiError, StoreUnavailable
 from tgdaemon.gateway.simulator import Simulator
 from tgdaemon.lifecycle.daemon import Daemon
 from tgdaemon.lifecycle.datadir import LOCK_NAME
-from tgdaemon.store import Store
+from tgdaemon.store.sqlite import SQLiteStore
 from tgtui.client import ControlClient
 
 
@@ -33,7 +33,7 @@ async def pragma(conn: Any, name: str) -> int:
 async def test_the_store_runs_synchronous_full_unless_told_normal(tmp_path: Path, mode: str | None,
                                                                   level: int) -> None:
     path = tmp_path / "db.sqlite3"
-    store = await (Store.open(path) if mode is None else Store.open(path, mode))
+    store = await (SQLiteStore.open(path) if mode is None else SQLiteStore.open(path, mode))
     try:
         assert await pragma(store._writer, "synchronous") == level  # 2 = FULL, 1 = NORMAL
         assert await pragma(store._reader, "synchronous") == level
@@ -51,7 +51,7 @@ async def test_status_says_which_mode_the_daemon_runs(daemon_factory: Any) -> No
 
 
 async def test_a_disk_error_refuses_later_writes_at_once_and_the_store_still_closes(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "data" / "db.sqlite3")
+    store = await SQLiteStore.open(tmp_path / "data" / "db.sqlite3")
     told: list[str] = []
     store.on_failure = told.append
     writer, reader = store._writer, store._reader
@@ -98,7 +98,7 @@ async def test_a_write_error_is_a_503_one_line_and_a_prompt_stop_with_exit_code_
     finally:
         os.close(fd)
     assert not cfg.socket_path().exists()
-    store = await Store.open(cfg.data_dir() / "tgfleet.sqlite3")  # nothing half-written: it opens as usual
+    store = await SQLiteStore.open(cfg.data_dir() / "tgfleet.sqlite3")  # nothing half-written: it opens as usual
     try:
         assert await store.count_accounts() > 0
     finally:

@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from daemon_proc import Fleet, fleet
+from daemon_proc import fleet
 
 from tgdaemon import config
 from tgdaemon.lifecycle.limits import connection_cap

@@ -22,8 +22,8 @@ from tgdaemon.logredact import (
     REDACTED,
     REDACTOR,
     BadRequestFilter,
-    Redactor,
     RedactingFormatter,
+    Redactor,
     configured_secrets,
     install,
 )

@@ -17,9 +17,8 @@ import time
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 import msgspec
-import pytest
+from aiohttp import web
 from daemon_proc import Fleet, fleet
 
 from tgdaemon.lifecycle.daemon import Daemon

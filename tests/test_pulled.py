@@ -38,6 +38,7 @@ from tgdaemon.quotas.messages import (
 )
 from tgdaemon.quotas.probe import Probes
 from tgdaemon.store import Generated, Store
+from tgdaemon.store.sqlite import SQLiteStore
 
 TARGET = "@tgfleet_news"
 NO_ACCOUNT = "no account is free for this run"
@@ -483,14 +484,14 @@ async def test_cursor_and_task_are_one_transaction(w: World) -> None:
 async def test_a_restart_never_makes_the_same_run_twice(tmp_path: Path) -> None:
     """Cursor and next_run_at are in the database with the task: a reopened store carries on after it."""
     path = tmp_path / "reopen.sqlite3"
-    store = cast(Store, await Store.open(path))
+    store = cast(Store, await SQLiteStore.open(path))
     try:
         w = await world(store)
         qid = await w.add_quota(action="post_stats", posts=[9, 8, 7])
         assert (await w.tick()).tasks == 1
     finally:
         await store.close()
-    store = cast(Store, await Store.open(path))
+    store = cast(Store, await SQLiteStore.open(path))
     try:
         w = await world(store, seed=False)
         assert (await w.tick()).tasks == 0

@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from daemon_proc import isolated_env, run_cli
 from test_pulled import READ_ALREADY, World, world
 
 from tgdaemon import clockstep, config, timeutil
 from tgdaemon.quotas.leases import utc_day
 from tgdaemon.retention import HOLD_TARGET_S, Retention
-from tgdaemon.store import Store, migrate
+from tgdaemon.store import Store
+from tgdaemon.store.sqlite import SQLiteStore, migrate
 
 DAY = 86400.0
 WAIT = 10.0  # seconds a test waits at most for the daemon's own retention task
@@ -224,7 +224,7 @@ async def test_migration_backfills_the_counters(tmp_path: Path) -> None:
                  " VALUES (1, 'update_name', 'retry', 0, 0)")
     conn.close()
     migrate.upgrade(path)
-    s = await Store.open(path)
+    s = await SQLiteStore.open(path)
     try:
         assert (await s.quota(4))["measurements"] == 3
         assert await s.task_counts() == {"setup": {"retry": 1}, "pulled": {"done": 2, "pending": 1}}

@@ -40,8 +40,9 @@ from tgdaemon.lifecycle.datadir import DB_NAME
 from tgdaemon.setup.scheduler import SetupScheduler
 from tgdaemon.setup.secrets import PasswordSource
 from tgdaemon.setup.tasks import TASKS, TaskContext
-from tgdaemon.store import ClaimedTask, Store
-from tgdaemon.store.locks import release_lock, take_lock
+from tgdaemon.store import ClaimedTask
+from tgdaemon.store.sqlite import SQLiteStore
+from tgdaemon.store.sqlite.locks import release_lock, take_lock
 from tgtui.client import ControlClient
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
@@ -919,7 +920,7 @@ async def test_a_dead_account_is_let_go_by_the_gateway(tmp_path: Path) -> None:
     cfg = SimulatorConfig(accounts=12, seed=5, dead_fraction=0.2, latency_min_ms=0, latency_max_ms=0,
                           flood_wait_rate=0, peer_flood_rate=0, transient_rate=0)
     sim = ForgetfulSimulator(cfg)
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await SQLiteStore.open(tmp_path / "db.sqlite3")
     try:
         async with store.tx() as tx:
             await store.insert_accounts(tx, ({"phone": a.phone, "tg_user_id": a.tg_user_id, "label": a.label,

@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tgdaemon.errors import NotFound, StoreError
-from tgdaemon.store import SORT_KEYS, STATES, Store, Tx, mask_phone, migrate
+from tgdaemon.store import SORT_KEYS, STATES, Store, Tx, mask_phone
+from tgdaemon.store.sqlite import SQLiteStore, migrate
 
 # Design section 3, table by table, with the columns the design names (``usage`` holds the claims'
 # daily caps; ``entities`` is the per-account entity cache).
@@ -152,7 +153,7 @@ async def test_upgrade_from_every_older_version(tmp_path: Path, version: int) ->
     finally:
         conn.close()
 
-    s = await Store.open(path)  # and the daemon's own view of it
+    s = await SQLiteStore.open(path)  # and the daemon's own view of it
     try:
         if "account" in kept:
             account = await s.get_account(7)
@@ -177,7 +178,7 @@ async def test_database_newer_than_the_code_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=rf"schema version {newer}, newer than"):
         migrate.upgrade(path)
     with pytest.raises(StoreError) as info:
-        await Store.open(path)
+        await SQLiteStore.open(path)
     assert "\n" not in str(info.value)
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == newer  # left untouched
@@ -188,7 +189,7 @@ async def test_not_a_database_is_a_store_error(tmp_path: Path) -> None:
     path = tmp_path / "junk.sqlite3"
     path.write_bytes(b"this is not an sqlite database at all " * 200)
     with pytest.raises(StoreError, match=str(path)):
-        await Store.open(path)
+        await SQLiteStore.open(path)
 
 
 def test_migrations_are_numbered_without_gaps() -> None:

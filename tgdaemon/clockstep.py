@@ -29,8 +29,7 @@ from pathlib import Path
 from tgdaemon.classify import MAX_WAIT
 from tgdaemon.config import Config
 from tgdaemon.quotas.probe import LOCK_SECONDS as PROBE_LOCK_SECONDS
-from tgdaemon.store import Store, Tx
-from tgdaemon.store.clock import Maxima, shift_deadlines
+from tgdaemon.store import Maxima, Store, Tx
 from tgdaemon.timeutil import now, steady
 
 log = logging.getLogger(__name__)
@@ -68,8 +67,8 @@ class ClockSteps:
         step = now() - steady() - self.offset
         return step if abs(step) > self.threshold else 0.0
 
-    async def shift(self, tx: Tx, step: float) -> None:
-        self._moved = await shift_deadlines(tx, step)
+    async def shift(self, store: Store, tx: Tx, step: float) -> None:
+        self._moved = await store.shift_deadlines(tx, step)
         await tx.event("clock.step", f"the wall clock stepped {step:+.0f} s; {sum(self._moved.values())}"
                        " stored times moved with it", data={"seconds": round(step, 3), **self._moved})
         self.shifting = step

@@ -29,7 +29,7 @@ from types import TracebackType
 from aiohttp.http_exceptions import HttpProcessingError
 
 from tgdaemon.config import Config
-from tgdaemon.store.accounts import mask_phone
+from tgdaemon.store.views import mask_phone
 
 REDACTED = "[redacted]"
 MIN_SECRET = 4  # a registered secret shorter than this would blank ordinary words; the patterns still apply

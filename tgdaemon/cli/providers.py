@@ -7,7 +7,7 @@ import sys
 
 from tgdaemon.cli import output
 from tgdaemon.cli.parser import positive_int, socket_path
-from tgdaemon.store.providers import provider_name_problem
+from tgdaemon.store.views import provider_name_problem
 from tgtui.client import ControlClient
 
 

@@ -21,7 +21,7 @@ from tgdaemon.errors import ApiError
 from tgdaemon.httpjson import json_response, read_body
 from tgdaemon.lifecycle.datadir import DB_NAME, LOCK_NAME
 from tgdaemon.runtime import RUNTIME
-from tgdaemon.store.backup import BackupError, BackupExists, exists
+from tgdaemon.store.sqlite.backup import BackupError, BackupExists, exists
 
 log = logging.getLogger(__name__)
 LIVE_FILES = (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", f"{DB_NAME}-journal", LOCK_NAME)

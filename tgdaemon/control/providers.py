@@ -13,7 +13,7 @@ from tgdaemon.httpjson import json_response, read_body
 from tgdaemon.provider.auth import hash_token, new_token
 from tgdaemon.quotas.executor import NAME as LOCAL
 from tgdaemon.runtime import RUNTIME
-from tgdaemon.store.providers import provider_name_problem
+from tgdaemon.store.views import provider_name_problem
 
 
 class AddBody(msgspec.Struct, forbid_unknown_fields=True):

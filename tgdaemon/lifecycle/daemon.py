@@ -44,6 +44,7 @@ from tgdaemon.retention import Retention
 from tgdaemon.runtime import RUNTIME, Runtime
 from tgdaemon.setup.scheduler import SetupScheduler
 from tgdaemon.store import Store, Tx, event_view
+from tgdaemon.store.sqlite import SQLiteStore
 from tgdaemon.stream import Hub
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class Daemon:
         lock = DataDirLock(self.cfg.data_dir())
         lock.acquire()
         try:
-            store = await Store.open(self.cfg.data_dir() / DB_NAME, self.cfg.store.synchronous)
+            store = await SQLiteStore.open(self.cfg.data_dir() / DB_NAME, self.cfg.store.synchronous)
         except BaseException:
             lock.release()
             raise

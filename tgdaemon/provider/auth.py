@@ -24,7 +24,7 @@ from aiohttp import web
 
 from tgdaemon.httpjson import Handler, error_response
 from tgdaemon.runtime import RUNTIME
-from tgdaemon.store.providers import Provider, ProviderStore
+from tgdaemon.store.api import Provider, Store
 
 TOKEN_PREFIX = "tgf_"
 TOKEN_RE = re.compile(r"tgf_[A-Za-z0-9_-]{43}")
@@ -49,7 +49,7 @@ class ProviderAuth:
         self._version = -1
         self._written: dict[str, float] = {}  # provider name -> monotonic time of its last last_seen_at write
 
-    async def lookup(self, store: ProviderStore, token_hash: str) -> Provider | None:
+    async def lookup(self, store: Store, token_hash: str) -> Provider | None:
         version = store.providers_version
         if version != self._version:
             self._cache.clear()
@@ -61,7 +61,7 @@ class ProviderAuth:
             self._cache[token_hash] = found
         return found
 
-    async def seen(self, store: ProviderStore, name: str) -> None:
+    async def seen(self, store: Store, name: str) -> None:
         at = time.monotonic()
         if at - self._written.get(name, float("-inf")) >= SEEN_INTERVAL:
             self._written[name] = at  # before the await, so concurrent requests do not all write

@@ -15,7 +15,14 @@ import logging
 from tgdaemon.classify import ErrorClass, classify, classify_code
 from tgdaemon.gateway.base import AccountRef, Gateway
 from tgdaemon.quotas.leases import Leases
-from tgdaemon.quotas.messages import Done, Failed, LeasedTask, Observation, PullRequest, Report
+from tgdaemon.quotas.messages import (
+    Done,
+    Failed,
+    LeasedTask,
+    Observation,
+    PullRequest,
+    Report,
+)
 from tgdaemon.store import Store
 
 log = logging.getLogger(__name__)

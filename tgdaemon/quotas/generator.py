@@ -44,7 +44,7 @@ class Generator:
     async def tick(self) -> Generated:
         stale_before = now() - self.cfg.posts_snapshot_ttl_hours * 3600
         for quota in await self.store.stale_snapshots(stale_before, self.cfg.snapshots_per_tick):
-            await self.refresh_posts(quota["id"], quota["target"], quota["last_n_posts"])
+            await self.refresh_posts(quota.id, quota.target, quota.last_n_posts)
         made = await self.store.generate(Generation(
             max_tasks=self.cfg.max_tasks_per_tick, lock_seconds=self.leases.lock_seconds(self.cfg.lease_seconds),
             daily_cap=self.cfg.daily_cap, day=utc_day(), stale_before=now() - self.cfg.posts_snapshot_ttl_hours * 3600,

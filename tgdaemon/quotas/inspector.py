@@ -41,20 +41,20 @@ class Inspector:
         """One round: each uninspected quota gets a probe account, while there are probes ready."""
         done = 0
         for quota in await self.store.uninspected_quotas():
-            target = quota["target"]
-            read = await self.probes.read(f"inspect:{quota['id']}",
+            target = quota.target
+            read = await self.probes.read(f"inspect:{quota.id}",
                                           lambda account: self.gateway.resolve_channel(account, target))
             if read is None:
-                await self.store.record_inspection(quota["id"], ok=None, error=NO_PROBE)
+                await self.store.record_inspection(quota.id, ok=None, error=NO_PROBE)
             elif read.error is None and read.value is not None:
-                await self.store.record_inspection(quota["id"], ok=True, peer_id=read.value.peer_id,
+                await self.store.record_inspection(quota.id, ok=True, peer_id=read.value.peer_id,
                                                    title=read.value.title)
                 done += 1
             elif read.error is not None and read.error.kind is ErrorClass.TARGET:
-                await self.store.record_inspection(quota["id"], ok=False, error=read.error.code)
+                await self.store.record_inspection(quota.id, ok=False, error=read.error.code)
                 done += 1
             elif read.error is not None:
                 await self.store.record_inspection(
-                    quota["id"], ok=None,
+                    quota.id, ok=None,
                     error=f"waiting for inspection: probe account {read.account_id} got {read.error.code}")
         return done

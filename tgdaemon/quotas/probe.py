@@ -16,8 +16,6 @@ from tgdaemon.config import Config
 from tgdaemon.gateway.base import AccountRef
 from tgdaemon.policy import account_effect
 from tgdaemon.store import Store
-from tgdaemon.store.locks import release_lock, take_lock
-from tgdaemon.store.setup import apply_account_effect
 from tgdaemon.timeutil import now
 
 T = TypeVar("T")
@@ -39,21 +37,21 @@ class Probes:
     async def read(self, purpose: str, call: Callable[[AccountRef], Awaitable[T]]) -> ProbeRead[T] | None:
         """Run ``call`` as the least recently used ready probe; None when no probe is ready."""
         for probe in await self.store.probe_accounts():
-            account = AccountRef(probe["id"], probe["tg_user_id"], probe["phone"])
+            account = AccountRef(probe.id, probe.tg_user_id, probe.phone)
             holder = f"probe:{purpose}"
             async with self.store.tx() as tx:
-                if not await take_lock(tx, account.id, holder, LOCK_SECONDS):
+                if not await self.store.take_lock(tx, account.id, holder, LOCK_SECONDS):
                     continue  # taken in the meantime: try the next one
-                await tx.execute("UPDATE accounts SET last_used_at = ? WHERE id = ?", (now(), account.id))
+                await self.store.mark_used(tx, account.id)
             try:
                 value = await call(account)
             except Exception as exc:
                 error = classify(exc)
                 async with self.store.tx() as tx:
-                    await apply_account_effect(tx, account.id, account_effect(error, self.cfg.limits, now()))
-                    await release_lock(tx, account.id, holder)
+                    await self.store.apply_account_effect(tx, account.id, account_effect(error, self.cfg.limits, now()))
+                    await self.store.release_lock(tx, account.id, holder)
                 return ProbeRead(account.id, error=error)
             async with self.store.tx() as tx:
-                await release_lock(tx, account.id, holder)
+                await self.store.release_lock(tx, account.id, holder)
             return ProbeRead(account.id, value=value)
         return None

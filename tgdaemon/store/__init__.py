@@ -1,31 +1,42 @@
 """The daemon's only door to its database.
 
-Everything above this package speaks to ``Store`` methods, never to SQL, so
-that a PostgreSQL store (several daemons, ``FOR UPDATE SKIP LOCKED``
-leasing) can be added behind the same interface later.
+Everything above this package speaks to the ``Store`` interface of
+``tgdaemon.store.api``, never to SQL. ``open_store`` picks the driver from the
+store's URL: ``sqlite:///PATH`` (the embedded default) or ``postgresql://…``.
 """
 
-from tgdaemon.store.accounts import (
+from tgdaemon.store.api import (
+    AccountEffect,
+    Batch,
+    ClaimedTask,
+    EntityRow,
+    Finish,
+    Generated,
+    Generation,
+    LeaseAsk,
+    Maxima,
+    NewAccount,
+    ProbeAccount,
+    Provider,
+    QuotaRef,
+    Reaped,
+    SessionData,
+    SetupOutcome,
+    Store,
+    Tx,
+)
+from tgdaemon.store.views import (
+    ACTIONS,
+    MEASUREMENT_FIELDS,
     SORT_KEYS,
     STATES,
     account_view,
     event_view,
     mask_phone,
+    provider_name_problem,
 )
-from tgdaemon.store.clock import ClockStore
-from tgdaemon.store.core import Tx
-from tgdaemon.store.providers import ProviderStore
-from tgdaemon.store.pulled import Finish, Generated, Generation, LeaseAsk, PulledStore, Reaped
-from tgdaemon.store.quotas import ACTIONS, MEASUREMENT_FIELDS, QuotaStore
-from tgdaemon.store.retention import Batch, RetentionStore
-from tgdaemon.store.sessions import EntityRow, NewAccount, SessionData
-from tgdaemon.store.setup import AccountEffect, ClaimedTask, SetupOutcome, SetupStore
-from tgdaemon.store.stats import StatsStore
 
-
-class Store(SetupStore, QuotaStore, PulledStore, ProviderStore, ClockStore, RetentionStore, StatsStore):
-    """The store's whole interface."""
-
-
-__all__ = ["ACTIONS", "MEASUREMENT_FIELDS", "Batch", "Finish", "Generated", "Generation", "LeaseAsk", "Reaped", "STATES", "SORT_KEYS", "AccountEffect", "ClaimedTask", "SetupOutcome", "EntityRow", "NewAccount", "SessionData", "Store", "Tx", "account_view",
-           "event_view", "mask_phone"]
+__all__ = ["ACTIONS", "MEASUREMENT_FIELDS", "SORT_KEYS", "STATES", "AccountEffect", "Batch", "ClaimedTask", "EntityRow",
+           "Finish", "Generated", "Generation", "LeaseAsk", "Maxima", "NewAccount", "ProbeAccount", "Provider",
+           "QuotaRef", "Reaped", "SessionData", "SetupOutcome", "Store", "Tx", "account_view", "event_view",
+           "mask_phone", "provider_name_problem"]

@@ -3,36 +3,22 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import AsyncIterator
 from typing import Any
 
 from tgdaemon.errors import NotFound
-from tgdaemon.store.core import StoreCore, Tx
+from tgdaemon.store.api import ProbeAccount, QuotaRef
+from tgdaemon.store.sqlite.core import StoreCore, Tx
+from tgdaemon.store.views import quota_view
 from tgdaemon.timeutil import iso, now
-
-ACTIONS = ("post_stats", "channel_stats")
 
 # The count is the counter the report keeps, not a COUNT(*): this view is read after every commit
 # that touched a quota, to publish its delta.
 QUOTA_VIEW = "SELECT q.*, q.measurements_count AS measurements FROM quotas q"
 
 
-MEASUREMENT_FIELDS = ("observed_at", "post_id", "views", "forwards", "replies", "reactions", "subscribers", "task_id")
 
 
-def quota_view(row: sqlite3.Row) -> dict[str, Any]:
-    return {
-        "id": row["id"], "name": row["name"], "action": row["action"], "target": row["target"],
-        "last_n_posts": row["last_n_posts"], "quantity_total": row["quantity_total"],
-        "quantity_left": row["quantity_left"], "orders_left": row["orders_left"], "per_call": row["per_call"],
-        "interval_seconds": row["interval_seconds"], "next_run_at": iso(row["next_run_at"]),
-        "expires_at": iso(row["expires_at"]), "paused": bool(row["paused"]),
-        "inspection_ok": None if row["inspection_ok"] is None else bool(row["inspection_ok"]),
-        "inspection_error": row["inspection_error"], "inspected_at": iso(row["inspection_at"]),
-        "peer_id": row["peer_id"], "title": row["title"], "last_error": row["last_error"],
-        "measurements": row["measurements"], "created_at": iso(row["created_at"]),
-    }
 
 
 class QuotaStore(StoreCore):
@@ -76,9 +62,9 @@ class QuotaStore(StoreCore):
                 tx.touch_quota(quota_id)
             return bool(cur.rowcount)
 
-    async def uninspected_quotas(self) -> list[sqlite3.Row]:
-        return list(await self.read("SELECT id, target FROM quotas WHERE inspection_ok IS NULL"
-                                    " AND expires_at > ? ORDER BY id", (now(),)))
+    async def uninspected_quotas(self) -> list[QuotaRef]:
+        return [QuotaRef(r["id"], r["target"]) for r in await self.read(
+            "SELECT id, target FROM quotas WHERE inspection_ok IS NULL AND expires_at > ? ORDER BY id", (now(),))]
 
     async def record_inspection(self, quota_id: int, *, ok: bool | None, peer_id: int | None = None,
                                 title: str | None = None, error: str | None = None) -> None:
@@ -95,13 +81,13 @@ class QuotaStore(StoreCore):
                                quota_id=quota_id, data={"ok": ok, "error": error})
             tx.touch_quota(quota_id)
 
-    async def probe_accounts(self) -> list[sqlite3.Row]:
+    async def probe_accounts(self) -> list[ProbeAccount]:
         """Probe accounts that can work now, least recently used first."""
-        return list(await self.read(
+        return [ProbeAccount(r["id"], r["tg_user_id"], r["phone"]) for r in await self.read(
             "SELECT a.id, a.tg_user_id, a.phone FROM accounts a WHERE a.is_probe = 1 AND a.is_active = 1"
             " AND a.disabled_at IS NULL AND (a.cooldown_until IS NULL OR a.cooldown_until <= :now)"
             " AND NOT EXISTS (SELECT 1 FROM account_locks l WHERE l.account_id = a.id AND l.expires_at > :now)"
-            " ORDER BY COALESCE(a.last_used_at, 0), a.id", {"now": now()}))
+            " ORDER BY COALESCE(a.last_used_at, 0), a.id", {"now": now()})]
 
     async def measurement_pages(self, quota_id: int, limit: int | None = None,
                                 page: int = 5000) -> AsyncIterator[list[tuple[Any, ...]]]:

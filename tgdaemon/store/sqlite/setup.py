@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from tgdaemon.store.core import Tx
-from tgdaemon.store.locks import release_lock, release_locks, take_locks
-from tgdaemon.store.sessions import SessionStore
+from tgdaemon.store.api import AccountEffect, ClaimedTask, SetupOutcome
+from tgdaemon.store.sqlite.core import Tx
+from tgdaemon.store.sqlite.locks import release_lock, release_locks, take_locks
+from tgdaemon.store.sqlite.sessions import SessionStore
 from tgdaemon.timeutil import now
 
 ACCOUNT_CAN_WORK = ("a.is_active = 1 AND a.disabled_at IS NULL AND a.is_probe = 0"
@@ -24,45 +24,10 @@ ACCOUNT_CAN_WORK = ("a.is_active = 1 AND a.disabled_at IS NULL AND a.is_probe = 
 LOCK_FREE = "NOT EXISTS (SELECT 1 FROM account_locks l WHERE l.account_id = a.id AND l.expires_at > :now)"
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimedTask:
-    id: int
-    account_id: int
-    task_type: str
-    payload: dict[str, Any]
-    attempts: int  # including this one
-    result: dict[str, Any]  # what an earlier attempt recorded (a photo or story id)
-    started_at: float  # when the task first started
-    tg_user_id: int | None
-    phone: str | None
-    profile: dict[str, Any]
-    resumed: bool = False  # an earlier attempt started (and may have posted something)
-
-    @property
-    def holder(self) -> str:
-        return f"setup:{self.id}"
 
 
-@dataclass(frozen=True, slots=True)
-class AccountEffect:
-    """What an outcome does to the account (design section 6)."""
-
-    cooldown_until: float | None = None
-    cooldown_reason: str | None = None
-    disable_reason: str | None = None
-    error_code: str | None = None  # None with ok=True clears the account's last error
-    ok: bool = False
-    name: tuple[str, str] | None = None  # the account's name as it now is on Telegram
 
 
-@dataclass(frozen=True, slots=True)
-class SetupOutcome:
-    status: str  # done, retry or failed
-    effect: AccountEffect
-    result: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    retry_at: float | None = None
-    refund_attempt: bool = False  # waits are not the task's fault
 
 
 async def apply_account_effect(tx: Tx, account_id: int, effect: AccountEffect) -> None:

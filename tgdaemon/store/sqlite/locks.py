@@ -8,7 +8,7 @@ account, because the account's state (busy or not) changes with it.
 
 from __future__ import annotations
 
-from tgdaemon.store.core import Tx
+from tgdaemon.store.sqlite.core import Tx
 from tgdaemon.timeutil import now
 
 

@@ -7,40 +7,13 @@ ever hold it.
 
 from __future__ import annotations
 
-import re
-import sqlite3
-from dataclasses import dataclass
 from typing import Any
 
 from tgdaemon.errors import Conflict, NotFound
-from tgdaemon.store.core import StoreCore
+from tgdaemon.store.api import Provider
+from tgdaemon.store.sqlite.core import StoreCore
+from tgdaemon.store.views import provider_name_problem, provider_view
 from tgdaemon.timeutil import iso, now
-
-NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{1,31}$")
-RESERVED_NAMES = frozenset({"local"})  # `local` is the daemon's own executor in accounts.executor
-
-
-def provider_name_problem(name: str) -> str | None:
-    """Why ``name`` cannot name a provider, or None when it can; shared by the API and the CLI."""
-    if name in RESERVED_NAMES:
-        return f"provider name {name!r} is reserved for the daemon's own executor"
-    if not NAME_RE.fullmatch(name):
-        return (f"provider name {name!r}: 2 to 32 characters, a lowercase letter first,"
-                " then lowercase letters, digits, '_' or '-'")
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class Provider:
-    name: str
-    token_hash: str
-    revoked_at: float | None
-
-
-def provider_view(row: sqlite3.Row) -> dict[str, Any]:
-    """What the APIs show of a provider: never its token hash."""
-    return {"name": row["name"], "created_at": iso(row["created_at"]), "last_seen_at": iso(row["last_seen_at"]),
-            "revoked_at": iso(row["revoked_at"])}
 
 
 class ProviderStore(StoreCore):

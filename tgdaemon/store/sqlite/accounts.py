@@ -6,19 +6,21 @@ that filtering and sorting by it never loads rows to filter them in Python.
 
 from __future__ import annotations
 
-import base64
 import json
 import sqlite3
 from collections.abc import Iterable
-from typing import Annotated, Any
-
-import msgspec
+from typing import Any
 
 from tgdaemon.errors import NotFound
-from tgdaemon.store.core import StoreCore, Tx
-from tgdaemon.timeutil import iso, now
-
-STATES = ("ready", "busy", "cooldown", "disabled", "inactive")
+from tgdaemon.store.sqlite.core import StoreCore, Tx
+from tgdaemon.store.views import (
+    STATES,
+    account_view,
+    decode_cursor,
+    encode_cursor,
+    event_view,
+)
+from tgdaemon.timeutil import now
 
 STATE_SQL = """CASE
     WHEN a.disabled_at IS NOT NULL THEN 'disabled'
@@ -36,7 +38,7 @@ VIEW_SQL = f"""SELECT a.id, a.label, a.phone, a.first_name, a.last_name, a.is_pr
 
 # Sort keys the API accepts, and the never-NULL expression each sorts by
 # (row-value comparisons with NULL would drop rows from keyset pages).
-SORT_KEYS = {
+SORT_SQL = {
     "id": "id",
     "label": "label",
     "state": "state",
@@ -47,49 +49,14 @@ SORT_KEYS = {
 }
 
 
-def mask_phone(phone: str | None) -> str | None:
-    """Keep the country code's first digits and the last two: enough to tell accounts apart."""
-    if not phone:
-        return None
-    if len(phone) <= 6:
-        return "*" * len(phone)
-    return phone[:4] + "*" * (len(phone) - 6) + phone[-2:]
 
 
-def account_view(row: sqlite3.Row) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "label": row["label"],
-        "phone_masked": mask_phone(row["phone"]),
-        "name": f"{row['first_name']} {row['last_name']}".strip(),
-        "state": row["state"],
-        "is_probe": bool(row["is_probe"]),
-        "is_active": bool(row["is_active"]),
-        "executor": row["executor"],
-        "cooldown_until": iso(row["cooldown_until"]),
-        "cooldown_reason": row["cooldown_reason"],
-        "disabled_at": iso(row["disabled_at"]),
-        "disabled_reason": row["disabled_reason"],
-        "setup": {"done": row["setup_done"], "total": row["setup_total"]},
-        "last_error_code": row["last_error_code"],
-        "last_ok_at": iso(row["last_ok_at"]),
-    }
 
 
-Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 
 
-def encode_cursor(value: Any, account_id: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps([value, account_id]).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[Any, int]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        value, account_id = msgspec.json.decode(raw, type=tuple[str | Int64 | float, Int64])
-    except (ValueError, msgspec.DecodeError):
-        raise ValueError("cursor: not a cursor this daemon issued") from None
-    return value, account_id
 
 
 class AccountStore(StoreCore):
@@ -113,7 +80,7 @@ class AccountStore(StoreCore):
                             desc: bool = False, limit: int = 100, after: str | None = None,
                             ) -> tuple[list[dict[str, Any]], str | None]:
         """One keyset page; returns the rows and the cursor of the next page (None at the end)."""
-        key = SORT_KEYS[sort]
+        key = SORT_SQL[sort]
         where, params = [], {"now": now(), "limit": limit}
         if state:
             where.append("state = :state")
@@ -210,11 +177,4 @@ class AccountStore(StoreCore):
         return [event_view(r) for r in rows]
 
 
-def event_view(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
-    data = row["data_json"] if "data_json" in row.keys() else None
-    return {
-        "id": row["id"], "at": iso(row["at"]), "kind": row["kind"], "account_id": row["account_id"],
-        "task_id": row["task_id"], "quota_id": row["quota_id"], "message": row["message"],
-        "data": json.loads(data) if data is not None else row["data"],
-    }
 

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tgdaemon.store.core import StoreCore
+from tgdaemon.store.sqlite.core import StoreCore
 
 
 def _size(path: Path) -> int:

@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 
-from tgdaemon.store.core import StoreCore
+from tgdaemon.store.api import Batch
+from tgdaemon.store.sqlite.core import StoreCore
 
 # A done task that a live quota still needs; ``t`` is the task row. Used to select and to re-check.
 NEEDED = """(t.status = 'done' AND t.subject_type = 'quota' AND t.post_id IS NOT NULL AND EXISTS (
@@ -42,12 +42,6 @@ NEEDED = """(t.status = 'done' AND t.subject_type = 'quota' AND t.post_id IS NOT
     AND EXISTS (SELECT 1 FROM json_each(q.posts_json) p WHERE p.value = t.post_id)))"""
 
 
-@dataclass(frozen=True, slots=True)
-class Batch:
-    deleted: int  # rows deleted by this batch
-    scanned: int  # rows looked at; fewer than the limit means the end was reached
-    held_seconds: float  # how long the write transaction held the writer (0 when none was needed)
-    cursor: tuple[float, int] | None = None  # tasks: where the next batch of this round starts
 
 
 class RetentionStore(StoreCore):

@@ -13,13 +13,19 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 from tgdaemon.errors import NotFound
-from tgdaemon.store.core import StoreCore, Tx
-from tgdaemon.store.locks import release_locks, take_locks
-from tgdaemon.store.setup import ACCOUNT_CAN_WORK, LOCK_FREE, AccountEffect, apply_account_effect
+from tgdaemon.store import rules
+from tgdaemon.store.api import Finish, Generated, Generation, LeaseAsk, QuotaRef, Reaped
+from tgdaemon.store.rules import holder
+from tgdaemon.store.sqlite.core import StoreCore, Tx
+from tgdaemon.store.sqlite.locks import release_locks, take_locks
+from tgdaemon.store.sqlite.setup import (
+    ACCOUNT_CAN_WORK,
+    LOCK_FREE,
+    apply_account_effect,
+)
 from tgdaemon.timeutil import now
 
 OPEN = "('pending', 'leased')"
@@ -35,80 +41,30 @@ TASK_COLUMNS = ("id, lease_token, account_id, action, target, post_id, subject_t
                 " lease_expires_at")
 
 
-def holder(task_id: int) -> str:
-    return f"quota:{task_id}"
 
 
-@dataclass(frozen=True, slots=True)
-class Generation:
-    max_tasks: int
-    lock_seconds: float  # the reservation window of a task not pulled yet
-    daily_cap: int
-    day: str  # the UTC day whose usage counts against the cap
-    stale_before: float  # a posts snapshot fetched before this is refreshed first
-    local: bool  # whether accounts assigned to ``local`` are served
 
 
-@dataclass(frozen=True, slots=True)
-class Generated:
-    tasks: int = 0
-    no_account: int = 0  # due quotas that found no account this round
-    empty: int = 0  # post quotas whose channel showed no posts
 
 
-@dataclass(frozen=True, slots=True)
-class LeaseAsk:
-    executor: str
-    limit: int
-    lease_seconds: float
-    lock_seconds: float
 
 
-@dataclass(frozen=True, slots=True)
-class Finish:
-    """One report, already validated; ``effect`` is what a failure does to the account."""
-
-    executor: str
-    task_id: int
-    lease_token: str
-    ok: bool
-    observation: dict[str, Any] = field(default_factory=dict)
-    error_code: str | None = None
-    error: str | None = None
-    effect: AccountEffect | None = None
-    target_failed: bool = False
-    retry_quota: bool = False  # the quota waits ``retry_seconds``; not for errors that are the account's own
 
 
-@dataclass(frozen=True, slots=True)
-class Reaped:
-    returned: int = 0  # expired leases back to pending
-    failed: int = 0  # expired max_leases times
-    unpulled: int = 0  # pending past their reservation window
 
 
-def _outcome(row: sqlite3.Row | None, executor: str, token: str, at: float) -> str:
-    """Fencing: a report or an extension applies only to a live lease of this executor with this token.
-    Another executor's task does not exist for this one."""
-    if row is None or (row["leased_by"] or row["executor"]) != executor:
-        return "not_found"
-    if row["status"] in ("done", "failed"):
-        return "duplicate" if row["lease_token"] == token else "stale_lease"
-    if row["status"] != "leased" or row["lease_token"] != token or row["lease_expires_at"] <= at:
-        return "stale_lease"
-    return "applied"
 
 
 class PulledStore(StoreCore):
     # --- generation ------------------------------------------------------------------------------------------------
 
-    async def stale_snapshots(self, stale_before: float, limit: int) -> list[sqlite3.Row]:
+    async def stale_snapshots(self, stale_before: float, limit: int) -> list[QuotaRef]:
         """Due post quotas whose posts snapshot is missing or older than the TTL: refreshed before generation."""
-        return list(await self.read(
+        return [QuotaRef(r["id"], r["target"], r["last_n_posts"]) for r in await self.read(
             f"SELECT q.id, q.target, q.last_n_posts FROM quotas q WHERE {ELIGIBLE} AND q.action = 'post_stats'"
             " AND (q.posts_fetched_at IS NULL OR q.posts_fetched_at <= :stale_before)"
             " ORDER BY COALESCE(q.next_run_at, 0), q.id LIMIT :limit",
-            {"now": now(), "stale_before": stale_before, "limit": limit}))
+            {"now": now(), "stale_before": stale_before, "limit": limit})]
 
     async def record_posts(self, quota_id: int, post_ids: list[int]) -> None:
         """A fresh snapshot; the cursor starts again at the newest post."""
@@ -157,7 +113,7 @@ class PulledStore(StoreCore):
                 " AND u.used >= :cap) ORDER BY COALESCE(a.last_used_at, 0), a.id",
                 {"now": at, "local": int(g.local), "day": g.day, "cap": g.daily_cap})]
             used = await self._used_for_posts(tx, [(q["id"], post) for q, post, _ in picks if post is not None])
-            chosen = _assign(picks, accounts, used)
+            chosen = rules.assign(picks, accounts, used)
             first = next(iter(await tx.fetchall("SELECT COALESCE(MAX(id), 0) + 1 FROM tasks")))[0]
             made = [(first + i, q, post, cursor, account) for i, (q, post, cursor, account) in enumerate(chosen)]
             await tx.conn.executemany(
@@ -248,7 +204,7 @@ class PulledStore(StoreCore):
             out: list[tuple[str, float | None]] = []
             live: dict[int, sqlite3.Row] = {}
             for tid, token in leases:
-                outcome = _outcome(rows.get(tid), executor, token, at)
+                outcome = rules.outcome(rows.get(tid), executor, token, at)
                 if outcome == "applied":
                     live[tid] = rows[tid]
                 out.append((outcome, at + lease_seconds if outcome == "applied" else None))
@@ -279,7 +235,7 @@ class PulledStore(StoreCore):
             seen: set[int] = set()
             for item in items:
                 row = rows.get(item.task_id)
-                outcome = _outcome(row, item.executor, item.lease_token, at)
+                outcome = rules.outcome(row, item.executor, item.lease_token, at)
                 if outcome == "applied" and item.task_id in seen:
                     outcome = "duplicate"
                 outcomes.append(outcome)
@@ -422,21 +378,3 @@ class PulledStore(StoreCore):
         return rows[0][0], rows[0][1]
 
 
-def _assign(picks: list[tuple[sqlite3.Row, int | None, int]], accounts: list[int],
-            used: set[tuple[int, int, int]]) -> list[tuple[sqlite3.Row, int | None, int, int]]:
-    """Least recently used account first, each account once per round, never one already used for
-    the same (quota, post). A channel_stats run has no post, so any free account will do."""
-    free = list(accounts)
-    taken: set[int] = set()
-    out = []
-    start = 0
-    for q, post, cursor in picks:
-        while start < len(free) and free[start] in taken:
-            start += 1
-        for i in range(start, len(free)):
-            account = free[i]
-            if account not in taken and (post is None or (q["id"], post, account) not in used):
-                taken.add(account)
-                out.append((q, post, cursor, account))
-                break
-    return out

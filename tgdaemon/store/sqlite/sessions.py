@@ -7,35 +7,13 @@ puts them in an event, or renders them in a repr.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from tgdaemon.errors import Conflict
-from tgdaemon.store.accounts import AccountStore
-from tgdaemon.store.core import Tx
+from tgdaemon.store.api import EntityRow, NewAccount, SessionData
+from tgdaemon.store.sqlite.accounts import AccountStore
+from tgdaemon.store.sqlite.core import Tx
 from tgdaemon.timeutil import now
-
-
-@dataclass(frozen=True, slots=True)
-class SessionData:
-    dc_id: int
-    server: str
-    port: int
-    auth_key: bytes | None = field(default=None, repr=False)
-
-
-# (marked peer id, access hash, username, phone, name): Telethon's own entity row shape.
-EntityRow = tuple[int, int, str | None, str | None, str | None]
-
-
-@dataclass(frozen=True, slots=True)
-class NewAccount:
-    phone: str | None
-    tg_user_id: int | None
-    label: str
-    is_probe: bool
-    first_name: str = ""
-    last_name: str = ""
 
 
 class SessionStore(AccountStore):

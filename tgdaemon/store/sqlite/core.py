@@ -21,17 +21,18 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import aiosqlite
 
 from tgdaemon.bounded import bounded
 from tgdaemon.errors import StoreError, StoreUnavailable
-from tgdaemon.store import migrate
-from tgdaemon.store.backup import copy_database
+from tgdaemon.store.api import ClockFollower, CommitHook, FailureHook
+from tgdaemon.store.sqlite import migrate
+from tgdaemon.store.sqlite.backup import copy_database
 from tgdaemon.timeutil import now
 
 T = TypeVar("T")
@@ -79,7 +80,8 @@ async def _in_daemon_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> 
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:  # handed to the awaiting task, which raises it
-            settle(lambda: done.set_exception(exc))
+            error = exc  # `exc` is unbound once the block ends, before the loop runs the callback
+            settle(lambda: done.set_exception(error))
         else:
             settle(lambda: done.set_result(result))
 
@@ -152,20 +154,6 @@ class Tx:
             self.touch(account_id)
 
 
-CommitHook = Callable[[Tx], Awaitable[None]]
-FailureHook = Callable[[str], None]
-
-
-class ClockFollower(Protocol):
-    """Moves stored deadlines with a step of the wall clock (tgdaemon/clockstep.py)."""
-
-    def pending(self) -> float: ...
-
-    async def shift(self, tx: Tx, step: float) -> None: ...
-
-    def followed(self, step: float) -> None: ...
-
-
 class StoreCore:
     """Connections, transactions and the little key/value ``meta`` table."""
 
@@ -234,7 +222,7 @@ class StoreCore:
             try:  # BEGIN inside: a caller cancelled while BEGIN is queued must still roll it back
                 await self._writer.execute("BEGIN IMMEDIATE")
                 if clock is not None and (step := clock.pending()):  # before the caller compares a deadline
-                    await clock.shift(tx, step)
+                    await clock.shift(self, tx, step)  # type: ignore[arg-type]  # the whole store is SQLiteStore
                 yield tx
                 await self._writer.execute("COMMIT")  # inside too: a failed COMMIT must not leave it open
             except BaseException as exc:

@@ -20,7 +20,7 @@ _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 def migrations() -> list[tuple[int, str, str]]:
     """(version, file name, SQL) for every migration, in order."""
     out = []
-    for entry in resources.files("tgdaemon.store").joinpath("migrations").iterdir():
+    for entry in resources.files("tgdaemon.store.sqlite").joinpath("migrations").iterdir():
         if match := _NAME.match(entry.name):
             out.append((int(match[1]), entry.name, entry.read_text(encoding="utf-8")))
     out.sort()

@@ -13,29 +13,16 @@ own length from now, so whoever is working on it keeps it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
-from tgdaemon.store.core import StoreCore, Tx
+from tgdaemon.store.api import Maxima
+from tgdaemon.store.sqlite.core import StoreCore, Tx
 from tgdaemon.timeutil import now
 
 WAITING_SETUP = "('pending', 'retry')"
 OPEN_TASK = "('pending', 'leased')"
 
 
-@dataclass(frozen=True, slots=True)
-class Maxima:
-    """The longest each kind of deadline can legitimately lie ahead, in seconds, from the config."""
-
-    quota_retry: float  # a quota's next run is at most max(its interval, this) ahead
-    pace: float  # a 'pace' cooldown set before cooldowns recorded their length
-    cooldown: float  # any other such cooldown: the longest wait there is
-    backoff: float  # a setup retry, unless its account's cooldown is longer
-    setup_lock: float
-    probe_lock: float
-    quota_lock: float  # a pulled task's reservation of its account, at the longest lease
-    lease: float  # a leased task
-    reservation: float  # a pending task not pulled yet
-    snapshot_ttl: float  # a posts snapshot is refreshed this long after it was fetched
 
 
 async def shift_deadlines(tx: Tx, step: float) -> dict[str, int]:

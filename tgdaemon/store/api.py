@@ -1,0 +1,317 @@
+"""The store's interface: the operations the daemon needs, and the types they take and give.
+
+Everything above ``tgdaemon.store`` speaks to this, never to SQL: no
+connection, cursor or row type crosses it. Two drivers implement it,
+``tgdaemon.store.sqlite`` (the embedded default) and ``tgdaemon.store.postgres``
+(for fleets that outgrow one machine); ``tests/store/`` is the conformance
+suite that proves they behave alike. The rules that are not storage (which
+outcome a lease gives a report, what a page cursor holds, how a row is shown)
+are in ``tgdaemon.store.rules`` and ``tgdaemon.store.views``, written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+# (marked peer id, access hash, username, phone, name): Telethon's own entity row shape.
+EntityRow = tuple[int, int, str | None, str | None, str | None]
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    name: str
+    token_hash: str
+    revoked_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedTask:
+    id: int
+    account_id: int
+    task_type: str
+    payload: dict[str, Any]
+    attempts: int  # including this one
+    result: dict[str, Any]  # what an earlier attempt recorded (a photo or story id)
+    started_at: float  # when the task first started
+    tg_user_id: int | None
+    phone: str | None
+    profile: dict[str, Any]
+    resumed: bool = False  # an earlier attempt started (and may have posted something)
+
+    @property
+    def holder(self) -> str:
+        return f"setup:{self.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class AccountEffect:
+    """What an outcome does to the account (design section 6)."""
+
+    cooldown_until: float | None = None
+    cooldown_reason: str | None = None
+    disable_reason: str | None = None
+    error_code: str | None = None  # None with ok=True clears the account's last error
+    ok: bool = False
+    name: tuple[str, str] | None = None  # the account's name as it now is on Telegram
+
+
+@dataclass(frozen=True, slots=True)
+class SetupOutcome:
+    status: str  # done, retry or failed
+    effect: AccountEffect
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    retry_at: float | None = None
+    refund_attempt: bool = False  # waits are not the task's fault
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    max_tasks: int
+    lock_seconds: float  # the reservation window of a task not pulled yet
+    daily_cap: int
+    day: str  # the UTC day whose usage counts against the cap
+    stale_before: float  # a posts snapshot fetched before this is refreshed first
+    local: bool  # whether accounts assigned to ``local`` are served
+
+
+@dataclass(frozen=True, slots=True)
+class Generated:
+    tasks: int = 0
+    no_account: int = 0  # due quotas that found no account this round
+    empty: int = 0  # post quotas whose channel showed no posts
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseAsk:
+    executor: str
+    limit: int
+    lease_seconds: float
+    lock_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """One report, already validated; ``effect`` is what a failure does to the account."""
+
+    executor: str
+    task_id: int
+    lease_token: str
+    ok: bool
+    observation: dict[str, Any] = field(default_factory=dict)
+    error_code: str | None = None
+    error: str | None = None
+    effect: AccountEffect | None = None
+    target_failed: bool = False
+    retry_quota: bool = False  # the quota waits ``retry_seconds``; not for errors that are the account's own
+
+
+@dataclass(frozen=True, slots=True)
+class Reaped:
+    returned: int = 0  # expired leases back to pending
+    failed: int = 0  # expired max_leases times
+    unpulled: int = 0  # pending past their reservation window
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    deleted: int  # rows deleted by this batch
+    scanned: int  # rows looked at; fewer than the limit means the end was reached
+    held_seconds: float  # how long the write transaction held the writer (0 when none was needed)
+    cursor: tuple[float, int] | None = None  # tasks: where the next batch of this round starts
+
+
+@dataclass(frozen=True, slots=True)
+class Maxima:
+    """The longest each kind of deadline can legitimately lie ahead, in seconds, from the config."""
+
+    quota_retry: float  # a quota's next run is at most max(its interval, this) ahead
+    pace: float  # a 'pace' cooldown set before cooldowns recorded their length
+    cooldown: float  # any other such cooldown: the longest wait there is
+    backoff: float  # a setup retry, unless its account's cooldown is longer
+    setup_lock: float
+    probe_lock: float
+    quota_lock: float  # a pulled task's reservation of its account, at the longest lease
+    lease: float  # a leased task
+    reservation: float  # a pending task not pulled yet
+    snapshot_ttl: float  # a posts snapshot is refreshed this long after it was fetched
+
+
+@dataclass(frozen=True, slots=True)
+class SessionData:
+    dc_id: int
+    server: str
+    port: int
+    auth_key: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class NewAccount:
+    phone: str | None
+    tg_user_id: int | None
+    label: str
+    is_probe: bool
+    first_name: str = ""
+    last_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaRef:
+    """A quota as the inspector and the snapshot refresh need it."""
+
+    id: int
+    target: str
+    last_n_posts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeAccount:
+    id: int
+    tg_user_id: int | None
+    phone: str | None
+
+
+class Tx(Protocol):
+    """One write transaction, as callers above the drivers see it: what it changed, and the audit trail."""
+
+    accounts: set[int]
+    quotas: set[int]
+    events: list[dict[str, Any]]
+
+    def touch(self, account_id: int) -> None: ...
+
+    def touch_quota(self, quota_id: int) -> None: ...
+
+    async def event(self, kind: str, message: str, *, account_id: int | None = None,
+                    task_id: int | None = None, quota_id: int | None = None,
+                    data: dict[str, Any] | None = None) -> None: ...
+
+    async def events_many(self, events: list[dict[str, Any]]) -> None: ...
+
+    async def set_meta(self, key: str, value: str) -> None: ...
+
+
+CommitHook = Callable[[Tx], Awaitable[None]]
+FailureHook = Callable[[str], None]
+
+
+class ClockFollower(Protocol):
+    """Moves stored deadlines with a step of the wall clock (tgdaemon/clockstep.py)."""
+
+    def pending(self) -> float: ...
+
+    async def shift(self, store: Store, tx: Tx, step: float) -> None: ...
+
+    def followed(self, step: float) -> None: ...
+
+
+class Store(Protocol):
+    """Every operation the daemon asks of its database. Reads never wait for a writer; each write method is
+    one transaction, unless it takes a ``tx`` (then it joins the caller's, from ``tx()``)."""
+
+    url: str  # without a password: what status and logs show
+    kind: str  # "sqlite" or "postgresql"
+    synchronous: str
+    failure: str | None
+    on_commit: CommitHook | None
+    on_failure: FailureHook | None
+    clock: ClockFollower | None
+    providers_version: int
+
+    # --- lifecycle and transactions
+    def tx(self) -> AbstractAsyncContextManager[Tx]: ...
+    async def close(self, seconds: float = ...) -> None: ...
+    async def backup(self, target: Path, *, replace: bool = False) -> int: ...
+    async def get_meta(self, key: str) -> str | None: ...
+    async def set_meta(self, tx: Tx, key: str, value: str) -> None: ...
+
+    # --- accounts
+    async def insert_accounts(self, tx: Tx, rows: Iterable[dict[str, Any]]) -> None: ...
+    async def count_accounts(self) -> int: ...
+    async def tg_user_ids(self) -> set[int]: ...
+    async def list_accounts(self, *, state: str | None = None, q: str | None = None, sort: str = "id",
+                            desc: bool = False, limit: int = 100, after: str | None = None,
+                            ) -> tuple[list[dict[str, Any]], str | None]: ...
+    async def accounts_by_id(self, tx: Tx | None, ids: Iterable[int]) -> list[dict[str, Any]]: ...
+    async def get_account(self, account_id: int) -> dict[str, Any]: ...
+    async def account_counts(self) -> dict[str, int]: ...
+    async def cooldowns_by_reason(self) -> list[tuple[str | None, int]]: ...
+    async def tasks_finished_since(self, at: float) -> int: ...
+    async def disable_account(self, account_id: int, reason: str) -> bool: ...
+    async def enable_account(self, account_id: int) -> bool: ...
+    async def recent_events(self, *, account_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]: ...
+    async def account_ref(self, account_id: int) -> tuple[int | None, str | None]: ...
+    async def assign_accounts(self, ids: list[int], executor: str) -> int: ...
+
+    # --- sessions and entity caches
+    async def load_session(self, account_id: int) -> SessionData | None: ...
+    async def save_session(self, account_id: int, data: SessionData) -> None: ...
+    async def load_entities(self, account_id: int) -> list[EntityRow]: ...
+    async def save_entities(self, account_id: int, rows: Iterable[EntityRow]) -> None: ...
+    async def find_entity(self, account_id: int, username: str) -> EntityRow | None: ...
+    async def add_account(self, account: NewAccount, session: SessionData, *, how: str) -> int: ...
+
+    # --- account locks and effects (joined to the caller's transaction)
+    async def take_lock(self, tx: Tx, account_id: int, holder: str, seconds: float) -> bool: ...
+    async def release_lock(self, tx: Tx, account_id: int, holder: str) -> None: ...
+    async def apply_account_effect(self, tx: Tx, account_id: int, effect: AccountEffect) -> None: ...
+    async def mark_used(self, tx: Tx, account_id: int) -> None: ...
+
+    # --- setup pipeline (design 4)
+    async def recover_setup(self) -> int: ...
+    async def dispatch_setup(self, required: Mapping[str, dict[str, Any]]) -> tuple[int, int]: ...
+    async def claim_setup(self, task_types: Iterable[str], limit: int, lock_seconds: float) -> list[ClaimedTask]: ...
+    async def finish_setup(self, task: ClaimedTask, outcome: SetupOutcome) -> None: ...
+    async def finish_setup_many(self, items: list[tuple[ClaimedTask, SetupOutcome]]) -> None: ...
+    async def retry_account_setup(self, account_id: int) -> int: ...
+    async def setup_tasks(self, *, account_id: int | None = None, status: str | None = None,
+                          limit: int = 1000) -> list[dict[str, Any]]: ...
+
+    # --- quotas (design 5)
+    async def add_quota(self, *, name: str, target: str, action: str, last_n_posts: int,
+                        quantity: int | None, orders: int | None, interval_seconds: float,
+                        expires_at: float) -> int: ...
+    async def quotas(self) -> list[dict[str, Any]]: ...
+    async def quota(self, quota_id: int) -> dict[str, Any]: ...
+    async def quotas_by_id(self, tx: Tx, ids: set[int]) -> list[dict[str, Any]]: ...
+    async def set_quota_paused(self, quota_id: int, paused: bool) -> bool: ...
+    async def uninspected_quotas(self) -> list[QuotaRef]: ...
+    async def record_inspection(self, quota_id: int, *, ok: bool | None, peer_id: int | None = None,
+                                title: str | None = None, error: str | None = None) -> None: ...
+    async def probe_accounts(self) -> list[ProbeAccount]: ...
+    def measurement_pages(self, quota_id: int, limit: int | None = None,
+                          page: int = 5000) -> AsyncIterator[list[tuple[Any, ...]]]: ...
+
+    # --- pulled tasks: generation, leases, reports, the reaper (design 5.2-5.5)
+    async def stale_snapshots(self, stale_before: float, limit: int) -> list[QuotaRef]: ...
+    async def record_posts(self, quota_id: int, post_ids: list[int]) -> None: ...
+    async def postpone_quota(self, quota_id: int, error: str, seconds: float) -> None: ...
+    async def generate(self, g: Generation) -> Generated: ...
+    async def lease_tasks(self, asks: list[LeaseAsk]) -> list[list[dict[str, Any]]]: ...
+    async def extend_leases(self, executor: str, leases: list[tuple[int, str]], lease_seconds: float,
+                            lock_seconds: float) -> list[tuple[str, float | None]]: ...
+    async def finish_tasks(self, items: list[Finish], *, pace_seconds: float, day: str,
+                           retry_seconds: float) -> list[str]: ...
+    async def reap_leases(self, max_leases: int, lock_seconds: float) -> Reaped: ...
+
+    # --- providers
+    async def add_provider(self, name: str, token_hash: str) -> dict[str, Any]: ...
+    async def list_providers(self) -> list[dict[str, Any]]: ...
+    async def revoke_provider(self, name: str) -> tuple[bool, dict[str, Any]]: ...
+    async def provider_by_token_hash(self, token_hash: str) -> Provider | None: ...
+    async def provider_seen(self, name: str) -> None: ...
+
+    # --- the clock's deadlines (design 10)
+    async def shift_deadlines(self, tx: Tx, step: float) -> dict[str, int]: ...
+    async def clamp_deadlines(self, m: Maxima) -> dict[str, int]: ...
+
+    # --- history and figures
+    async def prune_events(self, before: float, limit: int, at: float) -> Batch: ...
+    async def prune_tasks(self, before: float, limit: int, cursor: tuple[float, int] | None,
+                          at: float) -> Batch: ...
+    async def prune_usage(self, before_day: str, limit: int) -> Batch: ...
+    async def task_counts(self) -> dict[str, dict[str, int]]: ...
+    async def database_stats(self) -> dict[str, Any]: ...

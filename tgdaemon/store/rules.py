@@ -1,0 +1,49 @@
+"""Rules that are not storage, written once above the drivers: fencing, and picking accounts for a round.
+
+The drivers read what these need in one statement and apply what they decide
+in another; the conformance suite (tests/store/) runs both drivers through them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+Row = Mapping[str, Any]
+
+
+def holder(task_id: int) -> str:
+    return f"quota:{task_id}"
+
+
+def outcome(row: Row | None, executor: str, token: str, at: float) -> str:
+    """Fencing: a report or an extension applies only to a live lease of this executor with this token.
+    Another executor's task does not exist for this one."""
+    if row is None or (row["leased_by"] or row["executor"]) != executor:
+        return "not_found"
+    if row["status"] in ("done", "failed"):
+        return "duplicate" if row["lease_token"] == token else "stale_lease"
+    if row["status"] != "leased" or row["lease_token"] != token or row["lease_expires_at"] <= at:
+        return "stale_lease"
+    return "applied"
+
+
+def assign(picks: list[tuple[Row, int | None, int]], accounts: list[int],
+            used: set[tuple[int, int, int]]) -> list[tuple[Row, int | None, int, int]]:
+    """Least recently used account first, each account once per round, never one already used for
+    the same (quota, post). A channel_stats run has no post, so any free account will do."""
+    free = list(accounts)
+    taken: set[int] = set()
+    out = []
+    start = 0
+    for q, post, cursor in picks:
+        while start < len(free) and free[start] in taken:
+            start += 1
+        for i in range(start, len(free)):
+            account = free[i]
+            if account not in taken and (post is None or (q["id"], post, account) not in used):
+                taken.add(account)
+                out.append((q, post, cursor, account))
+                break
+    return out
+

@@ -1,0 +1,121 @@
+"""How a stored row is shown: one function per kind, shared by both drivers.
+
+A driver's row (``sqlite3.Row``, ``asyncpg.Record``) is a mapping by column
+name; these take any such mapping and give what the APIs send, so the two
+drivers cannot drift apart in what an account, a quota or an event looks like.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+import msgspec
+
+from tgdaemon.timeutil import iso
+
+Row = Mapping[str, Any]
+
+STATES = ("ready", "busy", "cooldown", "disabled", "inactive")
+# What an account list can be sorted by; each driver maps a key to its never-NULL sort expression.
+SORT_KEYS = ("id", "label", "state", "cooldown", "error", "setup", "executor")
+
+
+def mask_phone(phone: str | None) -> str | None:
+    """Keep the country code's first digits and the last two: enough to tell accounts apart."""
+    if not phone:
+        return None
+    if len(phone) <= 6:
+        return "*" * len(phone)
+    return phone[:4] + "*" * (len(phone) - 6) + phone[-2:]
+
+
+def account_view(row: Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "label": row["label"],
+        "phone_masked": mask_phone(row["phone"]),
+        "name": f"{row['first_name']} {row['last_name']}".strip(),
+        "state": row["state"],
+        "is_probe": bool(row["is_probe"]),
+        "is_active": bool(row["is_active"]),
+        "executor": row["executor"],
+        "cooldown_until": iso(row["cooldown_until"]),
+        "cooldown_reason": row["cooldown_reason"],
+        "disabled_at": iso(row["disabled_at"]),
+        "disabled_reason": row["disabled_reason"],
+        "setup": {"done": row["setup_done"], "total": row["setup_total"]},
+        "last_error_code": row["last_error_code"],
+        "last_ok_at": iso(row["last_ok_at"]),
+    }
+
+
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+
+
+def encode_cursor(value: Any, account_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps([value, account_id]).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[Any, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value, account_id = msgspec.json.decode(raw, type=tuple[str | Int64 | float, Int64])
+    except (ValueError, msgspec.DecodeError):
+        raise ValueError("cursor: not a cursor this daemon issued") from None
+    return value, account_id
+
+
+def event_view(row: Row) -> dict[str, Any]:
+    data = row["data_json"] if "data_json" in row.keys() else None
+    return {
+        "id": row["id"], "at": iso(row["at"]), "kind": row["kind"], "account_id": row["account_id"],
+        "task_id": row["task_id"], "quota_id": row["quota_id"], "message": row["message"],
+        "data": json.loads(data) if data is not None else row["data"],
+    }
+
+
+ACTIONS = ("post_stats", "channel_stats")
+
+
+MEASUREMENT_FIELDS = ("observed_at", "post_id", "views", "forwards", "replies", "reactions", "subscribers", "task_id")
+
+
+def quota_view(row: Row) -> dict[str, Any]:
+    return {
+        "id": row["id"], "name": row["name"], "action": row["action"], "target": row["target"],
+        "last_n_posts": row["last_n_posts"], "quantity_total": row["quantity_total"],
+        "quantity_left": row["quantity_left"], "orders_left": row["orders_left"], "per_call": row["per_call"],
+        "interval_seconds": row["interval_seconds"], "next_run_at": iso(row["next_run_at"]),
+        "expires_at": iso(row["expires_at"]), "paused": bool(row["paused"]),
+        "inspection_ok": None if row["inspection_ok"] is None else bool(row["inspection_ok"]),
+        "inspection_error": row["inspection_error"], "inspected_at": iso(row["inspection_at"]),
+        "peer_id": row["peer_id"], "title": row["title"], "last_error": row["last_error"],
+        "measurements": row["measurements"], "created_at": iso(row["created_at"]),
+    }
+
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{1,31}$")
+
+
+RESERVED_NAMES = frozenset({"local"})  # `local` is the daemon's own executor in accounts.executor
+
+
+def provider_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a provider, or None when it can; shared by the API and the CLI."""
+    if name in RESERVED_NAMES:
+        return f"provider name {name!r} is reserved for the daemon's own executor"
+    if not NAME_RE.fullmatch(name):
+        return (f"provider name {name!r}: 2 to 32 characters, a lowercase letter first,"
+                " then lowercase letters, digits, '_' or '-'")
+    return None
+
+
+def provider_view(row: Row) -> dict[str, Any]:
+    """What the APIs show of a provider: never its token hash."""
+    return {"name": row["name"], "created_at": iso(row["created_at"]), "last_seen_at": iso(row["last_seen_at"]),
+            "revoked_at": iso(row["revoked_at"])}
+
