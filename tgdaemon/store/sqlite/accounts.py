@@ -167,6 +167,11 @@ class AccountStore(StoreCore):
             raise NotFound(f"account {account_id}: no such account")
         return rows[0]
 
+    async def events_after(self, after_id: int, limit: int) -> list[dict[str, Any]]:
+        """The audit trail after ``after_id``, oldest first: the durable source a stream resumes from."""
+        rows = await self.read("SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
+        return [event_view(r) for r in rows]
+
     async def recent_events(self, *, account_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
         sql = "SELECT * FROM events"
         params: list[Any] = []
