@@ -78,7 +78,7 @@ def fsync_ms(directory: Path) -> float:
 
 async def pull_report(mode: str) -> tuple[float, float, float]:
     """(batched tasks/s, unbatched round trips/s, unbatched tasks/s) against a daemon in ``mode``."""
-    from tgtui.client import ControlClient
+    from tgdaemon.control.client import ControlClient
 
     config = pp.DAEMON_CONFIG + f'\n[store]\nsynchronous = "{mode}"\n'
     with scratch_dir("tgfbd") as work:

@@ -22,8 +22,8 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
+from tgdaemon.control.client import ControlClient
 from tgdaemon.errors import ApiError, TgfleetError
-from tgtui.client import ControlClient
 from tgtui.model import Clock, FleetModel
 from tgtui.screens.accounts import AccountsScreen
 from tgtui.screens.base import FleetScreen

@@ -6,8 +6,9 @@ import argparse
 
 from tgdaemon.cli import backup, onboard, output, providers, quotas, setup
 from tgdaemon.cli.parser import positive_int, socket_path
+from tgdaemon.control.client import ControlClient
+from tgdaemon.display import STATE_STYLE, duration
 from tgdaemon.store import SORT_KEYS, STATES
-from tgtui.client import ControlClient
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -53,11 +54,11 @@ async def cmd_status(args: argparse.Namespace) -> int:
         output.print_json(data)
         return 0
     con = output.console()
-    con.print(f"tgdaemon {data['version']}  pid {data['pid']}  up {output.duration(data['uptime_seconds'])}"
+    con.print(f"tgdaemon {data['version']}  pid {data['pid']}  up {duration(data['uptime_seconds'])}"
               f"  gateway {data['gateway']}")
     con.print(f"socket {data['socket']}  http {data['http']}  data {data['data_dir']}"
               f"  synchronous {data.get('synchronous', '?')}")
-    con.print("accounts  " + "  ".join(f"[{output.STATE_STYLE[s]}]{s}[/] {n}" for s, n in data["accounts"].items()))
+    con.print("accounts  " + "  ".join(f"[{STATE_STYLE[s]}]{s}[/] {n}" for s, n in data["accounts"].items()))
     for kind, counts in data["tasks"].items():
         con.print(f"{kind} tasks  " + ("  ".join(f"{s} {n}" for s, n in sorted(counts.items())) or "none"))
     if db := data.get("database"):

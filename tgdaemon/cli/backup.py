@@ -11,8 +11,8 @@ import os
 
 from tgdaemon.cli import output
 from tgdaemon.cli.parser import socket_path
+from tgdaemon.control.client import ControlClient
 from tgdaemon.errors import TgfleetError
-from tgtui.client import ControlClient
 
 # A large fleet's database takes a while to copy; the daemon answers when the file is in place.
 BACKUP_TIMEOUT = 3600.0

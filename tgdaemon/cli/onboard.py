@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from tgdaemon.cli.parser import socket_path
+from tgdaemon.control.client import ControlClient
 from tgdaemon.errors import ApiError, UsageError
-from tgtui.client import ControlClient
 
 CODE_TRIES = 3
 SQLITE_MAGIC = b"SQLite format 3\x00"

@@ -10,8 +10,7 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-STATE_STYLE = {"ready": "green", "busy": "cyan", "cooldown": "yellow", "disabled": "red", "inactive": "dim"}
-
+from tgdaemon.display import STATE_STYLE, duration
 
 def console() -> Console:
     """Wrapped to the terminal for people; never cut or wrapped when piped into another program."""
@@ -30,20 +29,6 @@ def until(iso_time: str | None) -> str:
         return ""
     left = datetime.fromisoformat(iso_time.replace("Z", "+00:00")) - datetime.now(UTC)
     return duration(left.total_seconds()) if left.total_seconds() > 0 else ""
-
-
-def duration(seconds: float) -> str:
-    seconds = int(seconds)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    if minutes:
-        return f"{minutes}m {secs}s"
-    return f"{secs}s"
 
 
 def size(n_bytes: int) -> str:

@@ -7,8 +7,8 @@ import sys
 
 from tgdaemon.cli import output
 from tgdaemon.cli.parser import positive_int, socket_path
+from tgdaemon.control.client import ControlClient
 from tgdaemon.store.views import provider_name_problem
-from tgtui.client import ControlClient
 
 
 def provider_name(text: str) -> str:

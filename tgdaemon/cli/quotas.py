@@ -7,8 +7,8 @@ import sys
 
 from tgdaemon.cli import output
 from tgdaemon.cli.parser import positive_int, socket_path
+from tgdaemon.control.client import ControlClient
 from tgdaemon.timeutil import parse_duration
-from tgtui.client import ControlClient
 
 ACTIONS = ("post_stats", "channel_stats")
 

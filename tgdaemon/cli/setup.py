@@ -6,7 +6,7 @@ import argparse
 
 from tgdaemon.cli import output
 from tgdaemon.cli.parser import positive_int, socket_path
-from tgtui.client import ControlClient
+from tgdaemon.control.client import ControlClient
 
 TASK_STATUSES = ("pending", "running", "done", "failed", "retry")
 

@@ -17,7 +17,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Label, Sparkline, Static
 
-from tgtui.fmt import STATE_STYLE, bar, clock_time, duration, until
+from tgdaemon.display import STATE_STYLE, duration
+from tgtui.fmt import bar, clock_time, until
 from tgtui.model import effective_state
 from tgtui.screens.quotas import done_total, inspection, last_error, left
 

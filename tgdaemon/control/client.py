@@ -1,7 +1,12 @@
-"""The client of the daemon's control API; the dashboard and the admin commands use only this."""
+"""The client of the daemon's control API; the dashboard and the admin commands use only this.
+
+It lives with the API it speaks, in tgdaemon, so that the dashboard (tgtui)
+depends on the daemon's package and never the other way round.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
@@ -10,9 +15,20 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from tgdaemon import config
 from tgdaemon.errors import ApiError, DaemonNotRunning
 
 START_HINT = "start it with `tgdaemon run` (or `systemctl start tgdaemon`), or pass --socket"
+
+
+def find_socket(explicit: str | None = None, config_path: str | None = None) -> Path:
+    """The daemon's socket: ``explicit`` (--socket), else TGFLEET_SOCKET, else the config's (which applies
+    TGFLEET_SOCKET too); the admin commands and the dashboard look in the same places."""
+    if explicit:
+        return Path(explicit)
+    if env := os.environ.get("TGFLEET_SOCKET"):
+        return Path(env)
+    return config.load(config_path).socket_path()
 
 
 class ControlClient:
