@@ -7,8 +7,10 @@ dashboard.
 
 from __future__ import annotations
 
-# rich styles; the dashboard and the CLI colour each state alike
-STATE_STYLE = {"ready": "green", "busy": "cyan", "cooldown": "yellow", "disabled": "red", "inactive": "dim"}
+from tgdaemon.wire import STATES
+
+# A rich style per state, in the order of STATES (a state added there without a colour fails here, at import).
+STATE_STYLE = dict(zip(STATES, ("green", "cyan", "yellow", "red", "dim"), strict=True))
 
 
 def duration(seconds: float) -> str:

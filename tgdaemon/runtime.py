@@ -14,17 +14,20 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+import msgspec
 from aiohttp import web
 
 from tgdaemon import __version__
 from tgdaemon.config import Config
 from tgdaemon.gateway.base import Gateway
+from tgdaemon.gateway.simulator import Simulator
 from tgdaemon.onboarding import Onboarding
 from tgdaemon.store import Store
 from tgdaemon.stream import Hub
 from tgdaemon.timeutil import iso, now
+from tgdaemon.wire import SetupStatus, SimulatorStatus, Status, StreamStatus
 
 if TYPE_CHECKING:
     from tgdaemon.clockstep import ClockSteps
@@ -58,28 +61,27 @@ class Runtime:
     def uptime(self) -> float:
         return time.monotonic() - self.started_mono
 
-    async def status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "version": __version__,
-            "pid": os.getpid(),
-            "started_at": iso(self.started_at),
-            "uptime_seconds": round(self.uptime(), 1),
-            "gateway": self.gateway.name,
-            "data_dir": str(self.cfg.data_dir()),
-            "socket": str(self.socket_path),
-            "http": self.http_bound,
-            "synchronous": self.store.synchronous,  # "full": acknowledged writes survive power loss
-            "accounts": await self.store.account_counts(),
-            "tasks": await self.store.task_counts(),
-            "tasks_per_minute": await self.store.tasks_finished_since(now() - 60),
-            "stream": {"epoch": self.hub.epoch, "seq": self.hub.seq, "subscribers": self.hub.subscribers},
-            "setup": {"enabled": self.cfg.setup.enabled, "running": self.setup.running()},
-            "database": await self.store.database_stats(),
-            "retention": self.retention.describe(),
-        }
-        if describe := getattr(self.gateway, "describe", None):
-            out[self.gateway.name] = describe()
-        return out
+    async def status(self) -> Status:
+        return Status(
+            version=__version__,
+            pid=os.getpid(),
+            started_at=iso(self.started_at),
+            uptime_seconds=round(self.uptime(), 1),
+            gateway=self.gateway.name,
+            data_dir=str(self.cfg.data_dir()),
+            socket=str(self.socket_path),
+            http=self.http_bound,
+            synchronous=self.store.synchronous,
+            accounts=await self.store.account_counts(),
+            tasks=await self.store.task_counts(),
+            tasks_per_minute=await self.store.tasks_finished_since(now() - 60),
+            stream=StreamStatus(epoch=self.hub.epoch, seq=self.hub.seq, subscribers=self.hub.subscribers),
+            setup=SetupStatus(enabled=self.cfg.setup.enabled, running=self.setup.running()),
+            database=await self.store.database_stats(),
+            retention=self.retention.describe(),
+            simulator=(msgspec.convert(self.gateway.describe(), SimulatorStatus)
+                       if isinstance(self.gateway, Simulator) else msgspec.UNSET),
+        )
 
 
 RUNTIME = web.AppKey("runtime", Runtime)

@@ -20,6 +20,7 @@ from tgdaemon.cli.parser import positive_int
 from tgdaemon.control.client import ControlClient
 from tgdaemon.errors import TgfleetError
 from tgdaemon.lifecycle import exitguard
+from tgdaemon.wire import Quota
 
 if TYPE_CHECKING:
     from tgdaemon.gateway.base import Gateway
@@ -165,7 +166,7 @@ DEMO_QUOTAS = [
 async def _demo_quotas(sock: Path) -> None:
     async with ControlClient(sock, timeout=30) as client:
         for body in DEMO_QUOTAS:
-            await client.request("POST", "/quotas", body=body)
+            await client.call("POST", "/quotas", Quota, body=body)
 
 
 def _wait_for_socket(proc: subprocess.Popen[bytes], sock: Path, log_path: Path, timeout: float = 30) -> None:

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tgdaemon.display import STATE_STYLE, duration
+from tgdaemon.wire import Account
 
 def console() -> Console:
     """Wrapped to the terminal for people; never cut or wrapped when piped into another program."""
@@ -48,18 +49,16 @@ def table(*columns: str) -> Table:
     return out
 
 
-def accounts_table(rows: list[dict[str, Any]]) -> Table:
+def accounts_table(rows: list[Account]) -> Table:
     table = Table(box=None, pad_edge=False)
     for name, justify in (("ID", "right"), ("LABEL", "left"), ("PHONE", "left"), ("STATE", "left"),
                           ("COOLDOWN", "left"), ("SETUP", "right"), ("EXECUTOR", "left"), ("LAST ERROR", "left"),
                           ("REASON", "left")):
         table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for a in rows:
-        state = a["state"]
         table.add_row(
-            str(a["id"]), a["label"], a["phone_masked"] or "", f"[{STATE_STYLE.get(state, '')}]{state}[/]",
-            until(a["cooldown_until"]), "probe" if a["is_probe"] else f"{a['setup']['done']}/{a['setup']['total']}",
-            a["executor"],
-            a["last_error_code"] or "", a["disabled_reason"] or a["cooldown_reason"] or "",
+            str(a.id), a.label, a.phone_masked or "", f"[{STATE_STYLE[a.state]}]{a.state}[/]",
+            until(a.cooldown_until), "probe" if a.is_probe else f"{a.setup.done}/{a.setup.total}", a.executor,
+            a.last_error_code or "", a.disabled_reason or a.cooldown_reason or "",
         )
     return table

@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from tgdaemon import clockstep
@@ -46,6 +47,7 @@ from tgdaemon.setup.scheduler import SetupScheduler
 from tgdaemon.store import Store, Tx, event_view
 from tgdaemon.store.sqlite import SQLiteStore
 from tgdaemon.stream import Hub
+from tgdaemon.wire import Account, Event, Quota
 
 log = logging.getLogger(__name__)
 # On a failed disk nothing still in flight can be recorded: no reason to give it the whole timeout.
@@ -59,10 +61,11 @@ def change_publisher(store: Store, hub: Hub) -> Callable[[Tx], Coroutine[Any, An
 
     async def on_commit(tx: Tx) -> None:
         if tx.accounts:
-            hub.publish_many("account", await store.accounts_by_id(tx, tx.accounts))
+            hub.publish_many("account", msgspec.convert(await store.accounts_by_id(tx, tx.accounts), list[Account]))
         if tx.quotas:
-            hub.publish_many("quota", await store.quotas_by_id(tx, tx.quotas))
-        hub.publish_many("event", (event_view(e) for e in tx.events))
+            hub.publish_many("quota", msgspec.convert(await store.quotas_by_id(tx, tx.quotas), list[Quota]))
+        if tx.events:
+            hub.publish_many("event", msgspec.convert([event_view(e) for e in tx.events], list[Event]))
 
     return on_commit
 
