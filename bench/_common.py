@@ -77,7 +77,7 @@ class DaemonProc:
 async def daemon_subprocess(work: Path, *, accounts: int, ready_timeout: float = 90.0,
                             stop_grace: float = 5.0, config: str = "") -> AsyncIterator[DaemonProc]:
     """``python -m tgdaemon run --simulate`` on a data dir under ``work``; stopped by pid on exit."""
-    from tgtui.client import ControlClient
+    from tgdaemon.control.client import ControlClient
 
     sock = work / "d.sock"
     data_dir = work / "data"

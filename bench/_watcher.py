@@ -1,6 +1,6 @@
 """The stream benchmark's client, run in its own process: ``python -m bench._watcher SOCKET``.
 
-It reads the daemon's live stream with ``tgtui.client.ControlClient.watch()``,
+It reads the daemon's live stream with ``tgdaemon.control.client.ControlClient.watch()``,
 as the dashboard does, and counts the bench's deltas per phase. The bench
 steers it with control deltas on the same stream (``data.bench_ctl``):
 
@@ -59,7 +59,7 @@ class Phase:
 
 
 async def consume(socket: str, max_seconds: float) -> None:
-    from tgtui.client import ControlClient
+    from tgdaemon.control.client import ControlClient
 
     deadline = time.monotonic() + max_seconds
     phases: dict[str, Phase] = {}

@@ -2,7 +2,7 @@
 
 A real daemon (``python -m tgdaemon run --simulate --accounts 10000``) runs in
 its own process, so the client's JSON decoding and the server's query and
-encoding do not share one event loop; the client is ``tgtui.client.ControlClient``
+encoding do not share one event loop; the client is ``tgdaemon.control.client.ControlClient``
 over the Unix socket, exactly as the dashboard lists accounts. Times are end to
 end as the client sees them: request, SQL, encoding, transfer, decoding.
 
@@ -48,7 +48,7 @@ SETUP_TYPES = ("ensure_2fa", "update_name", "privacy_phone_hidden", "privacy_las
 
 ABOUT = f"""\
 A real daemon (`python -m tgdaemon run --simulate --accounts {ACCOUNTS:,}`) in its own process; the
-client is `tgtui.client.ControlClient` over the Unix socket, as the dashboard uses it. Times are
+client is `tgdaemon.control.client.ControlClient` over the Unix socket, as the dashboard uses it. Times are
 end to end as the client sees them (request, SQL, JSON encoding, transfer, decoding), after one
 untimed warm-up call. Target: any listing of all {ACCOUNTS:,} accounts under {TARGET_MS:.0f} ms
 (a filtered or searched listing too).
@@ -90,7 +90,7 @@ def notes() -> list[str]:
 # ---- the seeded fleet -----------------------------------------------------------------------------
 
 async def _seeded(daemon: DaemonProc) -> list[Result]:
-    from tgtui.client import ControlClient
+    from tgdaemon.control.client import ControlClient
 
     out: list[Result] = []
     async with ControlClient(daemon.socket, timeout=60) as client:
@@ -213,7 +213,7 @@ def _timed_sql(conn: sqlite3.Connection, sql: str, *, cutoff_s: float) -> tuple[
 
 
 async def _loaded(daemon: DaemonProc, fixture: dict[str, int]) -> list[Result]:
-    from tgtui.client import ControlClient
+    from tgdaemon.control.client import ControlClient
 
     out: list[Result] = []
     tag = "with setup tasks"

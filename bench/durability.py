@@ -78,7 +78,7 @@ def fsync_ms(directory: Path) -> float:
 
 async def pull_report(mode: str) -> tuple[float, float, float]:
     """(batched tasks/s, unbatched round trips/s, unbatched tasks/s) against a daemon in ``mode``."""
-    from tgtui.client import ControlClient
+    from tgdaemon.control.client import ControlClient
 
     config = pp.DAEMON_CONFIG + f'\n[store]\nsynchronous = "{mode}"\n'
     with scratch_dir("tgfbd") as work:
@@ -117,7 +117,7 @@ async def setup_rate(mode: str) -> tuple[float, int]:
         await sp.prepare_data_dir(work, cfg)
         daemon = Daemon(cfg, Simulator(cfg.simulator), install_signal_handlers=False)
         async with in_process(daemon) as rt:
-            assert rt is not None and rt.setup is not None
+            assert rt is not None
             if rt.store.synchronous != mode:
                 raise RuntimeError(f"the store runs synchronous={rt.store.synchronous}, not {mode}")
             for _ in range(6000):  # the clock starts when the first task has (bounded: 30 s)

@@ -70,7 +70,7 @@ daemon running, given a history written with sqlite3: {EVENTS:,} events spread o
 days (half the quotas live, half expired; each (quota, post, account) once), {EXPORT_ROWS:,}
 measurements of one quota, {USAGE_DAYS} days of usage for every account and 8 setup tasks per account.
 All quotas are paused, so the daemon adds no work of its own. A real daemon subprocess is then
-started on it. *Retention off*: times end to end through the control socket (`tgtui.client.ControlClient`,
+started on it. *Retention off*: times end to end through the control socket (`tgdaemon.control.client.ControlClient`,
 one untimed warm-up call): `status` (target under {STATUS_TARGET_MS:.0f} ms), one listing of all
 {ACCOUNTS:,} accounts (target under {LIST_TARGET_MS:.0f} ms), the export
 `GET /v1/quotas/ID/measurements` read to its end (target at least {EXPORT_TARGET:,.0f} rows/s).
@@ -218,7 +218,7 @@ def what_if(db: Path, copy: Path) -> list[Result]:
 # ---- retention off: the readers ---------------------------------------------------------------------
 
 async def retention_off(daemon: DaemonProc) -> list[Result]:
-    from tgtui.client import ControlClient
+    from tgdaemon.control.client import ControlClient
 
     out: list[Result] = []
     async with ControlClient(daemon.socket, timeout=60) as client:
@@ -273,7 +273,7 @@ async def _export(session: aiohttp.ClientSession, daemon: DaemonProc, fmt: str) 
 # ---- default retention: the first round ------------------------------------------------------------
 
 async def retention_on(daemon: DaemonProc, built: dict[str, Any]) -> list[Result]:
-    from tgtui.client import ControlClient
+    from tgdaemon.control.client import ControlClient
 
     status_ms: list[float] = []
     write_ms: list[float] = []

@@ -230,7 +230,7 @@ async def unbatched(providers: list[Provider]) -> tuple[float, int, int]:
 
 
 async def pull_report() -> dict[str, Any]:
-    from tgtui.client import ControlClient
+    from tgdaemon.control.client import ControlClient
 
     out: dict[str, Any] = {}
     with scratch_dir("tgfbp") as work:

@@ -343,7 +343,7 @@ async def throughput(work: Path, label: str, fast: int, media_q: int, media: dic
     profiler = cProfile.Profile() if profile else None
     try:
         async with in_process(daemon) as rt:
-            assert rt is not None and rt.setup is not None
+            assert rt is not None
             store = rt.store
             main_tid = threading.get_native_id()
             writer_tid = store._writer._thread.native_id  # a measurement only: which thread runs the writes

@@ -4,7 +4,7 @@
 
     async def test_something(running_daemon):
         daemon, client = running_daemon
-        status = await client.status()          # tgtui.client.ControlClient over the socket
+        status = await client.status()          # tgdaemon.control.client.ControlClient over the socket
         daemon.runtime.store / daemon.runtime.hub  # the daemon's own parts, in-process
 
 It is the real ``tgdaemon.lifecycle.daemon.Daemon`` serving the real aiohttp
@@ -36,11 +36,11 @@ import tgscript as ts
 from telethon import TelegramClient
 
 from tgdaemon import config
+from tgdaemon.control.client import ControlClient
 from tgdaemon.gateway.simulator import Simulator
 from tgdaemon.lifecycle.daemon import Daemon
 from tgdaemon.store import Store
 from tgdaemon.store.sqlite import SQLiteStore
-from tgtui.client import ControlClient
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0

@@ -28,12 +28,12 @@ import msgspec
 import pytest
 from daemon_proc import Fleet, fleet, isolated_env, no_traceback, one_line
 
+from tgdaemon.control.client import ControlClient
 from tgdaemon.errors import ApiError
 from tgdaemon.lifecycle.datadir import DB_NAME
 from tgdaemon.quotas.messages import PullResponse
 from tgdaemon.store import Store
 from tgdaemon.store.sqlite.backup import BackupError, copy_database
-from tgtui.client import ControlClient
 
 PULL = "/api/provider/telegram/tasks/pull"
 REPORT = "/api/provider/telegram/tasks/report"

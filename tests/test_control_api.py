@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tgdaemon import __version__
+from tgdaemon.control.client import ControlClient
 from tgdaemon.errors import ApiError, DaemonNotRunning
 from tgdaemon.httpjson import MAX_BODY
 from tgdaemon.store import STATES
-from tgtui.client import ControlClient
 
 ISO_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 ACCOUNT_KEYS = {"id", "label", "phone_masked", "state", "is_probe", "executor", "cooldown_until",

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 
 from tests.conftest import STOP_TIMEOUT, build_config, start_in_process
+from tgdaemon.control.client import ControlClient
 from tgdaemon.errors import ApiError, StoreUnavailable
 from tgdaemon.gateway.simulator import Simulator
 from tgdaemon.lifecycle.daemon import Daemon
 from tgdaemon.lifecycle.datadir import LOCK_NAME
 from tgdaemon.store.sqlite import SQLiteStore
-from tgtui.client import ControlClient
 
 
 async def pragma(conn: Any, name: str) -> int:

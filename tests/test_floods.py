@@ -26,8 +26,8 @@ import pytest
 from daemon_proc import fleet
 
 from tgdaemon import config
+from tgdaemon.control.client import ControlClient
 from tgdaemon.lifecycle.limits import connection_cap
-from tgtui.client import ControlClient
 
 FLOOD = 1_500  # idle connections: more than a daemon with 1,024 descriptors can hold
 BATCH = 250

@@ -27,8 +27,8 @@ import aiohttp
 import pytest
 
 from tests.daemon_proc import DaemonProc, Fleet, fleet
+from tgdaemon.control.client import ControlClient
 from tgdaemon.lifecycle.datadir import DB_NAME, LOCK_NAME
-from tgtui.client import ControlClient
 
 TMPFS_MB = 24
 ACCOUNTS = 120

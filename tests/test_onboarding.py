@@ -47,10 +47,10 @@ from telethon.sessions import SQLiteSession, StringSession
 from telethon.tl import functions, types
 
 from tgdaemon.cli.onboard import read_sessions
+from tgdaemon.control.client import ControlClient
 from tgdaemon.errors import ApiError
 from tgdaemon.lifecycle.daemon import Daemon
 from tgdaemon.store import mask_phone
-from tgtui.client import ControlClient
 
 CLI_TIMEOUT = 30.0
 DEFAULT_DC = (2, "149.154.167.51", 443)  # where Telethon connects a fresh session (DEFAULT_DC_ID, IPv4, port)

@@ -21,11 +21,11 @@ import msgspec
 from aiohttp import web
 from daemon_proc import Fleet, fleet
 
+from tgdaemon.control.client import ControlClient
 from tgdaemon.lifecycle.daemon import Daemon
 from tgdaemon.provider.api import add_routes as add_provider_routes
 from tgdaemon.provider.openapi import ErrorBody
 from tgdaemon.quotas.messages import ExtendResponse, PullResponse, ReportResponse
-from tgtui.client import ControlClient
 
 ROUTES = ("/api/provider/telegram/tasks/pull", "/api/provider/telegram/tasks/report",
           "/api/provider/telegram/tasks/extend")

@@ -21,10 +21,10 @@ import pytest
 from daemon_proc import CLI_TIMEOUT, isolated_env, no_traceback
 from multidict import CIMultiDict
 
+from tgdaemon.control.client import ControlClient
 from tgdaemon.errors import ApiError
 from tgdaemon.lifecycle.daemon import Daemon
 from tgdaemon.provider import auth
-from tgtui.client import ControlClient
 
 TOKEN_RE = re.compile(r"tgf_[A-Za-z0-9_-]{43}")
 BAD_NAMES = ["local", "Alpha", "a", "1abc", "-ab", "a" * 33, "ab cd", "ab/c", "émile", "ab.c", ""]

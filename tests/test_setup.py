@@ -32,6 +32,7 @@ from telethon import errors
 
 from tgdaemon import config, media
 from tgdaemon.config import Config, SimulatorConfig
+from tgdaemon.control.client import ControlClient
 from tgdaemon.gateway.base import AccountRef, MediaFile, Owned, PrivacyKey, PrivacyValue
 from tgdaemon.gateway.simulator import Simulator, rpc_error
 from tgdaemon.gateway.simworld import SimAccount, initial_profile
@@ -43,7 +44,6 @@ from tgdaemon.setup.tasks import TASKS, TaskContext
 from tgdaemon.store import ClaimedTask
 from tgdaemon.store.sqlite import SQLiteStore
 from tgdaemon.store.sqlite.locks import release_lock, take_lock
-from tgtui.client import ControlClient
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 FAST = tuple(name for name, spec in TASKS.items() if spec.queue == "fast")

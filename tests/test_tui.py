@@ -20,8 +20,8 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Label, Sparkline, Static
 
 from tgdaemon import __version__
+from tgdaemon.control.client import ControlClient
 from tgtui.app import FleetApp, key_map
-from tgtui.client import ControlClient
 from tgtui.screens.confirm import ReasonDialog
 from tgtui.screens.detail import AccountDetail, QuotaDetail
 from tgtui.screens.help import HelpScreen, key_names

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
+from tgdaemon.control.client import ControlClient
 from tgtui.app import FleetApp
-from tgtui.client import ControlClient
 
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC).timestamp()
 SEED = 6

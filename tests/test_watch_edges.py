@@ -19,10 +19,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tgdaemon.control.client import ControlClient
 from tgdaemon.control.watch import SOCKETS
 from tgdaemon.lifecycle.daemon import Daemon
 from tgdaemon.stream import MAX_FRAME
-from tgtui.client import ControlClient
 from tgtui.model import FleetModel
 
 MSG_TIMEOUT = 20.0

@@ -1,4 +1,12 @@
-"""What the APIs see of a running daemon: its parts and its status."""
+"""What the APIs see of a running daemon: its parts and its status.
+
+Every part exists before the Runtime does (``lifecycle.daemon`` builds them in
+order, then this): no part is ever missing, so none is optional. A part that
+the config turns off is still built, and idles: with ``setup.enabled = false``
+the scheduler runs no dispatch loop but still answers a dispatch (its tasks
+wait) and a retry; retention with nothing to prune sleeps. So the APIs never
+ask whether a part is there, only what it says.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +14,23 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+import msgspec
 from aiohttp import web
 
 from tgdaemon import __version__
 from tgdaemon.config import Config
 from tgdaemon.gateway.base import Gateway
+from tgdaemon.gateway.simulator import Simulator
 from tgdaemon.onboarding import Onboarding
 from tgdaemon.store import Store
 from tgdaemon.stream import Hub
 from tgdaemon.timeutil import iso, now
+from tgdaemon.wire import SetupStatus, SimulatorStatus, Status, StreamStatus
 
 if TYPE_CHECKING:
+    from tgdaemon.clockstep import ClockSteps
     from tgdaemon.quotas.executor import LocalExecutor
     from tgdaemon.quotas.generator import Generator
     from tgdaemon.quotas.inspector import Inspector
@@ -34,43 +46,42 @@ class Runtime:
     hub: Hub
     gateway: Gateway
     socket_path: Path
+    clock: ClockSteps
     onboarding: Onboarding
+    setup: SetupScheduler
+    leases: Leases
+    inspector: Inspector
+    generator: Generator
+    executor: LocalExecutor
+    retention: Retention
     started_at: float = field(default_factory=now)
     started_mono: float = field(default_factory=time.monotonic)
-    http_bound: str | None = None
-    socket_bound: bool = False
-    setup: SetupScheduler | None = None
-    inspector: Inspector | None = None
-    leases: Leases | None = None
-    generator: Generator | None = None
-    executor: LocalExecutor | None = None
-    retention: Retention | None = None
+    http_bound: str | None = None  # HOST:PORT once the provider API listens (its port may be chosen by the OS)
 
     def uptime(self) -> float:
         return time.monotonic() - self.started_mono
 
-    async def status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "version": __version__,
-            "pid": os.getpid(),
-            "started_at": iso(self.started_at),
-            "uptime_seconds": round(self.uptime(), 1),
-            "gateway": self.gateway.name,
-            "data_dir": str(self.cfg.data_dir()),
-            "socket": str(self.socket_path),
-            "http": self.http_bound,
-            "synchronous": self.store.synchronous,  # "full": acknowledged writes survive power loss
-            "accounts": await self.store.account_counts(),
-            "tasks": await self.store.task_counts(),
-            "tasks_per_minute": await self.store.tasks_finished_since(now() - 60),
-            "stream": {"epoch": self.hub.epoch, "seq": self.hub.seq, "subscribers": self.hub.subscribers},
-            "setup": {"enabled": self.cfg.setup.enabled, "running": self.setup.running() if self.setup else 0},
-            "database": await self.store.database_stats(),
-            "retention": self.retention.describe() if self.retention else None,
-        }
-        if describe := getattr(self.gateway, "describe", None):
-            out[self.gateway.name] = describe()
-        return out
+    async def status(self) -> Status:
+        return Status(
+            version=__version__,
+            pid=os.getpid(),
+            started_at=iso(self.started_at),
+            uptime_seconds=round(self.uptime(), 1),
+            gateway=self.gateway.name,
+            data_dir=str(self.cfg.data_dir()),
+            socket=str(self.socket_path),
+            http=self.http_bound,
+            synchronous=self.store.synchronous,
+            accounts=await self.store.account_counts(),
+            tasks=await self.store.task_counts(),
+            tasks_per_minute=await self.store.tasks_finished_since(now() - 60),
+            stream=StreamStatus(epoch=self.hub.epoch, seq=self.hub.seq, subscribers=self.hub.subscribers),
+            setup=SetupStatus(enabled=self.cfg.setup.enabled, running=self.setup.running()),
+            database=await self.store.database_stats(),
+            retention=self.retention.describe(),
+            simulator=(msgspec.convert(self.gateway.describe(), SimulatorStatus)
+                       if isinstance(self.gateway, Simulator) else msgspec.UNSET),
+        )
 
 
 RUNTIME = web.AppKey("runtime", Runtime)

@@ -3,8 +3,8 @@
 Every delta carries a sequence number and the full new state of its object,
 so applying one twice is harmless: a client that loaded a snapshot while
 changes were committing converges by applying the deltas queued since it
-subscribed. A delta is encoded once and shared by every subscriber. A
-subscriber that falls behind by more than its queue holds is not allowed to
+subscribed. A delta (``wire.Delta``) is encoded once and shared by every
+subscriber. A subscriber that falls behind by more than its queue holds is not allowed to
 grow without bound: its queue is dropped and it is told to resync.
 """
 
@@ -14,10 +14,13 @@ import asyncio
 import secrets
 from collections import deque
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
+from tgdaemon.wire import Account, Delta, DeltaKind, Event, Frame, Quota
+
+DeltaData = Account | Quota | Event
 _encoder = msgspec.json.Encoder()
 
 
@@ -74,15 +77,15 @@ class Hub:
     def subscribers(self) -> int:
         return len(self._subs)
 
-    def publish(self, kind: str, data: dict[str, Any], op: str = "upsert") -> int:
+    def publish(self, kind: DeltaKind, data: DeltaData, op: Literal["upsert"] = "upsert") -> int:
         self.seq += 1
-        encoded = _encoder.encode({"type": "delta", "seq": self.seq, "kind": kind, "op": op, "data": data})
+        encoded = _encoder.encode(Delta(seq=self.seq, kind=kind, op=op, data=data))
         self._replay.append((self.seq, encoded))
         for sub in self._subs:
             sub.offer(encoded)
         return self.seq
 
-    def publish_many(self, kind: str, items: Iterable[dict[str, Any]]) -> None:
+    def publish_many(self, kind: DeltaKind, items: Iterable[DeltaData]) -> None:
         for item in items:
             self.publish(kind, item)
 
@@ -166,5 +169,5 @@ def _snapshot_frame(prefix: bytes, names: list[str], lists: list[list[bytes]], *
     return prefix + body + _MORE[more]
 
 
-def encode(message: dict[str, Any]) -> bytes:
-    return _encoder.encode(message)
+def encode(frame: Frame) -> bytes:
+    return _encoder.encode(frame)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import time
 from datetime import UTC, datetime
+from typing import overload
 
 # CLOCK_BOOTTIME counts a suspend, CLOCK_MONOTONIC does not: with it, waking a
 # laptop is not mistaken for a forward step of the wall clock.
@@ -31,6 +32,14 @@ def step_wall_clock(seconds: float) -> None:
     """Step ``now()`` by ``seconds`` (negative: back), as ``date -s`` would step the host's clock."""
     global _step
     _step += seconds
+
+
+@overload
+def iso(ts: float) -> str: ...
+
+
+@overload
+def iso(ts: float | None) -> str | None: ...
 
 
 def iso(ts: float | None) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tgdaemon.cli.parser import socket_path
+from tgdaemon.control.client import find_socket
 from tgdaemon.errors import TgfleetError
 from tgtui.app import run_dashboard
 
@@ -16,7 +16,7 @@ def main() -> int:
     parser.add_argument("--config", metavar="PATH", help="config file, to find the socket")
     args = parser.parse_args()
     try:
-        run_dashboard(socket_path(args))
+        run_dashboard(find_socket(args.socket, args.config))
     except TgfleetError as exc:
         print(f"tgtui: {exc}", file=sys.stderr)
         return exc.exit_code

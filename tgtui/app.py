@@ -22,8 +22,9 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
+from tgdaemon.control.client import ControlClient
 from tgdaemon.errors import ApiError, TgfleetError
-from tgtui.client import ControlClient
+from tgdaemon.wire import AccountChange, QuotaChange, Retried
 from tgtui.model import Clock, FleetModel
 from tgtui.screens.accounts import AccountsScreen
 from tgtui.screens.base import FleetScreen
@@ -189,17 +190,18 @@ class FleetApp(App[None]):
     async def act(self, verb: str, ids: list[int], reason: str | None = None) -> None:
         changed, unchanged, failed, tasks = 0, 0, [], 0
         for account_id in ids:
+            path = f"/accounts/{account_id}/{verb}"
             try:
                 if verb == "retry":
-                    tasks += (await self.client.retry(account_id))["tasks"]
+                    tasks += (await self.client.call("POST", path, Retried, body={})).tasks
                     changed += 1
                     continue
-                answer = await (self.client.disable(account_id, reason or "") if verb == "disable"
-                                else self.client.enable(account_id))
+                body = {"reason": reason or ""} if verb == "disable" else {}
+                answer = await self.client.call("POST", path, AccountChange, body=body)
             except ApiError as exc:
                 failed.append(f"{account_id}: {exc}")
                 continue
-            changed, unchanged = changed + answer["changed"], unchanged + (not answer["changed"])
+            changed, unchanged = changed + answer.changed, unchanged + (not answer.changed)
         if isinstance(self.screen, AccountsScreen):
             self.screen.table.marked.clear()
         self.notify(action_summary(verb, changed, unchanged, tasks, failed),
@@ -207,9 +209,9 @@ class FleetApp(App[None]):
 
     @work(group="action", exit_on_error=False)
     async def toggle_pause(self, quota_id: int, paused: bool) -> None:
-        answer = await self.client.set_quota_paused(quota_id, paused)
-        verb = "paused" if paused else "resumed"
-        self.notify(f"quota {quota_id} {verb}" if answer["changed"] else f"quota {quota_id} was already {verb}")
+        action, verb = ("pause", "paused") if paused else ("resume", "resumed")
+        answer = await self.client.call("POST", f"/quotas/{quota_id}/{action}", QuotaChange, body={})
+        self.notify(f"quota {quota_id} {verb}" if answer.changed else f"quota {quota_id} was already {verb}")
 
     # the command palette offers what the keys do
 

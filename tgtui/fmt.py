@@ -10,10 +10,9 @@ from datetime import datetime
 
 from rich.text import Text
 
-from tgdaemon.cli.output import duration
+from tgdaemon.display import duration
 from tgtui.model import parse_time
 
-STATE_STYLE = {"ready": "green", "busy": "cyan", "cooldown": "yellow", "disabled": "red", "inactive": "dim"}
 BLOCKS = "▁▂▃▄▅▆▇█"
 
 

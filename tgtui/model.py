@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-STATES = ("ready", "busy", "cooldown", "disabled", "inactive")
+from tgdaemon.wire import STATES
+
 Clock = Callable[[], float]
 
 

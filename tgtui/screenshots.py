@@ -17,8 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tgdaemon.control.client import ControlClient
 from tgtui.app import FleetApp
-from tgtui.client import ControlClient
 
 CONFIG = """\
 [setup]

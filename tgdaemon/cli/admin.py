@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+import msgspec
+
 from tgdaemon.cli import backup, onboard, output, providers, quotas, setup
 from tgdaemon.cli.parser import positive_int, socket_path
-from tgdaemon.store import SORT_KEYS, STATES
-from tgtui.client import ControlClient
+from tgdaemon.control.client import ControlClient
+from tgdaemon.display import STATE_STYLE, duration
+from tgdaemon.wire import SORT_KEYS, STATES, Account, AccountChange, AccountPage, EventList, Status
+
+
+PAGE = 5000  # accounts per request: a 50,000-account fleet in ten
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -48,40 +54,42 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 async def cmd_status(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args)) as client:
-        data = await client.status()
+        data = await client.call("GET", "/status", Status)
     if args.json:
         output.print_json(data)
         return 0
     con = output.console()
-    con.print(f"tgdaemon {data['version']}  pid {data['pid']}  up {output.duration(data['uptime_seconds'])}"
-              f"  gateway {data['gateway']}")
-    con.print(f"socket {data['socket']}  http {data['http']}  data {data['data_dir']}"
-              f"  synchronous {data.get('synchronous', '?')}")
-    con.print("accounts  " + "  ".join(f"[{output.STATE_STYLE[s]}]{s}[/] {n}" for s, n in data["accounts"].items()))
-    for kind, counts in data["tasks"].items():
+    con.print(f"tgdaemon {data.version}  pid {data.pid}  up {duration(data.uptime_seconds)}  gateway {data.gateway}")
+    con.print(f"socket {data.socket}  http {data.http}  data {data.data_dir}  synchronous {data.synchronous}")
+    con.print("accounts  " + "  ".join(f"[{STATE_STYLE[s]}]{s}[/] {n}" for s, n in data.accounts.items()))
+    for kind, counts in data.tasks.items():
         con.print(f"{kind} tasks  " + ("  ".join(f"{s} {n}" for s, n in sorted(counts.items())) or "none"))
-    if db := data.get("database"):
+    if db := data.database:
         con.print(f"database {output.size(db['file_bytes'])} + WAL {output.size(db['wal_bytes'])}  "
                   + "  ".join(f"{table} {n:,}" for table, n in db["rows"].items()), markup=False)
-    if (ret := data.get("retention")) is not None:
+    if ret := data.retention:
         keep = "  ".join(f"{what} {f'{days:g} d' if days else 'for ever'}" for what, days in
                          (("events", ret["events_days"]), ("finished tasks", ret["finished_tasks_days"])))
         last = ret["last_run"]
         done = (f"; last run {ret['last_run_at']}: {last['events']:,} events, {last['tasks']:,} tasks, "
                 f"{last['usage']:,} usage rows pruned" if last else "; not run yet")
         con.print(f"retention  keeps {keep}{done}", markup=False)
-    if sim := data.get("simulator"):
-        con.print("simulated channels  " + "  ".join(f"@{c}" for c in sim.get("channels", [])))
+    if (sim := data.simulator) is not msgspec.UNSET:
+        con.print("simulated channels  " + "  ".join(f"@{c}" for c in sim.channels))
     return 0
 
 
 async def cmd_accounts_list(args: argparse.Namespace) -> int:
     params = {"state": args.state, "q": args.search, "sort": args.sort, "desc": args.desc}
+    rows: list[Account] = []
     async with ControlClient(socket_path(args)) as client:
-        if args.limit:
-            rows = (await client.accounts(limit=args.limit, **params))["accounts"]
-        else:
-            rows = await client.all_accounts(**params)
+        after = None
+        while True:  # pages of at most PAGE, to --limit or the end
+            limit = min(PAGE, args.limit - len(rows)) if args.limit else PAGE
+            page = await client.call("GET", "/accounts", AccountPage, params={**params, "limit": limit, "after": after})
+            rows += page.accounts
+            if not (after := page.next) or (args.limit and len(rows) >= args.limit):
+                break
     if args.json:
         output.print_json(rows)
     else:
@@ -91,32 +99,32 @@ async def cmd_accounts_list(args: argparse.Namespace) -> int:
 
 async def cmd_disable(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args)) as client:
-        data = await client.disable(args.id, args.reason)
-    acc = data["account"]
-    if data["changed"]:
-        print(f"account {acc['id']} ({acc['label']}) disabled: {acc['disabled_reason']}")
+        data = await client.call("POST", f"/accounts/{args.id}/disable", AccountChange, body={"reason": args.reason})
+    acc = data.account
+    if data.changed:
+        print(f"account {acc.id} ({acc.label}) disabled: {acc.disabled_reason}")
     else:
-        print(f"account {acc['id']} ({acc['label']}) was already disabled: {acc['disabled_reason']}")
+        print(f"account {acc.id} ({acc.label}) was already disabled: {acc.disabled_reason}")
     return 0
 
 
 async def cmd_enable(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args)) as client:
-        data = await client.enable(args.id)
-    acc = data["account"]
-    print(f"account {acc['id']} ({acc['label']}) {'enabled' if data['changed'] else 'was not disabled'};"
-          f" state {acc['state']}")
+        data = await client.call("POST", f"/accounts/{args.id}/enable", AccountChange, body={})
+    acc = data.account
+    print(f"account {acc.id} ({acc.label}) {'enabled' if data.changed else 'was not disabled'}; state {acc.state}")
     return 0
 
 
 async def cmd_events(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args)) as client:
-        rows = await client.events(account_id=args.account, limit=args.limit)
+        rows = (await client.call("GET", "/events", EventList,
+                                  params={"account_id": args.account, "limit": args.limit})).events
     if args.json:
         output.print_json(rows)
         return 0
     con = output.console()
     for e in rows:
-        who = f"account {e['account_id']}" if e["account_id"] else ""
-        con.print(f"{e['at']}  {e['kind']:<20} {who:<14} {e['message']}", markup=False)
+        who = f"account {e.account_id}" if e.account_id else ""
+        con.print(f"{e.at}  {e.kind:<20} {who:<14} {e.message}", markup=False)
     return 0

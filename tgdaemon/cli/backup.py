@@ -11,8 +11,9 @@ import os
 
 from tgdaemon.cli import output
 from tgdaemon.cli.parser import socket_path
+from tgdaemon.control.client import ControlClient
 from tgdaemon.errors import TgfleetError
-from tgtui.client import ControlClient
+from tgdaemon.wire import BackupWritten
 
 # A large fleet's database takes a while to copy; the daemon answers when the file is in place.
 BACKUP_TIMEOUT = 3600.0
@@ -36,7 +37,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 async def cmd_backup(args: argparse.Namespace) -> int:
     target = os.path.abspath(os.path.expanduser(args.path))
     async with ControlClient(socket_path(args), timeout=BACKUP_TIMEOUT) as client:
-        data = await client.request("POST", "/backup", body={"path": target, "force": args.force})
+        data = await client.call("POST", "/backup", BackupWritten, body={"path": target, "force": args.force})
     if not os.path.isfile(target):
         raise TgfleetError(f"backup {target}: the daemon wrote it, but this shell cannot see it: the daemon has a"
                            " file system view of its own (systemd PrivateTmp, a container); write it under the"
@@ -44,7 +45,7 @@ async def cmd_backup(args: argparse.Namespace) -> int:
     if args.json:
         output.print_json(data)
     else:
-        print(f"backup written to {data['path']}: {size(data['bytes'])} in {data['seconds']:.2f} s")
+        print(f"backup written to {data.path}: {size(data.bytes)} in {data.seconds:.2f} s")
     return 0
 
 

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from tgdaemon import config, logredact
 from tgdaemon.cli.parser import positive_int
+from tgdaemon.control.client import ControlClient
 from tgdaemon.errors import TgfleetError
 from tgdaemon.lifecycle import exitguard
+from tgdaemon.wire import Quota
 
 if TYPE_CHECKING:
     from tgdaemon.gateway.base import Gateway
@@ -110,8 +112,6 @@ def choose_gateway(cfg: config.Config, simulate: bool, origins: dict[str, str]) 
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from tgtui.app import run_dashboard
-
     tmp = Path(tempfile.mkdtemp(prefix="tgfleet-demo-"))
     sock = tmp / "tgdaemon.sock"
     cfg_path = getattr(args, "config", None)
@@ -128,7 +128,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         _wait_for_socket(proc, sock, log_path)
         asyncio.run(_demo_quotas(sock))
-        run_dashboard(sock)
+        return _dashboard(sock)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -136,7 +136,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
-    return 0
+
+
+def _dashboard(sock: Path) -> int:
+    """``tgtui`` as a child in this terminal, until it quits; its exit code is the demo's.
+
+    A child rather than an import: the daemon's package never imports the dashboard's. The
+    dashboard owns the keyboard, Ctrl-C included, while it runs, so this process ignores SIGINT
+    meanwhile, as a shell does while its foreground job runs; the daemon stops once it has quit."""
+    child = subprocess.Popen([sys.executable, "-m", "tgtui", "--socket", str(sock)])
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        code = child.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return code if code >= 0 else 128 - code  # killed by a signal: the shell's 128 + N
 
 
 # Two quotas, so the demo's quotas view fills: post views on the newest posts, and a
@@ -150,11 +164,9 @@ DEMO_QUOTAS = [
 
 
 async def _demo_quotas(sock: Path) -> None:
-    from tgtui.client import ControlClient
-
     async with ControlClient(sock, timeout=30) as client:
         for body in DEMO_QUOTAS:
-            await client.request("POST", "/quotas", body=body)
+            await client.call("POST", "/quotas", Quota, body=body)
 
 
 def _wait_for_socket(proc: subprocess.Popen[bytes], sock: Path, log_path: Path, timeout: float = 30) -> None:

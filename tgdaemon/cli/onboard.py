@@ -12,9 +12,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from msgspec import UNSET
+
 from tgdaemon.cli.parser import socket_path
+from tgdaemon.control.client import ControlClient
 from tgdaemon.errors import ApiError, UsageError
-from tgtui.client import ControlClient
+from tgdaemon.wire import Account, Cancelled, ImportResults, LoginStarted, LoginStep
 
 CODE_TRIES = 3
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -51,28 +54,27 @@ def prompt(text: str, secret: bool = False) -> str:
 
 async def cmd_login(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args), timeout=120) as client:
-        started = await client.request("POST", "/login", body={"phone": args.phone, "label": args.label,
-                                                               "probe": args.probe})
-        login_id = started["login_id"]
-        print(f"Telegram sent a login code to {started['phone_masked']} (in the Telegram app, or by SMS).")
+        started = await client.call("POST", "/login", LoginStarted, body={"phone": args.phone, "label": args.label,
+                                                                          "probe": args.probe})
+        print(f"Telegram sent a login code to {started.phone_masked} (in the Telegram app, or by SMS).")
         try:
-            result = await _answer(client, login_id)
+            account = await _answer(client, started.login_id)
         except BaseException:
-            await _cancel(client, login_id)
+            await _cancel(client, started.login_id)
             raise
-    account = result["account"]
-    print(f"signed in: account {account['id']} ({account['label']}, {account['phone_masked']})"
-          + (", probe" if account["is_probe"] else ""))
+    print(f"signed in: account {account.id} ({account.label}, {account.phone_masked})"
+          + (", probe" if account.is_probe else ""))
     return 0
 
 
-async def _answer(client: ControlClient, login_id: str) -> dict[str, Any]:
+async def _answer(client: ControlClient, login_id: str) -> Account:
+    """The code, then the 2FA password if Telegram wants one; the signed-in account."""
     for step, path, key, text, secret in (("code", f"/login/{login_id}/code", "code", "Code: ", False),
                                           ("password", f"/login/{login_id}/password", "password",
                                            "2FA password: ", True)):
         for attempt in range(CODE_TRIES):
             try:
-                result = await client.request("POST", path, body={key: prompt(text, secret)})
+                result = await client.call("POST", path, LoginStep, body={key: prompt(text, secret)})
             except ApiError as exc:
                 if exc.code != "login_retry":
                     raise
@@ -80,15 +82,15 @@ async def _answer(client: ControlClient, login_id: str) -> dict[str, Any]:
                     raise ApiError(f"{exc} — {CODE_TRIES} tries used; start the login again") from None
                 print(f"tgdaemon: {exc}", file=sys.stderr)
                 continue
-            if result["status"] == "done":
-                return result
+            if result.account is not UNSET:  # done: signed in
+                return result.account
             break  # the code was right; Telegram wants the 2FA password next
     raise ApiError("login did not finish")
 
 
 async def _cancel(client: ControlClient, login_id: str) -> None:
     try:
-        await client.request("DELETE", f"/login/{login_id}")
+        await client.call("DELETE", f"/login/{login_id}", Cancelled)
     except Exception:  # the daemon drops it on its own after the login timeout
         pass
 
@@ -160,16 +162,16 @@ async def cmd_import(args: argparse.Namespace) -> int:
         print("nothing to import", file=sys.stderr)
         return 1
     async with ControlClient(socket_path(args), timeout=600) as client:
-        data = await client.request("POST", "/accounts/import", body={
+        data = await client.call("POST", "/accounts/import", ImportResults, body={
             "sessions": items, "probe": args.probe, "check": not args.no_check})
     imported = 0
-    for result in data["results"]:
-        if result["ok"]:
+    for result in data.results:
+        if result.ok:
             imported += 1
-            print(f"{result['source']}: imported as account {result['account_id']} ({result['label']}"
-                  + (f", {result['phone_masked']}" if result["phone_masked"] else "") + ")")
+            print(f"{result.source}: imported as account {result.account_id} ({result.label}"
+                  + (f", {result.phone_masked}" if result.phone_masked else "") + ")")
         else:
-            print(f"{result['source']}: {result['error']}", file=sys.stderr)
-    skipped = len(problems) + len(data["results"]) - imported
+            print(f"{result.source}: {result.error}", file=sys.stderr)
+    skipped = len(problems) + len(data.results) - imported
     print(f"imported {imported}, skipped {skipped}")
     return 0 if skipped == 0 else 1

@@ -10,8 +10,8 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-STATE_STYLE = {"ready": "green", "busy": "cyan", "cooldown": "yellow", "disabled": "red", "inactive": "dim"}
-
+from tgdaemon.display import STATE_STYLE, duration
+from tgdaemon.wire import Account
 
 def console() -> Console:
     """Wrapped to the terminal for people; never cut or wrapped when piped into another program."""
@@ -32,20 +32,6 @@ def until(iso_time: str | None) -> str:
     return duration(left.total_seconds()) if left.total_seconds() > 0 else ""
 
 
-def duration(seconds: float) -> str:
-    seconds = int(seconds)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    if minutes:
-        return f"{minutes}m {secs}s"
-    return f"{secs}s"
-
-
 def size(n_bytes: int) -> str:
     """1.5 GiB, 320.0 KiB: a database's size at a glance."""
     units = ("B", "KiB", "MiB", "GiB", "TiB")
@@ -63,18 +49,16 @@ def table(*columns: str) -> Table:
     return out
 
 
-def accounts_table(rows: list[dict[str, Any]]) -> Table:
+def accounts_table(rows: list[Account]) -> Table:
     table = Table(box=None, pad_edge=False)
     for name, justify in (("ID", "right"), ("LABEL", "left"), ("PHONE", "left"), ("STATE", "left"),
                           ("COOLDOWN", "left"), ("SETUP", "right"), ("EXECUTOR", "left"), ("LAST ERROR", "left"),
                           ("REASON", "left")):
         table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for a in rows:
-        state = a["state"]
         table.add_row(
-            str(a["id"]), a["label"], a["phone_masked"] or "", f"[{STATE_STYLE.get(state, '')}]{state}[/]",
-            until(a["cooldown_until"]), "probe" if a["is_probe"] else f"{a['setup']['done']}/{a['setup']['total']}",
-            a["executor"],
-            a["last_error_code"] or "", a["disabled_reason"] or a["cooldown_reason"] or "",
+            str(a.id), a.label, a.phone_masked or "", f"[{STATE_STYLE[a.state]}]{a.state}[/]",
+            until(a.cooldown_until), "probe" if a.is_probe else f"{a.setup.done}/{a.setup.total}", a.executor,
+            a.last_error_code or "", a.disabled_reason or a.cooldown_reason or "",
         )
     return table

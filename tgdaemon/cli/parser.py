@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 from pathlib import Path
 
-from tgdaemon import config
+from tgdaemon.control.client import find_socket
 
 Register = Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None]
 
@@ -42,9 +41,5 @@ def positive_int(text: str) -> int:
 
 
 def socket_path(args: argparse.Namespace) -> Path:
-    """--socket, else TGFLEET_SOCKET, else the config's (which applies TGFLEET_SOCKET too)."""
-    if explicit := getattr(args, "socket", None):
-        return Path(explicit)
-    if env := os.environ.get("TGFLEET_SOCKET"):
-        return Path(env)
-    return config.load(getattr(args, "config", None)).socket_path()
+    """The socket ``find_socket`` finds from this command's --socket and --config (absent when not given)."""
+    return find_socket(getattr(args, "socket", None), getattr(args, "config", None))

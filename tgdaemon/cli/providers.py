@@ -7,8 +7,9 @@ import sys
 
 from tgdaemon.cli import output
 from tgdaemon.cli.parser import positive_int, socket_path
+from tgdaemon.control.client import ControlClient
 from tgdaemon.store.views import provider_name_problem
-from tgtui.client import ControlClient
+from tgdaemon.wire import Assigned, ProviderAdded, ProviderChange, ProviderList
 
 
 def provider_name(text: str) -> str:
@@ -40,38 +41,39 @@ def register(sub: argparse._SubParsersAction, acc: argparse._SubParsersAction,
 
 async def cmd_add(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args)) as client:
-        data = await client.request("POST", "/providers", body={"name": args.name})
+        data = await client.call("POST", "/providers", ProviderAdded, body={"name": args.name})
     # The token alone on stdout (so `TOKEN=$(tgdaemon providers add NAME)` works), the advice on stderr.
-    print(f"provider {data['provider']['name']} added; its token follows. It is shown only this once"
+    print(f"provider {data.provider.name} added; its token follows. It is shown only this once"
           " (the daemon keeps only its hash): store it now.", file=sys.stderr)
-    print(data["token"])
+    print(data.token)
     return 0
 
 
 async def cmd_list(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args)) as client:
-        rows = (await client.request("GET", "/providers"))["providers"]
+        rows = (await client.call("GET", "/providers", ProviderList)).providers
     if args.json:
         output.print_json(rows)
         return 0
     table = output.table("NAME", "CREATED", "LAST SEEN", "REVOKED")
     for p in rows:
-        table.add_row(p["name"], p["created_at"], p["last_seen_at"] or "never", p["revoked_at"] or "")
+        table.add_row(p.name, p.created_at, p.last_seen_at or "never", p.revoked_at or "")
     output.console().print(table)
     return 0
 
 
 async def cmd_revoke(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args)) as client:
-        data = await client.request("POST", f"/providers/{args.name}/revoke", body={})
-    p = data["provider"]
-    print(f"provider {p['name']} revoked" if data["changed"] else
-          f"provider {p['name']} was already revoked at {p['revoked_at']}; nothing changed")
+        data = await client.call("POST", f"/providers/{args.name}/revoke", ProviderChange, body={})
+    p = data.provider
+    print(f"provider {p.name} revoked" if data.changed else
+          f"provider {p.name} was already revoked at {p.revoked_at}; nothing changed")
     return 0
 
 
 async def cmd_assign(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args)) as client:
-        data = await client.request("POST", "/accounts/assign", body={"ids": args.ids, "executor": args.executor})
-    print(f"{data['changed']} of {len(set(args.ids))} account(s) now assigned to {data['executor']}")
+        data = await client.call("POST", "/accounts/assign", Assigned,
+                                 body={"ids": args.ids, "executor": args.executor})
+    print(f"{data.changed} of {len(set(args.ids))} account(s) now assigned to {data.executor}")
     return 0

@@ -7,10 +7,9 @@ import sys
 
 from tgdaemon.cli import output
 from tgdaemon.cli.parser import positive_int, socket_path
+from tgdaemon.control.client import ControlClient
 from tgdaemon.timeutil import parse_duration
-from tgtui.client import ControlClient
-
-ACTIONS = ("post_stats", "channel_stats")
+from tgdaemon.wire import ACTIONS, Quota, QuotaChange, QuotaList
 
 
 def duration(text: str) -> float:
@@ -55,24 +54,24 @@ async def cmd_add(args: argparse.Namespace) -> int:
             "quantity": args.quantity, "orders": args.orders, "interval_seconds": args.interval,
             "expires_in_seconds": args.expires_in}
     async with ControlClient(socket_path(args)) as client:
-        quota = await client.request("POST", "/quotas", body={k: v for k, v in body.items() if v is not None})
-    print(quota["id"])
+        quota = await client.call("POST", "/quotas", Quota, body={k: v for k, v in body.items() if v is not None})
+    print(quota.id)
     return 0
 
 
 async def cmd_list(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args)) as client:
-        quotas = (await client.request("GET", "/quotas"))["quotas"]
+        quotas = (await client.call("GET", "/quotas", QuotaList)).quotas
     if args.json:
         output.print_json(quotas)
         return 0
     table = output.table("ID", "NAME", "ACTION", "TARGET", "LEFT", "NEXT RUN", "EXPIRES", "INSPECTION", "LAST ERROR")
     for q in quotas:
-        left = q["quantity_left"] if q["quantity_left"] is not None else q["orders_left"]
-        inspection = {None: "pending", True: "ok", False: "failed"}[q["inspection_ok"]]
-        table.add_row(str(q["id"]), q["name"] + (" (paused)" if q["paused"] else ""), q["action"], q["target"],
-                      f"{left}/{q['quantity_total']}", output.until(q["next_run_at"]), output.until(q["expires_at"]),
-                      inspection, q["last_error"] or "")
+        left = q.quantity_left if q.quantity_left is not None else q.orders_left
+        inspection = {None: "pending", True: "ok", False: "failed"}[q.inspection_ok]
+        table.add_row(str(q.id), q.name + (" (paused)" if q.paused else ""), q.action, q.target,
+                      f"{left}/{q.quantity_total}", output.until(q.next_run_at), output.until(q.expires_at),
+                      inspection, q.last_error or "")
     output.console().print(table)
     return 0
 
@@ -80,9 +79,9 @@ async def cmd_list(args: argparse.Namespace) -> int:
 async def cmd_pause(args: argparse.Namespace) -> int:
     path = f"/quotas/{args.id}/{'pause' if args.paused else 'resume'}"
     async with ControlClient(socket_path(args)) as client:
-        data = await client.request("POST", path)
+        data = await client.call("POST", path, QuotaChange)
     verb = "paused" if args.paused else "resumed"
-    print(f"quota {args.id} {verb}" if data["changed"] else f"quota {args.id} was already {verb}")
+    print(f"quota {args.id} {verb}" if data.changed else f"quota {args.id} was already {verb}")
     return 0
 
 

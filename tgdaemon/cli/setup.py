@@ -6,9 +6,8 @@ import argparse
 
 from tgdaemon.cli import output
 from tgdaemon.cli.parser import positive_int, socket_path
-from tgtui.client import ControlClient
-
-TASK_STATUSES = ("pending", "running", "done", "failed", "retry")
+from tgdaemon.control.client import ControlClient
+from tgdaemon.wire import TASK_STATUSES, Dispatched, Retried, TaskList
 
 
 def register(sub: argparse._SubParsersAction, acc: argparse._SubParsersAction,
@@ -37,30 +36,30 @@ def register(sub: argparse._SubParsersAction, acc: argparse._SubParsersAction,
 
 async def cmd_dispatch(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args), timeout=120) as client:
-        data = await client.request("POST", "/setup/dispatch")
-    print(f"created {data['created']} setup tasks; {data['due']} due now")
-    if not data["enabled"]:
+        data = await client.call("POST", "/setup/dispatch", Dispatched)
+    print(f"created {data.created} setup tasks; {data.due} due now")
+    if not data.enabled:
         print("setup is off (setup.enabled = false): the tasks wait until it is turned on")
     return 0
 
 
 async def cmd_retry(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args)) as client:
-        data = await client.request("POST", f"/accounts/{args.id}/retry")
-    print(f"account {args.id}: {data['tasks']} setup tasks due now")
+        data = await client.call("POST", f"/accounts/{args.id}/retry", Retried)
+    print(f"account {args.id}: {data.tasks} setup tasks due now")
     return 0
 
 
 async def cmd_tasks(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args)) as client:
-        data = await client.request("GET", "/tasks", params={"account_id": args.account, "status": args.status,
-                                                             "limit": args.limit})
+        data = await client.call("GET", "/tasks", TaskList, params={"account_id": args.account, "status": args.status,
+                                                                    "limit": args.limit})
     if args.json:
-        output.print_json(data["tasks"])
+        output.print_json(data.tasks)
         return 0
     table = output.table("ID", "ACCOUNT", "TASK", "STATUS", "ATTEMPTS", "LAST ERROR", "BLOCKED BY")
-    for t in data["tasks"]:
-        table.add_row(str(t["id"]), f"{t['account_id']} {t['label']}", t["task_type"], t["status"],
-                      str(t["attempts"]), t["last_error_code"] or "", t["blocked_by"] or "")
+    for t in data.tasks:
+        table.add_row(str(t.id), f"{t.account_id} {t.label}", t.task_type, t.status, str(t.attempts),
+                      t.last_error_code or "", t.blocked_by or "")
     output.console().print(table)
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from typing import Annotated, Literal
+from typing import Annotated
 
 import msgspec
 from aiohttp import web
@@ -31,17 +31,14 @@ from tgdaemon.httpjson import (
     read_query,
 )
 from tgdaemon.runtime import RUNTIME
-from tgdaemon.store import SORT_KEYS, STATES
-
-State = Literal["ready", "busy", "cooldown", "disabled", "inactive"]
-SortKey = Literal[tuple(SORT_KEYS)]  # type: ignore[valid-type]
-assert set(STATES) == set(State.__args__)  # type: ignore[attr-defined]
+from tgdaemon.store import Store
+from tgdaemon.wire import Account, AccountChange, AccountPage, Event, EventList, SortKey, State
 
 
 class AccountsQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     state: State | None = None
     q: Annotated[str, msgspec.Meta(max_length=200)] | None = None
-    sort: SortKey = "id"  # type: ignore[valid-type]
+    sort: SortKey = "id"
     desc: bool = False
     limit: Annotated[int, msgspec.Meta(ge=1, le=20000)] = 100
     after: Annotated[str, msgspec.Meta(max_length=500)] | None = None
@@ -88,11 +85,17 @@ async def list_accounts(request: web.Request) -> web.Response:
         )
     except ValueError as exc:
         return error_response(400, "invalid_query", str(exc))
-    return json_response({"accounts": rows, "next": nxt})
+    return json_response(AccountPage(accounts=msgspec.convert(rows, list[Account]), next=nxt))
 
 
 async def get_account(request: web.Request) -> web.Response:
-    return json_response(await request.config_dict[RUNTIME].store.get_account(path_id(request)))
+    return json_response(msgspec.convert(await request.config_dict[RUNTIME].store.get_account(path_id(request)),
+                                         Account))
+
+
+async def _change(store: Store, changed: bool, account_id: int) -> web.Response:
+    return json_response(AccountChange(changed=changed,
+                                       account=msgspec.convert(await store.get_account(account_id), Account)))
 
 
 async def disable_account(request: web.Request) -> web.Response:
@@ -105,20 +108,19 @@ async def disable_account(request: web.Request) -> web.Response:
     changed = await store.disable_account(aid, reason)
     if changed:
         await request.config_dict[RUNTIME].gateway.forget(aid)
-    return json_response({"changed": changed, "account": await store.get_account(aid)})
+    return await _change(store, changed, aid)
 
 
 async def enable_account(request: web.Request) -> web.Response:
     aid = path_id(request)
     store = request.config_dict[RUNTIME].store
-    changed = await store.enable_account(aid)
-    return json_response({"changed": changed, "account": await store.get_account(aid)})
+    return await _change(store, await store.enable_account(aid), aid)
 
 
 async def list_events(request: web.Request) -> web.Response:
     query = read_query(request, EventsQuery)
     events = await request.config_dict[RUNTIME].store.recent_events(account_id=query.account_id, limit=query.limit)
-    return json_response({"events": events})
+    return json_response(EventList(events=msgspec.convert(events, list[Event])))
 
 
 def create_app() -> web.Application:

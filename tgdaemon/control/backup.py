@@ -22,6 +22,7 @@ from tgdaemon.httpjson import json_response, read_body
 from tgdaemon.lifecycle.datadir import DB_NAME, LOCK_NAME
 from tgdaemon.runtime import RUNTIME
 from tgdaemon.store.sqlite.backup import BackupError, BackupExists, exists
+from tgdaemon.wire import BackupWritten
 
 log = logging.getLogger(__name__)
 LIVE_FILES = (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", f"{DB_NAME}-journal", LOCK_NAME)
@@ -72,7 +73,7 @@ async def backup(request: web.Request) -> web.Response:
         raise ApiError(str(exc), status=409, code="backup_failed") from None
     seconds = time.monotonic() - started
     log.info("backup written to %s: %d bytes in %.2f s", target, size, seconds)
-    return json_response({"path": str(target), "bytes": size, "seconds": round(seconds, 3)}, status=201)
+    return json_response(BackupWritten(path=str(target), bytes=size, seconds=round(seconds, 3)), status=201)
 
 
 def add_routes(app: web.Application) -> None:

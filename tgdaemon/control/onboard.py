@@ -13,6 +13,7 @@ from tgdaemon.errors import ApiError
 from tgdaemon.httpjson import json_response, read_body
 from tgdaemon.runtime import RUNTIME
 from tgdaemon.store import SessionData
+from tgdaemon.wire import Cancelled, ImportResults, LoginStarted, LoginStep
 
 Label = Annotated[str, msgspec.Meta(max_length=100)]
 
@@ -59,24 +60,27 @@ def session_data(item: ImportItem, index: int) -> SessionData:
 async def start_login(request: web.Request) -> web.Response:
     body = await read_body(request, LoginBody)
     rt = request.config_dict[RUNTIME]
-    return json_response(await rt.onboarding.start_login(body.phone, body.label.strip(), body.probe))
+    started = await rt.onboarding.start_login(body.phone, body.label.strip(), body.probe)
+    return json_response(msgspec.convert(started, LoginStarted))
 
 
 async def submit_code(request: web.Request) -> web.Response:
     body = await read_body(request, CodeBody)
     rt = request.config_dict[RUNTIME]
-    return json_response(await rt.onboarding.submit_code(request.match_info["login_id"], body.code))
+    step = await rt.onboarding.submit_code(request.match_info["login_id"], body.code)
+    return json_response(msgspec.convert(step, LoginStep))
 
 
 async def submit_password(request: web.Request) -> web.Response:
     body = await read_body(request, PasswordBody)
     rt = request.config_dict[RUNTIME]
-    return json_response(await rt.onboarding.submit_password(request.match_info["login_id"], body.password))
+    step = await rt.onboarding.submit_password(request.match_info["login_id"], body.password)
+    return json_response(msgspec.convert(step, LoginStep))
 
 
 async def cancel_login(request: web.Request) -> web.Response:
     await request.config_dict[RUNTIME].onboarding.cancel_login(request.match_info["login_id"])
-    return json_response({"cancelled": True})
+    return json_response(Cancelled(cancelled=True))
 
 
 async def import_sessions(request: web.Request) -> web.Response:
@@ -85,7 +89,7 @@ async def import_sessions(request: web.Request) -> web.Response:
              for n, item in enumerate(body.sessions)]
     results = await request.config_dict[RUNTIME].onboarding.import_sessions(items, probe=body.probe,
                                                                             check=body.check)
-    return json_response({"results": results})
+    return json_response(msgspec.convert({"results": results}, ImportResults))
 
 
 def add_routes(app: web.Application) -> None:

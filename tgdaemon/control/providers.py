@@ -14,6 +14,7 @@ from tgdaemon.provider.auth import hash_token, new_token
 from tgdaemon.quotas.executor import NAME as LOCAL
 from tgdaemon.runtime import RUNTIME
 from tgdaemon.store.views import provider_name_problem
+from tgdaemon.wire import Assigned, Provider, ProviderAdded, ProviderChange, ProviderList
 
 
 class AddBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -36,11 +37,12 @@ async def add_provider(request: web.Request) -> web.Response:
     name = _name((await read_body(request, AddBody)).name)
     token = new_token()
     provider = await request.config_dict[RUNTIME].store.add_provider(name, hash_token(token))
-    return json_response({"provider": provider, "token": token}, status=201)
+    return json_response(ProviderAdded(provider=msgspec.convert(provider, Provider), token=token), status=201)
 
 
 async def list_providers(request: web.Request) -> web.Response:
-    return json_response({"providers": await request.config_dict[RUNTIME].store.list_providers()})
+    providers = await request.config_dict[RUNTIME].store.list_providers()
+    return json_response(ProviderList(providers=msgspec.convert(providers, list[Provider])))
 
 
 async def revoke_provider(request: web.Request) -> web.Response:
@@ -48,7 +50,7 @@ async def revoke_provider(request: web.Request) -> web.Response:
     if provider_name_problem(name):
         raise NotFound(f"provider {name}: no such provider")
     changed, provider = await request.config_dict[RUNTIME].store.revoke_provider(name)
-    return json_response({"changed": changed, "provider": provider})
+    return json_response(ProviderChange(changed=changed, provider=msgspec.convert(provider, Provider)))
 
 
 async def assign_accounts(request: web.Request) -> web.Response:
@@ -63,7 +65,7 @@ async def assign_accounts(request: web.Request) -> web.Response:
         if known[body.executor]["revoked_at"] is not None:
             raise ApiError(f"executor {body.executor!r}: the provider was revoked", code="unknown_executor")
     changed = await store.assign_accounts(sorted(set(body.ids)), body.executor)
-    return json_response({"changed": changed, "executor": body.executor})
+    return json_response(Assigned(changed=changed, executor=body.executor))
 
 
 def add_routes(app: web.Application) -> None:

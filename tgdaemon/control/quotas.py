@@ -14,8 +14,9 @@ from tgdaemon.errors import ApiError
 from tgdaemon.gateway.base import parse_target
 from tgdaemon.httpjson import json_response, read_body, read_query
 from tgdaemon.runtime import RUNTIME
-from tgdaemon.store import ACTIONS, MEASUREMENT_FIELDS
+from tgdaemon.store import MEASUREMENT_FIELDS
 from tgdaemon.timeutil import now
+from tgdaemon.wire import ACTIONS, Quota, QuotaChange, QuotaList
 
 Count = Annotated[int, msgspec.Meta(ge=1, le=10**9)]
 _encoder = msgspec.json.Encoder()
@@ -52,18 +53,19 @@ async def add_quota(request: web.Request) -> web.Response:
         quantity=body.quantity, orders=body.orders, interval_seconds=body.interval_seconds,
         expires_at=now() + body.expires_in_seconds)
     rt.inspector.wake.set()
-    return json_response(await rt.store.quota(new_id), status=201)
+    return json_response(msgspec.convert(await rt.store.quota(new_id), Quota), status=201)
 
 
 async def list_quotas(request: web.Request) -> web.Response:
-    return json_response({"quotas": await request.config_dict[RUNTIME].store.quotas()})
+    return json_response(QuotaList(quotas=msgspec.convert(await request.config_dict[RUNTIME].store.quotas(),
+                                                          list[Quota])))
 
 
 async def set_paused(request: web.Request, paused: bool) -> web.Response:
     store = request.config_dict[RUNTIME].store
     qid = path_id(request)
     changed = await store.set_quota_paused(qid, paused)
-    return json_response({"changed": changed, "quota": await store.quota(qid)})
+    return json_response(QuotaChange(changed=changed, quota=msgspec.convert(await store.quota(qid), Quota)))
 
 
 async def pause(request: web.Request) -> web.Response:

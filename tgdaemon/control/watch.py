@@ -13,12 +13,15 @@ import asyncio
 import contextlib
 import logging
 import re
+from typing import Any
 
+import msgspec
 from aiohttp import WSMsgType, web
 
 from tgdaemon.errors import ApiError
 from tgdaemon.runtime import RUNTIME, Runtime
 from tgdaemon.stream import Lagged, Subscription, batch_frames, encode, snapshot_frames
+from tgdaemon.wire import Account, Event, Quota, Resync
 
 log = logging.getLogger(__name__)
 SNAPSHOT_EVENTS = 200
@@ -28,10 +31,13 @@ SINCE = re.compile(r"([0-9a-f]{1,32}):([0-9]{1,18})", re.ASCII)
 
 
 async def _send_snapshot(ws: web.WebSocketResponse, rt: Runtime, sub: Subscription) -> None:
+    """``wire.Snapshot`` and its ``wire.SnapshotPart`` frames (spliced by ``snapshot_frames``, to bound their size)."""
     accounts, _ = await rt.store.list_accounts(limit=10**9)
     events = await rt.store.recent_events(limit=SNAPSHOT_EVENTS)
     head = {"epoch": rt.hub.epoch, "seq": sub.start_seq, "status": await rt.status()}
-    lists = {"accounts": accounts, "quotas": await rt.store.quotas(), "events": events[::-1]}
+    lists: dict[str, list[Any]] = {"accounts": msgspec.convert(accounts, list[Account]),
+                                   "quotas": msgspec.convert(await rt.store.quotas(), list[Quota]),
+                                   "events": msgspec.convert(events[::-1], list[Event])}
     for frame in snapshot_frames(head, lists):
         await ws.send_bytes(frame)
 
@@ -66,7 +72,7 @@ async def _pump(ws: web.WebSocketResponse, rt: Runtime, since: tuple[str, int] |
             except Lagged:
                 sub.close()
                 sub = rt.hub.subscribe()
-                await ws.send_bytes(encode({"type": "resync", "reason": "fell behind the stream"}))
+                await ws.send_bytes(encode(Resync(reason="fell behind the stream")))
                 await _send_snapshot(ws, rt, sub)
                 continue
             await _send_deltas(ws, items)

@@ -5,7 +5,7 @@ fails stops the daemon with an error (systemd restarts it) rather than
 leaving a half-working process; a stop signal lets in-flight work finish or
 release it within ``daemon.shutdown_timeout_seconds``. A disk that can no
 longer be written (full, I/O errors) stops it too, within a few seconds and
-with exit code 1: every shutdown step is bounded and independent, the lock is
+with exit code 1: every shutdown step is bounded and independent (``lifecycle.teardown``), the lock is
 always released, and the exit guard ends a process that still will not exit.
 """
 
@@ -20,10 +20,10 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from tgdaemon import clockstep
-from tgdaemon.bounded import bounded
 from tgdaemon.config import Config
 from tgdaemon.control.api import create_app as create_control_app
 from tgdaemon.errors import AlreadyRunning, StoreError, StoreUnavailable, TgfleetError
@@ -33,6 +33,7 @@ from tgdaemon.httpjson import MAX_BODY, errors_middleware
 from tgdaemon.lifecycle import exitguard, limits, signals, systemd, worlds
 from tgdaemon.lifecycle.connguard import Guard, GuardedTCPSite
 from tgdaemon.lifecycle.datadir import DB_NAME, DataDirLock
+from tgdaemon.lifecycle.teardown import Teardown
 from tgdaemon.onboarding import Onboarding
 from tgdaemon.provider.api import add_routes as add_provider_routes
 from tgdaemon.quotas.executor import LocalExecutor
@@ -46,13 +47,13 @@ from tgdaemon.setup.scheduler import SetupScheduler
 from tgdaemon.store import Store, Tx, event_view
 from tgdaemon.store.sqlite import SQLiteStore
 from tgdaemon.stream import Hub
+from tgdaemon.wire import Account, Event, Quota
 
 log = logging.getLogger(__name__)
 # On a failed disk nothing still in flight can be recorded: no reason to give it the whole timeout.
 FAILED_STORE_SHUTDOWN_SECONDS = 3.0
 EXIT_GUARD_MARGIN_SECONDS = 1.5  # past the shutdown's own budget: the interpreter's exit
 STORE_CLOSE_SECONDS = 1.5  # of the budget, kept for the store's last steps (optimize, closing both connections)
-SideTask = Callable[[Runtime], Coroutine[Any, Any, None]]
 
 
 def change_publisher(store: Store, hub: Hub) -> Callable[[Tx], Coroutine[Any, Any, None]]:
@@ -60,10 +61,11 @@ def change_publisher(store: Store, hub: Hub) -> Callable[[Tx], Coroutine[Any, An
 
     async def on_commit(tx: Tx) -> None:
         if tx.accounts:
-            hub.publish_many("account", await store.accounts_by_id(tx, tx.accounts))
+            hub.publish_many("account", msgspec.convert(await store.accounts_by_id(tx, tx.accounts), list[Account]))
         if tx.quotas:
-            hub.publish_many("quota", await store.quotas_by_id(tx, tx.quotas))
-        hub.publish_many("event", (event_view(e) for e in tx.events))
+            hub.publish_many("quota", msgspec.convert(await store.quotas_by_id(tx, tx.quotas), list[Quota]))
+        if tx.events:
+            hub.publish_many("event", msgspec.convert([event_view(e) for e in tx.events], list[Event]))
 
     return on_commit
 
@@ -75,12 +77,12 @@ class Daemon:
         self.gateway = gateway
         self.install_signal_handlers = install_signal_handlers
         self.guard_exit = guard_exit  # the process is ours (``tgdaemon run``): end it should its exit wedge
-        self.runtime: Runtime | None = None
+        self.runtime: Runtime | None = None  # once every part is built, for tests to look into
         self.app: web.Application | None = None  # the served application, for tests to look into
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._side_tasks: list[asyncio.Task[None]] = []
-        self._clock: clockstep.ClockSteps | None = None
+        self._store_failure: str | None = None
         self.exit_code = 0
 
     def stop(self) -> None:
@@ -95,75 +97,73 @@ class Daemon:
     async def _run(self) -> int:
         fds = limits.prepare(self.cfg)  # before anything opens a descriptor
         asyncio.get_running_loop().set_exception_handler(limits.AcceptFailures(fallback=_quiet_store_failures))
-        lock = DataDirLock(self.cfg.data_dir())
-        lock.acquire()
+        teardown = Teardown()
+        opened = False  # a daemon that never had its store says only why, not that it stopped
         try:
-            store = await SQLiteStore.open(self.cfg.data_dir() / DB_NAME, self.cfg.store.synchronous)
-        except BaseException:
-            lock.release()
-            raise
-        store.on_failure = self._store_failed
-        runner: web.AppRunner | None = None
-        socket_path = self.cfg.socket_path()
-        try:
-            await self._check_fleet_kind(store)
-            self._clock = await clockstep.start(self.cfg, store)  # before any work reads a deadline
-            hub = Hub(queue_size=self.cfg.daemon.stream_queue_size, replay_size=self.cfg.daemon.stream_replay_size)
-            store.on_commit = change_publisher(store, hub)
-            await self.gateway.start(store)
-            onboarding = Onboarding(store, self.gateway, self.cfg.telegram.login_timeout_seconds)
-            self.runtime = Runtime(self.cfg, store, hub, self.gateway, socket_path, onboarding)
-            self.runtime.setup = SetupScheduler(self.cfg, store, self.gateway, self.cfg.data_dir() / "media")
-            self._quota_parts(self.runtime)
-            self.runtime.retention = Retention(self.cfg.retention, store, self._clock.vouched_now)
-            runner = await self._serve(self.runtime, fds.connection_cap)
-            await self._seed_simulated_fleet(store)  # only once the sockets are ours: a refused start seeds nothing
-            self._side_tasks = [asyncio.create_task(coro(self.runtime), name=name)
-                                for name, coro in self._side_task_factories()]
+            store = await self._open_store(teardown)
+            opened = True
+            rt = await self._start(store, teardown, fds.connection_cap)
             systemd.notify("READY=1\nSTATUS=running")
             log.info("%s", limits.startup_line(self.cfg, fds))
-            log.info("tgdaemon ready: socket %s, http %s, gateway %s",
-                     socket_path, self.runtime.http_bound, self.gateway.name)
+            log.info("tgdaemon ready: socket %s, http %s, gateway %s", rt.socket_path, rt.http_bound,
+                     self.gateway.name)
             self.ready.set()
             await self._wait_for_stop()
         except StoreUnavailable:
             pass  # said in one line by _store_failed; exit_code is 1
         finally:
-            try:
+            if opened:
                 systemd.notify("STOPPING=1")
-                await self._shutdown(store, runner, socket_path)
-            finally:
-                lock.release()
+            await self._shutdown(teardown)
+            if opened:
+                log.info("tgdaemon stopped")
         return self.exit_code
+
+    async def _open_store(self, teardown: Teardown) -> Store:
+        lock = DataDirLock(self.cfg.data_dir())
+        lock.acquire()
+        teardown.now("releasing the data dir lock", lock.release)
+        store = await SQLiteStore.open(self.cfg.data_dir() / DB_NAME, self.cfg.store.synchronous)
+        store.on_failure = self._store_failed
+        teardown.final("closing the database", store.close)  # bounded step by step inside
+        return store
+
+    async def _start(self, store: Store, teardown: Teardown, connection_cap: int) -> Runtime:
+        """Every part, in the order each needs the others; each registers its undoing as soon as it exists."""
+        cfg, gateway = self.cfg, self.gateway
+        await self._check_fleet_kind(store)
+        clock = await clockstep.start(cfg, store)  # before any work reads a deadline
+        hub = Hub(queue_size=cfg.daemon.stream_queue_size, replay_size=cfg.daemon.stream_replay_size)
+        store.on_commit = change_publisher(store, hub)
+        teardown.step("closing the gateway", gateway.close, 0.15)  # before its start: a failed start closes too
+        await gateway.start(store)
+        leases = Leases(cfg, store)
+        teardown.step("writing the last pulls and reports", leases.drain, 0.1)
+        onboarding = Onboarding(store, gateway, cfg.telegram.login_timeout_seconds)
+        teardown.step("closing pending logins", onboarding.close, 0.05)
+        probes = Probes(cfg, store)
+        self.runtime = rt = Runtime(
+            cfg=cfg, store=store, hub=hub, gateway=gateway, socket_path=cfg.socket_path(), clock=clock,
+            onboarding=onboarding, leases=leases,
+            setup=SetupScheduler(cfg, store, gateway, cfg.data_dir() / "media"),
+            inspector=Inspector(store, gateway, probes),
+            generator=Generator(cfg, store, gateway, probes, leases),
+            executor=LocalExecutor(store, gateway, leases, cfg.quotas.local_concurrency),
+            retention=Retention(cfg.retention, store, clock.vouched_now))
+        await self._serve(rt, connection_cap, teardown)
+        await self._seed_simulated_fleet(store)  # only once the sockets are ours: a refused start seeds nothing
+        self._side_tasks = [asyncio.create_task(coro, name=name) for name, coro in _side_tasks(rt)]
+        # most of the budget: running setup tasks finish or go back to retry here
+        teardown.step("stopping the side tasks", self._stop_side_tasks, 0.7)
+        return rt
 
     def _store_failed(self, why: str) -> None:
         """The store's first disk error: one line saying what failed, then a prompt stop with exit code 1."""
         log.error("cannot write the database: %s; stopping (free space or fix the disk, then start tgdaemon again)",
                   why)
+        self._store_failure = why
         self.exit_code = 1
         self._stop.set()
-
-    def _quota_parts(self, rt: Runtime) -> None:
-        probes = Probes(self.cfg, rt.store)
-        rt.leases = Leases(self.cfg, rt.store)
-        rt.inspector = Inspector(rt.store, self.gateway, probes)
-        rt.generator = Generator(self.cfg, rt.store, self.gateway, probes, rt.leases)
-        rt.executor = LocalExecutor(rt.store, self.gateway, rt.leases, self.cfg.quotas.local_concurrency)
-
-    def _side_task_factories(self) -> list[tuple[str, SideTask]]:
-        tasks: list[tuple[str, SideTask]] = [
-            ("setup", lambda rt: rt.setup.run()),  # type: ignore[union-attr]
-            ("logins", lambda rt: rt.onboarding.run()),
-            ("inspector", lambda rt: rt.inspector.run()),  # type: ignore[union-attr]
-            ("generator", lambda rt: rt.generator.run()),  # type: ignore[union-attr]
-            ("reaper", lambda rt: rt.leases.run_reaper()),  # type: ignore[union-attr]
-            ("executor", lambda rt: rt.executor.run()),  # type: ignore[union-attr]
-            ("clock", lambda rt: self._clock.run(rt.store)),  # type: ignore[union-attr]
-            ("retention", lambda rt: rt.retention.run()),  # type: ignore[union-attr]
-        ]
-        if (interval := systemd.watchdog_interval()) is not None:
-            tasks.append(("watchdog", lambda rt: _watchdog(interval)))
-        return tasks
 
     async def _wait_for_stop(self) -> None:
         """Until a stop is asked for, or a side task dies (then exit 1 so systemd restarts us)."""
@@ -176,36 +176,19 @@ class Daemon:
                     log.error("side task %s ended (%s); stopping", task.get_name(), task.exception() or "returned")
         stop_wait.cancel()
 
-    async def _shutdown(self, store: Store, runner: web.AppRunner | None, socket_path: Path) -> None:
-        """In reverse order of start; each step has its share of one budget and none can skip the next."""
+    async def _stop_side_tasks(self) -> None:
+        for task in self._side_tasks:
+            task.cancel()
+        await asyncio.wait(self._side_tasks)
+
+    async def _shutdown(self, teardown: Teardown) -> None:
+        """Everything started, undone in reverse within one budget (shorter once the disk has failed)."""
         budget = self.cfg.daemon.shutdown_timeout_seconds
-        if store.failure is not None:
+        if self._store_failure is not None:
             budget = min(budget, FAILED_STORE_SHUTDOWN_SECONDS)
         if self.guard_exit:
             exitguard.arm(budget + EXIT_GUARD_MARGIN_SECONDS, lambda: self.exit_code or 1)
-        loop = asyncio.get_running_loop()
-        store_close = min(STORE_CLOSE_SECONDS, budget / 2)
-        deadline = loop.time() + budget - store_close
-
-        def share(fraction: float) -> float:  # a step's share, never past the deadline, never quite nothing
-            return max(0.2, min((budget - store_close) * fraction, deadline - loop.time()))
-
-        for task in self._side_tasks:
-            task.cancel()
-        if self._side_tasks:  # most of the budget: running setup tasks finish or go back to retry here
-            await asyncio.wait(self._side_tasks, timeout=share(0.7))
-        if runner is not None:
-            await bounded("closing the HTTP sites", runner.cleanup(), share(0.15))
-        if self.runtime is not None:
-            await bounded("closing pending logins", self.runtime.onboarding.close(), share(0.05))
-            if self.runtime.leases is not None:
-                await bounded("writing the last pulls and reports", self.runtime.leases.drain(), share(0.1))
-        await bounded("closing the gateway", self.gateway.close(), share(0.15))
-        await store.close(max(store_close, deadline + store_close - loop.time()))  # bounded step by step inside
-        if self.runtime is not None and self.runtime.socket_bound:
-            with contextlib.suppress(OSError):
-                socket_path.unlink()
-        log.info("tgdaemon stopped")
+        await teardown.run(budget, reserve=STORE_CLOSE_SECONDS)
 
     async def _check_fleet_kind(self, store: Store) -> None:
         """A data dir holds either a simulated fleet or a real one, never both."""
@@ -233,7 +216,7 @@ class Daemon:
             await worlds.record(store, tx, self.gateway.world())
         log.info("simulator: seeded %d accounts", len(seeds))
 
-    async def _serve(self, rt: Runtime, connection_cap: int) -> web.AppRunner:
+    async def _serve(self, rt: Runtime, connection_cap: int, teardown: Teardown) -> None:
         """One application, one AppRunner, two sites: the Unix socket and the TCP port (guarded)."""
         d = self.cfg.daemon
         guard = Guard(connection_cap, d.http_header_timeout_seconds, d.http_idle_timeout_seconds)
@@ -244,21 +227,28 @@ class Daemon:
         self.app = app
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
+        teardown.step("closing the HTTP sites", runner.cleanup, 0.15)
+        await _bind_unix(runner, rt.socket_path)
+        # Only a socket this daemon bound is removed (first, so no client connects to a closing daemon).
+        teardown.now(f"removing socket {rt.socket_path}", lambda: rt.socket_path.unlink(missing_ok=True))
+        host, port = self.cfg.http_bind()
+        site = GuardedTCPSite(runner, host, port, guard)
         try:
-            await _bind_unix(runner, rt.socket_path)
-            rt.socket_bound = True
-            host, port = self.cfg.http_bind()
-            site = GuardedTCPSite(runner, host, port, guard)
-            try:
-                await site.start()
-            except OSError as exc:
-                raise TgfleetError(f"daemon.http {host}:{port}: cannot listen: {exc.strerror or exc}") from None
-        except BaseException:
-            await runner.cleanup()
-            raise
+            await site.start()
+        except OSError as exc:
+            raise TgfleetError(f"daemon.http {host}:{port}: cannot listen: {exc.strerror or exc}") from None
         bound = next((a for a in runner.addresses if isinstance(a, tuple)), (host, port))
         rt.http_bound = f"{bound[0]}:{bound[1]}"
-        return runner
+
+
+def _side_tasks(rt: Runtime) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+    """The parts that work on their own, each a task watched by the daemon: one that ends stops it."""
+    tasks = [("setup", rt.setup.run()), ("logins", rt.onboarding.run()), ("inspector", rt.inspector.run()),
+             ("generator", rt.generator.run()), ("reaper", rt.leases.run_reaper()), ("executor", rt.executor.run()),
+             ("clock", rt.clock.run(rt.store)), ("retention", rt.retention.run())]
+    if (interval := systemd.watchdog_interval()) is not None:
+        tasks.append(("watchdog", _watchdog(interval)))
+    return tasks
 
 
 def _quiet_store_failures(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

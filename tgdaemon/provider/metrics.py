@@ -48,6 +48,6 @@ async def metrics(request: web.Request) -> web.Response:
     rt = request.config_dict[RUNTIME]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Snapshot(await gather(rt)))  # type: ignore[arg-type]
-    if rt.leases is not None:  # counters of the lease/report path: leased, reports by outcome, expiries, latency
-        registry.register(rt.leases.metrics.registry)  # type: ignore[arg-type]
+    # counters of the lease/report path: leased, reports by outcome, expiries, latency
+    registry.register(rt.leases.metrics.registry)  # type: ignore[arg-type]
     return web.Response(body=generate_latest(registry), headers={"Content-Type": "text/plain; version=0.0.4"})

@@ -16,12 +16,10 @@ from typing import Annotated, Any
 import msgspec
 
 from tgdaemon.timeutil import iso
+# Named once, in the wire types; the drivers take them from here (``X as X``: a re-export).
+from tgdaemon.wire import ACTIONS as ACTIONS, SORT_KEYS as SORT_KEYS, STATES as STATES
 
 Row = Mapping[str, Any]
-
-STATES = ("ready", "busy", "cooldown", "disabled", "inactive")
-# What an account list can be sorted by; each driver maps a key to its never-NULL sort expression.
-SORT_KEYS = ("id", "label", "state", "cooldown", "error", "setup", "executor")
 
 
 def mask_phone(phone: str | None) -> str | None:
@@ -76,9 +74,6 @@ def event_view(row: Row) -> dict[str, Any]:
         "task_id": row["task_id"], "quota_id": row["quota_id"], "message": row["message"],
         "data": json.loads(data) if data is not None else row["data"],
     }
-
-
-ACTIONS = ("post_stats", "channel_stats")
 
 
 MEASUREMENT_FIELDS = ("observed_at", "post_id", "views", "forwards", "replies", "reactions", "subscribers", "task_id")

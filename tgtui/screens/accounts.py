@@ -9,7 +9,7 @@ from typing import ClassVar
 from rich.text import Text
 from textual.binding import Binding, BindingType
 
-from tgtui.fmt import STATE_STYLE, duration
+from tgdaemon.display import STATE_STYLE, duration
 from tgtui.model import effective_state
 from tgtui.screens.base import FleetScreen
 from tgtui.table import Column, Row, RowSet

@@ -17,7 +17,9 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Label, Sparkline, Static
 
-from tgtui.fmt import STATE_STYLE, bar, clock_time, duration, until
+from tgdaemon.display import STATE_STYLE, duration
+from tgdaemon.wire import EventList, TaskList
+from tgtui.fmt import bar, clock_time, until
 from tgtui.model import effective_state
 from tgtui.screens.quotas import done_total, inspection, last_error, left
 
@@ -128,14 +130,14 @@ class AccountDetail(DetailScreen):
 
     async def load(self) -> None:
         client = self.fleet.client
-        tasks = await client.tasks(account_id=self.key)
-        events = await client.events(account_id=self.key, limit=RECENT_EVENTS)
+        tasks = (await client.call("GET", "/tasks", TaskList, params={"account_id": self.key})).tasks
+        events = (await client.call("GET", "/events", EventList,
+                                    params={"account_id": self.key, "limit": RECENT_EVENTS})).events
         self.fill("#tasks", ("Task", "Status", "Attempts", "Blocked by", "Last error", "Updated"), [
-            (t["task_type"], t["status"], t["attempts"], t["blocked_by"] or "",
-             ": ".join(p for p in (t["last_error_code"], t["last_error"]) if p), clock_time(t["updated_at"]))
+            (t.task_type, t.status, t.attempts, t.blocked_by or "",
+             ": ".join(p for p in (t.last_error_code, t.last_error) if p), clock_time(t.updated_at))
             for t in tasks])
-        self.fill("#events", ("Time", "Kind", "Message"),
-                  [(clock_time(e["at"]), e["kind"], e["message"]) for e in events])
+        self.fill("#events", ("Time", "Kind", "Message"), [(clock_time(e.at), e.kind, e.message) for e in events])
 
 
 class QuotaDetail(DetailScreen):

@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.text import Text
 from textual.widgets import Static
 
-from tgtui.fmt import STATE_STYLE, duration
+from tgdaemon.display import STATE_STYLE, duration
 from tgtui.model import FleetModel
 
 VIEWS = ("accounts", "quotas", "events")

@@ -1,18 +1,38 @@
-"""The client of the daemon's control API; the dashboard and the admin commands use only this."""
+"""The client of the daemon's control API; the dashboard and the admin commands use only this.
+
+``call`` decodes an answer into its ``tgdaemon.wire`` type; ``request`` and the
+helpers after it give plain JSON, as scripts and tests look at the wire.
+
+It lives with the API it speaks, in tgdaemon, so that the dashboard (tgtui)
+depends on the daemon's package and never the other way round.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import msgspec
 
-from tgdaemon.errors import ApiError, DaemonNotRunning
+from tgdaemon import config
+from tgdaemon.errors import ApiError, DaemonNotRunning, TgfleetError
 
+T = TypeVar("T")
 START_HINT = "start it with `tgdaemon run` (or `systemctl start tgdaemon`), or pass --socket"
+
+
+def find_socket(explicit: str | None = None, config_path: str | None = None) -> Path:
+    """The daemon's socket: ``explicit`` (--socket), else TGFLEET_SOCKET, else the config's (which applies
+    TGFLEET_SOCKET too); the admin commands and the dashboard look in the same places."""
+    if explicit:
+        return Path(explicit)
+    if env := os.environ.get("TGFLEET_SOCKET"):
+        return Path(env)
+    return config.load(config_path).socket_path()
 
 
 class ControlClient:
@@ -41,8 +61,24 @@ class ControlClient:
     def _not_running(self) -> DaemonNotRunning:
         return DaemonNotRunning(f"tgdaemon is not running (nothing answers on {self.socket_path}); {START_HINT}")
 
+    async def call(self, method: str, path: str, answer: type[T], *, params: dict[str, Any] | None = None,
+                   body: dict[str, Any] | None = None) -> T:
+        """The answer decoded straight into ``answer`` (a ``tgdaemon.wire`` type), as the admin commands and the
+        dashboard read it; one that does not fit is one line naming the route and the field."""
+        raw = await self._send(method, path, params, body)
+        try:
+            return msgspec.json.decode(raw, type=answer)
+        except msgspec.ValidationError as exc:
+            raise TgfleetError(f"{method} /v1{path}: the daemon's answer does not fit this client ({exc}); are"
+                               " the daemon and this command of the same version?") from None
+
     async def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
                       body: dict[str, Any] | None = None) -> Any:
+        """The answer as plain JSON (dicts and lists), for scripts and tests that look at the wire itself."""
+        raw = await self._send(method, path, params, body)
+        return msgspec.json.decode(raw) if raw else None
+
+    async def _send(self, method: str, path: str, params: dict[str, Any] | None, body: dict[str, Any] | None) -> bytes:
         query = {k: _query_value(v) for k, v in (params or {}).items() if v is not None}
         try:
             async with self._http().request(method, f"http://tgdaemon/v1{path}", params=query,
@@ -50,12 +86,9 @@ class ControlClient:
                 raw = await resp.read()
         except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, FileNotFoundError):
             raise self._not_running() from None
-        data = msgspec.json.decode(raw) if raw else None
         if resp.status >= 400:
-            error = (data or {}).get("error", {}) if isinstance(data, dict) else {}
-            raise ApiError(error.get("message") or f"HTTP {resp.status}", status=resp.status,
-                           code=error.get("code", "error"))
-        return data
+            raise _refusal(resp.status, raw)
+        return raw
 
     async def export_measurements(self, quota_id: int, fmt: str) -> str:
         """A quota's measurements as CSV or JSON text, as the daemon writes them."""
@@ -66,9 +99,7 @@ class ControlClient:
         except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, FileNotFoundError):
             raise self._not_running() from None
         if resp.status >= 400:
-            error = msgspec.json.decode(raw).get("error", {}) if raw else {}
-            raise ApiError(error.get("message") or f"HTTP {resp.status}", status=resp.status,
-                           code=error.get("code", "error"))
+            raise _refusal(resp.status, raw)
         return raw.decode()
 
     async def status(self) -> dict[str, Any]:
@@ -95,17 +126,8 @@ class ControlClient:
     async def enable(self, account_id: int) -> dict[str, Any]:
         return await self.request("POST", f"/accounts/{account_id}/enable", body={})
 
-    async def retry(self, account_id: int) -> dict[str, Any]:
-        return await self.request("POST", f"/accounts/{account_id}/retry", body={})
-
-    async def tasks(self, **params: Any) -> list[dict[str, Any]]:
-        return (await self.request("GET", "/tasks", params=params))["tasks"]
-
     async def quotas(self) -> list[dict[str, Any]]:
         return (await self.request("GET", "/quotas"))["quotas"]
-
-    async def set_quota_paused(self, quota_id: int, paused: bool) -> dict[str, Any]:
-        return await self.request("POST", f"/quotas/{quota_id}/{'pause' if paused else 'resume'}", body={})
 
     async def measurements(self, quota_id: int, limit: int = 500) -> list[dict[str, Any]]:
         """The latest ``limit``: enough for a sparkline, however long the quota has run."""
@@ -153,6 +175,17 @@ class ControlClient:
                 else:
                     yield data
         raise self._not_running()
+
+
+def _refusal(status: int, raw: bytes) -> ApiError:
+    """The daemon's ``{"error": {"code", "message"}}`` as an ApiError; a body without one still names the status."""
+    try:
+        data = msgspec.json.decode(raw) if raw else None
+    except msgspec.DecodeError:
+        data = None
+    error = data.get("error") if isinstance(data, dict) else None
+    error = error if isinstance(error, dict) else {}
+    return ApiError(error.get("message") or f"HTTP {status}", status=status, code=error.get("code", "error"))
 
 
 def _query_value(value: Any) -> str:

@@ -1,0 +1,28 @@
+"""How the operator is shown a duration and an account's state: one way, in the admin commands and the dashboard.
+
+Here rather than under ``tgdaemon.cli`` so that the dashboard (tgtui) can use
+it without importing the command line, and the command line never imports the
+dashboard.
+"""
+
+from __future__ import annotations
+
+from tgdaemon.wire import STATES
+
+# A rich style per state, in the order of STATES (a state added there without a colour fails here, at import).
+STATE_STYLE = dict(zip(STATES, ("green", "cyan", "yellow", "red", "dim"), strict=True))
+
+
+def duration(seconds: float) -> str:
+    """Two units at most, the larger first: ``6d 23h``, ``3m 5s``, ``42s``."""
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"

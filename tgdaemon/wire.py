@@ -1,0 +1,313 @@
+"""What the control API answers and its stream sends, as msgspec structs: one definition for everyone who speaks it.
+
+The daemon encodes its answers through these (``tgdaemon.control``, the
+stream's deltas), the admin commands decode the answers into them, and the
+dashboard takes the account states and its action answers from here. A
+struct's fields are in the order the JSON has always had them, so an answer
+encodes to the same bytes as the dict it replaced; times are ISO 8601 UTC
+strings (``timeutil.iso``) or null. Request bodies stay with their handlers,
+where they are validated.
+
+Top-level in the package rather than under ``tgdaemon/control/``: the store's
+views take the account states and sort keys from here, and the store sits
+below the control API, which imports it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Literal, TypeVar, get_args
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+State = Literal["ready", "busy", "cooldown", "disabled", "inactive"]
+STATES: tuple[str, ...] = get_args(State)
+# What an account list can be sorted by; each store driver maps a key to its never-NULL sort expression.
+SortKey = Literal["id", "label", "state", "cooldown", "error", "setup", "executor"]
+SORT_KEYS: tuple[str, ...] = get_args(SortKey)
+Action = Literal["post_stats", "channel_stats"]  # tgfleet only observes
+ACTIONS: tuple[str, ...] = get_args(Action)
+TaskStatus = Literal["pending", "running", "done", "failed", "retry"]  # a setup task's
+TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)
+DeltaKind = Literal["account", "quota", "event"]
+T = TypeVar("T")
+
+
+class Wire(msgspec.Struct, kw_only=True, gc=False):
+    """Keyword-only: a wire type is built by naming its fields, never by their position.
+
+    Untracked by the garbage collector (``gc=False``): a listing makes tens of thousands of these at
+    once, which otherwise set off full collections of the daemon's heap (tens of ms each, measured).
+    Safe because wire values are trees of JSON values, which cannot form a reference cycle.
+    """
+
+
+class Setup(Wire):
+    done: int
+    total: int
+
+
+class Account(Wire):
+    id: int
+    label: str
+    phone_masked: str | None
+    name: str
+    state: State
+    is_probe: bool
+    is_active: bool
+    executor: str
+    cooldown_until: str | None
+    cooldown_reason: str | None
+    disabled_at: str | None
+    disabled_reason: str | None
+    setup: Setup
+    last_error_code: str | None
+    last_ok_at: str | None
+
+
+class Quota(Wire):
+    id: int
+    name: str
+    action: Action
+    target: str
+    last_n_posts: int
+    quantity_total: int | None
+    quantity_left: int | None
+    orders_left: int | None
+    per_call: int
+    interval_seconds: float
+    next_run_at: str | None
+    expires_at: str
+    paused: bool
+    inspection_ok: bool | None
+    inspection_error: str | None
+    inspected_at: str | None
+    peer_id: int | None
+    title: str | None
+    last_error: str | None
+    measurements: int
+    created_at: str
+
+
+class Event(Wire):
+    id: int
+    at: str
+    kind: str
+    account_id: int | None
+    task_id: int | None
+    quota_id: int | None
+    message: str
+    data: dict[str, Any]
+
+
+class Provider(Wire):
+    """Never its token, nor the token's hash."""
+
+    name: str
+    created_at: str
+    last_seen_at: str | None
+    revoked_at: str | None
+
+
+class SetupTask(Wire):
+    """A setup task as ``GET /v1/tasks`` lists it. (Pulled tasks are the provider API's; the control API
+    shows only their counts, in ``Status.tasks``.)"""
+
+    id: int
+    account_id: int
+    label: str
+    task_type: str
+    queue: str | None  # None for a task type this daemon no longer knows
+    status: TaskStatus
+    attempts: int
+    retry_at: str | None
+    last_error_code: str | None
+    last_error: str | None
+    blocked_by: str | None  # why a due task does not run yet, in words
+    result: dict[str, Any]
+    updated_at: str
+
+
+class StreamStatus(Wire):
+    epoch: str
+    seq: int
+    subscribers: int
+
+
+class SetupStatus(Wire):
+    enabled: bool
+    running: int
+
+
+class SimulatorStatus(Wire):
+    seed: int
+    accounts: int
+    channels: list[str]
+
+
+class Status(Wire):
+    """``GET /v1/status``. The store's and retention's parts are still free-form: they are the parts a store
+    driver reports for itself, and they are being reshaped (PostgreSQL)."""
+
+    version: str
+    pid: int
+    started_at: str
+    uptime_seconds: float
+    gateway: str
+    data_dir: str
+    socket: str
+    http: str | None
+    synchronous: str  # "full": acknowledged writes survive power loss
+    accounts: dict[str, int]  # by state: every one of STATES, in that order
+    tasks: dict[str, dict[str, int]]  # "setup" and "pulled": counts by status, statuses with none left out
+    tasks_per_minute: int
+    stream: StreamStatus
+    setup: SetupStatus
+    database: dict[str, Any]
+    retention: dict[str, Any]
+    simulator: SimulatorStatus | UnsetType = UNSET  # only on the simulator; absent otherwise, as it always was
+
+
+# The answers that wrap the objects above, one per route.
+
+class AccountPage(Wire):
+    accounts: list[Account]
+    next: str | None  # the cursor of the next page; None on the last
+
+
+class AccountChange(Wire):
+    changed: bool
+    account: Account
+
+
+class EventList(Wire):
+    events: list[Event]
+
+
+class QuotaList(Wire):
+    quotas: list[Quota]
+
+
+class QuotaChange(Wire):
+    changed: bool
+    quota: Quota
+
+
+class TaskList(Wire):
+    tasks: list[SetupTask]
+
+
+class Dispatched(Wire):
+    created: int
+    due: int
+    enabled: bool
+
+
+class Retried(Wire):
+    tasks: int  # setup tasks made due now
+
+
+class ProviderList(Wire):
+    providers: list[Provider]
+
+
+class ProviderAdded(Wire):
+    provider: Provider
+    token: str  # its only appearance: the daemon keeps its hash
+
+
+class ProviderChange(Wire):
+    changed: bool
+    provider: Provider
+
+
+class Assigned(Wire):
+    changed: int
+    executor: str
+
+
+class BackupWritten(Wire):
+    path: str
+    bytes: int
+    seconds: float
+
+
+class LoginStarted(Wire):
+    login_id: str
+    phone_masked: str | None
+    expires_in: float
+
+
+class LoginStep(Wire):
+    status: Literal["password_needed", "done"]
+    account: Account | UnsetType = UNSET  # once done
+
+
+class Imported(Wire):
+    """One session of an import: imported (``account_id``, ``label``, ``phone_masked``) or not (``error``); the
+    fields of the other case are absent (UNSET), not null."""
+
+    source: str
+    ok: bool
+    account_id: int | UnsetType = UNSET
+    label: str | UnsetType = UNSET
+    phone_masked: str | None | UnsetType = UNSET  # None: imported without a check, the phone is not known yet
+    error: str | UnsetType = UNSET
+
+
+class ImportResults(Wire):
+    results: list[Imported]
+
+
+class Cancelled(Wire):
+    cancelled: bool
+
+
+# The stream (``GET /v1/watch``): every frame says what it is in ``type``.
+
+class Frame(Wire, tag_field="type"):
+    pass
+
+
+class Delta(Frame, Generic[T], tag="delta"):
+    """One object's full new state: applying it twice is harmless. ``Delta[Account]`` decodes a known kind."""
+
+    seq: int
+    kind: DeltaKind
+    op: Literal["upsert"]
+    data: T
+
+
+class Deltas(Frame, tag="deltas"):
+    """Several deltas in one frame, in order."""
+
+    items: list[Delta[Any]]
+
+
+class Snapshot(Frame, tag="snapshot"):
+    """The first frame of a snapshot; while ``more``, ``SnapshotPart`` frames continue its lists in order."""
+
+    epoch: str
+    seq: int
+    status: Status
+    accounts: list[Account]
+    quotas: list[Quota]
+    events: list[Event]
+    more: bool
+
+
+class SnapshotPart(Frame, tag="snapshot_part"):
+    accounts: list[Account]
+    quotas: list[Quota]
+    events: list[Event]
+    more: bool
+
+
+class Resync(Frame, tag="resync"):
+    """The client fell behind: a new snapshot follows on the same socket."""
+
+    reason: str
+
+
+Frames = Snapshot | SnapshotPart | Delta[Any] | Deltas | Resync
+
