@@ -43,7 +43,7 @@ from tgdaemon.quotas.probe import Probes
 from tgdaemon.retention import Retention
 from tgdaemon.runtime import RUNTIME, Runtime
 from tgdaemon.setup.scheduler import SetupScheduler
-from tgdaemon.store import Store, Tx, event_view
+from tgdaemon.store import Store, Tx
 from tgdaemon.store.sqlite import SQLiteStore
 from tgdaemon.stream import Hub
 
@@ -55,15 +55,13 @@ STORE_CLOSE_SECONDS = 1.5  # of the budget, kept for the store's last steps (opt
 SideTask = Callable[[Runtime], Coroutine[Any, Any, None]]
 
 
-def change_publisher(store: Store, hub: Hub) -> Callable[[Tx], Coroutine[Any, Any, None]]:
-    """The commit hook: every account a transaction touched and every event it wrote goes to the stream."""
+def change_publisher(hub: Hub) -> Callable[[Tx], Coroutine[Any, Any, None]]:
+    """The commit hook: the log grew by the rows this transaction wrote (every change is one, the Tx sees
+    to it); the hub reads them back in id order and publishes what they name."""
 
     async def on_commit(tx: Tx) -> None:
-        if tx.accounts:
-            hub.publish_many("account", await store.accounts_by_id(tx, tx.accounts))
-        if tx.quotas:
-            hub.publish_many("quota", await store.quotas_by_id(tx, tx.quotas))
-        hub.publish_many("event", (event_view(e) for e in tx.events))
+        if tx.events:
+            hub.committed(tx.events[-1]["id"])
 
     return on_commit
 
@@ -108,8 +106,9 @@ class Daemon:
         try:
             await self._check_fleet_kind(store)
             self._clock = await clockstep.start(self.cfg, store)  # before any work reads a deadline
-            hub = Hub(queue_size=self.cfg.daemon.stream_queue_size, replay_size=self.cfg.daemon.stream_replay_size)
-            store.on_commit = change_publisher(store, hub)
+            hub = await Hub.open(store, queue_size=self.cfg.daemon.stream_queue_size,
+                                 replay_size=self.cfg.daemon.stream_replay_size)
+            store.on_commit = change_publisher(hub)
             await self.gateway.start(store)
             onboarding = Onboarding(store, self.gateway, self.cfg.telegram.login_timeout_seconds)
             self.runtime = Runtime(self.cfg, store, hub, self.gateway, socket_path, onboarding)
@@ -160,6 +159,7 @@ class Daemon:
             ("executor", lambda rt: rt.executor.run()),  # type: ignore[union-attr]
             ("clock", lambda rt: self._clock.run(rt.store)),  # type: ignore[union-attr]
             ("retention", lambda rt: rt.retention.run()),  # type: ignore[union-attr]
+            ("stream", lambda rt: rt.hub.run()),
         ]
         if (interval := systemd.watchdog_interval()) is not None:
             tasks.append(("watchdog", lambda rt: _watchdog(interval)))
