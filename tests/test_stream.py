@@ -342,7 +342,9 @@ async def test_deltas_follow_the_event_log_order_under_concurrent_writes(running
         rows = await log_rows(store, start)
         expected = [json.loads(i) for p in await derive(store, rows, start) for i in p.items]
         got = [await nxt(stream) for _ in expected]
-    key = lambda m: (m["seq"], m["prev"], m["kind"], m["data"]["id"])  # noqa: E731
+    def key(m: Msg) -> tuple[Any, ...]:
+        return (m["seq"], m["prev"], m["kind"], m["data"]["id"])
+
     assert [key(m) for m in got] == [key(m) for m in expected]  # the log's order, row by row
     assert [m["seq"] for m in got] == sorted(m["seq"] for m in got)
     assert {m["data"]["account_id"] for m in got if m["kind"] == "event"} >= set(range(10, 40))

@@ -23,7 +23,14 @@ from aiohttp import WSMsgType, web
 
 from tgdaemon.errors import ApiError
 from tgdaemon.runtime import RUNTIME, Runtime
-from tgdaemon.stream import Lagged, Position, Subscription, batch_frames, encode, snapshot_frames
+from tgdaemon.stream import (
+    Lagged,
+    Position,
+    Subscription,
+    batch_frames,
+    encode,
+    snapshot_frames,
+)
 
 log = logging.getLogger(__name__)
 SNAPSHOT_EVENTS = 200
