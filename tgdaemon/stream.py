@@ -9,7 +9,8 @@ gets the rows after N, for as long as retention keeps them.
 
 The ``Hub`` follows the log. ``committed`` wakes it (the commit hook in this
 process; for several daemons, a LISTEN/NOTIFY handler calling the same), it
-reads the rows after its cursor with ``events_after``, and turns each row into
+reads the rows after its cursor with ``events_after`` (the rows this process
+just committed are handed over by the hook, not read back), and turns each row into
 a ``Position``: the full current state of every account and quota the row
 names, then the event itself (a ``changes`` row has none). A delta carries
 its row's id as ``seq`` and the id of the row before as ``prev``; the deltas
@@ -155,6 +156,7 @@ class Hub:
         self.queue_size = queue_size
         self.replay_size = replay_size
         self._head = head  # the highest id known committed
+        self._handed: deque[dict[str, Any]] = deque()  # rows this process committed, as event views
         self._wake = asyncio.Event()
         self._subs: set[Subscription] = set()
 
@@ -179,9 +181,15 @@ class Hub:
         self._subs.add(sub)
         return sub
 
-    def committed(self, upto: int) -> None:
-        """The log holds rows up to ``upto``: read them. Cheap and synchronous: the commit hook calls it."""
+    def committed(self, upto: int, rows: Iterable[dict[str, Any]] = ()) -> None:
+        """The log holds rows up to ``upto``: read them. Cheap and synchronous: the commit hook calls it,
+        handing over the rows it committed (event views), which saves reading them back while they
+        are the very next ones; any others (a gap, another daemon's) are read from the log."""
         self._head = max(self._head, upto)
+        if self._subs:
+            self._handed.extend(rows)
+            while len(self._handed) > FOLLOW_ROWS:  # the follower is far behind: it reads the log instead
+                self._handed.popleft()
         self._wake.set()
 
     def publish(self, position: Position) -> None:
@@ -210,12 +218,22 @@ class Hub:
         while self.seq < self._head:
             if not self._subs:
                 self.seq = self._head
+                self._handed.clear()
                 return
-            rows = await self.store.events_after(self.seq, FOLLOW_ROWS)
+            rows = self._next_handed() or await self.store.events_after(self.seq, FOLLOW_ROWS)
             if not rows:
                 return  # not visible yet: the next wake reads again
             for position in await derive(self.store, rows, self.seq):
                 self.publish(position)
+
+    def _next_handed(self) -> list[dict[str, Any]]:
+        """The handed-over rows that continue the log right after ``seq``, without a hole."""
+        while self._handed and self._handed[0]["id"] <= self.seq:
+            self._handed.popleft()
+        rows: list[dict[str, Any]] = []
+        while self._handed and self._handed[0]["id"] == self.seq + 1 + len(rows):
+            rows.append(self._handed.popleft())
+        return rows
 
     async def resumable(self, epoch: str, seq: int) -> bool:
         """Whether a client that saw this log up to ``seq`` can be sent just the rows after it."""

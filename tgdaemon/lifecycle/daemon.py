@@ -43,7 +43,7 @@ from tgdaemon.quotas.probe import Probes
 from tgdaemon.retention import Retention
 from tgdaemon.runtime import RUNTIME, Runtime
 from tgdaemon.setup.scheduler import SetupScheduler
-from tgdaemon.store import Store, Tx
+from tgdaemon.store import Store, Tx, event_view
 from tgdaemon.store.sqlite import SQLiteStore
 from tgdaemon.stream import Hub
 
@@ -61,7 +61,7 @@ def change_publisher(hub: Hub) -> Callable[[Tx], Coroutine[Any, Any, None]]:
 
     async def on_commit(tx: Tx) -> None:
         if tx.events:
-            hub.committed(tx.events[-1]["id"])
+            hub.committed(tx.events[-1]["id"], (event_view(e) for e in tx.events))
 
     return on_commit
 
