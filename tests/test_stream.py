@@ -151,22 +151,37 @@ async def test_the_hub_follows_the_log_in_id_order_and_reads_nothing_for_nobody(
         assert hub.seq == await store.last_event_id()
         sub = hub.subscribe()
         assert sub.start_seq == hub.seq
+        # A second follower of the same log that is only told how far it grew, as a LISTEN/NOTIFY
+        # handler would tell it (another daemon's commits): it reads the rows back from the log.
+        other = Hub(store, hub.epoch, hub.seq, queue_size=1000, replay_size=1000)
+        other_sub = other.subscribe()
+        other_follow = asyncio.create_task(other.run())
         writers = [asyncio.create_task(store.disable_account(i, f"r{i}")) for i in (1, 2, 3)]
         await asyncio.gather(*writers)
-        got: list[Position] = []
-        for _ in range(20):
-            got += await asyncio.wait_for(sub.next_batch(), MSG_TIMEOUT)
-            if len(got) == 3:
-                break
+        other.committed(await store.last_event_id())
+        got, read_back = await three(sub), await three(other_sub)
+        other_follow.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await other_follow
         rows = await log_rows(store, sub.start_seq)
         assert [p.seq for p in got] == [r["id"] for r in rows]  # one position per row, in id order
         assert [[json.loads(i)["kind"] for i in p.items] for p in got] == [["account", "event"]] * 3
         assert [json.loads(p.items[-1])["data"] for p in got] == rows
-        assert hub.seq == rows[-1]["id"] and sub.queued == 0
+        assert got == read_back  # the rows handed over by the commit hook give the very same deltas
+        assert hub.seq == rows[-1]["id"] == other.seq and sub.queued == 0
     finally:
         follow.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await follow
+
+
+async def three(sub: Any) -> list[Position]:
+    got: list[Position] = []
+    for _ in range(20):
+        got += await asyncio.wait_for(sub.next_batch(), MSG_TIMEOUT)
+        if len(got) >= 3:
+            return got
+    raise AssertionError(f"only {len(got)} positions")
 
 
 async def test_resumable_only_within_this_log_and_its_retention(store: Store) -> None:
