@@ -381,6 +381,9 @@ async def test_since_replays_the_missed_rows_from_the_log(running_daemon) -> Non
     assert len(rows) == 2
 
     async with contextlib.aclosing(client.watch(since=f"{epoch}:{seq}")) as stream:
+        resumed = await nxt(stream)
+        assert resumed["type"] == "resumed" and (resumed["epoch"], resumed["seq"]) == (epoch, seq)
+        assert resumed["status"]["stream"]["epoch"] == epoch
         missed = [await nxt(stream) for _ in range(4)]
         assert [m["type"] for m in missed] == ["delta"] * 4  # no snapshot
         assert [m["seq"] for m in missed] == [rows[0]["id"]] * 2 + [rows[1]["id"]] * 2
@@ -393,6 +396,7 @@ async def test_since_replays_the_missed_rows_from_the_log(running_daemon) -> Non
 
     current = await store.last_event_id()
     async with contextlib.aclosing(client.watch(since=f"{epoch}:{current}")) as stream:
+        assert (await nxt(stream))["type"] == "resumed"  # said even when nothing was missed: the stream is live
         await client.enable(6)
         first = await nxt(stream)
         assert first["type"] == "delta" and first["seq"] == current + 1 and first["prev"] == current
@@ -502,8 +506,11 @@ async def test_a_client_resumes_across_a_daemon_restart_without_a_snapshot() -> 
             await client.disable(4, "after the restart")
             assert (await client.status())["stream"]["epoch"] == snap["epoch"]  # the database's, not the run's
             async with contextlib.aclosing(client.watch(since=cursor)) as stream:
+                resumed = await nxt(stream)
                 got = await until(stream, is_event("account.disabled", 4))
-        assert all(m["type"] == "delta" for m in got)  # no snapshot
+        assert resumed["type"] == "resumed" and model.apply(resumed)  # the new run's status, no snapshot
+        assert model.status["pid"] == resumed["status"]["pid"] != snap["status"]["pid"]
+        assert all(m["type"] == "delta" for m in got)
         assert got[0]["prev"] == msg["seq"] and all(m["seq"] > msg["seq"] for m in got)
         assert [m["seq"] for m in got] == sorted(m["seq"] for m in got)
         assert not [m for m in got if m["kind"] == "event" and m["data"]["account_id"] == 3]  # nothing twice

@@ -142,7 +142,9 @@ async def test_a_long_replay_comes_in_deltas_frames_under_1_mib(daemon_factory) 
         assert last - first == 2  # the dispatch event, and the changes row with the 16,000 accounts
         async with stock_session(client) as http, \
                 http.ws_connect("http://tgdaemon/v1/watch", params={"since": f"{hub.epoch}:{first}"}) as ws:
-            got = await frames(ws, lambda d: not d.get("more") and _items(d)[-1]["seq"] >= last)
+            got = await frames(ws, lambda d: d["type"] != "resumed" and not d.get("more")
+                               and _items(d)[-1]["seq"] >= last)
+        assert json.loads(got.pop(0))["type"] == "resumed"
         assert len(got) > 4 and max(map(len, got)) <= MAX_FRAME
         assert sum(len(f) for f in got) > 4 * 1024 * 1024  # one frame would have been over the client's limit
         decoded = [json.loads(f) for f in got]
@@ -159,7 +161,7 @@ async def test_a_long_replay_comes_in_deltas_frames_under_1_mib(daemon_factory) 
             model = FleetModel(clock=lambda: 0.0)  # the dashboard's client hands the split row over whole
             model.apply({"type": "snapshot", "epoch": hub.epoch, "seq": first, "status": {}, "accounts": [],
                          "events": []})
-            for _ in range(len(items)):
+            for _ in range(len(items) + 1):  # "resumed", then the deltas
                 assert model.apply(await asyncio.wait_for(stream.__anext__(), MSG_TIMEOUT))
             assert model.seq == last and len(model.accounts) == len(changes["data"]["accounts"])
 

@@ -82,6 +82,9 @@ class FleetModel:
             self.quotas_rev += 1
             self.events_rev += 1
             return True
+        if kind == "resumed":  # a reconnect with since: the deltas after our seq follow, no snapshot
+            self.set_status(msg["status"])
+            return True
         if kind != "delta":
             return True  # "resync": a snapshot follows on the same socket
         seq = msg["seq"]  # the event-log row it comes from: the deltas of one row share it

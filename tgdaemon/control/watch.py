@@ -3,8 +3,9 @@
 A new client gets a snapshot whose ``seq`` is the last event-log id it
 reflects, then the deltas of every log row after it. A client that
 reconnects sends ``?since=EPOCH:SEQ`` (the epoch names the database, SEQ is
-the last ``seq`` it applied) and gets just the rows after SEQ, read again
-from the log, across daemon restarts too; unless the cursor is from another
+the last ``seq`` it applied) and gets ``{"type": "resumed", "epoch", "seq",
+"status"}`` and then just the rows after SEQ, read again from the log, across
+daemon restarts too; unless the cursor is from another
 database, lies below what retention pruned, or is more than
 ``daemon.stream_replay_size`` rows behind: then a snapshot. A client that
 falls behind is told ``resync`` and sent a new snapshot on the same socket.
@@ -71,6 +72,10 @@ async def _pump(ws: web.WebSocketResponse, rt: Runtime, since: tuple[str, int] |
     try:
         if since is not None and await rt.hub.resumable(*since):
             sub.floor = max(sub.floor, since[1])
+            # Said at once, even when nothing was missed: the client knows the stream is live and no
+            # snapshot is coming.
+            await ws.send_bytes(encode({"type": "resumed", "epoch": rt.hub.epoch, "seq": since[1],
+                                        "status": await rt.status()}))
             async for positions in rt.hub.replay(since[1], sub.start_seq):
                 await _send_deltas(ws, positions)
         else:
