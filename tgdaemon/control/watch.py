@@ -82,14 +82,14 @@ async def _pump(ws: web.WebSocketResponse, rt: Runtime, since: tuple[str, int] |
             await _send_snapshot(ws, rt, sub)
         while True:
             try:
-                items = await sub.next_batch()
+                positions = await sub.next_batch()
             except Lagged:
                 sub.close()
                 sub = rt.hub.subscribe()
                 await ws.send_bytes(encode({"type": "resync", "reason": "fell behind the stream"}))
                 await _send_snapshot(ws, rt, sub)
                 continue
-            await _send_deltas(ws, items)
+            await _send_deltas(ws, positions)
     except ConnectionError:
         pass  # the client went away
     except Exception:
