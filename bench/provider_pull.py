@@ -110,7 +110,7 @@ async def generation() -> list[float]:
             "quotas": {"max_tasks_per_tick": ACCOUNTS, "pace_seconds": 0}})
         store = await SQLiteStore.open(work / "db.sqlite3")
         try:
-            store.on_commit = change_publisher(store, Hub(queue_size=20000, replay_size=50000))
+            store.on_commit = change_publisher(await Hub.open(store, queue_size=20000, replay_size=50000))
             sim = Simulator(cfg.simulator)
             async with store.tx() as tx:
                 await store.insert_accounts(tx, ({"phone": s.phone, "tg_user_id": s.tg_user_id, "label": s.label,

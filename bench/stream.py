@@ -1,7 +1,7 @@
 """The live stream carrying 5,000 deltas/s to one client, with bounded memory.
 
 The daemon runs in this process (so the bench can publish into its hub at a
-paced rate); the client runs in another process (``bench._watcher``) and reads
+paced rate, past the event log: this measures the fan-out to the socket); the client runs in another process (``bench._watcher``) and reads
 ``GET /v1/watch`` over the Unix socket with ``ControlClient.watch()``. Phases,
 all on one daemon and one client connection:
 
@@ -55,8 +55,9 @@ RSS_SLACK_MB = 48.0
 ABOUT = f"""\
 The daemon (the `Daemon` class on the simulator, {ACCOUNTS:,} accounts, default `stream_queue_size`
 and `stream_replay_size`) runs in the bench's process and event loop; a paced publisher calls
-`runtime.hub.publish("account", …)` with real account views from the store (about the size of a
-real delta) plus a publish timestamp. One client in **another process** reads `GET /v1/watch` over
+`runtime.hub.publish(…)` with one-delta positions of real account views from the store (about
+the size of a real delta) plus a publish timestamp, past the event log (the fan-out is measured,
+not the log). One client in **another process** reads `GET /v1/watch` over
 the Unix socket with `ControlClient.watch()`, as the dashboard does, and measures the lag as
 receive time − publish time (CLOCK_MONOTONIC, one clock for both processes). RSS is the daemon
 process's VmRSS, sampled every 100 ms; the server-side queue is read from the hub's subscription.
@@ -66,7 +67,7 @@ Phases on one daemon and one connection: steady {RATE:,}/s for {STEADY_S:.0f} s;
 (our choice: a dashboard feels live under a quarter second); a stalled client's server queue never
 beyond `stream_queue_size` and a resync instead, live again (lag < 50 ms) within
 {LIVE_AGAIN_TARGET_MS / 1000:.0f} s of reading again; RSS growth within what the bounded buffers can hold
-(replay buffer + one full subscriber queue of deltas) + {RSS_SLACK_MB:.0f} MiB for snapshots and the
+(one full subscriber queue of deltas) + {RSS_SLACK_MB:.0f} MiB for snapshots and the
 allocator."""
 
 _notes: list[str] = []
@@ -97,10 +98,19 @@ class Sampler:
     def sample(self) -> None:
         self.rss.setdefault(self.phase, []).append(rss_mb())
         for sub in list(getattr(self.hub, "_subs", ())):
-            depth = len(getattr(sub, "_queue", ()))
+            depth = getattr(sub, "queued", 0)
             self.queue[self.phase] = max(self.queue.get(self.phase, 0), depth)
             if getattr(sub, "lagged", False):
                 self.lagged[self.phase] = True
+
+
+def publish(hub: Any, data: dict[str, Any]) -> None:
+    """One delta as the next position of the hub, as its log follower would publish it."""
+    from tgdaemon.stream import Position
+
+    seq = hub.seq + 1
+    hub.publish(Position(seq, [msgspec.json.encode({"type": "delta", "seq": seq, "prev": seq - 1, "kind": "account",
+                                                    "op": "upsert", "data": data})]))
 
 
 class Publisher:
@@ -112,7 +122,7 @@ class Publisher:
     def one(self, phase: str) -> None:
         view = self.views[self.n % len(self.views)]
         self.n += 1
-        self.hub.publish("account", {**view, "bench_phase": phase, "bench_t": time.monotonic()})
+        publish(self.hub, {**view, "bench_phase": phase, "bench_t": time.monotonic()})
 
     async def paced(self, phase: str, rate: int, seconds: float,
                     at: tuple[float, dict[str, Any]] | None = None) -> tuple[int, float]:
@@ -126,7 +136,7 @@ class Publisher:
             if now > deadline:
                 break
             if at is not None and now - start >= at[0]:
-                self.hub.publish("account", at[1])
+                publish(self.hub, at[1])
                 at = None
             due = min(total, int((now - start) * rate)) - sent
             for _ in range(due):
@@ -158,9 +168,9 @@ async def _measure(daemon: Any, cfg: Any) -> list[Result]:
     hub = rt.hub
     views, _ = await rt.store.list_accounts(limit=500)
     publisher = Publisher(hub, views)
-    sample = msgspec.json.encode({"type": "delta", "seq": 1, "kind": "account", "op": "upsert",
+    sample = msgspec.json.encode({"type": "delta", "seq": 1, "prev": 0, "kind": "account", "op": "upsert",
                                   "data": {**views[0], "bench_phase": "steady", "bench_t": 1.0}})
-    queue_size, replay_size = cfg.daemon.stream_queue_size, cfg.daemon.stream_replay_size
+    queue_size = cfg.daemon.stream_queue_size
 
     rss_idle = rss_mb()
     watcher = await asyncio.create_subprocess_exec(
@@ -236,7 +246,7 @@ async def _measure(daemon: Any, cfg: Any) -> list[Result]:
             sustained = rate
         rss_end = rss_mb()
         peak = max(max(v) for v in sampler.rss.values())
-        bound = (replay_size + queue_size) * len(sample) / 2**20
+        bound = queue_size * len(sample) / 2**20
         results += [
             Result("highest rate sustained (of those tried)", sustained, "deltas/s", RATE, lower_is_better=False,
                    note=f"tried {', '.join(f'{r:,}' for r in SWEEP)}/s for {SWEEP_S:.0f} s each; sustained = "
@@ -244,11 +254,11 @@ async def _measure(daemon: Any, cfg: Any) -> list[Result]:
             Result("daemon RSS growth, idle → peak over all phases", round(peak - rss_idle, 1), "MiB",
                    round(bound + RSS_SLACK_MB, 1),
                    note=f"idle {rss_idle:.0f} MiB, peak {peak:.0f} MiB, at the end {rss_end:.0f} MiB after "
-                   f"{publisher.n:,} deltas; bound = ({replay_size:,} replay + {queue_size:,} queue) × "
+                   f"{publisher.n:,} deltas; bound = {queue_size:,} queue × "
                    f"{len(sample)} B + {RSS_SLACK_MB:.0f} MiB"),
             Result("daemon RSS growth, end of steady phase → end of all phases",
                    round(rss_end - rss_after_steady, 1), "MiB",
-                   note="the replay buffer is full by then; later phases publish "
+                   note="later phases publish "
                    f"{publisher.n - int(RATE * STEADY_S):,} more deltas"),
         ]
         _notes.append("Rate sweep (one client, same connection):")
@@ -289,7 +299,7 @@ async def _line(proc: asyncio.subprocess.Process, timeout: float) -> dict[str, A
 async def _end_phase(hub: Any, watcher: asyncio.subprocess.Process, phase: str) -> dict[str, Any]:
     """Tell the client the phase is over and read its figures (the marker is re-sent if a resync ate it)."""
     for _ in range(6):
-        hub.publish("account", {"bench_ctl": "end", "phase": phase})
+        publish(hub, {"bench_ctl": "end", "phase": phase})
         try:
             got = await _line(watcher, 5)
         except asyncio.TimeoutError:

@@ -48,8 +48,6 @@ async def finished_task(w: World, qid: int, *, post: int | None, account: int, s
 
 
 async def test_prunes_only_what_is_old_enough_in_batches_and_keeps_measurements(store: Store) -> None:
-    w = await world(store, workers=2)
-    a, b = w.workers
     old_at, new_at = time.time() - 40 * DAY, time.time() - 1 * DAY
     async with store.tx() as tx:
         await tx.conn.executemany(
@@ -60,6 +58,8 @@ async def test_prunes_only_what_is_old_enough_in_batches_and_keeps_measurements(
         await tx.conn.executemany(
             "INSERT INTO events (at, kind, message) VALUES (?, 'new', 'x')", [(new_at,)] * 2)
         await tx.execute("INSERT INTO events (at, kind, message) VALUES (?, 'old-after-new', 'x')", (old_at,))
+    w = await world(store, workers=2)  # after those: its accounts are a young `changes` row of the log
+    a, b = w.workers
     channel = await w.add_quota()
     async with store.tx() as tx:
         await tx.conn.executemany(
@@ -88,7 +88,7 @@ async def test_prunes_only_what_is_old_enough_in_batches_and_keeps_measurements(
     kinds = [r[0] for r in await store.read("SELECT kind FROM events ORDER BY id")]
     # The 7 old ones, from the oldest end; the old one after the new ones waits for them (no holes);
     # one stamped in the future (a clock that was ahead) is stepped over, and kept.
-    assert kinds == ["future", "new", "new", "old-after-new", "quota.added", "quota.inspected"]
+    assert kinds == ["future", "new", "new", "old-after-new", "changes", "quota.added", "quota.inspected"]
     assert pruned.events == 7
     left = {r[0] for r in await store.read("SELECT id FROM tasks")}
     assert not left & set(old), "finished tasks older than 14 days are gone"

@@ -1,8 +1,9 @@
 """The control stream's edges, over the real Unix socket with a stock aiohttp client (max_msg_size 4 MiB).
 
 A malformed ``since`` is a 400 with a JSON body before any upgrade, and leaves
-no socket registered; a big fleet's snapshot and a long replay arrive as
-frames of at most 1 MiB that the dashboard's client puts back together.
+no socket registered; a big fleet's snapshot and a long replay (one log row
+naming 16,000 accounts) arrive as frames of at most 1 MiB that the dashboard's
+client puts back together.
 """
 
 from __future__ import annotations
@@ -134,18 +135,35 @@ async def test_a_big_fleet_snapshot_comes_in_frames_under_1_mib(daemon_factory) 
 
 async def test_a_long_replay_comes_in_deltas_frames_under_1_mib(daemon_factory) -> None:
     async with daemon_factory(simulator={"accounts": BIG_FLEET}) as (daemon, client):
-        hub = daemon.runtime.hub
-        first = hub.seq
-        await client.request("POST", "/setup/dispatch", body={})  # touches every account: a delta each
-        last = hub.seq
-        assert last - first > 10_000
+        hub, store = daemon.runtime.hub, daemon.runtime.store
+        first = await store.last_event_id()
+        await client.request("POST", "/setup/dispatch", body={})  # touches every account: one row naming them
+        last = await store.last_event_id()
+        assert last - first == 2  # the dispatch event, and the changes row with the 16,000 accounts
         async with stock_session(client) as http, \
                 http.ws_connect("http://tgdaemon/v1/watch", params={"since": f"{hub.epoch}:{first}"}) as ws:
-            got = await frames(ws, lambda d: _items(d)[-1]["seq"] >= last)
+            got = await frames(ws, lambda d: d["type"] != "resumed" and not d.get("more")
+                               and _items(d)[-1]["seq"] >= last)
+        assert json.loads(got.pop(0))["type"] == "resumed"
         assert len(got) > 4 and max(map(len, got)) <= MAX_FRAME
         assert sum(len(f) for f in got) > 4 * 1024 * 1024  # one frame would have been over the client's limit
-        seqs = [item["seq"] for f in got for item in _items(json.loads(f))]
-        assert seqs == list(range(first + 1, last + 1))  # a replay, not a snapshot, in order, nothing lost
+        decoded = [json.loads(f) for f in got]
+        items = [item for d in decoded for item in _items(d)]
+        assert decoded[0]["type"] == "delta" and decoded[0]["data"]["kind"] == "setup.dispatched"
+        assert [d.get("more", False) for d in decoded[1:]] == [True] * (len(got) - 2) + [False]  # one row, split
+        [_, changes] = await store.events_after(first, 10)
+        assert len(changes["data"]["accounts"]) > 15_000  # every account that got setup tasks
+        assert [i["data"]["id"] for i in items if i["kind"] == "account"] == changes["data"]["accounts"]
+        assert [i["seq"] for i in items] == sorted(i["seq"] for i in items)  # a replay, not a snapshot, in order
+        assert {i["seq"] for i in items} == {first + 1, last} and all(i["type"] == "delta" for i in items)
+
+        async with contextlib.aclosing(client.watch(since=f"{hub.epoch}:{first}")) as stream:
+            model = FleetModel(clock=lambda: 0.0)  # the dashboard's client hands the split row over whole
+            model.apply({"type": "snapshot", "epoch": hub.epoch, "seq": first, "status": {}, "accounts": [],
+                         "events": []})
+            for _ in range(len(items) + 1):  # "resumed", then the deltas
+                assert model.apply(await asyncio.wait_for(stream.__anext__(), MSG_TIMEOUT))
+            assert model.seq == last and len(model.accounts) == len(changes["data"]["accounts"])
 
 
 def _items(frame: dict[str, Any]) -> list[dict[str, Any]]:

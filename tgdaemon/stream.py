@@ -1,27 +1,94 @@
-"""The live stream: ordered deltas after a snapshot, in the manner of a Kubernetes list+watch.
+"""The live stream: a snapshot, then ordered deltas, in the manner of a Kubernetes list+watch.
 
-Every delta carries a sequence number and the full new state of its object,
-so applying one twice is harmless: a client that loaded a snapshot while
-changes were committing converges by applying the deltas queued since it
-subscribed. A delta (``wire.Delta``) is encoded once and shared by every
-subscriber. A subscriber that falls behind by more than its queue holds is not allowed to
-grow without bound: its queue is dropped and it is told to resync.
+Its source is the store's event log (design 3.1). Every committed change is a
+row there: an audit event, or the one ``changes`` row a transaction adds for
+what it touched and no event of it names. A row's id is the stream's sequence
+number, so a client's cursor means the same thing to every daemon run (and, in
+a fleet, to every daemon on the database): a client that saw the log up to N
+gets the rows after N, for as long as retention keeps them.
+
+The ``Hub`` follows the log. ``committed`` wakes it (the commit hook in this
+process; for several daemons, a LISTEN/NOTIFY handler calling the same), it
+reads the rows after its cursor with ``events_after`` (the rows this process
+just committed are handed over by the hook, not read back), and turns each row into
+a ``Position``: the full current state of every account and quota the row
+names, then the event itself (a ``changes`` row has none). A delta carries
+its row's id as ``seq`` and the id of the row before as ``prev``; the deltas
+of one row share them, and a row whose objects are all gone still yields one
+``mark`` delta, so ``prev`` always names the position a client last got.
+State is read after the commit, never older than the row: applying a delta
+twice, or a newer state early, is harmless, and the client converges.
+
+With nobody subscribed the Hub reads nothing: it only moves its cursor; a
+client that comes later resumes from the log itself. A subscriber that falls
+behind by more than its queue holds is dropped and told to resync, so memory
+stays bounded whatever the client does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections import deque
-from collections.abc import Iterable
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
-from tgdaemon.wire import Account, Delta, DeltaKind, Event, Frame, Quota
+from tgdaemon.errors import StoreUnavailable
+from tgdaemon.store import Store
+from tgdaemon.store.api import CHANGES_KIND, EVENTS_PRUNED_THROUGH
 
-DeltaData = Account | Quota | Event
+log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
+EPOCH_KEY = "stream.epoch"  # meta: this database's log, so a cursor from another database is told apart
+FOLLOW_ROWS = 1000  # log rows per read while following or catching up
+RETRY_SECONDS = (0.5, 10.0)  # the first and the longest wait before reading the log again after a failure
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """One log row's deltas, encoded once and shared by every subscriber."""
+
+    seq: int
+    items: list[bytes]
+
+
+def _delta(seq: int, prev: int, kind: str, data: bytes) -> bytes:
+    return b'{"type":"delta","seq":%d,"prev":%d,"kind":"%s","op":"upsert","data":%s}' % (
+        seq, prev, kind.encode(), data)
+
+
+def _named(row: dict[str, Any]) -> tuple[list[int], list[int]]:
+    """The accounts and quotas a log row says changed."""
+    if row["kind"] == CHANGES_KIND:
+        return list(row["data"].get("accounts", ())), list(row["data"].get("quotas", ()))
+    return ([row["account_id"]] if row["account_id"] is not None else [],
+            [row["quota_id"]] if row["quota_id"] is not None else [])
+
+
+async def derive(store: Store, rows: list[dict[str, Any]], prev: int) -> list[Position]:
+    """The positions of these log rows (in id order, the first after ``prev``): the states they name,
+    read now in one query per kind, each encoded once, then the event."""
+    named = [_named(row) for row in rows]
+    account_ids = {i for accounts, _ in named for i in accounts}
+    quota_ids = {i for _, quotas in named for i in quotas}
+    account_views = await store.accounts_by_id(None, account_ids) if account_ids else []
+    quota_views = await store.quotas_by_id(None, quota_ids) if quota_ids else []
+    accounts = {v["id"]: _encoder.encode(v) for v in account_views}
+    quotas = {v["id"]: _encoder.encode(v) for v in quota_views}
+    out: list[Position] = []
+    for row, (row_accounts, row_quotas) in zip(rows, named):
+        seq = row["id"]
+        items = [_delta(seq, prev, "account", accounts[i]) for i in row_accounts if i in accounts]
+        items += [_delta(seq, prev, "quota", quotas[i]) for i in row_quotas if i in quotas]
+        if row["kind"] != CHANGES_KIND:
+            items.append(_delta(seq, prev, "event", _encoder.encode(row)))
+        out.append(Position(seq, items or [_delta(seq, prev, "mark", b"{}")]))
+        prev = seq
+    return out
 
 
 class Lagged(Exception):
@@ -29,110 +96,208 @@ class Lagged(Exception):
 
 
 class Subscription:
-    """One client's bounded queue of encoded deltas."""
+    """One client's bounded queue of positions, counted in deltas."""
 
-    def __init__(self, hub: "Hub", max_queue: int) -> None:
+    def __init__(self, hub: Hub, max_items: int) -> None:
         self._hub = hub
-        self._max = max_queue
-        self._queue: deque[bytes] = deque()
+        self._max = max_items
+        self._queue: deque[Position] = deque()
+        self._items = 0
         self._ready = asyncio.Event()
         self.lagged = False
-        self.start_seq = hub.seq
+        self.start_seq = hub.seq  # everything after it comes through this queue
+        self.floor = hub.seq  # positions up to here are not queued (a client resuming ahead of the hub)
 
-    def offer(self, encoded: bytes) -> None:
-        if self.lagged:
+    @property
+    def queued(self) -> int:
+        return self._items
+
+    def offer(self, position: Position) -> None:
+        if self.lagged or position.seq <= self.floor:
             return
-        if len(self._queue) >= self._max:
+        if self._items + len(position.items) > self._max:
             self._queue.clear()
+            self._items = 0
             self.lagged = True
         else:
-            self._queue.append(encoded)
+            self._queue.append(position)
+            self._items += len(position.items)
         self._ready.set()
 
-    async def next_batch(self, max_items: int = 1000) -> list[bytes]:
-        """Wait for deltas and take up to ``max_items``; raises Lagged once the queue overflowed."""
+    async def next_batch(self, max_items: int = 1000) -> list[Position]:
+        """Wait for positions and take whole ones, about ``max_items`` deltas; raises Lagged once the queue
+        overflowed."""
         while not self._queue and not self.lagged:
             self._ready.clear()
             await self._ready.wait()
         if self.lagged:
             raise Lagged
-        n = min(max_items, len(self._queue))
-        return [self._queue.popleft() for _ in range(n)]
+        out: list[Position] = []
+        taken = 0
+        while self._queue and (not out or taken + len(self._queue[0].items) <= max_items):
+            position = self._queue.popleft()
+            out.append(position)
+            taken += len(position.items)
+        self._items -= taken
+        return out
 
     def close(self) -> None:
         self._hub._subs.discard(self)
 
 
 class Hub:
-    def __init__(self, *, queue_size: int, replay_size: int) -> None:
-        # Sequence numbers restart with the daemon; the epoch tells a reconnecting
-        # client that its ``since`` belongs to an earlier run.
-        self.epoch = secrets.token_hex(6)
-        self.seq = 0
+    def __init__(self, store: Store, epoch: str, head: int, *, queue_size: int, replay_size: int) -> None:
+        """``head``: the log's last id when the daemon started; ``replay_size``: how many log rows behind a
+        reconnecting client may be and still be sent only what it missed (further behind, a snapshot is
+        the smaller answer)."""
+        self.store = store
+        self.epoch = epoch
+        self.seq = head  # the last log row published (or passed over with nobody subscribed)
         self.queue_size = queue_size
-        self._replay: deque[tuple[int, bytes]] = deque(maxlen=replay_size)
+        self.replay_size = replay_size
+        self._head = head  # the highest id known committed
+        self._handed: deque[dict[str, Any]] = deque()  # rows this process committed, as event views
+        self._wake = asyncio.Event()
         self._subs: set[Subscription] = set()
+
+    @classmethod
+    async def open(cls, store: Store, *, queue_size: int, replay_size: int) -> Hub:
+        """At the log's head (a log that retention emptied still ends where it was pruned); the epoch names
+        the database and is made on its first start."""
+        epoch = await store.get_meta(EPOCH_KEY)
+        if epoch is None:
+            epoch = secrets.token_hex(8)
+            async with store.tx() as tx:
+                await tx.set_meta(EPOCH_KEY, epoch)
+        head = max(await store.last_event_id(), int(await store.get_meta(EVENTS_PRUNED_THROUGH) or 0))
+        return cls(store, epoch, head, queue_size=queue_size, replay_size=replay_size)
 
     @property
     def subscribers(self) -> int:
         return len(self._subs)
-
-    def publish(self, kind: DeltaKind, data: DeltaData, op: Literal["upsert"] = "upsert") -> int:
-        self.seq += 1
-        encoded = _encoder.encode(Delta(seq=self.seq, kind=kind, op=op, data=data))
-        self._replay.append((self.seq, encoded))
-        for sub in self._subs:
-            sub.offer(encoded)
-        return self.seq
-
-    def publish_many(self, kind: DeltaKind, items: Iterable[DeltaData]) -> None:
-        for item in items:
-            self.publish(kind, item)
 
     def subscribe(self) -> Subscription:
         sub = Subscription(self, self.queue_size)
         self._subs.add(sub)
         return sub
 
-    def replay_since(self, epoch: str, seq: int) -> list[bytes] | None:
-        """Deltas after ``seq`` if the replay buffer still holds them all, else None (snapshot needed)."""
-        if epoch != self.epoch:
-            return None
-        if seq == self.seq:
-            return []
-        if seq > self.seq or not self._replay or self._replay[0][0] > seq + 1:
-            return None
-        return [encoded for s, encoded in self._replay if s > seq]
+    def committed(self, upto: int, rows: Iterable[dict[str, Any]] = ()) -> None:
+        """The log holds rows up to ``upto``: read them. Cheap and synchronous: the commit hook calls it,
+        handing over the rows it committed (event views), which saves reading them back while they
+        are the very next ones; any others (a gap, another daemon's) are read from the log."""
+        self._head = max(self._head, upto)
+        if self._subs:
+            self._handed.extend(rows)
+            while len(self._handed) > FOLLOW_ROWS:  # the follower is far behind: it reads the log instead
+                self._handed.popleft()
+        self._wake.set()
+
+    def publish(self, position: Position) -> None:
+        self.seq = position.seq
+        for sub in self._subs:
+            sub.offer(position)
+
+    async def run(self) -> None:
+        """Follow the log for as long as the daemon runs. A store that is unavailable (a database gone
+        away) is read again after a wait that doubles; nothing is lost, the cursor has not moved."""
+        wait = RETRY_SECONDS[0]
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._follow()
+            except StoreUnavailable as exc:
+                log.warning("stream: cannot read the event log (%s); trying again in %.1f s", exc, wait)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, RETRY_SECONDS[1])
+                self._wake.set()
+            else:
+                wait = RETRY_SECONDS[0]
+
+    async def _follow(self) -> None:
+        while self.seq < self._head:
+            if not self._subs:
+                self.seq = self._head
+                self._handed.clear()
+                return
+            rows = self._next_handed() or await self.store.events_after(self.seq, FOLLOW_ROWS)
+            if not rows:
+                return  # not visible yet: the next wake reads again
+            for position in await derive(self.store, rows, self.seq):
+                self.publish(position)
+
+    def _next_handed(self) -> list[dict[str, Any]]:
+        """The handed-over rows that continue the log right after ``seq``, without a hole."""
+        while self._handed and self._handed[0]["id"] <= self.seq:
+            self._handed.popleft()
+        rows: list[dict[str, Any]] = []
+        while self._handed and self._handed[0]["id"] == self.seq + 1 + len(rows):
+            rows.append(self._handed.popleft())
+        return rows
+
+    async def resumable(self, epoch: str, seq: int) -> bool:
+        """Whether a client that saw this log up to ``seq`` can be sent just the rows after it."""
+        if epoch != self.epoch or seq < int(await self.store.get_meta(EVENTS_PRUNED_THROUGH) or 0):
+            return False  # another database's cursor, or retention deleted rows it has not seen
+        if seq > self.seq:  # ahead of this hub: only a row of this log that this hub has not read yet
+            rows = await self.store.events_after(seq - 1, 1)
+            return bool(rows) and rows[0]["id"] == seq
+        return self.seq - seq <= self.replay_size
+
+    async def replay(self, after: int, upto: int) -> AsyncIterator[list[Position]]:
+        """The positions after ``after`` up to ``upto``, derived again from the log, a batch at a time."""
+        while after < upto:
+            rows = [row for row in await self.store.events_after(after, FOLLOW_ROWS) if row["id"] <= upto]
+            if not rows:
+                return
+            yield await derive(self.store, rows, after)
+            after = rows[-1]["id"]
 
 
 MAX_FRAME = 1024 * 1024  # bytes; well under the 4 MiB aiohttp clients accept by default
 _DELTAS_HEAD = b'{"type":"deltas","items":['
-_DELTAS_TAIL = b"]}"
+_DELTAS_TAIL = (b"]}", b'],"more":true}')
 _MORE = (b',"more":false}', b',"more":true}')
 
 
-def batch_frames(items: list[bytes], limit: int = MAX_FRAME) -> list[bytes]:
-    """Deltas in as few frames as fit under ``limit``, without decoding them again.
+def batch_frames(positions: Iterable[Position], limit: int = MAX_FRAME) -> list[bytes]:
+    """Positions in as few frames as fit under ``limit``, without decoding them again.
 
     A frame of one delta is the delta itself; several share a ``deltas`` frame.
-    A single delta is never split (one object's state is a few KB).
+    A position is never split between frames while it fits in one; one that
+    does not (a commit that touched 10,000 accounts) goes over several, each
+    but its last marked ``"more": true``, and the client applies it once its
+    last frame is in. So a client that loses the connection never holds half
+    a position, and resuming from the last ``seq`` it applied loses nothing.
     """
     frames: list[bytes] = []
     group: list[bytes] = []
-    size = len(_DELTAS_HEAD) + len(_DELTAS_TAIL)
-    for item in items:
-        if group and size + len(item) + 1 > limit:
-            frames.append(_deltas(group))
-            group, size = [], len(_DELTAS_HEAD) + len(_DELTAS_TAIL)
-        group.append(item)
-        size += len(item) + 1
+    fixed = len(_DELTAS_HEAD) + len(_DELTAS_TAIL[1])
+    size = fixed
+    for position in positions:
+        need = sum(len(item) + 1 for item in position.items)
+        if group and size + need > limit:
+            frames.append(_deltas(group, more=False))
+            group, size = [], fixed
+        if fixed + need <= limit:
+            group += position.items
+            size += need
+            continue
+        for item in position.items:  # bigger than a frame: split, the client reassembles
+            if group and size + len(item) + 1 > limit:
+                frames.append(_deltas(group, more=True))
+                group, size = [], fixed
+            group.append(item)
+            size += len(item) + 1
     if group:
-        frames.append(_deltas(group))
+        frames.append(_deltas(group, more=False))
     return frames
 
 
-def _deltas(group: list[bytes]) -> bytes:
-    return group[0] if len(group) == 1 else _DELTAS_HEAD + b",".join(group) + _DELTAS_TAIL
+def _deltas(group: list[bytes], *, more: bool) -> bytes:
+    if len(group) == 1 and not more:
+        return group[0]
+    return _DELTAS_HEAD + b",".join(group) + _DELTAS_TAIL[more]
 
 
 def snapshot_frames(head: dict[str, Any], lists: dict[str, list[Any]], limit: int = MAX_FRAME) -> list[bytes]:
@@ -169,5 +334,5 @@ def _snapshot_frame(prefix: bytes, names: list[str], lists: list[list[bytes]], *
     return prefix + body + _MORE[more]
 
 
-def encode(frame: Frame) -> bytes:
-    return _encoder.encode(frame)
+def encode(message: dict[str, Any]) -> bytes:
+    return _encoder.encode(message)

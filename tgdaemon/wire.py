@@ -29,7 +29,7 @@ Action = Literal["post_stats", "channel_stats"]  # tgfleet only observes
 ACTIONS: tuple[str, ...] = get_args(Action)
 TaskStatus = Literal["pending", "running", "done", "failed", "retry"]  # a setup task's
 TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)
-DeltaKind = Literal["account", "quota", "event"]
+DeltaKind = Literal["account", "quota", "event", "mark"]  # mark: a log row whose objects are gone
 T = TypeVar("T")
 
 
@@ -270,18 +270,21 @@ class Frame(Wire, tag_field="type"):
 
 
 class Delta(Frame, Generic[T], tag="delta"):
-    """One object's full new state: applying it twice is harmless. ``Delta[Account]`` decodes a known kind."""
+    """One object's full new state: applying it twice is harmless. ``Delta[Account]`` decodes a known kind.
+    ``seq`` is the id of the event-log row it comes from, ``prev`` the id of the row before it."""
 
     seq: int
+    prev: int
     kind: DeltaKind
     op: Literal["upsert"]
     data: T
 
 
 class Deltas(Frame, tag="deltas"):
-    """Several deltas in one frame, in order."""
+    """Several deltas in one frame, in order; ``more``: the log row goes on in the next frame."""
 
     items: list[Delta[Any]]
+    more: bool | UnsetType = UNSET
 
 
 class Snapshot(Frame, tag="snapshot"):
@@ -309,5 +312,13 @@ class Resync(Frame, tag="resync"):
     reason: str
 
 
-Frames = Snapshot | SnapshotPart | Delta[Any] | Deltas | Resync
+class Resumed(Frame, tag="resumed"):
+    """A watch resumed from ``since`` without a snapshot: the missed rows follow."""
+
+    epoch: str
+    seq: int
+    status: Status
+
+
+Frames = Snapshot | SnapshotPart | Delta[Any] | Deltas | Resync | Resumed
 

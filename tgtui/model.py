@@ -55,7 +55,8 @@ class FleetModel:
         self.status: dict[str, Any] = {}
         self.status_at = clock()
         self.epoch: str | None = None
-        self.seq = 0
+        self.seq = 0  # the last event-log id applied: the cursor a reconnect resumes from
+        self.in_row = False  # deltas of row ``seq`` are being applied (False: it came whole in the snapshot)
         self.accounts_rev = self.quotas_rev = self.events_rev = 0
 
     @property
@@ -72,7 +73,7 @@ class FleetModel:
         """Apply one stream message; False when a gap shows the client must reconnect for a resync."""
         kind = msg.get("type")
         if kind == "snapshot":
-            self.epoch, self.seq = msg["epoch"], msg["seq"]
+            self.epoch, self.seq, self.in_row = msg["epoch"], msg["seq"], False
             self.set_status(msg["status"])
             self.accounts = {a["id"]: _with_times(a) for a in msg["accounts"]}
             self.quotas = {q["id"]: q for q in msg.get("quotas", ())}
@@ -82,13 +83,18 @@ class FleetModel:
             self.quotas_rev += 1
             self.events_rev += 1
             return True
+        if kind == "resumed":  # a reconnect with since: the deltas after our seq follow, no snapshot
+            self.set_status(msg["status"])
+            return True
         if kind != "delta":
             return True  # "resync": a snapshot follows on the same socket
-        if msg["seq"] <= self.seq:
+        seq = msg["seq"]  # the event-log row it comes from: the deltas of one row share it
+        if seq < self.seq or (seq == self.seq and not self.in_row):
             return True  # already reflected in the snapshot
-        if msg["seq"] != self.seq + 1:
-            return False
-        self.seq = msg["seq"]
+        if seq > self.seq:
+            if msg.get("prev", seq - 1) != self.seq:
+                return False  # a row is missing: reconnect for a replay or a snapshot
+            self.seq, self.in_row = seq, True
         data = msg["data"]
         if msg["kind"] == "account":
             self.accounts[data["id"]] = _with_times(data)

@@ -10,8 +10,15 @@ from tgdaemon.cli import backup, onboard, output, providers, quotas, setup
 from tgdaemon.cli.parser import positive_int, socket_path
 from tgdaemon.control.client import ControlClient
 from tgdaemon.display import STATE_STYLE, duration
-from tgdaemon.wire import SORT_KEYS, STATES, Account, AccountChange, AccountPage, EventList, Status
-
+from tgdaemon.wire import (
+    SORT_KEYS,
+    STATES,
+    Account,
+    AccountChange,
+    AccountPage,
+    EventList,
+    Status,
+)
 
 PAGE = 5000  # accounts per request: a 50,000-account fleet in ten
 

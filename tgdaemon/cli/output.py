@@ -13,6 +13,7 @@ from rich.table import Table
 from tgdaemon.display import STATE_STYLE, duration
 from tgdaemon.wire import Account
 
+
 def console() -> Console:
     """Wrapped to the terminal for people; never cut or wrapped when piped into another program."""
     if sys.stdout.isatty():

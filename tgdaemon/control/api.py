@@ -32,7 +32,15 @@ from tgdaemon.httpjson import (
 )
 from tgdaemon.runtime import RUNTIME
 from tgdaemon.store import Store
-from tgdaemon.wire import Account, AccountChange, AccountPage, Event, EventList, SortKey, State
+from tgdaemon.wire import (
+    Account,
+    AccountChange,
+    AccountPage,
+    Event,
+    EventList,
+    SortKey,
+    State,
+)
 
 
 class AccountsQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -140,6 +140,8 @@ class ControlClient:
     async def watch(self, since: str | None = None) -> AsyncIterator[dict[str, Any]]:
         """Messages of the live stream, one by one: batched deltas unpacked, a snapshot sent in parts assembled.
 
+        The deltas of one log row too big for one frame come in frames marked ``more``: they are held
+        back until the last one is in, so a connection lost halfway never leaves half a row applied.
         A refused ``since`` raises ApiError (the daemon answers 400 before the upgrade).
         """
         params = {"since": since} if since else {}
@@ -153,14 +155,18 @@ class ControlClient:
             raise self._not_running() from None
         async with ws:
             snapshot: dict[str, Any] | None = None  # a snapshot whose parts are still coming
+            held: list[dict[str, Any]] = []  # deltas of a row whose last frame is still coming
             async for msg in ws:
                 if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                     break
                 data = msgspec.json.decode(msg.data)
                 kind = data.get("type")
-                if kind == "deltas":
-                    for item in data["items"]:
-                        yield item
+                if kind in ("delta", "deltas"):
+                    held += data["items"] if kind == "deltas" else [data]
+                    if not data.get("more"):
+                        items, held = held, []
+                        for item in items:
+                            yield item
                 elif kind in ("snapshot", "snapshot_part"):
                     if kind == "snapshot":
                         snapshot = data

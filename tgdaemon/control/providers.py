@@ -14,7 +14,13 @@ from tgdaemon.provider.auth import hash_token, new_token
 from tgdaemon.quotas.executor import NAME as LOCAL
 from tgdaemon.runtime import RUNTIME
 from tgdaemon.store.views import provider_name_problem
-from tgdaemon.wire import Assigned, Provider, ProviderAdded, ProviderChange, ProviderList
+from tgdaemon.wire import (
+    Assigned,
+    Provider,
+    ProviderAdded,
+    ProviderChange,
+    ProviderList,
+)
 
 
 class AddBody(msgspec.Struct, forbid_unknown_fields=True):

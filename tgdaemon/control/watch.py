@@ -1,10 +1,16 @@
 """``GET /v1/watch``: the live stream over a WebSocket.
 
-The client sends ``?since=EPOCH:SEQ`` when it reconnects; if the replay buffer
-still holds everything after that point it gets only the missed deltas,
-otherwise a fresh snapshot. A client that falls behind is told ``resync``
-and sent a new snapshot on the same socket. No frame is over
-``stream.MAX_FRAME``: a big snapshot or replay goes as several frames.
+A new client gets a snapshot whose ``seq`` is the last event-log id it
+reflects, then the deltas of every log row after it. A client that
+reconnects sends ``?since=EPOCH:SEQ`` (the epoch names the database, SEQ is
+the last ``seq`` it applied) and gets ``{"type": "resumed", "epoch", "seq",
+"status"}`` and then just the rows after SEQ, read again from the log, across
+daemon restarts too; unless the cursor is from another
+database, lies below what retention pruned, or is more than
+``daemon.stream_replay_size`` rows behind: then a snapshot. A client that
+falls behind is told ``resync`` and sent a new snapshot on the same socket.
+No frame is over ``stream.MAX_FRAME``: a big snapshot or replay goes as
+several frames.
 """
 
 from __future__ import annotations
@@ -20,20 +26,28 @@ from aiohttp import WSMsgType, web
 
 from tgdaemon.errors import ApiError
 from tgdaemon.runtime import RUNTIME, Runtime
-from tgdaemon.stream import Lagged, Subscription, batch_frames, encode, snapshot_frames
+from tgdaemon.stream import (
+    Lagged,
+    Position,
+    Subscription,
+    batch_frames,
+    encode,
+    snapshot_frames,
+)
 from tgdaemon.wire import Account, Event, Quota, Resync
 
 log = logging.getLogger(__name__)
 SNAPSHOT_EVENTS = 200
 SOCKETS = web.AppKey("watch_sockets", set)
-# An epoch is the hub's hex token; a sequence number fits 18 ASCII digits ("²" and "٣" are digits to str.isdigit).
+# An epoch is the database's hex token; an event id fits 18 ASCII digits ("²" and "٣" are digits to str.isdigit).
 SINCE = re.compile(r"([0-9a-f]{1,32}):([0-9]{1,18})", re.ASCII)
 
 
 async def _send_snapshot(ws: web.WebSocketResponse, rt: Runtime, sub: Subscription) -> None:
-    """``wire.Snapshot`` and its ``wire.SnapshotPart`` frames (spliced by ``snapshot_frames``, to bound their size)."""
+    """Read after subscribing, so it reflects at least every row up to ``sub.start_seq``; newer events
+    than that come as deltas, not twice."""
     accounts, _ = await rt.store.list_accounts(limit=10**9)
-    events = await rt.store.recent_events(limit=SNAPSHOT_EVENTS)
+    events = [e for e in await rt.store.recent_events(limit=SNAPSHOT_EVENTS) if e["id"] <= sub.start_seq]
     head = {"epoch": rt.hub.epoch, "seq": sub.start_seq, "status": await rt.status()}
     lists: dict[str, list[Any]] = {"accounts": msgspec.convert(accounts, list[Account]),
                                    "quotas": msgspec.convert(await rt.store.quotas(), list[Quota]),
@@ -42,8 +56,8 @@ async def _send_snapshot(ws: web.WebSocketResponse, rt: Runtime, sub: Subscripti
         await ws.send_bytes(frame)
 
 
-async def _send_deltas(ws: web.WebSocketResponse, items: list[bytes]) -> None:
-    for frame in batch_frames(items):
+async def _send_deltas(ws: web.WebSocketResponse, positions: list[Position]) -> None:
+    for frame in batch_frames(positions):
         await ws.send_bytes(frame)
 
 
@@ -61,21 +75,26 @@ def parse_since(raw: str | None) -> tuple[str, int] | None:
 async def _pump(ws: web.WebSocketResponse, rt: Runtime, since: tuple[str, int] | None) -> None:
     sub = rt.hub.subscribe()
     try:
-        replay = rt.hub.replay_since(*since) if since else None
-        if replay is None:
-            await _send_snapshot(ws, rt, sub)
+        if since is not None and await rt.hub.resumable(*since):
+            sub.floor = max(sub.floor, since[1])
+            # Said at once, even when nothing was missed: the client knows the stream is live and no
+            # snapshot is coming.
+            await ws.send_bytes(encode({"type": "resumed", "epoch": rt.hub.epoch, "seq": since[1],
+                                        "status": await rt.status()}))
+            async for positions in rt.hub.replay(since[1], sub.start_seq):
+                await _send_deltas(ws, positions)
         else:
-            await _send_deltas(ws, replay)
+            await _send_snapshot(ws, rt, sub)
         while True:
             try:
-                items = await sub.next_batch()
+                positions = await sub.next_batch()
             except Lagged:
                 sub.close()
                 sub = rt.hub.subscribe()
                 await ws.send_bytes(encode(Resync(reason="fell behind the stream")))
                 await _send_snapshot(ws, rt, sub)
                 continue
-            await _send_deltas(ws, items)
+            await _send_deltas(ws, positions)
     except ConnectionError:
         pass  # the client went away
     except Exception:

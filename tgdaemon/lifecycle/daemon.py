@@ -20,7 +20,6 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-import msgspec
 from aiohttp import web
 
 from tgdaemon import clockstep
@@ -47,7 +46,6 @@ from tgdaemon.setup.scheduler import SetupScheduler
 from tgdaemon.store import Store, Tx, event_view
 from tgdaemon.store.sqlite import SQLiteStore
 from tgdaemon.stream import Hub
-from tgdaemon.wire import Account, Event, Quota
 
 log = logging.getLogger(__name__)
 # On a failed disk nothing still in flight can be recorded: no reason to give it the whole timeout.
@@ -56,16 +54,13 @@ EXIT_GUARD_MARGIN_SECONDS = 1.5  # past the shutdown's own budget: the interpret
 STORE_CLOSE_SECONDS = 1.5  # of the budget, kept for the store's last steps (optimize, closing both connections)
 
 
-def change_publisher(store: Store, hub: Hub) -> Callable[[Tx], Coroutine[Any, Any, None]]:
-    """The commit hook: every account a transaction touched and every event it wrote goes to the stream."""
+def change_publisher(hub: Hub) -> Callable[[Tx], Coroutine[Any, Any, None]]:
+    """The commit hook: the log grew by the rows this transaction wrote (every change is one, the Tx sees
+    to it); the hub reads them back in id order and publishes what they name."""
 
     async def on_commit(tx: Tx) -> None:
-        if tx.accounts:
-            hub.publish_many("account", msgspec.convert(await store.accounts_by_id(tx, tx.accounts), list[Account]))
-        if tx.quotas:
-            hub.publish_many("quota", msgspec.convert(await store.quotas_by_id(tx, tx.quotas), list[Quota]))
         if tx.events:
-            hub.publish_many("event", msgspec.convert([event_view(e) for e in tx.events], list[Event]))
+            hub.committed(tx.events[-1]["id"], (event_view(e) for e in tx.events))
 
     return on_commit
 
@@ -133,8 +128,8 @@ class Daemon:
         cfg, gateway = self.cfg, self.gateway
         await self._check_fleet_kind(store)
         clock = await clockstep.start(cfg, store)  # before any work reads a deadline
-        hub = Hub(queue_size=cfg.daemon.stream_queue_size, replay_size=cfg.daemon.stream_replay_size)
-        store.on_commit = change_publisher(store, hub)
+        hub = await Hub.open(store, queue_size=cfg.daemon.stream_queue_size, replay_size=cfg.daemon.stream_replay_size)
+        store.on_commit = change_publisher(hub)
         teardown.step("closing the gateway", gateway.close, 0.15)  # before its start: a failed start closes too
         await gateway.start(store)
         leases = Leases(cfg, store)
@@ -245,7 +240,7 @@ def _side_tasks(rt: Runtime) -> list[tuple[str, Coroutine[Any, Any, None]]]:
     """The parts that work on their own, each a task watched by the daemon: one that ends stops it."""
     tasks = [("setup", rt.setup.run()), ("logins", rt.onboarding.run()), ("inspector", rt.inspector.run()),
              ("generator", rt.generator.run()), ("reaper", rt.leases.run_reaper()), ("executor", rt.executor.run()),
-             ("clock", rt.clock.run(rt.store)), ("retention", rt.retention.run())]
+             ("clock", rt.clock.run(rt.store)), ("retention", rt.retention.run()), ("stream", rt.hub.run())]
     if (interval := systemd.watchdog_interval()) is not None:
         tasks.append(("watchdog", _watchdog(interval)))
     return tasks

@@ -16,8 +16,11 @@ from typing import Annotated, Any
 import msgspec
 
 from tgdaemon.timeutil import iso
+
 # Named once, in the wire types; the drivers take them from here (``X as X``: a re-export).
-from tgdaemon.wire import ACTIONS as ACTIONS, SORT_KEYS as SORT_KEYS, STATES as STATES
+from tgdaemon.wire import ACTIONS as ACTIONS
+from tgdaemon.wire import SORT_KEYS as SORT_KEYS
+from tgdaemon.wire import STATES as STATES
 
 Row = Mapping[str, Any]
 

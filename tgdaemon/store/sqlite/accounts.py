@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from tgdaemon.errors import NotFound
+from tgdaemon.store.api import CHANGES_KIND
 from tgdaemon.store.sqlite.core import StoreCore, Tx
 from tgdaemon.store.views import (
     STATES,
@@ -68,6 +69,8 @@ class AccountStore(StoreCore):
             " :profile_json, :created_at)",
             [{"first_name": "", "last_name": "", **row, "created_at": created} for row in rows],
         )
+        for row in await tx.fetchall("SELECT id FROM accounts WHERE created_at = ?", (created,)):
+            tx.touch(row[0])  # new accounts are changes a stream client must see
 
     async def count_accounts(self) -> int:
         return next(iter(await self.read("SELECT COUNT(*) FROM accounts")))[0]
@@ -172,11 +175,15 @@ class AccountStore(StoreCore):
         rows = await self.read("SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
         return [event_view(r) for r in rows]
 
+    async def last_event_id(self) -> int:
+        return int(next(iter(await self.read("SELECT COALESCE(MAX(id), 0) FROM events")))[0])
+
     async def recent_events(self, *, account_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM events"
+        """The audit trail, newest first; the stream's ``changes`` rows are not part of it (index events_audit)."""
+        sql = f"SELECT * FROM events WHERE kind != '{CHANGES_KIND}'"
         params: list[Any] = []
         if account_id is not None:
-            sql += " WHERE account_id = ?"
+            sql += " AND account_id = ?"
             params.append(account_id)
         rows = await self.read(sql + " ORDER BY id DESC LIMIT ?", [*params, limit])
         return [event_view(r) for r in rows]

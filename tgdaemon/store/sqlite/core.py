@@ -3,9 +3,10 @@
 One writer connection behind an asyncio lock (the daemon is the only
 writer), one reader connection for large listings, which WAL lets run while a
 write is in progress. Every write goes through ``Store.tx()``, whose ``Tx``
-collects the accounts it touched and the events it wrote; the commit hook
-turns those into stream deltas while the write lock is still held, so deltas
-leave in commit order.
+collects the accounts and quotas it touched and the events it wrote; what it
+touched that no event of it names goes in the log too, as one ``changes`` row
+just before COMMIT, so every change is in the event log, the stream's source
+(tgdaemon/stream.py). The commit hook then tells the stream how far the log grew.
 
 A disk or I/O error (``SQLITE_FULL``, ``SQLITE_IOERR`` and kin) is not the
 request's fault and will not pass by retrying: the first one marks the store
@@ -30,7 +31,7 @@ import aiosqlite
 
 from tgdaemon.bounded import bounded
 from tgdaemon.errors import StoreError, StoreUnavailable
-from tgdaemon.store.api import ClockFollower, CommitHook, FailureHook
+from tgdaemon.store.api import CHANGES_KIND, ClockFollower, CommitHook, FailureHook
 from tgdaemon.store.sqlite import migrate
 from tgdaemon.store.sqlite.backup import copy_database
 from tgdaemon.timeutil import now
@@ -131,6 +132,15 @@ class Tx:
     def touch_quota(self, quota_id: int) -> None:
         self.quotas.add(quota_id)
 
+    async def log_changes(self) -> None:
+        """Before COMMIT: the accounts and quotas touched that none of this transaction's events names, as
+        one ``changes`` row, so the log holds every change (a lease taking a lock, a report) at one row
+        per commit, not one per object."""
+        accounts = sorted(self.accounts - {e["account_id"] for e in self.events})
+        quotas = sorted(self.quotas - {e["quota_id"] for e in self.events})
+        if accounts or quotas:
+            await self.event(CHANGES_KIND, "", data={"accounts": accounts, "quotas": quotas})
+
     def touch(self, account_id: int) -> None:
         """Mark an account as changed, so its new state is published after commit."""
         self.accounts.add(account_id)
@@ -224,6 +234,7 @@ class StoreCore:
                 if clock is not None and (step := clock.pending()):  # before the caller compares a deadline
                     await clock.shift(self, tx, step)  # type: ignore[arg-type]  # the whole store is SQLiteStore
                 yield tx
+                await tx.log_changes()
                 await self._writer.execute("COMMIT")  # inside too: a failed COMMIT must not leave it open
             except BaseException as exc:
                 # None was begun, SQLite rolled it back itself, or the connection is already closed.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from tgdaemon.errors import NotFound
@@ -46,9 +46,10 @@ class QuotaStore(StoreCore):
             raise NotFound(f"quota {quota_id}: no such quota")
         return quota_view(rows[0])
 
-    async def quotas_by_id(self, tx: Tx, ids: set[int]) -> list[dict[str, Any]]:
-        rows = await tx.fetchall(QUOTA_VIEW + " WHERE q.id IN (SELECT value FROM json_each(?))",
-                                 (json.dumps(sorted(ids)),))
+    async def quotas_by_id(self, tx: Tx | None, ids: Iterable[int]) -> list[dict[str, Any]]:
+        """Views of these quotas; inside a transaction pass it, to read what it wrote."""
+        sql, params = QUOTA_VIEW + " WHERE q.id IN (SELECT value FROM json_each(?))", (json.dumps(sorted(ids)),)
+        rows = await (tx.fetchall(sql, params) if tx else self.read(sql, params))
         return [quota_view(r) for r in rows]
 
     async def set_quota_paused(self, quota_id: int, paused: bool) -> bool:

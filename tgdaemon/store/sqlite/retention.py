@@ -24,7 +24,9 @@ What is never pruned, and why:
 Events go from the oldest end, in id order, stopping at the first one that
 is not old enough, so the audit trail keeps no holes in its middle; only an
 event stamped in the future by a clock that was ahead is stepped over (kept
-until it is old by its own stamp).
+until it is old by its own stamp). The highest id a batch deleted is kept in
+``meta`` (``EVENTS_PRUNED_THROUGH``), in the same transaction: a stream client
+whose cursor lies below it missed rows and gets a snapshot instead.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from __future__ import annotations
 import json
 import time
 
-from tgdaemon.store.api import Batch
+from tgdaemon.store.api import EVENTS_PRUNED_THROUGH, Batch
 from tgdaemon.store.sqlite.core import StoreCore
 
 # A done task that a live quota still needs; ``t`` is the task row. Used to select and to re-check.
@@ -45,12 +47,16 @@ NEEDED = """(t.status = 'done' AND t.subject_type = 'quota' AND t.post_id IS NOT
 
 
 class RetentionStore(StoreCore):
-    async def _delete(self, sql: str, params: dict[str, object]) -> tuple[int, float]:
-        """One DELETE in its own transaction; (rows deleted, seconds the writer was held)."""
+    async def _delete(self, sql: str, params: dict[str, object],
+                      meta: tuple[str, str] | None = None) -> tuple[int, float]:
+        """One DELETE (and a ``meta`` key set with it) in its own transaction; (rows deleted, seconds the
+        writer was held)."""
         async with self.tx() as tx:
             started = time.perf_counter()
             cur = await tx.execute(sql, params)
             deleted = cur.rowcount
+            if meta is not None and deleted:
+                await tx.set_meta(*meta)
         return deleted, time.perf_counter() - started
 
     async def prune_events(self, before: float, limit: int, at: float) -> Batch:
@@ -62,8 +68,10 @@ class RetentionStore(StoreCore):
         old = [row["id"] for row in rows[:span] if row["at"] < before]
         if not old:  # the same scan again would find the same: this round is done
             return Batch(0, 0, 0.0)
+        # old[-1] only grows from batch to batch: what is left below it is a stepped-over future event.
         deleted, held = await self._delete("DELETE FROM events WHERE id BETWEEN :first AND :last AND at < :before",
-                                           {"first": old[0], "last": old[-1], "before": before})
+                                           {"first": old[0], "last": old[-1], "before": before},
+                                           meta=(EVENTS_PRUNED_THROUGH, str(old[-1])))
         return Batch(deleted, span, held)  # fewer than the limit: a young event (or the end) was reached
 
     async def prune_tasks(self, before: float, limit: int, cursor: tuple[float, int] | None,
