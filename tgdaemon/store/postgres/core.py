@@ -1,0 +1,312 @@
+"""The connection pool and the transaction that records what changed, on PostgreSQL (asyncpg).
+
+Writes are serialized in this process by one asyncio lock, as on SQLite: a transaction takes the lock,
+a pool connection, BEGIN … COMMIT, and runs the commit hook before it lets either go, so deltas leave in
+commit order and the hook's reads (on the same connection, after COMMIT) see what was committed. Reads run
+on other pool connections and never wait for the writer.
+
+A database that goes away while the daemon runs (the server stopped or restarted, the connection reset,
+an administrator's shutdown) is not a failure of the store: the pool makes new connections once the
+server is back. Such an error raises ``StoreDisconnected`` and sets ``down`` (what is wrong, one line,
+no password) until a transaction succeeds again; the store is never marked failed for it.
+
+JSON: jsonb columns go in and come out as text (asyncpg's own jsonb codec, which is C code: a Python
+codec set per connection would cost a call per value). The statements bind ``json.dumps`` text and
+cast it (``$1::jsonb``) and the row views ``json.loads`` it, exactly as on SQLite, so one view serves
+both drivers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+import asyncpg
+
+from tgdaemon.bounded import bounded
+from tgdaemon.errors import StoreDisconnected, StoreError, StoreUnavailable
+from tgdaemon.store.api import ClockFollower, CommitHook, FailureHook
+from tgdaemon.store.postgres import migrate
+from tgdaemon.store.postgres.url import password_in, redact, where
+from tgdaemon.store.sqlite.backup import BackupError
+from tgdaemon.timeutil import now
+
+T = TypeVar("T")
+Record = asyncpg.Record
+DownHook = Callable[[str | None], None]
+
+log = logging.getLogger(__name__)
+
+SYNCHRONOUS = {"full": "on", "normal": "off"}  # [store] synchronous -> synchronous_commit
+POOL_MIN = 2
+POOL_MAX = 8  # one writer at a time, the rest for reads (listings, the stream's snapshots, status)
+CONNECT_SECONDS = 10.0
+CLOSE_STEP_SECONDS = 1.5
+
+
+class PgDumpOnly(BackupError):
+    """``tgdaemon backup`` copies a SQLite file; a PostgreSQL database is backed up with pg_dump."""
+
+
+def rowcount(status: str) -> int:
+    """Rows a statement touched, from its command tag (``UPDATE 3``, ``INSERT 0 3``, ``DELETE 0``)."""
+    last = status.rpartition(" ")[2]
+    return int(last) if last.isdigit() else 0
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says the server cannot be reached (not that a statement was wrong): a closed or
+    reset connection, a server shutting down or starting up, no connection slot, no disk on the server."""
+    if isinstance(exc, asyncpg.PostgresConnectionError | OSError):  # OSError: refused, reset, timed out
+        return True
+    if isinstance(exc, asyncpg.exceptions.OperatorInterventionError):
+        return not isinstance(exc, asyncpg.exceptions.QueryCanceledError)  # a cancel is the statement's own
+    return isinstance(exc, asyncpg.exceptions.InsufficientResourcesError | asyncpg.exceptions.CannotConnectNowError)
+
+
+def _text(exc: BaseException, secrets: Iterable[str]) -> str:
+    """One line for an exception, with any password it might quote taken out."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+class Tx:
+    """One write transaction on one pool connection, and what it changed.
+
+    Besides the ``tgdaemon.store.api.Tx`` methods, the driver's own statements go through
+    ``execute`` (the row count), ``fetch``, ``fetchrow``, ``fetchval`` and ``executemany``; each turns
+    a lost connection into ``StoreDisconnected``.
+    """
+
+    def __init__(self, conn: asyncpg.Connection, core: PostgresCore) -> None:
+        self._conn = conn
+        self._core = core
+        self.accounts: set[int] = set()
+        self.quotas: set[int] = set()
+        self.events: list[dict[str, Any]] = []
+
+    async def _run(self, aw: Awaitable[T]) -> T:
+        try:
+            return await aw
+        except asyncpg.InterfaceError as exc:
+            if self._conn.is_closed():
+                raise self._core.lost(exc) from None
+            raise
+        except Exception as exc:
+            if connection_lost(exc):
+                raise self._core.lost(exc) from None
+            raise
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run one statement; the number of rows it touched."""
+        return rowcount(await self._run(self._conn.execute(sql, *args)))
+
+    async def fetch(self, sql: str, *args: Any) -> list[Record]:
+        return await self._run(self._conn.fetch(sql, *args))
+
+    async def fetchrow(self, sql: str, *args: Any) -> Record | None:
+        return await self._run(self._conn.fetchrow(sql, *args))
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return await self._run(self._conn.fetchval(sql, *args))
+
+    async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None:
+        """One prepared statement run for every argument tuple, in one round trip (no row count:
+        where a count matters, use one statement over ``unnest`` arrays with RETURNING)."""
+        args = list(args)
+        if args:
+            await self._run(self._conn.executemany(sql, args))
+
+    async def events_many(self, events: list[dict[str, Any]]) -> None:
+        """Many events in one statement; their ids come back with them (the identity, in insertion order)."""
+        if not events:
+            return
+        at = now()
+        rows = await self.fetch(
+            "INSERT INTO events (at, kind, account_id, task_id, quota_id, message, data_json)"
+            " SELECT $1, k, a, t, q, m, d::jsonb FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[],"
+            " $6::text[], $7::text[]) WITH ORDINALITY AS e(k, a, t, q, m, d, o) ORDER BY o RETURNING id",
+            at, [e["kind"] for e in events], [e.get("account_id") for e in events],
+            [e.get("task_id") for e in events], [e.get("quota_id") for e in events],
+            [e["message"] for e in events],
+            [json.dumps(e.get("data") or {}, separators=(",", ":")) for e in events])
+        for event_id, e in zip(sorted(r[0] for r in rows), events, strict=True):
+            self.events.append({"id": event_id, "at": at, "kind": e["kind"], "account_id": e.get("account_id"),
+                                "task_id": e.get("task_id"), "quota_id": e.get("quota_id"),
+                                "message": e["message"], "data": e.get("data") or {}})
+            if e.get("account_id") is not None:
+                self.touch(e["account_id"])
+
+    async def set_meta(self, key: str, value: str) -> None:
+        """A key of the little ``meta`` table, in this transaction (for parts that hold a Tx, not the store)."""
+        await self.execute("INSERT INTO meta (key, value) VALUES ($1, $2)"
+                           " ON CONFLICT (key) DO UPDATE SET value = excluded.value", key, value)
+
+    def touch_quota(self, quota_id: int) -> None:
+        self.quotas.add(quota_id)
+
+    def touch(self, account_id: int) -> None:
+        """Mark an account as changed, so its new state is published after commit."""
+        self.accounts.add(account_id)
+
+    async def event(self, kind: str, message: str, *, account_id: int | None = None,
+                    task_id: int | None = None, quota_id: int | None = None,
+                    data: dict[str, Any] | None = None) -> None:
+        """Append to the audit trail; the caller must keep secrets out of ``message`` and ``data``."""
+        at = now()
+        event_id = await self.fetchval(
+            "INSERT INTO events (at, kind, account_id, task_id, quota_id, message, data_json)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) RETURNING id",
+            at, kind, account_id, task_id, quota_id, message, json.dumps(data or {}, separators=(",", ":")))
+        self.events.append({
+            "id": event_id, "at": at, "kind": kind, "account_id": account_id,
+            "task_id": task_id, "quota_id": quota_id, "message": message, "data": data or {},
+        })
+        if account_id is not None:
+            self.touch(account_id)
+
+
+class PostgresCore:
+    """The pool, transactions, reads and the little key/value ``meta`` table."""
+
+    kind = "postgresql"
+
+    def __init__(self, pool: asyncpg.Pool, url: str, synchronous: str, secrets: tuple[str, ...] = ()) -> None:
+        self.url = redact(url)  # what status and logs show
+        self.where = where(url)  # host:port/database, for one-line messages
+        self.synchronous = synchronous
+        self._pool = pool
+        self._secrets = secrets
+        self._lock = asyncio.Lock()
+        self.on_commit: CommitHook | None = None
+        self.clock: ClockFollower | None = None
+        self.on_failure: FailureHook | None = None  # never called: a lost server is ``down``, not a failure
+        self.on_down: DownHook | None = None  # told what is wrong when the server is lost, None when it is back
+        self.failure: str | None = None
+        self.down: str | None = None  # what is wrong while the server cannot be reached
+
+    @classmethod
+    async def open(cls, url: str, *, password: str | None = None, synchronous: str = "full") -> Self:
+        """Connect, migrate, and give the store; one line naming the server and the error when it cannot.
+        ``password``: from ``[store] password_file``; without it libpq's sources apply (PGPASSWORD, ~/.pgpass)."""
+        if synchronous not in SYNCHRONOUS:
+            raise StoreError(f"store synchronous {synchronous!r}: one of {', '.join(SYNCHRONOUS)}")
+        place = where(url)
+        secrets = tuple(s for s in (password, password_in(url)) if s)
+        try:
+            pool = await asyncpg.create_pool(
+                dsn=url, password=password, min_size=POOL_MIN, max_size=POOL_MAX, timeout=CONNECT_SECONDS,
+                server_settings={"synchronous_commit": SYNCHRONOUS[synchronous], "application_name": "tgdaemon",
+                                 "jit": "off"})  # JIT compiles for long plans: tens of ms lost on a listing
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+            raise StoreError(f"database {place}: cannot connect: {_text(exc, secrets)}") from None
+        try:
+            async with pool.acquire() as conn:
+                await migrate.upgrade(conn, redact(url))
+        except StoreError:
+            await bounded("closing the connection pool", pool.close(), CLOSE_STEP_SECONDS)
+            raise
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            await bounded("closing the connection pool", pool.close(), CLOSE_STEP_SECONDS)
+            raise StoreError(f"database {place}: {_text(exc, secrets)}") from None
+        return cls(pool, url, synchronous, secrets)
+
+    def lost(self, exc: BaseException) -> StoreDisconnected:
+        """The server cannot be reached: say so once (``down``, ``on_down``) and give what callers raise."""
+        why = f"database {self.where}: {_text(exc, self._secrets)}"
+        if self.down is None:
+            self.down = why
+            log.warning("the database cannot be reached (%s); waiting for it to return", why)
+            if self.on_down is not None:
+                self.on_down(why)
+        return StoreDisconnected(f"the database cannot be reached ({why}); waiting for it to return")
+
+    def _back(self) -> None:
+        if self.down is not None:
+            self.down = None
+            log.warning("the database is back (%s)", self.where)
+            if self.on_down is not None:
+                self.on_down(None)
+
+    async def _pooled(self, aw: Awaitable[T]) -> T:
+        try:
+            return await aw
+        except StoreDisconnected:
+            raise
+        except Exception as exc:
+            if connection_lost(exc):
+                raise self.lost(exc) from None
+            raise
+
+    async def close(self, seconds: float = 2 * CLOSE_STEP_SECONDS) -> None:
+        """Each step bounded: the last transaction finishes, then the pool closes (or is cut off)."""
+        step = seconds / 2
+        locked = await bounded("waiting for the last transaction", self._lock.acquire(), step)
+        try:
+            if not await bounded("closing the connection pool", self._pool.close(), step):
+                self._pool.terminate()
+        finally:
+            if locked:
+                self._lock.release()
+
+    @asynccontextmanager
+    async def tx(self) -> AsyncIterator[Tx]:
+        """BEGIN … COMMIT under the write lock; the commit hook runs before the lock is let go.
+        A step of the wall clock not yet followed moves the stored deadlines first, in the same
+        transaction, so nothing in it compares a stepped clock with unmoved deadlines."""
+        async with self._lock:
+            if self.failure is not None:
+                raise StoreUnavailable(f"the database cannot be written ({self.failure}); the daemon is stopping")
+            conn: asyncpg.Connection = await self._pooled(self._pool.acquire())
+            try:
+                tx = Tx(conn, self)
+                clock, step = self.clock, 0.0
+                try:  # BEGIN inside: a caller cancelled while BEGIN is in flight must still roll it back
+                    await tx.execute("BEGIN")
+                    if clock is not None and (step := clock.pending()):  # before the caller compares a deadline
+                        await clock.shift(self, tx, step)  # type: ignore[arg-type]  # the whole store is PostgresStore
+                    yield tx
+                    await tx.execute("COMMIT")
+                except BaseException:
+                    if not conn.is_closed():  # a lost connection has nothing to roll back; the pool resets it
+                        with contextlib.suppress(Exception):
+                            await conn.execute("ROLLBACK")
+                    raise
+                self._back()
+                if clock is not None and step:
+                    clock.followed(step)
+                if self.on_commit is not None and (tx.accounts or tx.quotas or tx.events):
+                    await self.on_commit(tx)
+            finally:
+                await self._pool.release(conn)
+
+    async def read(self, sql: str, *args: Any) -> list[Record]:
+        """Rows read on a pool connection of their own: never waits for the writer."""
+        return await self._pooled(self._pool.fetch(sql, *args))
+
+    async def read_row(self, sql: str, *args: Any) -> Record | None:
+        return await self._pooled(self._pool.fetchrow(sql, *args))
+
+    async def read_val(self, sql: str, *args: Any) -> Any:
+        return await self._pooled(self._pool.fetchval(sql, *args))
+
+    async def backup(self, target: Path, *, replace: bool = False) -> int:
+        raise PgDumpOnly(f"backup {target}: the store is PostgreSQL ({self.where}); back it up with pg_dump"
+                         " (docs/postgresql.md), tgdaemon backup copies a SQLite store")
+
+    async def get_meta(self, key: str) -> str | None:
+        value: str | None = await self.read_val("SELECT value FROM meta WHERE key = $1", key)
+        return value
+
+    async def set_meta(self, tx: Tx, key: str, value: str) -> None:
+        await tx.set_meta(key, value)
+
