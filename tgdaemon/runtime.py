@@ -59,6 +59,7 @@ class Runtime:
             "data_dir": str(self.cfg.data_dir()),
             "socket": str(self.socket_path),
             "http": self.http_bound,
+            "store": {"kind": self.store.kind, "url": self.store.url},  # a URL never holds a password
             "synchronous": self.store.synchronous,  # "full": acknowledged writes survive power loss
             "accounts": await self.store.account_counts(),
             "tasks": await self.store.task_counts(),

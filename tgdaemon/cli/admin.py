@@ -55,8 +55,10 @@ async def cmd_status(args: argparse.Namespace) -> int:
     con = output.console()
     con.print(f"tgdaemon {data['version']}  pid {data['pid']}  up {output.duration(data['uptime_seconds'])}"
               f"  gateway {data['gateway']}")
-    con.print(f"socket {data['socket']}  http {data['http']}  data {data['data_dir']}"
-              f"  synchronous {data.get('synchronous', '?')}")
+    con.print(f"socket {data['socket']}  http {data['http']}  data {data['data_dir']}", markup=False)
+    store = data.get("store") or {}
+    con.print(f"store {store.get('kind', '?')} {store.get('url', '?')}  synchronous {data.get('synchronous', '?')}",
+              markup=False)
     con.print("accounts  " + "  ".join(f"[{output.STATE_STYLE[s]}]{s}[/] {n}" for s, n in data["accounts"].items()))
     for kind, counts in data["tasks"].items():
         con.print(f"{kind} tasks  " + ("  ".join(f"{s} {n}" for s, n in sorted(counts.items())) or "none"))

@@ -32,7 +32,8 @@ from tgdaemon.gateway.simulator import Simulator
 from tgdaemon.httpjson import MAX_BODY, errors_middleware
 from tgdaemon.lifecycle import exitguard, limits, signals, systemd, worlds
 from tgdaemon.lifecycle.connguard import Guard, GuardedTCPSite
-from tgdaemon.lifecycle.datadir import DB_NAME, DataDirLock
+from tgdaemon.lifecycle.datadir import DataDirLock
+from tgdaemon.logredact import REDACTOR
 from tgdaemon.onboarding import Onboarding
 from tgdaemon.provider.api import add_routes as add_provider_routes
 from tgdaemon.quotas.executor import LocalExecutor
@@ -43,8 +44,7 @@ from tgdaemon.quotas.probe import Probes
 from tgdaemon.retention import Retention
 from tgdaemon.runtime import RUNTIME, Runtime
 from tgdaemon.setup.scheduler import SetupScheduler
-from tgdaemon.store import Store, Tx, event_view
-from tgdaemon.store.sqlite import SQLiteStore
+from tgdaemon.store import Store, Tx, connect, event_view
 from tgdaemon.stream import Hub
 
 log = logging.getLogger(__name__)
@@ -95,10 +95,15 @@ class Daemon:
     async def _run(self) -> int:
         fds = limits.prepare(self.cfg)  # before anything opens a descriptor
         asyncio.get_running_loop().set_exception_handler(limits.AcceptFailures(fallback=_quiet_store_failures))
-        lock = DataDirLock(self.cfg.data_dir())
+        password = connect.read_password(self.cfg.store)  # a configuration mistake: refused before the lock
+        with REDACTOR.secret(password) if password else contextlib.nullcontext():  # no log line can carry it
+            return await self._run_locked(fds, password)
+
+    async def _run_locked(self, fds: limits.Limits, password: str | None) -> int:
+        lock = DataDirLock(self.cfg.data_dir())  # the data dir stays one daemon's, whatever the store
         lock.acquire()
         try:
-            store = await SQLiteStore.open(self.cfg.data_dir() / DB_NAME, self.cfg.store.synchronous)
+            store = await connect.open_store(self.cfg, password=password)
         except BaseException:
             lock.release()
             raise
@@ -122,8 +127,8 @@ class Daemon:
                                 for name, coro in self._side_task_factories()]
             systemd.notify("READY=1\nSTATUS=running")
             log.info("%s", limits.startup_line(self.cfg, fds))
-            log.info("tgdaemon ready: socket %s, http %s, gateway %s",
-                     socket_path, self.runtime.http_bound, self.gateway.name)
+            log.info("tgdaemon ready: socket %s, http %s, gateway %s, store %s",
+                     socket_path, self.runtime.http_bound, self.gateway.name, store.url)
             self.ready.set()
             await self._wait_for_stop()
         except StoreUnavailable:
@@ -214,12 +219,16 @@ class Daemon:
             async with store.tx() as tx:
                 await store.set_meta(tx, "gateway", self.gateway.name)
         elif recorded != self.gateway.name:
-            raise StoreError(
-                f"data dir {self.cfg.data_dir()} holds a {recorded} fleet, but the daemon was started with "
-                f"the {self.gateway.name} gateway; use another --data-dir"
-            )
+            place = self._place()
+            raise StoreError(f"{place.name} holds a {recorded} fleet, but the daemon was started with "
+                             f"the {self.gateway.name} gateway; use another {place.other}")
         if isinstance(self.gateway, Simulator):  # and a simulated one keeps its world
-            await worlds.settle(store, self.gateway, self.cfg.data_dir())
+            await worlds.settle(store, self.gateway, self._place())
+
+    def _place(self) -> worlds.Place:
+        if not self.cfg.store.url:
+            return worlds.Place.data_dir(self.cfg.data_dir())
+        return worlds.Place(f"store {self.cfg.store_url().url}", "the store", "--store")
 
     async def _seed_simulated_fleet(self, store: Store) -> None:
         if not isinstance(self.gateway, Simulator) or await store.count_accounts():
