@@ -22,7 +22,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -58,6 +59,31 @@ def rowcount(status: str) -> int:
     """Rows a statement touched, from its command tag (``UPDATE 3``, ``INSERT 0 3``, ``DELETE 0``)."""
     last = status.rpartition(" ")[2]
     return int(last) if last.isdigit() else 0
+
+
+class Params:
+    """Positional parameters for a statement built piece by piece: ``p(value)`` gives its ``$n``."""
+
+    def __init__(self, *values: Any) -> None:
+        self.values: list[Any] = list(values)
+
+    def __call__(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+_NAMED = re.compile(r"(?<![:\w]):([a-z_]\w*)")  # :name, not a ::cast nor the colon inside 'setup:%'
+
+
+def named(sql: str, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """A statement written with SQLite's ``:name`` parameters as asyncpg's ``$n`` ones, and their values:
+    for the long statements ported from the SQLite driver, where numbering by hand invites mistakes."""
+    order: dict[str, str] = {}
+
+    def number(match: re.Match[str]) -> str:
+        return order.setdefault(match[1], f"${len(order) + 1}")
+
+    return _NAMED.sub(number, sql), [params[name] for name in order]
 
 
 def connection_lost(exc: BaseException) -> bool:
