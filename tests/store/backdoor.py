@@ -190,3 +190,14 @@ async def cursor_updates_fail(store: Store) -> AsyncIterator[None]:
             await _write(store, sql, [])
 
 
+
+
+async def columns(store: Store, table: str) -> set[str]:
+    """The column names of ``table`` as the schema has them."""
+    _names(table)
+    if _is_pg(store):
+        conn = await _pg[store].get()
+        found = await conn.fetch("SELECT column_name FROM information_schema.columns"
+                                 " WHERE table_schema = current_schema() AND table_name = $1", table)
+        return {r["column_name"] for r in found}
+    return {r[1] for r in await store.read(f"PRAGMA table_info({table})")}  # type: ignore[attr-defined]
