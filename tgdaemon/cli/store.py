@@ -78,9 +78,12 @@ async def cmd_copy(args: argparse.Namespace) -> int:
 
 def checked_url(url: str, flag: str) -> str:
     """A password in a URL shows in the process list and the shell's history: refused, not used."""
-    parts = urlsplit(url)
-    secret = any(k in ("password", "sslpassword") for k, _ in parse_qsl(parts.query, keep_blank_values=True))
-    if "@" in parts.netloc and ":" in parts.netloc.rpartition("@")[0] or secret:
+    try:
+        parts = urlsplit(url)
+        secret = parts.password or any(k in ("password", "sslpassword") and v for k, v in parse_qsl(parts.query))
+    except ValueError:  # malformed: the store's own parser says how
+        return url
+    if secret:
         from tgdaemon.store.postgres.url import redact
 
         raise UsageError(f"{flag} {redact(url)}: the URL holds a password, which would show in the process list"

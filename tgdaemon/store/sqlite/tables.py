@@ -14,7 +14,7 @@ import contextlib
 import os
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import aiosqlite
@@ -86,6 +86,17 @@ def _upgrade(path: Path, role: str) -> list[str]:
             " tgdaemon does"]
 
 
+@contextlib.contextmanager
+def failing(where: str) -> Iterator[None]:
+    """A database or file the copy cannot use, as one line naming it."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise CopyError(f"{where}: {exc}") from None
+    except OSError as exc:
+        raise CopyError(f"{where}: {exc.strerror or exc}") from None
+
+
 class SQLiteEnd:
     """What both ends share: the schema, reads in key order, counts."""
 
@@ -102,6 +113,10 @@ class SQLiteEnd:
         return self._conn
 
     async def tables(self) -> dict[str, Table]:
+        with failing(self.where):
+            return await self._tables()
+
+    async def _tables(self) -> dict[str, Table]:
         out = {}
         names = [r[0] for r in await self.conn.execute_fetchall(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
@@ -128,19 +143,22 @@ class SQLiteEnd:
         # Text keys sort by their bytes (BINARY), as Python sorts str and PostgreSQL's "C" collation does.
         sql = (f"SELECT {', '.join(map(quote, columns))} FROM {quote(table.name)}"
                f" ORDER BY {', '.join(map(quote, table.key))}")
-        async with self.conn.execute(sql) as cursor:
-            while rows := await cursor.fetchmany(batch):
-                yield [tuple(r) for r in rows]
+        with failing(self.where):
+            async with self.conn.execute(sql) as cursor:
+                while rows := await cursor.fetchmany(batch):
+                    yield [tuple(r) for r in rows]
 
     async def count(self, table: Table) -> int:
-        [(n,)] = await self.conn.execute_fetchall(f"SELECT COUNT(*) FROM {quote(table.name)}")
+        with failing(self.where):
+            [(n,)] = await self.conn.execute_fetchall(f"SELECT COUNT(*) FROM {quote(table.name)}")
         return int(n)
 
 
 class SQLiteSource(SQLiteEnd):
     async def high_water(self) -> dict[str, int]:
         """AUTOINCREMENT's record (events): its ids are never given twice, even after the newest rows went."""
-        return {r[0]: int(r[1]) for r in await self.conn.execute_fetchall("SELECT name, seq FROM sqlite_sequence")}
+        with failing(self.where):
+            return {r[0]: int(r[1]) for r in await self.conn.execute_fetchall("SELECT name, seq FROM sqlite_sequence")}
 
     async def close(self) -> None:
         try:
@@ -185,13 +203,14 @@ class SQLiteTarget(SQLiteEnd):
         except OSError as exc:
             raise CopyError(f"target {self.where}: cannot create a file in {self.path.parent}: {exc.strerror}"
                             ) from None
-        migrate.upgrade(self.tmp)
-        self._conn = await aiosqlite.connect(self.tmp, isolation_level=None)
-        # One file, no WAL beside it to lose in the rename; durability comes from the fsync before it.
-        await self._conn.execute("PRAGMA journal_mode = DELETE")
-        await self._conn.execute("PRAGMA synchronous = OFF")
-        await self._conn.execute("PRAGMA foreign_keys = ON")
-        await self._conn.execute("BEGIN IMMEDIATE")
+        with failing(self.where):
+            migrate.upgrade(self.tmp)
+            self._conn = await aiosqlite.connect(self.tmp, isolation_level=None)
+            # One file, no WAL beside it to lose in the rename; durability comes from the fsync before it.
+            await self._conn.execute("PRAGMA journal_mode = DELETE")
+            await self._conn.execute("PRAGMA synchronous = OFF")
+            await self._conn.execute("PRAGMA foreign_keys = ON")
+            await self._conn.execute("BEGIN IMMEDIATE")
 
     async def occupied(self, tables: Sequence[Table]) -> list[str]:
         """Rows in the database at the target's path, if there is one (the new file is empty by making)."""
@@ -211,7 +230,8 @@ class SQLiteTarget(SQLiteEnd):
             conn.close()
 
     async def clear(self, table: Table) -> None:
-        await self.conn.execute(f"DELETE FROM {quote(table.name)}")
+        with failing(self.where):
+            await self.conn.execute(f"DELETE FROM {quote(table.name)}")
 
     async def write(self, table: Table, columns: Sequence[str], rows: list[Row]) -> None:
         sql = (f"INSERT INTO {quote(table.name)} ({', '.join(map(quote, columns))})"
@@ -222,7 +242,15 @@ class SQLiteTarget(SQLiteEnd):
             raise CopyError(f"target {self.where}: table {table.name}: {exc}") from None
 
     async def commit(self, high_water: dict[str, int]) -> None:
+        with failing(self.where):
+            await self._commit(high_water)
+
+    async def _commit(self, high_water: dict[str, int]) -> None:
+        autoincrement = {r[0] for r in await self.conn.execute_fetchall(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND sql LIKE '%AUTOINCREMENT%'")}
         for name, seq in high_water.items():
+            if name not in autoincrement:  # the others number from their largest id, as SQLite always does
+                continue
             await self.conn.execute("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = ?", (seq, name))
             await self.conn.execute("INSERT INTO sqlite_sequence (name, seq) SELECT ?, ? WHERE NOT EXISTS"
                                     " (SELECT 1 FROM sqlite_sequence WHERE name = ?)", (name, seq, name))
