@@ -31,7 +31,7 @@ EXPECTED = "expected sqlite:///ABSOLUTE/PATH or postgresql://USER@HOST:PORT/DATA
 NO_PASSWORD = ("a password in the URL is refused (it would show in ps, shell history and status);"
                " put it in the file named by [store] password_file, or use PGPASSWORD or ~/.pgpass")
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
-_USERINFO_PASSWORD = re.compile(r"(//[^/?#@:]*:)[^/?#@]*@")
+_USERINFO = re.compile(r"^([A-Za-z][\w+.-]*:/*)?[^?#]*@")  # whatever precedes the host, however malformed
 _PARAM_PASSWORD = re.compile(r"(?i)\b((?:ssl)?password=)[^&#]*")
 
 
@@ -72,7 +72,7 @@ def parse_url(text: str) -> StoreURL:
 
 def _quoted(text: str) -> str:
     """``text`` for an error about it, any password in it blanked: the refusal of one comes later."""
-    return repr(_PARAM_PASSWORD.sub(r"\1…", _USERINFO_PASSWORD.sub(r"\1…@", text)))
+    return repr(_PARAM_PASSWORD.sub(r"\1…", _USERINFO.sub(lambda m: (m[1] or "") + "…@", text)))
 
 
 def _sqlite(text: str, netloc: str, path: str, extra: str) -> StoreURL:
