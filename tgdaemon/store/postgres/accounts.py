@@ -124,7 +124,7 @@ class AccountStore(PostgresCore):
 
     async def cooldowns_by_reason(self) -> list[tuple[str | None, int]]:
         rows = await self.read("SELECT cooldown_reason, COUNT(*) FROM accounts WHERE cooldown_until > $1"
-                               ' AND disabled_at IS NULL GROUP BY cooldown_reason ORDER BY 1 COLLATE "C" NULLS FIRST',
+                               ' AND disabled_at IS NULL GROUP BY cooldown_reason ORDER BY cooldown_reason COLLATE "C" NULLS FIRST',
                                now())
         return [(r[0], r[1]) for r in rows]
 

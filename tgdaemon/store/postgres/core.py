@@ -1,14 +1,16 @@
-"""The connection pool and the transaction that records what changed, on PostgreSQL (asyncpg).
+"""The writer connection, the readers' pool and the transaction that records what changed, on PostgreSQL.
 
-Writes are serialized in this process by one asyncio lock, as on SQLite: a transaction takes the lock,
-a pool connection, BEGIN … COMMIT, and runs the commit hook before it lets either go, so deltas leave in
-commit order and the hook's reads (on the same connection, after COMMIT) see what was committed. Reads run
-on other pool connections and never wait for the writer.
+As on SQLite, one writer connection behind an asyncio lock, and readers beside it: a transaction takes the
+lock, BEGIN … COMMIT on the writer, and runs the commit hook before it lets the lock go, so deltas leave in
+commit order and the hook's reads (on the writer, after COMMIT) see what was committed. A dedicated writer,
+not one taken from the pool, because a pool's release resets the connection: one more round trip on
+every transaction. Reads run on a pool of their own connections and never wait for the writer.
 
 A database that goes away while the daemon runs (the server stopped or restarted, the connection reset,
-an administrator's shutdown) is not a failure of the store: the pool makes new connections once the
-server is back. Such an error raises ``StoreDisconnected`` and sets ``down`` (what is wrong, one line,
-no password) until a transaction succeeds again; the store is never marked failed for it.
+an administrator's shutdown) is not a failure of the store: the writer connects anew at the next
+transaction, the pool at the next read. Such an error raises ``StoreDisconnected`` and sets ``down``
+(what is wrong, one line, no password) until a transaction succeeds again; the store is never marked
+failed for it.
 
 JSON: jsonb columns go in and come out as text (asyncpg's own jsonb codec, which is C code: a Python
 codec set per connection would cost a call per value). The statements bind ``json.dumps`` text and
@@ -19,7 +21,6 @@ both drivers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
@@ -41,12 +42,12 @@ from tgdaemon.timeutil import now
 T = TypeVar("T")
 Record = asyncpg.Record
 DownHook = Callable[[str | None], None]
+Connect = Callable[[], Awaitable[asyncpg.Connection]]
 
 log = logging.getLogger(__name__)
 
 SYNCHRONOUS = {"full": "on", "normal": "off"}  # [store] synchronous -> synchronous_commit
-POOL_MIN = 2
-POOL_MAX = 8  # one writer at a time, the rest for reads (listings, the stream's snapshots, status)
+POOL_READERS = 6  # besides the one writer: listings, the stream's snapshots, status, the provider API's reads
 CONNECT_SECONDS = 10.0
 CLOSE_STEP_SECONDS = 1.5
 
@@ -119,16 +120,17 @@ class Tx:
         self.accounts: set[int] = set()
         self.quotas: set[int] = set()
         self.events: list[dict[str, Any]] = []
+        self.broken = False  # the connection was lost: nothing to roll back, it has left the pool
 
     async def _run(self, aw: Awaitable[T]) -> T:
         try:
             return await aw
-        except asyncpg.InterfaceError as exc:
-            if self._conn.is_closed():
-                raise self._core.lost(exc) from None
-            raise
         except Exception as exc:
-            if connection_lost(exc):
+            # A connection the server ended can also surface as the protocol's confusion (InternalClientError:
+            # "another operation is in progress") or as "connection is closed" (InterfaceError).
+            if connection_lost(exc) or self._conn.is_closed() or isinstance(exc, asyncpg.InternalClientError):
+                self.broken = True
+                self._conn.terminate()  # never back into the pool as it is: the pool connects anew
                 raise self._core.lost(exc) from None
             raise
 
@@ -202,14 +204,17 @@ class Tx:
 
 
 class PostgresCore:
-    """The pool, transactions, reads and the little key/value ``meta`` table."""
+    """The writer connection, the readers' pool, transactions and the little key/value ``meta`` table."""
 
     kind = "postgresql"
 
-    def __init__(self, pool: asyncpg.Pool, url: str, synchronous: str, secrets: tuple[str, ...] = ()) -> None:
+    def __init__(self, connect: Connect, writer: asyncpg.Connection, pool: asyncpg.Pool, url: str, synchronous: str,
+                 secrets: tuple[str, ...] = ()) -> None:
         self.url = redact(url)  # what status and logs show
         self.where = where(url)  # host:port/database, for one-line messages
         self.synchronous = synchronous
+        self._connect = connect
+        self._writer: asyncpg.Connection | None = writer
         self._pool = pool
         self._secrets = secrets
         self._lock = asyncio.Lock()
@@ -228,23 +233,29 @@ class PostgresCore:
             raise StoreError(f"store synchronous {synchronous!r}: one of {', '.join(SYNCHRONOUS)}")
         place = where(url)
         secrets = tuple(s for s in (password, password_in(url)) if s)
+        settings = {"dsn": url, "password": password, "timeout": CONNECT_SECONDS,
+                    "server_settings": {"synchronous_commit": SYNCHRONOUS[synchronous], "application_name": "tgdaemon",
+                                        "jit": "off"}}  # JIT compiles long plans: tens of ms lost on a listing
+
+        async def connect() -> asyncpg.Connection:
+            return await asyncpg.connect(**settings)
+
         try:
-            pool = await asyncpg.create_pool(
-                dsn=url, password=password, min_size=POOL_MIN, max_size=POOL_MAX, timeout=CONNECT_SECONDS,
-                server_settings={"synchronous_commit": SYNCHRONOUS[synchronous], "application_name": "tgdaemon",
-                                 "jit": "off"})  # JIT compiles for long plans: tens of ms lost on a listing
+            writer = await connect()
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
             raise StoreError(f"database {place}: cannot connect: {_text(exc, secrets)}") from None
         try:
-            async with pool.acquire() as conn:
-                await migrate.upgrade(conn, redact(url))
+            await migrate.upgrade(writer, redact(url))
+            # min_size 0: no connection is kept open for its own sake, so none is retried in the background
+            # (with a log line each time) while the server is away; readers connect when they first read.
+            pool = await asyncpg.create_pool(min_size=0, max_size=POOL_READERS, **settings)
         except StoreError:
-            await bounded("closing the connection pool", pool.close(), CLOSE_STEP_SECONDS)
+            await bounded("closing the writer connection", writer.close(), CLOSE_STEP_SECONDS)
             raise
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            await bounded("closing the connection pool", pool.close(), CLOSE_STEP_SECONDS)
+            await bounded("closing the writer connection", writer.close(), CLOSE_STEP_SECONDS)
             raise StoreError(f"database {place}: {_text(exc, secrets)}") from None
-        return cls(pool, url, synchronous, secrets)
+        return cls(connect, writer, pool, url, synchronous, secrets)
 
     def lost(self, exc: BaseException) -> StoreDisconnected:
         """The server cannot be reached: say so once (``down``, ``on_down``) and give what callers raise."""
@@ -266,54 +277,66 @@ class PostgresCore:
     async def _pooled(self, aw: Awaitable[T]) -> T:
         try:
             return await aw
-        except StoreDisconnected:
-            raise
         except Exception as exc:
             if connection_lost(exc):
                 raise self.lost(exc) from None
             raise
 
+    async def _writer_connection(self) -> asyncpg.Connection:
+        """The writer, connected anew after it was lost (or left inside a transaction by a cancelled caller)."""
+        conn = self._writer
+        if conn is not None and not conn.is_closed() and not conn.is_in_transaction():
+            return conn
+        if conn is not None:
+            conn.terminate()
+        self._writer = None
+        self._writer = await self._pooled(self._connect())
+        return self._writer
+
     async def close(self, seconds: float = 2 * CLOSE_STEP_SECONDS) -> None:
-        """Each step bounded: the last transaction finishes, then the pool closes (or is cut off)."""
+        """Each step bounded: the last transaction finishes, then the writer and the pool close (or are cut off)."""
         step = seconds / 2
         locked = await bounded("waiting for the last transaction", self._lock.acquire(), step)
         try:
-            if not await bounded("closing the connection pool", self._pool.close(), step):
+            writer, self._writer = self._writer, None
+            closing = [self._pool.close()] + ([writer.close()] if writer is not None else [])
+            if not await bounded("closing the connections", asyncio.gather(*closing), step):
                 self._pool.terminate()
+                if writer is not None:
+                    writer.terminate()
         finally:
             if locked:
                 self._lock.release()
 
     @asynccontextmanager
     async def tx(self) -> AsyncIterator[Tx]:
-        """BEGIN … COMMIT under the write lock; the commit hook runs before the lock is let go.
+        """BEGIN … COMMIT on the writer under the write lock; the commit hook runs before the lock is let go.
         A step of the wall clock not yet followed moves the stored deadlines first, in the same
         transaction, so nothing in it compares a stepped clock with unmoved deadlines."""
         async with self._lock:
             if self.failure is not None:
                 raise StoreUnavailable(f"the database cannot be written ({self.failure}); the daemon is stopping")
-            conn: asyncpg.Connection = await self._pooled(self._pool.acquire())
-            try:
-                tx = Tx(conn, self)
-                clock, step = self.clock, 0.0
-                try:  # BEGIN inside: a caller cancelled while BEGIN is in flight must still roll it back
-                    await tx.execute("BEGIN")
-                    if clock is not None and (step := clock.pending()):  # before the caller compares a deadline
-                        await clock.shift(self, tx, step)  # type: ignore[arg-type]  # the whole store is PostgresStore
-                    yield tx
-                    await tx.execute("COMMIT")
-                except BaseException:
-                    if not conn.is_closed():  # a lost connection has nothing to roll back; the pool resets it
-                        with contextlib.suppress(Exception):
-                            await conn.execute("ROLLBACK")
-                    raise
-                self._back()
-                if clock is not None and step:
-                    clock.followed(step)
-                if self.on_commit is not None and (tx.accounts or tx.quotas or tx.events):
-                    await self.on_commit(tx)
-            finally:
-                await self._pool.release(conn)
+            conn = await self._writer_connection()
+            tx = Tx(conn, self)
+            clock, step = self.clock, 0.0
+            try:  # BEGIN inside: a caller cancelled while BEGIN is in flight must still roll it back
+                await tx.execute("BEGIN")
+                if clock is not None and (step := clock.pending()):  # before the caller compares a deadline
+                    await clock.shift(self, tx, step)  # type: ignore[arg-type]  # the whole store is PostgresStore
+                yield tx
+                await tx.execute("COMMIT")
+            except BaseException:
+                if not tx.broken:  # a lost connection has nothing to roll back
+                    try:
+                        await conn.execute("ROLLBACK")
+                    except Exception:  # mid-cancellation, or gone meanwhile: the next transaction connects anew
+                        conn.terminate()
+                raise
+            self._back()
+            if clock is not None and step:
+                clock.followed(step)
+            if self.on_commit is not None and (tx.accounts or tx.quotas or tx.events):
+                await self.on_commit(tx)
 
     async def read(self, sql: str, *args: Any) -> list[Record]:
         """Rows read on a pool connection of their own: never waits for the writer."""
