@@ -188,15 +188,21 @@ def test_status_shows_the_store_without_its_password_and_the_log_never_has_it(
     assert f"store {url}" in log  # the ready line names the store, without the password
 
 
-def test_a_sqlite_url_puts_the_database_where_it_says(fl: Fleet) -> None:
+def test_a_sqlite_url_puts_the_database_where_it_says_and_locks_it_there(fl: Fleet) -> None:
     db = fl.root / "elsewhere" / "fleet.sqlite3"
     daemon = fl.start(accounts=5, extra_args=("--store", f"sqlite://{db}")).wait_ready()
     status = json.loads(fl.cli("status", "--json", "--socket", str(fl.socket_path)).stdout)
     assert status["store"] == {"kind": "sqlite", "url": f"sqlite://{db}"}
     assert status["database"]["path"] == str(db)
+    # another data dir, the same file: refused by the lock in the file's directory
+    second = fl.start(accounts=5, data_dir=fl.root / "data2", socket_path=fl.root / "d2.sock",
+                      extra_args=("--store", f"sqlite://{db}"))
+    assert second.wait_exit() == 1
+    line = one_line(second.log())
+    assert "another tgdaemon" in line and str(daemon.pid) in line and str(db.parent) in line, line
     assert daemon.stop() == 0, daemon.log()
     assert db.exists() and not (fl.data_dir / "tgfleet.sqlite3").exists()
-    assert (fl.data_dir / "tgdaemon.lock").exists()  # the data dir still holds the lock
+    assert (fl.data_dir / "tgdaemon.lock").exists() and (db.parent / "tgdaemon.lock").exists()
 
 
 async def test_the_database_password_is_redacted_from_every_log_line_while_the_daemon_runs(

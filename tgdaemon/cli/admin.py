@@ -62,8 +62,9 @@ async def cmd_status(args: argparse.Namespace) -> int:
     con.print("accounts  " + "  ".join(f"[{output.STATE_STYLE[s]}]{s}[/] {n}" for s, n in data["accounts"].items()))
     for kind, counts in data["tasks"].items():
         con.print(f"{kind} tasks  " + ("  ".join(f"{s} {n}" for s, n in sorted(counts.items())) or "none"))
-    if db := data.get("database"):
-        con.print(f"database {output.size(db['file_bytes'])} + WAL {output.size(db['wal_bytes'])}  "
+    if db := data.get("database"):  # PostgreSQL's WAL is the server's, shared by its databases: not shown
+        wal = f" + WAL {output.size(db['wal_bytes'])}" if db.get("path") else ""
+        con.print(f"database {output.size(db['file_bytes'])}{wal}  "
                   + "  ".join(f"{table} {n:,}" for table, n in db["rows"].items()), markup=False)
     if (ret := data.get("retention")) is not None:
         keep = "  ".join(f"{what} {f'{days:g} d' if days else 'for ever'}" for what, days in

@@ -100,13 +100,24 @@ class Daemon:
             return await self._run_locked(fds, password)
 
     async def _run_locked(self, fds: limits.Limits, password: str | None) -> int:
-        lock = DataDirLock(self.cfg.data_dir())  # the data dir stays one daemon's, whatever the store
-        lock.acquire()
-        try:
+        with contextlib.ExitStack() as held:
+            for lock in self._locks():
+                lock.acquire()
+                held.callback(lock.release)  # always, in reverse: closing its descriptor is what frees it
             store = await connect.open_store(self.cfg, password=password)
-        except BaseException:
-            lock.release()
-            raise
+            return await self._run_on(store, fds)
+
+    def _locks(self) -> list[DataDirLock]:
+        """The data dir stays one daemon's, whatever the store; a SQLite file elsewhere is locked in its own
+        directory too, where another daemon on that file (or ``tgdaemon store copy``) looks for the lock."""
+        data_dir = self.cfg.data_dir()
+        locks = [DataDirLock(data_dir)]
+        path = self.cfg.store_url().path
+        if path is not None and path.parent.resolve() != data_dir.resolve():
+            locks.append(DataDirLock(path.parent))
+        return locks
+
+    async def _run_on(self, store: Store, fds: limits.Limits) -> int:
         store.on_failure = self._store_failed
         runner: web.AppRunner | None = None
         socket_path = self.cfg.socket_path()
@@ -134,11 +145,8 @@ class Daemon:
         except StoreUnavailable:
             pass  # said in one line by _store_failed; exit_code is 1
         finally:
-            try:
-                systemd.notify("STOPPING=1")
-                await self._shutdown(store, runner, socket_path)
-            finally:
-                lock.release()
+            systemd.notify("STOPPING=1")
+            await self._shutdown(store, runner, socket_path)
         return self.exit_code
 
     def _store_failed(self, why: str) -> None:
