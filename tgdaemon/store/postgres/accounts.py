@@ -61,7 +61,7 @@ class AccountStore(PostgresCore):
         await tx.execute(
             "INSERT INTO accounts (phone, tg_user_id, label, is_probe, first_name, last_name, executor, profile_json,"
             " created_at) SELECT p, u, l, b, f, n, 'local', j::jsonb, $8 FROM unnest($1::text[], $2::bigint[],"
-            " $3::text[], $4::smallint[], $5::text[], $6::text[], $7::text[]) WITH ORDINALITY AS r(p, u, l, b, f, n, j, o)"
+            " $3::text[], $4::integer[], $5::text[], $6::text[], $7::text[]) WITH ORDINALITY AS r(p, u, l, b, f, n, j, o)"
             " ORDER BY o",
             [r["phone"] for r in rows], [r["tg_user_id"] for r in rows], [r["label"] for r in rows],
             [int(r["is_probe"]) for r in rows], [r.get("first_name", "") for r in rows],

@@ -5,7 +5,8 @@
 --   times     double precision, Unix seconds (UTC), as in SQLite: a clock step moves them by plain
 --             arithmetic, and a copy carries them over unchanged;
 --   JSON      jsonb; the *_json columns keep their names;
---   flags     smallint 0/1 with SQLite's CHECKs: the statements and the row views stay the same;
+--   flags     integer 0/1 as in SQLite: the statements and the row views stay the same (and a parameter
+--             compared with a flag and with a count is one type);
 --   secrets   auth keys are bytea;
 --   order     text sorts byte by byte (COLLATE "C" in the statements) and NULL first, as in SQLite.
 
@@ -19,8 +20,8 @@ CREATE TABLE accounts (
     phone            text UNIQUE,                -- E.164; NULL until known (import with --no-check)
     tg_user_id       bigint UNIQUE,
     label            text NOT NULL DEFAULT '',
-    is_active        smallint NOT NULL DEFAULT 1 CHECK (is_active IN (0, 1)),
-    is_probe         smallint NOT NULL DEFAULT 0 CHECK (is_probe IN (0, 1)),
+    is_active        integer NOT NULL DEFAULT 1 CHECK (is_active IN (0, 1)),
+    is_probe         integer NOT NULL DEFAULT 0 CHECK (is_probe IN (0, 1)),
     disabled_at      double precision,
     disabled_reason  text,
     cooldown_until   double precision,
@@ -118,8 +119,8 @@ CREATE TABLE quotas (
     interval_seconds   double precision NOT NULL,
     expires_at         double precision NOT NULL,
     next_run_at        double precision,
-    paused             smallint NOT NULL DEFAULT 0,
-    inspection_ok      smallint,
+    paused             integer NOT NULL DEFAULT 0,
+    inspection_ok      integer,
     inspection_at      double precision,
     inspection_error   text,
     peer_id            bigint,
