@@ -29,7 +29,7 @@ import pytest
 
 URL_ENV = "TGFLEET_TEST_POSTGRES_URL"
 STORES = ("sqlite", "postgresql")  # what the end-to-end tests run on: the data dir's file, and PostgreSQL
-PASSWORD_ROLE = "tgf_pw"  # the one role the private server asks a password of (pg_hba.conf, below)
+PASSWORD_ROLE = "tgfpassword"  # the one role the private server asks a password of (pg_hba.conf, below)
 T = TypeVar("T")
 
 
@@ -67,7 +67,7 @@ class PgServer:
 
     def create(self, *, owner: str | None = None) -> str:
         """A new empty database (the daemon migrates it, as it would a new one in production); its name."""
-        name = unique_name("tgf_e2e")
+        name = unique_name("tgfe2e")
         run_apart(_execute(self.admin_url, f'CREATE DATABASE "{name}"' + (f' OWNER "{owner}"' if owner else "")))
         return name
 

@@ -3,7 +3,7 @@ that cannot reach it says, and what ``status`` and the log show of it (never a p
 
 URLs are checked at load (one line naming ``store.url``, exit 2); a store that cannot be reached is one
 line naming the host and the error (exit 1). PostgreSQL comes from the session's server (pgtest.py); its
-role ``tgf_pw`` is the one the private server asks a password of.
+role ``tgfpassword`` is the one the private server asks a password of.
 """
 
 from __future__ import annotations
@@ -150,8 +150,7 @@ def test_a_wrong_password_is_one_line_exit_1_and_never_shown(fl: Fleet,
     wrong = fl.root / "wrong"
     wrong.write_text("not-" + SECRET)
     wrong.chmod(0o600)
-    from_file = fl.start(accounts=5, extra_args=("--store", url), env={"TGFLEET_STORE__PASSWORD_FILE": str(wrong),
-                                                                      "TGFLEET_LOG_LEVEL": "debug"})
+    from_file = fl.start(accounts=5, extra_args=("--store", url), env={"TGFLEET_STORE__PASSWORD_FILE": str(wrong)})
     from_env = fl.start(accounts=5, data_dir=fl.root / "data2", socket_path=fl.root / "d2.sock",
                         extra_args=("--store", url), env={"PGPASSWORD": "not-" + SECRET})
     for daemon in (from_file, from_env):
@@ -185,7 +184,7 @@ def test_status_shows_the_store_without_its_password_and_the_log_never_has_it(
     assert SECRET not in log
     warnings = [ln for ln in log.splitlines() if "store.password_file" in ln]
     assert len(warnings) == 1 and "WARNING" in warnings[0] and "readable by group and others" in warnings[0]
-    assert f"store {url}" in log  # the ready line names the store, without the password
+    assert f"store {url}" in log, log  # the ready line names the store, without the password
 
 
 def test_a_sqlite_url_puts_the_database_where_it_says_and_locks_it_there(fl: Fleet) -> None:
