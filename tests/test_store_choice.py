@@ -179,6 +179,7 @@ def test_status_shows_the_store_without_its_password_and_the_log_never_has_it(
     assert data["data_dir"] == str(fl.data_dir) and data["accounts"]["ready"] >= 1
     assert f"store postgresql {url}  synchronous full" in human.stdout, human.stdout
     assert SECRET not in status.stdout + human.stdout
+    assert "asyncpg" in Path(f"/proc/{daemon.pid}/maps").read_text()  # what the SQLite test's check looks for
     assert daemon.stop() == 0, daemon.log()
     log = daemon.log()
     assert SECRET not in log
@@ -199,6 +200,7 @@ def test_a_sqlite_url_puts_the_database_where_it_says_and_locks_it_there(fl: Fle
     assert second.wait_exit() == 1
     line = one_line(second.log())
     assert "another tgdaemon" in line and str(daemon.pid) in line and str(db.parent) in line, line
+    assert "asyncpg" not in Path(f"/proc/{daemon.pid}/maps").read_text()  # the driver was never imported
     assert daemon.stop() == 0, daemon.log()
     assert db.exists() and not (fl.data_dir / "tgfleet.sqlite3").exists()
     assert (fl.data_dir / "tgdaemon.lock").exists() and (db.parent / "tgdaemon.lock").exists()
@@ -224,3 +226,30 @@ async def test_the_database_password_is_redacted_from_every_log_line_while_the_d
         logger.removeHandler(handler)
     assert out.getvalue() == "connected with [redacted]\n"
     assert REDACTOR.redact(SECRET) == SECRET  # held for the daemon's life only
+
+
+def test_a_postgresql_store_keeps_its_world_and_its_kind_of_fleet(pg_server: pgtest.PgServer) -> None:
+    """What a store remembers lives in the store: a second daemon with another data dir, on the same
+    database, is refused another world, and a real gateway is refused the simulated fleet; both name
+    the store's URL and --store (another data dir would not help)."""
+    name = pg_server.create()
+    url = pg_server.url(name)
+    try:
+        with fleet(store=url) as f:
+            first = f.start(accounts=5).wait_ready()
+            assert first.stop() == 0, first.log()
+            other = f.start(accounts=7, data_dir=f.root / "data2")
+            assert other.wait_exit() == 1
+            line = one_line([ln for ln in other.log().splitlines() if "tgdaemon: " in ln][-1])
+            assert line.startswith(f"tgdaemon: store {url} holds a simulated world of 5 accounts (seed 1)"), line
+            assert "simulator.accounts = 7 (command line)" in line and line.endswith("use another --store"), line
+            real = f.cli("run", "--config", str(f.config), "--data-dir", str(f.root / "data3"), "--socket",
+                         str(f.root / "d3.sock"), "--http", "127.0.0.1:0", "--store", url,
+                         env={"TGFLEET_TELEGRAM__API_ID": "12345", "TGFLEET_TELEGRAM__API_HASH": "0" * 32})
+            assert real.returncode == 1, real.stderr
+            no_traceback(real)
+            last = real.stderr.strip().splitlines()[-1]
+            assert last == (f"tgdaemon: store {url} holds a simulator fleet, but the daemon was started with the"
+                            " telethon gateway; use another --store"), real.stderr
+    finally:
+        pg_server.drop(name)
