@@ -22,7 +22,7 @@ from daemon_proc import Fleet, fleet, no_traceback, one_line
 
 from tgdaemon import config
 from tgdaemon.errors import ConfigError
-from tgdaemon.logredact import REDACTOR, RedactingFormatter
+from tgdaemon.logredact import REDACTOR, RedactingFormatter, configured_secrets
 
 SECRET = "s3cret-" + secrets.token_hex(6)
 
@@ -81,6 +81,12 @@ def test_store_urls_of_both_kinds(url: str, kind: str, shown: str, host: str) ->
 def test_the_default_store_is_the_data_dirs_sqlite_file(tmp_path: Path) -> None:
     cfg = config.load(None, env={"TGFLEET_CONFIG": "/dev/null", "TGFLEET_DATA_DIR": str(tmp_path)})
     assert cfg.store.url == "" and cfg.store_url().url == f"sqlite://{tmp_path}/tgfleet.sqlite3"
+
+
+def test_pgpassword_is_one_of_the_secrets_the_log_never_shows() -> None:
+    cfg = config.load(None, env={"TGFLEET_CONFIG": "/dev/null"})
+    assert configured_secrets(cfg, {"PGPASSWORD": SECRET}) == [SECRET]
+    assert configured_secrets(cfg, {}) == []
 
 
 def run_args(fl: Fleet, *extra: str) -> tuple[str, ...]:
