@@ -343,7 +343,7 @@ post_interval_seconds = 1
 """
 PULL = "/api/provider/telegram/tasks/pull"
 REPORT = "/api/provider/telegram/tasks/report"
-QUOTAS = 4
+QUOTAS = 12  # a quota makes one task per run, at most one run a second: many make the load
 KEPT = 3  # leases left outstanding across the move
 
 
@@ -415,14 +415,15 @@ async def test_a_daemon_goes_on_on_postgresql_after_the_copy(databases: Callable
         workers = [str(a["id"]) for a in cli_json(f, "accounts", "list") if not a["is_probe"]]
         assert f.cli("accounts", "assign", *workers, "--executor", PROVIDER, "--socket", str(f.socket_path)
                      ).returncode == 0
+        channels = status["simulator"]["channels"]
         async with ControlClient(f.socket_path) as client:
             for i in range(QUOTAS):
                 await client.request("POST", "/quotas", body={
-                    "name": f"q{i}", "target": f"@{status['simulator']['channels'][i]}", "action": "post_stats",
+                    "name": f"q{i}", "target": f"@{channels[i % len(channels)]}", "action": "post_stats",
                     "last_n_posts": 20, "quantity": 100_000, "interval_seconds": 1, "expires_in_seconds": 3600})
         async with aiohttp.ClientSession() as http:
             provider = Provider(http, f"http://{status['http']}", token)
-            await provider.work_until(40)
+            await provider.work_until(20)
             kept = await provider.pull_some(KEPT)
 
         refused = f.cli("store", "copy", "--from", f"sqlite://{sqlite_path}", "--to", pg_url)
@@ -453,12 +454,14 @@ async def test_a_daemon_goes_on_on_postgresql_after_the_copy(databases: Callable
         async with aiohttp.ClientSession() as http:
             provider = Provider(http, f"http://{status['http']}", token)
             assert await provider.report(kept) == ["applied"] * KEPT  # the leases taken on SQLite
-            await provider.work_until(KEPT + 20)  # and new work, pulled from PostgreSQL
+            await provider.work_until(KEPT + 10)  # and new work, pulled from PostgreSQL
         quotas = cli_json(f, "quotas", "list")
         assert sum(q["quantity_left"] for q in quotas) == sum(q[1] for q in left) - provider.applied
+        assert f.cli("accounts", "disable", workers[0], "--reason", "moved", "--socket", str(f.socket_path)
+                     ).returncode == 0
         events = cli_json(f, "events", "--limit", "5000")
         assert last_event in {e["id"] for e in events}  # the audit trail came along, ids and all
-        assert max(e["id"] for e in events) > last_event
+        assert events[0]["kind"] == "account.disabled" and events[0]["id"] > last_event, events[0]
         setup = status["tasks"]["setup"]
         assert setup.get("done", 0) >= setup_done
         assert "Traceback" not in daemon.log()
