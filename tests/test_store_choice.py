@@ -62,18 +62,18 @@ def test_a_bad_store_url_is_one_line_naming_the_key_and_never_the_password(url: 
     assert "\n" not in message and SECRET not in message and info.value.exit_code == 2
 
 
-@pytest.mark.parametrize(("url", "kind", "shown", "host"), [
-    ("sqlite:///srv/fleet/tgfleet.sqlite3", "sqlite", "sqlite:///srv/fleet/tgfleet.sqlite3", ""),
-    ("sqlite:////srv/fleet/tgfleet.sqlite3", "sqlite", "sqlite:///srv/fleet/tgfleet.sqlite3", ""),
+@pytest.mark.parametrize(("url", "kind", "shown"), [
+    ("sqlite:///srv/fleet/tgfleet.sqlite3", "sqlite", "sqlite:///srv/fleet/tgfleet.sqlite3"),
+    ("sqlite:////srv/fleet/tgfleet.sqlite3", "sqlite", "sqlite:///srv/fleet/tgfleet.sqlite3"),
     ("postgresql://fleet@db.internal:6432/fleet?sslmode=verify-full", "postgresql",
-     "postgresql://fleet@db.internal:6432/fleet?sslmode=verify-full", "db.internal:6432"),
-    ("postgres://fleet@a:5432,b:5433/fleet", "postgresql", "postgres://fleet@a:5432,b:5433/fleet", "a:5432,b:5433"),
-    ("postgresql://postgres:@/postgres?host=/tmp/pg", "postgresql", "postgresql://postgres@/postgres?host=/tmp/pg",
-     "/tmp/pg"),  # an empty password is none (pgserver's own URLs look like this)
+     "postgresql://fleet@db.internal:6432/fleet?sslmode=verify-full"),
+    ("postgres://fleet@a:5432,[::1]:5433/fleet", "postgresql", "postgres://fleet@a:5432,[::1]:5433/fleet"),
+    ("postgresql://postgres:@/postgres?host=/tmp/pg", "postgresql", "postgresql://postgres@/postgres?host=/tmp/pg"),
+    # an empty password is none (pgserver's own URLs look like this)
 ])
-def test_store_urls_of_both_kinds(url: str, kind: str, shown: str, host: str) -> None:
+def test_store_urls_of_both_kinds(url: str, kind: str, shown: str) -> None:
     target = load_url(url).store_url()
-    assert (target.kind, target.url, target.host) == (kind, shown, host)
+    assert (target.kind, target.url) == (kind, shown)
     if kind == "sqlite":
         assert target.path == Path("/srv/fleet/tgfleet.sqlite3")
 

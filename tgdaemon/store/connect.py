@@ -42,7 +42,6 @@ class StoreURL:
     kind: Literal["sqlite", "postgresql"]
     url: str
     path: Path | None = None  # SQLite: the database file
-    host: str = ""  # PostgreSQL: where it connects, as messages name it
 
 
 def sqlite_url(path: Path) -> StoreURL:
@@ -100,15 +99,14 @@ def _postgres(text: str, netloc: str, path: str, query: str, fragment: str) -> S
         raise ConfigError(f"store.url: malformed parameters {query!r} (expected name=value&…)") from None
     if (mode := dict(params).get("sslmode")) is not None and mode not in SSLMODES:
         raise ConfigError(f"store.url: sslmode {mode!r} is not one of {', '.join(SSLMODES)}")
-    hosts = [_host(h, text) for h in unquote(hostspec).split(",")] if hostspec else []
+    for spec in unquote(hostspec).split(",") if hostspec else ():
+        _check_host(spec, text)
     if "/" in path.strip("/"):
         raise ConfigError(f"store.url: {_quoted(text)}: the path is the database name, one word after the host")
-    shown = text if not colon else text.replace(f"{auth}@", f"{user}@", 1)  # "user:@" is no password
-    host = ",".join(hosts) or dict(params).get("host") or "the default host (local socket, else localhost)"
-    return StoreURL("postgresql", shown, host=host)
+    return StoreURL("postgresql", text if not colon else text.replace(f"{auth}@", f"{user}@", 1))  # "user:@"
 
 
-def _host(spec: str, text: str) -> str:
+def _check_host(spec: str, text: str) -> None:
     """One HOST, HOST:PORT or [V6]:PORT of the host list, its port checked."""
     host, port = spec, ""
     if spec.startswith("["):
@@ -123,7 +121,6 @@ def _host(spec: str, text: str) -> str:
         raise ConfigError(f"store.url: a host is empty in {_quoted(text)}")
     if port and not (port.isdigit() and 1 <= int(port) <= 65535):
         raise ConfigError(f"store.url: port {port!r} is not a number from 1 to 65535")
-    return spec
 
 
 def read_password(cfg: StoreConfig) -> str | None:
