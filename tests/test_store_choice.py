@@ -259,3 +259,15 @@ def test_a_postgresql_store_keeps_its_world_and_its_kind_of_fleet(pg_server: pgt
                             " telethon gateway; use another --store"), real.stderr
     finally:
         pg_server.drop(name)
+
+
+async def test_a_password_file_for_a_sqlite_store_is_read_and_said_to_be_unused(
+        daemon_factory: Callable[..., Any], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    password = tmp_path / "pw"
+    password.write_text(SECRET)
+    password.chmod(0o600)
+    with caplog.at_level(logging.WARNING, logger="tgdaemon.store.connect"):
+        async with daemon_factory(store={"password_file": str(password)}) as (daemon, client):
+            assert (await client.status())["store"]["kind"] == "sqlite"
+    [line] = [r.getMessage() for r in caplog.records if r.name == "tgdaemon.store.connect"]
+    assert line.startswith("store.password_file is set, but the store is SQLite (sqlite:///"), line

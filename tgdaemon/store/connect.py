@@ -151,6 +151,8 @@ async def open_url(target: StoreURL, *, password: str | None = None, synchronous
         from tgdaemon.store.sqlite import SQLiteStore
 
         assert target.path is not None
+        if password is not None:
+            log.warning("store.password_file is set, but the store is SQLite (%s): no password is used", target.url)
         return await SQLiteStore.open(target.path, synchronous)
     from tgdaemon.store.postgres import PostgresStore
 
