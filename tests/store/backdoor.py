@@ -103,8 +103,9 @@ async def _write(store: Store, sql: str, params: list[Any], returning: bool = Fa
         if returning:
             found = await conn.fetchval(sql + " RETURNING id", *params)
             return 1, int(found)
-        status = await conn.execute(sql, *params)
-        return int(status.rsplit(" ", 1)[-1]), None
+        status = await conn.execute(sql, *params)  # "UPDATE 3", "INSERT 0 1", "CREATE FUNCTION"
+        last = status.rpartition(" ")[2]
+        return int(last) if last.isdigit() else 0, None
     async with store.tx() as tx:
         cur = await tx.execute(sql, params)  # type: ignore[attr-defined]
         return cur.rowcount, (int(cur.lastrowid) if returning else None)
@@ -146,6 +147,8 @@ async def count(store: Store, table: str, **where: Any) -> int:
 async def update(store: Store, table: str, where: Mapping[str, Any], **values: Any) -> int:
     """Set columns of the rows that match ``where`` (every row when it is empty); how many changed."""
     _names(table, *values)
+    if not values:
+        return 0
     q = _Sql(_is_pg(store))
     sets = ", ".join(f"{col} = {q.bind(value)}" for col, value in values.items())
     changed, _ = await _write(store, f"UPDATE {table} SET {sets}{q.where(where)}", q.params)
