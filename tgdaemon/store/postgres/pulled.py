@@ -234,10 +234,17 @@ class PulledStore(PostgresCore):
 
     async def lease_tasks(self, asks: list[LeaseAsk]) -> list[list[dict[str, Any]]]:
         """For each ask, pending tasks of the executor's accounts, oldest first, leased with a fresh
-        token each; all asks in one transaction (group commit), two statements each."""
+        token each; all asks in one transaction (group commit), two statements each.
+
+        Sorts are off for this transaction (none of its statements needs one): the planner, misjudging
+        how many pending tasks pass the account conditions (no statistics yet, or statistics from before
+        a round of generation), otherwise joins and sorts every pending task to return the first few
+        (30 ms per pull at 10,000); without sorts it walks tasks_pending in id order and stops at the
+        limit, which is what SQLite's INDEXED BY makes its planner do."""
         out: list[list[dict[str, Any]]] = []
         async with self.tx() as tx:
             at = now()  # in the transaction: a clock step is followed at its start
+            await tx.execute("SET LOCAL enable_sort = off")
             for ask in asks:
                 rows = await tx.fetch(LEASE, ask.executor, at + ask.lease_seconds, at, ask.limit)
                 tasks = sorted((dict(r) for r in rows), key=lambda r: r["id"])
