@@ -18,7 +18,6 @@ the report, exactly as on SQLite.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from typing import Any
 
 from tgdaemon.errors import NotFound
@@ -48,10 +47,13 @@ FREE_ACCOUNTS = (
     " AND NOT EXISTS (SELECT 1 FROM usage u WHERE u.account_id = a.id AND u.day = $3 AND u.used >= $4)"
     " ORDER BY COALESCE(a.last_used_at, 0), a.id")
 
-# The candidates are locked as they are picked (SKIP LOCKED: one being leased elsewhere is not waited
-# for); ``reserved``: whether the task's own reservation was still live, read before this statement.
+# Leases for one run of asks (same executor, lease and lock): the candidates are locked as they are
+# picked (SKIP LOCKED: one being leased elsewhere is neither waited for nor given twice) and their
+# accounts' reservations renewed for the lease, the upsert of locks.take_locks, in the same statement.
+# ``reserved``: whether the task's own reservation was still live, read before this statement.
+# $1 executor, $2 lease expiry, $3 now, $4 how many, $5 lock expiry.
 LEASE = (
-    "UPDATE tasks SET status = 'leased', lease_token = replace(gen_random_uuid()::text, '-', ''),"
+    "WITH leased AS (UPDATE tasks SET status = 'leased', lease_token = replace(gen_random_uuid()::text, '-', ''),"
     " leased_by = $1, lease_expires_at = $2, lease_count = lease_count + 1 WHERE id IN ("
     " SELECT t.id FROM tasks t JOIN accounts a ON a.id = t.account_id"
     " WHERE t.status = 'pending' AND a.executor = $1 AND a.is_active = 1 AND a.disabled_at IS NULL"
@@ -61,34 +63,34 @@ LEASE = (
     " ORDER BY t.id LIMIT $4 FOR UPDATE OF t SKIP LOCKED)"
     " RETURNING id, lease_token, account_id, action, target, post_id, subject_type, subject_id, lease_expires_at,"
     " (SELECT l.expires_at > $3 FROM account_locks l WHERE l.account_id = tasks.account_id"
-    " AND l.holder = 'quota:' || tasks.id) AS reserved")
+    " AND l.holder = 'quota:' || tasks.id) AS reserved),"
+    " locked AS (INSERT INTO account_locks (account_id, holder, expires_at)"
+    " SELECT account_id, 'quota:' || id, $5 FROM leased"
+    " ON CONFLICT (account_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at"
+    " WHERE account_locks.expires_at <= $3 OR account_locks.holder = excluded.holder RETURNING 1)"
+    " SELECT *, (SELECT COUNT(*) FROM locked) AS locked FROM leased")
 
-# A report applies only to a live lease of its executor with its token. The same task twice in one
-# batch: the first report that matches is the one applied (DISTINCT ON keeps it), as on SQLite.
-# leased_by is always set on a leased task (LEASE sets both), so it alone names the lease's executor.
-FENCE_REPORTS = (
-    "UPDATE tasks t SET status = CASE WHEN r.ok THEN 'done' ELSE 'failed' END,"
+# A batch of reports in one statement. ``r``: a report applies only to a live lease of its executor with
+# its token; the same task twice in one batch: the first report that matches is the one applied
+# (DISTINCT ON keeps it), as on SQLite. leased_by is always set on a leased task (LEASE sets both), so
+# it alone names the lease's executor. The successes among those applied (``done``) then commit their
+# claims: usage, pacing (the accounts' SET reads each row as it was, as SQLite's does: a cooldown
+# already longer is kept), the reservation let go, the observation stored, and each quota's counters
+# moved, never below 0, with the values they had (locked as read, so "before" is the row this statement
+# changes: a quota used up by this batch says so once). Failures are rolled back afterwards, one by one.
+# $1.. the reports' columns, $13 now, $14 the day, $15 the pace.
+REPORT = (
+    "WITH r AS (SELECT DISTINCT ON (id, token, executor) * FROM unnest($1::bigint[], $2::text[], $3::text[],"
+    " $4::boolean[], $5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],"
+    " $11::bigint[], $12::text[]) WITH ORDINALITY AS r(id, token, executor, ok, result, code, views, forwards,"
+    " replies, reactions, subscribers, data, ord) ORDER BY id, token, executor, ord),"
+    " fenced AS (UPDATE tasks t SET status = CASE WHEN r.ok THEN 'done' ELSE 'failed' END,"
     " error_code = CASE WHEN r.ok THEN t.error_code ELSE r.code END,"
-    " result_json = r.result::jsonb, reported_at = $7, lease_expires_at = NULL"
-    " FROM (SELECT DISTINCT ON (id, token, executor) * FROM unnest($1::bigint[], $2::text[], $3::text[],"
-    " $4::boolean[], $5::text[], $6::text[]) WITH ORDINALITY AS r(id, token, executor, ok, result, code, ord)"
-    " ORDER BY id, token, executor, ord) r"
+    " result_json = r.result::jsonb, reported_at = $13, lease_expires_at = NULL FROM r"
     " WHERE t.id = r.id AND t.lease_token = r.token AND t.leased_by = r.executor AND t.status = 'leased'"
-    " AND t.lease_expires_at > $7"
-    " RETURNING r.ord, t.id, t.account_id, t.subject_id, t.post_id")
-
-FENCE_EXTENSIONS = (
-    "UPDATE tasks t SET lease_expires_at = $1 FROM unnest($2::bigint[], $3::text[]) AS r(id, token)"
-    " WHERE t.id = r.id AND t.lease_token = r.token AND t.leased_by = $4 AND t.status = 'leased'"
-    " AND t.lease_expires_at > $5 RETURNING t.id, t.lease_token, t.account_id")
-
-# Usage, pacing and the observations of a batch of successes: one statement. The accounts' SET reads
-# each row as it was, as SQLite's does (pace: a cooldown already longer is kept).
-COMMIT_CLAIMS = (
-    "WITH d AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],"
-    " $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[]) WITH ORDINALITY"
-    " AS d(account_id, task_id, quota_id, post_id, views, forwards, replies, reactions, subscribers, data, ord)),"
-    " used AS (INSERT INTO usage (account_id, day, used) SELECT account_id, $11::text, COUNT(*) FROM d"
+    " AND t.lease_expires_at > $13 RETURNING r.*, t.account_id, t.subject_id, t.post_id),"
+    " done AS (SELECT * FROM fenced WHERE ok),"
+    " used AS (INSERT INTO usage (account_id, day, used) SELECT account_id, $14::text, COUNT(*) FROM done"
     " GROUP BY account_id ON CONFLICT (account_id, day) DO UPDATE SET used = usage.used + excluded.used),"
     " paced AS (UPDATE accounts SET last_ok_at = k.at, last_error_code = NULL,"
     " cooldown_until = CASE WHEN k.pace > 0 AND COALESCE(cooldown_until, 0) < k.at + k.pace"
@@ -96,26 +98,53 @@ COMMIT_CLAIMS = (
     " cooldown_reason = CASE WHEN k.pace > 0 AND COALESCE(cooldown_until, 0) < k.at + k.pace"
     " THEN 'pace' ELSE cooldown_reason END,"
     " cooldown_seconds = CASE WHEN k.pace > 0 AND COALESCE(cooldown_until, 0) < k.at + k.pace"
-    " THEN k.pace ELSE cooldown_seconds END FROM (SELECT $12::float8 AS at, $13::float8 AS pace) k"
-    " WHERE id IN (SELECT account_id FROM d))"
-    " INSERT INTO measurements (quota_id, task_id, post_id, observed_at, views, forwards, replies, reactions,"
-    " subscribers, data_json) SELECT quota_id, task_id, post_id, $12, views, forwards, replies, reactions,"
-    " subscribers, data::jsonb FROM d ORDER BY ord")
-
-# Each quota's counters moved by its successes, never below 0, with the values they had (locked as read,
-# so the "before" is the row this statement changes): a quota used up by this batch says so once.
-COUNT_DOWN = (
-    "UPDATE quotas q SET"
+    " THEN k.pace ELSE cooldown_seconds END FROM (SELECT $13::float8 AS at, $15::float8 AS pace) k"
+    " WHERE id IN (SELECT account_id FROM done)),"
+    " released AS (DELETE FROM account_locks l USING done d"
+    " WHERE l.account_id = d.account_id AND l.holder = 'quota:' || d.id),"
+    " measured AS (INSERT INTO measurements (quota_id, task_id, post_id, observed_at, views, forwards, replies,"
+    " reactions, subscribers, data_json) SELECT subject_id, id, post_id, $13, views, forwards, replies, reactions,"
+    " subscribers, data::jsonb FROM done ORDER BY ord),"
+    " counted AS (UPDATE quotas q SET"
     " quantity_left = CASE WHEN o.quantity_left IS NULL THEN NULL"
     " ELSE GREATEST(0, o.quantity_left - o.per_call * o.n) END,"
     " orders_left = CASE WHEN o.quantity_left IS NULL THEN GREATEST(0, COALESCE(o.orders_left, 0) - o.n)"
     " ELSE o.orders_left END,"
     " last_error = NULL, measurements_count = q.measurements_count + o.n"
     " FROM (SELECT p.id, p.name, p.quantity_left, p.orders_left, p.per_call, c.n FROM quotas p"
-    " JOIN unnest($1::bigint[], $2::bigint[]) AS c(id, n) ON c.id = p.id FOR UPDATE OF p) o"
-    " WHERE q.id = o.id"
+    " JOIN (SELECT subject_id, COUNT(*) AS n FROM done GROUP BY subject_id) c ON c.subject_id = p.id"
+    " FOR UPDATE OF p) o WHERE q.id = o.id"
     " RETURNING o.id, o.name, o.quantity_left AS quantity_before, o.orders_left AS orders_before,"
-    " q.quantity_left, q.orders_left")
+    " q.quantity_left, q.orders_left)"
+    " SELECT ord, ok, id, account_id, subject_id, NULL::text AS name, NULL::bigint AS quantity_before,"
+    " NULL::bigint AS orders_before, NULL::bigint AS quantity_left, NULL::bigint AS orders_left FROM fenced"
+    " UNION ALL SELECT NULL, NULL, id, NULL, NULL, name, quantity_before, orders_before, quantity_left, orders_left"
+    " FROM counted")
+
+FENCE_EXTENSIONS = (
+    "UPDATE tasks t SET lease_expires_at = $1 FROM unnest($2::bigint[], $3::text[]) AS r(id, token)"
+    " WHERE t.id = r.id AND t.lease_token = r.token AND t.leased_by = $4 AND t.status = 'leased'"
+    " AND t.lease_expires_at > $5 RETURNING t.id, t.lease_token, t.account_id")
+
+
+MEASURED = ("views", "forwards", "replies", "reactions", "subscribers")
+
+
+def _runs(asks: list[LeaseAsk]) -> list[list[int]]:
+    """The asks (by index) that one statement serves together, in the order to serve them: an executor's
+    consecutive asks with the same lease and lock. Another executor's asks between them change nothing
+    (their tasks are other accounts'), so the statement's tasks, oldest first, split in ask order are
+    what the asks would get one after another."""
+    runs: list[list[int]] = []
+    latest: dict[str, list[int]] = {}  # executor -> its latest run
+    for n, ask in enumerate(asks):
+        run = latest.get(ask.executor)
+        if run is None or (asks[run[0]].lease_seconds, asks[run[0]].lock_seconds) != (ask.lease_seconds,
+                                                                                        ask.lock_seconds):
+            run = latest[ask.executor] = []
+            runs.append(run)
+        run.append(n)
+    return runs
 
 
 class PulledStore(PostgresCore):
@@ -234,26 +263,34 @@ class PulledStore(PostgresCore):
 
     async def lease_tasks(self, asks: list[LeaseAsk]) -> list[list[dict[str, Any]]]:
         """For each ask, pending tasks of the executor's accounts, oldest first, leased with a fresh
-        token each; all asks in one transaction (group commit), two statements each.
+        token each; all asks in one transaction (group commit), one statement per run of asks that
+        ``_runs`` finds (sixteen providers' pulls of one task each: one statement, not sixteen).
 
         Sorts are off for this transaction (none of its statements needs one): the planner, misjudging
         how many pending tasks pass the account conditions (no statistics yet, or statistics from before
         a round of generation), otherwise joins and sorts every pending task to return the first few
         (30 ms per pull at 10,000); without sorts it walks tasks_pending in id order and stops at the
         limit, which is what SQLite's INDEXED BY makes its planner do."""
-        out: list[list[dict[str, Any]]] = []
+        out: list[list[dict[str, Any]]] = [[] for _ in asks]
         async with self.tx() as tx:
             at = now()  # in the transaction: a clock step is followed at its start
             await tx.execute("SET LOCAL enable_sort = off")
-            for ask in asks:
-                rows = await tx.fetch(LEASE, ask.executor, at + ask.lease_seconds, at, ask.limit)
+            for run in _runs(asks):
+                first = asks[run[0]]
+                rows = await tx.fetch(LEASE, first.executor, at + first.lease_seconds, at,
+                                      sum(asks[n].limit for n in run), at + first.lock_seconds)
                 tasks = sorted((dict(r) for r in rows), key=lambda r: r["id"])
-                await take_locks(tx, [(t["account_id"], holder(t["id"])) for t in tasks], ask.lock_seconds,
-                                 touch=False)
+                if tasks and tasks[0]["locked"] != len(tasks):
+                    raise RuntimeError(f"took {tasks[0]['locked']} of {len(tasks)} locks that were free"
+                                       " in this transaction")
                 for t in tasks:  # a renewed reservation changes nothing anyone sees; a lapsed one retaken does
+                    del t["locked"]
                     if not t.pop("reserved"):
                         tx.touch(t["account_id"])
-                out.append(tasks)
+                start = 0
+                for n in run:  # in ask order, each the oldest of what the asks before it left
+                    out[n] = tasks[start:start + asks[n].limit]
+                    start += asks[n].limit
         return out
 
     async def extend_leases(self, executor: str, leases: list[tuple[int, str]], lease_seconds: float,
@@ -288,49 +325,36 @@ class PulledStore(PostgresCore):
     async def finish_tasks(self, items: list[Finish], *, pace_seconds: float, day: str,
                            retry_seconds: float) -> list[str]:
         """Apply reports in one transaction; the outcome of each, in order. A task reported twice in
-        one batch is applied once: the second is a duplicate."""
+        one batch is applied once: the second is a duplicate. Successes are one statement (REPORT)."""
         async with self.tx() as tx:
             at = now()  # in the transaction: a clock step is followed at its start
-            fenced = await tx.fetch(
-                FENCE_REPORTS, [i.task_id for i in items], [i.lease_token for i in items],
-                [i.executor for i in items], [i.ok for i in items],
+            seen = [i.observation if i.ok else {} for i in items]
+            rows = await tx.fetch(
+                REPORT, [i.task_id for i in items], [i.lease_token for i in items], [i.executor for i in items],
+                [i.ok for i in items],
                 [json.dumps(i.observation if i.ok else {"error": i.error} if i.error else {}) for i in items],
-                [i.error_code for i in items], at)
-            chosen = {r["ord"] - 1: r for r in fenced}
+                [i.error_code for i in items], *([o.get(k) for o in seen] for k in MEASURED),
+                [json.dumps({k: v for k, v in o.items() if k in ("title", "reactions_by_emoji")}) for o in seen],
+                at, day, pace_seconds)
+            applied = {r["ord"] - 1: r for r in rows if r["ord"] is not None}
             # What the others met, read after the fence: a task it applied reads as done (or failed) with
             # that report's token, which is what a second report of it in this batch is judged by.
-            rows = await self._tasks(tx, [i.task_id for n, i in enumerate(items) if n not in chosen])
-            outcomes = ["applied" if n in chosen else rules.outcome(rows.get(i.task_id), i.executor, i.lease_token, at)
+            others = await self._tasks(tx, [i.task_id for n, i in enumerate(items) if n not in applied])
+            outcomes = ["applied" if n in applied else rules.outcome(others.get(i.task_id), i.executor,
+                                                                     i.lease_token, at)
                         for n, i in enumerate(items)]
-            applied = [(items[n], chosen[n]) for n in sorted(chosen)]
-            await self._commit_claims(tx, [(i, r) for i, r in applied if i.ok], at, pace_seconds, day)
-            await self._roll_back_claims(tx, [(i, r) for i, r in applied if not i.ok], at, retry_seconds)
+            for n in sorted(applied):
+                if items[n].ok:  # its reservation let go
+                    tx.touch(applied[n]["account_id"])
+            for q in sorted((r for r in rows if r["ord"] is None), key=lambda r: r["id"]):
+                tx.touch_quota(q["id"])
+                left, before = ((q["quantity_left"], q["quantity_before"]) if q["quantity_left"] is not None
+                                else (q["orders_left"], q["orders_before"]))
+                if left == 0 and before:  # only on the move to 0
+                    await tx.event("quota.used_up", f"quota {q['name']}: used up", quota_id=q["id"])
+            await self._roll_back_claims(tx, [(items[n], applied[n]) for n in sorted(applied) if not items[n].ok],
+                                         at, retry_seconds)
             return outcomes
-
-    async def _commit_claims(self, tx: Tx, done: list[tuple[Finish, Record]], at: float, pace: float,
-                             day: str) -> None:
-        """Success (the task already marked done by the fence): pacing and the daily cap consumed, the lock
-        let go, the quota's counter decremented (never below 0) and the observation stored with its quota's
-        measurement counter moved by the same number, all in the caller's transaction."""
-        if not done:
-            return
-        obs = [i.observation for i, _ in done]
-        await tx.execute(
-            COMMIT_CLAIMS, [r["account_id"] for _, r in done], [r["id"] for _, r in done],
-            [r["subject_id"] for _, r in done], [r["post_id"] for _, r in done],
-            *([o.get(k) for o in obs] for k in ("views", "forwards", "replies", "reactions", "subscribers")),
-            [json.dumps({k: v for k, v in o.items() if k in ("title", "reactions_by_emoji")}) for o in obs],
-            day, at, pace)
-        await release_locks(tx, [(r["account_id"], holder(r["id"])) for _, r in done])
-        per_quota = Counter(r["subject_id"] for _, r in done)
-        counted = sorted(await tx.fetch(COUNT_DOWN, list(per_quota), list(per_quota.values())),
-                         key=lambda q: q["id"])
-        for q in counted:
-            tx.touch_quota(q["id"])
-            left, before = ((q["quantity_left"], q["quantity_before"]) if q["quantity_left"] is not None
-                            else (q["orders_left"], q["orders_before"]))
-            if left == 0 and before:  # only on the move to 0
-                await tx.event("quota.used_up", f"quota {q['name']}: used up", quota_id=q["id"])
 
     async def _roll_back_claims(self, tx: Tx, failed: list[tuple[Finish, Record]], at: float,
                                 retry_seconds: float) -> None:
