@@ -15,12 +15,13 @@ bytes as hex, flags as ints.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any, Protocol
 
 from tgdaemon.errors import ConfigError, TgfleetError
@@ -199,19 +200,25 @@ class Checksum:
 
 
 def canonical_json(text: str) -> str:
-    """JSON text as one string whatever wrote it: keys sorted, no spaces, numbers by value (jsonb prints
-    1e+16 as 10000000000000000 and keeps 1.50 as written, Python prints 1e+16 and 1.5)."""
-    return _encode(json.loads(text, parse_float=Decimal, parse_int=Decimal))
+    """JSON text as one string whatever wrote it: keys sorted, no spaces, numbers by value. jsonb keeps
+    numbers as decimals and prints them its own way: 1e+16 as 10000000000000000, 1.0 as 1.0 where Python
+    wrote 1e+16 and 1.0; so an integral number within float's exact range is an int, any other a float."""
+    return _CANONICAL.encode(_NUMBERS.decode(text))
 
 
-def _encode(value: Any) -> str:
-    if isinstance(value, dict):
-        return "{" + ",".join(json.dumps(k, ensure_ascii=False) + ":" + _encode(value[k]) for k in sorted(value)) + "}"
-    if isinstance(value, list):
-        return "[" + ",".join(_encode(v) for v in value) + "]"
-    if isinstance(value, Decimal):
-        return "0" if value == 0 else str(value.normalize())
-    return json.dumps(value, ensure_ascii=False)  # str, true, false, null
+def _int(text: str) -> int | float:
+    n = int(text)
+    return n if -EXACT <= n <= EXACT else float(n)
+
+
+def _float(text: str) -> int | float:
+    f = float(text)
+    return int(f) if f.is_integer() and -EXACT <= f <= EXACT else f
+
+
+EXACT = 2**53  # every integer up to this is a float too
+_NUMBERS = json.JSONDecoder(parse_int=_int, parse_float=_float)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 async def copy_tables(source: Source, target: Target, *, batch: int = BATCH,
@@ -234,7 +241,7 @@ async def copy_tables(source: Source, target: Target, *, batch: int = BATCH,
             if table.derived:
                 await target.clear(table)
             checksum = Checksum(table, columns)
-            async for rows in source.rows(table, columns, batch):
+            async for rows in read_ahead(source.rows(table, columns, batch)):
                 checksum.update(rows)
                 await target.write(table, columns, rows)
                 if progress is not None:
@@ -247,7 +254,7 @@ async def copy_tables(source: Source, target: Target, *, batch: int = BATCH,
             result.target_rows = await target.count(table)
             columns = [c.name for c in table.columns]
             checksum = Checksum(table, columns)
-            async for rows in target.rows(table, columns, batch):
+            async for rows in read_ahead(target.rows(table, columns, batch)):
                 checksum.update(rows)
             result.target_sum = checksum.hexdigest()
         if all(t.ok for t in report.tables):
@@ -260,6 +267,25 @@ async def copy_tables(source: Source, target: Target, *, batch: int = BATCH,
         raise
     report.seconds = time.monotonic() - started
     return report
+
+
+async def read_ahead(batches: AsyncIterator[list[Row]]) -> AsyncIterator[list[Row]]:
+    """Each batch with the next one already being read: the reading end works while the caller checksums
+    and the writing end writes (a SQLite connection's thread, a PostgreSQL server), not one after the other."""
+    async def step() -> list[Row] | None:
+        return await anext(batches, None)
+
+    pending = asyncio.ensure_future(step())
+    try:
+        while (rows := await pending) is not None:
+            pending = asyncio.ensure_future(step())
+            yield rows
+    finally:
+        if not pending.done():
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
+        await batches.aclose()  # type: ignore[attr-defined]
 
 
 def _driver(url: StoreURL) -> Any:
