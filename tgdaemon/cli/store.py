@@ -51,16 +51,14 @@ async def cmd_copy(args: argparse.Namespace) -> int:
     target = checked_url(args.target, "--to")
     report = await copy_store(source, target, from_password=password(args.from_password_file, "--from-password-file"),
                               to_password=password(args.to_password_file, "--to-password-file"),
-                              batch=args.batch, progress=Progress())
-    for note in report.notes:
-        print(f"tgdaemon: {note}", file=sys.stderr)
+                              batch=args.batch, progress=Progress(), say=say)
     if args.json:
         output.print_json({"ok": report.ok, "source": report.source, "target": report.target,
-                           "seconds": round(report.seconds, 3),
+                           "seconds": round(report.seconds, 3), "notes": report.notes,
                            "tables": [{"name": t.name, "source_rows": t.source_rows, "target_rows": t.target_rows,
                                        "checksum": t.source_sum, "match": t.ok} for t in report.tables]})
     else:
-        table = output.Table("table", "source rows", "target rows", "checksum", box=None, pad_edge=False)
+        table = output.table("table", "source rows", "target rows", "checksum")
         for t in report.tables:
             table.add_row(t.name, str(t.source_rows), str(t.target_rows),
                           f"match {t.source_sum[:12]}" if t.ok else "[red]DIFFERS[/]")
@@ -110,11 +108,16 @@ class Progress:
     def __init__(self) -> None:
         self._last = 0.0
 
-    def __call__(self, table: str, done: int, total: int) -> None:
+    def __call__(self, what: str, table: str, done: int, total: int) -> None:
         if total < PROGRESS_ROWS:
             return
         at = time.monotonic()
         if done < total and at - self._last < PROGRESS_SECONDS:
             return
         self._last = at
-        print(f"tgdaemon: {table}: {done}/{total} rows ({100 * done // total} %)", file=sys.stderr, flush=True)
+        say(f"{table}: {done}/{total} rows {what} ({100 * done // total} %)")
+
+
+def say(line: str) -> None:
+    """What the copy is doing, on stderr: stdout is the table (or the JSON) alone."""
+    print(f"tgdaemon: {line}", file=sys.stderr, flush=True)

@@ -30,7 +30,8 @@ from tgdaemon.store.connect import StoreURL, parse_url
 BATCH = 5000
 KINDS = frozenset({"int", "float", "text", "bytes", "json"})
 Row = tuple[Any, ...]
-Progress = Callable[[str, int, int], None]  # table, rows written, rows in the table
+Progress = Callable[[str, str, int, int], None]  # "copied" or "verified", table, rows so far, rows in all
+Say = Callable[[str], None]
 
 
 class CopyError(TgfleetError):
@@ -245,7 +246,7 @@ async def copy_tables(source: Source, target: Target, *, batch: int = BATCH,
                 checksum.update(rows)
                 await target.write(table, columns, rows)
                 if progress is not None:
-                    progress(table.name, checksum.rows, result.source_rows)
+                    progress("copied", table.name, checksum.rows, result.source_rows)
             if checksum.rows != result.source_rows:  # a snapshot cannot change: a driver bug, not the data
                 raise CopyError(f"table {table.name}: {result.source_rows} rows counted, {checksum.rows} read")
             result.source_sum = checksum.hexdigest()
@@ -256,6 +257,8 @@ async def copy_tables(source: Source, target: Target, *, batch: int = BATCH,
             checksum = Checksum(table, columns)
             async for rows in read_ahead(target.rows(table, columns, batch)):
                 checksum.update(rows)
+                if progress is not None:
+                    progress("verified", table.name, checksum.rows, result.target_rows)
             result.target_sum = checksum.hexdigest()
         if all(t.ok for t in report.tables):
             await target.commit(await source.high_water())
@@ -309,14 +312,18 @@ def parse(url: str, role: str) -> StoreURL:
 
 async def copy_store(from_url: str, to_url: str, *, from_password: str | None = None,
                      to_password: str | None = None, batch: int = BATCH,
-                     progress: Progress | None = None) -> Report:
-    """Open both ends (each refuses a store a daemon holds, and brings its schema to the latest version),
-    copy, verify, close."""
+                     progress: Progress | None = None, say: Say | None = None) -> Report:
+    """Open both ends (each refuses a store a daemon holds, and brings its schema to the latest version,
+    which ``say`` is told at once), copy, verify, close."""
     source_url, target_url = parse(from_url, "source"), parse(to_url, "target")
     source: Source = await _driver(source_url).open_source(source_url, from_password)
     try:
+        for note in source.notes if say is not None else ():
+            say(note)
         target: Target = await _driver(target_url).open_target(target_url, to_password)
         try:
+            for note in target.notes if say is not None else ():
+                say(note)
             return await copy_tables(source, target, batch=batch, progress=progress)
         finally:
             await target.close()
