@@ -10,7 +10,7 @@ checksum. A copy that fails or does not verify leaves the target as it was: empt
 The checksum is computed here, the same code on both sides, over rows in a canonical form, so that the
 same data compares equal whatever the driver gives back: JSON parsed and written again with sorted keys
 and numbers by value (SQLite keeps the text it was given, PostgreSQL's jsonb its own), floats by repr,
-bytes as hex, flags as ints.
+bytes as hex (flags are integers in both schemas).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,7 +28,6 @@ from tgdaemon.errors import ConfigError, TgfleetError
 from tgdaemon.store.connect import StoreURL, parse_url
 
 BATCH = 5000
-KINDS = frozenset({"int", "float", "text", "bytes", "json"})
 Row = tuple[Any, ...]
 Progress = Callable[[str, str, int, int], None]  # "copied" or "verified", table, rows so far, rows in all
 Say = Callable[[str], None]
@@ -41,7 +40,7 @@ class CopyError(TgfleetError):
 @dataclass(frozen=True, slots=True)
 class Column:
     name: str
-    kind: str  # one of KINDS
+    kind: str  # "int", "float", "text", "bytes" or "json": what the schemas of both ends must agree on
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +64,7 @@ class End(Protocol):
 
     async def tables(self) -> dict[str, Table]: ...
 
-    def rows(self, table: Table, columns: Sequence[str], batch: int) -> AsyncIterator[list[Row]]: ...
+    def rows(self, table: Table, columns: Sequence[str], batch: int) -> AsyncGenerator[list[Row], None]: ...
 
     async def count(self, table: Table) -> int: ...
 
@@ -174,12 +173,11 @@ class Checksum:
         kinds = table.kinds()
         self._json = [i for i, c in enumerate(columns) if kinds[c] == "json"]
         self._bytes = [i for i, c in enumerate(columns) if kinds[c] == "bytes"]
-        self._ints = [i for i, c in enumerate(columns) if kinds[c] == "int"]
         self._hash = hashlib.sha256()
         self.rows = 0
 
     def update(self, rows: list[Row]) -> None:
-        fix = self._json or self._bytes or self._ints
+        fix = self._json or self._bytes
         for row in rows:
             if fix:
                 values = list(row)
@@ -189,9 +187,6 @@ class Checksum:
                 for i in self._bytes:
                     if values[i] is not None:
                         values[i] = bytes(values[i]).hex()
-                for i in self._ints:
-                    if isinstance(values[i], bool):
-                        values[i] = int(values[i])
                 row = tuple(values)
             self._hash.update(repr(row).encode("utf-8", "surrogatepass") + b"\n")
         self.rows += len(rows)
@@ -202,8 +197,8 @@ class Checksum:
 
 def canonical_json(text: str) -> str:
     """JSON text as one string whatever wrote it: keys sorted, no spaces, numbers by value. jsonb keeps
-    numbers as decimals and prints them its own way: 1e+16 as 10000000000000000, 1.0 as 1.0 where Python
-    wrote 1e+16 and 1.0; so an integral number within float's exact range is an int, any other a float."""
+    numbers as decimals and prints them its own way (Python's 1e+16 comes back as 10000000000000000), so
+    an integral number within float's exact range is written as an int, any other as a float."""
     return _CANONICAL.encode(_NUMBERS.decode(text))
 
 
@@ -242,11 +237,12 @@ async def copy_tables(source: Source, target: Target, *, batch: int = BATCH,
             if table.derived:
                 await target.clear(table)
             checksum = Checksum(table, columns)
-            async for rows in read_ahead(source.rows(table, columns, batch)):
-                checksum.update(rows)
-                await target.write(table, columns, rows)
-                if progress is not None:
-                    progress("copied", table.name, checksum.rows, result.source_rows)
+            async with contextlib.aclosing(read_ahead(source.rows(table, columns, batch))) as batches:
+                async for rows in batches:
+                    checksum.update(rows)
+                    await target.write(table, columns, rows)
+                    if progress is not None:
+                        progress("copied", table.name, checksum.rows, result.source_rows)
             if checksum.rows != result.source_rows:  # a snapshot cannot change: a driver bug, not the data
                 raise CopyError(f"table {table.name}: {result.source_rows} rows counted, {checksum.rows} read")
             result.source_sum = checksum.hexdigest()
@@ -255,10 +251,11 @@ async def copy_tables(source: Source, target: Target, *, batch: int = BATCH,
             result.target_rows = await target.count(table)
             columns = [c.name for c in table.columns]
             checksum = Checksum(table, columns)
-            async for rows in read_ahead(target.rows(table, columns, batch)):
-                checksum.update(rows)
-                if progress is not None:
-                    progress("verified", table.name, checksum.rows, result.target_rows)
+            async with contextlib.aclosing(read_ahead(target.rows(table, columns, batch))) as batches:
+                async for rows in batches:
+                    checksum.update(rows)
+                    if progress is not None:
+                        progress("verified", table.name, checksum.rows, result.target_rows)
             result.target_sum = checksum.hexdigest()
         if all(t.ok for t in report.tables):
             await target.commit(await source.high_water())
@@ -272,7 +269,7 @@ async def copy_tables(source: Source, target: Target, *, batch: int = BATCH,
     return report
 
 
-async def read_ahead(batches: AsyncIterator[list[Row]]) -> AsyncIterator[list[Row]]:
+async def read_ahead(batches: AsyncGenerator[list[Row], None]) -> AsyncGenerator[list[Row], None]:
     """Each batch with the next one already being read: the reading end works while the caller checksums
     and the writing end writes (a SQLite connection's thread, a PostgreSQL server), not one after the other."""
     async def step() -> list[Row] | None:
@@ -288,7 +285,7 @@ async def read_ahead(batches: AsyncIterator[list[Row]]) -> AsyncIterator[list[Ro
             pending.cancel()
             with contextlib.suppress(BaseException):
                 await pending
-        await batches.aclose()  # type: ignore[attr-defined]
+        await batches.aclose()
 
 
 def _driver(url: StoreURL) -> Any:

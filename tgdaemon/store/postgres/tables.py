@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -119,7 +119,7 @@ class PostgresEnd:
                                derived=table in DERIVED)
         return out
 
-    async def rows(self, table: Table, columns: Sequence[str], batch: int) -> AsyncIterator[list[Row]]:
+    async def rows(self, table: Table, columns: Sequence[str], batch: int) -> AsyncGenerator[list[Row], None]:
         kinds = table.kinds()
         # "C": text keys in the order of their bytes, as SQLite (BINARY) and Python sort them.
         order = ", ".join(quote(k) + (' COLLATE "C"' if kinds[k] == "text" else "") for k in table.key)

@@ -14,7 +14,7 @@ import contextlib
 import os
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from pathlib import Path
 
 import aiosqlite
@@ -139,7 +139,7 @@ class SQLiteEnd:
             out[name] = Table(name, tuple(columns), key, references, derived=name in DERIVED)
         return out
 
-    async def rows(self, table: Table, columns: Sequence[str], batch: int) -> AsyncIterator[list[Row]]:
+    async def rows(self, table: Table, columns: Sequence[str], batch: int) -> AsyncGenerator[list[Row], None]:
         # Text keys sort by their bytes (BINARY), as Python sorts str and PostgreSQL's "C" collation does.
         sql = (f"SELECT {', '.join(map(quote, columns))} FROM {quote(table.name)}"
                f" ORDER BY {', '.join(map(quote, table.key))}")
