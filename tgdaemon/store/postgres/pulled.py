@@ -3,8 +3,11 @@
 The rules are the SQLite twin's (tgdaemon/store/sqlite/pulled.py), statement for statement where the
 dialects allow; what PostgreSQL changes is how a batch travels:
 
-- every batch is one statement over ``unnest`` arrays (or ``= ANY``), never one per task, so a pull or
-  a report of 100 costs a handful of round trips, as one does;
+- every batch is one statement over ``unnest`` arrays (or ``= ANY``), never one per task: a lease
+  and the renewal of its reservations are one statement, for a pull of 100 or for the pulls of one
+  executor that group commit gathered; the reports of a batch and everything their successes commit
+  (usage, pacing, locks, measurements, counters) are one statement of data-modifying CTEs. A pull or a
+  report of 100 costs what one does: BEGIN, a statement or two, COMMIT;
 - a lease picks its tasks ``FOR UPDATE SKIP LOCKED``: a task another transaction is leasing is passed
   over, never waited for nor given twice;
 - a report or an extension is fenced by the statement that applies it (``UPDATE … WHERE lease_token =
