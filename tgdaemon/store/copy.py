@@ -20,7 +20,7 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -237,10 +237,11 @@ async def copy_tables(source: Source, target: Target, *, batch: int = BATCH,
             if table.derived:
                 await target.clear(table)
             checksum = Checksum(table, columns)
-            async with contextlib.aclosing(read_ahead(source.rows(table, columns, batch))) as batches:
+            async with contextlib.aclosing(read_ahead(source.rows(table, columns, batch))) as batches, \
+                    Behind() as writes:
                 async for rows in batches:
-                    checksum.update(rows)
-                    await target.write(table, columns, rows)
+                    checksum.update(rows)  # while the batch before is being written
+                    await writes.then(target.write(table, columns, rows))
                     if progress is not None:
                         progress("copied", table.name, checksum.rows, result.source_rows)
             if checksum.rows != result.source_rows:  # a snapshot cannot change: a driver bug, not the data
@@ -267,6 +268,38 @@ async def copy_tables(source: Source, target: Target, *, batch: int = BATCH,
         raise
     report.seconds = time.monotonic() - started
     return report
+
+
+class Behind:
+    """One write at a time, each started as soon as the one before has ended, and not waited for: the
+    next batch is checksummed meanwhile. Leaving waits for the last one; leaving on an error cancels it."""
+
+    def __init__(self) -> None:
+        self._pending: asyncio.Future[None] | None = None
+
+    async def then(self, write: Coroutine[Any, Any, None]) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            try:
+                await pending
+            except BaseException:
+                write.close()
+                raise
+        self._pending = asyncio.ensure_future(write)
+
+    async def __aenter__(self) -> Behind:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if self._pending is None:
+            return
+        pending, self._pending = self._pending, None
+        if kind is None:
+            await pending
+            return
+        pending.cancel()  # the target is being given up: what this write did is rolled back with the rest
+        with contextlib.suppress(BaseException):
+            await pending
 
 
 async def read_ahead(batches: AsyncGenerator[list[Row], None]) -> AsyncGenerator[list[Row], None]:
