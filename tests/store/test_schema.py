@@ -1,5 +1,5 @@
-"""Both drivers' schemas hold design section 3's data model, table by table, under the same names (what the
-store copy and the backdoor of this suite rely on)."""
+"""The store itself on both drivers: what it says it is, and a schema that holds design section 3's data
+model, table by table, under the same names (what the store copy and this suite's backdoor rely on)."""
 
 from __future__ import annotations
 
@@ -46,3 +46,9 @@ async def test_both_drivers_have_the_same_columns_in_every_table(store: Store, t
             assert await backdoor.columns(store, table) == await backdoor.columns(reference, table), table
     finally:
         await reference.close()
+
+
+async def test_the_store_says_what_it_is(store: Store) -> None:
+    assert store.kind in ("sqlite", "postgresql")
+    assert store.url.startswith("sqlite:///" if store.kind == "sqlite" else "postgresql://")
+    assert (store.failure, store.synchronous) == (None, "full")
