@@ -319,6 +319,26 @@ def test_a_url_with_a_password_is_refused_in_one_line(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_cli_prints_a_table_of_counts_and_checksums(tmp_path: Path) -> None:
+    with fleet() as f:
+        source, target = tmp_path / "from" / DB_NAME, tmp_path / "to" / DB_NAME
+        made = f.cli("store", "copy", "--from", f"sqlite://{source}", "--to", f"sqlite://{target}")
+        assert made.returncode == 1 and one_line(made.stderr) == f"tgdaemon: source sqlite://{source}: no such database"
+        assert f.start(data_dir=source.parent, accounts=5).wait_ready().stop() == 0
+        result = f.cli("store", "copy", "--from", f"sqlite://{source}", "--to", f"sqlite://{target}")
+        no_traceback(result)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0].split() == ["table", "source", "rows", "target", "rows", "checksum"]
+        counts = {line.split()[0]: line.split()[1:] for line in lines[1:-1]}
+        assert counts["accounts"][:3] == ["5", "5", "match"] and all(c[2] == "match" for c in counts.values())
+        assert lines[-1].startswith(f"copied {sum(int(c[0]) for c in counts.values())} rows in ")
+        assert lines[-1].endswith(f"sqlite://{source} -> sqlite://{target}")
+        again = f.cli("store", "copy", "--from", f"sqlite://{source}", "--to", f"sqlite://{target}")
+        no_traceback(again)
+        assert again.returncode == 1 and "is not empty" in one_line(again.stderr)
+
+
 # --- end to end: a daemon on SQLite works, stops; the copy; a daemon on PostgreSQL goes on ---------------------------
 
 CONFIG = """
@@ -345,6 +365,7 @@ PULL = "/api/provider/telegram/tasks/pull"
 REPORT = "/api/provider/telegram/tasks/report"
 QUOTAS = 12  # a quota makes one task per run, at most one run a second: many make the load
 KEPT = 3  # leases left outstanding across the move
+STEPS = int(E2E_TIMEOUT / 0.05)  # a loop's bound in count, beside its bound in time
 
 
 class Provider:
@@ -373,7 +394,9 @@ class Provider:
 
     async def work_until(self, applied: int) -> None:
         deadline = time.monotonic() + E2E_TIMEOUT
-        while self.applied < applied and time.monotonic() < deadline:
+        for _ in range(STEPS):
+            if self.applied >= applied or time.monotonic() > deadline:
+                break
             if tasks := await self.pull(20):
                 await self.report(tasks)
             else:
@@ -383,7 +406,9 @@ class Provider:
     async def pull_some(self, n: int) -> list[dict[str, Any]]:
         deadline = time.monotonic() + E2E_TIMEOUT
         tasks: list[dict[str, Any]] = []
-        while len(tasks) < n and time.monotonic() < deadline:
+        for _ in range(STEPS):
+            if len(tasks) >= n or time.monotonic() > deadline:
+                break
             tasks += await self.pull(n - len(tasks))
             await asyncio.sleep(0.05)
         assert len(tasks) == n, f"only {len(tasks)} tasks pulled within {E2E_TIMEOUT:g} s"
