@@ -106,6 +106,24 @@ def _text(exc: BaseException, secrets: Iterable[str]) -> str:
     return text
 
 
+def events_insert(n: int, where: str = "") -> str:
+    """An INSERT of a batch of events stamped ``$1``, their columns the six arrays ``event_columns`` gives,
+    bound from ``$n`` on; ``where`` may filter them (``e.t`` is the task id). RETURNING id: the ids follow
+    the batch's order. For a statement that writes its events beside its other changes (a CTE), in one
+    round trip; ``Tx.recorded`` then books them."""
+    return ("INSERT INTO events (at, kind, account_id, task_id, quota_id, message, data_json)"
+            f" SELECT $1, e.k, e.a, e.t, e.q, e.m, e.d::jsonb FROM unnest(${n}::text[], ${n + 1}::bigint[],"
+            f" ${n + 2}::bigint[], ${n + 3}::bigint[], ${n + 4}::text[], ${n + 5}::text[])"
+            f" WITH ORDINALITY AS e(k, a, t, q, m, d, o) {where} ORDER BY e.o RETURNING id")
+
+
+def event_columns(events: list[dict[str, Any]]) -> list[list[Any]]:
+    """The six arrays of ``events_insert``: kind, account, task, quota, message, data (JSON text)."""
+    return [[e["kind"] for e in events], [e.get("account_id") for e in events], [e.get("task_id") for e in events],
+            [e.get("quota_id") for e in events], [e["message"] for e in events],
+            [json.dumps(e.get("data") or {}, separators=(",", ":")) for e in events]]
+
+
 class Tx:
     """One write transaction on one pool connection, and what it changed.
 
@@ -159,15 +177,16 @@ class Tx:
         if not events:
             return
         at = now()
-        rows = await self.fetch(
-            "INSERT INTO events (at, kind, account_id, task_id, quota_id, message, data_json)"
-            " SELECT $1, k, a, t, q, m, d::jsonb FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[],"
-            " $6::text[], $7::text[]) WITH ORDINALITY AS e(k, a, t, q, m, d, o) ORDER BY o RETURNING id",
-            at, [e["kind"] for e in events], [e.get("account_id") for e in events],
-            [e.get("task_id") for e in events], [e.get("quota_id") for e in events],
-            [e["message"] for e in events],
-            [json.dumps(e.get("data") or {}, separators=(",", ":")) for e in events])
-        for event_id, e in zip(sorted(r[0] for r in rows), events, strict=True):
+        rows = await self.fetch(events_insert(2), at, *event_columns(events))
+        self.recorded([r[0] for r in rows], events, at)
+
+    def recorded(self, ids: Iterable[int], events: list[dict[str, Any]], at: float) -> None:
+        """Events a statement of ``events_insert`` wrote (``ids`` in any order, one per event): into the
+        transaction's list for the stream, their accounts touched."""
+        ids = sorted(ids)
+        if len(ids) != len(events):
+            raise RuntimeError(f"wrote {len(ids)} of {len(events)} events")
+        for event_id, e in zip(ids, events, strict=True):
             self.events.append({"id": event_id, "at": at, "kind": e["kind"], "account_id": e.get("account_id"),
                                 "task_id": e.get("task_id"), "quota_id": e.get("quota_id"),
                                 "message": e["message"], "data": e.get("data") or {}})

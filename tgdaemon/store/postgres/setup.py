@@ -1,8 +1,8 @@
 """Setup tasks: dispatch, claim, finish, recover, retry; and what a task's outcome does to its account.
 
 The rules are SQLite's (tgdaemon/store/sqlite/setup.py); here every batch is one statement over
-``unnest`` arrays, and a claim reads its tasks ``FOR UPDATE SKIP LOCKED``: a task another transaction is
-claiming is passed over, not waited for.
+``unnest`` arrays, and a claim takes the tasks it chose ``FOR UPDATE SKIP LOCKED``: a task another
+transaction is claiming is passed over, not waited for.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tgdaemon.store.api import AccountEffect, ClaimedTask, SetupOutcome
-from tgdaemon.store.postgres.core import Params, Tx
-from tgdaemon.store.postgres.locks import release_locks, take_locks
+from tgdaemon.store.postgres.core import Params, Tx, event_columns, events_insert
+from tgdaemon.store.postgres.locks import release_locks
 from tgdaemon.store.postgres.sessions import SessionStore
 from tgdaemon.timeutil import now
 
@@ -112,7 +112,7 @@ class SetupStore(SessionStore):
                 " t.retry_at, a.tg_user_id, a.phone, a.profile_json"
                 " FROM account_tasks t JOIN accounts a ON a.id = t.account_id"
                 f" WHERE t.task_type = ty.task_type AND {DUE} AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}"
-                " ORDER BY t.retry_at NULLS FIRST, t.id LIMIT $3 FOR UPDATE OF t SKIP LOCKED) c".format(now="$1"),
+                " ORDER BY t.retry_at NULLS FIRST, t.id LIMIT $3) c".format(now="$1"),
                 at, types, limit * 2), key=lambda r: (r["retry_at"] or 0, r["id"]))
             claimed: list[ClaimedTask] = []
             seen: set[int] = set()
@@ -126,15 +126,35 @@ class SetupStore(SessionStore):
                     json.loads(r["profile_json"] or "{}"), resumed=r["started_at"] is not None))
             if not claimed:
                 return []
-            # One statement per kind for the whole batch: the writer's round trips are the scheduler's cost.
-            await take_locks(tx, [(t.account_id, t.holder) for t in claimed], lock_seconds)
-            await tx.execute(
-                "UPDATE account_tasks t SET status = 'running', attempts = u.n, started_at = u.s, updated_at = $1"
-                " FROM unnest($2::bigint[], $3::integer[], $4::float8[]) AS u(id, n, s) WHERE t.id = u.id",
-                at, [t.id for t in claimed], [t.attempts for t in claimed], [t.started_at for t in claimed])
-            await tx.events_many([{"kind": "setup.started", "message": f"{t.task_type}: attempt {t.attempts}",
-                                   "account_id": t.account_id, "task_id": t.id, "data": {"task_type": t.task_type}}
-                                  for t in claimed])
+            # One statement for the whole batch (the writer's round trips are the scheduler's cost): the
+            # chosen tasks marked running, their accounts' locks taken, their events written. Only the chosen
+            # tasks are locked (SKIP LOCKED: one another transaction is claiming is passed over) and the
+            # UPDATE checks again that each still waits; the candidates above are not locked, which would
+            # cost a write to every row read.
+            events = [{"kind": "setup.started", "message": f"{t.task_type}: attempt {t.attempts}",
+                       "account_id": t.account_id, "task_id": t.id, "data": {"task_type": t.task_type}}
+                      for t in claimed]
+            row = await tx.fetchrow(
+                "WITH c AS (SELECT id FROM account_tasks WHERE id = ANY($2::bigint[]) FOR UPDATE SKIP LOCKED),"
+                " up AS (UPDATE account_tasks t SET status = 'running', attempts = u.n, started_at = u.s,"
+                " updated_at = $1 FROM c, unnest($2::bigint[], $3::integer[], $4::float8[], $5::text[]) AS u(id, n, s, h)"
+                " WHERE t.id = c.id AND t.id = u.id AND t.status IN ('pending', 'retry') RETURNING t.id, t.account_id, u.h),"
+                " lk AS (INSERT INTO account_locks (account_id, holder, expires_at) SELECT account_id, h, $6 FROM up"
+                " ON CONFLICT (account_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at"
+                " WHERE account_locks.expires_at <= $1 OR account_locks.holder = excluded.holder RETURNING account_id),"
+                f" ev AS ({events_insert(7, 'WHERE e.t IN (SELECT id FROM up)')})"
+                " SELECT array(SELECT id FROM up) AS started, (SELECT count(*) FROM lk) AS locked,"
+                " array(SELECT id FROM ev) AS events",
+                at, [t.id for t in claimed], [t.attempts for t in claimed], [t.started_at for t in claimed],
+                [t.holder for t in claimed], at + lock_seconds, *event_columns(events))
+            assert row is not None
+            started = set(row["started"])  # all of them, while this daemon is the one writer
+            claimed = [t for t in claimed if t.id in started]
+            if row["locked"] != len(claimed):
+                raise RuntimeError(f"took {row['locked']} of {len(claimed)} locks that were free in this transaction")
+            for t in claimed:
+                tx.touch(t.account_id)
+            tx.recorded(row["events"], [e for e in events if e["task_id"] in started], at)
             return claimed
 
     async def finish_setup(self, task: ClaimedTask, outcome: SetupOutcome) -> None:
@@ -146,27 +166,13 @@ class SetupStore(SessionStore):
             return
         at = now()
         async with self.tx() as tx:
+            plain = AccountEffect(ok=True)  # the common case, in the batch's one statement below
+            for task, outcome in items:  # first: their events come before the tasks' own, as on SQLite
+                if outcome.effect != plain:
+                    await apply_account_effect(tx, task.account_id, outcome.effect)
             # The same task twice in one batch: the first outcome counts (SQLite's second UPDATE finds it
             # no longer running).
             first = list({t.id: (t, o) for t, o in reversed(items)}.values())[::-1]
-            await tx.execute(
-                "UPDATE account_tasks t SET status = u.status, retry_at = u.retry_at, last_error_code = u.code,"
-                " last_error = u.error, result_json = u.result::jsonb, attempts = t.attempts - u.refund,"
-                " updated_at = $1 FROM unnest($2::bigint[], $3::text[], $4::float8[], $5::text[], $6::text[],"
-                " $7::text[], $8::integer[]) AS u(id, status, retry_at, code, error, result, refund)"
-                " WHERE t.id = u.id AND t.status = 'running'",
-                at, [t.id for t, _ in first], [o.status for _, o in first], [o.retry_at for _, o in first],
-                [o.effect.error_code for _, o in first], [o.error for _, o in first],
-                [_json({**t.result, **o.result}) for t, o in first], [int(o.refund_attempt) for _, o in first])
-            plain = AccountEffect(ok=True)  # the common case, one statement for the batch
-            ok = [t.account_id for t, o in items if o.effect == plain]
-            if ok:
-                await tx.execute("UPDATE accounts SET last_ok_at = $1, last_error_code = NULL"
-                                 " WHERE id = ANY($2::bigint[])", at, ok)
-            for task, outcome in items:
-                if outcome.effect != plain:
-                    await apply_account_effect(tx, task.account_id, outcome.effect)
-            await release_locks(tx, [(t.account_id, t.holder) for t, _ in items])
             events = []
             for task, outcome in items:
                 skipped = outcome.result.get("meta", {}).get("skipped")
@@ -175,7 +181,27 @@ class SetupStore(SessionStore):
                                "message": f"{task.task_type}: {outcome.status}" + (f" ({detail})" if detail else ""),
                                "data": {"task_type": task.task_type, "error_code": outcome.effect.error_code,
                                         "retry_at": outcome.retry_at}})
-            await tx.events_many(events)
+            # One statement: the outcomes recorded, the plain successes applied, the locks let go, the events.
+            row = await tx.fetchrow(
+                "WITH up AS (UPDATE account_tasks t SET status = u.status, retry_at = u.retry_at, last_error_code = u.code,"
+                " last_error = u.error, result_json = u.result::jsonb, attempts = t.attempts - u.refund,"
+                " updated_at = $1 FROM unnest($2::bigint[], $3::text[], $4::float8[], $5::text[], $6::text[],"
+                " $7::text[], $8::integer[]) AS u(id, status, retry_at, code, error, result, refund)"
+                " WHERE t.id = u.id AND t.status = 'running' RETURNING t.id),"
+                " ok AS (UPDATE accounts SET last_ok_at = $1, last_error_code = NULL WHERE id = ANY($9::bigint[])"
+                " RETURNING id),"
+                " rel AS (DELETE FROM account_locks l USING unnest($10::bigint[], $11::text[]) AS r(a, h)"
+                " WHERE l.account_id = r.a AND l.holder = r.h RETURNING l.account_id),"
+                f" ev AS ({events_insert(12)}) SELECT array(SELECT id FROM ev) AS events",
+                at, [t.id for t, _ in first], [o.status for _, o in first], [o.retry_at for _, o in first],
+                [o.effect.error_code for _, o in first], [o.error for _, o in first],
+                [_json({**t.result, **o.result}) for t, o in first], [int(o.refund_attempt) for _, o in first],
+                [t.account_id for t, o in items if o.effect == plain],
+                [t.account_id for t, _ in items], [t.holder for t, _ in items], *event_columns(events))
+            assert row is not None
+            for task, _ in items:  # their locks were let go
+                tx.touch(task.account_id)
+            tx.recorded(row["events"], events, at)
 
     async def retry_account_setup(self, account_id: int) -> int:
         """The operator's retry: failed and waiting tasks are due now, with their attempts reset; cooldowns stay."""
