@@ -188,7 +188,8 @@ async def test_a_copied_fleet_answers_alike_and_goes_on(url_of: Callable[[str, s
     assert sum(t.target_rows for t in report.tables if t.name in ("tasks", "measurements", "usage")) > 0
     if target_kind == "sqlite":
         assert stat.S_IMODE(os.stat(parse_url(target_url).path).st_mode) == 0o600  # type: ignore[arg-type]
-        assert sorted(p.name for p in parse_url(target_url).path.parent.iterdir()) == sorted([DB_NAME, "tgdaemon.lock"])  # type: ignore[union-attr]
+        left = parse_url(target_url).path.parent  # type: ignore[union-attr]
+        assert sorted(p.name for p in left.iterdir()) == sorted([DB_NAME, "tgdaemon.lock"])  # no temporary file
 
     target = await opened(target_url)
     try:
@@ -240,8 +241,8 @@ async def test_a_target_with_any_row_is_refused_and_left_alone(url_of: Callable[
     finally:
         await target.close()
     if target_kind == "sqlite":
-        assert sorted(p.name for p in parse_url(target_url).path.parent.iterdir()) == sorted(  # type: ignore[union-attr]
-            ["tgdaemon.lock", DB_NAME])
+        left = parse_url(target_url).path.parent  # type: ignore[union-attr]
+        assert sorted(p.name for p in left.iterdir()) == sorted(["tgdaemon.lock", DB_NAME])
 
 
 async def test_a_failed_copy_leaves_an_empty_postgresql_target_empty(url_of: Callable[[str, str], str]) -> None:
@@ -309,7 +310,8 @@ async def test_a_daemon_on_either_store_refuses_the_copy(url_of: Callable[[str, 
 def test_a_url_with_a_password_is_refused_in_one_line(tmp_path: Path) -> None:
     with fleet() as f:
         for flags in (["--from", "postgresql://fleet:s3cret-pw@db.example/fleet", "--to", f"sqlite://{tmp_path}/x"],
-                      ["--from", f"sqlite://{tmp_path}/x", "--to", "postgresql://fleet@db.example/f?password=s3cret-pw"]):
+                      ["--from", f"sqlite://{tmp_path}/x",
+                       "--to", "postgresql://fleet@db.example/f?password=s3cret-pw"]):
             result = f.cli("store", "copy", *flags)
             no_traceback(result)
             line = one_line(result.stderr)

@@ -22,8 +22,9 @@ DESCRIPTION = (
     " caches, setup progress, quotas, tasks and their leases, providers, events, counters), then compare row"
     " counts and a checksum of every table on both sides; the copy is made final only when all match, and"
     " exits 0. Stop the daemon first. Both stores are brought to this tgdaemon's schema version first, as"
-    " starting a daemon on them would. URLs: sqlite:///ABSOLUTE/PATH or postgresql://user@host:port/db?sslmode=...; a password comes from --from-password-file / --to-password-file or libpq's own"
-    " sources (PGPASSFILE, ~/.pgpass, PGPASSWORD), never from the URL.")
+    " starting a daemon on them would. URLs: sqlite:///ABSOLUTE/PATH or"
+    " postgresql://user@host:port/db?sslmode=...; a password comes from --from-password-file /"
+    " --to-password-file or libpq's own sources (PGPASSFILE, ~/.pgpass, PGPASSWORD), never from the URL.")
 PROGRESS_ROWS = 50_000  # tables at least this big report their progress on stderr
 PROGRESS_SECONDS = 2.0
 

@@ -73,12 +73,12 @@ def _compact(text: str | None) -> str | None:
 
 
 @contextlib.contextmanager
-def failing(where: str) -> Iterator[None]:
+def failing(place: str) -> Iterator[None]:
     """The server's refusal or a lost connection, as one line naming the database."""
     try:
         yield
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        raise CopyError(f"{where}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
+        raise CopyError(f"{place}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
 
 
 class PostgresEnd:

@@ -213,8 +213,8 @@ class SQLiteTarget(SQLiteEnd):
             await self._conn.execute("PRAGMA foreign_keys = ON")
             await self._conn.execute("BEGIN IMMEDIATE")
             # Indexes built once over the loaded rows instead of row by row, triggers off while the tables
-            # fill (row_counts is copied as the source has it): a third of the time. Both come back,
-            # exactly as the migrations made them, in the same transaction (commit).
+            # fill (row_counts is copied as the source has it): the writes take a third of the time. Both
+            # come back, exactly as the migrations made them, in the same transaction (commit).
             self._deferred = [(r[0], r[1], r[2]) for r in await self._conn.execute_fetchall(
                 "SELECT type, name, sql FROM sqlite_master WHERE type IN ('index', 'trigger') AND sql IS NOT NULL")]
             for kind, name, _ in self._deferred:
