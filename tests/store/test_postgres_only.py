@@ -32,7 +32,7 @@ PASSWORD_ROLE = "tgf_p1_pw"
 SECRET = "s3cret-Passw0rd"
 
 
-async def _rows(url: str, sql: str) -> list[tuple[object, ...]]:
+async def _rows(url: str, sql: str) -> list[tuple[Any, ...]]:
     conn = await asyncpg.connect(url)
     try:
         return [tuple(r) for r in await conn.fetch(sql)]
@@ -189,7 +189,8 @@ class Private:
     def pg_ctl(self, *args: str) -> None:
         from pgserver import _commands  # type: ignore[import-untyped]
 
-        _commands.pg_ctl(list(args), pgdata=self.pgdata, user=self.user, timeout=30)
+        pg_ctl = getattr(_commands, "pg_ctl")  # made at import, one function per PostgreSQL program
+        pg_ctl(list(args), pgdata=self.pgdata, user=self.user, timeout=30)
 
     def stop(self) -> None:
         self.pg_ctl("-w", "-m", "fast", "stop")

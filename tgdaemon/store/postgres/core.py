@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 
 import asyncpg
+from asyncpg import Record
 
 from tgdaemon.bounded import bounded
 from tgdaemon.errors import StoreDisconnected, StoreError, StoreUnavailable
@@ -40,7 +41,6 @@ from tgdaemon.store.sqlite.backup import BackupError
 from tgdaemon.timeutil import now
 
 T = TypeVar("T")
-Record = asyncpg.Record
 DownHook = Callable[[str | None], None]
 Connect = Callable[[], Awaitable[asyncpg.Connection]]
 
