@@ -241,7 +241,7 @@ class PulledStore(PostgresCore):
 
     async def _used_for_posts(self, tx: Tx, pairs: list[tuple[int, int]]) -> set[tuple[int, int, int]]:
         """(quota, post, account) already taken for the posts about to be picked (a failed task frees its
-        pair): the pairs drive the join, each one search of tasks_subject."""
+        pair): one statement for every pair, which the planner joins to tasks_subject."""
         if not pairs:
             return set()
         rows = await tx.fetch(
