@@ -41,8 +41,8 @@ async def _admin(server: PgServer, statement: str) -> None:
         await conn.close()
 
 
-async def _create(server: PgServer, template: str) -> str:
-    name = unique_name("tgfstore")
+async def _create(server: PgServer, template: str, prefix: str = "tgfstore") -> str:
+    name = unique_name(prefix)  # not tgf_…: the logs redact that as a provider token
     await _admin(server, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     return name
 
@@ -63,7 +63,7 @@ def pg_template(pg_server: PgServer) -> Iterator[str]:
     """A database the driver has migrated, once per session; every test's database is a copy of it."""
 
     async def make() -> str:
-        name = await _create(pg_server, "template0")
+        name = await _create(pg_server, "template0", "tgftmpl")
         store = await _open_postgres(pg_server.url(name))
         await store.close()  # a template must have no connections when it is copied
         return name
