@@ -29,6 +29,7 @@ from pgtest import PgServer, run_apart, unique_name
 
 from store import backdoor
 from tgdaemon.store import Store
+from tgdaemon.store.sqlite import SQLiteStore
 
 DRIVERS = ("sqlite", "postgresql")
 
@@ -85,8 +86,6 @@ class Database:
 
     async def _open(self) -> Store:
         if self.kind == "sqlite":
-            from tgdaemon.store.sqlite import SQLiteStore
-
             assert self.path is not None
             return await SQLiteStore.open(self.path)
         assert self.url is not None

@@ -87,7 +87,8 @@ async def test_the_entity_cache_is_per_account_and_keeps_what_a_later_row_leaves
     await store.save_entities(b, [(-1001, 99, "news", None, "News for b")])
     await store.save_entities(a, [])  # nothing to write: no transaction at all
     await store.save_entities(a, [(-1001, 13, None, None, None)])  # a new access hash, nothing else known
-    assert sorted(await store.load_entities(a)) == [(-1001, 13, "News", None, "The News"), (5, 12, None, "+15550001", "Bob")]
+    assert sorted(await store.load_entities(a)) == [(-1001, 13, "News", None, "The News"),
+                                                    (5, 12, None, "+15550001", "Bob")]
     assert await store.load_entities(b) == [(-1001, 99, "news", None, "News for b")]
     assert await store.find_entity(a, "news") == (-1001, 13, "News", None, "The News")  # any case
     assert await store.find_entity(a, "NEWS") == (-1001, 13, "News", None, "The News")
