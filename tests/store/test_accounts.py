@@ -380,3 +380,18 @@ async def test_a_writer_cancelled_while_beginning_leaves_no_open_transaction(sto
             await tx.set_meta("y", str(i))
     assert await store.get_meta("y") == "19"
     assert await store.get_meta("x") is None
+
+
+async def test_reads_go_on_while_a_write_is_open_and_see_only_what_is_committed(store: Store) -> None:
+    """Reads never wait for the writer (the interface's promise), and never see half a transaction: the
+    stream resumes from ``events_after``, which must not show an event that may still roll back."""
+    await seed(store, 2)
+    async with store.tx() as tx:
+        assert await store.take_lock(tx, 1, "setup:1", 600)
+        await tx.event("test.open", "not committed yet", account_id=1)
+        async with asyncio.timeout(10):  # bounded: a read that waited for this writer would never end
+            assert (await store.get_account(1))["state"] == "ready"
+            assert await store.events_after(0, 10) == []
+            assert (await store.account_counts())["busy"] == 0
+    assert (await store.get_account(1))["state"] == "busy"
+    assert [e["kind"] for e in await store.events_after(0, 10)] == ["test.open"]
