@@ -147,6 +147,7 @@ async def test_measurements_come_a_page_at_a_time_oldest_first_or_only_the_lates
     assert flat[0][1] == 100 and flat[0][7] == 0 and ISO.fullmatch(flat[0][0])  # post_id, task_id, observed_at
     assert [r[2] for p in await pages(limit=3, page=2) for r in p] == [4, 5, 6]
     assert [r[2] for p in await pages(limit=100) for r in p] == list(range(7))
+    assert await pages(limit=0) == []
     assert [r[2] for p in [pg async for pg in store.measurement_pages(other)] for r in p] == [99]
 
 
