@@ -199,7 +199,7 @@ async def generation(work: Path, url: str, rounds: int, pg_pid: int) -> dict[str
 # ---- the setup scheduler in a running daemon -------------------------------------------------------
 
 async def scheduler(work: Path, url: str, media: dict[str, str], fast: int, media_q: int, window: float,
-                    pg_pid: int) -> dict[str, Any]:
+                    pg_pid: int, synchronous: str = "full") -> dict[str, Any]:
     from tgdaemon.gateway.simulator import Simulator
     from tgdaemon.lifecycle.daemon import Daemon
     from tgdaemon.setup.tasks import required_tasks
@@ -207,7 +207,7 @@ async def scheduler(work: Path, url: str, media: dict[str, str], fast: int, medi
     cfg = make_config(work, url, {"setup": {
         "enabled": True, "dispatch_interval_seconds": 3600.0, "media": media,
         "queues": {"fast_concurrency": fast, "media_concurrency": media_q},
-        "profile": {"first_name": "Bench", "last_name": "Fleet"}}})
+        "profile": {"first_name": "Bench", "last_name": "Fleet"}}, "store": {"synchronous": synchronous}})
     if not url.startswith("postgresql"):
         db = Path(url.removeprefix("sqlite://"))
         assert db == cfg.data_dir() / "tgfleet.sqlite3", (db, cfg.data_dir())
