@@ -23,10 +23,11 @@ from typing import Any
 from bench.report import ROOT
 
 
-def clean_env() -> dict[str, str]:
-    """The environment for a bench daemon: no TGFLEET_* settings leak in from the caller's shell."""
+def clean_env(tree: Path = ROOT) -> dict[str, str]:
+    """The environment for a bench daemon: no TGFLEET_* settings leak in from the caller's shell; ``tree``'s
+    code first on the path (another checkout's, to measure it beside this one)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TGFLEET_") and k != "NOTIFY_SOCKET"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tree), env.get("PYTHONPATH", "")) if p)
     return env
 
 
@@ -75,8 +76,10 @@ class DaemonProc:
 
 @contextlib.asynccontextmanager
 async def daemon_subprocess(work: Path, *, accounts: int, ready_timeout: float = 90.0,
-                            stop_grace: float = 5.0, config: str = "") -> AsyncIterator[DaemonProc]:
-    """``python -m tgdaemon run --simulate`` on a data dir under ``work``; stopped by pid on exit."""
+                            stop_grace: float = 5.0, config: str = "", store: str | None = None,
+                            tree: Path = ROOT) -> AsyncIterator[DaemonProc]:
+    """``python -m tgdaemon run --simulate`` on a data dir under ``work``; stopped by pid on exit.
+    ``store``: a ``--store`` URL (default the data dir's SQLite file); ``tree``: whose code runs."""
     from tgdaemon.control.client import ControlClient
 
     sock = work / "d.sock"
@@ -85,11 +88,11 @@ async def daemon_subprocess(work: Path, *, accounts: int, ready_timeout: float =
     log = work / f"daemon-{int(time.time() * 1000)}.log"
     cmd = [sys.executable, "-m", "tgdaemon", "run", "--simulate", "--config", str(cfg),
            "--accounts", str(accounts), "--data-dir", str(data_dir), "--socket", str(sock),
-           "--http", "127.0.0.1:0"]
+           "--http", "127.0.0.1:0"] + (["--store", store] if store else [])
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(*cmd, stdout=out, stderr=asyncio.subprocess.STDOUT,
-                                                    stdin=asyncio.subprocess.DEVNULL, env=clean_env(),
-                                                    cwd=str(ROOT))
+                                                    stdin=asyncio.subprocess.DEVNULL, env=clean_env(tree),
+                                                    cwd=str(tree))
     try:
         deadline = time.monotonic() + ready_timeout
         while True:

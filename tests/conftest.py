@@ -13,6 +13,9 @@ application on a short socket path under /tmp (AF_UNIX paths are limited to
 address is ``daemon.runtime.http_bound``), with a fresh data dir in tmp_path
 and the ``Simulator`` gateway: 50 accounts, no latency, seed 1.
 
+PostgreSQL: ``pg_server`` is the session's server (pgtest.py), ``daemon_store`` runs a test once per
+store (None: the data dir's SQLite file; else a fresh database's URL) for ``daemon_proc.fleet(store=...)``.
+
 For other settings use ``daemon_factory``, an async context manager taking
 config overrides per section (merged over the defaults above)::
 
@@ -27,10 +30,11 @@ import asyncio
 import contextlib
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pgtest
 import pytest
 import tgscript as ts
 from telethon import TelegramClient
@@ -121,6 +125,22 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
         yield s
     finally:
         await s.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[pgtest.PgServer]:
+    """The session's PostgreSQL server (pgtest.py): started on first use only, so a SQLite-only
+    selection never starts it."""
+    with pgtest.session_server() as server:
+        yield server
+
+
+@pytest.fixture(params=pgtest.STORES)
+def daemon_store(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """Runs the test once per store: None (the data dir's SQLite file) and a fresh PostgreSQL database's
+    URL, for ``fleet(store=...)``. Never skipped: a driver that does not work fails its tests."""
+    with pgtest.store_url(request.param, request) as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)

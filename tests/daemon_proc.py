@@ -86,7 +86,7 @@ class DaemonProc:
 
     def __init__(self, fleet: Fleet, *, data_dir: Path, socket_path: Path, accounts: int | None, config: Path,
                  env: dict[str, str], extra_args: Sequence[str], name: str,
-                 nofile: tuple[int, int] | None = None) -> None:
+                 nofile: tuple[int, int] | None = None, store: str | None = None) -> None:
         self.fleet = fleet
         self.data_dir = data_dir
         self.socket_path = socket_path
@@ -94,6 +94,7 @@ class DaemonProc:
         self.cmd = [sys.executable, "-m", "tgdaemon", "run", "--simulate",
                     *(("--accounts", str(accounts)) if accounts is not None else ()),
                     "--data-dir", str(data_dir), "--socket", str(socket_path), "--http", "127.0.0.1:0",
+                    *(("--store", store) if store is not None else ()),
                     "--config", str(config), *extra_args]
         with self.log_path.open("wb") as log:
             argv = self.cmd if nofile is None else [sys.executable, "-c", NOFILE_LAUNCHER, *map(str, nofile),
@@ -174,9 +175,13 @@ class DaemonProc:
 
 
 class Fleet:
-    """A short-pathed temp dir, an empty config, an isolated environment, and the daemons started in it."""
+    """A short-pathed temp dir, an empty config, an isolated environment, and the daemons started in it.
 
-    def __init__(self) -> None:
+    ``store``: the ``--store`` URL every daemon of the fleet gets (a fixture's fresh PostgreSQL database,
+    ``daemon_store`` in conftest.py); None is the data dir's SQLite file."""
+
+    def __init__(self, store: str | None = None) -> None:
+        self.store = store
         # AF_UNIX paths are limited to 108 bytes: keep everything under a short /tmp dir.
         self.root = Path(tempfile.mkdtemp(prefix="tgf-", dir="/tmp"))
         self.config = self.root / "empty.toml"
@@ -197,7 +202,8 @@ class Fleet:
         """
         daemon = DaemonProc(self, data_dir=data_dir or self.data_dir, socket_path=socket_path or self.socket_path,
                             accounts=accounts, config=self.config, env={**self.env, **(env or {})},
-                            extra_args=extra_args, name=f"daemon{len(self.daemons) + 1}", nofile=nofile)
+                            extra_args=extra_args, name=f"daemon{len(self.daemons) + 1}", nofile=nofile,
+                            store=self.store)
         self.daemons.append(daemon)
         return daemon
 
@@ -218,8 +224,8 @@ class Fleet:
 
 
 @contextmanager
-def fleet() -> Iterator[Fleet]:
-    f = Fleet()
+def fleet(store: str | None = None) -> Iterator[Fleet]:
+    f = Fleet(store)
     try:
         yield f
     finally:

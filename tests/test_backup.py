@@ -4,7 +4,8 @@ The end-to-end test takes backups of a real daemon subprocess while a provider
 pulls and reports over HTTP and setup runs, checks the copy with SQLite
 (integrity, the accounting invariants, counts that fit the moment of the
 backup), and then starts a second daemon on a data dir holding the copy. The
-in-process tests cover the route's refusals and a copy that fails half way.
+in-process tests cover the route's refusals; a copy that fails half way is in
+tests/store/test_sqlite_only.py.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import resource
 import shutil
 import signal
 import sqlite3
@@ -32,8 +32,6 @@ from tgdaemon.control.client import ControlClient
 from tgdaemon.errors import ApiError
 from tgdaemon.lifecycle.datadir import DB_NAME
 from tgdaemon.quotas.messages import PullResponse
-from tgdaemon.store import Store
-from tgdaemon.store.sqlite.backup import BackupError, copy_database
 
 PULL = "/api/provider/telegram/tasks/pull"
 REPORT = "/api/provider/telegram/tasks/report"
@@ -272,28 +270,6 @@ async def test_the_route_refuses_every_bad_target_before_writing(running_daemon:
     answer = await client.request("POST", "/backup", body={"path": str(taken), "force": True})
     assert answer["path"] == str(taken) and answer["bytes"] == taken.stat().st_size
     assert read_copy(taken, "SELECT COUNT(*) FROM accounts") == [(50,)]
-
-
-async def test_a_copy_that_fails_half_way_leaves_nothing_behind(store: Store, tmp_path: Path) -> None:
-    """A real write failure (the file-size limit, as a full disk would): no PATH, no temporary file."""
-    async with store.tx() as tx:
-        for i in range(2000):
-            await tx.event("test.filler", "x" * 500, data={"i": i})
-    out = tmp_path / "out"
-    out.mkdir()
-    target = out / "backup.sqlite3"
-    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, hard))
-    try:
-        with pytest.raises(BackupError, match=rf"^backup {target}: "):
-            copy_database(store.path, target, replace=False)
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, old_handler)
-    assert os.listdir(out) == []
-    assert copy_database(store.path, target, replace=False) > 256 * 1024  # and with room, it works
-    assert read_copy(target, "SELECT COUNT(*) FROM events WHERE kind = 'test.filler'") == [(2000,)]
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,

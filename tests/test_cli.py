@@ -16,16 +16,18 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import pgtest
 import pytest
 from daemon_proc import Fleet, fleet, no_traceback, one_line
 
 LONG_REASON = "sim card returned to the carrier after the March audit"
 
 
-@pytest.fixture(scope="module")
-def live() -> Iterator[Fleet]:
-    """One running daemon (10 accounts, #10 disabled with a long reason) shared by tests that only read or fail."""
-    with fleet() as f:
+@pytest.fixture(scope="module", params=pgtest.STORES)
+def live(request: pytest.FixtureRequest) -> Iterator[Fleet]:
+    """One running daemon (10 accounts, #10 disabled with a long reason) shared by tests that only read or fail;
+    once on the data dir's SQLite file, once on a PostgreSQL database."""
+    with pgtest.store_url(request.param, request) as url, fleet(store=url) as f:
         f.start(accounts=10).wait_ready()
         result = f.cli("accounts", "disable", "10", "--reason", LONG_REASON, "--socket", str(f.socket_path))
         assert result.returncode == 0, result.stderr

@@ -2,8 +2,9 @@
 own length, and a forward step fails no lease that is still being worked within its length.
 
 The wall clock is stepped with the one seam, ``timeutil.step_wall_clock``, as ``date -s`` would step the host's;
-the steady clock the detector compares it with is left alone, as it is by a real step. Real SQLite stores, the
-real ``Generator``/``Leases`` on the simulator, and an in-process daemon over its real socket and HTTP port.
+the steady clock the detector compares it with is left alone, as it is by a real step. An in-process daemon
+over its real socket and HTTP port; what the store does with a step (on both drivers) is in
+tests/store/test_clock.py.
 """
 
 from __future__ import annotations
@@ -14,15 +15,14 @@ from typing import Any
 
 import aiohttp
 import pytest
-from test_pulled import SLACK, make_cfg, world
 from test_quotas import until
 
-from tgdaemon import clockstep, timeutil
-from tgdaemon.quotas.leases import Leases
-from tgdaemon.store import Reaped, Store
+from tgdaemon import timeutil
+from tgdaemon.store import Reaped
 from tgdaemon.timeutil import now
 
 STEP = 600.0
+SLACK = 5.0  # seconds of tolerance when comparing a stored time with "now + x"
 WAIT_SECONDS = 15.0
 FAST = {"generate_interval_seconds": 0.1, "reaper_interval_seconds": 0.1}
 QUIET_SIM = {"latency_min_ms": 0, "latency_max_ms": 0, "dead_fraction": 0, "flood_wait_rate": 0,
@@ -50,68 +50,6 @@ def ahead(value: float | None) -> float:
 
 
 # --- while running: the detector moves the deadlines ----------------------------------------------------------------
-
-@pytest.mark.parametrize("step", [-STEP, STEP])
-async def test_a_step_keeps_every_deadline_its_remaining_length(store: Store, step: float,
-                                                                 step_clock: Callable[[float], None]) -> None:
-    """Each kind of deadline still ahead keeps the length it had left; one already passed stays passed."""
-    store.clock = clockstep.ClockSteps()
-    w = await world(store, workers=3)
-    qid = await w.add_quota(interval=60)
-    assert (await w.tick()).tasks == 1
-    [task] = await w.pull()  # a leased task and its lock
-    a, b, c = w.workers
-    at = now()
-    await w.sql("UPDATE accounts SET cooldown_until = ?, cooldown_reason = 'pace' WHERE id = ?", (at + 50, b))
-    await w.sql("UPDATE accounts SET cooldown_until = ?, cooldown_reason = 'pace' WHERE id = ?", (at - 30, c))
-    await w.sql("INSERT INTO account_tasks (account_id, task_type, payload_json, status, retry_at, created_at,"
-                " updated_at) VALUES (?, 'update_name', '{}', 'retry', ?, ?, ?)", (c, at + 300, at, at))
-    await w.sql("UPDATE quotas SET posts_fetched_at = ?", (at - 100,))  # a TTL's start keeps its age
-    before = {"next_run": ahead((await w.quota(qid))["next_run_at"]),
-              "snapshot": ahead((await w.quota(qid))["posts_fetched_at"]),
-              "lease": ahead((await w.task(task.task_id))["lease_expires_at"]),
-              "lock": ahead((await w.lock(task.account_id))["expires_at"]),  # type: ignore[index]
-              "cooldown": ahead((await w.account(b))["cooldown_until"]),
-              "retry": ahead((await w.one("SELECT retry_at FROM account_tasks"))[0])}
-
-    step_clock(step)
-    async with store.tx():  # any write transaction follows the step first
-        pass
-
-    after = {"next_run": ahead((await w.quota(qid))["next_run_at"]),
-             "snapshot": ahead((await w.quota(qid))["posts_fetched_at"]),
-             "lease": ahead((await w.task(task.task_id))["lease_expires_at"]),
-             "lock": ahead((await w.lock(task.account_id))["expires_at"]),  # type: ignore[index]
-             "cooldown": ahead((await w.account(b))["cooldown_until"]),
-             "retry": ahead((await w.one("SELECT retry_at FROM account_tasks"))[0])}
-    assert all(abs(after[k] - before[k]) < SLACK for k in before), (before, after)
-    assert ahead((await w.account(c))["cooldown_until"]) < 0  # passed before the step, still passed
-    [event] = await w.rows("SELECT * FROM events WHERE kind = 'clock.step'")
-    assert str(int(step)) in event["message"]
-    async with store.tx():  # followed once: the next transaction moves nothing again
-        pass
-    assert len(await w.rows("SELECT * FROM events WHERE kind = 'clock.step'")) == 1
-
-
-@pytest.mark.parametrize("reaper_first", [True, False])
-async def test_a_forward_step_fails_no_lease_still_within_its_length(store: Store, reaper_first: bool,
-                                                                    step_clock: Callable[[float], None]) -> None:
-    """Stepped forward by ten times the lease: the reaper returns nothing and the report is applied,
-    whichever of the two is the first to write after the step."""
-    store.clock = clockstep.ClockSteps()
-    w = await world(store, lease_seconds=60)
-    qid = await w.add_quota(quantity=5)
-    assert (await w.tick()).tasks == 1
-    [task] = await w.pull()
-
-    step_clock(STEP)
-    if reaper_first:
-        assert await w.leases.reap() == Reaped()  # the reaper's own transaction follows the step first
-    assert await w.done(task) == "applied"
-    assert await w.leases.reap() == Reaped()
-    assert (await w.task(task.task_id))["status"] == "done"
-    assert (await w.quota(qid))["quantity_left"] == 4
-
 
 async def test_a_backward_step_keeps_generating_and_pacing_ends_within_its_length(
         daemon_factory: Any, step_clock: Callable[[float], None]) -> None:
@@ -194,46 +132,11 @@ async def test_a_step_while_down_on_the_same_boot_is_followed_at_start(
         assert f"-{int(STEP)}" in event[0]
 
 
-async def test_start_up_bounds_deadlines_further_ahead_than_their_length(store: Store) -> None:
-    """A data dir whose times were written 10 days ahead (a reboot, then the clock set right): every wait is
-    due and every hold lasts at most its own length; deadlines within their length are left alone."""
-    cfg = make_cfg(lease_seconds=60, max_lease_seconds=600, pace_seconds=60)
-    w = await world(store, workers=4)
-    qid = await w.add_quota(interval=60)
-    assert (await w.tick()).tasks == 1
-    [task] = await w.pull()
-    a, b, c, d = w.workers
-    far = now() + 10 * 86400
-    await w.sql("UPDATE quotas SET next_run_at = ?, posts_fetched_at = ?", (far, far))
-    await w.sql("UPDATE tasks SET lease_expires_at = ?", (far,))
-    await w.sql("UPDATE account_locks SET expires_at = ?", (far,))
-    await w.sql("UPDATE accounts SET cooldown_until = ?, cooldown_reason = 'pace', cooldown_seconds = 60"
-                " WHERE id = ?", (far, b))
-    await w.sql("UPDATE accounts SET cooldown_until = ?, cooldown_reason = 'FLOOD_WAIT', cooldown_seconds = 3600"
-                " WHERE id = ?", (now() + 3000, c))  # within its length: stays
-    await w.sql("INSERT INTO account_tasks (account_id, task_type, payload_json, status, retry_at, created_at,"
-                " updated_at) VALUES (?, 'update_name', '{}', 'retry', ?, 0, 0)", (d, far))
-
-    await clockstep.start(cfg, store)  # no offset recorded on this boot: nothing to measure a step by
-
-    assert ahead((await w.quota(qid))["next_run_at"]) <= 0
-    assert ahead((await w.quota(qid))["posts_fetched_at"]) <= -cfg.quotas.posts_snapshot_ttl_hours * 3600  # stale
-    assert ahead((await w.account(b))["cooldown_until"]) <= 0
-    assert abs(ahead((await w.account(c))["cooldown_until"]) - 3000) < SLACK
-    assert ahead((await w.one("SELECT retry_at FROM account_tasks WHERE account_id = ?", (d,)))[0]) <= 0
-    assert ahead((await w.task(task.task_id))["lease_expires_at"]) <= 600 + SLACK
-    lease_lock = Leases(cfg, store).lock_seconds(600)
-    assert ahead((await w.lock(task.account_id))["expires_at"]) <= lease_lock + SLACK  # type: ignore[index]
-    assert (await w.one("SELECT data_json FROM events WHERE kind = 'clock.clamped'"))[0]
-    assert await w.done(task) == "applied"  # the lease still holds
-    assert (await w.tick()).tasks == 1  # and the quota, due, runs again
-
-
 async def _at_least(count: Callable[[], Any], n: int) -> bool:
     return await count() >= n
 
 
-async def _clock_event(store: Store) -> bool:
+async def _clock_event(store: Any) -> bool:
     return bool(list(await store.read("SELECT 1 FROM events WHERE kind = 'clock.step'")))
 
 
@@ -243,12 +146,3 @@ def test_the_steady_clock_ignores_the_seam(step_clock: Callable[[float], None]) 
     step_clock(-STEP)
     assert now() < wall and timeutil.steady() >= steady
     assert abs(time.time() - STEP - now()) < SLACK
-
-
-async def test_an_unreadable_clock_record_is_taken_for_a_reboot(store: Store) -> None:
-    """A hand-edited or foreign ``meta`` row does not stop the start: nothing is measured, the bound applies."""
-    async with store.tx() as tx:
-        await store.set_meta(tx, clockstep.META_KEY, "[not json")
-    clock = await clockstep.start(make_cfg(), store)
-    assert abs(clock.offset - (now() - timeutil.steady())) < SLACK
-    assert "offset" in (await store.get_meta(clockstep.META_KEY) or "")

@@ -1,6 +1,7 @@
-"""Durability and write failures in-process: synchronous=FULL by default, a disk error is one line, a 503
-and a prompt stop with exit code 1, a failed store refuses writes and still closes, and a leftover thread
-never keeps the process alive. The full-disk run against a daemon subprocess is in test_full_disk.py."""
+"""Durability and write failures in-process: status names the synchronous mode, a disk error is one line, a 503
+and a prompt stop with exit code 1, and a leftover thread never keeps the process alive. The store's own
+side (synchronous=FULL by default, a failed store refuses writes and still closes) is in
+tests/store/test_sqlite_only.py; the full-disk run against a daemon subprocess is in test_full_disk.py."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import pytest
 
 from tests.conftest import STOP_TIMEOUT, build_config, start_in_process
 from tgdaemon.control.client import ControlClient
-from tgdaemon.errors import ApiError, StoreUnavailable
+from tgdaemon.errors import ApiError
 from tgdaemon.gateway.simulator import Simulator
 from tgdaemon.lifecycle.daemon import Daemon
 from tgdaemon.lifecycle.datadir import LOCK_NAME
@@ -29,48 +30,12 @@ async def pragma(conn: Any, name: str) -> int:
     return (await conn.execute_fetchall(f"PRAGMA {name}"))[0][0]
 
 
-@pytest.mark.parametrize(("mode", "level"), [(None, 2), ("full", 2), ("normal", 1)])
-async def test_the_store_runs_synchronous_full_unless_told_normal(tmp_path: Path, mode: str | None,
-                                                                  level: int) -> None:
-    path = tmp_path / "db.sqlite3"
-    store = await (SQLiteStore.open(path) if mode is None else SQLiteStore.open(path, mode))
-    try:
-        assert await pragma(store._writer, "synchronous") == level  # 2 = FULL, 1 = NORMAL
-        assert await pragma(store._reader, "synchronous") == level
-        assert await pragma(store._writer, "journal_mode") == "wal"
-    finally:
-        await store.close()
-
-
 async def test_status_says_which_mode_the_daemon_runs(daemon_factory: Any) -> None:
     async with daemon_factory() as (_, client):
         assert (await client.status())["synchronous"] == "full"
     async with daemon_factory(store={"synchronous": "normal"}) as (daemon, client):
         assert (await client.status())["synchronous"] == "normal"
         assert await pragma(daemon.runtime.store._writer, "synchronous") == 1
-
-
-async def test_a_disk_error_refuses_later_writes_at_once_and_the_store_still_closes(tmp_path: Path) -> None:
-    store = await SQLiteStore.open(tmp_path / "data" / "db.sqlite3")
-    told: list[str] = []
-    store.on_failure = told.append
-    writer, reader = store._writer, store._reader
-    pages = await pragma(writer, "page_count")
-    await writer.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own SQLITE_FULL at the current size
-    with pytest.raises(StoreUnavailable) as caught:
-        for i in range(10_000):  # bounded: a few hundred 1 KB events fill the last free pages
-            async with store.tx() as tx:
-                await tx.event("test.fill", "x" * 1024, data={"i": i})
-    assert len(told) == 1 and f"data dir {tmp_path / 'data'}" in told[0] and "(SQLITE_FULL)" in told[0]
-    assert "the daemon is stopping" in str(caught.value)
-    await writer.execute(f"PRAGMA max_page_count = {pages * 100}")  # the disk is back, but this store stays failed
-    with pytest.raises(StoreUnavailable):
-        async with store.tx() as tx:
-            await tx.event("test.after", "refused before it reaches SQLite")
-    assert list(await store.read("SELECT COUNT(*) FROM events WHERE kind = 'test.after'"))[0][0] == 0
-    assert len(told) == 1
-    await asyncio.wait_for(store.close(), 10)
-    assert not writer._thread.is_alive() and not reader._thread.is_alive()
 
 
 async def test_a_write_error_is_a_503_one_line_and_a_prompt_stop_with_exit_code_1(

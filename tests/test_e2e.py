@@ -1,7 +1,8 @@
 """End to end: a real ``tgdaemon run --simulate`` subprocess, its real Unix socket, the real CLI.
 
 No mocks: every check goes through the same doors an operator uses (the admin
-commands, signals, the data dir, sd_notify's datagram socket).
+commands, signals, the data dir, sd_notify's datagram socket). The operator's day
+runs on both stores: the data dir's SQLite file and a PostgreSQL database.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pgtest
 import pytest
 from daemon_proc import DaemonProc, Fleet, fleet, no_traceback, one_line, socket_answers
 
@@ -28,6 +30,13 @@ DB_NAME = "tgfleet.sqlite3"
 @pytest.fixture
 def fl() -> Iterator[Fleet]:
     with fleet() as f:
+        yield f
+
+
+@pytest.fixture
+def fl_on_each_store(daemon_store: str | None) -> Iterator[Fleet]:
+    """A fleet whose daemons run on the data dir's SQLite file, then on a fresh PostgreSQL database."""
+    with fleet(store=daemon_store) as f:
         yield f
 
 
@@ -96,28 +105,44 @@ def cli_round(fl: Fleet, *calls: tuple[str, ...]) -> list[Any]:
     return [json.loads(_checked(r).stdout) if "--json" in c else _checked(r).stdout for c, r in zip(calls, results)]
 
 
-def db_events(data_dir: Path) -> list[tuple[str, int | None, str]]:
-    """The audit trail, read straight from the database file once the daemon is gone."""
-    conn = sqlite3.connect(f"file:{data_dir / DB_NAME}?mode=ro", uri=True)
+EVENTS_SQL = "SELECT kind, account_id, message FROM events ORDER BY id"
+
+
+def db_events(fl: Fleet, request: pytest.FixtureRequest) -> list[tuple[Any, ...]]:
+    """The audit trail, read straight from the database once the daemon is gone."""
+    if fl.store is not None:
+        server: pgtest.PgServer = request.getfixturevalue("pg_server")
+        return server.query(pgtest.database_of(fl.store), EVENTS_SQL)
+    conn = sqlite3.connect(f"file:{fl.data_dir / DB_NAME}?mode=ro", uri=True)
     try:
-        return [tuple(r) for r in conn.execute("SELECT kind, account_id, message FROM events ORDER BY id")]
+        return [tuple(r) for r in conn.execute(EVENTS_SQL)]
     finally:
         conn.close()
 
 
-def assert_db_closed_cleanly(data_dir: Path) -> None:
-    """After a graceful stop the WAL is checkpointed (absent or empty) and the database opens."""
-    wal = data_dir / f"{DB_NAME}-wal"
+def assert_db_closed_cleanly(fl: Fleet, request: pytest.FixtureRequest) -> None:
+    """After a graceful stop: SQLite's WAL is checkpointed (absent or empty) and the file opens;
+    PostgreSQL has no session of the daemon's left."""
+    if fl.store is not None:
+        server: pgtest.PgServer = request.getfixturevalue("pg_server")
+        database = pgtest.database_of(fl.store)
+        left = server.query(database, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                      " AND application_name = 'tgdaemon'")
+        assert left == [(0,)], f"{left[0][0]} sessions of the daemon are still open on {database}"
+        return
+    wal = fl.data_dir / f"{DB_NAME}-wal"
     assert not wal.exists() or wal.stat().st_size == 0, f"{wal} still holds {wal.stat().st_size} bytes"
-    conn = sqlite3.connect(f"file:{data_dir / DB_NAME}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"file:{fl.data_dir / DB_NAME}?mode=ro", uri=True)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         conn.close()
 
 
-def test_lifecycle_status_accounts_events_signals_restart(fl: Fleet) -> None:
+def test_lifecycle_status_accounts_events_signals_restart(fl_on_each_store: Fleet,
+                                                         request: pytest.FixtureRequest) -> None:
     """The operator's day: start under systemd-style notify, look, disable, enable, stop, restart, stop."""
+    fl = fl_on_each_store
     notify = Notifications(fl.root / "notify")
     try:
         daemon = fl.start(env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "2000000"})
@@ -140,6 +165,9 @@ def test_lifecycle_status_accounts_events_signals_restart(fl: Fleet) -> None:
         assert isinstance(channels, list) and channels and all(isinstance(c, str) and c for c in channels)
         assert status["pid"] == daemon.pid
         assert status["accounts"]["disabled"] == 0
+        store_url = fl.store or f"sqlite://{fl.data_dir / DB_NAME}"
+        assert status["store"] == {"kind": "postgresql" if fl.store else "sqlite", "url": store_url}
+        assert status["database"]["rows"]["accounts"] == 50
 
         assert len(rows) == 50
         for row in rows:
@@ -185,8 +213,8 @@ def test_lifecycle_status_accounts_events_signals_restart(fl: Fleet) -> None:
         assert stopping_at > ready_at
     finally:
         notify.close()
-    assert_db_closed_cleanly(fl.data_dir)
-    trail = [(kind, account) for kind, account, _ in db_events(fl.data_dir)]
+    assert_db_closed_cleanly(fl, request)
+    trail = [(kind, account) for kind, account, _ in db_events(fl, request)]
     assert trail.index(("account.disabled", target["id"])) < trail.index(("account.enabled", target["id"]))
     assert ("account.disabled", kept["id"]) in trail
 
@@ -208,7 +236,7 @@ def test_lifecycle_status_accounts_events_signals_restart(fl: Fleet) -> None:
     assert again.stop(signal.SIGINT) == 0, again.log()
     assert not fl.socket_path.exists()
     assert "Traceback" not in again.log()
-    assert_db_closed_cleanly(fl.data_dir)
+    assert_db_closed_cleanly(fl, request)
 
 
 def test_second_daemons_are_refused_and_leave_the_first_alone(fl: Fleet) -> None:

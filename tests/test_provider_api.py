@@ -25,7 +25,12 @@ from tgdaemon.control.client import ControlClient
 from tgdaemon.lifecycle.daemon import Daemon
 from tgdaemon.provider.api import add_routes as add_provider_routes
 from tgdaemon.provider.openapi import ErrorBody
-from tgdaemon.quotas.messages import ExtendResponse, PullResponse, ReportResponse
+from tgdaemon.quotas.messages import (
+    ExtendResponse,
+    LeasedTask,
+    PullResponse,
+    ReportResponse,
+)
 
 ROUTES = ("/api/provider/telegram/tasks/pull", "/api/provider/telegram/tasks/report",
           "/api/provider/telegram/tasks/extend")
@@ -185,6 +190,17 @@ def cli_ok(f: Fleet, *args: str) -> str:
     return result.stdout
 
 
+async def extend(p: Provider, task: LeasedTask) -> None:
+    lease = {"task_id": task.task_id, "lease_token": task.lease_token}
+    status, body = await p.post(ROUTES[2], {"leases": [lease, {**lease, "lease_token": "f" * 32}],
+                                            "lease_seconds": 600})
+    assert status == 200, body
+    answer = msgspec.convert(body, ExtendResponse).results
+    assert [(r.task_id, r.outcome) for r in answer] == [(task.task_id, "applied"), (task.task_id, "stale_lease")]
+    assert answer[0].lease_expires_at is not None and answer[0].lease_expires_at > task.lease_expires_at
+    assert answer[1].lease_expires_at is None
+
+
 async def run_provider(p: Provider, quota_id: int, f: Fleet) -> tuple[list[dict[str, Any]], int | None]:
     """Pull and report until the quota is used up (bounded in time); the first task is reported as a
     FLOOD_WAIT_120, so its account must cool down. (tasks done, account that flooded)."""
@@ -202,6 +218,8 @@ async def run_provider(p: Provider, quota_id: int, f: Fleet) -> tuple[list[dict[
             else:
                 report = {"status": "done", "result": {"views": 100 + task.post_id, "forwards": 1, "replies": 0,
                                                         "reactions": 2}}
+                if not done:  # the first: its lease extended first (a wrong token extends nothing)
+                    await extend(p, task)
                 done.append({"task_id": task.task_id, "lease_token": task.lease_token, **report})
             status, answer = await p.post(ROUTES[1], {"task_id": task.task_id, "lease_token": task.lease_token,
                                                        **report})
@@ -213,8 +231,9 @@ async def run_provider(p: Provider, quota_id: int, f: Fleet) -> tuple[list[dict[
     return done, flooded
 
 
-async def test_end_to_end_a_provider_uses_up_a_quota_against_a_daemon_subprocess() -> None:
-    with fleet() as f:
+async def test_end_to_end_a_provider_uses_up_a_quota_against_a_daemon_subprocess(daemon_store: str | None) -> None:
+    """On both stores: the data dir's SQLite file and a PostgreSQL database."""
+    with fleet(store=daemon_store) as f:
         f.config.write_text(E2E_CONFIG)
         daemon = f.start(accounts=12)
         await daemon.await_ready()

@@ -1,7 +1,8 @@
 """Quotas so far: add, list, pause and resume, export, and inspection by a probe account.
 
 The real daemon runs in-process on the simulator; everything goes through the
-real control socket, as the CLI and the dashboard use it.
+real control socket, as the CLI and the dashboard use it. The inspector on the
+store alone (no probe ready, a probe in a flood wait) is in tests/store/test_quotas.py.
 """
 
 from __future__ import annotations
@@ -13,13 +14,8 @@ from typing import Any
 import aiohttp
 import msgspec
 import pytest
-from telethon import errors
 
-from tgdaemon import config
 from tgdaemon.errors import ApiError
-from tgdaemon.gateway.simulator import Simulator
-from tgdaemon.quotas.inspector import NO_PROBE, Inspector
-from tgdaemon.quotas.probe import Probes
 from tgdaemon.timeutil import parse_duration
 
 WAIT_SECONDS = 10.0
@@ -164,48 +160,6 @@ async def test_quota_changes_reach_the_stream(running_daemon: Any) -> None:
                 if msg["data"]["inspection_ok"] is not None:
                     break
     assert kinds[0] == "news" and len(kinds) >= 2  # added, then inspected
-
-
-async def test_no_probe_ready_means_the_quota_waits_and_says_so(store: Any) -> None:
-    cfg = config.load(None, env={}, overrides={"simulator": {"accounts": 4, "latency_min_ms": 0,
-                                                             "latency_max_ms": 0}})
-    sim = Simulator(cfg.simulator)
-    async with store.tx() as tx:
-        await store.insert_accounts(tx, ({"phone": a.phone, "tg_user_id": a.tg_user_id, "label": a.label,
-                                          "is_probe": 0, "profile_json": "{}"} for a in sim.seeds()))
-    qid = await store.add_quota(name="q", target="@tgfleet_news", action="channel_stats", last_n_posts=5,
-                                quantity=None, orders=2, interval_seconds=60, expires_at=time.time() + 3600)
-    inspector = Inspector(store, sim, Probes(cfg, store))
-    await inspector.inspect_pending()
-    q = await store.quota(qid)
-    assert q["inspection_ok"] is None and q["last_error"] == NO_PROBE
-
-    async with store.tx() as tx:  # now one probe account
-        await tx.execute("UPDATE accounts SET is_probe = 1 WHERE id = 1")
-    await inspector.inspect_pending()
-    q = await store.quota(qid)
-    assert q["inspection_ok"] is True and q["last_error"] is None
-
-
-async def test_a_probe_in_a_flood_wait_cools_down_and_the_quota_waits(store: Any) -> None:
-    class Flooding(Simulator):
-        async def resolve_channel(self, account: Any, target: str) -> Any:
-            raise errors.FloodWaitError(request=None, capture=120)
-
-    cfg = config.load(None, env={}, overrides={"simulator": {"accounts": 2}, "limits": {
-        "flood_wait_jitter_seconds": 0}})
-    sim = Flooding(cfg.simulator)
-    async with store.tx() as tx:
-        await store.insert_accounts(tx, ({"phone": a.phone, "tg_user_id": a.tg_user_id, "label": a.label,
-                                          "is_probe": 1, "profile_json": "{}"} for a in sim.seeds()[:1]))
-    qid = await store.add_quota(name="q", target="@tgfleet_news", action="channel_stats", last_n_posts=5,
-                                quantity=None, orders=2, interval_seconds=60, expires_at=time.time() + 3600)
-    await Inspector(store, sim, Probes(cfg, store)).inspect_pending()
-    q = await store.quota(qid)
-    assert q["inspection_ok"] is None and "FLOOD_WAIT" in q["last_error"]
-    account = await store.get_account(1)
-    assert account["state"] == "cooldown" and account["cooldown_reason"] == "FLOOD_WAIT"
-    assert not list(await store.read("SELECT * FROM account_locks WHERE expires_at > ?", (time.time(),)))
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("15m", 900), ("2h", 7200), ("7d", 604800),

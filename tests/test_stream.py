@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from conftest import FLEET_SIZE
 from daemon_proc import fleet
-from tgdaemon.control.client import ControlClient
 
+from tgdaemon.control.client import ControlClient
 from tgdaemon.errors import DaemonNotRunning
 from tgdaemon.lifecycle.daemon import change_publisher
 from tgdaemon.store import AccountEffect, Store

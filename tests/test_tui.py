@@ -3,7 +3,8 @@
 Most tests share one daemon (40 simulated accounts, the setup pipeline on, so
 accounts move while the tests run). The last one owns its daemon: it starts
 the dashboard first, then the daemon, disables an account from the keyboard,
-stops the daemon and starts another on the same data dir and socket.
+stops the daemon and starts another on the same data dir, store and socket;
+it runs on both stores (the data dir's SQLite file, a PostgreSQL database).
 """
 
 from __future__ import annotations
@@ -251,8 +252,9 @@ async def test_small_terminal_help_and_palette(shared: tuple[Fleet, DaemonProc])
         assert {"Retry", "Disable", "Enable", "Filter", "Sort", "View: quotas", "Help"} <= titles
 
 
-async def test_keyboard_disable_and_a_daemon_that_comes_and_goes() -> None:
-    with fleet() as f:
+async def test_keyboard_disable_and_a_daemon_that_comes_and_goes(daemon_store: str | None) -> None:
+    """On both stores: what the second daemon shows is read back from the first one's store."""
+    with fleet(store=daemon_store) as f:
         app = FleetApp(f.socket_path)
         async with app.run_test(size=(120, 40)) as pilot:
             table = table_of(app)

@@ -185,7 +185,7 @@ async def test_a_world_not_matching_its_accounts_records_the_configured_one_and_
     await seed(store, sim(accounts=40, seed=7))  # an old data dir seeded under another seed
     configured = sim(accounts=40, seed=1)
     with caplog.at_level(logging.INFO, logger="tgdaemon.lifecycle.worlds"):
-        await worlds.settle(store, configured, tmp_path)
+        await worlds.settle(store, configured, worlds.Place.data_dir(tmp_path))
     assert "its 40 accounts are not a simulated world of that size under seed 1" in caplog.text
     assert json.loads(await store.get_meta(worlds.META_KEY) or "{}")["seed"] == 1
 
@@ -196,11 +196,12 @@ async def test_the_recorded_world_replaces_defaults_but_not_choices(store: Store
     async with store.tx() as tx:
         await worlds.record(store, tx, made.world())
     later = sim()  # all defaults: 200 accounts, seed 1
-    await worlds.settle(store, later, tmp_path)
+    await worlds.settle(store, later, worlds.Place.data_dir(tmp_path))
     assert later.world() == made.world()
     assert [a.tg_user_id for a in later.accounts] == [a.tg_user_id for a in made.accounts]
     with pytest.raises(StoreError, match=r"simulator\.probe_fraction = 0\.5 \(config /x\.toml\)"):
-        await worlds.settle(store, sim({"probe_fraction": "config /x.toml"}, probe_fraction=0.5), tmp_path)
+        await worlds.settle(store, sim({"probe_fraction": "config /x.toml"}, probe_fraction=0.5),
+                            worlds.Place.data_dir(tmp_path))
 
 
 def test_config_says_where_each_key_came_from(tmp_path: Path) -> None:

@@ -18,6 +18,8 @@ import msgspec
 import platformdirs
 
 from tgdaemon.errors import ConfigError
+from tgdaemon.lifecycle.datadir import DB_NAME
+from tgdaemon.store.connect import StoreURL, parse_url, sqlite_url
 
 APP = "tgfleet"
 SYSTEM_CONFIG = Path("/etc/tgfleet/config.toml")
@@ -55,6 +57,8 @@ class DaemonConfig(Section):
 
 
 class StoreConfig(Section):
+    url: str = ""  # "" = the data dir's SQLite file; checked by Config.store_url
+    password_file: str = ""
     synchronous: Literal["full", "normal"] = "full"
 
 
@@ -211,6 +215,10 @@ class Config(Section):
     def http_bind(self) -> tuple[str, int]:
         return parse_bind(self.daemon.http, "daemon.http")
 
+    def store_url(self) -> StoreURL:
+        """``[store] url`` checked; empty is the data dir's SQLite file, as before stores had URLs."""
+        return parse_url(self.store.url) if self.store.url else sqlite_url(self.data_dir() / DB_NAME)
+
 
 def parse_bind(value: str, name: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
@@ -357,6 +365,7 @@ def _validate(data: dict[str, Any], origin: str) -> Config:
         raise ConfigError(f"{origin}: {path or 'top level'}: {msg}") from None
     try:
         cfg.http_bind()  # checks that a type cannot express
+        cfg.store_url()
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
     return cfg

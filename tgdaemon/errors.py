@@ -45,6 +45,10 @@ class StoreUnavailable(StoreError):
     """The database cannot be written (disk full or an I/O error); the daemon is stopping."""
 
 
+class StoreDisconnected(StoreUnavailable):
+    """The database cannot be reached; the daemon waits for it to return."""
+
+
 class NotFound(TgfleetError):
     """No such object."""
 

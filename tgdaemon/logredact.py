@@ -10,19 +10,21 @@ What it removes: provider tokens (``tgf_…``), ``Authorization`` and
 ``Bearer`` values, long hex/base64 blobs and long byte literals (auth keys
 look like these), values of ``password=``/``secret=``-style fields, phone
 numbers beyond the masked form, and the exact secrets registered here (the
-configured proxy password and secret, the api_hash, a 2FA password while a
-task holds it). ``aiohttp.server``'s report of a malformed request, which
+configured proxy password and secret, the api_hash, the database password
+from ``[store] password_file`` or PGPASSWORD, a 2FA password while a task
+holds it). ``aiohttp.server``'s report of a malformed request, which
 quotes the bytes it could not parse, is cut to one line without them.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
 
@@ -187,9 +189,11 @@ def describe(exc: HttpProcessingError) -> str:
     return re.split(r"[:'\"]|\bb'", first, maxsplit=1)[0].strip()[:80] or type(exc).__name__
 
 
-def configured_secrets(cfg: Config) -> list[str]:
+def configured_secrets(cfg: Config, env: Mapping[str, str] = os.environ) -> list[str]:
+    """What the config and environment give away; the store's password_file is read, and its password
+    registered, by the daemon that opens the store (``REDACTOR.secret``)."""
     proxy = cfg.telegram.proxy
-    return [s for s in (proxy.password, proxy.secret, cfg.telegram.api_hash) if s]
+    return [s for s in (proxy.password, proxy.secret, cfg.telegram.api_hash, env.get("PGPASSWORD", "")) if s]
 
 
 def _log_uncaught(kind: str, exc_type: type[BaseException], exc: BaseException,

@@ -27,7 +27,13 @@ from tgdaemon.onboarding import Onboarding
 from tgdaemon.store import Store
 from tgdaemon.stream import Hub
 from tgdaemon.timeutil import iso, now
-from tgdaemon.wire import SetupStatus, SimulatorStatus, Status, StreamStatus
+from tgdaemon.wire import (
+    SetupStatus,
+    SimulatorStatus,
+    Status,
+    StoreStatus,
+    StreamStatus,
+)
 
 if TYPE_CHECKING:
     from tgdaemon.clockstep import ClockSteps
@@ -71,6 +77,7 @@ class Runtime:
             data_dir=str(self.cfg.data_dir()),
             socket=str(self.socket_path),
             http=self.http_bound,
+            store=StoreStatus(kind=self.store.kind, url=self.store.url),  # a store's URL never holds a password
             synchronous=self.store.synchronous,
             accounts=await self.store.account_counts(),
             tasks=await self.store.task_counts(),

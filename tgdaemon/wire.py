@@ -128,6 +128,11 @@ class SetupTask(Wire):
     updated_at: str
 
 
+class StoreStatus(Wire):
+    kind: Literal["sqlite", "postgresql"]
+    url: str  # never with a password
+
+
 class StreamStatus(Wire):
     epoch: str
     seq: int
@@ -157,6 +162,7 @@ class Status(Wire):
     data_dir: str
     socket: str
     http: str | None
+    store: StoreStatus
     synchronous: str  # "full": acknowledged writes survive power loss
     accounts: dict[str, int]  # by state: every one of STATES, in that order
     tasks: dict[str, dict[str, int]]  # "setup" and "pulled": counts by status, statuses with none left out

@@ -10,13 +10,13 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from tgdaemon.cli import admin, daemon
+from tgdaemon.cli import admin, daemon, store
 from tgdaemon.cli.parser import build_parser
 from tgdaemon.errors import TgfleetError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser(daemon.register, admin.register)
+    parser = build_parser(daemon.register, admin.register, store.register)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)

@@ -67,12 +67,14 @@ async def cmd_status(args: argparse.Namespace) -> int:
         return 0
     con = output.console()
     con.print(f"tgdaemon {data.version}  pid {data.pid}  up {duration(data.uptime_seconds)}  gateway {data.gateway}")
-    con.print(f"socket {data.socket}  http {data.http}  data {data.data_dir}  synchronous {data.synchronous}")
+    con.print(f"socket {data.socket}  http {data.http}  data {data.data_dir}", markup=False)
+    con.print(f"store {data.store.kind} {data.store.url}  synchronous {data.synchronous}", markup=False)
     con.print("accounts  " + "  ".join(f"[{STATE_STYLE[s]}]{s}[/] {n}" for s, n in data.accounts.items()))
     for kind, counts in data.tasks.items():
         con.print(f"{kind} tasks  " + ("  ".join(f"{s} {n}" for s, n in sorted(counts.items())) or "none"))
-    if db := data.database:
-        con.print(f"database {output.size(db['file_bytes'])} + WAL {output.size(db['wal_bytes'])}  "
+    if db := data.database:  # PostgreSQL's WAL is the server's, shared by its databases: not shown
+        wal = f" + WAL {output.size(db['wal_bytes'])}" if db.get("path") else ""
+        con.print(f"database {output.size(db['file_bytes'])}{wal}  "
                   + "  ".join(f"{table} {n:,}" for table, n in db["rows"].items()), markup=False)
     if ret := data.retention:
         keep = "  ".join(f"{what} {f'{days:g} d' if days else 'for ever'}" for what, days in

@@ -38,9 +38,14 @@ last_name = "Demo"
 """
 
 
+STORE_HELP = ("sqlite:///ABSOLUTE/PATH or postgresql://USER@HOST:PORT/DB (default: the data dir's SQLite file);"
+              " no password in it: [store] password_file, PGPASSWORD or ~/.pgpass")
+
+
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     run = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
-    run.add_argument("--data-dir", metavar="DIR", help="where the database lives")
+    run.add_argument("--data-dir", metavar="DIR", help="the lock, media and (by default) the SQLite database")
+    run.add_argument("--store", metavar="URL", help=STORE_HELP)
     run.add_argument("--http", metavar="HOST:PORT", help="provider API address (default 127.0.0.1:8780)")
     run.add_argument("--simulate", action="store_true", help="use the built-in Telegram simulator")
     run.add_argument("--accounts", type=positive_int, metavar="N",
@@ -53,6 +58,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                           help="the daemon on the simulator in a temporary data dir, with the dashboard")
     demo.add_argument("--accounts", type=positive_int, default=200, metavar="N")
     demo.add_argument("--seed", type=int, default=1, metavar="S")
+    demo.add_argument("--store", metavar="URL", help=STORE_HELP + " (an empty one: a demo fills it)")
     demo.set_defaults(func=cmd_demo)
 
 
@@ -65,7 +71,8 @@ def run_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     for key in ("accounts", "seed"):
         if getattr(args, key, None) is not None:
             simulator[key] = getattr(args, key)
-    return {k: v for k, v in (("daemon", daemon), ("simulator", simulator)) if v}
+    store = {"url": args.store} if getattr(args, "store", None) is not None else {}
+    return {k: v for k, v in (("daemon", daemon), ("simulator", simulator), ("store", store)) if v}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -120,7 +127,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         cfg_path.write_text(DEMO_CONFIG)
     cmd = [sys.executable, "-m", "tgdaemon", "run", "--simulate", "--config", str(cfg_path),
            "--accounts", str(args.accounts), "--seed", str(args.seed),
-           "--data-dir", str(tmp / "data"), "--socket", str(sock), "--http", "127.0.0.1:0"]
+           "--data-dir", str(tmp / "data"), "--socket", str(sock), "--http", "127.0.0.1:0",
+           *(("--store", args.store) if args.store else ())]
     log_path = tmp / "daemon.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

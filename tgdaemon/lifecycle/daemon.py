@@ -31,8 +31,9 @@ from tgdaemon.gateway.simulator import Simulator
 from tgdaemon.httpjson import MAX_BODY, errors_middleware
 from tgdaemon.lifecycle import exitguard, limits, signals, systemd, worlds
 from tgdaemon.lifecycle.connguard import Guard, GuardedTCPSite
-from tgdaemon.lifecycle.datadir import DB_NAME, DataDirLock
+from tgdaemon.lifecycle.datadir import DataDirLock
 from tgdaemon.lifecycle.teardown import Teardown
+from tgdaemon.logredact import REDACTOR
 from tgdaemon.onboarding import Onboarding
 from tgdaemon.provider.api import add_routes as add_provider_routes
 from tgdaemon.quotas.executor import LocalExecutor
@@ -43,8 +44,7 @@ from tgdaemon.quotas.probe import Probes
 from tgdaemon.retention import Retention
 from tgdaemon.runtime import RUNTIME, Runtime
 from tgdaemon.setup.scheduler import SetupScheduler
-from tgdaemon.store import Store, Tx, event_view
-from tgdaemon.store.sqlite import SQLiteStore
+from tgdaemon.store import Store, Tx, connect, event_view
 from tgdaemon.stream import Hub
 
 log = logging.getLogger(__name__)
@@ -92,16 +92,21 @@ class Daemon:
     async def _run(self) -> int:
         fds = limits.prepare(self.cfg)  # before anything opens a descriptor
         asyncio.get_running_loop().set_exception_handler(limits.AcceptFailures(fallback=_quiet_store_failures))
+        password = connect.read_password(self.cfg.store)  # a configuration mistake: refused before the lock
+        with REDACTOR.secret(password) if password else contextlib.nullcontext():  # no log line can carry it
+            return await self._run_with(fds, password)
+
+    async def _run_with(self, fds: limits.Limits, password: str | None) -> int:
         teardown = Teardown()
         opened = False  # a daemon that never had its store says only why, not that it stopped
         try:
-            store = await self._open_store(teardown)
+            store = await self._open_store(teardown, password)
             opened = True
             rt = await self._start(store, teardown, fds.connection_cap)
             systemd.notify("READY=1\nSTATUS=running")
             log.info("%s", limits.startup_line(self.cfg, fds))
-            log.info("tgdaemon ready: socket %s, http %s, gateway %s", rt.socket_path, rt.http_bound,
-                     self.gateway.name)
+            log.info("tgdaemon ready: socket %s, http %s, gateway %s, store %s", rt.socket_path, rt.http_bound,
+                     self.gateway.name, store.url)
             self.ready.set()
             await self._wait_for_stop()
         except StoreUnavailable:
@@ -114,14 +119,24 @@ class Daemon:
                 log.info("tgdaemon stopped")
         return self.exit_code
 
-    async def _open_store(self, teardown: Teardown) -> Store:
-        lock = DataDirLock(self.cfg.data_dir())
-        lock.acquire()
-        teardown.now("releasing the data dir lock", lock.release)
-        store = await SQLiteStore.open(self.cfg.data_dir() / DB_NAME, self.cfg.store.synchronous)
+    async def _open_store(self, teardown: Teardown, password: str | None) -> Store:
+        for lock in self._locks():
+            lock.acquire()
+            teardown.now("releasing the data dir lock", lock.release)  # closing its descriptor is what frees it
+        store = await connect.open_store(self.cfg, password=password)
         store.on_failure = self._store_failed
         teardown.final("closing the database", store.close)  # bounded step by step inside
         return store
+
+    def _locks(self) -> list[DataDirLock]:
+        """The data dir stays one daemon's, whatever the store; a SQLite file elsewhere is locked in its own
+        directory too, where another daemon on that file (or ``tgdaemon store copy``) looks for the lock."""
+        data_dir = self.cfg.data_dir()
+        locks = [DataDirLock(data_dir)]
+        path = self.cfg.store_url().path
+        if path is not None and path.parent.resolve() != data_dir.resolve():
+            locks.append(DataDirLock(path.parent))
+        return locks
 
     async def _start(self, store: Store, teardown: Teardown, connection_cap: int) -> Runtime:
         """Every part, in the order each needs the others; each registers its undoing as soon as it exists."""
@@ -192,12 +207,16 @@ class Daemon:
             async with store.tx() as tx:
                 await store.set_meta(tx, "gateway", self.gateway.name)
         elif recorded != self.gateway.name:
-            raise StoreError(
-                f"data dir {self.cfg.data_dir()} holds a {recorded} fleet, but the daemon was started with "
-                f"the {self.gateway.name} gateway; use another --data-dir"
-            )
+            place = self._place()
+            raise StoreError(f"{place.name} holds a {recorded} fleet, but the daemon was started with "
+                             f"the {self.gateway.name} gateway; use another {place.other}")
         if isinstance(self.gateway, Simulator):  # and a simulated one keeps its world
-            await worlds.settle(store, self.gateway, self.cfg.data_dir())
+            await worlds.settle(store, self.gateway, self._place())
+
+    def _place(self) -> worlds.Place:
+        if not self.cfg.store.url:
+            return worlds.Place.data_dir(self.cfg.data_dir())
+        return worlds.Place(f"store {self.cfg.store_url().url}", "the store", "--store")
 
     async def _seed_simulated_fleet(self, store: Store) -> None:
         if not isinstance(self.gateway, Simulator) or await store.count_accounts():

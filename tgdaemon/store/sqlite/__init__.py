@@ -22,7 +22,8 @@ class SQLiteStore(SetupStore, QuotaStore, PulledStore, ProviderStore, ClockStore
 
     @property
     def url(self) -> str:
-        return f"sqlite:///{self.path}"
+        """sqlite:///ABSOLUTE/PATH, the form ``[store] url`` takes (three slashes, then the path from /)."""
+        return f"sqlite://{self.path.absolute()}"
 
     async def take_lock(self, tx: Tx, account_id: int, holder: str, seconds: float) -> bool:
         return await locks.take_lock(_own(tx), account_id, holder, seconds)

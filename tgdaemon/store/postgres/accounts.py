@@ -1,0 +1,185 @@
+"""Accounts as the APIs see them: derived state, masked phone, setup progress (SQLite twin: same rules).
+
+The state is derived in SQL (disabled > inactive > cooldown > busy > ready) so that filtering and
+sorting by it never loads rows to filter them in Python. Text sorts byte by byte (COLLATE "C"), as in
+SQLite, whatever the database's locale, so pages come in the same order on both stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from tgdaemon.errors import NotFound
+from tgdaemon.store.postgres.core import Params, PostgresCore, Record, Tx
+from tgdaemon.store.views import (
+    STATES,
+    account_view,
+    decode_cursor,
+    encode_cursor,
+    event_view,
+)
+from tgdaemon.timeutil import now
+
+# {now}: the parameter holding the time the state is derived at.
+STATE_SQL = """CASE
+    WHEN a.disabled_at IS NOT NULL THEN 'disabled'
+    WHEN a.is_active = 0 THEN 'inactive'
+    WHEN a.cooldown_until > {now} THEN 'cooldown'
+    WHEN EXISTS (SELECT 1 FROM account_locks l WHERE l.account_id = a.id AND l.expires_at > {now}) THEN 'busy'
+    ELSE 'ready' END"""
+
+VIEW_SQL = f"""SELECT a.id, a.label, a.phone, a.first_name, a.last_name, a.is_probe, a.is_active, a.executor,
+    a.cooldown_until, a.cooldown_reason, a.disabled_at, a.disabled_reason,
+    a.last_error_code, a.last_ok_at, {STATE_SQL} AS state,
+    (SELECT COUNT(*) FROM account_tasks t WHERE t.account_id = a.id AND t.status = 'done') AS setup_done,
+    (SELECT COUNT(*) FROM account_tasks t WHERE t.account_id = a.id) AS setup_total
+    FROM accounts a"""
+
+# Sort keys the API accepts, the never-NULL expression each sorts by (row-value comparisons with NULL
+# would drop rows from keyset pages), and the type its cursor value must have.
+SORT_SQL = {
+    "id": ("id", int),
+    "label": ('label COLLATE "C"', str),
+    "state": ('state COLLATE "C"', str),
+    "cooldown": ("COALESCE(cooldown_until, 0)", float),
+    "error": ("COALESCE(last_error_code, '') COLLATE \"C\"", str),
+    "setup": ("setup_done", int),
+    "executor": ('executor COLLATE "C"', str),
+}
+NOT_OURS = "cursor: not a cursor this daemon issued"
+
+
+def _cursor_value(value: Any, kind: type) -> Any:
+    """A cursor's sort value as its column's type: SQLite compares any two values, PostgreSQL refuses."""
+    if isinstance(value, bool) or not (isinstance(value, str) if kind is str else
+                                       isinstance(value, int) or (kind is float and isinstance(value, float))):
+        raise ValueError(NOT_OURS)
+    return float(value) if kind is float else value
+
+
+class AccountStore(PostgresCore):
+    async def insert_accounts(self, tx: Tx, rows: Iterable[dict[str, Any]]) -> None:
+        """Many accounts in one statement, in the order given (ids follow it)."""
+        rows = list(rows)
+        if not rows:
+            return
+        await tx.execute(
+            "INSERT INTO accounts (phone, tg_user_id, label, is_probe, first_name, last_name, executor, profile_json,"
+            " created_at) SELECT p, u, l, b, f, n, 'local', j::jsonb, $8 FROM unnest($1::text[], $2::bigint[],"
+            " $3::text[], $4::integer[], $5::text[], $6::text[], $7::text[]) WITH ORDINALITY AS r(p, u, l, b, f, n, j, o)"
+            " ORDER BY o",
+            [r["phone"] for r in rows], [r["tg_user_id"] for r in rows], [r["label"] for r in rows],
+            [int(r["is_probe"]) for r in rows], [r.get("first_name", "") for r in rows],
+            [r.get("last_name", "") for r in rows], [r["profile_json"] for r in rows], now())
+
+    async def count_accounts(self) -> int:
+        return int(await self.read_val("SELECT COUNT(*) FROM accounts"))
+
+    async def tg_user_ids(self) -> set[int]:
+        """Every account's Telegram user id: what tells which simulated world a data dir was seeded with."""
+        return {r[0] for r in await self.read("SELECT tg_user_id FROM accounts WHERE tg_user_id IS NOT NULL")}
+
+    async def list_accounts(self, *, state: str | None = None, q: str | None = None, sort: str = "id",
+                            desc: bool = False, limit: int = 100, after: str | None = None,
+                            ) -> tuple[list[dict[str, Any]], str | None]:
+        """One keyset page; returns the rows and the cursor of the next page (None at the end)."""
+        key, kind = SORT_SQL[sort]
+        p = Params(now())
+        where = []
+        if state:
+            where.append(f"state = {p(state)}")
+        if q:
+            # ILIKE: SQLite's LIKE ignores case too.
+            pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            like = p(pattern)
+            where.append(f"(label ILIKE {like} ESCAPE '\\' OR phone ILIKE {like} ESCAPE '\\' OR id::text = {p(q)})")
+        if after:
+            value, account_id = decode_cursor(after)
+            where.append(f"({key}, id) {'<' if desc else '>'} ({p(_cursor_value(value, kind))}, {p(account_id)})")
+        order = "DESC" if desc else "ASC"
+        sql = (f"WITH v AS ({VIEW_SQL.format(now='$1')}) SELECT *, {key} AS sort_value FROM v"
+               f"{' WHERE ' + ' AND '.join(where) if where else ''}"
+               f" ORDER BY {key} {order}, id {order} LIMIT {p(limit)}")
+        rows = await self.read(sql, *p.values)
+        nxt = encode_cursor(rows[-1]["sort_value"], rows[-1]["id"]) if len(rows) == limit else None
+        return [account_view(r) for r in rows], nxt
+
+    async def accounts_by_id(self, tx: Tx | None, ids: Iterable[int]) -> list[dict[str, Any]]:
+        """Views of these accounts; inside a transaction pass it, to read what it wrote."""
+        ids = sorted(ids)
+        if not ids:
+            return []
+        sql = f"{VIEW_SQL.format(now='$1')} WHERE a.id = ANY($2::bigint[]) ORDER BY a.id"
+        rows = await (tx.fetch(sql, now(), ids) if tx else self.read(sql, now(), ids))
+        return [account_view(r) for r in rows]
+
+    async def get_account(self, account_id: int) -> dict[str, Any]:
+        found = await self.accounts_by_id(None, [account_id])
+        if not found:
+            raise NotFound(f"account {account_id}: no such account")
+        return found[0]
+
+    async def account_counts(self) -> dict[str, int]:
+        rows = await self.read(
+            f"SELECT state, COUNT(*) FROM (SELECT {STATE_SQL.format(now='$1')} AS state FROM accounts a) s"
+            " GROUP BY state", now())
+        counts = dict.fromkeys(STATES, 0)
+        counts.update({r[0]: r[1] for r in rows})
+        return counts
+
+    async def cooldowns_by_reason(self) -> list[tuple[str | None, int]]:
+        rows = await self.read("SELECT cooldown_reason, COUNT(*) FROM accounts WHERE cooldown_until > $1"
+                               ' AND disabled_at IS NULL GROUP BY cooldown_reason ORDER BY cooldown_reason COLLATE "C" NULLS FIRST',
+                               now())
+        return [(r[0], r[1]) for r in rows]
+
+    async def tasks_finished_since(self, at: float) -> int:
+        """Setup tasks done or failed and pulled tasks reported after ``at``: the dashboard's tasks per minute."""
+        return int(await self.read_val(
+            "SELECT (SELECT COUNT(*) FROM account_tasks WHERE status IN ('done', 'failed') AND updated_at > $1)"
+            " + (SELECT COUNT(*) FROM tasks WHERE reported_at > $1)", at))
+
+    async def disable_account(self, account_id: int, reason: str) -> bool:
+        """Disable with a reason; False when it already was (the reason is then left as it was)."""
+        async with self.tx() as tx:
+            current = await self._lookup(tx, account_id)
+            if current["disabled_at"] is not None:
+                return False
+            await tx.execute("UPDATE accounts SET disabled_at = $1, disabled_reason = $2 WHERE id = $3",
+                             now(), reason, account_id)
+            await tx.event("account.disabled", f"disabled: {reason}", account_id=account_id,
+                           data={"reason": reason})
+            return True
+
+    async def enable_account(self, account_id: int) -> bool:
+        async with self.tx() as tx:
+            current = await self._lookup(tx, account_id)
+            if current["disabled_at"] is None:
+                return False
+            await tx.execute("UPDATE accounts SET disabled_at = NULL, disabled_reason = NULL WHERE id = $1",
+                             account_id)
+            await tx.event("account.enabled", f"enabled (was: {current['disabled_reason']})",
+                           account_id=account_id)
+            return True
+
+    async def _lookup(self, tx: Tx, account_id: int) -> Record:
+        """The account's row, locked for this transaction (what it decides on cannot change under it)."""
+        row = await tx.fetchrow("SELECT * FROM accounts WHERE id = $1 FOR UPDATE", account_id)
+        if row is None:
+            raise NotFound(f"account {account_id}: no such account")
+        return row
+
+    async def events_after(self, after_id: int, limit: int) -> list[dict[str, Any]]:
+        """The audit trail after ``after_id``, oldest first: the durable source a stream resumes from."""
+        rows = await self.read("SELECT * FROM events WHERE id > $1 ORDER BY id LIMIT $2", after_id, limit)
+        return [event_view(r) for r in rows]
+
+    async def recent_events(self, *, account_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        if account_id is None:
+            rows = await self.read("SELECT * FROM events ORDER BY id DESC LIMIT $1", limit)
+        else:
+            rows = await self.read("SELECT * FROM events WHERE account_id = $1 ORDER BY id DESC LIMIT $2",
+                                   account_id, limit)
+        return [event_view(r) for r in rows]
+

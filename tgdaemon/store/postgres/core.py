@@ -1,0 +1,387 @@
+"""The writer connection, the readers' pool and the transaction that records what changed, on PostgreSQL.
+
+As on SQLite, one writer connection behind an asyncio lock, and readers beside it: a transaction takes the
+lock, BEGIN … COMMIT on the writer, and runs the commit hook before it lets the lock go, so deltas leave in
+commit order and the hook's reads (on the writer, after COMMIT) see what was committed. A dedicated writer,
+not one taken from the pool, because a pool's release resets the connection: one more round trip on
+every transaction. Reads run on a pool of their own connections and never wait for the writer.
+
+A database that goes away while the daemon runs (the server stopped or restarted, the connection reset,
+an administrator's shutdown) is not a failure of the store: the writer connects anew at the next
+transaction, the pool at the next read. Such an error raises ``StoreDisconnected`` and sets ``down``
+(what is wrong, one line, no password) until a transaction succeeds again; the store is never marked
+failed for it.
+
+JSON: jsonb columns go in and come out as text (asyncpg's own jsonb codec, which is C code: a Python
+codec set per connection would cost a call per value). The statements bind ``json.dumps`` text and
+cast it (``$1::jsonb``) and the row views ``json.loads`` it, exactly as on SQLite, so one view serves
+both drivers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+import asyncpg
+from asyncpg import Record
+
+from tgdaemon.bounded import bounded
+from tgdaemon.errors import StoreDisconnected, StoreError, StoreUnavailable
+from tgdaemon.store.api import ClockFollower, CommitHook, FailureHook
+from tgdaemon.store.postgres import migrate
+from tgdaemon.store.postgres.url import password_in, redact, where
+from tgdaemon.store.sqlite.backup import BackupError
+from tgdaemon.timeutil import now
+
+T = TypeVar("T")
+DownHook = Callable[[str | None], None]
+Connect = Callable[[], Awaitable[asyncpg.Connection]]
+
+log = logging.getLogger(__name__)
+
+SYNCHRONOUS = {"full": "on", "normal": "off"}  # [store] synchronous -> synchronous_commit
+POOL_READERS = 6  # besides the one writer: listings, the stream's snapshots, status, the provider API's reads
+CONNECT_SECONDS = 10.0
+CLOSE_STEP_SECONDS = 1.5
+
+
+class PgDumpOnly(BackupError):
+    """``tgdaemon backup`` copies a SQLite file; a PostgreSQL database is backed up with pg_dump."""
+
+
+def rowcount(status: str) -> int:
+    """Rows a statement touched, from its command tag (``UPDATE 3``, ``INSERT 0 3``, ``DELETE 0``)."""
+    last = status.rpartition(" ")[2]
+    return int(last) if last.isdigit() else 0
+
+
+class Params:
+    """Positional parameters for a statement built piece by piece: ``p(value)`` gives its ``$n``."""
+
+    def __init__(self, *values: Any) -> None:
+        self.values: list[Any] = list(values)
+
+    def __call__(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+_NAMED = re.compile(r"(?<![:\w]):([a-z_]\w*)")  # :name, not a ::cast nor the colon inside 'setup:%'
+
+
+def named(sql: str, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """A statement written with SQLite's ``:name`` parameters as asyncpg's ``$n`` ones, and their values:
+    for the long statements ported from the SQLite driver, where numbering by hand invites mistakes."""
+    order: dict[str, str] = {}
+
+    def number(match: re.Match[str]) -> str:
+        return order.setdefault(match[1], f"${len(order) + 1}")
+
+    return _NAMED.sub(number, sql), [params[name] for name in order]
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says the server cannot be reached (not that a statement was wrong): a closed or
+    reset connection, a server shutting down or starting up, no connection slot, no disk on the server."""
+    if isinstance(exc, asyncpg.PostgresConnectionError | OSError):  # OSError: refused, reset, timed out
+        return True
+    if isinstance(exc, asyncpg.exceptions.OperatorInterventionError):
+        return not isinstance(exc, asyncpg.exceptions.QueryCanceledError)  # a cancel is the statement's own
+    return isinstance(exc, asyncpg.exceptions.InsufficientResourcesError | asyncpg.exceptions.CannotConnectNowError)
+
+
+def _text(exc: BaseException, secrets: Iterable[str]) -> str:
+    """One line for an exception, with any password it might quote taken out."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def events_insert(n: int, where: str = "") -> str:
+    """An INSERT of a batch of events stamped ``$1``, their columns the six arrays ``event_columns`` gives,
+    bound from ``$n`` on; ``where`` may filter them (``e.t`` is the task id). RETURNING id: the ids follow
+    the batch's order. For a statement that writes its events beside its other changes (a CTE), in one
+    round trip; ``Tx.recorded`` then books them."""
+    return ("INSERT INTO events (at, kind, account_id, task_id, quota_id, message, data_json)"
+            f" SELECT $1, e.k, e.a, e.t, e.q, e.m, e.d::jsonb FROM unnest(${n}::text[], ${n + 1}::bigint[],"
+            f" ${n + 2}::bigint[], ${n + 3}::bigint[], ${n + 4}::text[], ${n + 5}::text[])"
+            f" WITH ORDINALITY AS e(k, a, t, q, m, d, o) {where} ORDER BY e.o RETURNING id")
+
+
+def event_columns(events: list[dict[str, Any]]) -> list[list[Any]]:
+    """The six arrays of ``events_insert``: kind, account, task, quota, message, data (JSON text)."""
+    return [[e["kind"] for e in events], [e.get("account_id") for e in events], [e.get("task_id") for e in events],
+            [e.get("quota_id") for e in events], [e["message"] for e in events],
+            [json.dumps(e.get("data") or {}, separators=(",", ":")) for e in events]]
+
+
+class Tx:
+    """One write transaction on one pool connection, and what it changed.
+
+    Besides the ``tgdaemon.store.api.Tx`` methods, the driver's own statements go through
+    ``execute`` (the row count), ``fetch``, ``fetchrow``, ``fetchval`` and ``executemany``; each turns
+    a lost connection into ``StoreDisconnected``.
+    """
+
+    def __init__(self, conn: asyncpg.Connection, core: PostgresCore) -> None:
+        self._conn = conn
+        self._core = core
+        self.accounts: set[int] = set()
+        self.quotas: set[int] = set()
+        self.events: list[dict[str, Any]] = []
+        self.broken = False  # the connection was lost: nothing to roll back, it has left the pool
+
+    async def _run(self, aw: Awaitable[T]) -> T:
+        try:
+            return await aw
+        except Exception as exc:
+            # A connection the server ended can also surface as the protocol's confusion (InternalClientError:
+            # "another operation is in progress") or as "connection is closed" (InterfaceError).
+            if connection_lost(exc) or self._conn.is_closed() or isinstance(exc, asyncpg.InternalClientError):
+                self.broken = True
+                self._conn.terminate()  # never back into the pool as it is: the pool connects anew
+                raise self._core.lost(exc) from None
+            raise
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run one statement; the number of rows it touched."""
+        return rowcount(await self._run(self._conn.execute(sql, *args)))
+
+    async def fetch(self, sql: str, *args: Any) -> list[Record]:
+        return await self._run(self._conn.fetch(sql, *args))
+
+    async def fetchrow(self, sql: str, *args: Any) -> Record | None:
+        return await self._run(self._conn.fetchrow(sql, *args))
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return await self._run(self._conn.fetchval(sql, *args))
+
+    async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None:
+        """One prepared statement run for every argument tuple, in one round trip (no row count:
+        where a count matters, use one statement over ``unnest`` arrays with RETURNING)."""
+        args = list(args)
+        if args:
+            await self._run(self._conn.executemany(sql, args))
+
+    async def events_many(self, events: list[dict[str, Any]]) -> None:
+        """Many events in one statement; their ids come back with them (the identity, in insertion order)."""
+        if not events:
+            return
+        at = now()
+        rows = await self.fetch(events_insert(2), at, *event_columns(events))
+        self.recorded([r[0] for r in rows], events, at)
+
+    def recorded(self, ids: Iterable[int], events: list[dict[str, Any]], at: float) -> None:
+        """Events a statement of ``events_insert`` wrote (``ids`` in any order, one per event): into the
+        transaction's list for the stream, their accounts touched."""
+        ids = sorted(ids)
+        if len(ids) != len(events):
+            raise RuntimeError(f"wrote {len(ids)} of {len(events)} events")
+        for event_id, e in zip(ids, events, strict=True):
+            self.events.append({"id": event_id, "at": at, "kind": e["kind"], "account_id": e.get("account_id"),
+                                "task_id": e.get("task_id"), "quota_id": e.get("quota_id"),
+                                "message": e["message"], "data": e.get("data") or {}})
+            if e.get("account_id") is not None:
+                self.touch(e["account_id"])
+
+    async def set_meta(self, key: str, value: str) -> None:
+        """A key of the little ``meta`` table, in this transaction (for parts that hold a Tx, not the store)."""
+        await self.execute("INSERT INTO meta (key, value) VALUES ($1, $2)"
+                           " ON CONFLICT (key) DO UPDATE SET value = excluded.value", key, value)
+
+    def touch_quota(self, quota_id: int) -> None:
+        self.quotas.add(quota_id)
+
+    def touch(self, account_id: int) -> None:
+        """Mark an account as changed, so its new state is published after commit."""
+        self.accounts.add(account_id)
+
+    async def event(self, kind: str, message: str, *, account_id: int | None = None,
+                    task_id: int | None = None, quota_id: int | None = None,
+                    data: dict[str, Any] | None = None) -> None:
+        """Append to the audit trail; the caller must keep secrets out of ``message`` and ``data``."""
+        at = now()
+        event_id = await self.fetchval(
+            "INSERT INTO events (at, kind, account_id, task_id, quota_id, message, data_json)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) RETURNING id",
+            at, kind, account_id, task_id, quota_id, message, json.dumps(data or {}, separators=(",", ":")))
+        self.events.append({
+            "id": event_id, "at": at, "kind": kind, "account_id": account_id,
+            "task_id": task_id, "quota_id": quota_id, "message": message, "data": data or {},
+        })
+        if account_id is not None:
+            self.touch(account_id)
+
+
+class PostgresCore:
+    """The writer connection, the readers' pool, transactions and the little key/value ``meta`` table."""
+
+    kind = "postgresql"
+
+    def __init__(self, connect: Connect, writer: asyncpg.Connection, pool: asyncpg.Pool, url: str, synchronous: str,
+                 secrets: tuple[str, ...] = ()) -> None:
+        self.url = redact(url)  # what status and logs show
+        self.where = where(url)  # host:port/database, for one-line messages
+        self.synchronous = synchronous
+        self._connect = connect
+        self._writer: asyncpg.Connection | None = writer
+        self._pool = pool
+        self._secrets = secrets
+        self._lock = asyncio.Lock()
+        self.on_commit: CommitHook | None = None
+        self.clock: ClockFollower | None = None
+        self.on_failure: FailureHook | None = None  # never called: a lost server is ``down``, not a failure
+        self.on_down: DownHook | None = None  # told what is wrong when the server is lost, None when it is back
+        self.failure: str | None = None
+        self.down: str | None = None  # what is wrong while the server cannot be reached
+
+    @classmethod
+    async def open(cls, url: str, *, password: str | None = None, synchronous: str = "full") -> Self:
+        """Connect, migrate, and give the store; one line naming the server and the error when it cannot.
+        ``password``: from ``[store] password_file``; without it libpq's sources apply (PGPASSWORD, ~/.pgpass)."""
+        if synchronous not in SYNCHRONOUS:
+            raise StoreError(f"store synchronous {synchronous!r}: one of {', '.join(SYNCHRONOUS)}")
+        place = where(url)
+        secrets = tuple(s for s in (password, password_in(url)) if s)
+        settings = {"dsn": url, "password": password, "timeout": CONNECT_SECONDS,
+                    "server_settings": {"synchronous_commit": SYNCHRONOUS[synchronous], "application_name": "tgdaemon",
+                                        "jit": "off"}}  # JIT compiles long plans: tens of ms lost on a listing
+
+        async def connect() -> asyncpg.Connection:
+            return await asyncpg.connect(**settings)
+
+        try:
+            writer = await connect()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+            raise StoreError(f"database {place}: cannot connect: {_text(exc, secrets)}") from None
+        try:
+            await migrate.upgrade(writer, redact(url))
+            # min_size 0: no connection is kept open for its own sake, so none is retried in the background
+            # (with a log line each time) while the server is away; readers connect when they first read.
+            pool = await asyncpg.create_pool(min_size=0, max_size=POOL_READERS, **settings)
+        except StoreError:
+            await bounded("closing the writer connection", writer.close(), CLOSE_STEP_SECONDS)
+            raise
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            await bounded("closing the writer connection", writer.close(), CLOSE_STEP_SECONDS)
+            raise StoreError(f"database {place}: {_text(exc, secrets)}") from None
+        return cls(connect, writer, pool, url, synchronous, secrets)
+
+    def lost(self, exc: BaseException) -> StoreDisconnected:
+        """The server cannot be reached: say so once (``down``, ``on_down``) and give what callers raise."""
+        why = f"database {self.where}: {_text(exc, self._secrets)}"
+        if self.down is None:
+            self.down = why
+            log.warning("the database cannot be reached (%s); waiting for it to return", why)
+            if self.on_down is not None:
+                self.on_down(why)
+        return StoreDisconnected(f"the database cannot be reached ({why}); waiting for it to return")
+
+    def _back(self) -> None:
+        if self.down is not None:
+            self.down = None
+            log.warning("the database is back (%s)", self.where)
+            if self.on_down is not None:
+                self.on_down(None)
+
+    async def _pooled(self, aw: Awaitable[T]) -> T:
+        try:
+            return await aw
+        except Exception as exc:
+            if connection_lost(exc):
+                raise self.lost(exc) from None
+            raise
+
+    async def _writer_connection(self) -> asyncpg.Connection:
+        """The writer, connected anew after it was lost (or left inside a transaction by a cancelled caller)."""
+        conn = self._writer
+        if conn is not None and not conn.is_closed() and not conn.is_in_transaction():
+            return conn
+        if conn is not None:
+            conn.terminate()
+        self._writer = None
+        self._writer = await self._pooled(self._connect())
+        return self._writer
+
+    async def close(self, seconds: float = 2 * CLOSE_STEP_SECONDS) -> None:
+        """Each step bounded: the last transaction finishes, then the writer and the pool close (or are cut off)."""
+        step = seconds / 2
+        locked = await bounded("waiting for the last transaction", self._lock.acquire(), step)
+        try:
+            writer, self._writer = self._writer, None
+            closing = [self._pool.close()] + ([writer.close()] if writer is not None else [])
+            if not await bounded("closing the connections", asyncio.gather(*closing), step):
+                self._pool.terminate()
+                if writer is not None:
+                    writer.terminate()
+        finally:
+            if locked:
+                self._lock.release()
+
+    @asynccontextmanager
+    async def tx(self) -> AsyncIterator[Tx]:
+        """BEGIN … COMMIT on the writer under the write lock; the commit hook runs before the lock is let go.
+        A step of the wall clock not yet followed moves the stored deadlines first, in the same
+        transaction, so nothing in it compares a stepped clock with unmoved deadlines."""
+        async with self._lock:
+            if self.failure is not None:
+                raise StoreUnavailable(f"the database cannot be written ({self.failure}); the daemon is stopping")
+            conn = await self._writer_connection()
+            tx = Tx(conn, self)
+            clock, step = self.clock, 0.0
+            try:  # BEGIN inside: a caller cancelled while BEGIN is in flight must still roll it back
+                await tx.execute("BEGIN")
+                if clock is not None and (step := clock.pending()):  # before the caller compares a deadline
+                    await clock.shift(self, tx, step)  # type: ignore[arg-type]  # the whole store is PostgresStore
+                yield tx
+                await tx.execute("COMMIT")
+            except BaseException:
+                if not tx.broken:  # a lost connection has nothing to roll back
+                    try:
+                        await conn.execute("ROLLBACK")
+                    except Exception:  # mid-cancellation, or gone meanwhile: the next transaction connects anew
+                        conn.terminate()
+                raise
+            self._back()
+            if clock is not None and step:
+                clock.followed(step)
+            if self.on_commit is not None and (tx.accounts or tx.quotas or tx.events):
+                await self.on_commit(tx)
+
+    async def read(self, sql: str, *args: Any) -> list[Record]:
+        """Rows read on a pool connection of their own: never waits for the writer."""
+        return await self._pooled(self._pool.fetch(sql, *args))
+
+    async def read_row(self, sql: str, *args: Any) -> Record | None:
+        return await self._pooled(self._pool.fetchrow(sql, *args))
+
+    async def read_val(self, sql: str, *args: Any) -> Any:
+        return await self._pooled(self._pool.fetchval(sql, *args))
+
+    async def backup(self, target: Path, *, replace: bool = False) -> int:
+        raise PgDumpOnly(f"backup {target}: the store is PostgreSQL ({self.where}); back it up with pg_dump"
+                         " (docs/postgresql.md), tgdaemon backup copies a SQLite store")
+
+    async def get_meta(self, key: str) -> str | None:
+        value: str | None = await self.read_val("SELECT value FROM meta WHERE key = $1", key)
+        return value
+
+    async def set_meta(self, tx: Tx, key: str, value: str) -> None:
+        await tx.set_meta(key, value)
+

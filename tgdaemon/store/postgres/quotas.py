@@ -1,0 +1,121 @@
+"""Quotas: counted, expiring monitoring of a public channel, and their inspection by a probe account.
+
+The SQLite twin (tgdaemon/store/sqlite/quotas.py) states the rules; these are the same statements in
+PostgreSQL's dialect: ``$n`` parameters, ``= ANY`` over an array instead of ``json_each``, RETURNING
+instead of ``lastrowid``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from tgdaemon.errors import NotFound
+from tgdaemon.store.api import ProbeAccount, QuotaRef
+from tgdaemon.store.postgres.core import PostgresCore, Tx
+from tgdaemon.store.views import quota_view
+from tgdaemon.timeutil import iso, now
+
+# The count is the counter the report keeps, not a COUNT(*): this view is read after every commit
+# that touched a quota, to publish its delta.
+QUOTA_VIEW = "SELECT q.*, q.measurements_count AS measurements FROM quotas q"
+
+
+class QuotaStore(PostgresCore):
+    async def add_quota(self, *, name: str, target: str, action: str, last_n_posts: int,
+                        quantity: int | None, orders: int | None, interval_seconds: float,
+                        expires_at: float) -> int:
+        async with self.tx() as tx:
+            quota_id: int = await tx.fetchval(
+                "INSERT INTO quotas (name, target, action, last_n_posts, quantity_total, quantity_left, orders_left,"
+                " interval_seconds, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                " RETURNING id",
+                name, target, action, last_n_posts, quantity if quantity is not None else orders, quantity,
+                orders, interval_seconds, expires_at, now())
+            await tx.event("quota.added", f"quota {name}: {action} on {target}", quota_id=quota_id,
+                           data={"action": action, "target": target})
+            tx.touch_quota(quota_id)
+            return quota_id
+
+    async def quotas(self) -> list[dict[str, Any]]:
+        return [quota_view(r) for r in await self.read(QUOTA_VIEW + " ORDER BY q.id")]
+
+    async def quota(self, quota_id: int) -> dict[str, Any]:
+        row = await self.read_row(QUOTA_VIEW + " WHERE q.id = $1", quota_id)
+        if row is None:
+            raise NotFound(f"quota {quota_id}: no such quota")
+        return quota_view(row)
+
+    async def quotas_by_id(self, tx: Tx, ids: set[int]) -> list[dict[str, Any]]:
+        rows = await tx.fetch(QUOTA_VIEW + " WHERE q.id = ANY($1::bigint[]) ORDER BY q.id", sorted(ids))
+        return [quota_view(r) for r in rows]
+
+    async def set_quota_paused(self, quota_id: int, paused: bool) -> bool:
+        await self.quota(quota_id)
+        async with self.tx() as tx:
+            changed = await tx.execute("UPDATE quotas SET paused = $1 WHERE id = $2 AND paused = $3",
+                                       int(paused), quota_id, int(not paused))
+            if changed:
+                await tx.event("quota.paused" if paused else "quota.resumed",
+                               f"quota {quota_id} {'paused' if paused else 'resumed'}", quota_id=quota_id)
+                tx.touch_quota(quota_id)
+            return bool(changed)
+
+    async def uninspected_quotas(self) -> list[QuotaRef]:
+        return [QuotaRef(r["id"], r["target"]) for r in await self.read(
+            "SELECT id, target FROM quotas WHERE inspection_ok IS NULL AND expires_at > $1 ORDER BY id", now())]
+
+    async def record_inspection(self, quota_id: int, *, ok: bool | None, peer_id: int | None = None,
+                                title: str | None = None, error: str | None = None) -> None:
+        """ok None: not decided yet (no probe account, or a wait); the error says why it waits."""
+        async with self.tx() as tx:
+            if ok is None:
+                await tx.execute("UPDATE quotas SET last_error = $1 WHERE id = $2", error, quota_id)
+            else:
+                at = now()
+                await tx.execute(
+                    "UPDATE quotas SET inspection_ok = $1, inspection_at = $2, inspection_error = $3, peer_id = $4,"
+                    " title = $5, last_error = $3, next_run_at = CASE WHEN $6::boolean THEN $2 ELSE next_run_at END"
+                    " WHERE id = $7", int(ok), at, error, peer_id, title, ok, quota_id)
+                await tx.event("quota.inspected",
+                               f"quota {quota_id}: " + (f"ok, {title}" if ok else f"failed: {error}"),
+                               quota_id=quota_id, data={"ok": ok, "error": error})
+            tx.touch_quota(quota_id)
+
+    async def probe_accounts(self) -> list[ProbeAccount]:
+        """Probe accounts that can work now, least recently used first."""
+        return [ProbeAccount(r["id"], r["tg_user_id"], r["phone"]) for r in await self.read(
+            "SELECT a.id, a.tg_user_id, a.phone FROM accounts a WHERE a.is_probe = 1 AND a.is_active = 1"
+            " AND a.disabled_at IS NULL AND (a.cooldown_until IS NULL OR a.cooldown_until <= $1)"
+            " AND NOT EXISTS (SELECT 1 FROM account_locks l WHERE l.account_id = a.id AND l.expires_at > $1)"
+            " ORDER BY COALESCE(a.last_used_at, 0), a.id", now())]
+
+    async def measurement_pages(self, quota_id: int, limit: int | None = None,
+                                page: int = 5000) -> AsyncIterator[list[tuple[Any, ...]]]:
+        """A quota's measurements oldest first, as tuples in ``MEASUREMENT_FIELDS`` order, one page per
+        short read, so an export of millions never sits in memory nor holds one read open; ``limit``:
+        only the latest that many (a sparkline)."""
+        if limit is not None and limit <= 0:  # nothing, as on SQLite (where OFFSET -1 is no error)
+            return
+        start: tuple[float, int] = (float("-inf"), 0)  # keyset: after this (observed_at, id)
+        if limit is not None:
+            first = await self.read_row(
+                "SELECT observed_at, id FROM measurements WHERE quota_id = $1 ORDER BY observed_at DESC, id DESC"
+                " LIMIT 1 OFFSET $2", quota_id, limit - 1)
+            if first is not None:
+                start = (first[0], first[1] - 1)
+        left = limit
+        while left is None or left > 0:
+            n = page if left is None else min(page, left)
+            rows = await self.read(
+                "SELECT observed_at, post_id, views, forwards, replies, reactions, subscribers, task_id, id"
+                " FROM measurements WHERE quota_id = $1 AND (observed_at, id) > ($2, $3)"
+                " ORDER BY observed_at, id LIMIT $4", quota_id, *start, n)
+            if not rows:
+                return
+            yield [(iso(r[0]), *r[1:8]) for r in rows]
+            if len(rows) < n:
+                return
+            start = (rows[-1][0], rows[-1][8])
+            if left is not None:
+                left -= len(rows)

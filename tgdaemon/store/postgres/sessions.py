@@ -1,0 +1,92 @@
+"""Sessions and the per-account entity cache, and adding accounts that come with a session.
+
+Auth keys enter and leave only through these methods (bytea); nothing here logs them, puts them in an
+event, or renders them in a repr.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from tgdaemon.errors import Conflict
+from tgdaemon.store.api import EntityRow, NewAccount, SessionData
+from tgdaemon.store.postgres.accounts import AccountStore
+from tgdaemon.store.postgres.core import Tx
+from tgdaemon.timeutil import now
+
+ENTITY = "SELECT peer_id, access_hash, username, phone, name FROM entities"
+
+
+class SessionStore(AccountStore):
+    async def load_session(self, account_id: int) -> SessionData | None:
+        r = await self.read_row("SELECT dc_id, server, port, auth_key FROM sessions WHERE account_id = $1",
+                                account_id)
+        return None if r is None else SessionData(r["dc_id"], r["server"], r["port"], r["auth_key"])
+
+    async def save_session(self, account_id: int, data: SessionData) -> None:
+        async with self.tx() as tx:
+            await self._upsert_session(tx, account_id, data)
+
+    async def _upsert_session(self, tx: Tx, account_id: int, data: SessionData) -> None:
+        await tx.execute(
+            "INSERT INTO sessions (account_id, dc_id, server, port, auth_key, updated_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6)"
+            " ON CONFLICT (account_id) DO UPDATE SET dc_id = excluded.dc_id, server = excluded.server,"
+            " port = excluded.port, auth_key = excluded.auth_key, updated_at = excluded.updated_at",
+            account_id, data.dc_id, data.server, data.port, data.auth_key, now())
+
+    async def load_entities(self, account_id: int) -> list[EntityRow]:
+        rows = await self.read(f"{ENTITY} WHERE account_id = $1", account_id)
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    async def save_entities(self, account_id: int, rows: Iterable[EntityRow]) -> None:
+        """In the order given (a peer twice: the later wins, as on SQLite): one pipelined round trip."""
+        rows = list(rows)
+        if not rows:
+            return
+        at = now()
+        async with self.tx() as tx:
+            await tx.executemany(
+                "INSERT INTO entities (account_id, peer_id, access_hash, username, phone, name, updated_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (account_id, peer_id) DO UPDATE SET"
+                " access_hash = excluded.access_hash, username = COALESCE(excluded.username, entities.username),"
+                " phone = COALESCE(excluded.phone, entities.phone), name = COALESCE(excluded.name, entities.name),"
+                " updated_at = excluded.updated_at",
+                [(account_id, *row, at) for row in rows])
+
+    async def find_entity(self, account_id: int, username: str) -> EntityRow | None:
+        """Usernames match whatever their case (SQLite: COLLATE NOCASE); the index is on lower(username)."""
+        row = await self.read_row(f"{ENTITY} WHERE account_id = $1 AND lower(username) = lower($2) LIMIT 1",
+                                  account_id, username)
+        return tuple(row) if row is not None else None  # type: ignore[return-value]
+
+    async def add_account(self, account: NewAccount, session: SessionData, *, how: str) -> int:
+        """Insert an account with its session in one transaction; a duplicate user or phone is refused."""
+        async with self.tx() as tx:
+            await self._refuse_duplicate(tx, account, session)
+            at = now()
+            account_id = int(await tx.fetchval(
+                "INSERT INTO accounts (phone, tg_user_id, label, is_probe, first_name, last_name, profile_json,"
+                " created_at, last_ok_at) VALUES ($1, $2, $3, $4, $5, $6, '{}', $7, $7) RETURNING id",
+                account.phone, account.tg_user_id, account.label, int(account.is_probe), account.first_name,
+                account.last_name, at))
+            await self._upsert_session(tx, account_id, session)
+            await tx.event(f"account.{how}", f"{how}: {account.label}" + (" (probe)" if account.is_probe else ""),
+                           account_id=account_id, data={"probe": account.is_probe})
+            return account_id
+
+    async def _refuse_duplicate(self, tx: Tx, account: NewAccount, session: SessionData) -> None:
+        """Same user, same phone, or the very same auth key (an unchecked import knows no user)."""
+        checks: list[tuple[str, str, Any]] = [
+            ("Telegram user", "SELECT id, label FROM accounts WHERE tg_user_id = $1", account.tg_user_id),
+            ("phone number", "SELECT id, label FROM accounts WHERE phone = $1", account.phone),
+            ("session", "SELECT a.id, a.label FROM sessions s JOIN accounts a ON a.id = s.account_id"
+                        " WHERE s.auth_key = $1", session.auth_key),
+        ]
+        for what, sql, value in checks:
+            if value is None:
+                continue
+            row = await tx.fetchrow(sql + " ORDER BY 1 LIMIT 1", value)
+            if row is not None:
+                raise Conflict(f"that {what} is already account {row['id']} ({row['label']})")

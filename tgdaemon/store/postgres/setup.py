@@ -1,0 +1,232 @@
+"""Setup tasks: dispatch, claim, finish, recover, retry; and what a task's outcome does to its account.
+
+The rules are SQLite's (tgdaemon/store/sqlite/setup.py); here every batch is one statement over
+``unnest`` arrays, and a claim takes the tasks it chose ``FOR UPDATE SKIP LOCKED``: a task another
+transaction is claiming is passed over, not waited for.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from tgdaemon.store.api import AccountEffect, ClaimedTask, SetupOutcome
+from tgdaemon.store.postgres.core import Params, Tx, event_columns, events_insert
+from tgdaemon.store.postgres.locks import release_locks
+from tgdaemon.store.postgres.sessions import SessionStore
+from tgdaemon.timeutil import now
+
+# {now}: the parameter holding the time eligibility is decided at; ``a`` is the account.
+ACCOUNT_CAN_WORK = ("a.is_active = 1 AND a.disabled_at IS NULL AND a.is_probe = 0"
+                    " AND (a.cooldown_until IS NULL OR a.cooldown_until <= {now})")
+LOCK_FREE = "NOT EXISTS (SELECT 1 FROM account_locks l WHERE l.account_id = a.id AND l.expires_at > {now})"
+DUE = "t.status IN ('pending', 'retry') AND (t.retry_at IS NULL OR t.retry_at <= {now})"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value)
+
+
+async def apply_account_effect(tx: Tx, account_id: int, effect: AccountEffect) -> None:
+    """The one place that turns an outcome into account state, for setup tasks and quota reports alike."""
+    at = now()
+    if effect.ok:
+        await tx.execute("UPDATE accounts SET last_ok_at = $1, last_error_code = NULL WHERE id = $2", at, account_id)
+    if effect.name is not None:
+        await tx.execute("UPDATE accounts SET first_name = $1, last_name = $2 WHERE id = $3", *effect.name, account_id)
+    elif effect.error_code:
+        await tx.execute("UPDATE accounts SET last_error_code = $1 WHERE id = $2", effect.error_code, account_id)
+    if effect.cooldown_until is not None:
+        changed = await tx.execute(  # with its length: clockstep's start-up clamp bounds a cooldown by it
+            "UPDATE accounts SET cooldown_until = $1, cooldown_reason = $2, cooldown_seconds = $3 WHERE id = $4"
+            " AND (cooldown_until IS NULL OR cooldown_until < $1)",
+            effect.cooldown_until, effect.cooldown_reason, max(0.0, effect.cooldown_until - at), account_id)
+        if changed:
+            await tx.event("account.cooldown", f"cooldown {effect.cooldown_until - at:.0f} s: {effect.cooldown_reason}",
+                           account_id=account_id,
+                           data={"reason": effect.cooldown_reason, "seconds": round(effect.cooldown_until - at)})
+    if effect.disable_reason is not None:
+        changed = await tx.execute("UPDATE accounts SET disabled_at = $1, disabled_reason = $2 WHERE id = $3"
+                                   " AND disabled_at IS NULL", at, effect.disable_reason, account_id)
+        if changed:
+            await tx.event("account.disabled", f"disabled: {effect.disable_reason}", account_id=account_id,
+                           data={"reason": effect.disable_reason, "automatic": True})
+    tx.touch(account_id)
+
+
+class SetupStore(SessionStore):
+    async def recover_setup(self) -> int:
+        """At start-up, under the data-dir lock: tasks a dead daemon left running go back to retry."""
+        async with self.tx() as tx:
+            at = now()
+            rows = sorted(await tx.fetch(
+                "UPDATE account_tasks SET status = 'retry', retry_at = $1, updated_at = $1 WHERE status = 'running'"
+                " RETURNING id, account_id, task_type", at), key=lambda r: r["id"])
+            await release_locks(tx, [(r["account_id"], f"setup:{r['id']}") for r in rows])
+            await tx.events_many([{"kind": "setup.recovered", "account_id": r["account_id"], "task_id": r["id"],
+                                   "message": f"{r['task_type']}: was running when the daemon stopped; retry"}
+                                  for r in rows])
+            return len(rows)
+
+    async def dispatch_setup(self, required: Mapping[str, dict[str, Any]]) -> tuple[int, int]:
+        """Create the required tasks (type → payload) for every account that should converge.
+
+        Returns (tasks created, tasks due now). The unique key makes it idempotent. One statement for
+        every type, ids in SQLite's order (type by type, accounts by id): claims break ties by id.
+        """
+        at = now()
+        async with self.tx() as tx:
+            created = 0
+            if required:
+                rows = await tx.fetch(
+                    "INSERT INTO account_tasks (account_id, task_type, payload_json, status, created_at, updated_at)"
+                    " SELECT a.id, r.t, r.p::jsonb, 'pending', $3, $3 FROM unnest($1::text[], $2::text[])"
+                    " WITH ORDINALITY AS r(t, p, o) CROSS JOIN accounts a"
+                    " WHERE a.is_active = 1 AND a.disabled_at IS NULL AND a.is_probe = 0 ORDER BY r.o, a.id"
+                    " ON CONFLICT (account_id, task_type) DO NOTHING RETURNING account_id",
+                    list(required), [_json(p) for p in required.values()], at)
+                created = len(rows)
+                for row in rows:
+                    tx.touch(row[0])
+            if created:
+                await tx.event("setup.dispatched", f"dispatch created {created} setup tasks",
+                               data={"created": created})
+            due = int(await tx.fetchval(
+                "SELECT COUNT(*) FROM account_tasks t JOIN accounts a ON a.id = t.account_id"
+                f" WHERE {DUE} AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}".format(now="$1"), at))
+        return created, due
+
+    async def claim_setup(self, task_types: Iterable[str], limit: int, lock_seconds: float) -> list[ClaimedTask]:
+        """Up to ``limit`` eligible tasks of these types, at most one per account, each with its lock taken."""
+        types = list(task_types)
+        if not types:
+            return []
+        async with self.tx() as tx:
+            at = now()  # in the transaction: a clock step is followed at its start
+            # One ordered, limited read per type along the account_tasks_due index (NULL retry_at first:
+            # never tried), instead of sorting every eligible task of every type.
+            rows = sorted(await tx.fetch(
+                "SELECT c.* FROM unnest($2::text[]) AS ty(task_type) CROSS JOIN LATERAL ("
+                " SELECT t.id, t.account_id, t.task_type, t.payload_json, t.attempts, t.result_json, t.started_at,"
+                " t.retry_at, a.tg_user_id, a.phone, a.profile_json"
+                " FROM account_tasks t JOIN accounts a ON a.id = t.account_id"
+                f" WHERE t.task_type = ty.task_type AND {DUE} AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}"
+                " ORDER BY t.retry_at NULLS FIRST, t.id LIMIT $3) c".format(now="$1"),
+                at, types, limit * 2), key=lambda r: (r["retry_at"] or 0, r["id"]))
+            claimed: list[ClaimedTask] = []
+            seen: set[int] = set()
+            for r in rows:  # at most one task per account; every account here has a free lock
+                if len(claimed) == limit or r["account_id"] in seen:
+                    continue
+                seen.add(r["account_id"])
+                claimed.append(ClaimedTask(
+                    r["id"], r["account_id"], r["task_type"], json.loads(r["payload_json"]), r["attempts"] + 1,
+                    json.loads(r["result_json"] or "{}"), r["started_at"] or at, r["tg_user_id"], r["phone"],
+                    json.loads(r["profile_json"] or "{}"), resumed=r["started_at"] is not None))
+            if not claimed:
+                return []
+            # One statement for the whole batch (the writer's round trips are the scheduler's cost): the
+            # chosen tasks marked running, their accounts' locks taken, their events written. Only the chosen
+            # tasks are locked (SKIP LOCKED: one another transaction is claiming is passed over) and the
+            # UPDATE checks again that each still waits; the candidates above are not locked, which would
+            # cost a write to every row read.
+            events = [{"kind": "setup.started", "message": f"{t.task_type}: attempt {t.attempts}",
+                       "account_id": t.account_id, "task_id": t.id, "data": {"task_type": t.task_type}}
+                      for t in claimed]
+            row = await tx.fetchrow(
+                "WITH c AS (SELECT id FROM account_tasks WHERE id = ANY($2::bigint[]) FOR UPDATE SKIP LOCKED),"
+                " up AS (UPDATE account_tasks t SET status = 'running', attempts = u.n, started_at = u.s,"
+                " updated_at = $1 FROM c, unnest($2::bigint[], $3::integer[], $4::float8[], $5::text[]) AS u(id, n, s, h)"
+                " WHERE t.id = c.id AND t.id = u.id AND t.status IN ('pending', 'retry') RETURNING t.id, t.account_id, u.h),"
+                " lk AS (INSERT INTO account_locks (account_id, holder, expires_at) SELECT account_id, h, $6 FROM up"
+                " ON CONFLICT (account_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at"
+                " WHERE account_locks.expires_at <= $1 OR account_locks.holder = excluded.holder RETURNING account_id),"
+                f" ev AS ({events_insert(7, 'WHERE e.t IN (SELECT id FROM up)')})"
+                " SELECT array(SELECT id FROM up) AS started, (SELECT count(*) FROM lk) AS locked,"
+                " array(SELECT id FROM ev) AS events",
+                at, [t.id for t in claimed], [t.attempts for t in claimed], [t.started_at for t in claimed],
+                [t.holder for t in claimed], at + lock_seconds, *event_columns(events))
+            assert row is not None
+            started = set(row["started"])  # all of them, while this daemon is the one writer
+            claimed = [t for t in claimed if t.id in started]
+            if row["locked"] != len(claimed):
+                raise RuntimeError(f"took {row['locked']} of {len(claimed)} locks that were free in this transaction")
+            for t in claimed:
+                tx.touch(t.account_id)
+            tx.recorded(row["events"], [e for e in events if e["task_id"] in started], at)
+            return claimed
+
+    async def finish_setup(self, task: ClaimedTask, outcome: SetupOutcome) -> None:
+        await self.finish_setup_many([(task, outcome)])
+
+    async def finish_setup_many(self, items: list[tuple[ClaimedTask, SetupOutcome]]) -> None:
+        """Record outcomes, apply them to their accounts and release the locks: one transaction for all."""
+        if not items:
+            return
+        at = now()
+        async with self.tx() as tx:
+            plain = AccountEffect(ok=True)  # the common case, in the batch's one statement below
+            for task, outcome in items:  # first: their events come before the tasks' own, as on SQLite
+                if outcome.effect != plain:
+                    await apply_account_effect(tx, task.account_id, outcome.effect)
+            # The same task twice in one batch: the first outcome counts (SQLite's second UPDATE finds it
+            # no longer running).
+            first = list({t.id: (t, o) for t, o in reversed(items)}.values())[::-1]
+            events = []
+            for task, outcome in items:
+                skipped = outcome.result.get("meta", {}).get("skipped")
+                detail = outcome.effect.error_code or ("skipped" if skipped else "")
+                events.append({"kind": f"setup.{outcome.status}", "account_id": task.account_id, "task_id": task.id,
+                               "message": f"{task.task_type}: {outcome.status}" + (f" ({detail})" if detail else ""),
+                               "data": {"task_type": task.task_type, "error_code": outcome.effect.error_code,
+                                        "retry_at": outcome.retry_at}})
+            # One statement: the outcomes recorded, the plain successes applied, the locks let go, the events.
+            row = await tx.fetchrow(
+                "WITH up AS (UPDATE account_tasks t SET status = u.status, retry_at = u.retry_at, last_error_code = u.code,"
+                " last_error = u.error, result_json = u.result::jsonb, attempts = t.attempts - u.refund,"
+                " updated_at = $1 FROM unnest($2::bigint[], $3::text[], $4::float8[], $5::text[], $6::text[],"
+                " $7::text[], $8::integer[]) AS u(id, status, retry_at, code, error, result, refund)"
+                " WHERE t.id = u.id AND t.status = 'running' RETURNING t.id),"
+                " ok AS (UPDATE accounts SET last_ok_at = $1, last_error_code = NULL WHERE id = ANY($9::bigint[])"
+                " RETURNING id),"
+                " rel AS (DELETE FROM account_locks l USING unnest($10::bigint[], $11::text[]) AS r(a, h)"
+                " WHERE l.account_id = r.a AND l.holder = r.h RETURNING l.account_id),"
+                f" ev AS ({events_insert(12)}) SELECT array(SELECT id FROM ev) AS events",
+                at, [t.id for t, _ in first], [o.status for _, o in first], [o.retry_at for _, o in first],
+                [o.effect.error_code for _, o in first], [o.error for _, o in first],
+                [_json({**t.result, **o.result}) for t, o in first], [int(o.refund_attempt) for _, o in first],
+                [t.account_id for t, o in items if o.effect == plain],
+                [t.account_id for t, _ in items], [t.holder for t, _ in items], *event_columns(events))
+            assert row is not None
+            for task, _ in items:  # their locks were let go
+                tx.touch(task.account_id)
+            tx.recorded(row["events"], events, at)
+
+    async def retry_account_setup(self, account_id: int) -> int:
+        """The operator's retry: failed and waiting tasks are due now, with their attempts reset; cooldowns stay."""
+        await self.get_account(account_id)
+        async with self.tx() as tx:
+            n = await tx.execute(
+                "UPDATE account_tasks SET status = 'retry', retry_at = NULL, attempts = 0, updated_at = $1"
+                " WHERE account_id = $2 AND status IN ('failed', 'retry')", now(), account_id)
+            await tx.event("setup.retry_requested", f"operator retry: {n} setup tasks due now",
+                           account_id=account_id, data={"tasks": n})
+            return n
+
+    async def setup_tasks(self, *, account_id: int | None = None, status: str | None = None,
+                          limit: int = 1000) -> list[dict[str, Any]]:
+        """Setup tasks with what their account and lock look like now (for ``blocked_by``)."""
+        p = Params(now())
+        where = []
+        if account_id is not None:
+            where.append(f"t.account_id = {p(account_id)}")
+        if status is not None:
+            where.append(f"t.status = {p(status)}")
+        rows = await self.read(
+            "SELECT t.*, a.label, a.is_active, a.is_probe, a.disabled_at, a.cooldown_until, a.cooldown_reason,"
+            " l.holder AS lock_holder FROM account_tasks t JOIN accounts a ON a.id = t.account_id"
+            " LEFT JOIN account_locks l ON l.account_id = t.account_id AND l.expires_at > $1"
+            + (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY t.account_id, t.id LIMIT {p(limit)}",
+            *p.values)
+        return [dict(r) for r in rows]
