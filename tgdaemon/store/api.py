@@ -27,6 +27,7 @@ EntityRow = tuple[int, int, str | None, str | None, str | None]
 CHANGES_KIND = "changes"
 # meta key: the highest event id retention has deleted; a stream cursor below it cannot be resumed.
 EVENTS_PRUNED_THROUGH = "events.pruned_through"
+STREAM_EPOCH = "stream.epoch"  # meta: names this database's log; a restored backup gets a new one
 
 @dataclass(frozen=True, slots=True)
 class Provider:
