@@ -205,6 +205,9 @@ async def test_a_backup_under_load_is_consistent_and_a_daemon_started_on_it_serv
         assert "simulator: the world of 40 accounts, seed 1 (recorded in the data dir)" in again.log()
         status2 = cli_json(f, "status", socket_path=socket2)
         assert status2["data_dir"] == str(restored)
+        assert read_copy(copy, "SELECT value FROM meta WHERE key = 'stream.epoch'") == []
+        # a restored copy's log is a new one: a dashboard that saw the live log resyncs, never resumes
+        assert status2["stream"]["epoch"] != status["stream"]["epoch"]
         rows = cli_json(f, "accounts", "list", socket_path=socket2)
         copied = read_copy(copy, "SELECT id, label, executor FROM accounts ORDER BY id")
         assert [(a["id"], a["label"], a["executor"]) for a in rows] == [tuple(r) for r in copied]

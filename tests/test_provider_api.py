@@ -18,10 +18,12 @@ from typing import Any
 
 import aiohttp
 import msgspec
+import pytest
 from aiohttp import web
 from daemon_proc import Fleet, fleet
 
 from tgdaemon.control.client import ControlClient
+from tgdaemon.errors import ApiError
 from tgdaemon.lifecycle.daemon import Daemon
 from tgdaemon.provider.api import add_routes as add_provider_routes
 from tgdaemon.provider.openapi import ErrorBody
@@ -255,6 +257,16 @@ async def test_end_to_end_a_provider_uses_up_a_quota_against_a_daemon_subprocess
             assert quota["quantity_left"] == 0 and len(done) == 5, (json.dumps(quota), daemon.log()[-2000:])
             status_code, again = await p.post(ROUTES[1], done[:2])  # the same reports again: nothing changes twice
             assert [r["outcome"] for r in again["results"]] == ["duplicate", "duplicate"]
+            # a NUL in any text is a 400 on both stores (PostgreSQL could not store it), body and query alike
+            code, nul = await p.post(ROUTES[1], [{**done[0], "error": "a\u0000b"}])
+            assert code == 400 and nul["error"]["message"] == "body: text may not hold the NUL character (U+0000)"
+            async with ControlClient(f.socket_path) as control:
+                with pytest.raises(ApiError) as refused_query:
+                    await control.request("GET", "/accounts", params={"q": "x\x00"})
+                assert refused_query.value.status == 400 and "NUL" in str(refused_query.value)
+                with pytest.raises(ApiError) as refused_body:
+                    await control.request("POST", "/accounts/1/disable", body={"reason": "r\x00"})
+                assert refused_body.value.status == 400
             async with http.get(p.base + "/metrics") as resp:
                 metrics = await resp.text()
         quota = next(q for q in cli_json(f, "quotas", "list") if q["id"] == quota_id)

@@ -18,9 +18,9 @@ from tgdaemon.control.client import ControlClient
 from tgdaemon.errors import DaemonNotRunning
 from tgdaemon.lifecycle.daemon import change_publisher
 from tgdaemon.store import AccountEffect, Store
-from tgdaemon.store.api import CHANGES_KIND, EVENTS_PRUNED_THROUGH
+from tgdaemon.store.api import CHANGES_KIND, EVENTS_PRUNED_THROUGH, STREAM_EPOCH
 from tgdaemon.stream import (
-    EPOCH_KEY,
+
     Hub,
     Lagged,
     Position,
@@ -203,7 +203,7 @@ async def test_resumable_only_within_this_log_and_its_retention(store: Store) ->
     wide = Hub(store, hub.epoch, head, queue_size=1000, replay_size=1000)
     assert not await wide.resumable(hub.epoch, first - 1)  # the row after it was pruned
     assert await wide.resumable(hub.epoch, first)  # everything after it is still there
-    assert await store.get_meta(EPOCH_KEY) == hub.epoch
+    assert await store.get_meta(STREAM_EPOCH) == hub.epoch
 
 
 # --- subscriptions and frames -------------------------------------------------------------------

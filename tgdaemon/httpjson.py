@@ -56,6 +56,8 @@ async def read_body(request: web.Request, type_: type[T]) -> T:
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise ApiError(f"the body is larger than {MAX_BODY} bytes", status=413, code="too_large")
     raw = await request.read()
+    if b"\\u0000" in raw:  # rare: only then is the body walked
+        _refuse_nul(raw)
     try:
         return msgspec.json.decode(raw, type=type_)
     except msgspec.ValidationError:  # (a subclass of DecodeError)
@@ -68,6 +70,27 @@ async def read_body(request: web.Request, type_: type[T]) -> T:
         raise ApiError(_validation_message(exc, "body"), code="invalid_body") from None
     except RecursionError:  # the untyped decode follows any nesting; the typed one had refused the body early
         raise ApiError("body: nested too deeply", code="invalid_body") from None
+
+
+NUL_MESSAGE = "text may not hold the NUL character (U+0000)"
+
+
+def _refuse_nul(raw: bytes) -> None:
+    """A NUL in any string is refused, on both stores alike: PostgreSQL cannot store one in text or jsonb,
+    and no name, reason or Telegram error holds one."""
+    try:
+        value = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return  # the typed decode says what is wrong with it
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str) and "\x00" in item:
+            raise ApiError(f"body: {NUL_MESSAGE}", code="invalid_body")
+        if isinstance(item, dict):
+            stack += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            stack += item
 
 
 def _integral_floats_as_ints(value: Any) -> Any:
@@ -86,6 +109,8 @@ def _integral_floats_as_ints(value: Any) -> Any:
 
 
 def read_query(request: web.Request, type_: type[T]) -> T:
+    if any("\x00" in k or "\x00" in v for k, v in request.query.items()):
+        raise ApiError(f"query parameter: {NUL_MESSAGE}", code="invalid_query")
     try:
         return msgspec.convert(dict(request.query), type_, strict=False)
     except msgspec.ValidationError as exc:

@@ -40,11 +40,10 @@ import msgspec
 
 from tgdaemon.errors import StoreDisconnected
 from tgdaemon.store import Store
-from tgdaemon.store.api import CHANGES_KIND, EVENTS_PRUNED_THROUGH
+from tgdaemon.store.api import CHANGES_KIND, EVENTS_PRUNED_THROUGH, STREAM_EPOCH
 from tgdaemon.wire import StoreChanged, StoreStatus
 
 _encoder = msgspec.json.Encoder()
-EPOCH_KEY = "stream.epoch"  # meta: this database's log, so a cursor from another database is told apart
 FOLLOW_ROWS = 1000  # log rows per read while following or catching up
 
 
@@ -173,11 +172,11 @@ class Hub:
     async def open(cls, store: Store, *, queue_size: int, replay_size: int) -> Hub:
         """At the log's head (a log that retention emptied still ends where it was pruned); the epoch names
         the database and is made on its first start."""
-        epoch = await store.get_meta(EPOCH_KEY)
+        epoch = await store.get_meta(STREAM_EPOCH)
         if epoch is None:
             epoch = secrets.token_hex(8)
             async with store.tx() as tx:
-                await tx.set_meta(EPOCH_KEY, epoch)
+                await tx.set_meta(STREAM_EPOCH, epoch)
         head = max(await store.last_event_id(), int(await store.get_meta(EVENTS_PRUNED_THROUGH) or 0))
         return cls(store, epoch, head, queue_size=queue_size, replay_size=replay_size)
 

@@ -17,6 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+
+class Row(Protocol):
+    """A driver's row read by column name: ``sqlite3.Row`` and ``asyncpg.Record`` both are one (and a dict)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+    def keys(self) -> Any: ...
+
+
 # (marked peer id, access hash, username, phone, name): Telethon's own entity row shape.
 EntityRow = tuple[int, int, str | None, str | None, str | None]
 
@@ -27,6 +36,7 @@ EntityRow = tuple[int, int, str | None, str | None, str | None]
 CHANGES_KIND = "changes"
 # meta key: the highest event id retention has deleted; a stream cursor below it cannot be resumed.
 EVENTS_PRUNED_THROUGH = "events.pruned_through"
+STREAM_EPOCH = "stream.epoch"  # meta: names this database's log; a restored backup gets a new one
 
 @dataclass(frozen=True, slots=True)
 class Provider:

@@ -6,10 +6,7 @@ in another; the conformance suite (tests/store/) runs both drivers through them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-Row = Mapping[str, Any]
+from tgdaemon.store.api import Row
 
 
 def holder(task_id: int) -> str:

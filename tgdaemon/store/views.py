@@ -10,19 +10,17 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Mapping
 from typing import Annotated, Any
 
 import msgspec
 
+from tgdaemon.store.api import Row
 from tgdaemon.timeutil import iso
 
 # Named once, in the wire types; the drivers take them from here (``X as X``: a re-export).
 from tgdaemon.wire import ACTIONS as ACTIONS
 from tgdaemon.wire import SORT_KEYS as SORT_KEYS
 from tgdaemon.wire import STATES as STATES
-
-Row = Mapping[str, Any]
 
 
 def mask_phone(phone: str | None) -> str | None:

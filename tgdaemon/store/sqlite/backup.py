@@ -21,6 +21,7 @@ import sqlite3
 from pathlib import Path
 
 from tgdaemon.errors import TgfleetError
+from tgdaemon.store.api import STREAM_EPOCH
 
 
 class BackupError(TgfleetError):
@@ -67,6 +68,9 @@ def _snapshot(source: Path, dest: Path) -> None:
         try:
             src.backup(dst)  # pages=-1: the whole database in one step, one snapshot
             dst.execute("PRAGMA journal_mode=DELETE")  # the copy arrives in WAL mode: make it one file
+            # Restored, the copy's log goes on from an older point than the one dashboards saw: a new
+            # epoch (made at its first start) makes them take a snapshot rather than resume.
+            dst.execute("DELETE FROM meta WHERE key = ?", (STREAM_EPOCH,))
         finally:
             dst.close()
     finally:
