@@ -142,10 +142,13 @@ class StoreWatch:
                 await self.up.wait()
 
 
-def _refuse(request: web.Request) -> None:
-    """A 503 at once (``errors_middleware`` adds Retry-After) rather than a request that waits on the database."""
+async def _refuse(request: web.Request) -> None:
+    """A 503 at once (``errors_middleware`` adds Retry-After) rather than a request that waits on the database.
+    The body is read first (at most ``MAX_BODY``): an answer sent while the client still writes it would end
+    in a reset connection on the client's side rather than in the 503."""
     down = request.config_dict[RUNTIME].storewatch.down
     if down is not None and request.path not in ANSWER_WHILE_DOWN:
+        await request.read()
         raise StoreDisconnected(f"the database cannot be reached ({down}); the daemon is retrying, try again later")
 
 
@@ -153,12 +156,12 @@ def _refuse(request: web.Request) -> None:
 async def refuse_while_down(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The application's: the provider API, /metrics; not the control API's routes."""
     if not request.path.startswith(CONTROL):
-        _refuse(request)
+        await _refuse(request)
     return await handler(request)
 
 
 @web.middleware
 async def refuse_control_while_down(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The control API's, once its peer check has passed."""
-    _refuse(request)
+    await _refuse(request)
     return await handler(request)
