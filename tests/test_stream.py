@@ -484,13 +484,15 @@ async def test_daemon_stop_ends_the_watch_with_daemon_not_running(daemon_factory
             await nxt(stream)
 
 
-async def test_a_client_resumes_across_a_daemon_restart_without_a_snapshot() -> None:
-    """A real daemon subprocess, the stream over its Unix socket: the dashboard's model keeps its
-    cursor through a restart and is sent only what changed after it."""
-    with fleet() as f:
+async def test_a_client_resumes_across_a_daemon_restart_without_a_snapshot(daemon_store: str | None) -> None:
+    """A real daemon subprocess, the stream over its Unix socket, on each store (the data dir's SQLite file,
+    a PostgreSQL database): the dashboard's model keeps its cursor through a restart and is sent only
+    what changed after it, read back from the store's event log."""
+    with fleet(store=daemon_store) as f:
         first = await f.start(accounts=FLEET_SIZE).await_ready()
         model = FleetModel(clock=time.time)
         async with ControlClient(f.socket_path, timeout=10) as client:
+            assert (await client.status())["store"]["kind"] == ("postgresql" if daemon_store else "sqlite")
             async with contextlib.aclosing(client.watch()) as stream:
                 snap = await nxt(stream)
                 assert model.apply(snap)

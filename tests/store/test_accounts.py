@@ -309,6 +309,7 @@ async def test_assign_accounts_counts_changes_and_refuses_unknown_ids(store: Sto
 
 async def test_events_after_is_the_trail_in_id_order_and_resumes_from_any_id(store: Store) -> None:
     await seed(store, 2)
+    head = await store.last_event_id()  # past the seeding's own row (its accounts, as a `changes` row)
     async with store.tx() as tx:
         await tx.event("test.one", "first", account_id=1, data={"n": 1, "nested": {"ok": True}})
         await tx.events_many([{"kind": "test.many", "message": f"m{i}", "account_id": 2, "task_id": i,
@@ -317,8 +318,9 @@ async def test_events_after_is_the_trail_in_id_order_and_resumes_from_any_id(sto
         ids = [e["id"] for e in tx.events]
         assert tx.accounts == {1, 2}  # an event for an account touches it
     assert ids == list(range(ids[0], ids[0] + 5)), "one transaction's events take consecutive ids"
-    trail = await store.events_after(0, 100)
-    assert [e["id"] for e in trail] == ids
+    assert ids[0] > head and await store.last_event_id() == ids[-1]
+    trail = await store.events_after(head, 100)
+    assert [e["id"] for e in trail] == ids  # every account touched is named by an event: no `changes` row
     assert [e["kind"] for e in trail] == ["test.one", "test.many", "test.many", "test.many", "test.last"]
     assert trail[0]["data"] == {"n": 1, "nested": {"ok": True}} and trail[0]["account_id"] == 1
     assert [(e["task_id"], e["data"]) for e in trail[1:4]] == [(i, {"i": i}) for i in range(3)]
@@ -332,6 +334,7 @@ async def test_events_after_is_the_trail_in_id_order_and_resumes_from_any_id(sto
 
 async def test_a_failed_transaction_writes_nothing_and_publishes_nothing(store: Store) -> None:
     await seed(store, 1)
+    head = await store.last_event_id()
     published: list[Tx] = []
 
     async def hook(tx: Tx) -> None:
@@ -345,12 +348,13 @@ async def test_a_failed_transaction_writes_nothing_and_publishes_nothing(store: 
             assert await store.take_lock(tx, 1, "setup:1", 600)
             raise RuntimeError("boom")
     assert published == []
-    assert await store.events_after(0, 100) == []
+    assert await store.events_after(head, 100) == []  # its event, and no `changes` row for the lock either
+    assert await store.last_event_id() == head
     assert await store.get_meta("lost") is None
     assert (await store.get_account(1))["state"] == "ready"
     async with store.tx() as tx:  # and the next one works
         await tx.event("test.kept", "committed")
-    assert [e["kind"] for e in await store.events_after(0, 100)] == ["test.kept"]
+    assert [e["kind"] for e in await store.events_after(head, 100)] == ["test.kept"]
     assert len(published) == 1
 
 
@@ -386,12 +390,14 @@ async def test_reads_go_on_while_a_write_is_open_and_see_only_what_is_committed(
     """Reads never wait for the writer (the interface's promise), and never see half a transaction: the
     stream resumes from ``events_after``, which must not show an event that may still roll back."""
     await seed(store, 2)
+    head = await store.last_event_id()
     async with store.tx() as tx:
         assert await store.take_lock(tx, 1, "setup:1", 600)
         await tx.event("test.open", "not committed yet", account_id=1)
         async with asyncio.timeout(10):  # bounded: a read that waited for this writer would never end
             assert (await store.get_account(1))["state"] == "ready"
-            assert await store.events_after(0, 10) == []
+            assert await store.events_after(head, 10) == []
+            assert await store.last_event_id() == head
             assert (await store.account_counts())["busy"] == 0
     assert (await store.get_account(1))["state"] == "busy"
-    assert [e["kind"] for e in await store.events_after(0, 10)] == ["test.open"]
+    assert [e["kind"] for e in await store.events_after(head, 10)] == ["test.open"]

@@ -23,7 +23,7 @@ import pytest
 
 from store.conftest import PgServer
 from tgdaemon.errors import StoreDisconnected, StoreError
-from tgdaemon.store.postgres import migrate
+from tgdaemon.store.postgres import PostgresStore, migrate
 from tgdaemon.store.postgres.core import (
     PgDumpOnly,
     PostgresCore,
@@ -119,6 +119,33 @@ async def test_a_newer_schema_is_refused_in_one_line(empty_pg_database: str) -> 
     assert "schema version 999, newer than this tgdaemon knows" in message
     assert "upgrade tgfleet" in message
 
+
+
+async def test_a_database_of_the_first_schema_gets_the_audit_index_and_keeps_its_log(empty_pg_database: str) -> None:
+    """Migration 0002 (SQLite's 0011): the audit trail read through a partial index that the stream's
+    ``changes`` rows are not in, so the newest audit events are found without stepping over them."""
+    conn = await asyncpg.connect(empty_pg_database)
+    try:
+        assert await migrate.upgrade(conn, "test", target=1) == 1
+        await conn.execute("INSERT INTO events (at, kind, message)"
+                           " SELECT 0, 'changes', '' FROM generate_series(1, 5000)")
+        await conn.execute("INSERT INTO events (at, kind, message) VALUES (1, 'old.audit', 'a'), (2, 'new.audit', 'b')")
+    finally:
+        await conn.close()
+    store = await PostgresStore.open(empty_pg_database)
+    try:
+        assert [e["kind"] for e in await store.recent_events(limit=5)] == ["new.audit", "old.audit"]
+        assert await store.last_event_id() == 5002
+    finally:
+        await store.close()
+    rows = await _rows(empty_pg_database, "SELECT version, name FROM tgfleet_schema_migrations ORDER BY version")
+    assert rows[:2] == [(1, "0001_schema.sql"), (2, "0002_events_audit.sql")]
+    [(definition,)] = await _rows(empty_pg_database, "SELECT indexdef FROM pg_indexes WHERE indexname = 'events_audit'")
+    assert "WHERE (kind <> 'changes'::text)" in definition
+    await _rows(empty_pg_database, "ANALYZE events")
+    plan = await _rows(empty_pg_database,
+                       "EXPLAIN SELECT * FROM events WHERE kind <> 'changes' ORDER BY id DESC LIMIT 100")
+    assert "events_audit" in " ".join(r[0] for r in plan)
 
 # --- the transaction's own parts ------------------------------------------------------------------------------------
 

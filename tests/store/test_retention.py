@@ -48,14 +48,14 @@ async def task_ids(store: Store) -> set[int]:
 
 
 async def test_prunes_only_what_is_old_enough_in_batches_and_keeps_measurements(store: Store) -> None:
-    w = await world(store, workers=2)
-    a, b = w.workers
     old_at, new_at = time.time() - 40 * DAY, time.time() - 1 * DAY
     await events(store, "old", old_at, 4)
     await events(store, "future", time.time() + DAY, 1)
     await events(store, "old", old_at, 3)
     await events(store, "new", new_at, 2)
     await events(store, "old-after-new", old_at, 1)
+    w = await world(store, workers=2)  # after those: its accounts are a young `changes` row of the log
+    a, b = w.workers
     channel = await w.add_quota()
     await backdoor.insert_many(store, "usage", [
         {"account_id": account, "day": day, "used": 3} for account, day in [
@@ -79,7 +79,7 @@ async def test_prunes_only_what_is_old_enough_in_batches_and_keeps_measurements(
     kinds = [r["kind"] for r in await backdoor.rows(store, "events")]
     # The 7 old ones, from the oldest end; the old one after the new ones waits for them (no holes);
     # one stamped in the future (a clock that was ahead) is stepped over, and kept.
-    assert kinds == ["future", "new", "new", "old-after-new", "quota.added", "quota.inspected"]
+    assert kinds == ["future", "new", "new", "old-after-new", "changes", "quota.added", "quota.inspected"]
     assert pruned.events == 7
     left = await task_ids(store)
     assert not left & set(old), "finished tasks older than 14 days are gone"

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from tgdaemon.errors import NotFound
+from tgdaemon.store.api import CHANGES_KIND
 from tgdaemon.store.postgres.core import Params, PostgresCore, Record, Tx
 from tgdaemon.store.views import (
     STATES,
@@ -64,14 +65,16 @@ class AccountStore(PostgresCore):
         rows = list(rows)
         if not rows:
             return
-        await tx.execute(
+        inserted = await tx.fetch(
             "INSERT INTO accounts (phone, tg_user_id, label, is_probe, first_name, last_name, executor, profile_json,"
             " created_at) SELECT p, u, l, b, f, n, 'local', j::jsonb, $8 FROM unnest($1::text[], $2::bigint[],"
             " $3::text[], $4::integer[], $5::text[], $6::text[], $7::text[]) WITH ORDINALITY AS r(p, u, l, b, f, n, j, o)"
-            " ORDER BY o",
+            " ORDER BY o RETURNING id",
             [r["phone"] for r in rows], [r["tg_user_id"] for r in rows], [r["label"] for r in rows],
             [int(r["is_probe"]) for r in rows], [r.get("first_name", "") for r in rows],
             [r.get("last_name", "") for r in rows], [r["profile_json"] for r in rows], now())
+        for row in inserted:
+            tx.touch(row[0])  # new accounts are changes a stream client must see
 
     async def count_accounts(self) -> int:
         return int(await self.read_val("SELECT COUNT(*) FROM accounts"))
@@ -175,11 +178,15 @@ class AccountStore(PostgresCore):
         rows = await self.read("SELECT * FROM events WHERE id > $1 ORDER BY id LIMIT $2", after_id, limit)
         return [event_view(r) for r in rows]
 
-    async def recent_events(self, *, account_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        if account_id is None:
-            rows = await self.read("SELECT * FROM events ORDER BY id DESC LIMIT $1", limit)
-        else:
-            rows = await self.read("SELECT * FROM events WHERE account_id = $1 ORDER BY id DESC LIMIT $2",
-                                   account_id, limit)
-        return [event_view(r) for r in rows]
+    async def last_event_id(self) -> int:
+        return int(await self.read_val("SELECT COALESCE(MAX(id), 0) FROM events"))
 
+    async def recent_events(self, *, account_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The audit trail, newest first; the stream's ``changes`` rows are not part of it (index events_audit)."""
+        if account_id is None:
+            rows = await self.read(f"SELECT * FROM events WHERE kind <> '{CHANGES_KIND}' ORDER BY id DESC LIMIT $1",
+                                   limit)
+        else:
+            rows = await self.read(f"SELECT * FROM events WHERE kind <> '{CHANGES_KIND}' AND account_id = $1"
+                                   " ORDER BY id DESC LIMIT $2", account_id, limit)
+        return [event_view(r) for r in rows]

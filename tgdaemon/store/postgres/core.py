@@ -1,10 +1,18 @@
 """The writer connection, the readers' pool and the transaction that records what changed, on PostgreSQL.
 
 As on SQLite, one writer connection behind an asyncio lock, and readers beside it: a transaction takes the
-lock, BEGIN … COMMIT on the writer, and runs the commit hook before it lets the lock go, so deltas leave in
-commit order and the hook's reads (on the writer, after COMMIT) see what was committed. A dedicated writer,
+lock, BEGIN … COMMIT on the writer, and runs the commit hook before it lets the lock go. A dedicated writer,
 not one taken from the pool, because a pool's release resets the connection: one more round trip on
 every transaction. Reads run on a pool of their own connections and never wait for the writer.
+
+The event log is the stream's source (tgdaemon/stream.py): what a transaction touched that none of its
+events names goes in the log as one ``changes`` row just before COMMIT, as on SQLite. The stream follows
+the log by id, so log ids must become visible in increasing order: a follower that has read up to N never
+looks below N again. Here one daemon's write transactions are serialized by the writer lock (one
+transaction at a time on the one writer connection, every events row written inside one), so each takes
+its ids after the previous one committed: ids are in commit order within one process. Several daemons on
+one database (issue 12) break that, and must keep the rule another way: each transaction's log rows
+inserted last, under one ``pg_advisory_xact_lock`` held from that INSERT to the COMMIT.
 
 A database that goes away while the daemon runs (the server stopped or restarted, the connection reset,
 an administrator's shutdown) is not a failure of the store: the writer connects anew at the next
@@ -41,7 +49,7 @@ from asyncpg import Record
 
 from tgdaemon.bounded import bounded
 from tgdaemon.errors import StoreDisconnected, StoreError, StoreUnavailable
-from tgdaemon.store.api import ClockFollower, CommitHook, FailureHook
+from tgdaemon.store.api import CHANGES_KIND, ClockFollower, CommitHook, FailureHook
 from tgdaemon.store.postgres import migrate
 from tgdaemon.store.postgres.url import password_in, redact, where
 from tgdaemon.store.sqlite.backup import BackupError
@@ -208,6 +216,15 @@ class Tx:
     def touch_quota(self, quota_id: int) -> None:
         self.quotas.add(quota_id)
 
+    async def log_changes(self) -> None:
+        """Before COMMIT: the accounts and quotas touched that none of this transaction's events names, as
+        one ``changes`` row, so the log holds every change (a lease taking a lock, a report) at one row
+        per commit, not one per object (the SQLite twin's rule)."""
+        accounts = sorted(self.accounts - {e["account_id"] for e in self.events})
+        quotas = sorted(self.quotas - {e["quota_id"] for e in self.events})
+        if accounts or quotas:
+            await self.event(CHANGES_KIND, "", data={"accounts": accounts, "quotas": quotas})
+
     def touch(self, account_id: int) -> None:
         """Mark an account as changed, so its new state is published after commit."""
         self.accounts.add(account_id)
@@ -350,6 +367,9 @@ class PostgresCore:
                 if clock is not None and (step := clock.pending()):  # before the caller compares a deadline
                     await clock.shift(self, tx, step)  # type: ignore[arg-type]  # the whole store is PostgresStore
                 yield tx
+                # Its id is taken under the writer lock like every log row of this transaction: in commit
+                # order within this process (the module's docstring; issue 12 must keep that across daemons).
+                await tx.log_changes()
                 await tx.execute("COMMIT")
             except BaseException:
                 if not tx.broken:  # a lost connection has nothing to roll back

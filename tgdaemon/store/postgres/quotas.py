@@ -7,7 +7,7 @@ instead of ``lastrowid``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from tgdaemon.errors import NotFound
@@ -46,8 +46,10 @@ class QuotaStore(PostgresCore):
             raise NotFound(f"quota {quota_id}: no such quota")
         return quota_view(row)
 
-    async def quotas_by_id(self, tx: Tx, ids: set[int]) -> list[dict[str, Any]]:
-        rows = await tx.fetch(QUOTA_VIEW + " WHERE q.id = ANY($1::bigint[]) ORDER BY q.id", sorted(ids))
+    async def quotas_by_id(self, tx: Tx | None, ids: Iterable[int]) -> list[dict[str, Any]]:
+        """Views of these quotas; inside a transaction pass it, to read what it wrote."""
+        sql, ids = QUOTA_VIEW + " WHERE q.id = ANY($1::bigint[]) ORDER BY q.id", sorted(ids)
+        rows = await (tx.fetch(sql, ids) if tx else self.read(sql, ids))
         return [quota_view(r) for r in rows]
 
     async def set_quota_paused(self, quota_id: int, paused: bool) -> bool:

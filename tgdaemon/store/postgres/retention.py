@@ -2,8 +2,10 @@
 
 The rules, and what is never pruned and why, are the SQLite twin's (tgdaemon/store/sqlite/retention.py):
 each call deletes at most one batch in its own short transaction; the rows are found first by a read
-outside the write lock, and the DELETE re-checks that each is still prunable. The newest task is kept
-here too, though an identity never hands an id out twice: the two stores prune the same rows.
+outside the write lock, and the DELETE re-checks that each is still prunable. A batch of events keeps the
+highest id it deleted in ``meta`` (``EVENTS_PRUNED_THROUGH``), in the same transaction: a stream cursor
+below it cannot be resumed. The newest task is kept here too, though an identity never hands an id out
+twice: the two stores prune the same rows.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tgdaemon.store.api import Batch
+from tgdaemon.store.api import EVENTS_PRUNED_THROUGH, Batch
 from tgdaemon.store.postgres.core import PostgresCore
 
 # A done task that a live quota still needs; ``t`` is the task row, $1 the time. To select and to re-check.
@@ -21,11 +23,14 @@ NEEDED = """(t.status = 'done' AND t.subject_type = 'quota' AND t.post_id IS NOT
 
 
 class RetentionStore(PostgresCore):
-    async def _delete(self, sql: str, *args: Any) -> tuple[int, float]:
-        """One DELETE in its own transaction; (rows deleted, seconds the writer was held)."""
+    async def _delete(self, sql: str, *args: Any, meta: tuple[str, str] | None = None) -> tuple[int, float]:
+        """One DELETE (and a ``meta`` key set with it, when it deleted rows) in its own transaction; (rows
+        deleted, seconds the writer was held)."""
         async with self.tx() as tx:
             started = time.perf_counter()
             deleted = await tx.execute(sql, *args)
+            if meta is not None and deleted:
+                await tx.set_meta(*meta)
         return deleted, time.perf_counter() - started
 
     async def prune_events(self, before: float, limit: int, at: float) -> Batch:
@@ -36,8 +41,9 @@ class RetentionStore(PostgresCore):
         old = [row["id"] for row in rows[:span] if row["at"] < before]
         if not old:  # the same scan again would find the same: this round is done
             return Batch(0, 0, 0.0)
+        # old[-1] only grows from batch to batch: what is left below it is a stepped-over future event.
         deleted, held = await self._delete("DELETE FROM events WHERE id BETWEEN $1 AND $2 AND at < $3",
-                                           old[0], old[-1], before)
+                                           old[0], old[-1], before, meta=(EVENTS_PRUNED_THROUGH, str(old[-1])))
         return Batch(deleted, span, held)  # fewer than the limit: a young event (or the end) was reached
 
     async def prune_tasks(self, before: float, limit: int, cursor: tuple[float, int] | None,
