@@ -28,7 +28,7 @@ def attributes(protocol: type) -> set[str]:
     return {name for name in protocol.__annotations__ if not name.startswith("_")}
 
 
-def parameters(f: Callable[..., Any]) -> list[tuple[str, inspect._ParameterKind, Any]]:
+def parameters(f: Callable[..., Any]) -> list[tuple[str, Any, Any]]:
     """Names, kinds and defaults; a default the interface leaves as ``...`` is the driver's to choose."""
     return [(p.name, p.kind, p.default) for p in inspect.signature(f).parameters.values()]
 
