@@ -124,6 +124,44 @@ def private_server() -> Iterator[PgServer]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@dataclass
+class Restartable:
+    """A private server a test may stop and start again (same data dir, so the same socket and databases):
+    the database lost under a running daemon, and back."""
+
+    pgdata: Path
+    server: Any  # pgserver's handle
+    user: str | None  # the system user it runs as (pgserver's own when the tests run as root)
+
+    @property
+    def admin(self) -> PgServer:
+        return PgServer(self.server.get_uri(), private=True)
+
+    def stop(self) -> None:
+        """``pg_ctl stop -m fast``: every session is ended by the server, as on a restart or a failover."""
+        from pgserver import _commands  # type: ignore[import-untyped]
+
+        getattr(_commands, "pg_ctl")(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self.user, timeout=30)
+
+    def start(self) -> None:
+        self.server.ensure_postgres_running()
+
+
+@contextmanager
+def restartable_server() -> Iterator[Restartable]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+    root = Path(tempfile.mkdtemp(prefix="tgf-pgr-", dir="/tmp"))  # short: the socket lives under it
+    server = pgserver.get_server(root / "pgdata", cleanup_mode="stop")
+    try:
+        run_apart(_execute(server.get_uri(), "ALTER SYSTEM SET fsync = off", "SELECT pg_reload_conf()"))
+        yield Restartable(root / "pgdata", server, "pgserver" if os.geteuid() == 0 else None)
+    finally:
+        server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @contextmanager
 def session_server() -> Iterator[PgServer]:
     if url := os.environ.get(URL_ENV):

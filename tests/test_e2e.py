@@ -166,7 +166,8 @@ def test_lifecycle_status_accounts_events_signals_restart(fl_on_each_store: Flee
         assert status["pid"] == daemon.pid
         assert status["accounts"]["disabled"] == 0
         store_url = fl.store or f"sqlite://{fl.data_dir / DB_NAME}"
-        assert status["store"] == {"kind": "postgresql" if fl.store else "sqlite", "url": store_url}
+        assert status["store"] == {"kind": "postgresql" if fl.store else "sqlite", "url": store_url, "down": None,
+                               "down_since": None}
         assert status["database"]["rows"]["accounts"] == 50
 
         assert len(rows) == 50

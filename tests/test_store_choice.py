@@ -181,7 +181,7 @@ def test_status_shows_the_store_without_its_password_and_the_log_never_has_it(
                                 ("status", "--socket", str(fl.socket_path)), env={"COLUMNS": "400"})
     assert status.returncode == 0 and human.returncode == 0, status.stderr + human.stderr
     data = json.loads(status.stdout)
-    assert data["store"] == {"kind": "postgresql", "url": url}
+    assert data["store"] == {"kind": "postgresql", "url": url, "down": None, "down_since": None}
     assert data["data_dir"] == str(fl.data_dir) and data["accounts"]["ready"] >= 1
     assert f"store postgresql {url}  synchronous full" in human.stdout, human.stdout
     assert SECRET not in status.stdout + human.stdout
@@ -198,7 +198,7 @@ def test_a_sqlite_url_puts_the_database_where_it_says_and_locks_it_there(fl: Fle
     db = fl.root / "elsewhere" / "fleet.sqlite3"
     daemon = fl.start(accounts=5, extra_args=("--store", f"sqlite://{db}")).wait_ready()
     status = json.loads(fl.cli("status", "--json", "--socket", str(fl.socket_path)).stdout)
-    assert status["store"] == {"kind": "sqlite", "url": f"sqlite://{db}"}
+    assert status["store"] == {"kind": "sqlite", "url": f"sqlite://{db}", "down": None, "down_since": None}
     assert status["database"]["path"] == str(db)
     # another data dir, the same file: refused by the lock in the file's directory
     second = fl.start(accounts=5, data_dir=fl.root / "data2", socket_path=fl.root / "d2.sock",

@@ -3,7 +3,9 @@
 A client mistake is never a 5xx: every error leaves as
 ``{"error": {"code", "message"}}`` with a 4xx, and an unexpected failure is
 logged here and answered with a bare 500 that carries no internals. A
-database that cannot be written any more is a 503: the daemon is stopping.
+database that cannot be written any more is a 503: the daemon is stopping. One
+that cannot be reached is a 503 too, ``store_unavailable`` with a Retry-After:
+the daemon is retrying, and so should the client.
 """
 
 from __future__ import annotations
@@ -15,11 +17,18 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
-from tgdaemon.errors import ApiError, NotFound, StoreUnavailable, TgfleetError
+from tgdaemon.errors import (
+    ApiError,
+    NotFound,
+    StoreDisconnected,
+    StoreUnavailable,
+    TgfleetError,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_BODY = 1024 * 1024
+RETRY_AFTER_SECONDS = 5  # while the database is out of reach: half the daemon's longest wait between its retries
 _encoder = msgspec.json.Encoder()
 
 
@@ -119,6 +128,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(exc.status, exc.code, str(exc))
     except NotFound as exc:
         return error_response(404, "not_found", str(exc))
+    except StoreDisconnected as exc:  # a request that met the lost database, or came while it is lost
+        response = error_response(503, "store_unavailable", str(exc))
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
     except StoreUnavailable as exc:  # the disk failed: the daemon is on its way out, try again once it is back
         return error_response(503, "unavailable", str(exc))
     except TgfleetError as exc:

@@ -20,7 +20,9 @@ State is read after the commit, never older than the row: applying a delta
 twice, or a newer state early, is harmless, and the client converges.
 
 With nobody subscribed the Hub reads nothing: it only moves its cursor; a
-client that comes later resumes from the log itself. A subscriber that falls
+client that comes later resumes from the log itself. The loss of the database
+and its return reach every subscriber at once as a ``store`` frame of its own
+(``store_changed``), between positions. A subscriber that falls
 behind by more than its queue holds is dropped and told to resync, so memory
 stays bounded whatever the client does.
 """
@@ -28,7 +30,6 @@ stays bounded whatever the client does.
 from __future__ import annotations
 
 import asyncio
-import logging
 import secrets
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
@@ -37,14 +38,13 @@ from typing import Any
 
 import msgspec
 
-from tgdaemon.errors import StoreUnavailable
+from tgdaemon.errors import StoreDisconnected
 from tgdaemon.store import Store
 from tgdaemon.store.api import CHANGES_KIND, EVENTS_PRUNED_THROUGH, STREAM_EPOCH
+from tgdaemon.wire import StoreChanged, StoreStatus
 
-log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
 FOLLOW_ROWS = 1000  # log rows per read while following or catching up
-RETRY_SECONDS = (0.5, 10.0)  # the first and the longest wait before reading the log again after a failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +53,7 @@ class Position:
 
     seq: int
     items: list[bytes]
+    notice: bool = False  # not a log row: a frame of its own (``store``), never inside a ``deltas`` one
 
 
 def _delta(seq: int, prev: int, kind: str, data: bytes) -> bytes:
@@ -123,6 +124,14 @@ class Subscription:
             self._items += len(position.items)
         self._ready.set()
 
+    def notice(self, frame: bytes) -> None:
+        """A frame for this client now, whatever its cursor (one that lagged gets a snapshot, which says it too)."""
+        if self.lagged:
+            return
+        self._queue.append(Position(self._hub.seq, [frame], notice=True))
+        self._items += 1
+        self._ready.set()
+
     async def next_batch(self, max_items: int = 1000) -> list[Position]:
         """Wait for positions and take whole ones, about ``max_items`` deltas; raises Lagged once the queue
         overflowed."""
@@ -191,27 +200,29 @@ class Hub:
                 self._handed.popleft()
         self._wake.set()
 
+    def store_changed(self, store: StoreStatus) -> None:
+        """The database was lost or is back (the store watch's ``on_change``): every subscriber is told."""
+        frame = _encoder.encode(StoreChanged(store=store))
+        for sub in self._subs:
+            sub.notice(frame)
+
     def publish(self, position: Position) -> None:
         self.seq = position.seq
         for sub in self._subs:
             sub.offer(position)
 
     async def run(self) -> None:
-        """Follow the log for as long as the daemon runs. A store that is unavailable (a database gone
-        away) is read again after a wait that doubles; nothing is lost, the cursor has not moved."""
-        wait = RETRY_SECONDS[0]
+        """Follow the log for as long as the daemon runs. The database lost ends it (the daemon runs it
+        again once it is back, ``StoreWatch.keep``) with its wake still set: nothing is lost, the cursor has
+        not moved, and the log is read from there."""
         while True:
             await self._wake.wait()
             self._wake.clear()
             try:
                 await self._follow()
-            except StoreUnavailable as exc:
-                log.warning("stream: cannot read the event log (%s); trying again in %.1f s", exc, wait)
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, RETRY_SECONDS[1])
+            except StoreDisconnected:
                 self._wake.set()
-            else:
-                wait = RETRY_SECONDS[0]
+                raise
 
     async def _follow(self) -> None:
         while self.seq < self._head:
@@ -274,6 +285,12 @@ def batch_frames(positions: Iterable[Position], limit: int = MAX_FRAME) -> list[
     fixed = len(_DELTAS_HEAD) + len(_DELTAS_TAIL[1])
     size = fixed
     for position in positions:
+        if position.notice:
+            if group:
+                frames.append(_deltas(group, more=False))
+                group, size = [], fixed
+            frames += position.items
+            continue
         need = sum(len(item) + 1 for item in position.items)
         if group and size + need > limit:
             frames.append(_deltas(group, more=False))

@@ -131,6 +131,8 @@ class SetupTask(Wire):
 class StoreStatus(Wire):
     kind: Literal["sqlite", "postgresql"]
     url: str  # never with a password
+    down: str | None = None  # the database cannot be reached: why (one line, no password); the daemon retries
+    down_since: str | None = None
 
 
 class StreamStatus(Wire):
@@ -326,5 +328,11 @@ class Resumed(Frame, tag="resumed"):
     status: Status
 
 
-Frames = Snapshot | SnapshotPart | Delta[Any] | Deltas | Resync | Resumed
+class StoreChanged(Frame, tag="store"):
+    """The database was lost (``store.down`` says why) or is back: sent as it happens, between deltas."""
+
+    store: StoreStatus
+
+
+Frames = Snapshot | SnapshotPart | Delta[Any] | Deltas | Resync | Resumed | StoreChanged
 

@@ -53,6 +53,7 @@ class FleetModel:
         self.events: deque[dict[str, Any]] = deque(maxlen=max_events)
         self.views: dict[int, list[float]] = {}  # quota id -> total views after each measurement
         self.status: dict[str, Any] = {}
+        self.store: dict[str, Any] = {}  # the daemon's store: its ``down`` says why it cannot reach it
         self.status_at = clock()
         self.epoch: str | None = None
         self.seq = 0  # the last event-log id applied: the cursor a reconnect resumes from
@@ -65,6 +66,12 @@ class FleetModel:
 
     def set_status(self, status: dict[str, Any]) -> None:
         self.status, self.status_at = status, self.clock()
+        self.store = status.get("store", {})
+
+    @property
+    def store_down(self) -> str | None:
+        down: str | None = self.store.get("down")
+        return down
 
     def uptime(self) -> float:
         return float(self.status.get("uptime_seconds", 0.0)) + max(0.0, self.clock() - self.status_at)
@@ -85,6 +92,9 @@ class FleetModel:
             return True
         if kind == "resumed":  # a reconnect with since: the deltas after our seq follow, no snapshot
             self.set_status(msg["status"])
+            return True
+        if kind == "store":  # the daemon lost its database, or has it back: between deltas, or before a snapshot
+            self.store = msg["store"]
             return True
         if kind != "delta":
             return True  # "resync": a snapshot follows on the same socket

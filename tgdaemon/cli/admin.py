@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 import msgspec
+from rich.text import Text
 
 from tgdaemon.cli import backup, onboard, output, providers, quotas, setup
 from tgdaemon.cli.parser import positive_int, socket_path
@@ -69,6 +70,9 @@ async def cmd_status(args: argparse.Namespace) -> int:
     con.print(f"tgdaemon {data.version}  pid {data.pid}  up {duration(data.uptime_seconds)}  gateway {data.gateway}")
     con.print(f"socket {data.socket}  http {data.http}  data {data.data_dir}", markup=False)
     con.print(f"store {data.store.kind} {data.store.url}  synchronous {data.synchronous}", markup=False)
+    if data.store.down is not None:
+        con.print(Text.assemble(("store DOWN", "bold red"), f" since {data.store.down_since}: {data.store.down}"
+                                "; the daemon takes no work and retries; the counts below are from before"))
     con.print("accounts  " + "  ".join(f"[{STATE_STYLE[s]}]{s}[/] {n}" for s, n in data.accounts.items()))
     for kind, counts in data.tasks.items():
         con.print(f"{kind} tasks  " + ("  ".join(f"{s} {n}" for s, n in sorted(counts.items())) or "none"))

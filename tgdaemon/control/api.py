@@ -30,6 +30,7 @@ from tgdaemon.httpjson import (
     read_body,
     read_query,
 )
+from tgdaemon.lifecycle.storewatch import refuse_control_while_down
 from tgdaemon.runtime import RUNTIME
 from tgdaemon.store import Store
 from tgdaemon.wire import (
@@ -133,7 +134,7 @@ async def list_events(request: web.Request) -> web.Response:
 
 def create_app() -> web.Application:
     """The control API, mounted at ``/v1/`` of the daemon's one application."""
-    app = web.Application(middlewares=[same_uid_only])
+    app = web.Application(middlewares=[same_uid_only, refuse_control_while_down])  # status and watch answer anyway
     app[SOCKETS] = set()
     app.on_shutdown.append(close_all)
     app.router.add_get("/status", status)

@@ -10,7 +10,10 @@ database, lies below what retention pruned, or is more than
 ``daemon.stream_replay_size`` rows behind: then a snapshot. A client that
 falls behind is told ``resync`` and sent a new snapshot on the same socket.
 No frame is over ``stream.MAX_FRAME``: a big snapshot or replay goes as
-several frames.
+several frames. While the database is out of reach a new client is sent a
+``store`` frame that says so, and its snapshot (or replay) once it is back; a
+client whose start the loss cut short is told so too, and the socket closes
+with 1013 (try again later): it reconnects from its cursor.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 import msgspec
 from aiohttp import WSMsgType, web
 
-from tgdaemon.errors import ApiError
+from tgdaemon.errors import ApiError, StoreDisconnected
 from tgdaemon.runtime import RUNTIME, Runtime
 from tgdaemon.stream import (
     Lagged,
@@ -34,7 +37,7 @@ from tgdaemon.stream import (
     encode,
     snapshot_frames,
 )
-from tgdaemon.wire import Account, Event, Quota, Resync
+from tgdaemon.wire import Account, Event, Quota, Resync, StoreChanged
 
 log = logging.getLogger(__name__)
 SNAPSHOT_EVENTS = 200
@@ -73,7 +76,11 @@ def parse_since(raw: str | None) -> tuple[str, int] | None:
 
 
 async def _pump(ws: web.WebSocketResponse, rt: Runtime, since: tuple[str, int] | None) -> None:
+    if rt.storewatch.down is not None:
+        await ws.send_bytes(encode(StoreChanged(store=rt.storewatch.status())))
+        await rt.storewatch.up.wait()
     sub = rt.hub.subscribe()
+    closing = (1011, b"stream ended")
     try:
         if since is not None and await rt.hub.resumable(*since):
             sub.floor = max(sub.floor, since[1])
@@ -97,12 +104,16 @@ async def _pump(ws: web.WebSocketResponse, rt: Runtime, since: tuple[str, int] |
             await _send_deltas(ws, positions)
     except ConnectionError:
         pass  # the client went away
+    except StoreDisconnected:
+        closing = (1013, b"the database cannot be reached")
+        with contextlib.suppress(ConnectionError):
+            await ws.send_bytes(encode(StoreChanged(store=rt.storewatch.status())))
     except Exception:
         log.exception("watch stream failed")
     finally:
         sub.close()
         if not ws.closed:
-            await ws.close(code=1011, message=b"stream ended")
+            await ws.close(code=closing[0], message=closing[1])
 
 
 async def watch(request: web.Request) -> web.WebSocketResponse:

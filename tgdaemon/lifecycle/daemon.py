@@ -6,7 +6,8 @@ leaving a half-working process; a stop signal lets in-flight work finish or
 release it within ``daemon.shutdown_timeout_seconds``. A disk that can no
 longer be written (full, I/O errors) stops it too, within a few seconds and
 with exit code 1: every shutdown step is bounded and independent (``lifecycle.teardown``), the lock is
-always released, and the exit guard ends a process that still will not exit.
+always released, and the exit guard ends a process that still will not exit. A database server
+that goes away does not: the daemon takes no work until it is back (``lifecycle.storewatch``).
 """
 
 from __future__ import annotations
@@ -25,13 +26,20 @@ from aiohttp import web
 from tgdaemon import clockstep
 from tgdaemon.config import Config
 from tgdaemon.control.api import create_app as create_control_app
-from tgdaemon.errors import AlreadyRunning, StoreError, StoreUnavailable, TgfleetError
+from tgdaemon.errors import (
+    AlreadyRunning,
+    StoreDisconnected,
+    StoreError,
+    StoreUnavailable,
+    TgfleetError,
+)
 from tgdaemon.gateway.base import Gateway
 from tgdaemon.gateway.simulator import Simulator
 from tgdaemon.httpjson import MAX_BODY, errors_middleware
 from tgdaemon.lifecycle import exitguard, limits, signals, systemd, worlds
 from tgdaemon.lifecycle.connguard import Guard, GuardedTCPSite
 from tgdaemon.lifecycle.datadir import DataDirLock
+from tgdaemon.lifecycle.storewatch import StoreWatch, refuse_while_down
 from tgdaemon.lifecycle.teardown import Teardown
 from tgdaemon.logredact import REDACTOR
 from tgdaemon.onboarding import Onboarding
@@ -109,6 +117,9 @@ class Daemon:
                      self.gateway.name, store.url)
             self.ready.set()
             await self._wait_for_stop()
+        except StoreDisconnected as exc:  # lost while starting: once running, it would be waited for
+            log.error("%s", exc)
+            self.exit_code = 1
         except StoreUnavailable:
             pass  # said in one line by _store_failed; exit_code is 1
         finally:
@@ -159,10 +170,14 @@ class Daemon:
             inspector=Inspector(store, gateway, probes),
             generator=Generator(cfg, store, gateway, probes, leases),
             executor=LocalExecutor(store, gateway, leases, cfg.quotas.local_concurrency),
-            retention=Retention(cfg.retention, store, clock.vouched_now))
+            retention=Retention(cfg.retention, store, clock.vouched_now), storewatch=StoreWatch(store))
         await self._serve(rt, connection_cap, teardown)
         await self._seed_simulated_fleet(store)  # only once the sockets are ours: a refused start seeds nothing
-        self._side_tasks = [asyncio.create_task(coro, name=name) for name, coro in _side_tasks(rt)]
+        await rt.read_figures()  # what status says should the database go before anyone asked
+        rt.storewatch.on_change = hub.store_changed
+        rt.storewatch.attach()
+        self._side_tasks = [asyncio.create_task(rt.storewatch.keep(loop), name=name) for name, loop in _side_tasks(rt)]
+        self._side_tasks.append(asyncio.create_task(rt.storewatch.run(), name="store watch"))
         # most of the budget: running setup tasks finish or go back to retry here
         teardown.step("stopping the side tasks", self._stop_side_tasks, 0.7)
         return rt
@@ -234,7 +249,8 @@ class Daemon:
         """One application, one AppRunner, two sites: the Unix socket and the TCP port (guarded)."""
         d = self.cfg.daemon
         guard = Guard(connection_cap, d.http_header_timeout_seconds, d.http_idle_timeout_seconds)
-        app = web.Application(middlewares=[errors_middleware, guard.middleware], client_max_size=MAX_BODY)
+        app = web.Application(middlewares=[errors_middleware, guard.middleware, refuse_while_down],
+                              client_max_size=MAX_BODY)
         app[RUNTIME] = rt
         add_provider_routes(app)
         app.add_subapp("/v1/", create_control_app())
@@ -255,13 +271,14 @@ class Daemon:
         rt.http_bound = f"{bound[0]}:{bound[1]}"
 
 
-def _side_tasks(rt: Runtime) -> list[tuple[str, Coroutine[Any, Any, None]]]:
-    """The parts that work on their own, each a task watched by the daemon: one that ends stops it."""
-    tasks = [("setup", rt.setup.run()), ("logins", rt.onboarding.run()), ("inspector", rt.inspector.run()),
-             ("generator", rt.generator.run()), ("reaper", rt.leases.run_reaper()), ("executor", rt.executor.run()),
-             ("clock", rt.clock.run(rt.store)), ("retention", rt.retention.run()), ("stream", rt.hub.run())]
+def _side_tasks(rt: Runtime) -> list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]]:
+    """The parts that work on their own, each a task watched by the daemon: one that ends stops it, unless
+    the lost database ended it (``StoreWatch.keep`` runs it again once it is back)."""
+    tasks = [("setup", rt.setup.run), ("logins", rt.onboarding.run), ("inspector", rt.inspector.run),
+             ("generator", rt.generator.run), ("reaper", rt.leases.run_reaper), ("executor", rt.executor.run),
+             ("clock", lambda: rt.clock.run(rt.store)), ("retention", rt.retention.run), ("stream", rt.hub.run)]
     if (interval := systemd.watchdog_interval()) is not None:
-        tasks.append(("watchdog", _watchdog(interval)))
+        tasks.append(("watchdog", lambda: _watchdog(interval)))
     return tasks
 
 

@@ -1,5 +1,10 @@
 """The provider API on TCP: ``/healthz`` in the open, everything under ``/api/provider/`` behind a bearer token.
 
+``/healthz`` is what a load balancer or a monitor asks: 200 while the daemon
+takes work, 503 (Retry-After, ``ok: false`` and why) while its database
+cannot be reached; the process is alive then and comes back by itself, so a
+liveness check should not restart it for that (docs/postgresql.md).
+
 The authenticated routes live in their own sub-application, so the token
 check (``provider.auth.require_provider``) guards every route added there by
 construction rather than by remembering a decorator. Pull and report come
@@ -10,17 +15,24 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from tgdaemon.httpjson import json_response
+from tgdaemon.httpjson import RETRY_AFTER_SECONDS, json_response
 from tgdaemon.provider.auth import AUTH, PROVIDER, ProviderAuth, require_provider
 from tgdaemon.provider.metrics import metrics
-from tgdaemon.provider.openapi import openapi
+from tgdaemon.provider.openapi import Health, openapi
 from tgdaemon.provider.tasks import add_routes as add_task_routes
 from tgdaemon.runtime import RUNTIME
 
 
 async def healthz(request: web.Request) -> web.Response:
     rt = request.config_dict[RUNTIME]
-    return json_response({"ok": True, "uptime_seconds": round(rt.uptime(), 1)})
+    store = rt.storewatch.status()
+    health = Health(ok=store.down is None, uptime_seconds=round(rt.uptime(), 1), store_down=store.down,
+                    store_down_since=store.down_since)
+    if health.ok:
+        return json_response(health)
+    response = json_response(health, status=503)
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 async def whoami(request: web.Request) -> web.Response:

@@ -30,9 +30,11 @@ class WhoAmI(msgspec.Struct):
     provider: str
 
 
-class Health(msgspec.Struct):
+class Health(msgspec.Struct, omit_defaults=True):
     ok: bool
     uptime_seconds: float
+    store_down: str | None = None  # only while the database cannot be reached: why
+    store_down_since: str | None = None
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -54,8 +56,13 @@ def build() -> dict[str, Any]:
               "401": unauthorized,
               "413": _json(error, "The body is larger than 1 MiB."),
               "415": _json(error, "The body is not application/json."),
-              "503": _json(error, "The database cannot be written (disk full or failing) and the daemon is stopping."
-                                  " Retry once it is back: a report applied before answers `duplicate`."), **other}
+              "503": {**_json(error, "The database cannot be reached (code `store_unavailable`, with Retry-After):"
+                                     " the daemon retries by itself, and so should the client; or it cannot be written"
+                                     " (disk full or failing, code `unavailable`) and the daemon is stopping. Retry"
+                                     " once it is back: a report applied before answers `duplicate`."),
+                      "headers": {"Retry-After": {"schema": {"type": "integer"},
+                                                  "description": "Seconds; sent with `store_unavailable`."}}},
+              **other}
     paths: dict[str, Any] = {}
     for i, (path, (handler, _, _, summary)) in enumerate(ROUTES.items()):
         paths["/api/provider" + path] = {"post": {
@@ -70,8 +77,12 @@ def build() -> dict[str, Any]:
                                                   _json(schemas[-2], "The provider's name."))
     paths["/api/provider/openapi.json"] = authenticated(
         "openapi", "This document.", _json({"type": "object"}, "OpenAPI 3.1"))
-    paths["/healthz"] = {"get": {"operationId": "healthz", "summary": "Liveness; needs no token.",
-                                 "responses": {"200": _json(schemas[-1], "The daemon is up."), **other}}}
+    paths["/healthz"] = {"get": {"operationId": "healthz", "summary": "Liveness and readiness; needs no token.",
+                                 "responses": {"200": _json(schemas[-1], "The daemon is up and takes work."),
+                                               "503": _json(schemas[-1], "Degraded: the daemon runs but its database"
+                                                                         " cannot be reached (`store_down` says why);"
+                                                                         " it takes no work until it is back."),
+                                               **other}}}
     paths["/metrics"] = {"get": {"operationId": "metrics", "summary": "Prometheus text format; needs no token.",
                                  "responses": {"200": {"description": "Metrics",
                                                        "content": {"text/plain": {"schema": {"type": "string"}}}},

@@ -61,10 +61,12 @@ class SetupScheduler:
         return created, due
 
     async def run(self) -> None:
-        """The side task: recover, then dispatch on schedule and feed both queues until cancelled."""
+        """The side task: recover, then dispatch on schedule and feed both queues until cancelled. Run again
+        after the database was lost: the tasks whose outcome could not be written then go back to retry."""
         recovered = await self.store.recover_setup()
         if recovered:
-            log.info("setup: %d tasks were running when the daemon stopped; they will be retried", recovered)
+            log.info("setup: %d tasks were left running (the daemon stopped, or lost its database); they will be"
+                     " retried", recovered)
         loops = [asyncio.create_task(self._feed(q), name=f"setup {q} queue") for q in QUEUES]
         if self.enabled:
             loops.append(asyncio.create_task(self._dispatch_loop(), name="setup dispatch"))

@@ -214,6 +214,7 @@ class Tx(Protocol):
 
 CommitHook = Callable[[Tx], Awaitable[None]]
 FailureHook = Callable[[str], None]
+DownHook = Callable[[str | None], None]  # what is wrong when the database is lost, None when it is back
 
 
 class ClockFollower(Protocol):
@@ -234,8 +235,10 @@ class Store(Protocol):
     kind: str  # "sqlite" or "postgresql"
     synchronous: str
     failure: str | None
+    down: str | None  # the database cannot be reached (a server's store only): why, until a transaction succeeds
     on_commit: CommitHook | None
     on_failure: FailureHook | None
+    on_down: DownHook | None
     clock: ClockFollower | None
     providers_version: int
 

@@ -80,7 +80,7 @@ class FleetScreen(Screen[None]):
         now = self.fleet.clock()
         offline_for = self.fleet.offline_for()
         self.query_one(FleetHeader).paint(self.fleet.model, now, self.fleet.current_mode, offline_for is not None)
-        self.query_one(OfflineBanner).paint(offline_for, self.fleet.client.socket_path)
+        self.query_one(OfflineBanner).paint(offline_for, self.fleet.client.socket_path, self.fleet.model.store_down)
         ticked = now - self._clock_drawn >= CLOCK_REFRESH_SECONDS
         if ticked:
             self._clock_drawn = now

@@ -1,4 +1,4 @@
-"""The header line (totals of the fleet) and the "daemon offline" banner."""
+"""The header line (totals of the fleet) and the banner: "daemon offline", or the daemon's "store down"."""
 
 from __future__ import annotations
 
@@ -21,14 +21,15 @@ class FleetHeader(Static):
         for name in VIEWS:
             parts += [(f"{name.title()}", "reverse bold" if name == view else "dim"), " "]
         status = model.status
+        down: list[str | tuple[str, str]] = [" │ ", ("store DOWN", "bold red")] if model.store_down else []
         if not status:
-            self.update(Text.assemble(*parts, "│ connecting…"))
+            self.update(Text.assemble(*parts, "│ connecting…", *down))
             return
         parts.append("│")
         for state, n in model.counts(now).items():
             parts += [(f" {state} ", STATE_STYLE[state]), str(n)]
         parts += [f" │ {status.get('tasks_per_minute', 0)} tasks/min │ {model.open_quotas(now)} quotas open │ ",
-                  f"v{status['version']} " + ("offline" if offline else f"up {duration(model.uptime())}")]
+                  f"v{status['version']} " + ("offline" if offline else f"up {duration(model.uptime())}"), *down]
         self.update(Text.assemble(*parts))
 
 
@@ -37,7 +38,9 @@ class OfflineBanner(Static):
     OfflineBanner { height: auto; background: $error; color: $text; padding: 0 1; display: none; }
     """
 
-    def paint(self, offline_for: float | None, socket_path: Path) -> None:
-        self.display = offline_for is not None
+    def paint(self, offline_for: float | None, socket_path: Path, store_down: str | None = None) -> None:
+        self.display = offline_for is not None or store_down is not None
         if offline_for is not None:
             self.update(f"daemon offline for {duration(offline_for)} — reconnecting to {socket_path}")
+        elif store_down is not None:
+            self.update(f"store down: {store_down} — the daemon takes no work and retries until it is back")

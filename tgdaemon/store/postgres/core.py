@@ -18,7 +18,8 @@ A database that goes away while the daemon runs (the server stopped or restarted
 an administrator's shutdown) is not a failure of the store: the writer connects anew at the next
 transaction, the pool at the next read. Such an error raises ``StoreDisconnected`` and sets ``down``
 (what is wrong, one line, no password) until a transaction succeeds again; the store is never marked
-failed for it.
+failed for it. ``on_down`` hears of both changes; saying them to the operator is its business
+(tgdaemon/lifecycle/storewatch.py), so a store used without one logs nothing of it.
 
 JSON: jsonb columns go in and come out as text (asyncpg's own jsonb codec, which is C code: a Python
 codec set per connection would cost a call per value). The statements bind ``json.dumps`` text and
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
 from collections.abc import (
     AsyncIterator,
@@ -49,17 +49,14 @@ from asyncpg import Record
 
 from tgdaemon.bounded import bounded
 from tgdaemon.errors import StoreDisconnected, StoreError, StoreUnavailable
-from tgdaemon.store.api import CHANGES_KIND, ClockFollower, CommitHook, FailureHook
+from tgdaemon.store.api import CHANGES_KIND, ClockFollower, CommitHook, DownHook, FailureHook
 from tgdaemon.store.postgres import migrate
 from tgdaemon.store.postgres.url import password_in, redact, where
 from tgdaemon.store.sqlite.backup import BackupError
 from tgdaemon.timeutil import now
 
 T = TypeVar("T")
-DownHook = Callable[[str | None], None]
 Connect = Callable[[], Awaitable[asyncpg.Connection]]
-
-log = logging.getLogger(__name__)
 
 SYNCHRONOUS = {"full": "on", "normal": "off"}  # [store] synchronous -> synchronous_commit
 POOL_READERS = 6  # besides the one writer: listings, the stream's snapshots, status, the provider API's reads
@@ -305,7 +302,6 @@ class PostgresCore:
         why = f"database {self.where}: {_text(exc, self._secrets)}"
         if self.down is None:
             self.down = why
-            log.warning("the database cannot be reached (%s); waiting for it to return", why)
             if self.on_down is not None:
                 self.on_down(why)
         return StoreDisconnected(f"the database cannot be reached ({why}); waiting for it to return")
@@ -313,7 +309,6 @@ class PostgresCore:
     def _back(self) -> None:
         if self.down is not None:
             self.down = None
-            log.warning("the database is back (%s)", self.where)
             if self.on_down is not None:
                 self.on_down(None)
 
@@ -333,7 +328,12 @@ class PostgresCore:
         if conn is not None:
             conn.terminate()
         self._writer = None
-        self._writer = await self._pooled(self._connect())
+        try:
+            self._writer = await self._connect()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # Whatever refuses a new session (a server starting, a database closed to connections, a role's
+            # password changed) leaves the daemon without its database until it is fixed: down, not a bug.
+            raise self.lost(exc) from None
         return self._writer
 
     async def close(self, seconds: float = 2 * CLOSE_STEP_SECONDS) -> None:

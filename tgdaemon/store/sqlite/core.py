@@ -31,7 +31,7 @@ import aiosqlite
 
 from tgdaemon.bounded import bounded
 from tgdaemon.errors import StoreError, StoreUnavailable
-from tgdaemon.store.api import CHANGES_KIND, ClockFollower, CommitHook, FailureHook
+from tgdaemon.store.api import CHANGES_KIND, ClockFollower, CommitHook, DownHook, FailureHook
 from tgdaemon.store.sqlite import migrate
 from tgdaemon.store.sqlite.backup import copy_database
 from tgdaemon.timeutil import now
@@ -178,6 +178,8 @@ class StoreCore:
         self.clock: ClockFollower | None = None
         self.on_failure: FailureHook | None = None
         self.failure: str | None = None  # what broke the disk for this store, once something has
+        self.down: str | None = None  # never set: a file is not out of reach, its errors are failures
+        self.on_down: DownHook | None = None  # never called, for the same reason
 
     @classmethod
     async def open(cls, path: Path, synchronous: str = "full") -> Self:
