@@ -264,7 +264,7 @@ async def test_the_route_refuses_every_bad_target_before_writing(running_daemon:
         assert (status, code) == (400, "invalid_path") and "running daemon's own files" in message, message
     assert (await refused({"path": str(taken)}))[:2] == (409, "backup_exists")
     assert (await refused({"path": str(tmp_path / "b"), "extra": 1}))[:2] == (400, "invalid_body")
-    assert (await refused({"path": str(tmp_path / "b\x00")}))[:2] == (400, "invalid_path")
+    assert (await refused({"path": str(tmp_path / "b\x00")}))[:2] == (400, "invalid_body")  # no NUL in any text
     too_long = await refused({"path": str(tmp_path / ("a" * 300))})  # pathlib raises ENAMETOOLONG itself
     assert too_long[:2] == (400, "invalid_path") and "too long" in too_long[2], too_long
     assert taken.read_text() == "not a database"
