@@ -350,5 +350,5 @@ def _snapshot_frame(prefix: bytes, names: list[str], lists: list[list[bytes]], *
     return prefix + body + _MORE[more]
 
 
-def encode(message: dict[str, Any]) -> bytes:
+def encode(message: dict[str, Any] | msgspec.Struct) -> bytes:
     return _encoder.encode(message)

@@ -25,7 +25,8 @@ def methods(protocol: type) -> dict[str, Callable[..., Any]]:
 
 def attributes(protocol: type) -> set[str]:
     """The data members (annotated, not methods): set on an instance, so checked on an opened store."""
-    return {name for name in protocol.__annotations__ if not name.startswith("_")}
+    annotated = {name for name in protocol.__annotations__ if not name.startswith("_")}
+    return annotated | {name for name, value in vars(protocol).items() if isinstance(value, property)}
 
 
 def parameters(f: Callable[..., Any]) -> list[tuple[str, Any, Any]]:

@@ -44,6 +44,10 @@ class SetupScheduler:
     def enabled(self) -> bool:
         return self.cfg.setup.enabled
 
+    def _finished(self, running: set[asyncio.Task[None]], job: asyncio.Task[None]) -> None:
+        running.discard(job)
+        self.wake()
+
     def wake(self) -> None:
         """Look for due work now (after a dispatch, a retry, an enable) rather than at the next poll."""
         for event in self._wakes.values():
@@ -96,7 +100,7 @@ class SetupScheduler:
                 job = asyncio.create_task(self._execute(task), name=f"setup task {task.id}")
                 running.add(job)
                 # A finished task frees its account for the other queue too.
-                job.add_done_callback(lambda j: (running.discard(j), self.wake()))
+                job.add_done_callback(lambda j: self._finished(running, j))
             if claimed and len(claimed) == free:
                 continue  # a full batch: more may be due right away once a slot frees
             with contextlib.suppress(TimeoutError):

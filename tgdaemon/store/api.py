@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 
 class Row(Protocol):
@@ -231,8 +231,10 @@ class Store(Protocol):
     """Every operation the daemon asks of its database. Reads never wait for a writer; each write method is
     one transaction, unless it takes a ``tx`` (then it joins the caller's, from ``tx()``)."""
 
-    url: str  # without a password: what status and logs show
-    kind: str  # "sqlite" or "postgresql"
+    @property
+    def url(self) -> str: ...  # without a password: what status and logs show
+
+    kind: Literal["sqlite", "postgresql"]
     synchronous: str
     failure: str | None
     down: str | None  # the database cannot be reached (a server's store only): why, until a transaction succeeds

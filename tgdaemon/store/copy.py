@@ -348,12 +348,14 @@ async def copy_store(from_url: str, to_url: str, *, from_password: str | None = 
     source_url, target_url = parse(from_url, "source"), parse(to_url, "target")
     source: Source = await _driver(source_url).open_source(source_url, from_password)
     try:
-        for note in source.notes if say is not None else ():
-            say(note)
+        if say is not None:
+            for note in source.notes:
+                say(note)
         target: Target = await _driver(target_url).open_target(target_url, to_password)
         try:
-            for note in target.notes if say is not None else ():
-                say(note)
+            if say is not None:
+                for note in target.notes:
+                    say(note)
             return await copy_tables(source, target, batch=batch, progress=progress)
         finally:
             await target.close()

@@ -6,7 +6,12 @@ in another; the conformance suite (tests/store/) runs both drivers through them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TypeVar
+
 from tgdaemon.store.api import Row
+
+R = TypeVar("R", bound=Row)  # whichever row type the driver reads: it comes back as it went in
 
 
 def holder(task_id: int) -> str:
@@ -25,13 +30,13 @@ def outcome(row: Row | None, executor: str, token: str, at: float) -> str:
     return "applied"
 
 
-def assign(picks: list[tuple[Row, int | None, int]], accounts: list[int],
-            used: set[tuple[int, int, int]]) -> list[tuple[Row, int | None, int, int]]:
+def assign(picks: Sequence[tuple[R, int | None, int]], accounts: list[int],
+           used: set[tuple[int, int, int]]) -> list[tuple[R, int | None, int, int]]:
     """Least recently used account first, each account once per round, never one already used for
     the same (quota, post). A channel_stats run has no post, so any free account will do."""
     free = list(accounts)
     taken: set[int] = set()
-    out = []
+    out: list[tuple[R, int | None, int, int]] = []
     start = 0
     for q, post, cursor in picks:
         while start < len(free) and free[start] in taken:

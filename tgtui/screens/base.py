@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, ClassVar, cast
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Input
 
@@ -79,8 +80,12 @@ class FleetScreen(Screen[None]):
     def repaint(self) -> None:
         now = self.fleet.clock()
         offline_for = self.fleet.offline_for()
-        self.query_one(FleetHeader).paint(self.fleet.model, now, self.fleet.current_mode, offline_for is not None)
-        self.query_one(OfflineBanner).paint(offline_for, self.fleet.client.socket_path, self.fleet.model.store_down)
+        try:
+            header, banner = self.query_one(FleetHeader), self.query_one(OfflineBanner)
+        except NoMatches:  # the app is closing and its widgets are gone before the repaint timer is
+            return
+        header.paint(self.fleet.model, now, self.fleet.current_mode, offline_for is not None)
+        banner.paint(offline_for, self.fleet.client.socket_path, self.fleet.model.store_down)
         ticked = now - self._clock_drawn >= CLOCK_REFRESH_SECONDS
         if ticked:
             self._clock_drawn = now

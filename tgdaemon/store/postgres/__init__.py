@@ -12,7 +12,7 @@ from __future__ import annotations
 from tgdaemon.store.api import AccountEffect, Tx
 from tgdaemon.store.postgres import clock, locks, setup
 from tgdaemon.store.postgres.clock import ClockStore
-from tgdaemon.store.postgres.core import Tx as PostgresTx
+from tgdaemon.store.postgres.core import own
 from tgdaemon.store.postgres.providers import ProviderStore
 from tgdaemon.store.postgres.pulled import PulledStore
 from tgdaemon.store.postgres.quotas import QuotaStore
@@ -26,23 +26,18 @@ class PostgresStore(SetupStore, QuotaStore, PulledStore, ProviderStore, ClockSto
     """Implements ``tgdaemon.store.api.Store``; the mixins split it by subject, as the SQLite driver's do."""
 
     async def take_lock(self, tx: Tx, account_id: int, holder: str, seconds: float) -> bool:
-        return await locks.take_lock(_own(tx), account_id, holder, seconds)
+        return await locks.take_lock(own(tx), account_id, holder, seconds)
 
     async def release_lock(self, tx: Tx, account_id: int, holder: str) -> None:
-        await locks.release_lock(_own(tx), account_id, holder)
+        await locks.release_lock(own(tx), account_id, holder)
 
     async def apply_account_effect(self, tx: Tx, account_id: int, effect: AccountEffect) -> None:
-        await setup.apply_account_effect(_own(tx), account_id, effect)
+        await setup.apply_account_effect(own(tx), account_id, effect)
 
     async def mark_used(self, tx: Tx, account_id: int) -> None:
         """Least recently used first: probes take turns by this."""
-        await _own(tx).execute("UPDATE accounts SET last_used_at = $1 WHERE id = $2", now(), account_id)
+        await own(tx).execute("UPDATE accounts SET last_used_at = $1 WHERE id = $2", now(), account_id)
 
     async def shift_deadlines(self, tx: Tx, step: float) -> dict[str, int]:
-        return await clock.shift_deadlines(_own(tx), step)
+        return await clock.shift_deadlines(own(tx), step)
 
-
-def _own(tx: Tx) -> PostgresTx:
-    """The caller's transaction is this driver's own: one from ``PostgresStore.tx()``."""
-    assert isinstance(tx, PostgresTx), "a transaction of another store"
-    return tx

@@ -12,7 +12,8 @@ from typing import Any
 
 from tgdaemon.errors import NotFound
 from tgdaemon.store.api import CHANGES_KIND
-from tgdaemon.store.postgres.core import Params, PostgresCore, Record, Tx
+from tgdaemon.store.api import Tx as ApiTx
+from tgdaemon.store.postgres.core import Params, PostgresCore, Record, Tx, own
 from tgdaemon.store.views import (
     STATES,
     account_view,
@@ -60,12 +61,13 @@ def _cursor_value(value: Any, kind: type) -> Any:
 
 
 class AccountStore(PostgresCore):
-    async def insert_accounts(self, tx: Tx, rows: Iterable[dict[str, Any]]) -> None:
+    async def insert_accounts(self, tx: ApiTx, rows: Iterable[dict[str, Any]]) -> None:
         """Many accounts in one statement, in the order given (ids follow it)."""
+        db = own(tx)
         rows = list(rows)
         if not rows:
             return
-        inserted = await tx.fetch(
+        inserted = await db.fetch(
             "INSERT INTO accounts (phone, tg_user_id, label, is_probe, first_name, last_name, executor, profile_json,"
             " created_at) SELECT p, u, l, b, f, n, 'local', j::jsonb, $8 FROM unnest($1::text[], $2::bigint[],"
             " $3::text[], $4::integer[], $5::text[], $6::text[], $7::text[]) WITH ORDINALITY AS r(p, u, l, b, f, n, j, o)"
@@ -74,7 +76,7 @@ class AccountStore(PostgresCore):
             [int(r["is_probe"]) for r in rows], [r.get("first_name", "") for r in rows],
             [r.get("last_name", "") for r in rows], [r["profile_json"] for r in rows], now())
         for row in inserted:
-            tx.touch(row[0])  # new accounts are changes a stream client must see
+            db.touch(row[0])  # new accounts are changes a stream client must see
 
     async def count_accounts(self) -> int:
         return int(await self.read_val("SELECT COUNT(*) FROM accounts"))
@@ -108,13 +110,13 @@ class AccountStore(PostgresCore):
         nxt = encode_cursor(rows[-1]["sort_value"], rows[-1]["id"]) if len(rows) == limit else None
         return [account_view(r) for r in rows], nxt
 
-    async def accounts_by_id(self, tx: Tx | None, ids: Iterable[int]) -> list[dict[str, Any]]:
+    async def accounts_by_id(self, tx: ApiTx | None, ids: Iterable[int]) -> list[dict[str, Any]]:
         """Views of these accounts; inside a transaction pass it, to read what it wrote."""
         ids = sorted(ids)
         if not ids:
             return []
         sql = f"{VIEW_SQL.format(now='$1')} WHERE a.id = ANY($2::bigint[]) ORDER BY a.id"
-        rows = await (tx.fetch(sql, now(), ids) if tx else self.read(sql, now(), ids))
+        rows = await (own(tx).fetch(sql, now(), ids) if tx else self.read(sql, now(), ids))
         return [account_view(r) for r in rows]
 
     async def get_account(self, account_id: int) -> dict[str, Any]:

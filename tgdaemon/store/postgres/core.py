@@ -42,14 +42,21 @@ from collections.abc import (
 )
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import asyncpg
 from asyncpg import Record
 
 from tgdaemon.bounded import bounded
 from tgdaemon.errors import StoreDisconnected, StoreError, StoreUnavailable
-from tgdaemon.store.api import CHANGES_KIND, ClockFollower, CommitHook, DownHook, FailureHook
+from tgdaemon.store.api import (
+    CHANGES_KIND,
+    ClockFollower,
+    CommitHook,
+    DownHook,
+    FailureHook,
+)
+from tgdaemon.store.api import Tx as ApiTx
 from tgdaemon.store.postgres import migrate
 from tgdaemon.store.postgres.url import password_in, redact, where
 from tgdaemon.store.sqlite.backup import BackupError
@@ -243,10 +250,16 @@ class Tx:
             self.touch(account_id)
 
 
+def own(tx: ApiTx) -> Tx:
+    """The caller's transaction is this driver's own: one from this store's ``tx()``."""
+    assert isinstance(tx, Tx), "a transaction of another store"
+    return tx
+
+
 class PostgresCore:
     """The writer connection, the readers' pool, transactions and the little key/value ``meta`` table."""
 
-    kind = "postgresql"
+    kind: Literal["sqlite", "postgresql"] = "postgresql"
 
     def __init__(self, connect: Connect, writer: asyncpg.Connection, pool: asyncpg.Pool, url: str, synchronous: str,
                  secrets: tuple[str, ...] = ()) -> None:
@@ -402,6 +415,6 @@ class PostgresCore:
         value: str | None = await self.read_val("SELECT value FROM meta WHERE key = $1", key)
         return value
 
-    async def set_meta(self, tx: Tx, key: str, value: str) -> None:
+    async def set_meta(self, tx: ApiTx, key: str, value: str) -> None:
         await tx.set_meta(key, value)
 

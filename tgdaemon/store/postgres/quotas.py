@@ -12,7 +12,8 @@ from typing import Any
 
 from tgdaemon.errors import NotFound
 from tgdaemon.store.api import ProbeAccount, QuotaRef
-from tgdaemon.store.postgres.core import PostgresCore, Tx
+from tgdaemon.store.api import Tx as ApiTx
+from tgdaemon.store.postgres.core import PostgresCore, own
 from tgdaemon.store.views import quota_view
 from tgdaemon.timeutil import iso, now
 
@@ -46,10 +47,10 @@ class QuotaStore(PostgresCore):
             raise NotFound(f"quota {quota_id}: no such quota")
         return quota_view(row)
 
-    async def quotas_by_id(self, tx: Tx | None, ids: Iterable[int]) -> list[dict[str, Any]]:
+    async def quotas_by_id(self, tx: ApiTx | None, ids: Iterable[int]) -> list[dict[str, Any]]:
         """Views of these quotas; inside a transaction pass it, to read what it wrote."""
         sql, ids = QUOTA_VIEW + " WHERE q.id = ANY($1::bigint[]) ORDER BY q.id", sorted(ids)
-        rows = await (tx.fetch(sql, ids) if tx else self.read(sql, ids))
+        rows = await (own(tx).fetch(sql, ids) if tx else self.read(sql, ids))
         return [quota_view(r) for r in rows]
 
     async def set_quota_paused(self, quota_id: int, paused: bool) -> bool:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from tgdaemon.store.api import AccountEffect, Tx
 from tgdaemon.store.sqlite import clock, locks, setup
 from tgdaemon.store.sqlite.clock import ClockStore
-from tgdaemon.store.sqlite.core import Tx as SQLiteTx
+from tgdaemon.store.sqlite.core import own
 from tgdaemon.store.sqlite.providers import ProviderStore
 from tgdaemon.store.sqlite.pulled import PulledStore
 from tgdaemon.store.sqlite.quotas import QuotaStore
@@ -18,7 +20,7 @@ from tgdaemon.timeutil import now
 class SQLiteStore(SetupStore, QuotaStore, PulledStore, ProviderStore, ClockStore, RetentionStore, StatsStore):
     """Implements ``tgdaemon.store.api.Store``; the mixins split it by subject, not by layer."""
 
-    kind = "sqlite"
+    kind: Literal["sqlite", "postgresql"] = "sqlite"
 
     @property
     def url(self) -> str:
@@ -26,23 +28,18 @@ class SQLiteStore(SetupStore, QuotaStore, PulledStore, ProviderStore, ClockStore
         return f"sqlite://{self.path.absolute()}"
 
     async def take_lock(self, tx: Tx, account_id: int, holder: str, seconds: float) -> bool:
-        return await locks.take_lock(_own(tx), account_id, holder, seconds)
+        return await locks.take_lock(own(tx), account_id, holder, seconds)
 
     async def release_lock(self, tx: Tx, account_id: int, holder: str) -> None:
-        await locks.release_lock(_own(tx), account_id, holder)
+        await locks.release_lock(own(tx), account_id, holder)
 
     async def apply_account_effect(self, tx: Tx, account_id: int, effect: AccountEffect) -> None:
-        await setup.apply_account_effect(_own(tx), account_id, effect)
+        await setup.apply_account_effect(own(tx), account_id, effect)
 
     async def mark_used(self, tx: Tx, account_id: int) -> None:
         """Least recently used first: probes take turns by this."""
-        await _own(tx).execute("UPDATE accounts SET last_used_at = ? WHERE id = ?", (now(), account_id))
+        await own(tx).execute("UPDATE accounts SET last_used_at = ? WHERE id = ?", (now(), account_id))
 
     async def shift_deadlines(self, tx: Tx, step: float) -> dict[str, int]:
-        return await clock.shift_deadlines(_own(tx), step)
+        return await clock.shift_deadlines(own(tx), step)
 
-
-def _own(tx: Tx) -> SQLiteTx:
-    """The caller's transaction is this driver's own: one from ``SQLiteStore.tx()``."""
-    assert isinstance(tx, SQLiteTx), "a transaction of another store"
-    return tx

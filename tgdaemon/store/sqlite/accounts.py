@@ -13,7 +13,8 @@ from typing import Any
 
 from tgdaemon.errors import NotFound
 from tgdaemon.store.api import CHANGES_KIND
-from tgdaemon.store.sqlite.core import StoreCore, Tx
+from tgdaemon.store.api import Tx as ApiTx
+from tgdaemon.store.sqlite.core import StoreCore, Tx, own
 from tgdaemon.store.views import (
     STATES,
     account_view,
@@ -61,16 +62,17 @@ SORT_SQL = {
 
 
 class AccountStore(StoreCore):
-    async def insert_accounts(self, tx: Tx, rows: Iterable[dict[str, Any]]) -> None:
+    async def insert_accounts(self, tx: ApiTx, rows: Iterable[dict[str, Any]]) -> None:
+        db = own(tx)
         created = now()
-        await tx.conn.executemany(
+        await db.conn.executemany(
             "INSERT INTO accounts (phone, tg_user_id, label, is_probe, first_name, last_name, executor, profile_json,"
             " created_at) VALUES (:phone, :tg_user_id, :label, :is_probe, :first_name, :last_name, 'local',"
             " :profile_json, :created_at)",
             [{"first_name": "", "last_name": "", **row, "created_at": created} for row in rows],
         )
-        for row in await tx.fetchall("SELECT id FROM accounts WHERE created_at = ?", (created,)):
-            tx.touch(row[0])  # new accounts are changes a stream client must see
+        for row in await db.fetchall("SELECT id FROM accounts WHERE created_at = ?", (created,)):
+            db.touch(row[0])  # new accounts are changes a stream client must see
 
     async def count_accounts(self) -> int:
         return next(iter(await self.read("SELECT COUNT(*) FROM accounts")))[0]
@@ -84,7 +86,8 @@ class AccountStore(StoreCore):
                             ) -> tuple[list[dict[str, Any]], str | None]:
         """One keyset page; returns the rows and the cursor of the next page (None at the end)."""
         key = SORT_SQL[sort]
-        where, params = [], {"now": now(), "limit": limit}
+        where: list[str] = []
+        params: dict[str, Any] = {"now": now(), "limit": limit}
         if state:
             where.append("state = :state")
             params["state"] = state
@@ -103,7 +106,7 @@ class AccountStore(StoreCore):
         nxt = encode_cursor(rows[-1]["sort_value"], rows[-1]["id"]) if len(rows) == limit else None
         return [account_view(r) for r in rows], nxt
 
-    async def accounts_by_id(self, tx: Tx | None, ids: Iterable[int]) -> list[dict[str, Any]]:
+    async def accounts_by_id(self, tx: ApiTx | None, ids: Iterable[int]) -> list[dict[str, Any]]:
         """Views of these accounts; inside a transaction pass it, to read what it wrote."""
         ids = sorted(ids)
         if not ids:
@@ -111,7 +114,7 @@ class AccountStore(StoreCore):
         # One JSON array, not one bound parameter per id: binding 10,000 named parameters costs seconds.
         params = {"now": now(), "ids": json.dumps(ids)}
         sql = f"{VIEW_SQL} WHERE a.id IN (SELECT value FROM json_each(:ids))"
-        rows = await (tx.fetchall(sql, params) if tx else self.read(sql, params))
+        rows = await (own(tx).fetchall(sql, params) if tx else self.read(sql, params))
         return [account_view(r) for r in rows]
 
     async def get_account(self, account_id: int) -> dict[str, Any]:

@@ -31,7 +31,14 @@ import aiosqlite
 
 from tgdaemon.bounded import bounded
 from tgdaemon.errors import StoreError, StoreUnavailable
-from tgdaemon.store.api import CHANGES_KIND, ClockFollower, CommitHook, DownHook, FailureHook
+from tgdaemon.store.api import (
+    CHANGES_KIND,
+    ClockFollower,
+    CommitHook,
+    DownHook,
+    FailureHook,
+)
+from tgdaemon.store.api import Tx as ApiTx
 from tgdaemon.store.sqlite import migrate
 from tgdaemon.store.sqlite.backup import copy_database
 from tgdaemon.timeutil import now
@@ -164,6 +171,12 @@ class Tx:
             self.touch(account_id)
 
 
+def own(tx: ApiTx) -> Tx:
+    """The caller's transaction is this driver's own: one from this store's ``tx()``."""
+    assert isinstance(tx, Tx), "a transaction of another store"
+    return tx
+
+
 class StoreCore:
     """Connections, transactions and the little key/value ``meta`` table."""
 
@@ -273,5 +286,5 @@ class StoreCore:
         rows = list(await self.read("SELECT value FROM meta WHERE key = ?", (key,)))
         return rows[0][0] if rows else None
 
-    async def set_meta(self, tx: Tx, key: str, value: str) -> None:
+    async def set_meta(self, tx: ApiTx, key: str, value: str) -> None:
         await tx.set_meta(key, value)

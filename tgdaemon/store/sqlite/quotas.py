@@ -8,7 +8,8 @@ from typing import Any
 
 from tgdaemon.errors import NotFound
 from tgdaemon.store.api import ProbeAccount, QuotaRef
-from tgdaemon.store.sqlite.core import StoreCore, Tx
+from tgdaemon.store.api import Tx as ApiTx
+from tgdaemon.store.sqlite.core import StoreCore, own
 from tgdaemon.store.views import quota_view
 from tgdaemon.timeutil import iso, now
 
@@ -46,10 +47,10 @@ class QuotaStore(StoreCore):
             raise NotFound(f"quota {quota_id}: no such quota")
         return quota_view(rows[0])
 
-    async def quotas_by_id(self, tx: Tx | None, ids: Iterable[int]) -> list[dict[str, Any]]:
+    async def quotas_by_id(self, tx: ApiTx | None, ids: Iterable[int]) -> list[dict[str, Any]]:
         """Views of these quotas; inside a transaction pass it, to read what it wrote."""
         sql, params = QUOTA_VIEW + " WHERE q.id IN (SELECT value FROM json_each(?))", (json.dumps(sorted(ids)),)
-        rows = await (tx.fetchall(sql, params) if tx else self.read(sql, params))
+        rows = await (own(tx).fetchall(sql, params) if tx else self.read(sql, params))
         return [quota_view(r) for r in rows]
 
     async def set_quota_paused(self, quota_id: int, paused: bool) -> bool:

@@ -181,7 +181,8 @@ class SetupStore(SessionStore):
     async def setup_tasks(self, *, account_id: int | None = None, status: str | None = None,
                           limit: int = 1000) -> list[dict[str, Any]]:
         """Setup tasks with what their account and lock look like now (for ``blocked_by``)."""
-        where, params = [], {"now": now(), "limit": limit}
+        where: list[str] = []
+        params: dict[str, Any] = {"now": now(), "limit": limit}
         if account_id is not None:
             where.append("t.account_id = :account_id")
             params["account_id"] = account_id
