@@ -97,21 +97,29 @@ def server_cpu(pid: int) -> float:
     return total
 
 
+async def commit_hook(store: Any, queue_size: int, replay_size: int) -> Any:
+    """The daemon's commit hook as the tree being measured builds it: this one's stream follows the event
+    log (``Hub.open``); the tree before issue 11 (701be43) published from the hook itself."""
+    from tgdaemon.lifecycle.daemon import change_publisher
+    from tgdaemon.stream import Hub
+
+    if hasattr(Hub, "open"):
+        return change_publisher(await Hub.open(store, queue_size=queue_size, replay_size=replay_size))
+    return change_publisher(store, Hub(queue_size=queue_size, replay_size=replay_size))
+
+
 # ---- dispatch of 80,000 setup tasks ----------------------------------------------------------------
 
 async def dispatch(work: Path, url: str, media: dict[str, str], list_runs: int, pg_pid: int) -> dict[str, Any]:
     from tgdaemon.gateway.simulator import Simulator
-    from tgdaemon.lifecycle.daemon import change_publisher
     from tgdaemon.setup.tasks import required_tasks
-    from tgdaemon.stream import Hub
 
     cfg = make_config(work, url, {"setup": {"media": media}})
     sim = Simulator(cfg.simulator)
     store = await open_store(url)
     try:
         await seed_accounts(store, sim)
-        hub = Hub(queue_size=cfg.daemon.stream_queue_size, replay_size=cfg.daemon.stream_replay_size)
-        store.on_commit = change_publisher(store, hub)
+        store.on_commit = await commit_hook(store, cfg.daemon.stream_queue_size, cfg.daemon.stream_replay_size)
         required = required_tasks(cfg.setup)
         gc.collect()
         cpu0, pg0 = time.process_time(), server_cpu(pg_pid)
@@ -141,12 +149,10 @@ async def dispatch(work: Path, url: str, media: dict[str, str], list_runs: int, 
 
 async def generation(work: Path, url: str, rounds: int, pg_pid: int) -> dict[str, Any]:
     from tgdaemon.gateway.simulator import Simulator
-    from tgdaemon.lifecycle.daemon import change_publisher
     from tgdaemon.quotas.generator import Generator
     from tgdaemon.quotas.leases import Leases, utc_day
     from tgdaemon.quotas.probe import Probes
     from tgdaemon.store import Finish, LeaseAsk
-    from tgdaemon.stream import Hub
 
     cfg = make_config(work, url, {"quotas": {"max_tasks_per_tick": ACCOUNTS, "pace_seconds": 0,
                                              "daily_cap": 1_000_000_000}})
@@ -169,7 +175,7 @@ async def generation(work: Path, url: str, rounds: int, pg_pid: int) -> dict[str
     store = await open_store(url)
     out: dict[str, Any] = {"seconds": [], "tasks": [], "cpu": [], "server_cpu": [], "seed_seconds": seed_s}
     try:
-        store.on_commit = change_publisher(store, Hub(queue_size=20000, replay_size=50000))
+        store.on_commit = await commit_hook(store, 20000, 50000)
         leases = Leases(cfg, store)
         gen = Generator(cfg, store, sim, Probes(cfg, store), leases)
         lock = leases.lock_seconds(cfg.quotas.lease_seconds)

@@ -104,6 +104,9 @@ class SetupStore(SessionStore):
             return []
         async with self.tx() as tx:
             at = now()  # in the transaction: a clock step is followed at its start
+            # Without it the planner may read every due task of a type through a BitmapOr and sort them (56-62 ms
+            # a media claim at 80,000 tasks, bench stores' diagnosis) instead of walking the index to the limit.
+            await tx.execute("SET LOCAL enable_sort = off")
             # One ordered, limited read per type along the account_tasks_due index (NULL retry_at first:
             # never tried), instead of sorting every eligible task of every type.
             rows = sorted(await tx.fetch(
