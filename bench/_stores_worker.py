@@ -141,7 +141,7 @@ async def dispatch(work: Path, url: str, media: dict[str, str], list_runs: int, 
         await store.close()
     if created != len(required) * ACCOUNTS or again:
         raise RuntimeError(f"dispatch created {created} then {again}, expected {len(required) * ACCOUNTS} then 0")
-    return {"seconds": first, "created": created, "due": due, "again_seconds": second, "deltas": hub.seq,
+    return {"seconds": first, "created": created, "due": due, "again_seconds": second,
             "cpu": cpu, "server_cpu": pg, "list_seconds": listing}
 
 
