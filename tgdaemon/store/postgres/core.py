@@ -50,7 +50,6 @@ from asyncpg import Record
 from tgdaemon.bounded import bounded
 from tgdaemon.errors import StoreDisconnected, StoreError, StoreUnavailable
 from tgdaemon.store.api import (
-    CHANGES_KIND,
     ClockFollower,
     CommitHook,
     DownHook,
@@ -60,6 +59,7 @@ from tgdaemon.store.api import Tx as ApiTx
 from tgdaemon.store.postgres import migrate
 from tgdaemon.store.postgres.url import password_in, redact, where
 from tgdaemon.store.sqlite.backup import BackupError
+from tgdaemon.store.txlog import TxLog
 from tgdaemon.timeutil import now
 
 T = TypeVar("T")
@@ -143,7 +143,7 @@ def event_columns(events: list[dict[str, Any]]) -> list[list[Any]]:
             [json.dumps(e.get("data") or {}, separators=(",", ":")) for e in events]]
 
 
-class Tx:
+class Tx(TxLog):
     """One write transaction on one pool connection, and what it changed.
 
     Besides the ``tgdaemon.store.api.Tx`` methods, the driver's own statements go through
@@ -152,11 +152,9 @@ class Tx:
     """
 
     def __init__(self, conn: asyncpg.Connection, core: PostgresCore) -> None:
+        super().__init__()
         self._conn = conn
         self._core = core
-        self.accounts: set[int] = set()
-        self.quotas: set[int] = set()
-        self.events: list[dict[str, Any]] = []
         self.broken = False  # the connection was lost: nothing to roll back, it has left the pool
 
     async def _run(self, aw: Awaitable[T]) -> T:
@@ -199,39 +197,10 @@ class Tx:
         rows = await self.fetch(events_insert(2), at, *event_columns(events))
         self.recorded([r[0] for r in rows], events, at)
 
-    def recorded(self, ids: Iterable[int], events: list[dict[str, Any]], at: float) -> None:
-        """Events a statement of ``events_insert`` wrote (``ids`` in any order, one per event): into the
-        transaction's list for the stream, their accounts touched."""
-        ids = sorted(ids)
-        if len(ids) != len(events):
-            raise RuntimeError(f"wrote {len(ids)} of {len(events)} events")
-        for event_id, e in zip(ids, events, strict=True):
-            self.events.append({"id": event_id, "at": at, "kind": e["kind"], "account_id": e.get("account_id"),
-                                "task_id": e.get("task_id"), "quota_id": e.get("quota_id"),
-                                "message": e["message"], "data": e.get("data") or {}})
-            if e.get("account_id") is not None:
-                self.touch(e["account_id"])
-
     async def set_meta(self, key: str, value: str) -> None:
         """A key of the little ``meta`` table, in this transaction (for parts that hold a Tx, not the store)."""
         await self.execute("INSERT INTO meta (key, value) VALUES ($1, $2)"
                            " ON CONFLICT (key) DO UPDATE SET value = excluded.value", key, value)
-
-    def touch_quota(self, quota_id: int) -> None:
-        self.quotas.add(quota_id)
-
-    async def log_changes(self) -> None:
-        """Before COMMIT: the accounts and quotas touched that none of this transaction's events names, as
-        one ``changes`` row, so the log holds every change (a lease taking a lock, a report) at one row
-        per commit, not one per object (the SQLite twin's rule)."""
-        accounts = sorted(self.accounts - {e["account_id"] for e in self.events})
-        quotas = sorted(self.quotas - {e["quota_id"] for e in self.events})
-        if accounts or quotas:
-            await self.event(CHANGES_KIND, "", data={"accounts": accounts, "quotas": quotas})
-
-    def touch(self, account_id: int) -> None:
-        """Mark an account as changed, so its new state is published after commit."""
-        self.accounts.add(account_id)
 
     async def event(self, kind: str, message: str, *, account_id: int | None = None,
                     task_id: int | None = None, quota_id: int | None = None,
@@ -242,12 +211,8 @@ class Tx:
             "INSERT INTO events (at, kind, account_id, task_id, quota_id, message, data_json)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) RETURNING id",
             at, kind, account_id, task_id, quota_id, message, json.dumps(data or {}, separators=(",", ":")))
-        self.events.append({
-            "id": event_id, "at": at, "kind": kind, "account_id": account_id,
-            "task_id": task_id, "quota_id": quota_id, "message": message, "data": data or {},
-        })
-        if account_id is not None:
-            self.touch(account_id)
+        self.recorded([event_id], [{"kind": kind, "account_id": account_id, "task_id": task_id,
+                                    "quota_id": quota_id, "message": message, "data": data}], at)
 
 
 def own(tx: ApiTx) -> Tx:

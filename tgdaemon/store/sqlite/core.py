@@ -32,7 +32,6 @@ import aiosqlite
 from tgdaemon.bounded import bounded
 from tgdaemon.errors import StoreError, StoreUnavailable
 from tgdaemon.store.api import (
-    CHANGES_KIND,
     ClockFollower,
     CommitHook,
     DownHook,
@@ -41,6 +40,7 @@ from tgdaemon.store.api import (
 from tgdaemon.store.api import Tx as ApiTx
 from tgdaemon.store.sqlite import migrate
 from tgdaemon.store.sqlite.backup import copy_database
+from tgdaemon.store.txlog import TxLog
 from tgdaemon.timeutil import now
 
 T = TypeVar("T")
@@ -97,14 +97,12 @@ async def _in_daemon_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> 
     return await done
 
 
-class Tx:
+class Tx(TxLog):
     """One write transaction, and what it changed."""
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
+        super().__init__()
         self.conn = conn
-        self.accounts: set[int] = set()
-        self.quotas: set[int] = set()
-        self.events: list[dict[str, Any]] = []
 
     async def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> aiosqlite.Cursor:
         return await self.conn.execute(sql, params)
@@ -123,34 +121,13 @@ class Tx:
             [(at, e["kind"], e.get("account_id"), e.get("task_id"), e.get("quota_id"), e["message"],
               json.dumps(e.get("data") or {}, separators=(",", ":"))) for e in events])
         last = next(iter(await self.fetchall("SELECT seq FROM sqlite_sequence WHERE name = 'events'")))[0]
-        for offset, e in enumerate(events, start=last - len(events) + 1):
-            self.events.append({"id": offset, "at": at, "kind": e["kind"], "account_id": e.get("account_id"),
-                                "task_id": e.get("task_id"), "quota_id": e.get("quota_id"),
-                                "message": e["message"], "data": e.get("data") or {}})
-            if e.get("account_id") is not None:
-                self.touch(e["account_id"])
+        self.recorded(range(last - len(events) + 1, last + 1), events, at)
 
     async def set_meta(self, key: str, value: str) -> None:
         """A key of the little ``meta`` table, in this transaction (for parts that hold a Tx, not the store)."""
         await self.execute(
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, value))
-
-    def touch_quota(self, quota_id: int) -> None:
-        self.quotas.add(quota_id)
-
-    async def log_changes(self) -> None:
-        """Before COMMIT: the accounts and quotas touched that none of this transaction's events names, as
-        one ``changes`` row, so the log holds every change (a lease taking a lock, a report) at one row
-        per commit, not one per object."""
-        accounts = sorted(self.accounts - {e["account_id"] for e in self.events})
-        quotas = sorted(self.quotas - {e["quota_id"] for e in self.events})
-        if accounts or quotas:
-            await self.event(CHANGES_KIND, "", data={"accounts": accounts, "quotas": quotas})
-
-    def touch(self, account_id: int) -> None:
-        """Mark an account as changed, so its new state is published after commit."""
-        self.accounts.add(account_id)
 
     async def event(self, kind: str, message: str, *, account_id: int | None = None,
                     task_id: int | None = None, quota_id: int | None = None,
@@ -163,12 +140,8 @@ class Tx:
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (at, kind, account_id, task_id, quota_id, message, data_json),
         )
-        self.events.append({
-            "id": cur.lastrowid, "at": at, "kind": kind, "account_id": account_id,
-            "task_id": task_id, "quota_id": quota_id, "message": message, "data": data or {},
-        })
-        if account_id is not None:
-            self.touch(account_id)
+        self.recorded([int(cur.lastrowid or 0)], [{"kind": kind, "account_id": account_id, "task_id": task_id,
+                                                   "quota_id": quota_id, "message": message, "data": data}], at)
 
 
 def own(tx: ApiTx) -> Tx:
