@@ -111,8 +111,8 @@ not by this run):
   of them (about 9,000 per type, 37,000 rows) to accounts and locks and sorts them for the `LIMIT`:
   56-62 ms a claim instead of under 1 ms, and the writer's backend busy 10 of every 15 seconds. A
   fresh `ANALYZE` does not prevent it (it made it worse); `SET LOCAL enable_sort = off` before the
-  read, as the lease transaction already does, did: no claim over 10 ms, 1,150 → 1,750-2,050 tasks/s
-  in three runs on a machine at load 3.
+  read, as the lease transaction already does, did: no claim over 10 ms, 1,150 → 1,750 and 2,050 tasks/s
+  in two runs on a machine at load 3.
 - Dispatch: its one `INSERT … SELECT` of 80,000 rows is about 0.8 s of server time on a quiet machine.
   The foreign key to `accounts` is checked by a row trigger per inserted row (80,000 calls, about
   0.2 s, a quarter); the rest is the heap and five B-tree inserts per row (without the two secondary
