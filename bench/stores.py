@@ -105,6 +105,41 @@ sample of every round."""
 
 _notes = Notes()
 
+# Written by hand: what profiling PostgreSQL's side found (the figures above are this run's).
+DIAGNOSIS = """\
+**Where PostgreSQL's time goes** (profiled by hand on 2026-12-01 at commit 5b9b193, with the server's
+`log_min_duration_statement = 0`, `pg_stat_activity`, the CPU of each backend and `EXPLAIN (ANALYZE)`;
+not by this run):
+
+- Scheduler, the largest cost and the reason its figure swings from run to run (70 % of SQLite in one
+  run, 38 % in the next): a few seconds into a run the media claim's candidates read (`claim_setup`'s
+  `CROSS JOIN LATERAL`) switches to a plan that fetches every due task of the type through a
+  `BitmapOr` on `account_tasks_due` (the `retry_at IS NULL OR retry_at <= now` condition), joins all
+  of them (about 9,000 per type, 37,000 rows) to accounts and locks and sorts them for the `LIMIT`:
+  56-62 ms a claim instead of under 1 ms, and the writer's backend busy 10 of every 15 seconds. A
+  fresh `ANALYZE` does not prevent it (it made it worse); `SET LOCAL enable_sort = off` before the
+  read, as the lease transaction already does, did: no claim over 10 ms, 1,150 → 1,750 and 2,050 tasks/s
+  in two runs on a machine at load 3.
+- Dispatch: its one `INSERT … SELECT` of 80,000 rows is about 0.8 s of server time on a quiet machine.
+  The foreign key to `accounts` is checked by a row trigger per inserted row (80,000 calls, about
+  0.2 s, a quarter); the rest is the heap and five B-tree inserts per row (without the two secondary
+  indexes that overlap others, `account_tasks_status` and `account_tasks_account_status`: about 5 %
+  less; casting the 8 payloads to jsonb once instead of per row: no change). The daemon also re-runs
+  that INSERT … ON CONFLICT DO NOTHING over all 80,000 at every start when nothing is new (0.3-0.4 s).
+- Every write goes through the one writer connection behind one lock, as on SQLite, and every
+  statement is a round trip to another process: a loaded machine costs PostgreSQL more than SQLite.
+  A run of this benchmark while other work loaded these 2 cores (load 5-8) put PostgreSQL at 41-58 %
+  of SQLite on dispatch, the scheduler, generation and batched pull+report. Commits then took 2.7 ms
+  median (an fdatasync over PostgreSQL's preallocated WAL blocks: 3.5 ms on this disk under that
+  load, where SQLite's appending WAL commits in 0.2 ms), and `synchronous_commit = off` raised the
+  scheduler from about 1,100 to 1,830 tasks/s; on a quiet machine it changed nothing.
+- A fresh database has no planner statistics until autovacuum analyzes it (a minute or more after the
+  bulk inserts): generation's free-accounts query then plans nested loops on a 1-row estimate (60 ms,
+  23 ms after `ANALYZE`). SQLite's store runs `PRAGMA optimize` when it closes.
+- Each read on asyncpg's pool runs the pool's reset query when it is released
+  (`SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`): one more round trip per read;
+  `create_pool(reset=…)` can replace it."""
+
 
 def notes() -> list[str]:
     return list(_notes)
@@ -330,6 +365,8 @@ def results(run: Run, failed: list[str]) -> list[Result]:
 
         def note(k: str) -> str:
             values = f.samples.get(k, [])
+            if len(values) > 12:
+                return f"median of {len(values)}, min {min(values):,.{digits}f}, max {max(values):,.{digits}f}"
             return f"median of {len(values)}: " + ", ".join(f"{x:,.{digits}f}" for x in values)
 
         if before is not None:
@@ -442,6 +479,7 @@ async def run() -> list[Result]:
         _notes.add("Fixtures and the store's own listing, for reference (medians):")
         _notes.append("")
         _notes.extend(extra)
+    _notes.add(DIAGNOSIS)
     return results(r, failed)
 
 
