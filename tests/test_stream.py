@@ -20,7 +20,6 @@ from tgdaemon.lifecycle.daemon import change_publisher
 from tgdaemon.store import AccountEffect, Store
 from tgdaemon.store.api import CHANGES_KIND, EVENTS_PRUNED_THROUGH, STREAM_EPOCH
 from tgdaemon.stream import (
-
     Hub,
     Lagged,
     Position,
@@ -29,6 +28,7 @@ from tgdaemon.stream import (
     encode,
     snapshot_frames,
 )
+from tgdaemon.wire import StoreStatus
 from tgtui.model import FleetModel
 
 MSG_TIMEOUT = 10.0
@@ -519,3 +519,27 @@ async def test_a_client_resumes_across_a_daemon_restart_without_a_snapshot(daemo
         assert all(model.apply(m) for m in got)
         assert model.accounts[4]["state"] == "disabled" and model.accounts[3]["state"] == "disabled"
         assert model.since == f"{snap['epoch']}:{got[-1]['seq']}"
+
+
+async def test_a_hub_finds_the_head_when_the_database_is_back(store: Store) -> None:
+    """A commit whose answer the loss cut off never reached the commit hook: when the database is back,
+    the hub reads where the log ends, so a quiet fleet's dashboard still gets that change."""
+    await seed(store)
+    hub = await Hub.open(store, queue_size=1000, replay_size=1000)
+    sub = hub.subscribe()
+    follow = asyncio.create_task(hub.run())
+    try:
+        await store.disable_account(1, "committed, unannounced")  # no commit hook: as if its answer was lost
+        hub.store_changed(StoreStatus(kind=store.kind, url=store.url, down=None, down_since=None))
+        got: list[Position] = []
+        for _ in range(20):
+            got += [p for p in await asyncio.wait_for(sub.next_batch(), MSG_TIMEOUT) if not p.notice]
+            if got:
+                break
+        [position] = got
+        assert position.seq == await store.last_event_id()
+        assert json.loads(position.items[-1])["data"]["kind"] == "account.disabled"
+    finally:
+        follow.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follow

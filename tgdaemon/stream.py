@@ -30,6 +30,7 @@ stays bounded whatever the client does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
@@ -38,7 +39,7 @@ from typing import Any
 
 import msgspec
 
-from tgdaemon.errors import StoreDisconnected
+from tgdaemon.errors import StoreDisconnected, StoreUnavailable
 from tgdaemon.store import Store
 from tgdaemon.store.api import CHANGES_KIND, EVENTS_PRUNED_THROUGH, STREAM_EPOCH
 from tgdaemon.wire import StoreChanged, StoreStatus
@@ -159,6 +160,7 @@ class Hub:
         reconnecting client may be and still be sent only what it missed (further behind, a snapshot is
         the smaller answer)."""
         self.store = store
+        self._catching_up: asyncio.Task[None] | None = None  # held: a task nobody holds may be collected
         self.epoch = epoch
         self.seq = head  # the last log row published (or passed over with nobody subscribed)
         self.queue_size = queue_size
@@ -205,6 +207,12 @@ class Hub:
         frame = _encoder.encode(StoreChanged(store=store))
         for sub in self._subs:
             sub.notice(frame)
+        if store.down is None:  # a commit whose answer the loss cut off never told the hook: find the head
+            self._catching_up = asyncio.get_running_loop().create_task(self._catch_up())
+
+    async def _catch_up(self) -> None:
+        with contextlib.suppress(StoreUnavailable):  # lost again: the next return tries again
+            self.committed(await self.store.last_event_id())
 
     def publish(self, position: Position) -> None:
         self.seq = position.seq

@@ -196,6 +196,22 @@ async def test_search_by_label_phone_and_id(store: Store) -> None:
     assert await ids("nobody") == []
 
 
+async def test_search_folds_the_case_of_ascii_letters_only_and_takes_long_labels(store: Store) -> None:
+    """SQLite's LIKE ignores the case of ASCII letters only; PostgreSQL must not match more. A label as long
+    as an import's (100 characters of CJK: 300 bytes) is stored, indexed and found on both."""
+    long = "漢字" * 50
+    await seed(store, 3, labels=["Émile", "émile-2", long])
+
+    async def ids(q: str) -> list[int]:
+        return [a["id"] for a in (await store.list_accounts(q=q, limit=100))[0]]
+
+    assert await ids("é") == [2]  # É is not é to SQLite's LIKE, so not on PostgreSQL either
+    assert await ids("MILE") == [1, 2]  # ASCII letters fold
+    assert await ids("字漢字") == [3]
+    page, _ = await store.list_accounts(sort="label", limit=10)
+    assert [a["label"] for a in page] == ["Émile", "émile-2", long]  # byte order, as SQLite sorts
+
+
 async def test_account_view_shape(store: Store) -> None:
     await seed(store, 1)
     until = time.time() + FAR

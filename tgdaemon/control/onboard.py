@@ -85,7 +85,7 @@ async def cancel_login(request: web.Request) -> web.Response:
 
 async def import_sessions(request: web.Request) -> web.Response:
     body = await read_body(request, ImportBody)
-    items = [(item.source, item.label.strip() or item.source, session_data(item, n))
+    items = [(item.source, item.label.strip() or item.source[-100:], session_data(item, n))  # a label's length
              for n, item in enumerate(body.sessions)]
     results = await request.config_dict[RUNTIME].onboarding.import_sessions(items, probe=body.probe,
                                                                             check=body.check)

@@ -95,10 +95,11 @@ class AccountStore(PostgresCore):
         if state:
             where.append(f"state = {p(state)}")
         if q:
-            # ILIKE: SQLite's LIKE ignores case too.
+            # ILIKE in the "C" collation: case ignored for ASCII letters only, as SQLite's LIKE does.
             pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             like = p(pattern)
-            where.append(f"(label ILIKE {like} ESCAPE '\\' OR phone ILIKE {like} ESCAPE '\\' OR id::text = {p(q)})")
+            label = 'label COLLATE "C"'
+            where.append(f"({label} ILIKE {like} ESCAPE '\\' OR phone ILIKE {like} ESCAPE '\\' OR id::text = {p(q)})")
         if after:
             value, account_id = decode_cursor(after)
             where.append(f"({key}, id) {'<' if desc else '>'} ({p(_cursor_value(value, kind))}, {p(account_id)})")
