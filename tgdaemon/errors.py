@@ -64,3 +64,15 @@ class ApiError(TgfleetError):
         super().__init__(message)
         self.status = status
         self.code = code
+
+
+class BackupError(TgfleetError):
+    """The backup could not be written."""
+
+
+class BackupExists(BackupError):
+    """The backup's target already exists."""
+
+    @classmethod
+    def at(cls, target: object) -> BackupExists:
+        return cls(f"backup {target}: the file exists; choose another name, or pass --force to replace it")

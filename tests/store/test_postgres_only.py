@@ -22,7 +22,7 @@ import asyncpg
 import pytest
 
 from store.conftest import PgServer
-from tgdaemon.errors import StoreDisconnected, StoreError
+from tgdaemon.errors import BackupError, StoreDisconnected, StoreError
 from tgdaemon.store.postgres import PostgresStore, migrate
 from tgdaemon.store.postgres.core import (
     PgDumpOnly,
@@ -31,7 +31,6 @@ from tgdaemon.store.postgres.core import (
     named,
 )
 from tgdaemon.store.postgres.url import password_in, redact, where
-from tgdaemon.store.sqlite.backup import BackupError
 
 PASSWORD_ROLE = "tgf_p1_pw"
 SECRET = "s3cret-Passw0rd"

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from store.test_schema import DESIGN_COLUMNS
-from tgdaemon.errors import StoreError, StoreUnavailable
+from tgdaemon.errors import BackupError, StoreError, StoreUnavailable
 from tgdaemon.store.sqlite import SQLiteStore, migrate
-from tgdaemon.store.sqlite.backup import BackupError, copy_database
+from tgdaemon.store.sqlite.backup import copy_database
 
 
 def columns(conn: sqlite3.Connection, table: str) -> set[str]:

@@ -17,11 +17,10 @@ from typing import Annotated
 import msgspec
 from aiohttp import web
 
-from tgdaemon.errors import ApiError
+from tgdaemon.errors import ApiError, BackupError, BackupExists
 from tgdaemon.httpjson import json_response, read_body
 from tgdaemon.lifecycle.datadir import DB_NAME, LOCK_NAME
 from tgdaemon.runtime import RUNTIME
-from tgdaemon.store.sqlite.backup import BackupError, BackupExists, exists
 from tgdaemon.wire import BackupWritten
 
 log = logging.getLogger(__name__)
@@ -56,7 +55,7 @@ def _check_target(raw: str, data_dir: Path, *, force: bool) -> Path:
     if target.is_dir():
         raise ApiError(f"backup {target}: that is a directory; name the file to write", code="invalid_path")
     if not force and (target.exists() or target.is_symlink()):
-        raise ApiError(str(exists(target)), status=409, code="backup_exists")
+        raise ApiError(str(BackupExists.at(target)), status=409, code="backup_exists")
     return target
 
 

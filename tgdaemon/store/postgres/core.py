@@ -48,7 +48,7 @@ import asyncpg
 from asyncpg import Record
 
 from tgdaemon.bounded import bounded
-from tgdaemon.errors import StoreDisconnected, StoreError, StoreUnavailable
+from tgdaemon.errors import BackupError, StoreDisconnected, StoreError, StoreUnavailable
 from tgdaemon.store.api import (
     ClockFollower,
     CommitHook,
@@ -58,7 +58,6 @@ from tgdaemon.store.api import (
 from tgdaemon.store.api import Tx as ApiTx
 from tgdaemon.store.postgres import migrate
 from tgdaemon.store.postgres.url import password_in, redact, where
-from tgdaemon.store.sqlite.backup import BackupError
 from tgdaemon.store.txlog import TxLog
 from tgdaemon.timeutil import now
 

@@ -20,16 +20,8 @@ import secrets
 import sqlite3
 from pathlib import Path
 
-from tgdaemon.errors import TgfleetError
+from tgdaemon.errors import BackupError, BackupExists
 from tgdaemon.store.api import STREAM_EPOCH
-
-
-class BackupError(TgfleetError):
-    """The backup could not be written."""
-
-
-class BackupExists(BackupError):
-    """The backup's target already exists."""
 
 
 def copy_database(source: Path, target: Path, *, replace: bool) -> int:
@@ -84,15 +76,13 @@ def _place(tmp: Path, target: Path, *, replace: bool) -> None:
     try:
         os.link(tmp, target)
     except FileExistsError:
-        raise exists(target) from None
+        raise BackupExists.at(target) from None
     except OSError:  # a file system without hard links: check, then rename (a racing writer could slip in)
         if target.exists() or target.is_symlink():
-            raise exists(target) from None
+            raise BackupExists.at(target) from None
         os.rename(tmp, target)
 
 
-def exists(target: Path) -> BackupExists:
-    return BackupExists(f"backup {target}: the file exists; choose another name, or pass --force to replace it")
 
 
 def _fsync(path: Path) -> None:
