@@ -92,7 +92,7 @@ simulator (latency 0, no faults), 80,000 setup tasks dispatched beforehand, fast
 (SQLite `synchronous=NORMAL`, PostgreSQL `synchronous_commit` off), a what-if that shows how much of
 the time is waiting for the disk. **Listing**: a `tgdaemon run --simulate
 --accounts {ACCOUNTS:,}` subprocess, the control API's list (`GET /v1/accounts?limit=10000`, one page
-of {ACCOUNTS:,}) through `tgtui.client.ControlClient` over the Unix socket, {LIST_RUNS} runs after a
+of {ACCOUNTS:,}) through `tgdaemon.control.client.ControlClient` over the Unix socket, {LIST_RUNS} runs after a
 warm-up, on the freshly seeded fleet. **Pull+report**: the same daemon, then bench/provider_pull.py's
 fixture (accounts assigned to one provider, {ACCOUNTS:,} inspected `channel_stats` quotas added through
 the store beside the running daemon) and clients: batched = {pp.BATCH_CLIENTS} clients pulling
@@ -286,7 +286,7 @@ class Run:
                 await self.session(v, lambda work, url, v=v: self._daemon(v, work, url))
 
     async def _daemon(self, v: Variant, work: Path, url: str) -> None:
-        from tgtui.client import ControlClient
+        from tgdaemon.control.client import ControlClient
 
         store = url if v.kind == "postgresql" else None
         async with daemon_subprocess(work, accounts=ACCOUNTS, config=pp.DAEMON_CONFIG, store=store,
