@@ -6,10 +6,11 @@ in another; the conformance suite (tests/store/) runs both drivers through them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import TypeVar
 
-from tgdaemon.store.api import Row
+from tgdaemon.store.api import ClaimedTask, Row
 
 R = TypeVar("R", bound=Row)  # whichever row type the driver reads: it comes back as it went in
 
@@ -49,3 +50,18 @@ def assign(picks: Sequence[tuple[R, int | None, int]], accounts: list[int],
                 break
     return out
 
+
+def pick_setup(rows: Sequence[Row], limit: int, at: float) -> list[ClaimedTask]:
+    """From the candidates in claim order, at most ``limit`` tasks and at most one per account (every account
+    here has a free lock), each as its attempt sees it."""
+    claimed: list[ClaimedTask] = []
+    seen: set[int] = set()
+    for r in rows:
+        if len(claimed) == limit or r["account_id"] in seen:
+            continue
+        seen.add(r["account_id"])
+        claimed.append(ClaimedTask(
+            r["id"], r["account_id"], r["task_type"], json.loads(r["payload_json"]), r["attempts"] + 1,
+            json.loads(r["result_json"] or "{}"), r["started_at"] or at, r["tg_user_id"], r["phone"],
+            json.loads(r["profile_json"] or "{}"), resumed=r["started_at"] is not None))
+    return claimed

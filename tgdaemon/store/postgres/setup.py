@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from tgdaemon.store import rules
 from tgdaemon.store.api import AccountEffect, ClaimedTask, SetupOutcome
 from tgdaemon.store.postgres.core import Params, Tx, event_columns, events_insert
 from tgdaemon.store.postgres.locks import release_locks
@@ -117,16 +118,7 @@ class SetupStore(SessionStore):
                 f" WHERE t.task_type = ty.task_type AND {DUE} AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}"
                 " ORDER BY t.retry_at NULLS FIRST, t.id LIMIT $3) c".format(now="$1"),
                 at, types, limit * 2), key=lambda r: (r["retry_at"] or 0, r["id"]))
-            claimed: list[ClaimedTask] = []
-            seen: set[int] = set()
-            for r in rows:  # at most one task per account; every account here has a free lock
-                if len(claimed) == limit or r["account_id"] in seen:
-                    continue
-                seen.add(r["account_id"])
-                claimed.append(ClaimedTask(
-                    r["id"], r["account_id"], r["task_type"], json.loads(r["payload_json"]), r["attempts"] + 1,
-                    json.loads(r["result_json"] or "{}"), r["started_at"] or at, r["tg_user_id"], r["phone"],
-                    json.loads(r["profile_json"] or "{}"), resumed=r["started_at"] is not None))
+            claimed = rules.pick_setup(rows, limit, at)
             if not claimed:
                 return []
             # One statement for the whole batch (the writer's round trips are the scheduler's cost): the

@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from tgdaemon.store import rules
 from tgdaemon.store.api import AccountEffect, ClaimedTask, SetupOutcome
 from tgdaemon.store.sqlite.core import Tx
 from tgdaemon.store.sqlite.locks import release_lock, release_locks, take_locks
@@ -116,16 +117,7 @@ class SetupStore(SessionStore):
             params: dict[str, Any] = {"now": at, "limit": limit * 2, **{f"t{i}": t for i, t in enumerate(types)}}
             rows = sorted(await tx.fetchall(" UNION ALL ".join(per_type), params),
                           key=lambda r: (r["retry_at"] or 0, r["id"]))
-            claimed: list[ClaimedTask] = []
-            seen: set[int] = set()
-            for r in rows:  # at most one task per account; every account here has a free lock
-                if len(claimed) == limit or r["account_id"] in seen:
-                    continue
-                seen.add(r["account_id"])
-                claimed.append(ClaimedTask(
-                    r["id"], r["account_id"], r["task_type"], json.loads(r["payload_json"]), r["attempts"] + 1,
-                    json.loads(r["result_json"] or "{}"), r["started_at"] or at, r["tg_user_id"], r["phone"],
-                    json.loads(r["profile_json"] or "{}"), resumed=r["started_at"] is not None))
+            claimed = rules.pick_setup(rows, limit, at)
             if not claimed:
                 return []
             # One statement per kind for the whole batch: the writer's round trips are the scheduler's cost.
