@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import tomllib
 import typing
 import warnings
@@ -54,6 +55,25 @@ class DaemonConfig(Section):
     max_http_connections: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 4096
     http_header_timeout_seconds: Positive = 10.0
     http_idle_timeout_seconds: Positive = 60.0
+    # Several daemons on one PostgreSQL (design 9): each is a node by this name (default: the host name).
+    node_name: Annotated[str, msgspec.Meta(pattern=r"^$|^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")] = ""
+    max_accounts: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0: no cap; else this node's weight and cap
+    tls_cert_file: str = ""  # the provider port speaks TLS when both are set (reloaded on SIGHUP)
+    tls_key_file: str = ""
+    allow_plaintext: bool = False  # serve bearer tokens without TLS on a non-loopback address
+
+
+class NodesConfig(Section):
+    heartbeat_seconds: Positive = 2.0
+    dead_after_seconds: Positive = 10.0  # a node whose heartbeat is older is dead
+    lease_seconds: Positive = 15.0  # how long a heartbeat keeps a node's accounts its own
+    moves_per_second: Positive = 50.0  # accounts moved between live nodes when the fleet rebalances
+
+    def __post_init__(self) -> None:
+        if self.lease_seconds < 3 * self.heartbeat_seconds:
+            raise ValueError("lease_seconds must be at least 3 heartbeat_seconds")
+        if self.dead_after_seconds < 2 * self.heartbeat_seconds:
+            raise ValueError("dead_after_seconds must be at least 2 heartbeat_seconds")
 
 
 class StoreConfig(Section):
@@ -85,6 +105,8 @@ class SimulatorConfig(Section):
     flood_wait_max_seconds: Annotated[int, msgspec.Meta(ge=1)] = 60
     peer_flood_rate: Fraction = 0.002
     transient_rate: Fraction = 0.01
+    # Telegram closes a connection that stops pinging (Telethon asks for 75 s); the simulator does the same.
+    server_timeout_seconds: Positive = 75.0
 
 
 class ProxyConfig(Section):
@@ -192,6 +214,7 @@ class Config(Section):
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
     simulator: SimulatorConfig = msgspec.field(default_factory=SimulatorConfig)
+    nodes: NodesConfig = msgspec.field(default_factory=NodesConfig)
 
     def data_dir(self) -> Path:
         """The data dir: the config's, else systemd's StateDirectory, else platformdirs'."""
@@ -211,6 +234,9 @@ class Config(Section):
         with warnings.catch_warnings():  # no XDG_RUNTIME_DIR (no login session): platformdirs' fallback is fine
             warnings.simplefilter("ignore")
             return Path(platformdirs.user_runtime_dir(APP)) / "tgdaemon.sock"
+
+    def node_name(self) -> str:
+        return self.daemon.node_name or socket.gethostname().split(".")[0] or "node"
 
     def http_bind(self) -> tuple[str, int]:
         return parse_bind(self.daemon.http, "daemon.http")

@@ -76,3 +76,7 @@ class BackupExists(BackupError):
     @classmethod
     def at(cls, target: object) -> BackupExists:
         return cls(f"backup {target}: the file exists; choose another name, or pass --force to replace it")
+
+
+class NotOwned(TgfleetError):
+    """this node does not own the account now (another node does, or its lease is closing): nothing was sent"""

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Literal
 
 from telethon import utils
 
+from tgdaemon.gateway.gate import Gate, OpenGate
+
 if TYPE_CHECKING:
     from tgdaemon.store import Store
 
@@ -115,6 +117,7 @@ class Gateway(abc.ABC):
     """Telegram as the daemon sees it; every method acts as one account."""
 
     name: str
+    gate: Gate = OpenGate()  # which accounts this node may act as; the node's own once it has one
 
     async def start(self, store: Store) -> None:
         """Prepare, with the store that holds sessions; connections are made lazily, on first use."""

@@ -58,6 +58,7 @@ class ClaimedTask:
     phone: str | None
     profile: dict[str, Any]
     resumed: bool = False  # an earlier attempt started (and may have posted something)
+    epoch: int = 0  # the account's ownership epoch the claim was made under: the finish is fenced by it
 
     @property
     def holder(self) -> str:
@@ -94,6 +95,7 @@ class Generation:
     day: str  # the UTC day whose usage counts against the cap
     stale_before: float  # a posts snapshot fetched before this is refreshed first
     local: bool  # whether accounts assigned to ``local`` are served
+    leader_epoch: int | None = None  # several nodes: generate only while this is still the fleet's leadership
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +111,7 @@ class LeaseAsk:
     limit: int
     lease_seconds: float
     lock_seconds: float
+    owner: str | None = None  # the local executor: only tasks of accounts this node owns (rows carry "epoch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,7 @@ class Finish:
     effect: AccountEffect | None = None
     target_failed: bool = False
     retry_quota: bool = False  # the quota waits ``retry_seconds``; not for errors that are the account's own
+    epoch: int | None = None  # the local executor's: applied only while the account's epoch is this one
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +194,81 @@ class ProbeAccount:
     id: int
     tg_user_id: int | None
     phone: str | None
+    epoch: int = 0  # its ownership epoch: the probe's writes are fenced by it
+
+
+# --- nodes and ownership (design 9) ---------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    """What a daemon registers as: one row per node name, taken over by each new incarnation."""
+
+    name: str
+    incarnation: str  # random per start: a renewal by another incarnation of the name fails
+    host: str
+    pid: int
+    version: str
+    http: str | None  # the provider API's HOST:PORT, for the operator
+    max_accounts: int  # 0: no cap, an even share
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    name: str
+    host: str
+    pid: int
+    version: str
+    http: str | None
+    max_accounts: int
+    started_at: float
+    heartbeat_at: float
+    owned_until: float  # the node's accounts are its own until then (the database's clock)
+    stopped_at: float | None  # a clean stop: its accounts were released then
+    accounts: int  # owned now
+    leader: bool
+    alive: bool  # heartbeat within dead_after and not stopped, as of ``at`` in NodesView
+
+
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """A heartbeat: whether the node still holds its name, and the database's time it was made at."""
+
+    held: bool  # False: another incarnation took the name (this one was taken for dead): stop
+    at: float
+    owned_until: float
+    leader_epoch: int | None  # the fleet's leadership, held by this node under this epoch; None: not leader
+
+
+@dataclass(frozen=True, slots=True)
+class OwnedAccount:
+    id: int
+    epoch: int
+    assigned: str | None  # where the balancer wants it: another node means this one releases it
+    disabled: bool  # a disabled account's client is let go by its owner
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """What the leader's balancer reads: per live node the accounts assigned to it (pinned among them)."""
+
+    assigned: dict[str, int]
+    pinned: dict[str, int]
+    orphans: int  # unpinned accounts assigned to no live node
+    pinned_away: int  # accounts pinned to a node that is not live: they wait for it
+
+
+@dataclass(frozen=True, slots=True)
+class SimConnection:
+    """One simulated MTProto connection of an account, as the simulator's own record keeps it."""
+
+    id: int
+    tg_user_id: int
+    node: str
+    pid: int
+    opened_at: float
+    last_seen_at: float
+    closed_at: float | None
+    closed_why: str | None
 
 
 class Tx(Protocol):
@@ -274,7 +353,8 @@ class Store(Protocol):
 
     # --- sessions and entity caches
     async def load_session(self, account_id: int) -> SessionData | None: ...
-    async def save_session(self, account_id: int, data: SessionData) -> None: ...
+    async def save_session(self, account_id: int, data: SessionData, *,
+                           epoch: int | None = None) -> bool: ...  # False: the epoch is stale, nothing written
     async def load_entities(self, account_id: int) -> list[EntityRow]: ...
     async def save_entities(self, account_id: int, rows: Iterable[EntityRow]) -> None: ...
     async def find_entity(self, account_id: int, username: str) -> EntityRow | None: ...
@@ -283,13 +363,15 @@ class Store(Protocol):
     # --- account locks and effects (joined to the caller's transaction)
     async def take_lock(self, tx: Tx, account_id: int, holder: str, seconds: float) -> bool: ...
     async def release_lock(self, tx: Tx, account_id: int, holder: str) -> None: ...
-    async def apply_account_effect(self, tx: Tx, account_id: int, effect: AccountEffect) -> None: ...
+    async def apply_account_effect(self, tx: Tx, account_id: int, effect: AccountEffect, *,
+                                   epoch: int | None = None) -> bool: ...  # False: stale epoch, nothing done
     async def mark_used(self, tx: Tx, account_id: int) -> None: ...
 
     # --- setup pipeline (design 4)
-    async def recover_setup(self) -> int: ...
+    async def recover_setup(self, owner: str | None = None) -> int: ...  # only this node's accounts' tasks
     async def dispatch_setup(self, required: Mapping[str, dict[str, Any]]) -> tuple[int, int]: ...
-    async def claim_setup(self, task_types: Iterable[str], limit: int, lock_seconds: float) -> list[ClaimedTask]: ...
+    async def claim_setup(self, task_types: Iterable[str], limit: int, lock_seconds: float, *,
+                          owner: str | None = None) -> list[ClaimedTask]: ...  # owner: its accounts only
     async def finish_setup(self, task: ClaimedTask, outcome: SetupOutcome) -> None: ...
     async def finish_setup_many(self, items: list[tuple[ClaimedTask, SetupOutcome]]) -> None: ...
     async def retry_account_setup(self, account_id: int) -> int: ...
@@ -307,7 +389,7 @@ class Store(Protocol):
     async def uninspected_quotas(self) -> list[QuotaRef]: ...
     async def record_inspection(self, quota_id: int, *, ok: bool | None, peer_id: int | None = None,
                                 title: str | None = None, error: str | None = None) -> None: ...
-    async def probe_accounts(self) -> list[ProbeAccount]: ...
+    async def probe_accounts(self, owner: str | None = None) -> list[ProbeAccount]: ...
     def measurement_pages(self, quota_id: int, limit: int | None = None,
                           page: int = 5000) -> AsyncIterator[list[tuple[Any, ...]]]: ...
 
@@ -322,6 +404,44 @@ class Store(Protocol):
     async def finish_tasks(self, items: list[Finish], *, pace_seconds: float, day: str,
                            retry_seconds: float) -> list[str]: ...
     async def reap_leases(self, max_leases: int, lock_seconds: float) -> Reaped: ...
+
+    # --- nodes, ownership and leadership (design 9); times are the database's clock
+    async def db_now(self) -> float: ...
+    async def listen(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback(last event id)`` whenever any process commits to the event log (PostgreSQL's
+        LISTEN/NOTIFY, on a connection of its own, until close); SQLite: nothing (one process writes)."""
+    async def register_node(self, spec: NodeSpec, *, dead_after: float, lease_seconds: float) -> NodeInfo | None:
+        """The node's row, taken for this incarnation; None when a live node (another incarnation whose
+        heartbeat is within ``dead_after`` and that has not stopped) holds the name."""
+    async def renew_node(self, name: str, incarnation: str, *, lease_seconds: float,
+                         lead: bool) -> Renewal: ...  # lead: also take or renew the fleet's leadership
+    async def stop_node(self, name: str, incarnation: str) -> int: ...  # releases its accounts and leadership
+    async def list_nodes(self, dead_after: float) -> list[NodeInfo]: ...
+    async def acquire_accounts(self, name: str, incarnation: str, limit: int) -> list[OwnedAccount]:
+        """Accounts assigned to this node that no live lease holds (unowned, or their owner's
+        ``owned_until`` has passed, or owned by this name's earlier incarnation) become this node's, each
+        with its epoch one higher; in the same transaction their running setup tasks go back to retry
+        (locks released) and their tasks leased by ``local`` go back to pending."""
+    async def owned_accounts(self, name: str) -> list[OwnedAccount]: ...
+    async def release_accounts(self, name: str, owned: list[tuple[int, int]]) -> int: ...  # (id, epoch)
+    async def assignment(self, live: list[str]) -> Assignment: ...
+    async def assign_accounts(self, leader_epoch: int, src: str | None, dst: str, n: int,
+                              live: list[str]) -> int:
+        """The leader moves up to ``n`` unpinned accounts assigned to ``src`` (None: the orphans, assigned to
+        no live node) to ``dst``; nothing when ``leader_epoch`` is no longer the fleet's."""
+    async def pin_accounts(self, ids: list[int], node: str | None) -> int: ...  # None unpins
+
+    # --- the simulator's own world, shared by every node on the store (tgdaemon.gateway.simulator)
+    async def sim_profile(self, tg_user_id: int) -> str | None: ...  # JSON, as the simulator wrote it
+    async def sim_save_profile(self, tg_user_id: int, profile: str) -> None: ...
+    async def sim_open(self, tg_user_id: int, node: str, pid: int, live_pids: Callable[[list[int]], set[int]],
+                       server_timeout: float) -> SimConnection | int:
+        """Open a connection (its id) unless another live one of the account exists: then that one.
+        Live: not closed, its pid in ``live_pids(...)``, seen within ``server_timeout``."""
+    async def sim_close(self, connection_id: int, why: str) -> None: ...
+    async def sim_keepalive(self, connection_ids: list[int], server_timeout: float) -> list[int]:
+        """Pings: the given connections are seen now; returns those the server had closed (timed out)."""
+    async def sim_connections(self, tg_user_id: int | None = None) -> list[SimConnection]: ...
 
     # --- providers
     async def add_provider(self, name: str, token_hash: str) -> dict[str, Any]: ...
