@@ -62,6 +62,12 @@ class DaemonConfig(Section):
     tls_key_file: str = ""
     allow_plaintext: bool = False  # serve bearer tokens without TLS on a non-loopback address
 
+    def __post_init__(self) -> None:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            given, missing = ("tls_cert_file", "tls_key_file") if self.tls_cert_file else ("tls_key_file",
+                                                                                            "tls_cert_file")
+            raise ValueError(f"{given} is set but {missing} is not: set both (TLS on the provider port) or neither")
+
 
 class NodesConfig(Section):
     heartbeat_seconds: Positive = 2.0

@@ -79,6 +79,7 @@ class Runtime:
     started_at: float = field(default_factory=now)
     started_mono: float = field(default_factory=time.monotonic)
     http_bound: str | None = None  # HOST:PORT once the provider API listens (its port may be chosen by the OS)
+    http_tls: bool = False  # whether the provider port speaks TLS
     figures: Figures = field(default_factory=Figures)  # as last read: what status says while the database is down
 
     def uptime(self) -> float:
@@ -107,6 +108,7 @@ class Runtime:
             data_dir=str(self.cfg.data_dir()),
             socket=str(self.socket_path),
             http=self.http_bound,
+            tls=self.http_tls,
             store=self.storewatch.status(),  # a store's URL never holds a password
             synchronous=self.store.synchronous,
             accounts=figures.accounts,

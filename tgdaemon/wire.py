@@ -164,6 +164,7 @@ class Status(Wire):
     data_dir: str
     socket: str
     http: str | None
+    tls: bool  # whether the provider port (``http``) speaks TLS
     store: StoreStatus
     synchronous: str  # "full": acknowledged writes survive power loss
     accounts: dict[str, int]  # by state: every one of STATES, in that order

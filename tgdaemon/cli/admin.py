@@ -68,7 +68,8 @@ async def cmd_status(args: argparse.Namespace) -> int:
         return 0
     con = output.console()
     con.print(f"tgdaemon {data.version}  pid {data.pid}  up {duration(data.uptime_seconds)}  gateway {data.gateway}")
-    con.print(f"socket {data.socket}  http {data.http}  data {data.data_dir}", markup=False)
+    con.print(f"socket {data.socket}  http {data.http}{' (TLS)' if data.tls else ''}  data {data.data_dir}",
+              markup=False)
     con.print(f"store {data.store.kind} {data.store.url}  synchronous {data.synchronous}", markup=False)
     if data.store.down is not None:
         con.print(Text.assemble(("store DOWN", "bold red"), f" since {data.store.down_since}: {data.store.down}"

@@ -13,6 +13,13 @@ of a request (a silent one before an idle keep-alive one), so a fresh
 ``/healthz`` gets in under a flood of silent connections; only when every
 held connection is mid-request is the newcomer refused, with a 503.
 
+With TLS (``lifecycle.tls``) the guard still sees the bare TCP connection first: it is admitted and
+its deadline starts before the handshake, which ``loop.start_tls`` then does inside it, so a client
+that connects and never says hello is closed at the header deadline like a silent one, and counts
+toward the cap meanwhile. (aiohttp's own way, ``create_server(ssl=...)``, would hand the guard a
+connection only once its handshake is done: the silent ones would be nobody's to close or count.)
+A TLS newcomer refused at the cap is closed without the 503, which it could not read.
+
 The control socket is another site of the same runner and is not guarded:
 the cap (``limits.connection_cap``) keeps the descriptors it needs free.
 """
@@ -22,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import ssl
 from collections import Counter
 from collections.abc import Callable
 
@@ -31,6 +39,7 @@ from yarl import URL
 
 from tgdaemon.httpjson import MAX_BODY, Handler
 from tgdaemon.lifecycle.limits import ACCEPT_BACKLOG, Tally
+from tgdaemon.lifecycle.tls import ProviderTLS
 
 log = logging.getLogger(__name__)
 _BUSY = (b'{"error":{"code":"too_many_connections","message":"every connection the daemon holds is'
@@ -62,8 +71,8 @@ class Guard:
         self._idle: dict[Connection, None] = {}
         self.tally = Tally(self._report)
 
-    def protocol_factory(self, server: web.Server) -> Callable[[], asyncio.Protocol]:
-        return lambda: Connection(self, server)
+    def protocol_factory(self, server: web.Server, tls: ProviderTLS | None) -> Callable[[], asyncio.Protocol]:
+        return lambda: Connection(self, server, tls)
 
     def admit(self) -> bool:
         """Room for one more: below the cap, or by closing the oldest connection not in a request."""
@@ -77,9 +86,11 @@ class Guard:
         victim.close()
         return True
 
-    def opened(self, conn: Connection, handler: RequestHandler) -> None:
-        self._open[handler] = conn
+    def opened(self) -> None:
         self._live += 1
+
+    def serving(self, conn: Connection, handler: RequestHandler) -> None:
+        self._open[handler] = conn
 
     def moved(self, conn: Connection, state: State) -> None:
         self._heads.pop(conn, None)
@@ -124,19 +135,28 @@ class Guard:
         if counts["timed_out"]:
             parts.append(f"closed {counts['timed_out']} that sent no complete request within "
                          f"{self.header_timeout:g} s")
+        if counts["tls_failed"]:
+            parts.append(f"{counts['tls_failed']} failed the TLS handshake (plain HTTP to the TLS port, or a"
+                         f" client that does not trust the certificate)")
         if parts:
             log.warning("provider port (cap %d connections): %s", self.cap, "; ".join(parts))
 
 
 class Connection(asyncio.Protocol):
-    """One TCP connection: aiohttp's RequestHandler inside, the guard's deadline around it."""
+    """One TCP connection: aiohttp's RequestHandler inside, the guard's deadline around it (and, with TLS,
+    around the handshake too)."""
 
-    def __init__(self, guard: Guard, server: web.Server) -> None:
+    def __init__(self, guard: Guard, server: web.Server, tls: ProviderTLS | None) -> None:
         self._guard = guard
         self._server = server
+        self._tls = tls
         self._handler: RequestHandler | None = None
-        self._transport: asyncio.Transport | None = None
+        self._transport: asyncio.Transport | None = None  # the TCP one, then the TLS one over it
         self._timer: asyncio.TimerHandle | None = None
+        self._handshake: asyncio.Task[None] | None = None  # held: the loop keeps only a weak reference
+        # Decrypted bytes that came with the handshake's last flight, before the handler exists (asyncio's
+        # TLS layer reads on at once, while the handshake's task resumes only on the next turn).
+        self._early: list[bytes] = []
         self.state = State.HEAD
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -144,13 +164,45 @@ class Connection(asyncio.Protocol):
         self._transport = transport
         if not self._guard.admit():
             self.state = State.CLOSED
-            transport.write(REFUSED)
+            if self._tls is None:
+                transport.write(REFUSED)
             transport.close()
             return
+        self._guard.opened()
+        self.move(State.HEAD)  # with TLS the deadline covers the handshake as well
+        if self._tls is None:
+            self._serve(transport)
+            return
+        transport.pause_reading()  # not a byte for this protocol: the TLS layer takes the connection first
+        self._handshake = asyncio.get_running_loop().create_task(self._start_tls(transport, self._tls.context))
+
+    async def _start_tls(self, tcp: asyncio.Transport, context: ssl.SSLContext) -> None:
+        """The handshake, then aiohttp's handler on the TLS transport; a failure closes the connection."""
+        if self.state is State.CLOSED:  # closed to make room before this task ever ran
+            return
+        try:
+            transport = await asyncio.get_running_loop().start_tls(
+                tcp, self, context, server_side=True,
+                ssl_handshake_timeout=self._guard.header_timeout + 1)  # the guard's deadline comes first
+        except ssl.SSLError:
+            if self.state is not State.CLOSED:
+                self._guard.tally.add("tls_failed")
+            transport = None
+        except OSError:  # reset, or closed by the client mid-handshake
+            transport = None
+        if transport is None or self.state is State.CLOSED:  # None: aborted (the guard) during the handshake
+            self.close()
+            return
+        self._transport = transport
+        self._serve(transport)
+
+    def _serve(self, transport: asyncio.Transport) -> None:
         self._handler = self._server()
-        self._guard.opened(self, self._handler)
+        self._guard.serving(self, self._handler)
         self._handler.connection_made(transport)
-        self.move(State.HEAD)
+        for data in self._early:
+            self._handler.data_received(data)
+        self._early.clear()
 
     def move(self, state: State) -> None:
         """To HEAD, BUSY or IDLE, each with its deadline (BUSY has none); a closed connection stays closed."""
@@ -195,6 +247,8 @@ class Connection(asyncio.Protocol):
             self.move(State.HEAD)  # the next request's first byte: its deadline starts now
         if self._handler is not None:
             self._handler.data_received(data)
+        elif self.state is not State.CLOSED:
+            self._early.append(data)
 
     def eof_received(self) -> None:
         if self._handler is not None:
@@ -216,26 +270,28 @@ class Connection(asyncio.Protocol):
 
 
 class GuardedTCPSite(web.BaseSite):
-    """aiohttp's TCPSite, with the guard's protocol in front of each connection."""
+    """aiohttp's TCPSite, with the guard's protocol in front of each connection (and TLS inside it)."""
 
-    __slots__ = ("_host", "_port", "guard")
+    __slots__ = ("_host", "_port", "guard", "tls")
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, guard: Guard) -> None:
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, guard: Guard,
+                 tls: ProviderTLS | None = None) -> None:
         super().__init__(runner, backlog=ACCEPT_BACKLOG)
         self._host = host
         self._port = port
         self.guard = guard
+        self.tls = tls
 
     @property
     def name(self) -> str:
-        return str(URL.build(scheme="http", host=self._host, port=self._port))
+        return str(URL.build(scheme="http" if self.tls is None else "https", host=self._host, port=self._port))
 
     async def start(self) -> None:
         await super().start()
         server = self._runner.server
         assert server is not None
         self._server = await asyncio.get_running_loop().create_server(
-            self.guard.protocol_factory(server), self._host, self._port, backlog=self._backlog)
+            self.guard.protocol_factory(server, self.tls), self._host, self._port, backlog=self._backlog)
 
     async def stop(self) -> None:
         await super().stop()

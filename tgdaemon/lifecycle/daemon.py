@@ -36,7 +36,7 @@ from tgdaemon.errors import (
 from tgdaemon.gateway.base import Gateway
 from tgdaemon.gateway.simulator import Simulator
 from tgdaemon.httpjson import MAX_BODY, errors_middleware
-from tgdaemon.lifecycle import exitguard, limits, signals, systemd, worlds
+from tgdaemon.lifecycle import exitguard, limits, signals, systemd, tls, worlds
 from tgdaemon.lifecycle.connguard import Guard, GuardedTCPSite
 from tgdaemon.lifecycle.datadir import DataDirLock
 from tgdaemon.lifecycle.storewatch import StoreWatch, refuse_while_down
@@ -86,6 +86,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._side_tasks: list[asyncio.Task[None]] = []
         self._store_failure: str | None = None
+        self._tls: tls.ProviderTLS | None = None  # the provider port's certificate, reloaded on SIGHUP
         self.exit_code = 0
 
     def stop(self) -> None:
@@ -94,13 +95,15 @@ class Daemon:
     async def run(self) -> int:
         """The daemon's life; stop signals are caught from the first moment to the last, so a SIGTERM while
         starting or while stopping is a graceful stop, never a kill."""
-        with signals.on_stop(self.stop) if self.install_signal_handlers else contextlib.nullcontext():
+        with (signals.on_stop(self.stop, reload=lambda: tls.hangup(self._tls)) if self.install_signal_handlers
+              else contextlib.nullcontext()):
             return await self._run()
 
     async def _run(self) -> int:
         fds = limits.prepare(self.cfg)  # before anything opens a descriptor
         asyncio.get_running_loop().set_exception_handler(limits.AcceptFailures(fallback=_quiet_store_failures))
         password = connect.read_password(self.cfg.store)  # a configuration mistake: refused before the lock
+        self._tls = tls.provider_tls(self.cfg)  # so are a bad certificate and plain text on a network
         with REDACTOR.secret(password) if password else contextlib.nullcontext():  # no log line can carry it
             return await self._run_with(fds, password)
 
@@ -113,8 +116,8 @@ class Daemon:
             rt = await self._start(store, teardown, fds.connection_cap)
             systemd.notify("READY=1\nSTATUS=running")
             log.info("%s", limits.startup_line(self.cfg, fds))
-            log.info("tgdaemon ready: socket %s, http %s, gateway %s, store %s", rt.socket_path, rt.http_bound,
-                     self.gateway.name, store.url)
+            log.info("tgdaemon ready: socket %s, http %s (%s), gateway %s, store %s", rt.socket_path, rt.http_bound,
+                     "TLS" if rt.http_tls else "no TLS", self.gateway.name, store.url)
             self.ready.set()
             await self._wait_for_stop()
         except StoreDisconnected as exc:  # lost while starting: once running, it would be waited for
@@ -262,13 +265,14 @@ class Daemon:
         # Only a socket this daemon bound is removed (first, so no client connects to a closing daemon).
         teardown.now(f"removing socket {rt.socket_path}", lambda: rt.socket_path.unlink(missing_ok=True))
         host, port = self.cfg.http_bind()
-        site = GuardedTCPSite(runner, host, port, guard)
+        site = GuardedTCPSite(runner, host, port, guard, self._tls)
         try:
             await site.start()
         except OSError as exc:
             raise TgfleetError(f"daemon.http {host}:{port}: cannot listen: {exc.strerror or exc}") from None
         bound = next((a for a in runner.addresses if isinstance(a, tuple)), (host, port))
         rt.http_bound = f"{bound[0]}:{bound[1]}"
+        rt.http_tls = self._tls is not None
 
 
 def _side_tasks(rt: Runtime) -> list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]]:

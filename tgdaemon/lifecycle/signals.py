@@ -1,4 +1,5 @@
-"""SIGTERM and SIGINT ask for a graceful stop; a second one while stopping is ignored, not fatal."""
+"""SIGTERM and SIGINT ask for a graceful stop; a second one while stopping is ignored, not fatal.
+SIGHUP asks for a reload (the provider port's certificate), never a stop: its default would end the process."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @contextlib.contextmanager
-def on_stop(callback: Callable[[], None]) -> Iterator[None]:
+def on_stop(callback: Callable[[], None], *, reload: Callable[[], None]) -> Iterator[None]:
     loop = asyncio.get_running_loop()
 
     def handler(signum: int) -> None:
@@ -22,8 +23,9 @@ def on_stop(callback: Callable[[], None]) -> Iterator[None]:
 
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, handler, sig)
+    loop.add_signal_handler(signal.SIGHUP, reload)
     try:
         yield
     finally:
-        for sig in STOP_SIGNALS:
+        for sig in (*STOP_SIGNALS, signal.SIGHUP):
             loop.remove_signal_handler(sig)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import ssl
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ NO_PASSWORD = ("a password in the URL is refused (it would show in ps, shell his
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _USERINFO = re.compile(r"^([A-Za-z][\w+.-]*:/*)?[^?#]*@")  # whatever precedes the host, however malformed
 _PARAM_PASSWORD = re.compile(r"(?i)\b((?:ssl)?password=)[^&#]*")
+TLS_FILES = ("sslrootcert", "sslcert", "sslkey", "sslcrl")  # the files libpq's URL parameters name
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,26 @@ async def open_url(target: StoreURL, *, password: str | None = None, synchronous
         return await SQLiteStore.open(target.path, synchronous)
     from tgdaemon.store.postgres import PostgresStore
 
+    check_tls_files(target.url)
     return await PostgresStore.open(target.url, password=password, synchronous=synchronous)
+
+
+def check_tls_files(url: str) -> None:
+    """The files a PostgreSQL URL names for TLS readable, and ``sslrootcert`` holding a certificate: asyncpg
+    reads them only as it connects, and its errors name no file ("[Errno 2] No such file or directory")."""
+    params = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+    for name in TLS_FILES:
+        if not (value := params.get(name)):  # empty: libpq's default place (~/.postgresql/), as unset
+            continue
+        try:
+            data = Path(value).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"store.url: {name} {value}: cannot read: {exc.strerror or exc}") from None
+        if name == "sslrootcert":
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=data.decode("ascii", "replace"))
+            except ssl.SSLError:
+                raise ConfigError(f"store.url: sslrootcert {value}: no PEM certificate in it") from None
 
 
 async def open_store(cfg: Config, *, password: str | None = None) -> Store:
