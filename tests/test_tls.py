@@ -26,7 +26,7 @@ from tgdaemon.lifecycle.tls import is_loopback, server_context
 
 WAIT = 10.0
 PULL = "/api/provider/telegram/tasks/pull"
-REFUSED_AT_START = 30.0  # a daemon that should have refused and did not is killed by then
+REFUSED_AT_START = 120.0  # all at once, on a loaded machine; one that should have refused and did not dies then
 
 
 class Leaf:
@@ -125,7 +125,7 @@ async def test_a_provider_pulls_over_https_and_a_silent_or_plain_client_is_close
     leaf = Leaf(ca, tmp_path, "a")
     with fleet() as f:
         write_config(f, tls_cert_file=str(leaf.cert_file), tls_key_file=str(leaf.key_file),
-                     http_header_timeout_seconds=1.0)
+                     http_header_timeout_seconds=3.0)  # short, for the silent one; ample for the rest
         daemon = f.start(accounts=3)
         await daemon.await_ready()
         status = cli_json(f, "status")
@@ -142,6 +142,9 @@ async def test_a_provider_pulls_over_https_and_a_silent_or_plain_client_is_close
                                      headers={"Authorization": f"Bearer {token}"}):
                     pass
         await wait_for_log(daemon, "1 failed the TLS handshake")
+        # a request written at once after the handshake often arrives with its last flight, before the
+        # daemon's handler exists (about one in three, measured): every one is answered all the same
+        assert [await served_serial(port, trusting(ca)) for _ in range(30)] == [leaf.serial] * 30
         old = trusting(ca)
         with warnings.catch_warnings():  # TLS 1.1 is deprecated: the point is that the daemon refuses it
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -153,7 +156,7 @@ async def test_a_provider_pulls_over_https_and_a_silent_or_plain_client_is_close
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         assert await closed_by_peer(reader)
         writer.close()
-        await wait_for_log(daemon, "closed 1 that sent no complete request within 1 s")
+        await wait_for_log(daemon, "closed 1 that sent no complete request within 3 s")
         assert await daemon.astop() == 0
         log = daemon.log()  # the stop reported what was still counted: plain HTTP and TLS 1.1, one each
         assert sum(int(n) for n in re.findall(r"(\d+) failed the TLS handshake", log)) == 2
@@ -190,7 +193,8 @@ async def test_sighup_serves_a_new_certificate_to_new_connections_and_keeps_it_t
     live_key.write_bytes(first.key_pem)
     context = trusting(ca)
     with fleet() as f:
-        write_config(f, tls_cert_file=str(live_cert), tls_key_file=str(live_key))
+        write_config(f, tls_cert_file=str(live_cert), tls_key_file=str(live_key),
+                     http_idle_timeout_seconds=600.0)  # the kept connection idles between the steps
         daemon = f.start(accounts=3)
         await daemon.await_ready()
         port = port_of(f)
