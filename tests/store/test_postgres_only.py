@@ -154,7 +154,7 @@ async def test_events_many_returns_ids_in_order_and_counts_them(empty_pg_databas
         async with store.tx() as tx:
             await tx.event("one", "first", data={"k": "v"})
             await tx.events_many([{"kind": f"k{i}", "message": f"m{i}", "data": {"i": i}} for i in range(50)])
-            ids = [e["id"] for e in tx.events]
+        ids = [e["id"] for e in tx.events]
         rows = await store.read("SELECT id, kind, data_json FROM events ORDER BY id")
         assert [r["id"] for r in rows] == ids == list(range(ids[0], ids[0] + 51))
         assert [r["kind"] for r in rows] == ["one", *(f"k{i}" for i in range(50))]
