@@ -1,7 +1,8 @@
 """The event log shared by several daemons (design 9, "Stream across nodes"): ids in commit order across
 stores on one PostgreSQL database, the lock that orders them taken before any id, and ``listen``, which
 tells a store of every commit to the log, its own and the others', and catches up after its connection
-was lost. ``listen`` on SQLite (one writer) is there and tells nothing."""
+was lost. ``listen`` on SQLite (one writer) is there and tells nothing. The stream's Hub finds a commit
+nothing announced by its own poll of the log's head."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from store.conftest import PgServer, _create, _drop
 from tgdaemon.store import Store
 from tgdaemon.store.postgres import PostgresStore
 from tgdaemon.store.postgres.core import LOG_LOCK
+from tgdaemon.stream import Hub, Position
 
 WAIT = 10.0  # seconds any one awaited thing may take
 
@@ -177,3 +179,24 @@ async def test_listen_hears_another_store_and_catches_up_after_its_connection_is
         await until(lambda: after in heard, "a commit after the reconnection")
         assert heard == sorted(heard)
     assert a.listener.conn is None, "closing the store closes its listening connection"
+
+
+async def test_the_hub_finds_a_commit_nothing_announced_by_its_poll(store: Store) -> None:
+    """No commit hook, no listener: as a notification lost while the listener reconnects."""
+    await seed(store, 2)
+    hub = await Hub.open(store, queue_size=1000, replay_size=1000)
+    sub = hub.subscribe()
+    follow = asyncio.create_task(hub.run())
+    try:
+        await store.disable_account(2, "announced to nobody")
+        got: list[Position] = []
+        for _ in range(20):
+            got += await asyncio.wait_for(sub.next_batch(), WAIT)
+            if got:
+                break
+    finally:
+        follow.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follow
+    [position] = got
+    assert position.seq == await store.last_event_id() == hub.seq
