@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 import asyncpg
 import pytest
 
-from store.conftest import PgServer, _create, _drop
+from store.conftest import Database, PgServer, _create, _drop
 from tgdaemon.store import Store
 from tgdaemon.store.postgres import PostgresStore
 from tgdaemon.store.postgres.core import LOG_LOCK
@@ -136,18 +136,23 @@ async def test_the_log_lock_is_taken_before_a_transaction_takes_an_id(pg_url: st
             await other.close()
 
 
-async def test_listen_tells_of_every_commit_or_nothing_on_sqlite(store: Store) -> None:
-    await seed(store, 2)
-    heard: list[int] = []
-    await asyncio.wait_for(store.listen(heard.append), WAIT)
-    await store.disable_account(1, "heard")
-    last = await store.last_event_id()
-    if store.kind == "sqlite":  # one writer: its commit hook sees every commit
-        assert heard == []
-        return
-    await until(lambda: last in heard, f"id {last} heard")
-    assert heard[0] == last - 1  # when it started listening: the head then
-    assert heard == sorted(heard)
+async def test_listen_tells_of_another_stores_commits_not_its_own_nor_anything_on_sqlite(
+        database: Database) -> None:
+    async with database.opened() as store:
+        await seed(store, 2)
+        heard: list[int] = []
+        await asyncio.wait_for(store.listen(heard.append), WAIT)
+        if store.kind == "sqlite":  # one writer: its commit hook sees every commit
+            await store.disable_account(1, "told by the hook")
+            assert heard == []
+            return
+        assert heard == [await store.last_event_id()]  # the head, when it starts listening
+        await store.disable_account(1, "its own: told by the hook")
+        async with database.opened() as other:
+            await other.disable_account(2, "another's")
+            last = await other.last_event_id()
+        await until(lambda: last in heard, f"id {last} heard")
+        assert heard == [last - 2, last], "its own commit is not heard"
 
 
 async def test_listen_hears_another_store_and_catches_up_after_its_connection_is_killed(pg_url: str) -> None:

@@ -231,7 +231,7 @@ class PostgresCore:
         self.on_down: DownHook | None = None  # told what is wrong when the server is lost, None when it is back
         self.failure: str | None = None
         self.down: str | None = None  # what is wrong while the server cannot be reached
-        self.listener = Listener(connect, LOG_CHANNEL)  # a connection of its own, once ``listen`` is called
+        self.listener = Listener(connect, LOG_CHANNEL, self._writer_pid)  # its own connection, once listening
 
     @classmethod
     async def open(cls, url: str, *, password: str | None = None, synchronous: str = "full") -> Self:
@@ -264,6 +264,10 @@ class PostgresCore:
             await bounded("closing the writer connection", writer.close(), CLOSE_STEP_SECONDS)
             raise StoreError(f"database {place}: {_text(exc, secrets)}") from None
         return cls(connect, writer, pool, url, synchronous, secrets)
+
+    def _writer_pid(self) -> int | None:
+        writer = self._writer
+        return writer.get_server_pid() if writer is not None and not writer.is_closed() else None
 
     def lost(self, exc: BaseException) -> StoreDisconnected:
         """The server cannot be reached: say so once (``down``, ``on_down``) and give what callers raise."""
@@ -367,7 +371,8 @@ class PostgresCore:
                          " (docs/postgresql.md), tgdaemon backup copies a SQLite store")
 
     async def listen(self, callback: Callable[[int], None]) -> None:
-        """``callback(last id)`` for every commit to the event log, this daemon's or another's (listener.py)."""
+        """``callback(last id)`` for every other store's commit to the event log (this one's reach the commit
+        hook), and once each time it starts listening (listener.py)."""
         await self.listener.add(callback)
 
     async def get_meta(self, key: str) -> str | None:

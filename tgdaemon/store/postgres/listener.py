@@ -1,9 +1,11 @@
 """Hearing of every daemon's commits to the event log: LISTEN on a connection of its own.
 
 Every transaction that writes log rows NOTIFYs the log's channel with its last id (core.py); this
-connection hears them all, this daemon's own too, and hands each id to the callbacks (the stream's
-``Hub.committed``). Not the writer, which is busy in transactions, nor a pool connection, which the pool
-resets (UNLISTEN) when it takes it back.
+connection hears them all and hands each id to the callbacks (the stream's ``Hub.committed``), but for
+those its own writer sent: the commit hook has told of them already, with the rows, and a notification
+that overtook the hook would make the stream read back from the database what the hook hands over.
+Not the writer, which is busy in transactions, nor a pool connection, which the pool resets (UNLISTEN)
+when it takes it back.
 
 A notification sent while the connection is down is lost, so each time it starts listening (at first and
 after every reconnection) it reads the log's last id and hands that over too: whatever committed
@@ -34,9 +36,12 @@ HEAD = "SELECT COALESCE(MAX(id), 0) FROM events"
 class Listener:
     """One LISTEN connection and the task that keeps it; started by the first ``add``, ended by ``close``."""
 
-    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], channel: str) -> None:
+    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], channel: str,
+                 own: Callable[[], int | None]) -> None:
+        """``own``: the server pid of this store's writer now (None while it has none)."""
         self._connect = connect
         self._channel = channel
+        self._own = own
         self._callbacks: list[Callable[[int], None]] = []
         self._task: asyncio.Task[None] | None = None
         self._first_try = asyncio.Event()  # the first connection attempt is over, whatever its outcome
@@ -55,7 +60,9 @@ class Listener:
         for callback in self._callbacks:
             callback(last_id)
 
-    def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+    def _notified(self, _conn: object, pid: int, _channel: str, payload: str) -> None:
+        if pid == self._own():
+            return
         if payload.isdigit():  # another program's NOTIFY on the channel is no id: not ours to read
             self._tell(int(payload))
 
