@@ -16,7 +16,7 @@ import pytest
 
 from store.conftest import Database, PgServer, _create, _drop
 from tgdaemon.store import Store
-from tgdaemon.store.postgres import PostgresStore
+from tgdaemon.store.postgres import PostgresStore, listener
 from tgdaemon.store.postgres.core import LOG_LOCK
 from tgdaemon.stream import Hub, Position
 
@@ -205,3 +205,19 @@ async def test_the_hub_finds_a_commit_nothing_announced_by_its_poll(store: Store
             await follow
     [position] = got
     assert position.seq == await store.last_event_id() == hub.seq
+
+
+async def test_the_server_ends_a_listening_session_that_went_quiet_and_the_store_listens_again(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A daemon that stopped reading would hold back the notification queue every commit writes to: the
+    server ends its session once idle for ``IDLE_SECONDS`` (pings, every PING_SECONDS, keep a running
+    one's alive; here the idle limit is below the ping's period)."""
+    monkeypatch.setattr(listener, "IDLE_SECONDS", 1)
+    async with stores(pg_url, 2) as (a, b):
+        heard: list[int] = []
+        await a.listen(heard.append)
+        await until(lambda: a.listener.sessions >= 2, "a second session after the server ended the first")
+        async with b.tx() as tx:
+            await tx.event("test.after", "after the server ended a quiet session")
+        last = await b.last_event_id()
+        await until(lambda: last in heard, "a commit heard on a later session")

@@ -12,7 +12,11 @@ after every reconnection) it reads the log's last id and hands that over too: wh
 meanwhile is read from the log like the rest. A lost connection is seen at once when the server ends it
 (its termination listener) and, on a network that drops it silently, by a ping every ``PING_SECONDS``
 that gets no answer; then it connects again, waiting ever longer between tries (up to ``MAX_BACKOFF``)
-while the server is away. It logs nothing: the daemon hears of a lost database from the store's own
+while the server is away. The other way round, a listening session whose daemon stopped reading (a
+process stopped or a machine paused, its socket still open) holds back PostgreSQL's notification queue,
+which every daemon's commits write to, and a full queue fails those commits: so the server ends the
+session once it has been idle for ``IDLE_SECONDS`` (``idle_session_timeout``, PostgreSQL 14 and later),
+which the pings keep from happening to a daemon that runs. It logs nothing: the daemon hears of a lost database from the store's own
 ``on_down``, and the stream's poll of the log's head covers the seconds this one needs to return.
 """
 
@@ -29,6 +33,7 @@ from tgdaemon.bounded import bounded
 MIN_BACKOFF = 0.1  # seconds before the first reconnection attempt; doubled after each failed one
 MAX_BACKOFF = 5.0
 PING_SECONDS = 5.0  # how often an idle listening connection is asked whether it is still there
+IDLE_SECONDS = 30  # the server ends a listening session this long without a ping (the daemon stalled)
 CLOSE_SECONDS = 0.5
 HEAD = "SELECT COALESCE(MAX(id), 0) FROM events"
 
@@ -88,6 +93,8 @@ class Listener:
         self.conn = conn = await self._connect()
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _conn: lost.set())
+        if conn.get_server_version().major >= 14:
+            await conn.execute(f"SET idle_session_timeout = '{IDLE_SECONDS}s'")
         await conn.add_listener(self._channel, self._notified)
         head = await conn.fetchval(HEAD)  # after LISTEN: a commit from here on is heard
         self.sessions += 1
