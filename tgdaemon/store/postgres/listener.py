@@ -16,7 +16,10 @@ while the server is away. The other way round, a listening session whose daemon 
 process stopped or a machine paused, its socket still open) holds back PostgreSQL's notification queue,
 which every daemon's commits write to, and a full queue fails those commits: so the server ends the
 session once it has been idle for ``IDLE_SECONDS`` (``idle_session_timeout``, PostgreSQL 14 and later),
-which the pings keep from happening to a daemon that runs. It logs nothing: the daemon hears of a lost database from the store's own
+which the pings keep from happening to a daemon that runs. That covers a quiet fleet only: once the
+notifications fill the socket's buffers the session waits on ClientWrite, which is not idle, and stays
+until ended by hand (docs: the queue, 8 GB by default, takes hours to fill even at thousands of commits
+a second). It logs nothing: the daemon hears of a lost database from the store's own
 ``on_down``, and the stream's poll of the log's head covers the seconds this one needs to return.
 """
 
