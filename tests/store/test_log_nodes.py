@@ -221,3 +221,20 @@ async def test_the_server_ends_a_listening_session_that_went_quiet_and_the_store
             await tx.event("test.after", "after the server ended a quiet session")
         last = await b.last_event_id()
         await until(lambda: last in heard, "a commit heard on a later session")
+
+
+async def test_a_transactions_log_rows_are_written_at_its_end_in_order_however_many(store: Store) -> None:
+    """More rows than one statement takes on SQLite (LOG_ROWS_PER_INSERT): still one run of ids, in order."""
+    await seed(store, 3)
+    head = await store.last_event_id()
+    async with store.tx() as tx:
+        await tx.event("test.first", "first", account_id=1)
+        await tx.events_many([{"kind": "test.many", "message": str(i), "task_id": i} for i in range(300)])
+        tx.touch(2)
+        assert tx.events == [] and len(tx.pending) == 301  # nothing written before the end
+    assert [e["id"] for e in tx.events] == list(range(head + 1, head + 303))
+    logged = await store.events_after(head, 1000)
+    assert [(e["id"], e["kind"], e["task_id"]) for e in logged] == [
+        (e["id"], e["kind"], e["task_id"]) for e in tx.events]
+    assert [e["message"] for e in logged[1:301]] == [str(i) for i in range(300)]
+    assert (logged[-1]["kind"], logged[-1]["data"]) == ("changes", {"accounts": [2], "quotas": []})

@@ -96,8 +96,12 @@ async def _in_daemon_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> 
     return await done
 
 
-INSERT_EVENT = ("INSERT INTO events (at, kind, account_id, task_id, quota_id, message, data_json)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)")
+LOG_ROWS_PER_INSERT = 128  # 7 parameters a row: under the 999 older SQLite builds allow in one statement
+
+
+def insert_events(n: int) -> str:
+    return ("INSERT INTO events (at, kind, account_id, task_id, quota_id, message, data_json) VALUES "
+            + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * n))
 
 
 class Tx(TxLog):
@@ -114,16 +118,17 @@ class Tx(TxLog):
         return await self.conn.execute_fetchall(sql, params)
 
     async def write_log(self, rows: Sequence[dict[str, Any]]) -> Sequence[int]:
-        """The transaction's log rows, at its end (one writer: their AUTOINCREMENT ids are consecutive, in
-        commit order). One row, as most commits write, in one statement; more in two."""
-        params = [(e["at"], e["kind"], e["account_id"], e["task_id"], e["quota_id"], e["message"],
-                   json.dumps(e["data"], separators=(",", ":"))) for e in rows]
-        if len(params) == 1:
-            cur = await self.conn.execute(INSERT_EVENT, params[0])
-            return [int(cur.lastrowid or 0)]
-        await self.conn.executemany(INSERT_EVENT, params)
-        last = next(iter(await self.fetchall("SELECT seq FROM sqlite_sequence WHERE name = 'events'")))[0]
-        return range(last - len(rows) + 1, last + 1)
+        """The transaction's log rows, at its end: one statement per ``LOG_ROWS_PER_INSERT`` (one writer:
+        AUTOINCREMENT ids are consecutive, in commit order, the last one the statement's rowid)."""
+        ids: list[int] = []
+        for start in range(0, len(rows), LOG_ROWS_PER_INSERT):
+            chunk = rows[start:start + LOG_ROWS_PER_INSERT]
+            cur = await self.conn.execute(insert_events(len(chunk)), [
+                v for e in chunk for v in (e["at"], e["kind"], e["account_id"], e["task_id"], e["quota_id"],
+                                           e["message"], json.dumps(e["data"], separators=(",", ":")))])
+            last = int(cur.lastrowid or 0)
+            ids += range(last - len(chunk) + 1, last + 1)
+        return ids
 
     async def set_meta(self, key: str, value: str) -> None:
         """A key of the little ``meta`` table, in this transaction (for parts that hold a Tx, not the store)."""
