@@ -238,3 +238,24 @@ async def test_a_transactions_log_rows_are_written_at_its_end_in_order_however_m
         (e["id"], e["kind"], e["task_id"]) for e in tx.events]
     assert [e["message"] for e in logged[1:301]] == [str(i) for i in range(300)]
     assert (logged[-1]["kind"], logged[-1]["data"]) == ("changes", {"accounts": [2], "quotas": []})
+
+
+async def test_writing_an_event_waits_for_no_lock_on_its_account(pg_url: str) -> None:
+    """``events`` has no foreign key: under the log's lock a commit waits for no account row another
+    transaction holds (a foreign key's FOR KEY SHARE would wait for a lease's FOR UPDATE of the account)."""
+    async with stores(pg_url, 1) as (store,):
+        await seed(store, 1)
+        other = await asyncpg.connect(pg_url)
+        try:
+            await other.execute("BEGIN")
+            await other.execute("SELECT * FROM accounts WHERE id = 1 FOR UPDATE")
+
+            async def commit() -> None:
+                async with store.tx() as tx:
+                    await tx.event("test.free", "while the account is locked", account_id=1)
+
+            await asyncio.wait_for(commit(), WAIT)
+            assert await other.fetchval("SELECT count(*) FROM events WHERE kind = 'test.free'") == 1
+        finally:
+            await other.execute("ROLLBACK")
+            await other.close()

@@ -276,7 +276,7 @@ class Tx(Protocol):
 
     accounts: set[int]
     quotas: set[int]
-    events: list[dict[str, Any]]
+    events: list[dict[str, Any]]  # the log rows written, with their ids: filled just before COMMIT (txlog.py)
 
     def touch(self, account_id: int) -> None: ...
 
