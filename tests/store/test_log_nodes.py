@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 
 import asyncpg
@@ -258,4 +259,28 @@ async def test_writing_an_event_waits_for_no_lock_on_its_account(pg_url: str) ->
             assert await other.fetchval("SELECT count(*) FROM events WHERE kind = 'test.free'") == 1
         finally:
             await other.execute("ROLLBACK")
+            await other.close()
+
+
+async def test_pruning_the_log_takes_the_logs_lock(pg_url: str) -> None:
+    """Retention's DELETE locks the events' counter as a log write does; it takes the log's lock first, so
+    every transaction takes the two in one order (one that prunes may log a row after: a clock step's)."""
+    async with stores(pg_url, 1) as (store,):
+        async with store.tx() as tx:
+            await tx.event("test.old", "to be pruned")
+        other = await asyncpg.connect(pg_url)
+        try:
+            await other.execute("BEGIN")
+            await other.execute("SELECT pg_advisory_xact_lock($1)", LOG_LOCK)
+            later = time.time() + 10  # every event is old by then
+            pruning = asyncio.create_task(store.prune_events(before=later, limit=10, at=later))
+            waiters = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            for _ in range(int(WAIT / 0.01)):
+                if await other.fetchval(waiters):
+                    break
+                await asyncio.sleep(0.01)
+            assert await other.fetchval(waiters) == 1 and not pruning.done()
+            await other.execute("COMMIT")
+            assert (await asyncio.wait_for(pruning, WAIT)).deleted == 1
+        finally:
             await other.close()

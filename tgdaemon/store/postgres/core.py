@@ -14,8 +14,8 @@ until then, tgdaemon/store/txlog.py) are written in one statement just before it
 the next writer takes its ids only once this one is committed (and visible: a transaction is visible
 before its locks are let go). The lock is the transaction's last: it waits for no row lock while holding
 it, so no cycle of waits can pass through it. The statement's insert waits for one row lock only, the
-``row_counts`` counter of events (its trigger), which no transaction takes except under the same lock or
-in retention's DELETE of old events, whose transaction writes no log row. ``events`` has no foreign key:
+``row_counts`` counter of events (its trigger), which no transaction takes but under the same lock (the
+log's rows, and retention's DELETE of old ones, take the lock first). ``events`` has no foreign key:
 its insert takes no lock on an account (a foreign key would take ``FOR KEY SHARE`` of the account row,
 which waits for a lease's ``FOR UPDATE`` of it). The same statement sends ``pg_notify(LOG_CHANNEL,
 <last id>)``, delivered at COMMIT, which wakes every daemon's stream (``listen``, tgdaemon/store/postgres/listener.py).
