@@ -122,10 +122,10 @@ class SetupStore(SessionStore):
             if not claimed:
                 return []
             # One statement for the whole batch (the writer's round trips are the scheduler's cost): the
-            # chosen tasks marked running, their accounts' locks taken, their events written. Only the chosen
-            # tasks are locked (SKIP LOCKED: one another transaction is claiming is passed over) and the
-            # UPDATE checks again that each still waits; the candidates above are not locked, which would
-            # cost a write to every row read.
+            # chosen tasks marked running, their accounts' locks taken; their events go with the log's rows,
+            # at COMMIT (tgdaemon/store/txlog.py). Only the chosen tasks are locked (SKIP LOCKED: one another
+            # transaction is claiming is passed over) and the UPDATE checks again that each still waits; the
+            # candidates above are not locked, which would cost a write to every row read.
             events = [{"kind": "setup.started", "message": f"{t.task_type}: attempt {t.attempts}",
                        "account_id": t.account_id, "task_id": t.id, "data": {"task_type": t.task_type}}
                       for t in claimed]
@@ -174,7 +174,8 @@ class SetupStore(SessionStore):
                                "message": f"{task.task_type}: {outcome.status}" + (f" ({detail})" if detail else ""),
                                "data": {"task_type": task.task_type, "error_code": outcome.effect.error_code,
                                         "retry_at": outcome.retry_at}})
-            # One statement: the outcomes recorded, the plain successes applied, the locks let go, the events.
+            # One statement: the outcomes recorded, the plain successes applied, the locks let go (the events go
+            # with the log's rows, at COMMIT).
             row = await tx.fetchrow(
                 "WITH up AS (UPDATE account_tasks t SET status = u.status, retry_at = u.retry_at, last_error_code = u.code,"
                 " last_error = u.error, result_json = u.result::jsonb, attempts = t.attempts - u.refund,"
