@@ -288,7 +288,10 @@ class PostgresCore:
         try:
             return await aw
         except Exception as exc:
-            if connection_lost(exc):
+            # A pooled connection is never used by two callers at once: the protocol's confusion can only be a
+            # connection the server was ending as it was handed out (its FATAL in, its close not yet seen), as
+            # happens to a read started the moment the server shuts down (the stream's poll reads every second).
+            if connection_lost(exc) or isinstance(exc, asyncpg.InternalClientError):
                 raise self.lost(exc) from None
             raise
 
