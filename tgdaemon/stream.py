@@ -8,7 +8,8 @@ a fleet, to every daemon on the database): a client that saw the log up to N
 gets the rows after N, for as long as retention keeps them.
 
 The ``Hub`` follows the log. ``committed`` wakes it (the commit hook in this
-process; for several daemons, a LISTEN/NOTIFY handler calling the same), it
+process; for several daemons, the store's LISTEN/NOTIFY handler, ``Store.listen``,
+calling the same; and its own poll of the log's head once a second), it
 reads the rows after its cursor with ``events_after`` (the rows this process
 just committed are handed over by the hook, not read back), and turns each row into
 a ``Position``: the full current state of every account and quota the row
@@ -46,6 +47,7 @@ from tgdaemon.wire import StoreChanged, StoreStatus
 
 _encoder = msgspec.json.Encoder()
 FOLLOW_ROWS = 1000  # log rows per read while following or catching up
+POLL_SECONDS = 1.0  # the log's head is read this often whatever the wakes say: the safety net
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,11 +224,20 @@ class Hub:
     async def run(self) -> None:
         """Follow the log for as long as the daemon runs. The database lost ends it (the daemon runs it
         again once it is back, ``StoreWatch.keep``) with its wake still set: nothing is lost, the cursor has
-        not moved, and the log is read from there."""
+        not moved, and the log is read from there. Besides its wakes it reads the log's head every
+        ``POLL_SECONDS``: a commit no wake announced (another daemon's, while the store's listener was
+        reconnecting) is read a second later at most."""
+        loop = asyncio.get_running_loop()
+        polled = loop.time()
         while True:
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(polled + POLL_SECONDS):
+                    await self._wake.wait()
             self._wake.clear()
             try:
+                if loop.time() >= polled + POLL_SECONDS:
+                    polled = loop.time()
+                    self._head = max(self._head, await self.store.last_event_id())
                 await self._follow()
             except StoreDisconnected:
                 self._wake.set()

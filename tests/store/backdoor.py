@@ -195,6 +195,31 @@ async def cursor_updates_fail(store: Store) -> AsyncIterator[None]:
 
 
 
+@asynccontextmanager
+async def log_writes_fail(store: Store, kind: str) -> AsyncIterator[None]:
+    """While inside: a transaction that writes an event of ``kind`` fails as its log rows are written, just
+    before COMMIT (on PostgreSQL after their ids were taken: a gap in the log, as any commit that fails
+    there leaves); one of ``INJECTED_ERRORS`` reaches the caller."""
+    _names(kind.replace(".", "_"))
+    if _is_pg(store):
+        statements = [
+            "CREATE FUNCTION tgf_test_log_fails() RETURNS trigger LANGUAGE plpgsql AS"
+            f" $$ BEGIN IF NEW.kind = '{kind}' THEN RAISE EXCEPTION 'log write fails'; END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER log_fails BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION tgf_test_log_fails()"]
+        undo = ["DROP TRIGGER log_fails ON events", "DROP FUNCTION tgf_test_log_fails()"]
+    else:
+        statements = [f"CREATE TRIGGER log_fails BEFORE INSERT ON events WHEN NEW.kind = '{kind}'"
+                      " BEGIN SELECT RAISE(ABORT, 'log write fails'); END"]
+        undo = ["DROP TRIGGER log_fails"]
+    for sql in statements:
+        await _write(store, sql, [])
+    try:
+        yield
+    finally:
+        for sql in undo:
+            await _write(store, sql, [])
+
+
 async def columns(store: Store, table: str) -> set[str]:
     """The column names of ``table`` as the schema has them."""
     _names(table)

@@ -331,8 +331,9 @@ async def test_events_after_is_the_trail_in_id_order_and_resumes_from_any_id(sto
         await tx.events_many([{"kind": "test.many", "message": f"m{i}", "account_id": 2, "task_id": i,
                                "data": {"i": i}} for i in range(3)])
         await tx.event("test.last", "last", quota_id=5)
-        ids = [e["id"] for e in tx.events]
         assert tx.accounts == {1, 2}  # an event for an account touches it
+        assert tx.events == []  # written just before COMMIT, with the ids commit order gives
+    ids = [e["id"] for e in tx.events]
     assert ids == list(range(ids[0], ids[0] + 5)), "one transaction's events take consecutive ids"
     assert ids[0] > head and await store.last_event_id() == ids[-1]
     trail = await store.events_after(head, 100)

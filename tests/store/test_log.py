@@ -221,7 +221,8 @@ async def positions(sub: Subscription, n: int) -> list[Position]:
 async def test_the_hub_follows_the_log_across_the_id_a_rolled_back_transaction_took(store: Store) -> None:
     """On PostgreSQL an identity value a rolled-back transaction took is never given again: the log has a
     gap there (on SQLite none). The stream crosses it, reading the rows after it from the log, with every
-    delta's ``prev`` naming the row before."""
+    delta's ``prev`` naming the row before. (A transaction that fails before its end takes no id: its log
+    rows are written just before COMMIT.)"""
     await seed(store, 3)
     hub = await Hub.open(store, queue_size=1000, replay_size=1000)
     store.on_commit = change_publisher(hub)
@@ -231,8 +232,12 @@ async def test_the_hub_follows_the_log_across_the_id_a_rolled_back_transaction_t
         await store.disable_account(1, "before")
         with pytest.raises(RuntimeError, match="boom"):
             async with store.tx() as tx:
-                await tx.event("test.lost", "rolled back", account_id=2)
+                await tx.event("test.lost", "rolled back before its end", account_id=2)
                 raise RuntimeError("boom")
+        async with backdoor.log_writes_fail(store, "test.lost"):
+            with pytest.raises(backdoor.INJECTED_ERRORS):
+                async with store.tx() as tx:
+                    await tx.event("test.lost", "rolled back as its log rows are written", account_id=2)
         async with store.tx() as tx:
             assert await store.take_lock(tx, 2, "test", 60)  # named by no event: a changes row
         await store.disable_account(3, "after")

@@ -8,6 +8,7 @@ shared one must not suffer); the rest use the conformance suite's session server
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import shutil
 import socket
@@ -154,7 +155,7 @@ async def test_events_many_returns_ids_in_order_and_counts_them(empty_pg_databas
         async with store.tx() as tx:
             await tx.event("one", "first", data={"k": "v"})
             await tx.events_many([{"kind": f"k{i}", "message": f"m{i}", "data": {"i": i}} for i in range(50)])
-            ids = [e["id"] for e in tx.events]
+        ids = [e["id"] for e in tx.events]
         rows = await store.read("SELECT id, kind, data_json FROM events ORDER BY id")
         assert [r["id"] for r in rows] == ids == list(range(ids[0], ids[0] + 51))
         assert [r["kind"] for r in rows] == ["one", *(f"k{i}" for i in range(50))]
@@ -368,3 +369,59 @@ async def test_a_transaction_in_flight_when_the_server_stops(private: Private, p
     finally:
         await store.close()
 
+
+
+async def test_reads_racing_the_servers_shutdown_are_disconnected_never_the_protocols_confusion(
+        private: Private, private_db: str) -> None:
+    """A pooled connection the server is ending as it is handed out fails with asyncpg's "another operation
+    is in progress": that too is the database lost (StoreDisconnected), not an error that ends a side task."""
+    store = await PostgresCore.open(private.url(private_db))
+    failures: collections.Counter[str] = collections.Counter()
+    stop = asyncio.Event()
+
+    async def read() -> None:
+        while not stop.is_set():
+            try:
+                await store.get_meta("k")
+            except Exception as exc:  # what the test counts: every kind of failure
+                failures[type(exc).__name__] += 1
+            await asyncio.sleep(0)
+
+    try:
+        readers = [asyncio.create_task(read()) for _ in range(6)]
+        try:
+            await asyncio.sleep(0.2)
+            await asyncio.to_thread(private.stop)
+            await asyncio.sleep(0.2)
+        finally:
+            stop.set()
+            await asyncio.gather(*readers)
+            await asyncio.to_thread(private.start)
+        assert set(failures) == {"StoreDisconnected"}, failures
+    finally:
+        await store.close()
+
+
+async def test_the_listener_listens_again_once_the_server_is_back_and_hands_over_the_head(
+        private: Private, private_db: str) -> None:
+    store = await PostgresStore.open(private.url(private_db))
+    other: PostgresStore | None = None
+    heard: list[int] = []
+    try:
+        await store.listen(heard.append)
+        assert store.listener.sessions == 1
+        await asyncio.to_thread(private.stop)
+        await asyncio.to_thread(private.start)
+        other = await PostgresStore.open(private.url(private_db))
+        async with other.tx() as tx:  # committed while the listener may still be waiting to try again
+            await tx.event("test.back", "after the server came back")
+        last = await other.last_event_id()
+        for _ in range(1000):  # bounded: the backoff is at most listener.MAX_BACKOFF
+            if last in heard:
+                break
+            await asyncio.sleep(0.01)
+        assert last in heard and store.listener.sessions >= 2
+    finally:
+        if other is not None:
+            await other.close()
+        await store.close()

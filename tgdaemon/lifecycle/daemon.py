@@ -159,6 +159,7 @@ class Daemon:
         clock = await clockstep.start(cfg, store)  # before any work reads a deadline
         hub = await Hub.open(store, queue_size=cfg.daemon.stream_queue_size, replay_size=cfg.daemon.stream_replay_size)
         store.on_commit = change_publisher(hub)
+        await store.listen(hub.committed)  # other daemons' commits on the same database (PostgreSQL)
         teardown.step("closing the gateway", gateway.close, 0.15)  # before its start: a failed start closes too
         await gateway.start(store)
         leases = Leases(cfg, store)

@@ -276,7 +276,7 @@ class Tx(Protocol):
 
     accounts: set[int]
     quotas: set[int]
-    events: list[dict[str, Any]]
+    events: list[dict[str, Any]]  # the log rows written, with their ids: filled just before COMMIT (txlog.py)
 
     def touch(self, account_id: int) -> None: ...
 
@@ -408,8 +408,9 @@ class Store(Protocol):
     # --- nodes, ownership and leadership (design 9); times are the database's clock
     async def db_now(self) -> float: ...
     async def listen(self, callback: Callable[[int], None]) -> None:
-        """Call ``callback(last event id)`` whenever any process commits to the event log (PostgreSQL's
-        LISTEN/NOTIFY, on a connection of its own, until close); SQLite: nothing (one process writes)."""
+        """Call ``callback(last event id)`` whenever another store commits to the event log (this store's
+        own commits reach ``on_commit``), and once each time it starts listening (PostgreSQL's LISTEN/NOTIFY,
+        on a connection of its own, until close); SQLite: nothing (one process writes)."""
     async def register_node(self, spec: NodeSpec, *, dead_after: float, lease_seconds: float) -> NodeInfo | None:
         """The node's row, taken for this incarnation; None when a live node (another incarnation whose
         heartbeat is within ``dead_after`` and that has not stopped) holds the name."""

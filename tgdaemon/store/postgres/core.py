@@ -8,11 +8,17 @@ every transaction. Reads run on a pool of their own connections and never wait f
 The event log is the stream's source (tgdaemon/stream.py): what a transaction touched that none of its
 events names goes in the log as one ``changes`` row just before COMMIT, as on SQLite. The stream follows
 the log by id, so log ids must become visible in increasing order: a follower that has read up to N never
-looks below N again. Here one daemon's write transactions are serialized by the writer lock (one
-transaction at a time on the one writer connection, every events row written inside one), so each takes
-its ids after the previous one committed: ids are in commit order within one process. Several daemons on
-one database (issue 12) break that, and must keep the rule another way: each transaction's log rows
-inserted last, under one ``pg_advisory_xact_lock`` held from that INSERT to the COMMIT.
+looks below N again. Several daemons write to one database at once, so a transaction's log rows (held
+until then, tgdaemon/store/txlog.py) are written in one statement just before its COMMIT, under
+``pg_advisory_xact_lock(LOG_LOCK)`` taken by that statement before it takes an id and held to the COMMIT:
+the next writer takes its ids only once this one is committed (and visible: a transaction is visible
+before its locks are let go). The lock is the transaction's last: it waits for no row lock while holding
+it, so no cycle of waits can pass through it. The statement's insert waits for one row lock only, the
+``row_counts`` counter of events (its trigger), which no transaction takes but under the same lock (the
+log's rows, and retention's DELETE of old ones, take the lock first). ``events`` has no foreign key:
+its insert takes no lock on an account (a foreign key would take ``FOR KEY SHARE`` of the account row,
+which waits for a lease's ``FOR UPDATE`` of it). The same statement sends ``pg_notify(LOG_CHANNEL,
+<last id>)``, delivered at COMMIT, which wakes every daemon's stream (``listen``, tgdaemon/store/postgres/listener.py).
 
 A database that goes away while the daemon runs (the server stopped or restarted, the connection reset,
 an administrator's shutdown) is not a failure of the store: the writer connects anew at the next
@@ -57,9 +63,9 @@ from tgdaemon.store.api import (
 )
 from tgdaemon.store.api import Tx as ApiTx
 from tgdaemon.store.postgres import migrate
+from tgdaemon.store.postgres.listener import Listener
 from tgdaemon.store.postgres.url import password_in, redact, where
 from tgdaemon.store.txlog import TxLog
-from tgdaemon.timeutil import now
 
 T = TypeVar("T")
 Connect = Callable[[], Awaitable[asyncpg.Connection]]
@@ -124,22 +130,15 @@ def _text(exc: BaseException, secrets: Iterable[str]) -> str:
     return text
 
 
-def events_insert(n: int, where: str = "") -> str:
-    """An INSERT of a batch of events stamped ``$1``, their columns the six arrays ``event_columns`` gives,
-    bound from ``$n`` on; ``where`` may filter them (``e.t`` is the task id). RETURNING id: the ids follow
-    the batch's order. For a statement that writes its events beside its other changes (a CTE), in one
-    round trip; ``Tx.recorded`` then books them."""
-    return ("INSERT INTO events (at, kind, account_id, task_id, quota_id, message, data_json)"
-            f" SELECT $1, e.k, e.a, e.t, e.q, e.m, e.d::jsonb FROM unnest(${n}::text[], ${n + 1}::bigint[],"
-            f" ${n + 2}::bigint[], ${n + 3}::bigint[], ${n + 4}::text[], ${n + 5}::text[])"
-            f" WITH ORDINALITY AS e(k, a, t, q, m, d, o) {where} ORDER BY e.o RETURNING id")
-
-
-def event_columns(events: list[dict[str, Any]]) -> list[list[Any]]:
-    """The six arrays of ``events_insert``: kind, account, task, quota, message, data (JSON text)."""
-    return [[e["kind"] for e in events], [e.get("account_id") for e in events], [e.get("task_id") for e in events],
-            [e.get("quota_id") for e in events], [e["message"] for e in events],
-            [json.dumps(e.get("data") or {}, separators=(",", ":")) for e in events]]
+LOG_CHANNEL = "tgfleet_log"  # NOTIFY'd with the last id of every commit that wrote log rows
+LOG_LOCK = 0x7467666C6565743A  # "tgfleet:": the advisory lock that orders the log's ids by commit
+# Every log row of one transaction, the lock first: an uncorrelated sub-select in WHERE is an InitPlan, a
+# one-time filter evaluated before the first row reaches the insert and takes its id from the sequence.
+WRITE_LOG = ("WITH ev AS (INSERT INTO events (at, kind, account_id, task_id, quota_id, message, data_json)"
+             " SELECT e.at, e.k, e.a, e.t, e.q, e.m, e.d::jsonb FROM unnest($1::float8[], $2::text[], $3::bigint[],"
+             " $4::bigint[], $5::bigint[], $6::text[], $7::text[]) WITH ORDINALITY AS e(at, k, a, t, q, m, d, o)"
+             f" WHERE (SELECT pg_advisory_xact_lock({LOG_LOCK}) IS NOT NULL) ORDER BY e.o RETURNING id)"
+             f" SELECT array_agg(id ORDER BY id) AS ids, pg_notify('{LOG_CHANNEL}', max(id)::text) FROM ev")
 
 
 class Tx(TxLog):
@@ -188,30 +187,21 @@ class Tx(TxLog):
         if args:
             await self._run(self._conn.executemany(sql, args))
 
-    async def events_many(self, events: list[dict[str, Any]]) -> None:
-        """Many events in one statement; their ids come back with them (the identity, in insertion order)."""
-        if not events:
-            return
-        at = now()
-        rows = await self.fetch(events_insert(2), at, *event_columns(events))
-        self.recorded([r[0] for r in rows], events, at)
+    async def write_log(self, rows: Sequence[dict[str, Any]]) -> Sequence[int]:
+        """The transaction's log rows, at its end, in one statement that takes the log's lock first (the
+        module's docstring); their ids in insertion order."""
+        row = await self.fetchrow(
+            WRITE_LOG, [e["at"] for e in rows], [e["kind"] for e in rows], [e["account_id"] for e in rows],
+            [e["task_id"] for e in rows], [e["quota_id"] for e in rows], [e["message"] for e in rows],
+            [json.dumps(e["data"], separators=(",", ":")) for e in rows])
+        assert row is not None
+        ids: list[int] = row["ids"]
+        return ids
 
     async def set_meta(self, key: str, value: str) -> None:
         """A key of the little ``meta`` table, in this transaction (for parts that hold a Tx, not the store)."""
         await self.execute("INSERT INTO meta (key, value) VALUES ($1, $2)"
                            " ON CONFLICT (key) DO UPDATE SET value = excluded.value", key, value)
-
-    async def event(self, kind: str, message: str, *, account_id: int | None = None,
-                    task_id: int | None = None, quota_id: int | None = None,
-                    data: dict[str, Any] | None = None) -> None:
-        """Append to the audit trail; the caller must keep secrets out of ``message`` and ``data``."""
-        at = now()
-        event_id = await self.fetchval(
-            "INSERT INTO events (at, kind, account_id, task_id, quota_id, message, data_json)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) RETURNING id",
-            at, kind, account_id, task_id, quota_id, message, json.dumps(data or {}, separators=(",", ":")))
-        self.recorded([event_id], [{"kind": kind, "account_id": account_id, "task_id": task_id,
-                                    "quota_id": quota_id, "message": message, "data": data}], at)
 
 
 def own(tx: ApiTx) -> Tx:
@@ -241,6 +231,7 @@ class PostgresCore:
         self.on_down: DownHook | None = None  # told what is wrong when the server is lost, None when it is back
         self.failure: str | None = None
         self.down: str | None = None  # what is wrong while the server cannot be reached
+        self.listener = Listener(connect, LOG_CHANNEL, self._writer_pid)  # its own connection, once listening
 
     @classmethod
     async def open(cls, url: str, *, password: str | None = None, synchronous: str = "full") -> Self:
@@ -274,6 +265,10 @@ class PostgresCore:
             raise StoreError(f"database {place}: {_text(exc, secrets)}") from None
         return cls(connect, writer, pool, url, synchronous, secrets)
 
+    def _writer_pid(self) -> int | None:
+        writer = self._writer
+        return writer.get_server_pid() if writer is not None and not writer.is_closed() else None
+
     def lost(self, exc: BaseException) -> StoreDisconnected:
         """The server cannot be reached: say so once (``down``, ``on_down``) and give what callers raise."""
         why = f"database {self.where}: {_text(exc, self._secrets)}"
@@ -293,7 +288,10 @@ class PostgresCore:
         try:
             return await aw
         except Exception as exc:
-            if connection_lost(exc):
+            # A pooled connection is never used by two callers at once: the protocol's confusion can only be a
+            # connection the server was ending as it was handed out (its FATAL in, its close not yet seen), as
+            # happens to a read started the moment the server shuts down (the stream's poll reads every second).
+            if connection_lost(exc) or isinstance(exc, asyncpg.InternalClientError):
                 raise self.lost(exc) from None
             raise
 
@@ -314,7 +312,9 @@ class PostgresCore:
         return self._writer
 
     async def close(self, seconds: float = 2 * CLOSE_STEP_SECONDS) -> None:
-        """Each step bounded: the last transaction finishes, then the writer and the pool close (or are cut off)."""
+        """Each step bounded: the listener stops, the last transaction finishes, then the writer and the pool
+        close (or are cut off)."""
+        await self.listener.close()  # first: nothing is told of commits while the store closes
         step = seconds / 2
         locked = await bounded("waiting for the last transaction", self._lock.acquire(), step)
         try:
@@ -344,9 +344,7 @@ class PostgresCore:
                 if clock is not None and (step := clock.pending()):  # before the caller compares a deadline
                     await clock.shift(self, tx, step)  # type: ignore[arg-type]  # the whole store is PostgresStore
                 yield tx
-                # Its id is taken under the writer lock like every log row of this transaction: in commit
-                # order within this process (the module's docstring; issue 12 must keep that across daemons).
-                await tx.log_changes()
+                await tx.log_changes()  # last: under the log's lock until COMMIT (the module's docstring)
                 await tx.execute("COMMIT")
             except BaseException:
                 if not tx.broken:  # a lost connection has nothing to roll back
@@ -374,6 +372,11 @@ class PostgresCore:
     async def backup(self, target: Path, *, replace: bool = False) -> int:
         raise PgDumpOnly(f"backup {target}: the store is PostgreSQL ({self.where}); back it up with pg_dump"
                          " (docs/postgresql.md), tgdaemon backup copies a SQLite store")
+
+    async def listen(self, callback: Callable[[int], None]) -> None:
+        """``callback(last id)`` for every other store's commit to the event log (this one's reach the commit
+        hook), and once each time it starts listening (listener.py)."""
+        await self.listener.add(callback)
 
     async def get_meta(self, key: str) -> str | None:
         value: str | None = await self.read_val("SELECT value FROM meta WHERE key = $1", key)

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from tgdaemon.store.api import EVENTS_PRUNED_THROUGH, Batch
-from tgdaemon.store.postgres.core import PostgresCore
+from tgdaemon.store.postgres.core import LOG_LOCK, PostgresCore
 
 # A done task that a live quota still needs; ``t`` is the task row, $1 the time. To select and to re-check.
 NEEDED = """(t.status = 'done' AND t.subject_type = 'quota' AND t.post_id IS NOT NULL AND EXISTS (
@@ -42,8 +42,12 @@ class RetentionStore(PostgresCore):
         if not old:  # the same scan again would find the same: this round is done
             return Batch(0, 0, 0.0)
         # old[-1] only grows from batch to batch: what is left below it is a stepped-over future event.
-        deleted, held = await self._delete("DELETE FROM events WHERE id BETWEEN $1 AND $2 AND at < $3",
-                                           old[0], old[-1], before, meta=(EVENTS_PRUNED_THROUGH, str(old[-1])))
+        # Under the log's lock, taken before the count of events is (its trigger): the transaction may write
+        # a log row after it (a clock step's), and every writer of the log takes the two in that order.
+        deleted, held = await self._delete(
+            "DELETE FROM events WHERE id BETWEEN $1 AND $2 AND at < $3"
+            f" AND (SELECT pg_advisory_xact_lock({LOG_LOCK}) IS NOT NULL)",
+            old[0], old[-1], before, meta=(EVENTS_PRUNED_THROUGH, str(old[-1])))
         return Batch(deleted, span, held)  # fewer than the limit: a young event (or the end) was reached
 
     async def prune_tasks(self, before: float, limit: int, cursor: tuple[float, int] | None,

@@ -13,7 +13,7 @@ from typing import Any
 
 from tgdaemon.store import rules
 from tgdaemon.store.api import AccountEffect, ClaimedTask, SetupOutcome
-from tgdaemon.store.postgres.core import Params, Tx, event_columns, events_insert
+from tgdaemon.store.postgres.core import Params, Tx
 from tgdaemon.store.postgres.locks import release_locks
 from tgdaemon.store.postgres.sessions import SessionStore
 from tgdaemon.timeutil import now
@@ -122,10 +122,10 @@ class SetupStore(SessionStore):
             if not claimed:
                 return []
             # One statement for the whole batch (the writer's round trips are the scheduler's cost): the
-            # chosen tasks marked running, their accounts' locks taken, their events written. Only the chosen
-            # tasks are locked (SKIP LOCKED: one another transaction is claiming is passed over) and the
-            # UPDATE checks again that each still waits; the candidates above are not locked, which would
-            # cost a write to every row read.
+            # chosen tasks marked running, their accounts' locks taken; their events go with the log's rows,
+            # at COMMIT (tgdaemon/store/txlog.py). Only the chosen tasks are locked (SKIP LOCKED: one another
+            # transaction is claiming is passed over) and the UPDATE checks again that each still waits; the
+            # candidates above are not locked, which would cost a write to every row read.
             events = [{"kind": "setup.started", "message": f"{t.task_type}: attempt {t.attempts}",
                        "account_id": t.account_id, "task_id": t.id, "data": {"task_type": t.task_type}}
                       for t in claimed]
@@ -136,12 +136,10 @@ class SetupStore(SessionStore):
                 " WHERE t.id = c.id AND t.id = u.id AND t.status IN ('pending', 'retry') RETURNING t.id, t.account_id, u.h),"
                 " lk AS (INSERT INTO account_locks (account_id, holder, expires_at) SELECT account_id, h, $6 FROM up"
                 " ON CONFLICT (account_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at"
-                " WHERE account_locks.expires_at <= $1 OR account_locks.holder = excluded.holder RETURNING account_id),"
-                f" ev AS ({events_insert(7, 'WHERE e.t IN (SELECT id FROM up)')})"
-                " SELECT array(SELECT id FROM up) AS started, (SELECT count(*) FROM lk) AS locked,"
-                " array(SELECT id FROM ev) AS events",
+                " WHERE account_locks.expires_at <= $1 OR account_locks.holder = excluded.holder RETURNING account_id)"
+                " SELECT array(SELECT id FROM up) AS started, (SELECT count(*) FROM lk) AS locked",
                 at, [t.id for t in claimed], [t.attempts for t in claimed], [t.started_at for t in claimed],
-                [t.holder for t in claimed], at + lock_seconds, *event_columns(events))
+                [t.holder for t in claimed], at + lock_seconds)
             assert row is not None
             started = set(row["started"])  # all of them, while this daemon is the one writer
             claimed = [t for t in claimed if t.id in started]
@@ -149,7 +147,7 @@ class SetupStore(SessionStore):
                 raise RuntimeError(f"took {row['locked']} of {len(claimed)} locks that were free in this transaction")
             for t in claimed:
                 tx.touch(t.account_id)
-            tx.recorded(row["events"], [e for e in events if e["task_id"] in started], at)
+            await tx.events_many([e for e in events if e["task_id"] in started])
             return claimed
 
     async def finish_setup(self, task: ClaimedTask, outcome: SetupOutcome) -> None:
@@ -176,7 +174,8 @@ class SetupStore(SessionStore):
                                "message": f"{task.task_type}: {outcome.status}" + (f" ({detail})" if detail else ""),
                                "data": {"task_type": task.task_type, "error_code": outcome.effect.error_code,
                                         "retry_at": outcome.retry_at}})
-            # One statement: the outcomes recorded, the plain successes applied, the locks let go, the events.
+            # One statement: the outcomes recorded, the plain successes applied, the locks let go (the events go
+            # with the log's rows, at COMMIT).
             row = await tx.fetchrow(
                 "WITH up AS (UPDATE account_tasks t SET status = u.status, retry_at = u.retry_at, last_error_code = u.code,"
                 " last_error = u.error, result_json = u.result::jsonb, attempts = t.attempts - u.refund,"
@@ -186,17 +185,17 @@ class SetupStore(SessionStore):
                 " ok AS (UPDATE accounts SET last_ok_at = $1, last_error_code = NULL WHERE id = ANY($9::bigint[])"
                 " RETURNING id),"
                 " rel AS (DELETE FROM account_locks l USING unnest($10::bigint[], $11::text[]) AS r(a, h)"
-                " WHERE l.account_id = r.a AND l.holder = r.h RETURNING l.account_id),"
-                f" ev AS ({events_insert(12)}) SELECT array(SELECT id FROM ev) AS events",
+                " WHERE l.account_id = r.a AND l.holder = r.h RETURNING l.account_id)"
+                " SELECT (SELECT count(*) FROM up) AS finished",
                 at, [t.id for t, _ in first], [o.status for _, o in first], [o.retry_at for _, o in first],
                 [o.effect.error_code for _, o in first], [o.error for _, o in first],
                 [_json({**t.result, **o.result}) for t, o in first], [int(o.refund_attempt) for _, o in first],
                 [t.account_id for t, o in items if o.effect == plain],
-                [t.account_id for t, _ in items], [t.holder for t, _ in items], *event_columns(events))
+                [t.account_id for t, _ in items], [t.holder for t, _ in items])
             assert row is not None
             for task, _ in items:  # their locks were let go
                 tx.touch(task.account_id)
-            tx.recorded(row["events"], events, at)
+            await tx.events_many(events)
 
     async def retry_account_setup(self, account_id: int) -> int:
         """The operator's retry: failed and waiting tasks are due now, with their attempts reset; cooldowns stay."""

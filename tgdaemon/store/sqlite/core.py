@@ -41,7 +41,6 @@ from tgdaemon.store.api import Tx as ApiTx
 from tgdaemon.store.sqlite import migrate
 from tgdaemon.store.sqlite.backup import copy_database
 from tgdaemon.store.txlog import TxLog
-from tgdaemon.timeutil import now
 
 T = TypeVar("T")
 
@@ -97,6 +96,14 @@ async def _in_daemon_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> 
     return await done
 
 
+LOG_ROWS_PER_INSERT = 128  # 7 parameters a row: under the 999 older SQLite builds allow in one statement
+
+
+def insert_events(n: int) -> str:
+    return ("INSERT INTO events (at, kind, account_id, task_id, quota_id, message, data_json) VALUES "
+            + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * n))
+
+
 class Tx(TxLog):
     """One write transaction, and what it changed."""
 
@@ -110,38 +117,24 @@ class Tx(TxLog):
     async def fetchall(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Iterable[sqlite3.Row]:
         return await self.conn.execute_fetchall(sql, params)
 
-    async def events_many(self, events: list[dict[str, Any]]) -> None:
-        """Many events in one statement; AUTOINCREMENT ids are consecutive under the one writer."""
-        if not events:
-            return
-        at = now()
-        await self.conn.executemany(
-            "INSERT INTO events (at, kind, account_id, task_id, quota_id, message, data_json)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(at, e["kind"], e.get("account_id"), e.get("task_id"), e.get("quota_id"), e["message"],
-              json.dumps(e.get("data") or {}, separators=(",", ":"))) for e in events])
-        last = next(iter(await self.fetchall("SELECT seq FROM sqlite_sequence WHERE name = 'events'")))[0]
-        self.recorded(range(last - len(events) + 1, last + 1), events, at)
+    async def write_log(self, rows: Sequence[dict[str, Any]]) -> Sequence[int]:
+        """The transaction's log rows, at its end: one statement per ``LOG_ROWS_PER_INSERT`` (one writer:
+        AUTOINCREMENT ids are consecutive, in commit order, the last one the statement's rowid)."""
+        ids: list[int] = []
+        for start in range(0, len(rows), LOG_ROWS_PER_INSERT):
+            chunk = rows[start:start + LOG_ROWS_PER_INSERT]
+            cur = await self.conn.execute(insert_events(len(chunk)), [
+                v for e in chunk for v in (e["at"], e["kind"], e["account_id"], e["task_id"], e["quota_id"],
+                                           e["message"], json.dumps(e["data"], separators=(",", ":")))])
+            last = int(cur.lastrowid or 0)
+            ids += range(last - len(chunk) + 1, last + 1)
+        return ids
 
     async def set_meta(self, key: str, value: str) -> None:
         """A key of the little ``meta`` table, in this transaction (for parts that hold a Tx, not the store)."""
         await self.execute(
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, value))
-
-    async def event(self, kind: str, message: str, *, account_id: int | None = None,
-                    task_id: int | None = None, quota_id: int | None = None,
-                    data: dict[str, Any] | None = None) -> None:
-        """Append to the audit trail; the caller must keep secrets out of ``message`` and ``data``."""
-        at = now()
-        data_json = json.dumps(data or {}, separators=(",", ":"))
-        cur = await self.conn.execute(
-            "INSERT INTO events (at, kind, account_id, task_id, quota_id, message, data_json)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (at, kind, account_id, task_id, quota_id, message, data_json),
-        )
-        self.recorded([int(cur.lastrowid or 0)], [{"kind": kind, "account_id": account_id, "task_id": task_id,
-                                                   "quota_id": quota_id, "message": message, "data": data}], at)
 
 
 def own(tx: ApiTx) -> Tx:
@@ -261,3 +254,6 @@ class StoreCore:
 
     async def set_meta(self, tx: ApiTx, key: str, value: str) -> None:
         await tx.set_meta(key, value)
+
+    async def listen(self, callback: Callable[[int], None]) -> None:
+        """Nothing to hear: the data dir's lock leaves one daemon writing, and its commit hook sees every commit."""
