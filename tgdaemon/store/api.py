@@ -425,10 +425,11 @@ class Store(Protocol):
     async def owned_accounts(self, name: str) -> list[OwnedAccount]: ...
     async def release_accounts(self, name: str, owned: list[tuple[int, int]]) -> int: ...  # (id, epoch)
     async def assignment(self, live: list[str]) -> Assignment: ...
-    async def assign_accounts(self, leader_epoch: int, src: str | None, dst: str, n: int,
-                              live: list[str]) -> int:
+    async def move_accounts(self, leader_epoch: int, src: str | None, dst: str, n: int,
+                            live: list[str]) -> int:
         """The leader moves up to ``n`` unpinned accounts assigned to ``src`` (None: the orphans, assigned to
-        no live node) to ``dst``; nothing when ``leader_epoch`` is no longer the fleet's."""
+        no live node) to ``dst``; nothing when ``leader_epoch`` is no longer the fleet's. (Not named
+        assign_accounts: that one gives accounts to an executor.)"""
     async def pin_accounts(self, ids: list[int], node: str | None) -> int: ...  # None unpins
 
     # --- the simulator's own world, shared by every node on the store (tgdaemon.gateway.simulator)
