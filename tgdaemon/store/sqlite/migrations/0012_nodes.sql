@@ -13,7 +13,10 @@ CREATE TABLE nodes (
     started_at   REAL NOT NULL,
     heartbeat_at REAL NOT NULL,
     owned_until  REAL NOT NULL,
-    stopped_at   REAL                         -- a clean stop: its accounts were released then
+    stopped_at   REAL,                       -- a clean stop: its accounts were released then
+    -- A new incarnation that took the name over from a dead one: the dead one's accounts (still owned
+    -- under the name) stay its own until this, then the first acquisition releases them; 0: none left.
+    prior_until  REAL NOT NULL DEFAULT 0
 );
 
 -- One row, name 'fleet', created by the first node to take it: a seeded row would make a freshly
