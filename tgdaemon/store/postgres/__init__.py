@@ -33,8 +33,9 @@ class PostgresStore(SetupStore, QuotaStore, PulledStore, ProviderStore, ClockSto
     async def release_lock(self, tx: Tx, account_id: int, holder: str) -> None:
         await locks.release_lock(own(tx), account_id, holder)
 
-    async def apply_account_effect(self, tx: Tx, account_id: int, effect: AccountEffect) -> None:
-        await setup.apply_account_effect(own(tx), account_id, effect)
+    async def apply_account_effect(self, tx: Tx, account_id: int, effect: AccountEffect, *,
+                                   epoch: int | None = None) -> bool:
+        return await setup.apply_account_effect(own(tx), account_id, effect, epoch=epoch)
 
     async def mark_used(self, tx: Tx, account_id: int) -> None:
         """Least recently used first: probes take turns by this."""
