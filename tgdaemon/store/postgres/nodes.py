@@ -13,7 +13,8 @@ Several daemons write these rows at once, so each statement is safe against the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from asyncpg import Record
 
@@ -43,6 +44,12 @@ MOVE = """WITH picked AS (
 UPDATE accounts a SET assigned_node = :dst FROM picked WHERE a.id = picked.id"""
 
 
+def _bound(sql: str, params: Mapping[str, Any]) -> list[Any]:
+    """A ``:name`` statement as the arguments of ``fetch``/``execute``: its ``$n`` text, then its values."""
+    text, values = named(sql, params)
+    return [text, *values]
+
+
 def _owned(rows: Iterable[Record]) -> list[OwnedAccount]:
     return sorted((OwnedAccount(r["id"], r["epoch"], r["assigned_node"], bool(r["disabled"])) for r in rows),
                   key=lambda o: o.id)
@@ -58,13 +65,13 @@ async def _lead(tx: Tx, name: str, at: float, lease_seconds: float) -> int | Non
     held = await tx.fetchrow("SELECT node, epoch, expires_at FROM leadership WHERE name = $1", nodes.LEADERSHIP)
     params = {"me": name, "now": at, "until": at + lease_seconds, "name": nodes.LEADERSHIP}
     if held is None:
-        epoch = await tx.fetchval(*named("INSERT INTO leadership (name, node, epoch, expires_at)"
+        epoch = await tx.fetchval(*_bound("INSERT INTO leadership (name, node, epoch, expires_at)"
                                          " VALUES (:name, :me, 1, :until) ON CONFLICT (name) DO NOTHING RETURNING epoch",
                                          params))
     elif held["node"] != name and held["expires_at"] > at:
         return None
     else:
-        epoch = await tx.fetchval(*named(
+        epoch = await tx.fetchval(*_bound(
             "UPDATE leadership SET epoch = epoch + (CASE WHEN node = :me AND expires_at > :now THEN 0 ELSE 1 END),"
             " node = :me, expires_at = :until WHERE name = :name AND (node = :me OR expires_at <= :now)"
             " RETURNING epoch", params))
@@ -100,7 +107,7 @@ class NodeStore(PostgresCore):
         async with self.tx() as tx:
             at = await _now(tx)
             values.update(now=at, until=at + lease_seconds, prior=0.0)
-            fresh = await tx.fetchval(*named(
+            fresh = await tx.fetchval(*_bound(
                 "INSERT INTO nodes (name, incarnation, host, pid, version, http, max_accounts, started_at,"
                 " heartbeat_at, owned_until, stopped_at, prior_until) VALUES (:name, :inc, :host, :pid, :version,"
                 " :http, :max, :now, :now, :until, NULL, :prior) ON CONFLICT (name) DO NOTHING RETURNING true", values))
@@ -112,7 +119,7 @@ class NodeStore(PostgresCore):
                 if old["incarnation"] != spec.incarnation:  # its leader work: a new term
                     await tx.execute("UPDATE leadership SET expires_at = 0 WHERE node = $1", spec.name)
                 values["prior"] = nodes.prior_until(old, spec.incarnation)
-                await tx.execute(*named(
+                await tx.execute(*_bound(
                     "UPDATE nodes SET incarnation = :inc, host = :host, pid = :pid, version = :version, http = :http,"
                     " max_accounts = :max, started_at = :now, heartbeat_at = :now, owned_until = :until,"
                     " stopped_at = NULL, prior_until = :prior WHERE name = :name", values))
@@ -164,7 +171,7 @@ class NodeStore(PostgresCore):
                                                     name):
                     tx.touch(account_id)
                 await tx.execute("UPDATE nodes SET prior_until = 0 WHERE name = $1", name)
-            acquired = _owned(await tx.fetch(*named(ACQUIRE, {"me": name, "now": at, "limit": limit})))
+            acquired = _owned(await tx.fetch(*_bound(ACQUIRE, {"me": name, "now": at, "limit": limit})))
             if acquired:
                 await _recover(tx, [a.id for a in acquired])
             for a in acquired:
@@ -205,7 +212,7 @@ class NodeStore(PostgresCore):
                 return 0
             where = ("(a.assigned_node IS NULL OR a.assigned_node <> ALL(:live::text[]))" if src is None
                      else "a.assigned_node = :src")
-            moved = await tx.execute(*named(MOVE.format(where=where), {"dst": dst, "n": n, "live": live, "src": src}))
+            moved = await tx.execute(*_bound(MOVE.format(where=where), {"dst": dst, "n": n, "live": live, "src": src}))
             if moved:
                 await tx.event("accounts.moved", f"{moved} account(s) moved from {src or 'no live node'} to {dst}",
                                data={"from": src, "to": dst, "accounts": moved})
