@@ -44,6 +44,7 @@ from tgdaemon.wire import (
 if TYPE_CHECKING:
     from tgdaemon.clockstep import ClockSteps
     from tgdaemon.lifecycle.storewatch import StoreWatch
+    from tgdaemon.nodes import Node
     from tgdaemon.quotas.executor import LocalExecutor
     from tgdaemon.quotas.generator import Generator
     from tgdaemon.quotas.inspector import Inspector
@@ -79,6 +80,7 @@ class Runtime:
     executor: LocalExecutor
     retention: Retention
     storewatch: StoreWatch
+    node: Node  # this daemon in its fleet: its name, whether it leads, the accounts it owns
     started_at: float = field(default_factory=now)
     started_mono: float = field(default_factory=time.monotonic)
     http_bound: str | None = None  # HOST:PORT once the provider API listens (its port may be chosen by the OS)
