@@ -412,7 +412,9 @@ class Store(Protocol):
         LISTEN/NOTIFY, on a connection of its own, until close); SQLite: nothing (one process writes)."""
     async def register_node(self, spec: NodeSpec, *, dead_after: float, lease_seconds: float) -> NodeInfo | None:
         """The node's row, taken for this incarnation; None when a live node (another incarnation whose
-        heartbeat is within ``dead_after`` and that has not stopped) holds the name."""
+        heartbeat is within ``dead_after`` and that has not stopped) holds the name. Taken over from a dead
+        one, its accounts stay that one's until its lease ends, then the first acquisition frees them.
+        SQLite: never None and no wait: the data dir lock proves the earlier incarnation gone."""
     async def renew_node(self, name: str, incarnation: str, *, lease_seconds: float,
                          lead: bool) -> Renewal: ...  # lead: also take or renew the fleet's leadership
     async def stop_node(self, name: str, incarnation: str) -> int: ...  # releases its accounts and leadership

@@ -65,9 +65,9 @@ async def _lead(tx: Tx, name: str, at: float, lease_seconds: float) -> int | Non
     held = await tx.fetchrow("SELECT node, epoch, expires_at FROM leadership WHERE name = $1", nodes.LEADERSHIP)
     params = {"me": name, "now": at, "until": at + lease_seconds, "name": nodes.LEADERSHIP}
     if held is None:
-        epoch = await tx.fetchval(*_bound("INSERT INTO leadership (name, node, epoch, expires_at)"
-                                         " VALUES (:name, :me, 1, :until) ON CONFLICT (name) DO NOTHING RETURNING epoch",
-                                         params))
+        epoch = await tx.fetchval(*_bound("INSERT INTO leadership (name, node, epoch, expires_at) VALUES"
+                                          " (:name, :me, 1, :until) ON CONFLICT (name) DO NOTHING RETURNING epoch",
+                                          params))
     elif held["node"] != name and held["expires_at"] > at:
         return None
     else:
@@ -78,7 +78,8 @@ async def _lead(tx: Tx, name: str, at: float, lease_seconds: float) -> int | Non
     if epoch is None:
         return None
     if held is None or epoch != held["epoch"]:
-        await tx.event("node.leader", f"node {name} leads the fleet (epoch {epoch})", data={"node": name, "epoch": epoch})
+        await tx.event("node.leader", f"node {name} leads the fleet (epoch {epoch})",
+                       data={"node": name, "epoch": epoch})
     return int(epoch)
 
 
@@ -143,7 +144,8 @@ class NodeStore(PostgresCore):
         async with self.tx() as tx:
             at = await _now(tx)
             if not await tx.execute("UPDATE nodes SET stopped_at = $1, owned_until = $1, prior_until = 0"
-                                    " WHERE name = $2 AND incarnation = $3 AND stopped_at IS NULL", at, name, incarnation):
+                                    " WHERE name = $2 AND incarnation = $3 AND stopped_at IS NULL",
+                                    at, name, incarnation):
                 return 0
             released = [r[0] for r in await tx.fetch("UPDATE accounts SET owner = NULL WHERE owner = $1 RETURNING id",
                                                      name)]

@@ -1,8 +1,9 @@
 """Nodes, account ownership and the fleet's leadership on SQLite (design 9).
 
 Exactly one node runs on a SQLite store (the data dir lock sees to it), through the same rows and rules
-as a fleet on PostgreSQL; the database's clock is this host's. Each method is one transaction under the
-one writer, so nothing here races with another node.
+as a fleet on PostgreSQL, with one difference the lock allows: a new incarnation takes its name over at
+once (``register_node``), never waiting for the one before it to be seen dead. The database's clock is
+this host's. Each method is one transaction under the one writer, so nothing here races with another node.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ async def _lead(tx: Tx, name: str, at: float, lease_seconds: float) -> int | Non
         return None
     epoch = int(rows[0]["epoch"])
     if held is None or epoch != held["epoch"]:
-        await tx.event("node.leader", f"node {name} leads the fleet (epoch {epoch})", data={"node": name, "epoch": epoch})
+        await tx.event("node.leader", f"node {name} leads the fleet (epoch {epoch})",
+                       data={"node": name, "epoch": epoch})
     return epoch
 
 
@@ -79,11 +81,15 @@ class NodeStore(StoreCore):
     async def register_node(self, spec: NodeSpec, *, dead_after: float, lease_seconds: float) -> NodeInfo | None:
         async with self.tx() as tx:
             at = now()
-            old = next(iter(await tx.fetchall("SELECT * FROM nodes WHERE name = ?", (spec.name,))), None)
-            if old is not None and old["incarnation"] != spec.incarnation and nodes.alive(old, at, dead_after):
-                return None
-            if old is not None and old["incarnation"] != spec.incarnation:  # its leader work: a new term
+            old = next(iter(await tx.fetchall("SELECT incarnation FROM nodes WHERE name = ?", (spec.name,))), None)
+            if old is not None and old["incarnation"] != spec.incarnation:
+                # One daemon per SQLite store: the data dir lock it holds proves the earlier incarnation gone,
+                # even one whose heartbeat looks recent (kill -9). So no wait for its heartbeat to age nor for
+                # its lease to end: what it owned is free now, and its leader work (a new term) too.
                 await tx.execute("UPDATE leadership SET expires_at = 0 WHERE node = ?", (spec.name,))
+                for (account_id,) in await tx.fetchall("UPDATE accounts SET owner = NULL WHERE owner = ?"
+                                                       " RETURNING id", (spec.name,)):
+                    tx.touch(account_id)
             await tx.execute(
                 "INSERT INTO nodes (name, incarnation, host, pid, version, http, max_accounts, started_at,"
                 " heartbeat_at, owned_until, stopped_at, prior_until)"
@@ -95,7 +101,7 @@ class NodeStore(StoreCore):
                 " prior_until = excluded.prior_until",
                 {"name": spec.name, "inc": spec.incarnation, "host": spec.host, "pid": spec.pid,
                  "version": spec.version, "http": spec.http, "max": spec.max_accounts, "now": at,
-                 "until": at + lease_seconds, "prior": nodes.prior_until(old, spec.incarnation)})
+                 "until": at + lease_seconds, "prior": 0.0})
             await tx.event("node.started", f"node {spec.name} started on {spec.host} (pid {spec.pid})",
                            data={"node": spec.name, "host": spec.host, "pid": spec.pid, "version": spec.version})
             [row] = await tx.fetchall(f"{NODE_SQL} WHERE n.name = :name", {"name": spec.name, "now": at})
@@ -215,7 +221,8 @@ class NodeStore(StoreCore):
                 changed = [r[0] for r in await tx.fetchall(
                     "UPDATE accounts SET pinned_node = :node, assigned_node = :node"
                     " WHERE (pinned_node IS NOT :node OR assigned_node IS NOT :node)"
-                    " AND id IN (SELECT value FROM json_each(:ids)) RETURNING id", {"node": node, "ids": json.dumps(ids)})]
+                    " AND id IN (SELECT value FROM json_each(:ids)) RETURNING id",
+                    {"node": node, "ids": json.dumps(ids)})]
             for account_id in changed:
                 tx.touch(account_id)
             if changed:
