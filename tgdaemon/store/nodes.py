@@ -50,11 +50,9 @@ def assignment(groups: Iterable[tuple[str | None, str | None, int]], live: list[
 def prior_until(old: Row | None, incarnation: str) -> float:
     """What a registration keeps of the name's earlier incarnation: until when the accounts it still owns
     under the name stay its own (it may be stalled, not dead, and fences itself only by its own clock).
-    A clean stop released them all: nothing to wait for."""
+    A clean stop released them all, unless they were still an incarnation's before it (kept in its row)."""
     if old is None:
         return 0.0
-    if old["incarnation"] == incarnation:
+    if old["incarnation"] == incarnation or old["stopped_at"] is not None:
         return float(old["prior_until"])
-    if old["stopped_at"] is not None:
-        return 0.0
     return max(float(old["owned_until"]), float(old["prior_until"]))

@@ -143,12 +143,17 @@ class NodeStore(PostgresCore):
     async def stop_node(self, name: str, incarnation: str) -> int:
         async with self.tx() as tx:
             at = await _now(tx)
-            if not await tx.execute("UPDATE nodes SET stopped_at = $1, owned_until = $1, prior_until = 0"
-                                    " WHERE name = $2 AND incarnation = $3 AND stopped_at IS NULL",
-                                    at, name, incarnation):
+            # Until the earlier incarnation's lease ends, every account owned under the name is still its
+            # (this one acquires none before): they stay owned, until then, for the next owner to wait for.
+            prior = await tx.fetchval(
+                "UPDATE nodes SET stopped_at = $1, owned_until = greatest($1, prior_until),"
+                " prior_until = CASE WHEN prior_until > $1 THEN prior_until ELSE 0 END"
+                " WHERE name = $2 AND incarnation = $3 AND stopped_at IS NULL RETURNING prior_until",
+                at, name, incarnation)
+            if prior is None:
                 return 0
-            released = [r[0] for r in await tx.fetch("UPDATE accounts SET owner = NULL WHERE owner = $1 RETURNING id",
-                                                     name)]
+            released = [] if prior else [r[0] for r in await tx.fetch(
+                "UPDATE accounts SET owner = NULL WHERE owner = $1 RETURNING id", name)]
             for account_id in released:
                 tx.touch(account_id)
             await tx.execute("UPDATE leadership SET expires_at = 0 WHERE node = $1", name)
