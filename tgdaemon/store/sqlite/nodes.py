@@ -2,7 +2,8 @@
 
 Exactly one node runs on a SQLite store (the data dir lock sees to it), through the same rows and rules
 as a fleet on PostgreSQL, with one difference the lock allows: a new incarnation takes its name over at
-once (``register_node``), never waiting for the one before it to be seen dead. The database's clock is
+once (``register_node``), never waiting for the one before it to be seen dead nor for its lease to end
+(``nodes.prior_until`` stays 0 here). The database's clock is
 this host's. Each method is one transaction under the one writer, so nothing here races with another node.
 """
 
@@ -93,15 +94,15 @@ class NodeStore(StoreCore):
             await tx.execute(
                 "INSERT INTO nodes (name, incarnation, host, pid, version, http, max_accounts, started_at,"
                 " heartbeat_at, owned_until, stopped_at, prior_until)"
-                " VALUES (:name, :inc, :host, :pid, :version, :http, :max, :now, :now, :until, NULL, :prior)"
+                " VALUES (:name, :inc, :host, :pid, :version, :http, :max, :now, :now, :until, NULL, 0)"
                 " ON CONFLICT (name) DO UPDATE SET incarnation = excluded.incarnation, host = excluded.host,"
                 " pid = excluded.pid, version = excluded.version, http = excluded.http,"
                 " max_accounts = excluded.max_accounts, started_at = excluded.started_at,"
                 " heartbeat_at = excluded.heartbeat_at, owned_until = excluded.owned_until, stopped_at = NULL,"
-                " prior_until = excluded.prior_until",
+                " prior_until = 0",
                 {"name": spec.name, "inc": spec.incarnation, "host": spec.host, "pid": spec.pid,
                  "version": spec.version, "http": spec.http, "max": spec.max_accounts, "now": at,
-                 "until": at + lease_seconds, "prior": 0.0})
+                 "until": at + lease_seconds})
             await tx.event("node.started", f"node {spec.name} started on {spec.host} (pid {spec.pid})",
                            data={"node": spec.name, "host": spec.host, "pid": spec.pid, "version": spec.version})
             [row] = await tx.fetchall(f"{NODE_SQL} WHERE n.name = :name", {"name": spec.name, "now": at})
@@ -121,7 +122,7 @@ class NodeStore(StoreCore):
     async def stop_node(self, name: str, incarnation: str) -> int:
         async with self.tx() as tx:
             at = now()
-            cur = await tx.execute("UPDATE nodes SET stopped_at = ?, owned_until = ?, prior_until = 0"
+            cur = await tx.execute("UPDATE nodes SET stopped_at = ?, owned_until = ?"
                                    " WHERE name = ? AND incarnation = ? AND stopped_at IS NULL",
                                    (at, at, name, incarnation))
             if not cur.rowcount:
@@ -144,15 +145,10 @@ class NodeStore(StoreCore):
         async with self.tx() as tx:
             at = now()
             me = next(iter(await tx.fetchall(
-                "SELECT owned_until, prior_until FROM nodes WHERE name = ? AND incarnation = ?"
-                " AND stopped_at IS NULL", (name, incarnation))), None)
-            if me is None or me["owned_until"] <= at or me["prior_until"] > at:
+                "SELECT owned_until FROM nodes WHERE name = ? AND incarnation = ? AND stopped_at IS NULL",
+                (name, incarnation))), None)
+            if me is None or me["owned_until"] <= at:
                 return []
-            if me["prior_until"]:  # the earlier incarnation's lease has ended: what it owned is free
-                for (account_id,) in await tx.fetchall(
-                        "UPDATE accounts SET owner = NULL WHERE owner = ? RETURNING id", (name,)):
-                    tx.touch(account_id)
-                await tx.execute("UPDATE nodes SET prior_until = 0 WHERE name = ?", (name,))
             acquired = _owned(await tx.fetchall(
                 "UPDATE accounts SET owner = :me, owner_epoch = owner_epoch + 1 WHERE id IN ("
                 " SELECT a.id FROM accounts a WHERE a.assigned_node = :me AND (a.owner IS NULL OR NOT EXISTS ("
@@ -165,10 +161,7 @@ class NodeStore(StoreCore):
             return acquired
 
     async def owned_accounts(self, name: str) -> list[OwnedAccount]:
-        """What this incarnation owns: nothing while the name's earlier incarnation's are not released yet."""
-        return _owned(await self.read(
-            f"SELECT {OWNED} FROM accounts WHERE owner = :me"
-            " AND NOT EXISTS (SELECT 1 FROM nodes WHERE name = :me AND prior_until != 0) ORDER BY id", {"me": name}))
+        return _owned(await self.read(f"SELECT {OWNED} FROM accounts WHERE owner = ? ORDER BY id", (name,)))
 
     async def release_accounts(self, name: str, owned: list[tuple[int, int]]) -> int:
         if not owned:
