@@ -142,9 +142,9 @@ class Node:
                 started = time.monotonic()
                 if not self.lost:
                     try:
-                        await asyncio.wait_for(self.tick(), self.cfg.lease_seconds)
-                    except (StoreDisconnected, TimeoutError):
-                        pass  # the store watch says so; should it last, the fence acts
+                        await self.tick()  # never cut short: a store call cancelled half-way helps nobody
+                    except StoreDisconnected:
+                        pass  # the store watch says so; should it last, the fence acts (on its own clock)
                     self.ownership.check()
                     self.leadership.check()
                 if watch.done():
