@@ -122,7 +122,7 @@ class Runtime:
             setup=SetupStatus(enabled=self.cfg.setup.enabled, running=self.setup.running()),
             database=figures.database,
             retention=self.retention.describe(),
-            node=self.cfg.node_name(),
+            node=self.node.name,
             nodes=[node_of(n) for n in figures.nodes],
             simulator=(msgspec.convert(self.gateway.describe(), SimulatorStatus)
                        if isinstance(self.gateway, Simulator) else msgspec.UNSET),

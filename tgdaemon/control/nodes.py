@@ -33,7 +33,7 @@ async def list_nodes(request: web.Request) -> web.Response:
     rt = request.config_dict[RUNTIME]
     at = await rt.store.db_now()
     nodes = await rt.store.list_nodes(rt.cfg.nodes.dead_after_seconds)
-    return json_response(NodeList(node=rt.cfg.node_name(), at=iso(at), nodes=[node_of(n) for n in nodes]))
+    return json_response(NodeList(node=rt.node.name, at=iso(at), nodes=[node_of(n) for n in nodes]))
 
 
 async def pin(request: web.Request) -> web.Response:

@@ -57,7 +57,7 @@ ACCOUNT_COLUMNS = [
     Column("cooldown", "Cooldown", 8, _cooldown, sort=_cooldown_left, timed=True, right=True),
     Column("setup", "Setup", 5, _setup, sort=_setup_sort, right=True),
     Column("executor", "Executor", 8, lambda r, n: r["executor"] or "", drop=3),
-    Column("owner", "Owner", 8, _owner, drop=2),
+    Column("owner", "Owner", 12, _owner, drop=2),
     Column("error", "Last error", 12, lambda r, n: r["last_error_code"] or "", flex=True, drop=1),
 ]
 
