@@ -29,6 +29,14 @@ def _json(value: Any) -> str:
     return json.dumps(value)
 
 
+def fence_columns(items: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """The columns of (task, account, epoch, …) rows (at least one), in account order, for a statement that
+    joins them to their accounts FOR SHARE: where the join is driven by them, the locks are taken in id order,
+    as current_epochs takes them. Not an ORDER BY in the statement: with sorts off (the claim) the planner
+    then walks every account by its primary key and compares each with every item (100 ms at 2,000)."""
+    return [list(column) for column in zip(*sorted(items, key=lambda i: (i[1], i[0])), strict=True)]
+
+
 async def current_epochs(tx: Tx, pairs: Iterable[tuple[int, int]]) -> set[tuple[int, int]]:
     """Of these (account, ownership epoch) pairs, those whose epoch is still the account's: one statement for
     a batch. The rows are locked FOR SHARE (in id order), so no other node's acquisition moves an epoch until
@@ -160,9 +168,9 @@ class SetupStore(SessionStore):
                       for t in claimed]
             row = await tx.fetchrow(
                 "WITH c AS (SELECT id FROM account_tasks WHERE id = ANY($2::bigint[]) FOR UPDATE SKIP LOCKED),"
-                " owned AS (SELECT e.t FROM unnest($2::bigint[], $13::bigint[], $14::bigint[]) AS e(t, a, ep)"
-                " JOIN accounts a ON a.id = e.a AND a.owner_epoch = e.ep AND ($15::text IS NULL OR a.owner = $15)"
-                " ORDER BY a.id FOR SHARE OF a),"
+                " owned AS (SELECT e.t FROM unnest($13::bigint[], $14::bigint[], $15::bigint[]) AS e(t, a, ep)"
+                " JOIN accounts a ON a.id = e.a WHERE a.owner_epoch = e.ep AND ($16::text IS NULL OR a.owner = $16)"
+                " FOR SHARE OF a),"
                 " up AS (UPDATE account_tasks t SET status = 'running', attempts = u.n, started_at = u.s,"
                 " updated_at = $1 FROM c, unnest($2::bigint[], $3::integer[], $4::float8[], $5::text[]) AS u(id, n, s, h)"
                 " WHERE t.id = c.id AND t.id = u.id AND t.status IN ('pending', 'retry')"
@@ -175,7 +183,7 @@ class SetupStore(SessionStore):
                 " array(SELECT id FROM ev) AS events",
                 at, [t.id for t in claimed], [t.attempts for t in claimed], [t.started_at for t in claimed],
                 [t.holder for t in claimed], at + lock_seconds, *event_columns(events),
-                [t.account_id for t in claimed], [t.epoch for t in claimed], owner)
+                *fence_columns([(t.id, t.account_id, t.epoch) for t in claimed]), owner)
             assert row is not None
             started = set(row["started"])  # all of them, unless another node claimed or acquired meanwhile
             claimed = [t for t in claimed if t.id in started]
@@ -225,8 +233,8 @@ class SetupStore(SessionStore):
             # the events.
             row = await tx.fetchrow(
                 "WITH cur AS (SELECT k.t, k.a, k.plain FROM unnest($9::bigint[], $10::bigint[], $11::bigint[],"
-                " $12::boolean[]) AS k(t, a, ep, plain) JOIN accounts a ON a.id = k.a AND a.owner_epoch = k.ep"
-                " ORDER BY a.id FOR SHARE OF a),"
+                " $12::boolean[]) AS k(t, a, ep, plain) JOIN accounts a ON a.id = k.a WHERE a.owner_epoch = k.ep"
+                " FOR SHARE OF a),"
                 " up AS (UPDATE account_tasks t SET status = u.status, retry_at = u.retry_at, last_error_code = u.code,"
                 " last_error = u.error, result_json = u.result::jsonb, attempts = t.attempts - u.refund,"
                 " updated_at = $1 FROM unnest($2::bigint[], $3::text[], $4::float8[], $5::text[], $6::text[],"
@@ -241,8 +249,8 @@ class SetupStore(SessionStore):
                 at, [t.id for t, _ in first], [o.status for _, o in first], [o.retry_at for _, o in first],
                 [o.effect.error_code for _, o in first], [o.error for _, o in first],
                 [_json({**t.result, **o.result}) for t, o in first], [int(o.refund_attempt) for _, o in first],
-                [t.id for t, _ in items], [t.account_id for t, _ in items], [t.epoch for t, _ in items],
-                [o.effect == plain for _, o in items], *event_columns(events))
+                *fence_columns([(t.id, t.account_id, t.epoch, o.effect == plain) for t, o in items]),
+                *event_columns(events))
             assert row is not None
             current = set(row["current"])
             for task, _ in items:  # their locks were let go
