@@ -179,6 +179,12 @@ class NodeFleet:
         async with node.client() as c:
             status = await wait_for(lambda: c.status(), f"{name}'s status")
         assert status["node"] == name, status["node"]
+        pid = node.proc.pid
+
+        async def registered() -> bool:  # the socket answers before the node has its name (it may wait for it)
+            return any(n["name"] == name and n["pid"] == pid and n["alive"]
+                       for n in (await self.node_list(name))["nodes"])
+        await wait_for(registered, f"{name} (pid {pid}) registered and alive")
         node.http = status["http"]
         return node
 
@@ -381,6 +387,8 @@ class ProviderClient:
 
     async def report(self, node: Node, tasks: list[dict[str, Any]]) -> list[str]:
         """Success reports of ``tasks`` to ``node``; their outcomes, in order."""
+        if not tasks:
+            return []
         body = [{"task_id": t["task_id"], "lease_token": t["lease_token"], "status": "done",
                  "result": self.result_for(t)} for t in tasks]
         answer = await self.post(node, REPORT, body)

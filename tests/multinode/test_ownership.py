@@ -142,33 +142,35 @@ async def test_a_pinned_account_moves_to_its_node_and_stays_there(node_fleet: An
         return view if view["owner"] == "n2" and view["pinned_node"] == "n2" else None
     await wait_for(on_n2, f"account {account} owned by n2, pinned there")
 
-    # a node leaves and comes back, the fleet rebalances twice: the pinned account never leaves n2
+    # n2 stops: the pinned account waits for it, unowned (a pin is a promise), the others go to n1 and n3
     assert await fleet.stop("n2") == 0
-    waiting = await fleet.api("n1", "GET", f"/accounts/{account}")
-    assert waiting["pinned_node"] == "n2"
-
-    async def unserved() -> bool:  # a pin is a promise: it waits for its node rather than go elsewhere
-        return (await fleet.api("n3", "GET", f"/accounts/{account}"))["owner"] is None
-    await wait_for(unserved, f"account {account} let go by the stopped n2")
+    assert (await fleet.api("n1", "GET", f"/accounts/{account}"))["pinned_node"] == "n2"
+    await wait_for(lambda: _owner_is(fleet, account, None), f"account {account} let go by the stopped n2")
     others = await wait_for(lambda: _all_owned_but(fleet, "n1", {account}), "the others served by n1 and n3")
     assert set(others.values()) == {"n1", "n3"}
+    # pinning to a node that is not running is taken, with a note, and waits for it too
+    other = next(aid for aid, owner in sorted(others.items()) if owner == "n3")
+    answer = await fleet.api("n3", "POST", "/accounts/pin", body={"ids": [other], "node": "n2"})
+    assert answer["changed"] == 1 and answer["node"] == "n2" and answer["note"], answer
+    await wait_for(lambda: _owner_is(fleet, other, None), f"account {other} let go by n3, waiting for n2")
+    # a node the store has never seen is refused, in one line
+    unknown = fleet.fleet.cli("accounts", "pin", str(other), "--node", "n9", "--socket",
+                              str(fleet.nodes["n1"].socket_path))
+    assert unknown.returncode != 0 and "Traceback" not in unknown.stderr, unknown.stdout + unknown.stderr
+    assert len(unknown.stderr.strip().splitlines()) == 1 and "n9" in unknown.stderr, unknown.stderr
     assert (await fleet.api("n1", "GET", f"/accounts/{account}"))["owner"] is None  # still waiting for n2
+
+    # n2 is back: both go there, the fleet is even again, and they stay
     await fleet.start("n2")
     await settled(fleet, {"n1", "n2", "n3"}, "n3")
-    assert (await fleet.api("n3", "GET", f"/accounts/{account}"))["owner"] == "n2"
-    assert fleet.ownership()[account][3] == "n2"
+    owners = await fleet.owners("n1")
+    assert owners[account] == owners[other] == "n2"
+    assert fleet.ownership()[account][3] == fleet.ownership()[other][3] == "n2"
 
-    # pinning to a node that is not running is taken, with a note, and waits for it
-    other = next(aid for aid, owner in sorted((await fleet.owners("n1")).items()) if owner == "n3" and aid != account)
-    answer = await fleet.api("n2", "POST", "/accounts/pin", body={"ids": [other], "node": "n9"})
-    assert answer["changed"] == 1 and answer["node"] == "n9" and answer["note"], answer
-    await wait_for(lambda: _owner_is(fleet, other, None), f"account {other} let go, waiting for n9")
-
-    # unpinned: both are spread again
+    # unpinned: they are spread like any other
     out = fleet.fleet.cli("accounts", "unpin", str(account), str(other), "--socket", str(fleet.nodes["n1"].socket_path))
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stdout + out.stderr
-    final = await settled(fleet, {"n1", "n2", "n3"}, "n2")
-    assert final[other] is not None
+    await settled(fleet, {"n1", "n2", "n3"}, "n2")
     assert all(pinned is None for _, _, _, pinned in fleet.ownership().values())
 
 

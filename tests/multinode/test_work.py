@@ -125,8 +125,9 @@ async def test_a_disable_through_one_node_is_in_another_nodes_stream_and_the_own
     fleet: NodeFleet = node_fleet()
     await fleet.start_all(3)
     owners = await settled(fleet, {"n1", "n2", "n3"}, "n1")
-    # n3's accounts are connected by n3: a quota served by the local executor makes them call
-    await fleet.add_quota("n1", name="subs", target="@tgfleet_news", action="channel_stats", quantity=1000)
+    # n3's accounts are connected by n3: quotas served by the local executors make them call
+    for target in POSTS:
+        await fleet.add_quota("n1", name=f"subs {target}", target=target, action="channel_stats", quantity=1000)
     mine = {aid for aid, owner in owners.items() if owner == "n3"}
 
     async def connected() -> list[int] | None:
