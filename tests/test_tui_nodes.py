@@ -28,7 +28,7 @@ async def test_owner_column_nodes_view_and_the_connected_node(daemon_store: str 
             assert "Owner" in "".join(s.text for s in table.render_line(0))
             assert "dash-node" in drawn(table, 1)
             header = app.screen.query_one(FleetHeader)
-            await wait_until(pilot, lambda: "dash-node v" in text_of(header), "the node in the header", daemon)
+            await wait_until(pilot, lambda: text_of(header).startswith("dash-node │ Accounts "), "the node in the header", daemon)
 
             await pilot.press("left_square_bracket")  # backwards from accounts: the nodes view
             assert app.current_mode == "nodes" and isinstance(app.screen, NodesScreen)

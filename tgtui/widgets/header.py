@@ -18,6 +18,8 @@ class FleetHeader(Static):
 
     def paint(self, model: FleetModel, now: float, view: str, offline: bool) -> None:
         parts: list[str | tuple[str, str]] = []
+        if model.node:  # the node this dashboard talks to (any node shows the whole fleet): first, never wrapped off
+            parts += [(model.node, "bold"), " │ "]
         for name in VIEWS:
             parts += [(f"{name.title()}", "reverse bold" if name == view else "dim"), " "]
         status = model.status
@@ -29,8 +31,6 @@ class FleetHeader(Static):
         for state, n in model.counts(now).items():
             parts += [(f" {state} ", STATE_STYLE[state]), str(n)]
         parts += [f" │ {status.get('tasks_per_minute', 0)} tasks/min │ {model.open_quotas(now)} quotas open │ "]
-        if model.node:  # the node this dashboard talks to (any node shows the whole fleet), before its version
-            parts += [(model.node, "bold"), " "]
         parts += [f"v{status['version']} " + ("offline" if offline else f"up {duration(model.uptime())}"), *down]
         self.update(Text.assemble(*parts))
 
