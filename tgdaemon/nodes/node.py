@@ -21,6 +21,7 @@ so the other nodes take them at their next heartbeat instead of after the lease.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -34,7 +35,7 @@ from tgdaemon.errors import StoreDisconnected, TgfleetError
 from tgdaemon.gateway.base import Gateway
 from tgdaemon.nodes.gate import NodeGate
 from tgdaemon.nodes.leader import Keep, LeaderTasks, Leadership, rebalance
-from tgdaemon.nodes.ownership import Ownership
+from tgdaemon.nodes.ownership import ACQUIRE_BATCHES, START_BATCHES, Ownership
 from tgdaemon.store.api import NodeInfo, NodeSpec, Store
 
 log = logging.getLogger(__name__)
@@ -78,10 +79,12 @@ class Node:
         return self.gate.fenced
 
     async def start(self, http: str | None, leader_tasks: LeaderTasks) -> None:
-        """Registered, and one heartbeat made: the node's accounts are its own before any work starts."""
+        """Registered, and one heartbeat made: the node's accounts are its own before any work starts. A
+        database lost after the registration is waited for like any later loss: the heartbeat goes on."""
         self.leadership.work = leader_tasks
         await self._register(http)
-        await self.tick()
+        with contextlib.suppress(StoreDisconnected):
+            await self.tick(batches=START_BATCHES)
 
     async def _register(self, http: str | None) -> None:
         spec = NodeSpec(self.name, self.incarnation, socket.gethostname(), os.getpid(), __version__, http,
@@ -114,8 +117,9 @@ class Node:
         return next((n for n in await self.store.list_nodes(self.cfg.dead_after_seconds)
                      if n.name == self.name and n.alive), None)
 
-    async def tick(self) -> None:
-        """One heartbeat: renew (and ask to lead), balance when leading, take what is assigned, read what is owned."""
+    async def tick(self, batches: int = ACQUIRE_BATCHES) -> None:
+        """One heartbeat: renew (and ask to lead), balance when leading, take what is assigned (at most
+        ``batches`` transactions of it), read what is owned."""
         sent = time.monotonic()
         renewal = await self.store.renew_node(self.name, self.incarnation, lease_seconds=self.cfg.lease_seconds,
                                               lead=True)
@@ -123,15 +127,19 @@ class Node:
             await self._taken_over()
             return
         self.renewed_at = renewal.at
+        if self.gate.fenced:  # the fence time passed before this renewal came back (a stall): what the gate
+            await self._enforce_fence()  # held may be another node's by now; it is read afresh below
         self.gate.renewed(sent, self.cfg.lease_seconds, self.cfg.heartbeat_seconds)
         self._renewed.set()
-        if self._fenced and not self.gate.fenced:
+        if self.gate.fenced:
+            return  # back too late to open anything
+        if self._fenced:
             self._fenced = False
             log.info("node %s renewed its lease again; taking up its accounts", self.name)
         await self.leadership.follow(renewal.leader_epoch)
         if self.leadership.epoch is not None:
             await rebalance(self.store, self.cfg, self.leadership.epoch)
-        await self.ownership.acquire()
+        await self.ownership.acquire(batches)
         await self.ownership.refresh()
 
     async def run(self) -> None:
@@ -161,19 +169,23 @@ class Node:
                 await asyncio.sleep(wait)
                 continue
             self._renewed.clear()  # before fencing: a renewal during it is not missed
-            if not self._fenced:
-                self._fenced = True
-                log.warning("node %s could not renew its lease in time (last renewed %s); letting go of every"
-                            " client and stopping its leader work until it can", self.name,
-                            "never" if self.renewed_at is None else f"{time.time() - self.renewed_at:.1f} s ago")
-                await self._fence()
+            await self._enforce_fence()
             await self._renewed.wait()
+
+    async def _enforce_fence(self) -> None:
+        if not self._fenced:
+            self._fenced = True
+            log.warning("node %s could not renew its lease in time (last renewed %s); letting go of every"
+                        " client and stopping its leader work until it can", self.name,
+                        "never" if self.renewed_at is None else f"{time.time() - self.renewed_at:.1f} s ago")
+        await self._fence()
 
     async def _fence(self) -> None:
         ids = self.ownership.fence()  # the gate is closed from here on, synchronously
         await self.leadership.stop()
         if ids:
-            await self.gateway.let_go(ids)
+            with contextlib.suppress(StoreDisconnected):  # a gateway that records its connections in the store
+                await self.gateway.let_go(ids)
 
     async def _taken_over(self) -> None:
         self.lost = True

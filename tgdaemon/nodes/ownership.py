@@ -22,7 +22,9 @@ from tgdaemon.nodes.gate import NodeGate
 from tgdaemon.store.api import OwnedAccount, Store
 
 log = logging.getLogger(__name__)
-ACQUIRE_BATCH = 2000  # accounts taken per heartbeat at most: one transaction of bounded size
+ACQUIRE_BATCH = 2000  # accounts taken in one transaction at most
+ACQUIRE_BATCHES = 5  # transactions per heartbeat at most: 10,000 accounts
+START_BATCHES = 1000  # at start, before any work: every account assigned here (2 million), however long it takes
 
 
 class Ownership:
@@ -45,17 +47,23 @@ class Ownership:
     def count(self) -> int:
         return len(self.gate.owned())
 
-    async def acquire(self) -> int:
-        """The accounts assigned here that no live lease holds become this node's (up to its cap)."""
-        limit = ACQUIRE_BATCH
-        if self.max_accounts:
-            limit = min(limit, self.max_accounts - self.count)
-        if limit <= 0:
-            return 0
-        taken = await self.store.acquire_accounts(self.name, self.incarnation, limit)
+    async def acquire(self, batches: int = ACQUIRE_BATCHES) -> int:
+        """The accounts assigned here that no live lease holds become this node's (up to its cap), in
+        transactions of bounded size, at most ``batches`` of them (a heartbeat must stay short)."""
+        taken = 0
+        for _ in range(batches):
+            limit = ACQUIRE_BATCH
+            if self.max_accounts:
+                limit = min(limit, self.max_accounts - self.count - taken)
+            if limit <= 0:
+                break
+            batch = len(await self.store.acquire_accounts(self.name, self.incarnation, limit))
+            taken += batch
+            if batch < limit:
+                break
         if taken:
-            log.info("node %s took %d accounts", self.name, len(taken))
-        return len(taken)
+            log.info("node %s took %d accounts", self.name, taken)
+        return taken
 
     async def refresh(self) -> None:
         """The gate made what the database says this node owns; releases started for the moved ones."""
@@ -66,6 +74,8 @@ class Ownership:
             await self.gateway.let_go(let_go)
 
     def _apply(self, owned: list[OwnedAccount]) -> list[int]:
+        if self.gate.fenced:
+            return []  # fenced while reading: nothing is opened from a list that may be stale by now
         before = self.gate.owned()
         seen: set[int] = set()
         moving: list[OwnedAccount] = []

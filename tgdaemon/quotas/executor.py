@@ -75,6 +75,8 @@ class LocalExecutor:
             await asyncio.wait_for(self.leases.wake_local.wait(), IDLE_SECONDS)
 
     async def _work(self, task: LeasedTask, epoch: int | None) -> None:
+        if not self.gateway.gate.allows(task.account_id):
+            return  # being let go of: not reported, the next owner takes the task up again
         with self.gateway.gate.working(task.account_id):
             try:
                 report = await self.execute(task)

@@ -79,7 +79,8 @@ class Leases:
     async def pull(self, executor: str, req: PullRequest) -> list[LeasedTask]:
         return [task for task, _ in await self.pull_owned(executor, req, None)]
 
-    async def pull_owned(self, executor: str, req: PullRequest, owner: str | None) -> list[tuple[LeasedTask, int | None]]:
+    async def pull_owned(self, executor: str, req: PullRequest,
+                         owner: str | None) -> list[tuple[LeasedTask, int | None]]:
         """Leased tasks, each with the ownership epoch of its account when ``owner`` (a node: the local
         executor) asked only for its own accounts' tasks."""
         started = time.perf_counter()
