@@ -63,6 +63,7 @@ class Node:
         self.registered = False
         self.lost = False  # another incarnation holds the name now: this daemon is stopping
         self.renewed_at: float | None = None  # the database's time of the last successful renewal
+        self._sent_at = 0.0  # this clock's (monotonic) time the last successful renewal was sent
         self._renewed = asyncio.Event()
         self._fenced = False
 
@@ -108,7 +109,7 @@ class Node:
                 waited = True
             await asyncio.sleep(min(1.0, self.cfg.heartbeat_seconds))
         self.registered = True
-        self.renewed_at = info.heartbeat_at
+        self.renewed_at, self._sent_at = info.heartbeat_at, sent
         self.gate.renewed(sent, self.cfg.lease_seconds, self.cfg.heartbeat_seconds)
         log.info("node %s registered (host %s, pid %d, incarnation %s)", self.name, spec.host, spec.pid,
                  self.incarnation)
@@ -126,7 +127,7 @@ class Node:
         if not renewal.held:
             await self._taken_over()
             return
-        self.renewed_at = renewal.at
+        self.renewed_at, self._sent_at = renewal.at, sent
         if self.gate.fenced:  # the fence time passed before this renewal came back (a stall): what the gate
             await self._enforce_fence()  # held may be another node's by now; it is read afresh below
         self.gate.renewed(sent, self.cfg.lease_seconds, self.cfg.heartbeat_seconds)
@@ -175,9 +176,9 @@ class Node:
     async def _enforce_fence(self) -> None:
         if not self._fenced:
             self._fenced = True
-            log.warning("node %s could not renew its lease in time (last renewed %s); letting go of every"
+            log.warning("node %s could not renew its lease in time (last renewed %.1f s ago); letting go of every"
                         " client and stopping its leader work until it can", self.name,
-                        "never" if self.renewed_at is None else f"{time.time() - self.renewed_at:.1f} s ago")
+                        time.monotonic() - self._sent_at)
         await self._fence()
 
     async def _fence(self) -> None:
@@ -188,7 +189,7 @@ class Node:
                 await self.gateway.let_go(ids)
 
     async def _taken_over(self) -> None:
-        self.lost = True
+        self.lost = self._fenced = True  # fenced for good: the watch has nothing more to say
         await self._fence()
         line = (f"node {self.name} was taken over by another daemon of that name (this one was taken for dead:"
                 f" no heartbeat for {self.cfg.dead_after_seconds:g} s); stopping")
