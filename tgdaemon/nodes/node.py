@@ -3,7 +3,7 @@
 A start registers the node under ``[daemon] node_name`` with a fresh incarnation. A name still held by a
 live node is waited for up to ``nodes.dead_after_seconds`` (a restart right after a ``kill -9`` finds its
 own earlier incarnation still looking alive), then refused in one line. On SQLite the data dir's lock
-already guarantees that no other daemon uses the database, so the name is taken at once.
+already guarantees that no other daemon uses the database, and the driver takes the name at once.
 
 Every ``nodes.heartbeat_seconds`` a heartbeat renews the node's row (its accounts' ownership lease) and
 asks for the fleet's leadership, runs the balancer when it leads, takes the accounts assigned to it, and
@@ -90,12 +90,12 @@ class Node:
     async def _register(self, http: str | None) -> None:
         spec = NodeSpec(self.name, self.incarnation, socket.gethostname(), os.getpid(), __version__, http,
                         self.max_accounts)
-        dead_after = 0.0 if self.store.kind == "sqlite" else self.cfg.dead_after_seconds
         deadline = time.monotonic() + self.cfg.dead_after_seconds + self.cfg.heartbeat_seconds
         waited = False
         while True:
             sent = time.monotonic()
-            info = await self.store.register_node(spec, dead_after=dead_after, lease_seconds=self.cfg.lease_seconds)
+            info = await self.store.register_node(spec, dead_after=self.cfg.dead_after_seconds,
+                                                  lease_seconds=self.cfg.lease_seconds)
             if info is not None:
                 break
             holder = await self._holder()
