@@ -78,6 +78,21 @@ async def test_accounts_spread_evenly_over_three_nodes_and_every_node_shows_the_
     assert fleet.duplicated_disables() == []
 
 
+async def test_a_node_with_max_accounts_holds_no_more_and_the_others_share_the_rest(node_fleet: Any) -> None:
+    fleet: NodeFleet = node_fleet()
+    await fleet.start("n1")
+    await fleet.start("n2")
+    await fleet.start("n3", env={"TGFLEET_DAEMON__MAX_ACCOUNTS": "4"})
+
+    async def spread() -> dict[str, int] | None:
+        counts = counts_of(await fleet.node_list("n1"))
+        return counts if counts == {"n1": 13, "n2": 13, "n3": 4} else None
+    await wait_for(spread, "n3 capped at its max_accounts of 4, n1 and n2 sharing the other 26")
+    capped = next(n for n in (await fleet.node_list("n2"))["nodes"] if n["name"] == "n3")
+    assert capped["max_accounts"] == 4
+    assert Counter((await fleet.owners("n3")).values()) == {"n1": 13, "n2": 13, "n3": 4}
+
+
 async def _setup_done(fleet: NodeFleet) -> bool:
     [(left,)] = fleet.sql("SELECT count(*) FROM account_tasks WHERE status <> 'done'")
     [(made,)] = fleet.sql("SELECT count(*) FROM account_tasks")

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from multinode.harness import NodeFleet, ProviderClient, quiesced, wait_for, books
+from multinode.harness import Connection, NodeFleet, ProviderClient, books, quiesced, wait_for
 from multinode.test_ownership import settled
 
 POSTS = ("@tgfleet_news", "@tgfleet_markets", "@tgfleet_weather", "@tgfleet_sports")
@@ -130,19 +130,21 @@ async def test_a_disable_through_one_node_is_in_another_nodes_stream_and_the_own
         await fleet.add_quota("n1", name=f"subs {target}", target=target, action="channel_stats", quantity=1000)
     mine = {aid for aid, owner in owners.items() if owner == "n3"}
 
-    async def connected() -> list[int] | None:
-        ids = sorted({c.account_id for c in fleet.open_connections() if c.node == "n3" and c.account_id in mine})
-        return ids[:2] if len(ids) >= 2 else None
-    first, second = await wait_for(connected, "two of n3's accounts connected by n3", timeout=30)
+    async def connected() -> list[Connection] | None:
+        held = {c.account_id: c for c in fleet.open_connections() if c.node == "n3" and c.account_id in mine}
+        return [held[aid] for aid in sorted(held)[:2]] if len(held) >= 2 else None
+    held = await wait_for(connected, "two of n3's accounts connected by n3", timeout=30)
+    first, second = (c.account_id for c in held)
 
     async with watching(fleet, "n1") as (stream, snapshot):
         seen: list[dict[str, Any]] = []
-        # through n2, an account n3 owns; then through n3 and n2 again: n1's stream shows all, in order
+        # through n2, an account n3 owns; then another through n1, and the first enabled through n2:
+        # n1's stream shows them all, in the order they were done
         await fleet.api("n2", "POST", f"/accounts/{first}/disable", body={"reason": "through n2"})
         delta = await until(stream, lambda m: m.get("kind") == "account" and m["data"]["id"] == first
                             and m["data"]["state"] == "disabled", f"account {first} disabled (done through n2)", seen)
         assert delta["data"]["disabled_reason"] == "through n2" and delta["data"]["owner"] == "n3"
-        await fleet.api("n3", "POST", f"/accounts/{second}/disable", body={"reason": "through n3"})
+        await fleet.api("n1", "POST", f"/accounts/{second}/disable", body={"reason": "through n1"})
         await fleet.api("n2", "POST", f"/accounts/{first}/enable", body={})
         await until(stream, event_of("account.enabled", first), f"account {first} enabled", seen)
         events = [(m["data"]["kind"], m["data"]["account_id"], m["seq"]) for m in seen if m.get("kind") == "event"
@@ -152,11 +154,16 @@ async def test_a_disable_through_one_node_is_in_another_nodes_stream_and_the_own
         seqs = [m["seq"] for m in seen if "seq" in m]
         assert seqs == sorted(seqs) and seqs[0] > snapshot["seq"], seqs  # in the log's order, after the snapshot
 
-    # the owner (n3) let go of the disabled account's client; it keeps owning it (it may be enabled again)
-    async def let_go() -> bool:
-        return not [c for c in fleet.open_connections() if c.account_id == second]
-    await wait_for(let_go, f"account {second}'s connection closed by its owner n3", timeout=10)
-    closed = [c for c in fleet.connections() if c.account_id == second]
-    assert closed and all(c.closed_at is not None and c.node == "n3" for c in closed), closed
-    assert (await fleet.api("n1", "GET", f"/accounts/{second}"))["owner"] == "n3"
+    # the owner (n3) let go of both clients, though neither disable was done through it; it keeps owning
+    # them (they may be enabled again: the first was)
+    ids = {c.id for c in held}
+
+    async def let_go() -> list[Connection] | None:
+        gone = [c for c in fleet.connections() if c.id in ids and c.closed_at is not None]
+        return gone if len(gone) == len(ids) else None
+    closed = await wait_for(let_go, f"the connections of accounts {first} and {second} closed by n3", timeout=10)
+    assert all(c.node == "n3" for c in closed), closed
+    assert not [c for c in fleet.open_connections() if c.account_id == second]
+    owners = await fleet.owners("n1")
+    assert owners[first] == owners[second] == "n3"
     assert fleet.overlaps() == []
