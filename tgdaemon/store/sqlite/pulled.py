@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections import Counter
 from typing import Any
 
@@ -89,7 +88,7 @@ class PulledStore(StoreCore):
             at = now()  # in the transaction: a clock step is followed at its start
             if g.leader_epoch is not None and not list(await tx.fetchall(
                     "SELECT 1 FROM leadership WHERE name = 'fleet' AND epoch = ? AND expires_at > ?",
-                    (g.leader_epoch, time.time()))):  # the leadership's clock is the database's (Store.db_now)
+                    (g.leader_epoch, at))):  # the leadership's clock is the database's (Store.db_now: now())
                 return Generated()  # no longer the fleet's leader: another node generates now
             quotas = list(await tx.fetchall(
                 f"SELECT q.id, q.action, q.target, q.posts_json, q.cursor, q.interval_seconds, q.last_error"
