@@ -293,7 +293,9 @@ class PostgresCore:
         try:
             return await aw
         except Exception as exc:
-            if connection_lost(exc):
+            # As in Tx._run: a connection the server ended can surface as the protocol's confusion (seen on
+            # the pool's release of a read whose connection went with the server; asyncpg terminates it).
+            if connection_lost(exc) or isinstance(exc, asyncpg.InternalClientError):
                 raise self.lost(exc) from None
             raise
 
