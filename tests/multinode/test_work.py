@@ -136,14 +136,18 @@ async def test_a_disable_through_one_node_is_in_another_nodes_stream_and_the_own
     held = await wait_for(connected, "two of n3's accounts connected by n3", timeout=30)
     first, second = (c.account_id for c in held)
 
+    async def let_go(c: Connection) -> Connection | None:
+        return next((x for x in fleet.connections() if x.id == c.id and x.closed_at is not None), None)
+
     async with watching(fleet, "n1") as (stream, snapshot):
         seen: list[dict[str, Any]] = []
-        # through n2, an account n3 owns; then another through n1, and the first enabled through n2:
-        # n1's stream shows them all, in the order they were done
+        # through n2, an account n3 owns: n1's stream shows it, and n3 lets go of its client
         await fleet.api("n2", "POST", f"/accounts/{first}/disable", body={"reason": "through n2"})
         delta = await until(stream, lambda m: m.get("kind") == "account" and m["data"]["id"] == first
                             and m["data"]["state"] == "disabled", f"account {first} disabled (done through n2)", seen)
         assert delta["data"]["disabled_reason"] == "through n2" and delta["data"]["owner"] == "n3"
+        closed = [await wait_for(lambda: let_go(held[0]), f"account {first}'s connection closed by n3", timeout=10)]
+        # then another through n1, and the first enabled through n2: all in n1's stream, in that order
         await fleet.api("n1", "POST", f"/accounts/{second}/disable", body={"reason": "through n1"})
         await fleet.api("n2", "POST", f"/accounts/{first}/enable", body={})
         await until(stream, event_of("account.enabled", first), f"account {first} enabled", seen)
@@ -156,12 +160,7 @@ async def test_a_disable_through_one_node_is_in_another_nodes_stream_and_the_own
 
     # the owner (n3) let go of both clients, though neither disable was done through it; it keeps owning
     # them (they may be enabled again: the first was)
-    ids = {c.id for c in held}
-
-    async def let_go() -> list[Connection] | None:
-        gone = [c for c in fleet.connections() if c.id in ids and c.closed_at is not None]
-        return gone if len(gone) == len(ids) else None
-    closed = await wait_for(let_go, f"the connections of accounts {first} and {second} closed by n3", timeout=10)
+    closed.append(await wait_for(lambda: let_go(held[1]), f"account {second}'s connection closed by n3", timeout=10))
     assert all(c.node == "n3" for c in closed), closed
     assert not [c for c in fleet.open_connections() if c.account_id == second]
     owners = await fleet.owners("n1")
