@@ -256,10 +256,24 @@ def test_a_second_daemon_with_a_live_nodes_name_is_refused_in_one_line_and_a_res
     assert again.stop() == 0, again.log()
 
 
-def test_a_node_stalled_past_dead_after_finds_its_name_taken_and_stops_with_one_line(fl: Fleet) -> None:
+# A transaction the stopped process left open would hold its row locks while it is stopped (the server's
+# idle_in_transaction_session_timeout is another matter): it is stopped again when it had one.
+OPEN_TX = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+           " AND state LIKE 'idle in transaction%'")
+
+
+def test_a_node_stalled_past_dead_after_finds_its_name_taken_and_stops_with_one_line(
+        fl: Fleet, pg_server: pgtest.PgServer, database: str) -> None:
     stalled = fl.start(accounts=ACCOUNTS, env=node_env("y")).wait_ready()
     registered(stalled, "y")  # the fleet seeded, its accounts owned
-    stalled.proc.send_signal(signal.SIGSTOP)
+    for _ in range(50):  # bounded: a moment between two of its transactions
+        stalled.proc.send_signal(signal.SIGSTOP)
+        time.sleep(0.05)
+        if pg_server.query(pgtest.database_of(database), OPEN_TX) == [(0,)]:
+            break
+        stalled.proc.send_signal(signal.SIGCONT)
+    else:
+        pytest.fail("the node always had a transaction open")
     try:
         time.sleep(NODES["dead_after_seconds"] + 0.5)  # taken for dead: another daemon may have the name
         taker = fl.start(accounts=ACCOUNTS, env=node_env("y"), data_dir=fl.root / "data2",
