@@ -37,6 +37,7 @@ from tgdaemon.quotas.leases import Leases
 from tgdaemon.quotas.messages import Done, LeasedTask, Observation, PullRequest
 from tgdaemon.quotas.probe import Probes
 from tgdaemon.store import AccountEffect, NewAccount, SessionData, SetupOutcome, Store
+from tgdaemon.store.api import NodeSpec
 from tgdaemon.store.connect import open_url, parse_url
 from tgdaemon.store.copy import CopyError, copy_store
 from tgdaemon.timeutil import now
@@ -44,6 +45,8 @@ from tgdaemon.timeutil import now
 ACCOUNTS = 12
 PROBES = 2
 PROVIDER = "prov"
+NODE = "copy-node"
+HOUR = 3600.0  # a node's lease and liveness: it stays the same while the test runs
 NUMBERS = {"big": 1e16, "small": 1e-7, "nested": {"b": [1, 2.5], "a": "é"}}  # jsonb prints these its own way
 STOP_TIMEOUT = 15.0
 E2E_TIMEOUT = 30.0
@@ -121,6 +124,13 @@ async def make_fleet(store: Store) -> Fleet:
     token = new_token()
     await store.add_provider(PROVIDER, hash_token(token))
     await store.assign_accounts(list(range(PROBES + 1, ACCOUNTS + 1)), PROVIDER)
+    assert await store.register_node(NodeSpec(NODE, "i1", "host-1", 4242, "12", None, 0), dead_after=HOUR,
+                                     lease_seconds=HOUR)
+    epoch = (await store.renew_node(NODE, "i1", lease_seconds=HOUR, lead=True)).leader_epoch
+    assert epoch is not None
+    await store.pin_accounts([1], NODE)
+    assert await store.move_accounts(epoch, None, NODE, 3, [NODE]) == 3
+    assert len(await store.acquire_accounts(NODE, "i1", 3)) == 3  # owners, epochs, one account left unowned
     for i in range(3):  # a quota makes one task per run: six make six
         posts = await store.add_quota(name=f"views {i}", target="@tgfleet_news", action="post_stats", last_n_posts=3,
                                       quantity=50, orders=None, interval_seconds=60, expires_at=time.time() + 3600)
@@ -160,6 +170,9 @@ async def answers(store: Store, fleet: Fleet) -> dict[str, Any]:
         "entities": {a: sorted(await store.load_entities(a)) for a in fleet.keys},
         "measurements": [page for q in await store.quotas() async for page in store.measurement_pages(q["id"])],
         "meta": await store.get_meta("test.meta"),
+        "nodes": await store.list_nodes(HOUR),
+        "owned": await store.owned_accounts(NODE),
+        "assignment": await store.assignment([NODE]),
     }
 
 
@@ -183,7 +196,7 @@ async def test_a_copied_fleet_answers_alike_and_goes_on(url_of: Callable[[str, s
     assert report.ok, report
     assert {t.name for t in report.tables} >= {"accounts", "sessions", "entities", "account_tasks", "quotas",
                                                "tasks", "account_locks", "usage", "measurements", "providers",
-                                               "events", "meta", "row_counts"}
+                                               "events", "meta", "row_counts", "nodes", "leadership"}
     assert all(t.source_rows == t.target_rows for t in report.tables)
     assert sum(t.target_rows for t in report.tables if t.name in ("tasks", "measurements", "usage")) > 0
     if target_kind == "sqlite":

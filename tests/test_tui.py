@@ -206,7 +206,7 @@ async def test_events_view_follows_and_filters(shared: tuple[Fleet, DaemonProc])
     f, daemon = shared
     app = FleetApp(f.socket_path)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.press("left_square_bracket")  # backwards from accounts: the events view
+        await pilot.press("left_square_bracket", "left_square_bracket")  # backwards from accounts: nodes, events
         assert app.current_mode == "events"
         table = table_of(app)
         await wait_until(pilot, lambda: table.rowset.rows, "some events", daemon)
@@ -220,6 +220,8 @@ async def test_events_view_follows_and_filters(shared: tuple[Fleet, DaemonProc])
         assert kinds[:2] == ["account.enabled", "account.disabled"]
         assert all(r["account_id"] == 30 for r in table.rowset.rows)
         await pilot.press("right_square_bracket")
+        assert app.current_mode == "nodes"
+        await pilot.press("right_square_bracket")  # round again
         assert app.current_mode == "accounts"
 
 

@@ -10,7 +10,7 @@ from textual.keys import format_key
 
 from tgtui.app import key_map
 from tgtui.fmt import bar, sparkline
-from tgtui.model import FleetModel, effective_state
+from tgtui.model import FleetModel, effective_state, heartbeat_age
 from tgtui.table import Column, RowSet, layout, parse_filter
 
 NOW = 1_800_000_000.0
@@ -96,3 +96,19 @@ def test_the_documented_key_map_lists_every_key() -> None:
             assert isinstance(binding, Binding)
             for key in binding.key.split(","):
                 assert f"`{format_key(key.strip())}`" in doc, f"docs/dashboard.md does not list {key!r}"
+
+
+def test_a_nodes_heartbeat_age_is_taken_on_the_databases_clock_then_runs_on_this_one() -> None:
+    """The listing's ``at`` is the database's time: a host whose clock runs 10 minutes ahead still sees a node
+    that beat a second before the listing as one second old, and the age grows with this clock."""
+    now = [NOW + 600.0]  # this host's clock, ten minutes ahead of the database's
+    model = FleetModel(lambda: now[0])
+    db_now = "2027-01-15T08:00:00Z"
+    model.set_nodes({"node": "a", "at": db_now, "nodes": [
+        {"name": "a", "heartbeat_at": "2027-01-15T07:59:59Z"}, {"name": "b", "heartbeat_at": "2027-01-15T07:58:00Z"}]})
+    assert model.nodes_rev == 1 and list(model.nodes) == ["a", "b"]
+    assert heartbeat_age(model.nodes["a"], now[0]) == 1.0 and heartbeat_age(model.nodes["b"], now[0]) == 120.0
+    now[0] += 5
+    assert heartbeat_age(model.nodes["a"], now[0]) == 6.0
+    model.set_status({"node": "a"})
+    assert model.node == "a"

@@ -26,12 +26,26 @@ from tgtui.app import FleetApp
 
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC).timestamp()
 SEED = 6
+NODE_NAMES = ("node-a", "node-b")
 STATES = ("ready",) * 6 + ("busy", "cooldown", "cooldown", "disabled", "inactive")
 ERRORS = {"cooldown": ("FLOOD_WAIT_420", "PEER_FLOOD"), "disabled": ("AUTH_KEY_UNREGISTERED", "USER_DEACTIVATED_BAN")}
 
 
 def iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def seeded_nodes() -> dict[str, Any]:
+    """``GET /v1/nodes`` of a fleet of three: two alive (one leads), one killed a minute ago."""
+    def node(name: str, pid: int, beat: float, alive: bool, leader: bool, accounts: int) -> dict[str, Any]:
+        return {"name": name, "host": f"host-{name[-1]}", "pid": pid, "version": "0.1.0",
+                "http": f"10.0.0.{pid % 10}:8780", "max_accounts": 40 if name == "node-b" else 0,
+                "started_at": iso(NOW - 7200), "heartbeat_at": iso(NOW - beat), "owned_until": iso(NOW - beat + 15),
+                "stopped_at": None, "alive": alive, "leader": leader, "accounts": accounts}
+
+    return {"node": "node-a", "at": iso(NOW), "nodes": [
+        node("node-a", 4101, 1, True, False, 30), node("node-b", 4202, 2, True, True, 29),
+        node("node-c", 4303, 64, False, False, 0)]}
 
 
 def seeded_fleet(seed: int = SEED) -> tuple[dict[str, Any], dict[int, list[dict[str, Any]]]]:
@@ -52,6 +66,9 @@ def seeded_fleet(seed: int = SEED) -> tuple[dict[str, Any], dict[int, list[dict[
             "disabled_reason": code if state == "disabled" else None,
             "setup": {"done": min(total, rng.randint(2, 9)), "total": total},
             "last_error_code": code, "last_ok_at": iso(NOW - rng.randint(1, 600)),
+            # not from rng: the draws of every other field stay as they were
+            "owner": None if i == 5 else NODE_NAMES[i % 2], "pinned_node": "node-c" if i == 5 else
+            NODE_NAMES[i % 2] if i % 7 == 0 else None,
         })
     quotas, measurements = [], {}
     for qid, (name, target, action, total, left) in enumerate((
@@ -81,7 +98,8 @@ def seeded_fleet(seed: int = SEED) -> tuple[dict[str, Any], dict[int, list[dict[
                "account_id": rng.randint(1, 60) if kind.startswith("account") else None,
                "task_id": None, "quota_id": rng.randint(1, 4) if kind.startswith("quota") else None,
                "message": f"{kind.split('.')[1]}: seeded event {n}", "data": {}} for n in range(1, 41)]
-    status = {"version": "0.1.0", "uptime_seconds": 3723.0, "gateway": "simulator", "tasks_per_minute": 42}
+    status = {"version": "0.1.0", "uptime_seconds": 3723.0, "gateway": "simulator", "tasks_per_minute": 42,
+              "node": "node-a"}
     return {"type": "snapshot", "epoch": "seeded", "seq": 40, "status": status, "accounts": accounts,
             "quotas": quotas, "events": events}, measurements
 
@@ -103,6 +121,9 @@ class Recording(ControlClient):
     async def measurements(self, quota_id: int) -> list[dict[str, Any]]:
         return self.recorded[quota_id]
 
+    async def nodes(self) -> dict[str, Any]:
+        return seeded_nodes()
+
 
 @pytest.fixture
 def app(monkeypatch: pytest.MonkeyPatch) -> FleetApp:
@@ -115,7 +136,7 @@ def loaded(*keys: str) -> Callable[[Pilot[None]], Any]:
     async def run_before(pilot: Pilot[None]) -> None:
         app = pilot.app
         assert isinstance(app, FleetApp)
-        while not app.model.accounts or len(app.model.views) < 2:
+        while not app.model.accounts or len(app.model.views) < 2 or not app.model.nodes:
             await pilot.pause(0.01)
         app.repaint()
         await pilot.press(*keys)
@@ -138,3 +159,7 @@ def test_quotas_view(app: FleetApp, snap_compare: Any) -> None:
 
 def test_events_view(app: FleetApp, snap_compare: Any) -> None:
     assert snap_compare(app, terminal_size=(80, 24), run_before=loaded("tab", "tab"))
+
+
+def test_nodes_view(app: FleetApp, snap_compare: Any) -> None:
+    assert snap_compare(app, terminal_size=(100, 12), run_before=loaded("left_square_bracket"))

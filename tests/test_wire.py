@@ -22,7 +22,9 @@ from tgdaemon import wire
 from tgdaemon.display import STATE_STYLE
 from tgdaemon.errors import TgfleetError
 from tgdaemon.store import Store
+from tgdaemon.store.api import NodeSpec
 from tgdaemon.stream import batch_frames, derive
+from tgdaemon.timeutil import iso
 from tgtui import model
 
 FRAME_TIMEOUT = 10.0
@@ -51,13 +53,19 @@ async def test_every_answer_decodes_into_its_wire_type_and_loses_nothing(running
             ("GET", "/events", {"limit": 1000}, wire.EventList),
             ("GET", "/quotas", None, wire.QuotaList),
             ("GET", "/tasks", None, wire.TaskList),
-            ("GET", "/providers", None, wire.ProviderList)):
+            ("GET", "/providers", None, wire.ProviderList),
+            ("GET", "/nodes", None, wire.NodeList)):
         raw = await client.request(method, path, params=params)
         same_json(msgspec.convert(raw, type_), raw)  # one answer: the daemon works on between two calls
         assert isinstance(await client.call(method, path, type_, params=params), type_)
     status = await client.call("GET", "/status", wire.Status)
     assert isinstance(status.simulator, wire.SimulatorStatus) and status.simulator.accounts == 50
     assert list(status.accounts) == list(wire.STATES)
+    assert status.node == daemon.cfg.node_name() and [n.name for n in status.nodes] == [status.node]  # SQLite: one
+    pinned = await client.request("POST", "/accounts/pin", body={"ids": [5], "node": status.node})
+    same_json(msgspec.convert(pinned, wire.Pinned), pinned)
+    account = await client.call("GET", "/accounts/5", wire.Account)
+    assert (account.owner, account.pinned_node) == (status.node, status.node)
 
 
 async def test_an_answer_that_does_not_fit_is_one_line_naming_the_route(running_daemon: Any) -> None:
@@ -135,3 +143,17 @@ def test_the_account_states_are_written_once() -> None:
 
     assert store.STATES is wire.STATES and model.STATES is wire.STATES
     assert list(STATE_STYLE) == list(wire.STATES)  # every state has its colour, in the CLI and the dashboard
+
+
+async def test_a_stores_node_is_shown_with_iso_times(store: Store) -> None:
+    spec = NodeSpec(name="n1", incarnation="i1", host="h", pid=7, version="v", http="127.0.0.1:1", max_accounts=3)
+    assert await store.register_node(spec, dead_after=10, lease_seconds=15) is not None
+    [info] = await store.list_nodes(10)
+    node = wire.node_of(info)
+    assert (node.name, node.host, node.pid, node.http, node.max_accounts, node.alive) == (
+        "n1", "h", 7, "127.0.0.1:1", 3, True)
+    assert node.heartbeat_at == iso(info.heartbeat_at) and node.owned_until == iso(info.owned_until)
+    assert node.stopped_at is None
+    await store.stop_node("n1", "i1")
+    [stopped] = [wire.node_of(n) for n in await store.list_nodes(10)]
+    assert not stopped.alive and stopped.stopped_at is not None and stopped.stopped_at >= stopped.started_at

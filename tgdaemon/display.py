@@ -26,3 +26,14 @@ def duration(seconds: float) -> str:
     if minutes:
         return f"{minutes}m {secs}s"
     return f"{secs}s"
+
+
+NODE_STYLE = {"alive": "green", "dead": "bold red", "stopped": "dim"}
+
+
+def node_condition(alive: bool, stopped_at: str | None) -> str:
+    """A node is ``alive``, ``dead`` (no heartbeat within nodes.dead_after_seconds: killed, stalled, cut off) or
+    ``stopped`` (a clean stop, which let its accounts go at once)."""
+    if alive:
+        return "alive"
+    return "stopped" if stopped_at is not None else "dead"

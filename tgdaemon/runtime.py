@@ -29,6 +29,7 @@ from tgdaemon.gateway.base import Gateway
 from tgdaemon.gateway.simulator import Simulator
 from tgdaemon.onboarding import Onboarding
 from tgdaemon.store import Store
+from tgdaemon.store.api import NodeInfo
 from tgdaemon.stream import Hub
 from tgdaemon.timeutil import iso, now
 from tgdaemon.wire import (
@@ -37,11 +38,13 @@ from tgdaemon.wire import (
     SimulatorStatus,
     Status,
     StreamStatus,
+    node_of,
 )
 
 if TYPE_CHECKING:
     from tgdaemon.clockstep import ClockSteps
     from tgdaemon.lifecycle.storewatch import StoreWatch
+    from tgdaemon.nodes import Node
     from tgdaemon.quotas.executor import LocalExecutor
     from tgdaemon.quotas.generator import Generator
     from tgdaemon.quotas.inspector import Inspector
@@ -58,6 +61,7 @@ class Figures:
     tasks: dict[str, dict[str, int]] = field(default_factory=dict)
     tasks_per_minute: int = 0
     database: dict[str, Any] = field(default_factory=dict)
+    nodes: list[NodeInfo] = field(default_factory=list)
 
 
 @dataclass
@@ -76,6 +80,7 @@ class Runtime:
     executor: LocalExecutor
     retention: Retention
     storewatch: StoreWatch
+    node: Node  # this daemon in its fleet: its name, whether it leads, the accounts it owns
     started_at: float = field(default_factory=now)
     started_mono: float = field(default_factory=time.monotonic)
     http_bound: str | None = None  # HOST:PORT once the provider API listens (its port may be chosen by the OS)
@@ -92,7 +97,8 @@ class Runtime:
                 self.figures = Figures(
                     accounts=await self.store.account_counts(), tasks=await self.store.task_counts(),
                     tasks_per_minute=await self.store.tasks_finished_since(now() - 60),
-                    database=await self.store.database_stats())
+                    database=await self.store.database_stats(),
+                    nodes=await self.store.list_nodes(self.cfg.nodes.dead_after_seconds))
             except StoreDisconnected:
                 pass  # lost just now: the watch has heard of it
         return self.figures
@@ -118,6 +124,8 @@ class Runtime:
             setup=SetupStatus(enabled=self.cfg.setup.enabled, running=self.setup.running()),
             database=figures.database,
             retention=self.retention.describe(),
+            node=self.node.name,
+            nodes=[node_of(n) for n in figures.nodes],
             simulator=(msgspec.convert(self.gateway.describe(), SimulatorStatus)
                        if isinstance(self.gateway, Simulator) else msgspec.UNSET),
         )

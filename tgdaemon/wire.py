@@ -15,10 +15,15 @@ below the control API, which imports it.
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, get_args
 
 import msgspec
 from msgspec import UNSET, UnsetType
+
+from tgdaemon.timeutil import iso
+
+if TYPE_CHECKING:
+    from tgdaemon.store.api import NodeInfo
 
 State = Literal["ready", "busy", "cooldown", "disabled", "inactive"]
 STATES: tuple[str, ...] = get_args(State)
@@ -63,6 +68,8 @@ class Account(Wire):
     setup: Setup
     last_error_code: str | None
     last_ok_at: str | None
+    owner: str | None  # the node that holds its connection now; None: no node does (yet)
+    pinned_node: str | None  # `accounts pin`: it stays on this node, and waits for it when it is down
 
 
 class Quota(Wire):
@@ -128,6 +135,33 @@ class SetupTask(Wire):
     updated_at: str
 
 
+class Node(Wire):
+    """A daemon on the store (design 9): every node holds the connections of its share of the accounts.
+    ``alive``: it heartbeat within ``nodes.dead_after_seconds`` and has not stopped, by the database's clock."""
+
+    name: str
+    host: str
+    pid: int
+    version: str
+    http: str | None  # its provider API's HOST:PORT
+    max_accounts: int  # 0: no cap, an even share
+    started_at: str
+    heartbeat_at: str
+    owned_until: str  # its accounts are its own until then, unless it heartbeats again
+    stopped_at: str | None  # a clean stop: its accounts were let go then
+    alive: bool
+    leader: bool  # runs the fleet's once-only work (generation, the reaper, setup dispatch, the balancer)
+    accounts: int  # owned now
+
+
+def node_of(info: NodeInfo) -> Node:
+    """A store's node as the API shows it: times as ISO strings."""
+    return Node(name=info.name, host=info.host, pid=info.pid, version=info.version, http=info.http,
+                max_accounts=info.max_accounts, started_at=iso(info.started_at), heartbeat_at=iso(info.heartbeat_at),
+                owned_until=iso(info.owned_until), stopped_at=iso(info.stopped_at), alive=info.alive,
+                leader=info.leader, accounts=info.accounts)
+
+
 class StoreStatus(Wire):
     kind: Literal["sqlite", "postgresql"]
     url: str  # never with a password
@@ -174,6 +208,8 @@ class Status(Wire):
     setup: SetupStatus
     database: dict[str, Any]
     retention: dict[str, Any]
+    node: str  # the node that answered
+    nodes: list[Node]  # every node on the store, by name (on SQLite, the one)
     simulator: SimulatorStatus | UnsetType = UNSET  # only on the simulator; absent otherwise, as it always was
 
 
@@ -228,6 +264,20 @@ class ProviderAdded(Wire):
 class ProviderChange(Wire):
     changed: bool
     provider: Provider
+
+
+class NodeList(Wire):
+    node: str  # the node that answered
+    at: str  # the database's time the list was read: a heartbeat's age is ``at - heartbeat_at``
+    nodes: list[Node]
+
+
+class Pinned(Wire):
+    """``POST /v1/accounts/pin`` and ``/unpin``: how many accounts' pin changed."""
+
+    changed: int
+    node: str | None  # None: unpinned
+    note: str | None  # why the pin may not take effect soon (the node is not alive), in words
 
 
 class Assigned(Wire):

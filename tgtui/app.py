@@ -1,4 +1,4 @@
-"""The dashboard application: three live views of the fleet over the control socket.
+"""The dashboard application: four live views of the fleet over the control socket.
 
 The stream worker feeds the model; a timer repaints the visible view a few
 times a second, so the cost of drawing does not grow with the delta rate.
@@ -32,6 +32,7 @@ from tgtui.screens.confirm import ReasonDialog
 from tgtui.screens.detail import AccountDetail, DetailScreen, QuotaDetail
 from tgtui.screens.events import EventsScreen
 from tgtui.screens.help import HelpScreen, Section
+from tgtui.screens.nodes import NodesScreen
 from tgtui.screens.quotas import QuotasScreen
 from tgtui.widgets.header import VIEWS
 from tgtui.widgets.table import LineTable
@@ -39,6 +40,7 @@ from tgtui.widgets.table import LineTable
 REPAINT_SECONDS = 0.25
 RECONNECT_SECONDS = 1.0
 STATUS_SECONDS = 5.0
+NODES_SECONDS = 3.0  # a node's heartbeat comes every nodes.heartbeat_seconds (2 s by default)
 VIEWS_SECONDS = 10.0
 VIEWS_POLL_SECONDS = 1.0
 OFFLINE_ERRORS = (TgfleetError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
@@ -46,7 +48,8 @@ OFFLINE_ERRORS = (TgfleetError, aiohttp.ClientError, OSError, asyncio.TimeoutErr
 
 class FleetApp(App[None]):
     TITLE = "tgfleet"
-    MODES: ClassVar[dict[str, Any]] = {"accounts": AccountsScreen, "quotas": QuotasScreen, "events": EventsScreen}
+    MODES: ClassVar[dict[str, Any]] = {"accounts": AccountsScreen, "quotas": QuotasScreen, "events": EventsScreen,
+                                       "nodes": NodesScreen}
     DEFAULT_MODE = "accounts"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit", show=False),
@@ -63,6 +66,7 @@ class FleetApp(App[None]):
     def on_mount(self) -> None:
         self.follow_stream()
         self.poll_status()
+        self.poll_nodes()
         self.poll_views()
         self.set_interval(REPAINT_SECONDS, self.repaint)
 
@@ -98,6 +102,17 @@ class FleetApp(App[None]):
                     self.model.set_status(await self.client.status())
                 except OFFLINE_ERRORS:
                     pass
+
+    @work(group="nodes", exclusive=True, exit_on_error=False)
+    async def poll_nodes(self) -> None:
+        """Nodes are not in the stream (their heartbeats would flood it): list them every few seconds."""
+        while True:
+            if self.offline_since is None:
+                try:
+                    self.model.set_nodes(await self.client.nodes())
+                except OFFLINE_ERRORS:
+                    pass
+            await asyncio.sleep(NODES_SECONDS)
 
     @work(group="views", exclusive=True, exit_on_error=False)
     async def poll_views(self) -> None:

@@ -37,6 +37,11 @@ def _with_times(account: dict[str, Any]) -> dict[str, Any]:
     return account
 
 
+def heartbeat_age(node: dict[str, Any], now: float) -> float:
+    """Seconds since the node's last heartbeat, as of now (see ``FleetModel.set_nodes``)."""
+    return max(0.0, float(node["_heartbeat_age"]) + now - float(node["_fetched"]))
+
+
 def quota_is_open(quota: dict[str, Any], now: float) -> bool:
     """Still to be worked on: not paused, not expired, something left, inspection not failed."""
     expires = parse_time(quota.get("expires_at"))
@@ -52,13 +57,14 @@ class FleetModel:
         self.quotas: dict[int, dict[str, Any]] = {}
         self.events: deque[dict[str, Any]] = deque(maxlen=max_events)
         self.views: dict[int, list[float]] = {}  # quota id -> total views after each measurement
+        self.nodes: dict[str, dict[str, Any]] = {}  # by name, as GET /v1/nodes last listed them
         self.status: dict[str, Any] = {}
         self.store: dict[str, Any] = {}  # the daemon's store: its ``down`` says why it cannot reach it
         self.status_at = clock()
         self.epoch: str | None = None
         self.seq = 0  # the last event-log id applied: the cursor a reconnect resumes from
         self.in_row = False  # deltas of row ``seq`` are being applied (False: it came whole in the snapshot)
-        self.accounts_rev = self.quotas_rev = self.events_rev = 0
+        self.accounts_rev = self.quotas_rev = self.events_rev = self.nodes_rev = 0
 
     @property
     def since(self) -> str | None:
@@ -72,6 +78,24 @@ class FleetModel:
     def store_down(self) -> str | None:
         down: str | None = self.store.get("down")
         return down
+
+    @property
+    def node(self) -> str | None:
+        """The node the dashboard is connected to (its daemon answers on the socket)."""
+        name: str | None = self.status.get("node") or None
+        return name
+
+    def set_nodes(self, answer: dict[str, Any]) -> None:
+        """Each node's heartbeat age is taken against the database's time of the listing (``at``), the clock the
+        heartbeats were written by, then runs on with this clock: a host's skew does not show as a dead node."""
+        at, fetched = parse_time(answer["at"]) or 0.0, self.clock()
+        nodes = {}
+        for node in answer["nodes"]:
+            node["_heartbeat_age"] = at - (parse_time(node["heartbeat_at"]) or at)
+            node["_fetched"] = fetched
+            nodes[node["name"]] = node
+        self.nodes = nodes
+        self.nodes_rev += 1
 
     def uptime(self) -> float:
         return float(self.status.get("uptime_seconds", 0.0)) + max(0.0, self.clock() - self.status_at)

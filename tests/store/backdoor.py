@@ -27,8 +27,8 @@ from tgdaemon.store import Store
 # Tables whose rows have an ``id`` the database assigns.
 WITH_ID = frozenset({"accounts", "account_tasks", "events", "measurements", "quotas", "tasks"})
 # The order rows come back in when the caller names none: the table's key.
-KEY_ORDER = {"account_locks": "account_id", "entities": "account_id, peer_id", "meta": "key",
-             "providers": "name", "sessions": "account_id", "usage": "account_id, day"}
+KEY_ORDER = {"account_locks": "account_id", "entities": "account_id, peer_id", "leadership": "name", "meta": "key",
+             "nodes": "name", "providers": "name", "sessions": "account_id", "usage": "account_id, day"}
 # What a failing trigger raises through a store: the driver's own error, or its translation.
 INJECTED_ERRORS: tuple[type[BaseException], ...] = (sqlite3.IntegrityError, asyncpg.PostgresError, StoreError)
 

@@ -22,7 +22,7 @@ from tgdaemon.store import (
 
 TOKEN = re.compile(r"[0-9a-f]{32}")
 TASK_KEYS = {"id", "lease_token", "account_id", "action", "target", "post_id", "subject_type", "subject_id",
-             "lease_expires_at"}
+             "lease_expires_at", "epoch"}  # epoch: the account's ownership epoch, fencing the local executor
 
 
 def generation(**over: object) -> Generation:

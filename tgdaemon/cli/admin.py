@@ -7,10 +7,10 @@ import argparse
 import msgspec
 from rich.text import Text
 
-from tgdaemon.cli import backup, onboard, output, providers, quotas, setup
+from tgdaemon.cli import backup, nodes, onboard, output, providers, quotas, setup
 from tgdaemon.cli.parser import positive_int, socket_path
 from tgdaemon.control.client import ControlClient
-from tgdaemon.display import STATE_STYLE, duration
+from tgdaemon.display import NODE_STYLE, STATE_STYLE, duration, node_condition
 from tgdaemon.wire import (
     SORT_KEYS,
     STATES,
@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
 
-    accounts = sub.add_parser("accounts", parents=[common], help="list, disable, enable, assign and retry accounts")
+    accounts = sub.add_parser("accounts", parents=[common],
+                              help="list, disable, enable, assign, pin and retry accounts")
     acc = accounts.add_subparsers(metavar="ACTION")
     ls = acc.add_parser("list", parents=[common], help="list accounts")
     ls.add_argument("--state", choices=STATES)
@@ -50,6 +51,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     setup.register(sub, acc, common)
     quotas.register(sub, common)
     providers.register(sub, acc, common)
+    nodes.register(sub, acc, common)
     backup.register(sub, common)
     accounts.set_defaults(func=lambda args: accounts.print_help() or 2)
 
@@ -67,7 +69,8 @@ async def cmd_status(args: argparse.Namespace) -> int:
         output.print_json(data)
         return 0
     con = output.console()
-    con.print(f"tgdaemon {data.version}  pid {data.pid}  up {duration(data.uptime_seconds)}  gateway {data.gateway}")
+    con.print(f"tgdaemon {data.version}  node {data.node}  pid {data.pid}  up {duration(data.uptime_seconds)}"
+              f"  gateway {data.gateway}", markup=False)
     con.print(f"socket {data.socket}  http {data.http}{' (TLS)' if data.tls else ''}  data {data.data_dir}",
               markup=False)
     con.print(f"store {data.store.kind} {data.store.url}  synchronous {data.synchronous}", markup=False)
@@ -75,6 +78,10 @@ async def cmd_status(args: argparse.Namespace) -> int:
         con.print(Text.assemble(("store DOWN", "bold red"), f" since {data.store.down_since}: {data.store.down}"
                                 "; the daemon takes no work and retries; the counts below are from before"))
     con.print("accounts  " + "  ".join(f"[{STATE_STYLE[s]}]{s}[/] {n}" for s, n in data.accounts.items()))
+    if data.nodes:  # the one that answered is named on the first line
+        con.print("nodes  " + ", ".join(
+            f"{n.name} [{NODE_STYLE[c]}]{c}[/]{' leader' if n.leader else ''} {n.accounts} accounts"
+            for n in data.nodes for c in [node_condition(n.alive, n.stopped_at)]))
     for kind, counts in data.tasks.items():
         con.print(f"{kind} tasks  " + ("  ".join(f"{s} {n}" for s, n in sorted(counts.items())) or "none"))
     if db := data.database:  # PostgreSQL's WAL is the server's, shared by its databases: not shown

@@ -50,16 +50,24 @@ def table(*columns: str) -> Table:
     return out
 
 
+def owner(account: Account) -> str:
+    """The node that holds it, and where it is pinned when that is another node (or none holds it yet)."""
+    held = account.owner or "-"
+    if account.pinned_node is None:
+        return held
+    return f"{held} (pinned)" if account.pinned_node == account.owner else f"{held} (pinned {account.pinned_node})"
+
+
 def accounts_table(rows: list[Account]) -> Table:
     table = Table(box=None, pad_edge=False)
     for name, justify in (("ID", "right"), ("LABEL", "left"), ("PHONE", "left"), ("STATE", "left"),
-                          ("COOLDOWN", "left"), ("SETUP", "right"), ("EXECUTOR", "left"), ("LAST ERROR", "left"),
-                          ("REASON", "left")):
+                          ("COOLDOWN", "left"), ("SETUP", "right"), ("EXECUTOR", "left"), ("OWNER", "left"),
+                          ("LAST ERROR", "left"), ("REASON", "left")):
         table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for a in rows:
         table.add_row(
             str(a.id), a.label, a.phone_masked or "", f"[{STATE_STYLE[a.state]}]{a.state}[/]",
             until(a.cooldown_until), "probe" if a.is_probe else f"{a.setup.done}/{a.setup.total}", a.executor,
-            a.last_error_code or "", a.disabled_reason or a.cooldown_reason or "",
+            owner(a), a.last_error_code or "", a.disabled_reason or a.cooldown_reason or "",
         )
     return table

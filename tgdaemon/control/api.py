@@ -17,6 +17,7 @@ from aiohttp import web
 
 from tgdaemon.control.backup import add_routes as add_backup_routes
 from tgdaemon.control.ids import MAX_ID, path_id
+from tgdaemon.control.nodes import add_routes as add_node_routes
 from tgdaemon.control.onboard import add_routes as add_onboarding_routes
 from tgdaemon.control.providers import add_routes as add_provider_routes
 from tgdaemon.control.quotas import add_routes as add_quota_routes
@@ -149,4 +150,5 @@ def create_app() -> web.Application:
     add_quota_routes(app)
     add_provider_routes(app)
     add_backup_routes(app)
+    add_node_routes(app)
     return app

@@ -134,6 +134,10 @@ class ControlClient:
         return (await self.request("GET", f"/quotas/{quota_id}/measurements",
                                    params={"limit": str(limit)}))["measurements"]
 
+    async def nodes(self) -> dict[str, Any]:
+        """``{"node": the one that answered, "at": the database's time, "nodes": [...]}``."""
+        return await self.request("GET", "/nodes")
+
     async def events(self, **params: Any) -> list[dict[str, Any]]:
         return (await self.request("GET", "/events", params=params))["events"]
 

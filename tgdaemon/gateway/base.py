@@ -128,6 +128,11 @@ class Gateway(abc.ABC):
     async def forget(self, account_id: int) -> None:
         """Let go of what is held for an account that was just disabled (its connection)."""
 
+    async def let_go(self, ids: list[int]) -> None:
+        """Disconnect these accounts' clients: their node gives them up (a move, a stop, its fence)."""
+        for account_id in ids:
+            await self.forget(account_id)
+
     @abc.abstractmethod
     async def get_me(self, account: AccountRef) -> Me: ...
 

@@ -9,6 +9,7 @@ the real gate; a gateway with no node behind it (tests, ``check_session``) has t
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import Protocol
 
 from tgdaemon.errors import NotOwned
@@ -21,6 +22,10 @@ class Gate(Protocol):
     def epoch(self, account_id: int) -> int | None:
         """The epoch this node owns the account under (its writes carry it); None when not owned."""
 
+    def working(self, account_id: int) -> AbstractContextManager[None]:
+        """Around one unit of work as the account (a setup task, a local task, a probe's read): the node
+        waits for it to end before it lets the account go to another node."""
+
 
 class OpenGate:
     """Every account, always: one process on its own."""
@@ -30,6 +35,9 @@ class OpenGate:
 
     def epoch(self, account_id: int) -> int | None:
         return None
+
+    def working(self, account_id: int) -> AbstractContextManager[None]:
+        return nullcontext()
 
 
 def check(gate: Gate, account_id: int) -> None:

@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 
 class ClientPool:
     def __init__(self, make: Callable[[int], Awaitable[TelegramClient]], *, max_connected: int,
-                 idle_seconds: float, connect_timeout: float) -> None:
+                 idle_seconds: float, connect_timeout: float, check: Callable[[int], None] = lambda _: None) -> None:
         self._make = make
+        self._check = check  # raises when this process may not act as the account now (its node's gate)
         self.max_connected = max_connected
         self.idle_seconds = idle_seconds
         self.connect_timeout = connect_timeout
@@ -39,9 +40,14 @@ class ClientPool:
 
     @contextlib.asynccontextmanager
     async def use(self, account_id: int) -> AsyncIterator[TelegramClient]:
-        """The account's client, connected, for the duration of one call."""
+        """The account's client, connected, for the duration of one call.
+
+        The gate is asked on entry and again just before connecting (the lock may have been waited for):
+        a client is never connected for an account its node is letting go of."""
+        self._check(account_id)
         lock = self._locks.setdefault(account_id, asyncio.Lock())
         async with lock:
+            self._check(account_id)
             client = self._clients.get(account_id)
             if client is None:
                 client = self._clients[account_id] = await self._make(account_id)
@@ -50,6 +56,7 @@ class ClientPool:
             try:
                 if not client.is_connected():
                     await self._make_room()
+                    self._check(account_id)
                     await asyncio.wait_for(client.connect(), self.connect_timeout)
             except BaseException:
                 self._done(account_id)
@@ -82,9 +89,11 @@ class ClientPool:
         return len(idle)
 
     async def forget(self, account_id: int) -> None:
-        """Drop an account's client (disabled, or its session replaced)."""
-        await self._disconnect(account_id, "forgotten")
-        self._clients.pop(account_id, None)
+        """Drop an account's client (disabled, its session replaced, or its node letting it go). Under the
+        account's lock: a connect under way finishes first, then is undone, rather than outliving this."""
+        async with self._locks.setdefault(account_id, asyncio.Lock()):
+            await self._disconnect(account_id, "forgotten")
+            self._clients.pop(account_id, None)
 
     async def _disconnect(self, account_id: int, why: str) -> None:
         client = self._clients.get(account_id)

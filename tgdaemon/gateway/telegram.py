@@ -39,6 +39,7 @@ from tgdaemon.gateway.base import (
     PrivacyValue,
     parse_target,
 )
+from tgdaemon.gateway.gate import check as check_gate
 from tgdaemon.gateway.pool import ClientPool
 from tgdaemon.gateway.session import StoreSession
 from tgdaemon.store import EntityRow, SessionData, Store
@@ -91,7 +92,8 @@ class TelethonGateway(Gateway):
     def __init__(self, cfg: TelegramConfig) -> None:
         self.cfg = cfg
         self.pool = ClientPool(self._client_for, max_connected=cfg.max_connected,
-                               idle_seconds=cfg.idle_disconnect_seconds, connect_timeout=cfg.connect_timeout_seconds)
+                               idle_seconds=cfg.idle_disconnect_seconds, connect_timeout=cfg.connect_timeout_seconds,
+                               check=lambda account_id: check_gate(self.gate, account_id))
         self._writes: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
 
@@ -114,8 +116,10 @@ class TelethonGateway(Gateway):
                     entities: list[EntityRow]) -> StoreSession:
         """A store-backed session; with no account yet (login) its writes wait for the account to exist."""
         def on_session(new: SessionData) -> None:
-            if account_id is not None:
-                self._spawn(self.store.save_session(account_id, new))
+            # Fenced by the epoch the node owns the account under; none at all once it is not the node's.
+            epoch = None if account_id is None else self.gate.epoch(account_id)
+            if account_id is not None and (epoch is not None or self.gate.allows(account_id)):
+                self._spawn(self.store.save_session(account_id, new, epoch=epoch))
 
         def on_entities(rows: list[EntityRow]) -> None:
             if account_id is not None:
@@ -149,12 +153,16 @@ class TelethonGateway(Gateway):
         return me_from_user(users[0])
 
     async def call(self, account: AccountRef, request: Any) -> Any:
-        """One request as one account, bounded by ``telegram.call_timeout_seconds``."""
+        """One request as one account, bounded by ``telegram.call_timeout_seconds``; the gate is asked first."""
         async with self.pool.use(account.id) as client:
+            check_gate(self.gate, account.id)
             return await asyncio.wait_for(client(request), self.cfg.call_timeout_seconds)
 
     async def forget(self, account_id: int) -> None:
         await self.pool.forget(account_id)
+
+    async def let_go(self, ids: list[int]) -> None:
+        await asyncio.gather(*(self.pool.forget(account_id) for account_id in ids))
 
     async def close(self) -> None:
         if self._reaper is not None:

@@ -8,6 +8,10 @@ longer be written (full, I/O errors) stops it too, within a few seconds and
 with exit code 1: every shutdown step is bounded and independent (``lifecycle.teardown``), the lock is
 always released, and the exit guard ends a process that still will not exit. A database server
 that goes away does not: the daemon takes no work until it is back (``lifecycle.storewatch``).
+
+The daemon is a node of its fleet (``tgdaemon.nodes``; on SQLite the only one): it registers once its
+sockets are its own, owns its accounts before any work starts, runs the once-per-fleet work while it
+leads, and on a stop releases its accounts only after its work on them has stopped.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from tgdaemon.lifecycle.datadir import DataDirLock
 from tgdaemon.lifecycle.storewatch import StoreWatch, refuse_while_down
 from tgdaemon.lifecycle.teardown import Teardown
 from tgdaemon.logredact import REDACTOR
+from tgdaemon.nodes import Node
 from tgdaemon.onboarding import Onboarding
 from tgdaemon.provider.api import add_routes as add_provider_routes
 from tgdaemon.quotas.executor import LocalExecutor
@@ -162,21 +167,26 @@ class Daemon:
         await store.listen(hub.committed)  # other daemons' commits on the same database (PostgreSQL)
         teardown.step("closing the gateway", gateway.close, 0.15)  # before its start: a failed start closes too
         await gateway.start(store)
+        storewatch = StoreWatch(store)
+        node = Node(cfg, store, gateway, keep=storewatch.keep, on_lost=self._node_lost)  # the gateway's gate
+        # After the work and the last reports (registered before them), before the gateway closes.
+        teardown.step("stopping the node (releasing its accounts)", node.stop, 0.1)
         leases = Leases(cfg, store)
         teardown.step("writing the last pulls and reports", leases.drain, 0.1)
         onboarding = Onboarding(store, gateway, cfg.telegram.login_timeout_seconds)
         teardown.step("closing pending logins", onboarding.close, 0.05)
-        probes = Probes(cfg, store)
+        probes = Probes(cfg, store, node.gate, owner=node.name)
         self.runtime = rt = Runtime(
             cfg=cfg, store=store, hub=hub, gateway=gateway, socket_path=cfg.socket_path(), clock=clock,
-            onboarding=onboarding, leases=leases,
-            setup=SetupScheduler(cfg, store, gateway, cfg.data_dir() / "media"),
+            onboarding=onboarding, leases=leases, node=node,
+            setup=SetupScheduler(cfg, store, gateway, cfg.data_dir() / "media", owner=node.name),
             inspector=Inspector(store, gateway, probes),
             generator=Generator(cfg, store, gateway, probes, leases),
-            executor=LocalExecutor(store, gateway, leases, cfg.quotas.local_concurrency),
-            retention=Retention(cfg.retention, store, clock.vouched_now), storewatch=StoreWatch(store))
+            executor=LocalExecutor(store, gateway, leases, cfg.quotas.local_concurrency, owner=node.name),
+            retention=Retention(cfg.retention, store, clock.vouched_now), storewatch=storewatch)
         await self._serve(rt, connection_cap, teardown)
         await self._seed_simulated_fleet(store)  # only once the sockets are ours: a refused start seeds nothing
+        await node.start(rt.http_bound, lambda epoch: _leader_tasks(rt, epoch))
         await rt.read_figures()  # what status says should the database go before anyone asked
         rt.storewatch.on_change = hub.store_changed
         rt.storewatch.attach()
@@ -185,6 +195,12 @@ class Daemon:
         # most of the budget: running setup tasks finish or go back to retry here
         teardown.step("stopping the side tasks", self._stop_side_tasks, 0.7)
         return rt
+
+    def _node_lost(self, why: str) -> None:
+        """Another daemon took this node's name (this one was taken for dead): one line, exit code 1."""
+        log.error("%s", why)
+        self.exit_code = 1
+        self._stop.set()
 
     def _store_failed(self, why: str) -> None:
         """The store's first disk error: one line saying what failed, then a prompt stop with exit code 1."""
@@ -278,13 +294,20 @@ class Daemon:
 
 def _side_tasks(rt: Runtime) -> list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]]:
     """The parts that work on their own, each a task watched by the daemon: one that ends stops it, unless
-    the lost database ended it (``StoreWatch.keep`` runs it again once it is back)."""
+    the lost database ended it (``StoreWatch.keep`` runs it again once it is back). Every node runs these,
+    each with its own accounts; the node runs the leader's (``_leader_tasks``) while it leads."""
     tasks = [("setup", rt.setup.run), ("logins", rt.onboarding.run), ("inspector", rt.inspector.run),
-             ("generator", rt.generator.run), ("reaper", rt.leases.run_reaper), ("executor", rt.executor.run),
-             ("clock", lambda: rt.clock.run(rt.store)), ("retention", rt.retention.run), ("stream", rt.hub.run)]
+             ("snapshots", rt.generator.run_refresh), ("executor", rt.executor.run),
+             ("clock", lambda: rt.clock.run(rt.store)), ("stream", rt.hub.run), ("node", rt.node.run)]
     if (interval := systemd.watchdog_interval()) is not None:
         tasks.append(("watchdog", lambda: _watchdog(interval)))
     return tasks
+
+
+def _leader_tasks(rt: Runtime, epoch: int) -> list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]]:
+    """The once-per-fleet work, run by the leader under its epoch (generation is fenced by it)."""
+    return [("generator", lambda: rt.generator.run_generate(epoch)), ("reaper", rt.leases.run_reaper),
+            ("setup dispatch", rt.setup.run_dispatch), ("retention", rt.retention.run)]
 
 
 def _quiet_store_failures(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

@@ -3,7 +3,8 @@
 A target problem (private, no such username, expired invite) fails the
 inspection with its code, for good; anything else about the probe account (a
 wait, a dead session, a transient error) is applied to that account by the
-one policy, and the quota waits for the next round, saying why.
+one policy, and the quota waits for the next round, saying why. It runs on every node, each with the
+probes it owns (reading twice is harmless, recording is idempotent).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ class Inspector:
             read = await self.probes.read(f"inspect:{quota.id}",
                                           lambda account: self.gateway.resolve_channel(account, target))
             if read is None:
-                await self.store.record_inspection(quota.id, ok=None, error=NO_PROBE)
+                if await self.probes.none_in_fleet():  # else another node's probe inspects it
+                    await self.store.record_inspection(quota.id, ok=None, error=NO_PROBE)
             elif read.error is None and read.value is not None:
                 await self.store.record_inspection(quota.id, ok=True, peer_id=read.value.peer_id,
                                                    title=read.value.title)

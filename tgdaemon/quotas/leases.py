@@ -77,20 +77,29 @@ class Leases:
         return min(asked or self.cfg.lease_seconds, self.cfg.max_lease_seconds)
 
     async def pull(self, executor: str, req: PullRequest) -> list[LeasedTask]:
+        return [task for task, _ in await self.pull_owned(executor, req, None)]
+
+    async def pull_owned(self, executor: str, req: PullRequest,
+                         owner: str | None) -> list[tuple[LeasedTask, int | None]]:
+        """Leased tasks, each with the ownership epoch of its account when ``owner`` (a node: the local
+        executor) asked only for its own accounts' tasks."""
         started = time.perf_counter()
         seconds = self._lease_seconds(req.lease_seconds)
-        rows = await self._pulls(LeaseAsk(executor, req.limit, seconds, self.lock_seconds(seconds)))
+        rows = await self._pulls(LeaseAsk(executor, req.limit, seconds, self.lock_seconds(seconds), owner=owner))
         self.metrics.leased.labels(executor).inc(len(rows))
         self.metrics.latency.labels("pull").observe(time.perf_counter() - started)
-        return [LeasedTask(task_id=r["id"], lease_token=r["lease_token"], account_id=r["account_id"],
-                           action=r["action"], target=r["target"], post_id=r["post_id"],
-                           subject_type=r["subject_type"], subject_id=r["subject_id"], order_id=None,
-                           lease_expires_at=iso(r["lease_expires_at"]) or "") for r in rows]
+        return [(LeasedTask(task_id=r["id"], lease_token=r["lease_token"], account_id=r["account_id"],
+                            action=r["action"], target=r["target"], post_id=r["post_id"],
+                            subject_type=r["subject_type"], subject_id=r["subject_id"], order_id=None,
+                            lease_expires_at=iso(r["lease_expires_at"]) or ""),
+                 r["epoch"] if owner is not None else None) for r in rows]
 
-    async def report(self, executor: str, reports: list[Report]) -> list[ReportResult]:
+    async def report(self, executor: str, reports: list[Report], *, epoch: int | None = None) -> list[ReportResult]:
+        """``epoch``: the local executor's, for one account: applied only while the account is still owned
+        under it."""
         started = time.perf_counter()
         at = now()
-        outcomes = await self._reports([self._finish(executor, r, at) for r in reports])
+        outcomes = await self._reports([self._finish(executor, r, at, epoch) for r in reports])
         for r, outcome in zip(reports, outcomes, strict=True):
             self.metrics.reports.labels("done" if isinstance(r, Done) else "failed", outcome).inc()
         self.metrics.latency.labels("report").observe(time.perf_counter() - started)
@@ -108,14 +117,14 @@ class Leases:
             start += len(group)
         return out
 
-    def _finish(self, executor: str, report: Report, at: float) -> Finish:
+    def _finish(self, executor: str, report: Report, at: float, epoch: int | None) -> Finish:
         if isinstance(report, Done):
             return Finish(executor, report.task_id, report.lease_token, ok=True,
-                          observation=msgspec.to_builtins(report.result))  # unset fields omitted
+                          observation=msgspec.to_builtins(report.result), epoch=epoch)  # unset fields omitted
         error = classify_code(report.error_code, report.error)
         return Finish(executor, report.task_id, report.lease_token, ok=False, error_code=error.wire, error=report.error,
                       effect=account_effect(error, self.limits, at), target_failed=error.kind is ErrorClass.TARGET,
-                      retry_quota=error.kind in (ErrorClass.TRANSIENT, ErrorClass.INPUT))
+                      retry_quota=error.kind in (ErrorClass.TRANSIENT, ErrorClass.INPUT), epoch=epoch)
 
     async def extend(self, executor: str, req: ExtendRequest) -> list[ExtendResult]:
         started = time.perf_counter()

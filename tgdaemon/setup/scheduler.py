@@ -4,6 +4,11 @@ Retries happen through ``retry_at``, never by running a task again on the
 spot; a wait (FLOOD_WAIT, PEER_FLOOD) holds the account in cooldown and costs
 the task no attempt. On shutdown the scheduler stops claiming, gives running
 tasks a grace period, then cancels the rest, which go back to ``retry``.
+
+Several nodes (design 9): the queues run on every node, each claiming only the tasks of the accounts
+it owns (``owner``); dispatch creates tasks for the whole fleet and runs on the leader only
+(``run_dispatch``). A task whose account this node is letting go of (its gate says no, before or
+during the task) goes back to retry with its attempt refunded: that is not the account's doing.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 
 from tgdaemon.classify import Classified, ErrorClass, classify
 from tgdaemon.config import Config
+from tgdaemon.errors import NotOwned
 from tgdaemon.gateway.base import AccountRef, Gateway
 from tgdaemon.groupcommit import GroupCommit
 from tgdaemon.policy import account_effect
@@ -29,11 +35,13 @@ POLL_SECONDS = 1.0
 
 
 class SetupScheduler:
-    def __init__(self, cfg: Config, store: Store, gateway: Gateway, workdir: Path) -> None:
+    def __init__(self, cfg: Config, store: Store, gateway: Gateway, workdir: Path, *,
+                 owner: str | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.gateway = gateway
         self.workdir = workdir
+        self.owner = owner  # the node whose accounts' tasks this scheduler runs; None: every account
         self.passwords = PasswordSource(cfg.setup.twofa)
         self._wakes = {q: asyncio.Event() for q in QUEUES}
         self._running: dict[str, set[asyncio.Task[None]]] = {q: set() for q in QUEUES}
@@ -65,15 +73,13 @@ class SetupScheduler:
         return created, due
 
     async def run(self) -> None:
-        """The side task: recover, then dispatch on schedule and feed both queues until cancelled. Run again
-        after the database was lost: the tasks whose outcome could not be written then go back to retry."""
-        recovered = await self.store.recover_setup()
+        """The side task: recover, then feed both queues until cancelled. Run again after the database was
+        lost: the tasks whose outcome could not be written then go back to retry."""
+        recovered = await self.store.recover_setup(owner=self.owner)
         if recovered:
             log.info("setup: %d tasks were left running (the daemon stopped, or lost its database); they will be"
                      " retried", recovered)
         loops = [asyncio.create_task(self._feed(q), name=f"setup {q} queue") for q in QUEUES]
-        if self.enabled:
-            loops.append(asyncio.create_task(self._dispatch_loop(), name="setup dispatch"))
         try:
             await asyncio.gather(*loops)
         finally:
@@ -81,7 +87,10 @@ class SetupScheduler:
                 loop.cancel()
             await self._drain()
 
-    async def _dispatch_loop(self) -> None:
+    async def run_dispatch(self) -> None:
+        """The leader's side task: the fleet's tasks created on schedule (nothing while setup is off)."""
+        if not self.enabled:
+            await asyncio.Event().wait()
         while True:
             created, due = await self.dispatch()
             if created:
@@ -108,7 +117,8 @@ class SetupScheduler:
 
     async def _claim(self, types: list[str], limit: int) -> list[ClaimedTask]:
         """A claim that a shutdown cannot cut in half: tasks it claimed go straight back to retry."""
-        claim = asyncio.ensure_future(self.store.claim_setup(types, limit, self.cfg.setup.lock_seconds))
+        claim = asyncio.ensure_future(self.store.claim_setup(types, limit, self.cfg.setup.lock_seconds,
+                                                             owner=self.owner))
         try:
             return await asyncio.shield(claim)
         except asyncio.CancelledError:
@@ -118,9 +128,17 @@ class SetupScheduler:
             raise
 
     async def _execute(self, task: ClaimedTask) -> None:
+        with self.gateway.gate.working(task.account_id):
+            await self._run_task(task)
+
+    async def _run_task(self, task: ClaimedTask) -> None:
         spec = TASKS[task.task_type]
         ctx = TaskContext(self.gateway, AccountRef(task.account_id, task.tg_user_id, task.phone), task,
                           self.cfg.setup, self.passwords, self.workdir)
+        if not self.gateway.gate.allows(task.account_id):  # being let go: not claimed again at once
+            await self._finish((task, SetupOutcome("retry", AccountEffect(), error=NotOwned.__doc__,
+                                                   retry_at=now() + POLL_SECONDS, refund_attempt=True)))
+            return
         try:
             result = await spec.run(ctx)
             name = result.get("name")
@@ -130,6 +148,8 @@ class SetupScheduler:
                                    retry_at=now(), refund_attempt=True)
             await asyncio.shield(self._finish((task, outcome)))
             raise
+        except NotOwned as exc:  # the node let the account go during the task: its next owner goes on
+            outcome = SetupOutcome("retry", AccountEffect(), error=str(exc), retry_at=now(), refund_attempt=True)
         except Exception as exc:
             outcome = self.on_error(task, classify(exc))
         await asyncio.shield(self._finish((task, outcome)))  # once the outcome is known it is recorded, stop or not

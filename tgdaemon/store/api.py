@@ -413,7 +413,9 @@ class Store(Protocol):
         on a connection of its own, until close); SQLite: nothing (one process writes)."""
     async def register_node(self, spec: NodeSpec, *, dead_after: float, lease_seconds: float) -> NodeInfo | None:
         """The node's row, taken for this incarnation; None when a live node (another incarnation whose
-        heartbeat is within ``dead_after`` and that has not stopped) holds the name."""
+        heartbeat is within ``dead_after`` and that has not stopped) holds the name. Taken over from a dead
+        one, its accounts stay that one's until its lease ends, then the first acquisition frees them.
+        SQLite: never None and no wait: the data dir lock proves the earlier incarnation gone."""
     async def renew_node(self, name: str, incarnation: str, *, lease_seconds: float,
                          lead: bool) -> Renewal: ...  # lead: also take or renew the fleet's leadership
     async def stop_node(self, name: str, incarnation: str) -> int: ...  # releases its accounts and leadership
@@ -426,10 +428,11 @@ class Store(Protocol):
     async def owned_accounts(self, name: str) -> list[OwnedAccount]: ...
     async def release_accounts(self, name: str, owned: list[tuple[int, int]]) -> int: ...  # (id, epoch)
     async def assignment(self, live: list[str]) -> Assignment: ...
-    async def assign_accounts(self, leader_epoch: int, src: str | None, dst: str, n: int,
-                              live: list[str]) -> int:
+    async def move_accounts(self, leader_epoch: int, src: str | None, dst: str, n: int,
+                            live: list[str]) -> int:
         """The leader moves up to ``n`` unpinned accounts assigned to ``src`` (None: the orphans, assigned to
-        no live node) to ``dst``; nothing when ``leader_epoch`` is no longer the fleet's."""
+        no live node) to ``dst``; nothing when ``leader_epoch`` is no longer the fleet's. (Not named
+        assign_accounts: that one gives accounts to an executor.)"""
     async def pin_accounts(self, ids: list[int], node: str | None) -> int: ...  # None unpins
 
     # --- the simulator's own world, shared by every node on the store (tgdaemon.gateway.simulator)

@@ -19,14 +19,18 @@ def holder(task_id: int) -> str:
     return f"quota:{task_id}"
 
 
-def outcome(row: Row | None, executor: str, token: str, at: float) -> str:
+def outcome(row: Row | None, executor: str, token: str, at: float, epoch: int | None = None) -> str:
     """Fencing: a report or an extension applies only to a live lease of this executor with this token.
-    Another executor's task does not exist for this one."""
+    Another executor's task does not exist for this one. ``epoch`` (the local executor's reports): the
+    lease also had to be taken under the account's ownership epoch as it still is (``row["owner_epoch"]``);
+    a node that lost the account meanwhile holds a stale lease, whatever its token."""
     if row is None or (row["leased_by"] or row["executor"]) != executor:
         return "not_found"
     if row["status"] in ("done", "failed"):
         return "duplicate" if row["lease_token"] == token else "stale_lease"
     if row["status"] != "leased" or row["lease_token"] != token or row["lease_expires_at"] <= at:
+        return "stale_lease"
+    if epoch is not None and row["owner_epoch"] != epoch:
         return "stale_lease"
     return "applied"
 
@@ -53,7 +57,7 @@ def assign(picks: Sequence[tuple[R, int | None, int]], accounts: list[int],
 
 def pick_setup(rows: Sequence[Row], limit: int, at: float) -> list[ClaimedTask]:
     """From the candidates in claim order, at most ``limit`` tasks and at most one per account (every account
-    here has a free lock), each as its attempt sees it."""
+    here has a free lock), each as its attempt sees it, with the account's ownership epoch that fences its finish."""
     claimed: list[ClaimedTask] = []
     seen: set[int] = set()
     for r in rows:
@@ -63,5 +67,5 @@ def pick_setup(rows: Sequence[Row], limit: int, at: float) -> list[ClaimedTask]:
         claimed.append(ClaimedTask(
             r["id"], r["account_id"], r["task_type"], json.loads(r["payload_json"]), r["attempts"] + 1,
             json.loads(r["result_json"] or "{}"), r["started_at"] or at, r["tg_user_id"], r["phone"],
-            json.loads(r["profile_json"] or "{}"), resumed=r["started_at"] is not None))
+            json.loads(r["profile_json"] or "{}"), resumed=r["started_at"] is not None, epoch=r["owner_epoch"]))
     return claimed

@@ -49,6 +49,8 @@ def account_view(row: Row) -> dict[str, Any]:
         "setup": {"done": row["setup_done"], "total": row["setup_total"]},
         "last_error_code": row["last_error_code"],
         "last_ok_at": iso(row["last_ok_at"]),
+        "owner": row["owner"],
+        "pinned_node": row["pinned_node"],
     }
 
 

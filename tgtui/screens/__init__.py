@@ -1,1 +1,1 @@
-"""The dashboard's screens: three views of the fleet and the dialogs over them."""
+"""The dashboard's screens: four views of the fleet (accounts, quotas, events, nodes) and the dialogs over them."""

@@ -40,14 +40,24 @@ def _setup_sort(row: Row, now: float) -> tuple[int, float]:
     return (1, 0.0) if row["is_probe"] else (0, done / total if total else 1.0)
 
 
+def _owner(row: Row, now: float) -> Text:
+    """The node that holds its connection; pinned ones are marked, and a pin elsewhere is named."""
+    owner, pinned = row.get("owner"), row.get("pinned_node")
+    held = Text(owner) if owner else Text("-", style="dim")
+    if pinned is None:
+        return held
+    return Text.assemble(held, ("*" if pinned == owner else f"→{pinned}", "magenta"))
+
+
 ACCOUNT_COLUMNS = [
     Column("id", "ID", 6, lambda r, n: str(r["id"]), sort=lambda r, n: r["id"], right=True),
     Column("label", "Label", 16, lambda r, n: r["label"]),
-    Column("phone", "Phone", 13, lambda r, n: r["phone_masked"] or "", drop=3),
+    Column("phone", "Phone", 13, lambda r, n: r["phone_masked"] or "", drop=4),
     Column("state", "State", 8, _state, timed=True),
     Column("cooldown", "Cooldown", 8, _cooldown, sort=_cooldown_left, timed=True, right=True),
     Column("setup", "Setup", 5, _setup, sort=_setup_sort, right=True),
-    Column("executor", "Executor", 8, lambda r, n: r["executor"] or "", drop=2),
+    Column("executor", "Executor", 8, lambda r, n: r["executor"] or "", drop=3),
+    Column("owner", "Owner", 12, _owner, drop=2),
     Column("error", "Last error", 12, lambda r, n: r["last_error_code"] or "", flex=True, drop=1),
 ]
 

@@ -1,4 +1,4 @@
-"""What the three views share: header, offline banner, one LineTable, a filter line, the footer.
+"""What the views share: header, offline banner, one LineTable, a filter line, the footer.
 
 A view repaints from the model when the app's timer says so, and only does
 work when the model changed (its ``rev``) or, once a second, when the clock

@@ -120,6 +120,9 @@ class AccountDetail(DetailScreen):
         setup = "probe account" if a["is_probe"] else f"{a['setup']['done']}/{a['setup']['total']}"
         out.append_text(field("setup", setup))
         out.append_text(field("executor", a["executor"] or ""))
+        out.append_text(field("owner", a.get("owner") or "no node"))
+        if a.get("pinned_node"):
+            out.append_text(field("pinned to", a["pinned_node"]))
         if state == "cooldown":
             out.append_text(field("cooldown", f"{until(a['cooldown_until'], now)} ({a['cooldown_reason'] or '?'})"))
         if a["disabled_at"]:

@@ -10,7 +10,7 @@ from textual.widgets import Static
 from tgdaemon.display import STATE_STYLE, duration
 from tgtui.model import FleetModel
 
-VIEWS = ("accounts", "quotas", "events")
+VIEWS = ("accounts", "quotas", "events", "nodes")
 
 
 class FleetHeader(Static):
@@ -18,6 +18,8 @@ class FleetHeader(Static):
 
     def paint(self, model: FleetModel, now: float, view: str, offline: bool) -> None:
         parts: list[str | tuple[str, str]] = []
+        if model.node:  # the node this dashboard talks to (any node shows the whole fleet): first, never wrapped off
+            parts += [(model.node, "bold"), " │ "]
         for name in VIEWS:
             parts += [(f"{name.title()}", "reverse bold" if name == view else "dim"), " "]
         status = model.status
@@ -28,8 +30,8 @@ class FleetHeader(Static):
         parts.append("│")
         for state, n in model.counts(now).items():
             parts += [(f" {state} ", STATE_STYLE[state]), str(n)]
-        parts += [f" │ {status.get('tasks_per_minute', 0)} tasks/min │ {model.open_quotas(now)} quotas open │ ",
-                  f"v{status['version']} " + ("offline" if offline else f"up {duration(model.uptime())}"), *down]
+        parts += [f" │ {status.get('tasks_per_minute', 0)} tasks/min │ {model.open_quotas(now)} quotas open │ "]
+        parts += [f"v{status['version']} " + ("offline" if offline else f"up {duration(model.uptime())}"), *down]
         self.update(Text.assemble(*parts))
 
 

@@ -13,6 +13,7 @@ from tgdaemon.store.api import AccountEffect, Tx
 from tgdaemon.store.postgres import clock, locks, setup
 from tgdaemon.store.postgres.clock import ClockStore
 from tgdaemon.store.postgres.core import own
+from tgdaemon.store.postgres.nodes import NodeStore
 from tgdaemon.store.postgres.providers import ProviderStore
 from tgdaemon.store.postgres.pulled import PulledStore
 from tgdaemon.store.postgres.quotas import QuotaStore
@@ -22,7 +23,8 @@ from tgdaemon.store.postgres.stats import StatsStore
 from tgdaemon.timeutil import now
 
 
-class PostgresStore(SetupStore, QuotaStore, PulledStore, ProviderStore, ClockStore, RetentionStore, StatsStore):
+class PostgresStore(SetupStore, QuotaStore, PulledStore, ProviderStore, ClockStore, RetentionStore, StatsStore,
+                    NodeStore):
     """Implements ``tgdaemon.store.api.Store``; the mixins split it by subject, as the SQLite driver's do."""
 
     async def take_lock(self, tx: Tx, account_id: int, holder: str, seconds: float) -> bool:
@@ -31,8 +33,9 @@ class PostgresStore(SetupStore, QuotaStore, PulledStore, ProviderStore, ClockSto
     async def release_lock(self, tx: Tx, account_id: int, holder: str) -> None:
         await locks.release_lock(own(tx), account_id, holder)
 
-    async def apply_account_effect(self, tx: Tx, account_id: int, effect: AccountEffect) -> None:
-        await setup.apply_account_effect(own(tx), account_id, effect)
+    async def apply_account_effect(self, tx: Tx, account_id: int, effect: AccountEffect, *,
+                                   epoch: int | None = None) -> bool:
+        return await setup.apply_account_effect(own(tx), account_id, effect, epoch=epoch)
 
     async def mark_used(self, tx: Tx, account_id: int) -> None:
         """Least recently used first: probes take turns by this."""

@@ -33,7 +33,7 @@ STATE_SQL = """CASE
 
 VIEW_SQL = f"""SELECT a.id, a.label, a.phone, a.first_name, a.last_name, a.is_probe, a.is_active, a.executor,
     a.cooldown_until, a.cooldown_reason, a.disabled_at, a.disabled_reason,
-    a.last_error_code, a.last_ok_at, {STATE_SQL} AS state,
+    a.last_error_code, a.last_ok_at, a.owner, a.pinned_node, {STATE_SQL} AS state,
     (SELECT COUNT(*) FROM account_tasks t WHERE t.account_id = a.id AND t.status = 'done') AS setup_done,
     (SELECT COUNT(*) FROM account_tasks t WHERE t.account_id = a.id) AS setup_total
     FROM accounts a"""

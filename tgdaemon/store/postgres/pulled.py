@@ -57,8 +57,9 @@ FREE_ACCOUNTS = (
 # Leases for one run of asks (same executor, lease and lock): the candidates are locked as they are
 # picked (SKIP LOCKED: one being leased elsewhere is neither waited for nor given twice) and their
 # accounts' reservations renewed for the lease, the upsert of locks.take_locks, in the same statement.
-# ``reserved``: whether the task's own reservation was still live, read before this statement.
-# $1 executor, $2 lease expiry, $3 now, $4 how many, $5 lock expiry.
+# ``reserved``: whether the task's own reservation was still live, read before this statement; ``epoch``: the
+# account's ownership epoch, which fences the local executor's report. $1 executor, $2 lease expiry, $3 now,
+# $4 how many, $5 lock expiry, $6 the owner whose accounts only are served (NULL: any).
 LEASE = (
     "WITH leased AS (UPDATE tasks SET status = 'leased', lease_token = replace(gen_random_uuid()::text, '-', ''),"
     " leased_by = $1, lease_expires_at = $2, lease_count = lease_count + 1 WHERE id IN ("
@@ -66,11 +67,12 @@ LEASE = (
     " WHERE t.status = 'pending' AND a.executor = $1 AND a.is_active = 1 AND a.disabled_at IS NULL"
     " AND (a.cooldown_until IS NULL OR a.cooldown_until <= $3)"
     " AND NOT EXISTS (SELECT 1 FROM account_locks l WHERE l.account_id = t.account_id"
-    " AND l.expires_at > $3 AND l.holder != 'quota:' || t.id)"
+    " AND l.expires_at > $3 AND l.holder != 'quota:' || t.id) AND ($6::text IS NULL OR a.owner = $6)"
     " ORDER BY t.id LIMIT $4 FOR UPDATE OF t SKIP LOCKED)"
     " RETURNING id, lease_token, account_id, action, target, post_id, subject_type, subject_id, lease_expires_at,"
     " (SELECT l.expires_at > $3 FROM account_locks l WHERE l.account_id = tasks.account_id"
-    " AND l.holder = 'quota:' || tasks.id) AS reserved),"
+    " AND l.holder = 'quota:' || tasks.id) AS reserved,"
+    " (SELECT a.owner_epoch FROM accounts a WHERE a.id = tasks.account_id) AS epoch),"
     " locked AS (INSERT INTO account_locks (account_id, holder, expires_at)"
     " SELECT account_id, 'quota:' || id, $5 FROM leased"
     " ON CONFLICT (account_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at"
@@ -85,17 +87,21 @@ LEASE = (
 # already longer is kept), the reservation let go, the observation stored, and each quota's counters
 # moved, never below 0, with the values they had (locked as read, so "before" is the row this statement
 # changes: a quota used up by this batch says so once). Failures are rolled back afterwards, one by one.
-# $1.. the reports' columns, $13 now, $14 the day, $15 the pace.
+# A report with an epoch (the local executor's) applies only while its account's ownership epoch is still
+# that one: the account row is locked FOR SHARE by the check, so no acquisition moves it before COMMIT.
+# $1.. the reports' columns, $13 now, $14 the day, $15 the pace, $16 the epochs.
 REPORT = (
     "WITH r AS (SELECT DISTINCT ON (id, token, executor) * FROM unnest($1::bigint[], $2::text[], $3::text[],"
     " $4::boolean[], $5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],"
-    " $11::bigint[], $12::text[]) WITH ORDINALITY AS r(id, token, executor, ok, result, code, views, forwards,"
-    " replies, reactions, subscribers, data, ord) ORDER BY id, token, executor, ord),"
+    " $11::bigint[], $12::text[], $16::bigint[]) WITH ORDINALITY AS r(id, token, executor, ok, result, code, views,"
+    " forwards, replies, reactions, subscribers, data, epoch, ord) ORDER BY id, token, executor, ord),"
     " fenced AS (UPDATE tasks t SET status = CASE WHEN r.ok THEN 'done' ELSE 'failed' END,"
     " error_code = CASE WHEN r.ok THEN t.error_code ELSE r.code END,"
     " result_json = r.result::jsonb, reported_at = $13, lease_expires_at = NULL FROM r"
     " WHERE t.id = r.id AND t.lease_token = r.token AND t.leased_by = r.executor AND t.status = 'leased'"
-    " AND t.lease_expires_at > $13 RETURNING r.*, t.account_id, t.subject_id, t.post_id),"
+    " AND t.lease_expires_at > $13 AND (r.epoch IS NULL OR t.account_id IN (SELECT a.id FROM accounts a"
+    " WHERE a.id = t.account_id AND a.owner_epoch = r.epoch FOR SHARE))"
+    " RETURNING r.*, t.account_id, t.subject_id, t.post_id),"
     " done AS (SELECT * FROM fenced WHERE ok),"
     " used AS (INSERT INTO usage (account_id, day, used) SELECT account_id, $14::text, COUNT(*) FROM done"
     " GROUP BY account_id ON CONFLICT (account_id, day) DO UPDATE SET used = usage.used + excluded.used),"
@@ -139,15 +145,15 @@ MEASURED = ("views", "forwards", "replies", "reactions", "subscribers")
 
 def _runs(asks: list[LeaseAsk]) -> list[list[int]]:
     """The asks (by index) that one statement serves together, in the order to serve them: an executor's
-    consecutive asks with the same lease and lock. Another executor's asks between them change nothing
+    consecutive asks with the same lease, lock and owner. Another executor's asks between them change nothing
     (their tasks are other accounts'), so the statement's tasks, oldest first, split in ask order are
     what the asks would get one after another."""
     runs: list[list[int]] = []
     latest: dict[str, list[int]] = {}  # executor -> its latest run
     for n, ask in enumerate(asks):
         run = latest.get(ask.executor)
-        if run is None or (asks[run[0]].lease_seconds, asks[run[0]].lock_seconds) != (ask.lease_seconds,
-                                                                                        ask.lock_seconds):
+        if run is None or (asks[run[0]].lease_seconds, asks[run[0]].lock_seconds, asks[run[0]].owner) != (
+                ask.lease_seconds, ask.lock_seconds, ask.owner):
             run = latest[ask.executor] = []
             runs.append(run)
         run.append(n)
@@ -181,9 +187,15 @@ class PulledStore(PostgresCore):
 
     async def generate(self, g: Generation) -> Generated:
         """One round of design 5.2 in one transaction: pick posts, reserve accounts, create tasks,
-        advance cursors and ``next_run_at`` together, so a restart never makes the same run twice."""
+        advance cursors and ``next_run_at`` together, so a restart never makes the same run twice.
+        ``leader_epoch``: only while it is still the fleet's leadership, or two leaders would both generate.
+        The row is locked FOR SHARE: a node taking the leadership over waits until this round has committed."""
         async with self.tx() as tx:
             at = now()  # in the transaction: a clock step is followed at its start
+            if g.leader_epoch is not None and await tx.fetchval(
+                    "SELECT 1 FROM leadership WHERE name = 'fleet' AND epoch = $1"
+                    " AND expires_at > extract(epoch from clock_timestamp()) FOR SHARE", g.leader_epoch) is None:
+                return Generated()  # no longer the fleet's leader: another node generates now
             quotas = await tx.fetch(
                 "SELECT q.id, q.action, q.target, q.posts_json, q.cursor, q.interval_seconds, q.last_error"
                 f" FROM quotas q WHERE {ELIGIBLE} AND {SNAPSHOT_FRESH}" + DUE_ORDER, at, g.stale_before, g.max_tasks)
@@ -285,7 +297,7 @@ class PulledStore(PostgresCore):
             for run in _runs(asks):
                 first = asks[run[0]]
                 rows = await tx.fetch(LEASE, first.executor, at + first.lease_seconds, at,
-                                      sum(asks[n].limit for n in run), at + first.lock_seconds)
+                                      sum(asks[n].limit for n in run), at + first.lock_seconds, first.owner)
                 tasks = sorted((dict(r) for r in rows), key=lambda r: r["id"])
                 if tasks and tasks[0]["locked"] != len(tasks):
                     raise RuntimeError(f"took {tasks[0]['locked']} of {len(tasks)} locks that were free"
@@ -323,7 +335,7 @@ class PulledStore(PostgresCore):
             return {}
         rows = await tx.fetch(
             "SELECT t.id, t.status, t.lease_token, t.leased_by, t.lease_expires_at, t.account_id, t.subject_id,"
-            " t.post_id, a.executor FROM tasks t JOIN accounts a ON a.id = t.account_id"
+            " t.post_id, a.executor, a.owner_epoch FROM tasks t JOIN accounts a ON a.id = t.account_id"
             " WHERE t.id = ANY($1::bigint[])", sorted(set(ids)))
         return {r["id"]: r for r in rows}
 
@@ -332,7 +344,8 @@ class PulledStore(PostgresCore):
     async def finish_tasks(self, items: list[Finish], *, pace_seconds: float, day: str,
                            retry_seconds: float) -> list[str]:
         """Apply reports in one transaction; the outcome of each, in order. A task reported twice in
-        one batch is applied once: the second is a duplicate. Successes are one statement (REPORT)."""
+        one batch is applied once: the second is a duplicate. Successes are one statement (REPORT). A report
+        with an ``epoch`` (the local executor's) applies only while it is its account's epoch (else stale_lease)."""
         async with self.tx() as tx:
             at = now()  # in the transaction: a clock step is followed at its start
             seen = [i.observation if i.ok else {} for i in items]
@@ -342,13 +355,13 @@ class PulledStore(PostgresCore):
                 [json.dumps(i.observation if i.ok else {"error": i.error} if i.error else {}) for i in items],
                 [i.error_code for i in items], *([o.get(k) for o in seen] for k in MEASURED),
                 [json.dumps({k: v for k, v in o.items() if k in ("title", "reactions_by_emoji")}) for o in seen],
-                at, day, pace_seconds)
+                at, day, pace_seconds, [i.epoch for i in items])
             applied = {r["ord"] - 1: r for r in rows if r["ord"] is not None}
             # What the others met, read after the fence: a task it applied reads as done (or failed) with
             # that report's token, which is what a second report of it in this batch is judged by.
             others = await self._tasks(tx, [i.task_id for n, i in enumerate(items) if n not in applied])
             outcomes = ["applied" if n in applied else rules.outcome(others.get(i.task_id), i.executor,
-                                                                     i.lease_token, at)
+                                                                     i.lease_token, at, i.epoch)
                         for n, i in enumerate(items)]
             for n in sorted(applied):
                 if items[n].ok:  # its reservation let go

@@ -85,13 +85,15 @@ class QuotaStore(PostgresCore):
                                quota_id=quota_id, data={"ok": ok, "error": error})
             tx.touch_quota(quota_id)
 
-    async def probe_accounts(self) -> list[ProbeAccount]:
-        """Probe accounts that can work now, least recently used first."""
-        return [ProbeAccount(r["id"], r["tg_user_id"], r["phone"]) for r in await self.read(
-            "SELECT a.id, a.tg_user_id, a.phone FROM accounts a WHERE a.is_probe = 1 AND a.is_active = 1"
-            " AND a.disabled_at IS NULL AND (a.cooldown_until IS NULL OR a.cooldown_until <= $1)"
+    async def probe_accounts(self, owner: str | None = None) -> list[ProbeAccount]:
+        """Probe accounts that can work now, least recently used first, each with its ownership epoch;
+        ``owner``: only those this node owns (a probe reads on the node that holds its connection)."""
+        return [ProbeAccount(r["id"], r["tg_user_id"], r["phone"], r["owner_epoch"]) for r in await self.read(
+            "SELECT a.id, a.tg_user_id, a.phone, a.owner_epoch FROM accounts a WHERE a.is_probe = 1"
+            " AND a.is_active = 1 AND a.disabled_at IS NULL AND (a.cooldown_until IS NULL OR a.cooldown_until <= $1)"
             " AND NOT EXISTS (SELECT 1 FROM account_locks l WHERE l.account_id = a.id AND l.expires_at > $1)"
-            " ORDER BY COALESCE(a.last_used_at, 0), a.id", now())]
+            + ("" if owner is None else " AND a.owner = $2")
+            + " ORDER BY COALESCE(a.last_used_at, 0), a.id", now(), *(() if owner is None else (owner,)))]
 
     async def measurement_pages(self, quota_id: int, limit: int | None = None,
                                 page: int = 5000) -> AsyncIterator[list[tuple[Any, ...]]]:

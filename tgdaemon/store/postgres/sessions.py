@@ -24,17 +24,24 @@ class SessionStore(AccountStore):
                                 account_id)
         return None if r is None else SessionData(r["dc_id"], r["server"], r["port"], r["auth_key"])
 
-    async def save_session(self, account_id: int, data: SessionData) -> None:
+    async def save_session(self, account_id: int, data: SessionData, *, epoch: int | None = None) -> bool:
+        """``epoch``: written only while it is the account's ownership epoch (False, nothing written, when
+        not): a former owner's client must not overwrite what the new owner's negotiated."""
         async with self.tx() as tx:
-            await self._upsert_session(tx, account_id, data)
+            return await self._upsert_session(tx, account_id, data, epoch)
 
-    async def _upsert_session(self, tx: Tx, account_id: int, data: SessionData) -> None:
-        await tx.execute(
-            "INSERT INTO sessions (account_id, dc_id, server, port, auth_key, updated_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6)"
+    async def _upsert_session(self, tx: Tx, account_id: int, data: SessionData, epoch: int | None = None) -> bool:
+        """Whether it was written: always, unless ``epoch`` is given and is no longer the account's (the
+        account row is read FOR SHARE: no acquisition moves the epoch between the check and the write)."""
+        source = ("VALUES ($1, $2, $3, $4, $5, $6)" if epoch is None else
+                  ("SELECT $1::bigint, $2::integer, $3::text, $4::integer, $5::bytea, $6::float8 FROM accounts"
+                   " WHERE id = $1 AND owner_epoch = $7 FOR SHARE"))
+        return bool(await tx.execute(
+            f"INSERT INTO sessions (account_id, dc_id, server, port, auth_key, updated_at) {source}"
             " ON CONFLICT (account_id) DO UPDATE SET dc_id = excluded.dc_id, server = excluded.server,"
             " port = excluded.port, auth_key = excluded.auth_key, updated_at = excluded.updated_at",
-            account_id, data.dc_id, data.server, data.port, data.auth_key, now())
+            account_id, data.dc_id, data.server, data.port, data.auth_key, now(),
+            *(() if epoch is None else (epoch,))))
 
     async def load_entities(self, account_id: int) -> list[EntityRow]:
         rows = await self.read(f"{ENTITY} WHERE account_id = $1", account_id)

@@ -29,8 +29,31 @@ def _json(value: Any) -> str:
     return json.dumps(value)
 
 
-async def apply_account_effect(tx: Tx, account_id: int, effect: AccountEffect) -> None:
-    """The one place that turns an outcome into account state, for setup tasks and quota reports alike."""
+def fence_columns(items: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """The columns of (task, account, epoch, …) rows (at least one), in account order, for a statement that
+    joins them to their accounts FOR SHARE: where the join is driven by them, the locks are taken in id order,
+    as current_epochs takes them. Not an ORDER BY in the statement: with sorts off (the claim) the planner
+    then walks every account by its primary key and compares each with every item (100 ms at 2,000)."""
+    return [list(column) for column in zip(*sorted(items, key=lambda i: (i[1], i[0])), strict=True)]
+
+
+async def current_epochs(tx: Tx, pairs: Iterable[tuple[int, int]]) -> set[tuple[int, int]]:
+    """Of these (account, ownership epoch) pairs, those whose epoch is still the account's: one statement for
+    a batch. The rows are locked FOR SHARE (in id order), so no other node's acquisition moves an epoch until
+    this transaction ends: what it writes for them is written under the epoch it checked."""
+    pairs = set(pairs)
+    if not pairs:
+        return set()
+    rows = await tx.fetch("SELECT id, owner_epoch FROM accounts WHERE id = ANY($1::bigint[]) ORDER BY id FOR SHARE",
+                          sorted({a for a, _ in pairs}))
+    return pairs & {(r[0], r[1]) for r in rows}
+
+
+async def apply_account_effect(tx: Tx, account_id: int, effect: AccountEffect, *, epoch: int | None = None) -> bool:
+    """The one place that turns an outcome into account state, for setup tasks and quota reports alike.
+    ``epoch``: only while it is still the account's ownership epoch (False, nothing done, when not)."""
+    if epoch is not None and not await current_epochs(tx, [(account_id, epoch)]):
+        return False
     at = now()
     if effect.ok:
         await tx.execute("UPDATE accounts SET last_ok_at = $1, last_error_code = NULL WHERE id = $2", at, account_id)
@@ -54,16 +77,20 @@ async def apply_account_effect(tx: Tx, account_id: int, effect: AccountEffect) -
             await tx.event("account.disabled", f"disabled: {effect.disable_reason}", account_id=account_id,
                            data={"reason": effect.disable_reason, "automatic": True})
     tx.touch(account_id)
+    return True
 
 
 class SetupStore(SessionStore):
-    async def recover_setup(self) -> int:
-        """At start-up, under the data-dir lock: tasks a dead daemon left running go back to retry."""
+    async def recover_setup(self, owner: str | None = None) -> int:
+        """At start-up, under the data-dir lock: tasks a dead daemon left running go back to retry. ``owner``:
+        only those of the accounts this node owns (after the database came back: the others' are theirs)."""
         async with self.tx() as tx:
             at = now()
             rows = sorted(await tx.fetch(
                 "UPDATE account_tasks SET status = 'retry', retry_at = $1, updated_at = $1 WHERE status = 'running'"
-                " RETURNING id, account_id, task_type", at), key=lambda r: r["id"])
+                + ("" if owner is None else " AND account_id IN (SELECT id FROM accounts WHERE owner = $2)")
+                + " RETURNING id, account_id, task_type", at, *(() if owner is None else (owner,))),
+                key=lambda r: r["id"])
             await release_locks(tx, [(r["account_id"], f"setup:{r['id']}") for r in rows])
             await tx.events_many([{"kind": "setup.recovered", "account_id": r["account_id"], "task_id": r["id"],
                                    "message": f"{r['task_type']}: was running when the daemon stopped; retry"}
@@ -98,8 +125,13 @@ class SetupStore(SessionStore):
                 f" WHERE {DUE} AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}".format(now="$1"), at))
         return created, due
 
-    async def claim_setup(self, task_types: Iterable[str], limit: int, lock_seconds: float) -> list[ClaimedTask]:
-        """Up to ``limit`` eligible tasks of these types, at most one per account, each with its lock taken."""
+    async def claim_setup(self, task_types: Iterable[str], limit: int, lock_seconds: float, *,
+                          owner: str | None = None) -> list[ClaimedTask]:
+        """Up to ``limit`` eligible tasks of these types, at most one per account, each with its lock taken
+        and the account's ownership epoch; ``owner``: of the accounts this node owns only.
+
+        The epoch is read without a lock: an acquisition that moves it after this read also puts the task
+        back to retry, and the finish, fenced by the epoch, then changes nothing."""
         types = list(task_types)
         if not types:
             return []
@@ -110,38 +142,48 @@ class SetupStore(SessionStore):
             await tx.execute("SET LOCAL enable_sort = off")
             # One ordered, limited read per type along the account_tasks_due index (NULL retry_at first:
             # never tried), instead of sorting every eligible task of every type.
-            rows = sorted(await tx.fetch(
+            rows = sorted(await tx.fetch((
                 "SELECT c.* FROM unnest($2::text[]) AS ty(task_type) CROSS JOIN LATERAL ("
                 " SELECT t.id, t.account_id, t.task_type, t.payload_json, t.attempts, t.result_json, t.started_at,"
-                " t.retry_at, a.tg_user_id, a.phone, a.profile_json"
+                " t.retry_at, a.tg_user_id, a.phone, a.profile_json, a.owner_epoch"
                 " FROM account_tasks t JOIN accounts a ON a.id = t.account_id"
                 f" WHERE t.task_type = ty.task_type AND {DUE} AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}"
-                " ORDER BY t.retry_at NULLS FIRST, t.id LIMIT $3) c".format(now="$1"),
-                at, types, limit * 2), key=lambda r: (r["retry_at"] or 0, r["id"]))
+                + ("" if owner is None else " AND a.owner = $4")
+                + " ORDER BY t.retry_at NULLS FIRST, t.id LIMIT $3) c").format(now="$1"),
+                at, types, limit * 2, *(() if owner is None else (owner,))),
+                key=lambda r: (r["retry_at"] or 0, r["id"]))
             claimed = rules.pick_setup(rows, limit, at)
             if not claimed:
                 return []
             # One statement for the whole batch (the writer's round trips are the scheduler's cost): the
             # chosen tasks marked running, their accounts' locks taken; their events go with the log's rows,
-            # at COMMIT (tgdaemon/store/txlog.py). Only the chosen tasks are locked (SKIP LOCKED: one another
-            # transaction is claiming is passed over) and the UPDATE checks again that each still waits; the
-            # candidates above are not locked, which would cost a write to every row read.
+            # at COMMIT (tgdaemon/store/txlog.py). Only the chosen tasks are locked (SKIP LOCKED: one another transaction is claiming is passed over) and the
+            # UPDATE checks again that each still waits; the candidates above are not locked, which would
+            # cost a write to every row read. The chosen tasks' accounts are locked FOR SHARE and must still
+            # have the epoch (and owner) read above: an acquisition by another node either committed first
+            # (the task is passed over) or waits for this commit and then finds the task running, which it
+            # puts back to retry. Without the lock a task claimed under a stale epoch could stay running.
             events = [{"kind": "setup.started", "message": f"{t.task_type}: attempt {t.attempts}",
                        "account_id": t.account_id, "task_id": t.id, "data": {"task_type": t.task_type}}
                       for t in claimed]
             row = await tx.fetchrow(
                 "WITH c AS (SELECT id FROM account_tasks WHERE id = ANY($2::bigint[]) FOR UPDATE SKIP LOCKED),"
+                " owned AS (SELECT e.t FROM unnest($7::bigint[], $8::bigint[], $9::bigint[]) AS e(t, a, ep)"
+                " JOIN accounts a ON a.id = e.a WHERE a.owner_epoch = e.ep AND ($10::text IS NULL OR a.owner = $10)"
+                " FOR SHARE OF a),"
                 " up AS (UPDATE account_tasks t SET status = 'running', attempts = u.n, started_at = u.s,"
                 " updated_at = $1 FROM c, unnest($2::bigint[], $3::integer[], $4::float8[], $5::text[]) AS u(id, n, s, h)"
-                " WHERE t.id = c.id AND t.id = u.id AND t.status IN ('pending', 'retry') RETURNING t.id, t.account_id, u.h),"
+                " WHERE t.id = c.id AND t.id = u.id AND t.status IN ('pending', 'retry')"
+                " AND t.id IN (SELECT t FROM owned) RETURNING t.id, t.account_id, u.h),"
                 " lk AS (INSERT INTO account_locks (account_id, holder, expires_at) SELECT account_id, h, $6 FROM up"
                 " ON CONFLICT (account_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at"
                 " WHERE account_locks.expires_at <= $1 OR account_locks.holder = excluded.holder RETURNING account_id)"
                 " SELECT array(SELECT id FROM up) AS started, (SELECT count(*) FROM lk) AS locked",
                 at, [t.id for t in claimed], [t.attempts for t in claimed], [t.started_at for t in claimed],
-                [t.holder for t in claimed], at + lock_seconds)
+                [t.holder for t in claimed], at + lock_seconds,
+                *fence_columns([(t.id, t.account_id, t.epoch) for t in claimed]), owner)
             assert row is not None
-            started = set(row["started"])  # all of them, while this daemon is the one writer
+            started = set(row["started"])  # all of them, unless another node claimed or acquired meanwhile
             claimed = [t for t in claimed if t.id in started]
             if row["locked"] != len(claimed):
                 raise RuntimeError(f"took {row['locked']} of {len(claimed)} locks that were free in this transaction")
@@ -154,15 +196,26 @@ class SetupStore(SessionStore):
         await self.finish_setup_many([(task, outcome)])
 
     async def finish_setup_many(self, items: list[tuple[ClaimedTask, SetupOutcome]]) -> None:
-        """Record outcomes, apply them to their accounts and release the locks: one transaction for all."""
+        """Record outcomes, apply them to their accounts and release the locks: one transaction for all. A task
+        claimed under an ownership epoch that is no longer its account's changes nothing: its account has
+        another owner since, which put the task back to retry and may be running it again.
+
+        The fence is the ``cur`` CTE: the batch's accounts locked FOR SHARE where their epoch is still the
+        task's, so no acquisition moves it before COMMIT; everything else in the statement is filtered by it."""
         if not items:
             return
         at = now()
         async with self.tx() as tx:
             plain = AccountEffect(ok=True)  # the common case, in the batch's one statement below
-            for task, outcome in items:  # first: their events come before the tasks' own, as on SQLite
-                if outcome.effect != plain:
-                    await apply_account_effect(tx, task.account_id, outcome.effect)
+            if any(o.effect != plain for _, o in items):
+                # Effects first (their events come before the tasks' own, as on SQLite): so is their fence.
+                current = await current_epochs(tx, [(t.account_id, t.epoch) for t, _ in items])
+                items = [(t, o) for t, o in items if (t.account_id, t.epoch) in current]
+                for task, outcome in items:
+                    if outcome.effect != plain:
+                        await apply_account_effect(tx, task.account_id, outcome.effect)
+                if not items:
+                    return
             # The same task twice in one batch: the first outcome counts (SQLite's second UPDATE finds it
             # no longer running).
             first = list({t.id: (t, o) for t, o in reversed(items)}.values())[::-1]
@@ -174,28 +227,32 @@ class SetupStore(SessionStore):
                                "message": f"{task.task_type}: {outcome.status}" + (f" ({detail})" if detail else ""),
                                "data": {"task_type": task.task_type, "error_code": outcome.effect.error_code,
                                         "retry_at": outcome.retry_at}})
-            # One statement: the outcomes recorded, the plain successes applied, the locks let go (the events go
-            # with the log's rows, at COMMIT).
+            # One statement: the fence, the outcomes recorded, the plain successes applied, the locks let go (the
+            # events go with the log's rows, at COMMIT).
             row = await tx.fetchrow(
-                "WITH up AS (UPDATE account_tasks t SET status = u.status, retry_at = u.retry_at, last_error_code = u.code,"
+                "WITH cur AS (SELECT k.t, k.a, k.plain FROM unnest($9::bigint[], $10::bigint[], $11::bigint[],"
+                " $12::boolean[]) AS k(t, a, ep, plain) JOIN accounts a ON a.id = k.a WHERE a.owner_epoch = k.ep"
+                " FOR SHARE OF a),"
+                " up AS (UPDATE account_tasks t SET status = u.status, retry_at = u.retry_at, last_error_code = u.code,"
                 " last_error = u.error, result_json = u.result::jsonb, attempts = t.attempts - u.refund,"
                 " updated_at = $1 FROM unnest($2::bigint[], $3::text[], $4::float8[], $5::text[], $6::text[],"
                 " $7::text[], $8::integer[]) AS u(id, status, retry_at, code, error, result, refund)"
-                " WHERE t.id = u.id AND t.status = 'running' RETURNING t.id),"
-                " ok AS (UPDATE accounts SET last_ok_at = $1, last_error_code = NULL WHERE id = ANY($9::bigint[])"
-                " RETURNING id),"
-                " rel AS (DELETE FROM account_locks l USING unnest($10::bigint[], $11::text[]) AS r(a, h)"
-                " WHERE l.account_id = r.a AND l.holder = r.h RETURNING l.account_id)"
-                " SELECT (SELECT count(*) FROM up) AS finished",
+                " WHERE t.id = u.id AND t.status = 'running' AND u.id IN (SELECT t FROM cur) RETURNING t.id),"
+                " ok AS (UPDATE accounts SET last_ok_at = $1, last_error_code = NULL"
+                " WHERE id IN (SELECT a FROM cur WHERE plain) RETURNING id),"
+                " rel AS (DELETE FROM account_locks l USING cur WHERE l.account_id = cur.a"
+                " AND l.holder = 'setup:' || cur.t RETURNING l.account_id)"
+                " SELECT array(SELECT t FROM cur) AS current",
                 at, [t.id for t, _ in first], [o.status for _, o in first], [o.retry_at for _, o in first],
                 [o.effect.error_code for _, o in first], [o.error for _, o in first],
                 [_json({**t.result, **o.result}) for t, o in first], [int(o.refund_attempt) for _, o in first],
-                [t.account_id for t, o in items if o.effect == plain],
-                [t.account_id for t, _ in items], [t.holder for t, _ in items])
+                *fence_columns([(t.id, t.account_id, t.epoch, o.effect == plain) for t, o in items]))
             assert row is not None
+            current = set(row["current"])
             for task, _ in items:  # their locks were let go
-                tx.touch(task.account_id)
-            await tx.events_many(events)
+                if task.id in current:
+                    tx.touch(task.account_id)
+            await tx.events_many([e for e in events if e["task_id"] in current])
 
     async def retry_account_setup(self, account_id: int) -> int:
         """The operator's retry: failed and waiting tasks are due now, with their attempts reset; cooldowns stay."""

@@ -8,6 +8,7 @@ from tgdaemon.store.api import AccountEffect, Tx
 from tgdaemon.store.sqlite import clock, locks, setup
 from tgdaemon.store.sqlite.clock import ClockStore
 from tgdaemon.store.sqlite.core import own
+from tgdaemon.store.sqlite.nodes import NodeStore
 from tgdaemon.store.sqlite.providers import ProviderStore
 from tgdaemon.store.sqlite.pulled import PulledStore
 from tgdaemon.store.sqlite.quotas import QuotaStore
@@ -17,7 +18,8 @@ from tgdaemon.store.sqlite.stats import StatsStore
 from tgdaemon.timeutil import now
 
 
-class SQLiteStore(SetupStore, QuotaStore, PulledStore, ProviderStore, ClockStore, RetentionStore, StatsStore):
+class SQLiteStore(SetupStore, QuotaStore, PulledStore, ProviderStore, ClockStore, RetentionStore, StatsStore,
+                  NodeStore):
     """Implements ``tgdaemon.store.api.Store``; the mixins split it by subject, not by layer."""
 
     kind: Literal["sqlite", "postgresql"] = "sqlite"
@@ -33,8 +35,9 @@ class SQLiteStore(SetupStore, QuotaStore, PulledStore, ProviderStore, ClockStore
     async def release_lock(self, tx: Tx, account_id: int, holder: str) -> None:
         await locks.release_lock(own(tx), account_id, holder)
 
-    async def apply_account_effect(self, tx: Tx, account_id: int, effect: AccountEffect) -> None:
-        await setup.apply_account_effect(own(tx), account_id, effect)
+    async def apply_account_effect(self, tx: Tx, account_id: int, effect: AccountEffect, *,
+                                   epoch: int | None = None) -> bool:
+        return await setup.apply_account_effect(own(tx), account_id, effect, epoch=epoch)
 
     async def mark_used(self, tx: Tx, account_id: int) -> None:
         """Least recently used first: probes take turns by this."""

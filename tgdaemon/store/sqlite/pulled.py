@@ -82,9 +82,14 @@ class PulledStore(StoreCore):
 
     async def generate(self, g: Generation) -> Generated:
         """One round of design 5.2 in one transaction: pick posts, reserve accounts, create tasks,
-        advance cursors and ``next_run_at`` together, so a restart never makes the same run twice."""
+        advance cursors and ``next_run_at`` together, so a restart never makes the same run twice.
+        ``leader_epoch``: only while it is still the fleet's leadership, or two leaders would both generate."""
         async with self.tx() as tx:
             at = now()  # in the transaction: a clock step is followed at its start
+            if g.leader_epoch is not None and not list(await tx.fetchall(
+                    "SELECT 1 FROM leadership WHERE name = 'fleet' AND epoch = ? AND expires_at > ?",
+                    (g.leader_epoch, at))):  # the leadership's clock is the database's (Store.db_now: now())
+                return Generated()  # no longer the fleet's leader: another node generates now
             quotas = list(await tx.fetchall(
                 f"SELECT q.id, q.action, q.target, q.posts_json, q.cursor, q.interval_seconds, q.last_error"
                 f" FROM quotas q WHERE {ELIGIBLE} AND {SNAPSHOT_FRESH}"
@@ -167,9 +172,10 @@ class PulledStore(StoreCore):
     # --- leases ----------------------------------------------------------------------------------------------------
 
     async def lease_tasks(self, asks: list[LeaseAsk]) -> list[list[dict[str, Any]]]:
-        """For each ask, pending tasks of the executor's accounts, oldest first, leased with a fresh
-        token each; all asks in one transaction (group commit). The partial index is named because
-        the planner, without statistics, sorted every pending task instead (2 ms per pull at 10,000)."""
+        """For each ask, pending tasks of the executor's accounts (``owner``: of those this node owns), oldest
+        first, leased with a fresh token each and the account's ownership ``epoch``; all asks in one transaction
+        (group commit). The partial index is named because the planner, without statistics, sorted every
+        pending task instead (2 ms per pull at 10,000)."""
         out: list[list[dict[str, Any]]] = []
         async with self.tx() as tx:
             at = now()  # in the transaction: a clock step is followed at its start
@@ -182,10 +188,12 @@ class PulledStore(StoreCore):
                     " AND (a.cooldown_until IS NULL OR a.cooldown_until <= :now)"
                     " AND NOT EXISTS (SELECT 1 FROM account_locks l WHERE l.account_id = t.account_id"
                     " AND l.expires_at > :now AND l.holder != 'quota:' || t.id)"
-                    f" ORDER BY t.id LIMIT :limit) RETURNING {TASK_COLUMNS}, (SELECT l.expires_at > :now"
+                    + ("" if ask.owner is None else " AND a.owner = :owner")
+                    + f" ORDER BY t.id LIMIT :limit) RETURNING {TASK_COLUMNS}, (SELECT l.expires_at > :now"
                     " FROM account_locks l WHERE l.account_id = tasks.account_id AND l.holder = 'quota:' || tasks.id)"
-                    " AS reserved",
-                    {"ex": ask.executor, "exp": at + ask.lease_seconds, "now": at, "limit": ask.limit})
+                    " AS reserved, (SELECT a.owner_epoch FROM accounts a WHERE a.id = tasks.account_id) AS epoch",
+                    {"ex": ask.executor, "exp": at + ask.lease_seconds, "now": at, "limit": ask.limit,
+                     "owner": ask.owner})
                 tasks = sorted((dict(r) for r in rows), key=lambda r: r["id"])
                 await take_locks(tx, [(t["account_id"], holder(t["id"])) for t in tasks], ask.lock_seconds,
                                  touch=False)
@@ -217,7 +225,7 @@ class PulledStore(StoreCore):
     async def _tasks(self, tx: Tx, ids: list[int]) -> dict[int, sqlite3.Row]:
         rows = await tx.fetchall(
             "SELECT t.id, t.status, t.lease_token, t.leased_by, t.lease_expires_at, t.account_id, t.subject_id,"
-            " t.post_id, a.executor FROM tasks t JOIN accounts a ON a.id = t.account_id"
+            " t.post_id, a.executor, a.owner_epoch FROM tasks t JOIN accounts a ON a.id = t.account_id"
             " WHERE t.id IN (SELECT value FROM json_each(?))", (json.dumps(sorted(set(ids))),))
         return {r["id"]: r for r in rows}
 
@@ -226,7 +234,8 @@ class PulledStore(StoreCore):
     async def finish_tasks(self, items: list[Finish], *, pace_seconds: float, day: str,
                            retry_seconds: float) -> list[str]:
         """Apply reports in one transaction; the outcome of each, in order. A task reported twice in
-        one batch is applied once: the second is a duplicate."""
+        one batch is applied once: the second is a duplicate. A report with an ``epoch`` (the local
+        executor's) applies only while it is still the account's ownership epoch (else ``stale_lease``)."""
         async with self.tx() as tx:
             at = now()  # in the transaction: a clock step is followed at its start
             rows = await self._tasks(tx, [i.task_id for i in items])
@@ -235,7 +244,7 @@ class PulledStore(StoreCore):
             seen: set[int] = set()
             for item in items:
                 row = rows.get(item.task_id)
-                outcome = rules.outcome(row, item.executor, item.lease_token, at)
+                outcome = rules.outcome(row, item.executor, item.lease_token, at, item.epoch)
                 if outcome == "applied" and item.task_id in seen:
                     outcome = "duplicate"
                 outcomes.append(outcome)

@@ -25,17 +25,24 @@ class SessionStore(AccountStore):
         r = rows[0]
         return SessionData(r["dc_id"], r["server"], r["port"], r["auth_key"])
 
-    async def save_session(self, account_id: int, data: SessionData) -> None:
+    async def save_session(self, account_id: int, data: SessionData, *, epoch: int | None = None) -> bool:
+        """``epoch``: written only while it is the account's ownership epoch (False, nothing written, when
+        not): a former owner's client must not overwrite what the new owner's negotiated."""
         async with self.tx() as tx:
-            await self._upsert_session(tx, account_id, data)
+            return await self._upsert_session(tx, account_id, data, epoch)
 
-    async def _upsert_session(self, tx: Tx, account_id: int, data: SessionData) -> None:
-        await tx.execute(
-            "INSERT INTO sessions (account_id, dc_id, server, port, auth_key, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+    async def _upsert_session(self, tx: Tx, account_id: int, data: SessionData, epoch: int | None = None) -> bool:
+        """Whether it was written: always, unless ``epoch`` is given and is no longer the account's."""
+        fence = "" if epoch is None else " AND EXISTS (SELECT 1 FROM accounts WHERE id = ? AND owner_epoch = ?)"
+        cur = await tx.execute(  # "WHERE true": an upsert from a SELECT needs a WHERE (SQLite's parser)
+            "INSERT INTO sessions (account_id, dc_id, server, port, auth_key, updated_at)"
+            f" SELECT ?, ?, ?, ?, ?, ? WHERE true{fence}"
             " ON CONFLICT (account_id) DO UPDATE SET dc_id = excluded.dc_id, server = excluded.server,"
             " port = excluded.port, auth_key = excluded.auth_key, updated_at = excluded.updated_at",
-            (account_id, data.dc_id, data.server, data.port, data.auth_key, now()),
+            (account_id, data.dc_id, data.server, data.port, data.auth_key, now(),
+             *(() if epoch is None else (account_id, epoch))),
         )
+        return bool(cur.rowcount)
 
     async def load_entities(self, account_id: int) -> list[EntityRow]:
         rows = await self.read(

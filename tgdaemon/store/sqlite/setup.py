@@ -31,8 +31,22 @@ LOCK_FREE = "NOT EXISTS (SELECT 1 FROM account_locks l WHERE l.account_id = a.id
 
 
 
-async def apply_account_effect(tx: Tx, account_id: int, effect: AccountEffect) -> None:
-    """The one place that turns an outcome into account state, for setup tasks and quota reports alike."""
+async def current_epochs(tx: Tx, pairs: Iterable[tuple[int, int]]) -> set[tuple[int, int]]:
+    """Of these (account, ownership epoch) pairs, those whose epoch is still the account's: one read for a
+    batch. A write for an account made under an older epoch is a former owner's, and changes nothing."""
+    pairs = set(pairs)
+    if not pairs:
+        return set()
+    rows = await tx.fetchall("SELECT id, owner_epoch FROM accounts WHERE id IN (SELECT value FROM json_each(?))",
+                             (json.dumps(sorted({a for a, _ in pairs})),))
+    return pairs & {(r[0], r[1]) for r in rows}
+
+
+async def apply_account_effect(tx: Tx, account_id: int, effect: AccountEffect, *, epoch: int | None = None) -> bool:
+    """The one place that turns an outcome into account state, for setup tasks and quota reports alike.
+    ``epoch``: only while it is still the account's ownership epoch (False, nothing done, when not)."""
+    if epoch is not None and not await current_epochs(tx, [(account_id, epoch)]):
+        return False
     at = now()
     if effect.ok:
         await tx.execute("UPDATE accounts SET last_ok_at = ?, last_error_code = NULL WHERE id = ?", (at, account_id))
@@ -57,13 +71,18 @@ async def apply_account_effect(tx: Tx, account_id: int, effect: AccountEffect) -
             await tx.event("account.disabled", f"disabled: {effect.disable_reason}", account_id=account_id,
                            data={"reason": effect.disable_reason, "automatic": True})
     tx.touch(account_id)
+    return True
 
 
 class SetupStore(SessionStore):
-    async def recover_setup(self) -> int:
-        """At start-up, under the data-dir lock: tasks a dead daemon left running go back to retry."""
+    async def recover_setup(self, owner: str | None = None) -> int:
+        """At start-up, under the data-dir lock: tasks a dead daemon left running go back to retry. ``owner``:
+        only those of the accounts this node owns (after the database came back: the others' are theirs)."""
         async with self.tx() as tx:
-            rows = list(await tx.fetchall("SELECT id, account_id, task_type FROM account_tasks WHERE status = 'running'"))
+            rows = list(await tx.fetchall(
+                "SELECT id, account_id, task_type FROM account_tasks WHERE status = 'running'"
+                + ("" if owner is None else " AND account_id IN (SELECT id FROM accounts WHERE owner = ?)"),
+                () if owner is None else (owner,)))
             at = now()
             for row in rows:
                 await tx.execute("UPDATE account_tasks SET status = 'retry', retry_at = ?, updated_at = ? WHERE id = ?",
@@ -100,21 +119,25 @@ class SetupStore(SessionStore):
                 f" AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}", {"now": at})))[0]
         return created, due
 
-    async def claim_setup(self, task_types: Iterable[str], limit: int, lock_seconds: float) -> list[ClaimedTask]:
-        """Up to ``limit`` eligible tasks of these types, at most one per account, each with its lock taken."""
+    async def claim_setup(self, task_types: Iterable[str], limit: int, lock_seconds: float, *,
+                          owner: str | None = None) -> list[ClaimedTask]:
+        """Up to ``limit`` eligible tasks of these types, at most one per account, each with its lock taken
+        and the account's ownership epoch; ``owner``: of the accounts this node owns only."""
         types = list(task_types)
+        owned = "" if owner is None else " AND a.owner = :owner"
         # One ordered, limited read per type along the account_tasks_due index, instead of
         # sorting every eligible task of every type (NULL retry_at sorts first: never tried).
         per_type = [
             "SELECT * FROM (SELECT t.id, t.account_id, t.task_type, t.payload_json, t.attempts, t.result_json,"
-            " t.started_at, t.retry_at, a.tg_user_id, a.phone, a.profile_json"
+            " t.started_at, t.retry_at, a.tg_user_id, a.phone, a.profile_json, a.owner_epoch"
             " FROM account_tasks t JOIN accounts a ON a.id = t.account_id"
             f" WHERE t.task_type = :t{i} AND t.status IN ('pending', 'retry')"
-            f" AND (t.retry_at IS NULL OR t.retry_at <= :now) AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}"
+            f" AND (t.retry_at IS NULL OR t.retry_at <= :now) AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}{owned}"
             " ORDER BY t.retry_at, t.id LIMIT :limit)" for i in range(len(types))]
         async with self.tx() as tx:
             at = now()  # in the transaction: a clock step is followed at its start
-            params: dict[str, Any] = {"now": at, "limit": limit * 2, **{f"t{i}": t for i, t in enumerate(types)}}
+            params: dict[str, Any] = {"now": at, "limit": limit * 2, "owner": owner,
+                                      **{f"t{i}": t for i, t in enumerate(types)}}
             rows = sorted(await tx.fetchall(" UNION ALL ".join(per_type), params),
                           key=lambda r: (r["retry_at"] or 0, r["id"]))
             claimed = rules.pick_setup(rows, limit, at)
@@ -134,9 +157,13 @@ class SetupStore(SessionStore):
         await self.finish_setup_many([(task, outcome)])
 
     async def finish_setup_many(self, items: list[tuple[ClaimedTask, SetupOutcome]]) -> None:
-        """Record outcomes, apply them to their accounts and release the locks: one transaction for all."""
+        """Record outcomes, apply them to their accounts and release the locks: one transaction for all. A task
+        claimed under an ownership epoch that is no longer its account's changes nothing: its account has
+        another owner since, which put the task back to retry and may be running it again."""
         at = now()
         async with self.tx() as tx:
+            current = await current_epochs(tx, [(t.account_id, t.epoch) for t, _ in items])
+            items = [(t, o) for t, o in items if (t.account_id, t.epoch) in current]
             await tx.conn.executemany(
                 "UPDATE account_tasks SET status = ?, retry_at = ?, last_error_code = ?, last_error = ?,"
                 " result_json = ?, attempts = attempts - ?, updated_at = ? WHERE id = ? AND status = 'running'",
