@@ -57,8 +57,8 @@ async def test_an_open_account_refuses_a_second_connection_and_both_attempts_are
 async def test_a_closed_connection_frees_the_account(store: Store) -> None:
     first = await store.sim_open(USER, "a", 101, everyone, TIMEOUT)
     assert isinstance(first, int)
-    await store.sim_close(first, "forgotten")
-    await store.sim_close(first, "again")  # closing twice keeps the first close
+    await store.sim_close([first], "forgotten")
+    await store.sim_close([first], "again")  # closing twice keeps the first close
     second = await store.sim_open(USER, "b", 202, everyone, TIMEOUT)
     assert isinstance(second, int)
     closed, held = await store.sim_connections(USER)
@@ -96,7 +96,7 @@ async def test_pings_keep_connections_seen_and_name_those_the_server_closed(stor
     ids = [await store.sim_open(USER + i, "a", 101, everyone, TIMEOUT) for i in range(4)]
     assert all(isinstance(i, int) for i in ids)
     live, forgotten, late, dropped = ids
-    await store.sim_close(forgotten, "forgotten")  # type: ignore[arg-type]
+    await store.sim_close([forgotten], "forgotten")  # type: ignore[list-item]
     old = time.time() - 30
     await backdoor.update(store, "sim_connections", {"id": live}, last_seen_at=old)
     await backdoor.update(store, "sim_connections", {"id": late}, last_seen_at=old - TIMEOUT)
@@ -114,8 +114,8 @@ async def test_pings_keep_connections_seen_and_name_those_the_server_closed(stor
 async def test_closed_records_older_than_a_day_go_when_their_account_opens_again(store: Store) -> None:
     old, recent, elsewhere = [await store.sim_open(u, "a", 101, everyone, TIMEOUT) for u in (USER, USER, OTHER)]
     # the second open of USER was refused (the first holds it); close them all, then age two of them
-    for conn_id in (old, elsewhere):
-        await store.sim_close(conn_id, "closed")  # type: ignore[arg-type]
+    await store.sim_close([old, elsewhere], "closed")  # type: ignore[list-item]
+    await store.sim_close([], "closed")  # nothing to close: nothing done
     long_ago = time.time() - KEEP_CLOSED_SECONDS - 60
     await backdoor.update(store, "sim_connections", {"tg_user_id": USER}, closed_at=long_ago)
     await backdoor.update(store, "sim_connections", {"tg_user_id": OTHER}, closed_at=long_ago)

@@ -46,16 +46,13 @@ class PingVerdict:
     closed: list[int]  # every pinged id the server no longer has open (timed_out among them)
 
 
-def judge_ping(asked: Sequence[int], found: Sequence[tuple[int, float, float | None]], busy: set[int],
-               at: float, server_timeout: float) -> PingVerdict:
-    """Pings of ``asked``: ``found`` is (id, last_seen_at, closed_at) of those the driver could look at,
-    ``busy`` the ids another transaction holds right now (an opening looking at them), which are neither
-    seen nor closed by this ping. An id the record no longer has was closed long ago."""
+def judge_ping(asked: Sequence[int], found: Sequence[tuple[int, float, float | None]], at: float,
+               server_timeout: float) -> PingVerdict:
+    """Pings of ``asked``: ``found`` is (id, last_seen_at, closed_at) of those the record has. An id it
+    no longer has was closed long ago."""
     rows = {i: (seen, closed) for i, seen, closed in found}
     seen, timed_out, closed = [], [], []
     for i in asked:
-        if i in busy:
-            continue
         if i not in rows or rows[i][1] is not None:
             closed.append(i)
         elif rows[i][0] + server_timeout <= at:

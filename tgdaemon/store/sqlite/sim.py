@@ -68,10 +68,13 @@ class SimStore(StoreCore):
                 return verdict.live
             return await _insert(tx, tg_user_id, node, pid, at, None)
 
-    async def sim_close(self, connection_id: int, why: str) -> None:
+    async def sim_close(self, connection_ids: list[int], why: str) -> None:
+        if not connection_ids:
+            return
         async with self.tx() as tx:
-            await tx.execute("UPDATE sim_connections SET closed_at = ?, closed_why = ? WHERE id = ?"
-                             " AND closed_at IS NULL", (now(), why, connection_id))
+            await tx.execute("UPDATE sim_connections SET closed_at = ?, closed_why = ?"
+                             " WHERE id IN (SELECT value FROM json_each(?)) AND closed_at IS NULL",
+                             (now(), why, json.dumps(connection_ids)))
 
     async def sim_keepalive(self, connection_ids: list[int], server_timeout: float) -> list[int]:
         """Pings: the given connections are seen now; returns those the server had closed (timed out)."""
@@ -83,7 +86,7 @@ class SimStore(StoreCore):
             found = [(r[0], r[1], r[2]) for r in await tx.fetchall(
                 "SELECT id, last_seen_at, closed_at FROM sim_connections WHERE id IN (SELECT value FROM json_each(?))",
                 (ids,))]
-            verdict = simrules.judge_ping(connection_ids, found, set(), at, server_timeout)
+            verdict = simrules.judge_ping(connection_ids, found, at, server_timeout)
             if verdict.timed_out:
                 await tx.execute("UPDATE sim_connections SET closed_at = last_seen_at + ?, closed_why = ?"
                                  " WHERE id IN (SELECT value FROM json_each(?))",
