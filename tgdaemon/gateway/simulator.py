@@ -274,8 +274,7 @@ class Simulator(Gateway):
             raise errors.AuthKeyUnregisteredError(request=None)
         if sim.dead is not None:
             raise sim.dead(request=None)
-        if self.shared is not None:
-            uid = sim.tg_user_id
+        if self.shared is not None and not self.shared.connected(uid := sim.tg_user_id):
             self._tg_user_ids[account.id] = uid
             await self.shared.connect(uid, lambda: gate.check(self.gate, account.id),
                                       lambda stored: self._install(uid, stored))
