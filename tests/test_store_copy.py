@@ -29,6 +29,7 @@ from daemon_proc import fleet, no_traceback, one_line
 
 from tgdaemon import config
 from tgdaemon.control.client import ControlClient
+from tgdaemon.gateway.base import AccountRef
 from tgdaemon.gateway.simulator import Simulator
 from tgdaemon.lifecycle.datadir import DB_NAME, DataDirLock
 from tgdaemon.provider.auth import hash_token, new_token
@@ -140,8 +141,14 @@ async def make_fleet(store: Store) -> Fleet:
         for quota_id in (posts, channel):
             await store.record_inspection(quota_id, ok=True, peer_id=quota_id, title=f"channel {quota_id}")
         await store.record_posts(posts, [11, 12, 13])
-    leases = Leases(cfg, store)
-    generated = await Generator(cfg, store, sim, Probes(cfg, store), leases).tick()
+    await sim.start(store)  # the simulator's own tables too: a changed profile, its connections
+    try:
+        await sim.set_name(AccountRef(1, seeds[0].tg_user_id), "Copied", "Along")
+        await sim.forget(1)
+        leases = Leases(cfg, store)
+        generated = await Generator(cfg, store, sim, Probes(cfg, store), leases).tick()
+    finally:
+        await sim.close()
     assert generated.tasks >= 4, generated
     pulled = await leases.pull(PROVIDER, PullRequest(limit=100))
     reported, leased = pulled[: len(pulled) // 2], pulled[len(pulled) // 2:]
@@ -155,6 +162,7 @@ async def answers(store: Store, fleet: Fleet) -> dict[str, Any]:
     """Everything a daemon asks its store about the fleet, as the store answers it."""
     accounts, _ = await store.list_accounts(limit=1000)
     stats = await store.database_stats()
+    connections = await store.sim_connections()
     return {
         "accounts": accounts,
         "account_counts": await store.account_counts(),
@@ -173,6 +181,9 @@ async def answers(store: Store, fleet: Fleet) -> dict[str, Any]:
         "nodes": await store.list_nodes(HOUR),
         "owned": await store.owned_accounts(NODE),
         "assignment": await store.assignment([NODE]),
+        "sim_connections": connections,
+        "sim_profiles": {u: json.loads(await store.sim_profile(u) or "null")
+                         for u in sorted({c.tg_user_id for c in connections})},
     }
 
 
@@ -189,6 +200,7 @@ async def test_a_copied_fleet_answers_alike_and_goes_on(url_of: Callable[[str, s
         async with source.tx() as tx:
             await source.set_meta(tx, "test.meta", "kept")
         before = await answers(source, fleet)
+        assert any(p and p["first_name"] == "Copied" for p in before["sim_profiles"].values())
     finally:
         await source.close()
 

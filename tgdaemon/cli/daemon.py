@@ -114,7 +114,8 @@ def choose_gateway(cfg: config.Config, simulate: bool, origins: dict[str, str]) 
                 "no [telegram] api_id/api_hash configured: running on the simulator")
         chosen = {key.removeprefix("simulator."): origin for key, origin in origins.items()
                   if key.startswith("simulator.")}
-        return Simulator(cfg.simulator, chosen=chosen)
+        return Simulator(cfg.simulator, chosen=chosen, node=cfg.node_name(),
+                         idle_seconds=cfg.telegram.idle_disconnect_seconds)
     return TelethonGateway(cfg.telegram)
 
 

@@ -2,13 +2,19 @@
 
 It raises Telethon's own error classes at the configured rates, so the daemon's
 error handling runs the same code path as in production. Faults are
-deterministic per account under the seed: the n-th call of an account always
-has the same outcome, however calls of different accounts interleave.
+deterministic per account under the seed: the n-th call of an account in one
+process always has the same outcome, however calls of different accounts interleave.
+
+Started with a store (a daemon), the world's changing part lives in the store,
+shared with every daemon on it: profiles, and connections that refuse a second
+live one per account with ``AUTH_KEY_DUPLICATED`` (tgdaemon/gateway/simshare.py).
+Used without one (tests of the simulator itself), it is one process's, in memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -19,7 +25,8 @@ from telethon import errors
 from telethon.tl import types
 
 from tgdaemon.classify import NO_2FA_PASSWORD, TaskInputError
-from tgdaemon.config import SimulatorConfig
+from tgdaemon.config import SimulatorConfig, TelegramConfig
+from tgdaemon.gateway import gate
 from tgdaemon.gateway.base import (
     AccountRef,
     Channel,
@@ -33,6 +40,7 @@ from tgdaemon.gateway.base import (
     PrivacyValue,
     parse_target,
 )
+from tgdaemon.gateway.simshare import SharedWorld
 from tgdaemon.gateway.simworld import (
     AVATAR_VIDEO_MAX_SECONDS,
     PRIVATE_CHANNEL,
@@ -47,6 +55,7 @@ from tgdaemon.gateway.simworld import (
     initial_profile,
     unit,
 )
+from tgdaemon.store import Store
 
 NAME_MAX = 64  # Telegram's limit on first and last names
 SETTABLE_PRIVACY = (PrivacyValue.EVERYBODY, PrivacyValue.CONTACTS, PrivacyValue.NOBODY)
@@ -61,11 +70,20 @@ class Simulator(Gateway):
     name = "simulator"
 
     def __init__(self, cfg: SimulatorConfig, *, clock: Callable[[], float] = time.time,
-                 chosen: Mapping[str, str] | None = None) -> None:
+                 chosen: Mapping[str, str] | None = None, node: str = "local",
+                 idle_seconds: float = TelegramConfig().idle_disconnect_seconds, pid: int | None = None) -> None:
+        """``node`` names this process's connections on the record (the daemon's node; it may set it before
+        ``start``); ``pid`` is the process they belong to: this one, unless a test runs two simulators in
+        one process, each standing for the process whose pid it is given."""
         self._clock = clock
         # The world keys the operator set, and where (e.g. "command line"): a data dir's recorded world
         # replaces the defaults, never these (lifecycle.worlds).
         self.chosen = {key: origin for key, origin in (chosen or {}).items() if key in WORLD_KEYS}
+        self.node = node
+        self.pid = os.getpid() if pid is None else pid
+        self.idle_seconds = idle_seconds
+        self.shared: SharedWorld | None = None  # with a store: the world every process on it shares
+        self._tg_user_ids: dict[int, int] = {}  # store account id -> tg_user_id: forget names the account by id
         self._build(cfg)
 
     def world(self) -> dict[str, Any]:
@@ -90,6 +108,19 @@ class Simulator(Gateway):
         self._calls: dict[int, int] = {}
         self._latency = random.Random(f"{cfg.seed}:latency")
 
+    async def start(self, store: Store) -> None:
+        self.shared = SharedWorld(store, node=self.node, pid=self.pid, server_timeout=self.cfg.server_timeout_seconds,
+                                  idle_seconds=self.idle_seconds)
+        self.shared.start()
+
+    async def close(self) -> None:
+        if self.shared is not None:
+            await self.shared.stop()
+
+    async def forget(self, account_id: int) -> None:
+        if self.shared is not None and (tg_user_id := self._tg_user_ids.get(account_id)) is not None:
+            await self.shared.close(tg_user_id, "forgotten")
+
     def seeds(self) -> list[SimAccount]:
         """The accounts to seed a fresh data dir with."""
         return list(self.accounts)
@@ -102,10 +133,22 @@ class Simulator(Gateway):
         return {"seed": self.cfg.seed, "accounts": len(self.accounts), "channels": self.channel_usernames()}
 
     def profile(self, tg_user_id: int) -> SimProfile:
-        """The account's mutable profile; raises KeyError for an unknown account."""
+        """The account's mutable profile as this process has it (the store's as of its connection's
+        opening, and this process's changes since); raises KeyError for an unknown account."""
         if (profile := self._profiles.get(tg_user_id)) is None:
             profile = self._profiles[tg_user_id] = initial_profile(self.cfg.seed, self._accounts[tg_user_id])
         return profile
+
+    def _install(self, tg_user_id: int, stored: str | None) -> None:
+        """A connection opened: the profile the store has (another process may have changed it) replaces
+        this process's; none stored yet, this process's stands (the seeded one, at first)."""
+        if stored is not None:
+            self._profiles[tg_user_id] = msgspec.json.decode(stored, type=SimProfile)
+
+    async def _changed(self, tg_user_id: int) -> None:
+        """Every change is written through before the call returns: the account may move next."""
+        if self.shared is not None:
+            await self.shared.save(tg_user_id, msgspec.json.encode(self._profiles[tg_user_id]).decode())
 
     async def get_me(self, account: AccountRef) -> Me:
         sim = await self._call(account)
@@ -150,19 +193,23 @@ class Simulator(Gateway):
     async def enable_2fa(self, account: AccountRef, password: str) -> None:
         if not password:
             raise TaskInputError(NO_2FA_PASSWORD, "an empty 2FA password would set none")
-        profile = self.profile((await self._call(account)).tg_user_id)
+        sim = await self._call(account)
+        profile = self.profile(sim.tg_user_id)
         if profile.has_password:
             # What Telegram answers to a new password sent without proof of the current one.
             raise errors.PasswordHashInvalidError(request=None)
         profile.has_password = True  # the password itself is not kept, as on Telegram's side
+        await self._changed(sim.tg_user_id)
 
     async def set_name(self, account: AccountRef, first_name: str, last_name: str) -> None:
-        profile = self.profile((await self._call(account)).tg_user_id)
+        sim = await self._call(account)
+        profile = self.profile(sim.tg_user_id)
         if not first_name.strip() or len(first_name) > NAME_MAX:
             raise rpc_error(400, "FIRSTNAME_INVALID")
         if len(last_name) > NAME_MAX:
             raise errors.LastnameInvalidError(request=None)
         profile.first_name, profile.last_name = first_name, last_name
+        await self._changed(sim.tg_user_id)
 
     async def get_privacy(self, account: AccountRef, key: PrivacyKey) -> PrivacyValue:
         profile = self.profile((await self._call(account)).tg_user_id)
@@ -171,15 +218,18 @@ class Simulator(Gateway):
     async def set_privacy(self, account: AccountRef, key: PrivacyKey, value: PrivacyValue) -> None:
         if value not in SETTABLE_PRIVACY:
             raise ValueError(f"cannot set privacy to {value!r}: only {', '.join(SETTABLE_PRIVACY)}")
-        profile = self.profile((await self._call(account)).tg_user_id)
+        sim = await self._call(account)
+        profile = self.profile(sim.tg_user_id)
         profile.privacy[PrivacyKey(key).value] = PrivacyValue(value).value
+        await self._changed(sim.tg_user_id)
 
     async def profile_photos(self, account: AccountRef) -> list[Owned]:
         profile = self.profile((await self._call(account)).tg_user_id)
         return [photo.owned() for photo in profile.photos]
 
     async def set_profile_photo(self, account: AccountRef, media: MediaFile) -> int:
-        profile = self.profile((await self._call(account)).tg_user_id)
+        sim = await self._call(account)
+        profile = self.profile(sim.tg_user_id)
         if media.kind == "video":
             if media.width != media.height or not 0 < media.duration <= AVATAR_VIDEO_MAX_SECONDS:
                 raise errors.VideoFileInvalidError(request=None)
@@ -188,6 +238,7 @@ class Simulator(Gateway):
             raise errors.PhotoInvalidDimensionsError(request=None)
         photo = SimMedia(profile.new_id(), self._clock(), media.kind, media.path.name)
         profile.photos.insert(0, photo)
+        await self._changed(sim.tg_user_id)
         return photo.id
 
     async def can_send_story(self, account: AccountRef) -> bool:
@@ -199,19 +250,22 @@ class Simulator(Gateway):
         return [story.owned() for story in profile.active_stories(self._clock())]
 
     async def send_story(self, account: AccountRef, media: MediaFile) -> int:
-        profile = self.profile((await self._call(account)).tg_user_id)
+        sim = await self._call(account)
+        profile = self.profile(sim.tg_user_id)
         now = self._clock()
         active = profile.active_stories(now)
         if len(active) >= STORY_LIMIT:
             raise rpc_error(400, "STORIES_TOO_MUCH")  # no Telethon class: a plain BadRequestError
         story = SimMedia(profile.new_id(), now, media.kind, media.path.name)
         profile.stories = [story, *active]  # expired stories are gone, as on Telegram
+        await self._changed(sim.tg_user_id)
         return story.id
 
     # -- internals -------------------------------------------------------------------------------------
 
     async def _call(self, account: AccountRef) -> SimAccount:
-        """What every call goes through: latency, then the account's faults."""
+        """What every call goes through: the gate, latency, the account's connection, then its faults."""
+        gate.check(self.gate, account.id)
         if self.cfg.latency_max_ms > 0:
             low, high = sorted((self.cfg.latency_min_ms, self.cfg.latency_max_ms))
             await asyncio.sleep(self._latency.uniform(low, high) / 1000)
@@ -220,6 +274,10 @@ class Simulator(Gateway):
             raise errors.AuthKeyUnregisteredError(request=None)
         if sim.dead is not None:
             raise sim.dead(request=None)
+        if self.shared is not None and not self.shared.connected(uid := sim.tg_user_id):
+            self._tg_user_ids[account.id] = uid
+            await self.shared.connect(uid, lambda: gate.check(self.gate, account.id),
+                                      lambda stored: self._install(uid, stored))
         self._maybe_fault(sim.tg_user_id)
         return sim
 

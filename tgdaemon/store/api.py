@@ -442,7 +442,7 @@ class Store(Protocol):
                        server_timeout: float) -> SimConnection | int:
         """Open a connection (its id) unless another live one of the account exists: then that one.
         Live: not closed, its pid in ``live_pids(...)``, seen within ``server_timeout``."""
-    async def sim_close(self, connection_id: int, why: str) -> None: ...
+    async def sim_close(self, connection_ids: list[int], why: str) -> None: ...  # the open ones among them
     async def sim_keepalive(self, connection_ids: list[int], server_timeout: float) -> list[int]:
         """Pings: the given connections are seen now; returns those the server had closed (timed out)."""
     async def sim_connections(self, tg_user_id: int | None = None) -> list[SimConnection]: ...

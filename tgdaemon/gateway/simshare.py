@@ -1,0 +1,179 @@
+"""What the simulated Telegram's processes share through the store: connections, and the profiles behind them.
+
+Several daemons on one store run one simulated world (design 9). The accounts and channels follow from the
+seed, the same in every process; what changes lives in the store, under the server's rules
+(tgdaemon/store/simrules.py):
+
+* a **connection** opens on an account's first call in this process, and again after it was closed: by
+  ``forget`` or ``close``, after ``idle_seconds`` without a call, by the server (no ping for
+  ``server_timeout``), or with the process (its pid gone: ``kill -9`` included). Opening while another
+  live connection of the account exists raises ``AuthKeyDuplicatedError``, as Telegram answers a second
+  connection on one auth key; the classification takes the account for dead, so an overlap is seen.
+* the account's **profile** is read from the store when its connection opens and written through on
+  every change; while it is connected here, no other process can change it.
+* a **ping** of every open connection, every third of ``server_timeout``, in one batch, keeps them seen.
+  A call costs no store round trip: this process trusts a connection until ``server_timeout`` after the
+  last ping it sent that the server answered (its own steady clock; the server saw the ping later
+  still), so it never calls through a connection the server may have closed.
+
+A holder's liveness is ``os.kill(pid, 0)``: every process of one simulated world runs on one host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from telethon import errors
+
+from tgdaemon.store import Store
+from tgdaemon.store.api import SimConnection
+from tgdaemon.timeutil import steady
+
+log = logging.getLogger(__name__)
+IDLE_CHECK_MAX_SECONDS = 30.0
+
+
+def running(pids: list[int]) -> set[int]:
+    """The pids among ``pids`` of processes that exist (another user's too). A zombie exists until reaped."""
+    alive = set()
+    for pid in pids:
+        if pid <= 0:  # 0 and -n would name process groups
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            pass
+        alive.add(pid)
+    return alive
+
+
+@dataclass(slots=True)
+class Link:
+    """This process's connection of one account."""
+
+    id: int  # its sim_connections record
+    seen: float  # steady time the last ping the server answered (or the open) was sent
+    used: float  # steady time of the last call
+    broken: bool = False  # a write through it failed: opened anew (the profile read again) at the next call
+
+
+class SharedWorld:
+    def __init__(self, store: Store, *, node: str, pid: int, server_timeout: float, idle_seconds: float,
+                 live_pids: Callable[[list[int]], set[int]] = running) -> None:
+        self.store = store
+        self.node = node
+        self.pid = pid
+        self.server_timeout = server_timeout
+        self.idle_seconds = idle_seconds
+        self.live_pids = live_pids
+        self._links: dict[int, Link] = {}  # by tg_user_id
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._every(self.server_timeout / 3, self.ping), name="simulator pings"),
+            asyncio.create_task(self._every(min(IDLE_CHECK_MAX_SECONDS, self.idle_seconds / 2), self.reap_idle),
+                                name="simulator idle disconnect"),
+        ]
+
+    async def _every(self, seconds: float, step: Callable[[], Awaitable[object]]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await step()
+            except Exception as exc:  # the store away, say: the next round tries again
+                log.warning("simulator: %s failed: %s", getattr(step, "__name__", "a step"), exc)
+
+    def connected(self, tg_user_id: int) -> bool:
+        """Whether a call may go out on this process's connection now (and it counts as used)."""
+        link = self._links.get(tg_user_id)
+        if link is None or link.broken:
+            return False
+        at = steady()
+        if at - link.seen >= self.server_timeout:
+            return False
+        link.used = at
+        return True
+
+    async def connect(self, tg_user_id: int, allowed: Callable[[], None],
+                      install: Callable[[str | None], None]) -> None:
+        """The account's connection, opened when there is none: ``allowed()`` is asked first (it raises
+        when this process may no longer act as the account), ``install`` gets the stored profile."""
+        if self.connected(tg_user_id):
+            return
+        async with self._locks.setdefault(tg_user_id, asyncio.Lock()):
+            if self.connected(tg_user_id):
+                return
+            allowed()
+            if (stale := self._links.pop(tg_user_id, None)) is not None:
+                # Timed out as this process counts (or broken): the server may not have closed it yet.
+                await self.store.sim_close([stale.id], "reconnect")
+            sent = steady()
+            opened = await self.store.sim_open(tg_user_id, self.node, self.pid, self.live_pids, self.server_timeout)
+            if isinstance(opened, SimConnection):
+                log.info("simulator: account %s is connected by %s (pid %s): AUTH_KEY_DUPLICATED", tg_user_id,
+                         opened.node, opened.pid)
+                raise errors.AuthKeyDuplicatedError(request=None)
+            try:
+                install(await self.store.sim_profile(tg_user_id))
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self.store.sim_close([opened], "error")
+                raise
+            self._links[tg_user_id] = Link(opened, sent, steady())
+
+    async def save(self, tg_user_id: int, profile: str) -> None:
+        """Write a changed profile through; the change is the server's only once this returns."""
+        if not self.connected(tg_user_id):  # closed meanwhile (forgotten, timed out): the answer never came
+            raise errors.RpcCallFailError(request=None)
+        try:
+            await self.store.sim_save_profile(tg_user_id, profile)
+        except BaseException:
+            if (link := self._links.get(tg_user_id)) is not None:
+                link.broken = True  # what this process holds may differ from the store's: read it again
+            raise
+
+    async def close(self, tg_user_id: int, why: str) -> None:
+        async with self._locks.setdefault(tg_user_id, asyncio.Lock()):
+            if (link := self._links.pop(tg_user_id, None)) is not None:
+                await self.store.sim_close([link.id], why)
+
+    async def ping(self) -> None:
+        """One batch of pings; a connection the server closed is let go (the next call opens anew)."""
+        links = [(uid, link) for uid, link in self._links.items() if not link.broken]
+        if not links:
+            return
+        sent = steady()
+        closed = set(await self.store.sim_keepalive([link.id for _, link in links], self.server_timeout))
+        for uid, link in links:
+            if self._links.get(uid) is not link:
+                continue  # closed or opened anew meanwhile
+            if link.id in closed:
+                del self._links[uid]
+            else:
+                link.seen = sent
+
+    async def reap_idle(self) -> int:
+        """Close the connections idle for ``idle_seconds``, in one batch; how many."""
+        cutoff = steady() - self.idle_seconds
+        idle = [(uid, link) for uid, link in self._links.items() if link.used < cutoff]
+        for uid, _ in idle:
+            del self._links[uid]
+        await self.store.sim_close([link.id for _, link in idle], "idle")
+        return len(idle)
+
+    async def stop(self) -> None:
+        """At shutdown: the background work ends, and every connection closes (one batch)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        links, self._links = self._links, {}
+        await self.store.sim_close([link.id for link in links.values()], "closed")
