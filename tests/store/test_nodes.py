@@ -237,7 +237,7 @@ async def test_a_dead_nodes_accounts_are_taken_once_its_lease_ended(store: Store
     assert [(o.id, o.epoch) for o in await store.acquire_accounts("b", "i1", 10)] == [(1, 2), (2, 2), (3, 2)]
 
 
-async def test_a_new_owner_sends_running_setup_tasks_back_to_retry_and_local_leases_back_to_pending(
+async def test_a_new_owner_sends_running_setup_tasks_back_to_retry_and_ends_local_leases(
         store: Store) -> None:
     await seed(store, 2)
     epoch = await up(store, "a", "b", lead="b")
@@ -265,12 +265,17 @@ async def test_a_new_owner_sends_running_setup_tasks_back_to_retry_and_local_lea
     [recovered] = [e for e in await store.recent_events() if e["kind"] == "setup.recovered"]
     assert (recovered["account_id"], recovered["task_id"]) == (1, task_1.id)
     local = await backdoor.row(store, "tasks", id=leased[(1, "local")])
-    assert (local["status"], local["lease_token"], local["leased_by"]) == ("pending", None, None)
+    assert local["status"] == "leased" and local["lease_expires_at"] <= await store.db_now()  # ended now
     provider = await backdoor.row(store, "tasks", id=leased[(1, "acme")])  # a provider's lease stays its own
     assert (provider["status"], provider["lease_token"]) == ("leased", "tok-1-acme")
     other = await backdoor.row(store, "tasks", id=leased[(2, "local")])  # not acquired: untouched
     assert (other["status"], other["lease_token"]) == ("leased", "tok-2-local")
     assert (await backdoor.row(store, "account_tasks", id=claimed[1].id))["status"] == "running"
+    reaped = await store.reap_leases(3, 60.0)  # the reaper hands it out again, its reservation renewed
+    assert reaped.returned == 1
+    local = await backdoor.row(store, "tasks", id=leased[(1, "local")])
+    assert (local["status"], local["lease_token"], local["leased_by"]) == ("pending", None, None)
+    assert local["lease_expires_at"] > await store.db_now() + 30
 
 
 async def test_a_restarted_incarnation_waits_for_its_predecessors_lease_then_takes_its_accounts(store: Store) -> None:
@@ -472,3 +477,51 @@ async def test_a_non_leaders_renewal_does_not_wait_for_the_leaders_row(store: St
     finally:
         await conn.close()
     assert renewal.held and renewal.leader_epoch is None
+
+
+async def test_an_acquisition_that_postgresql_rolls_back_to_break_a_deadlock_runs_again(
+        store: Store, database: Database) -> None:
+    """Another node holds a local task of account 1 (and the task counters its UPDATE moves), then waits for
+    the account row this acquisition has locked: PostgreSQL breaks the cycle by rolling the acquisition back (it waited first, so its deadlock check
+    runs first), and the store runs it again instead of handing the caller DeadlockDetectedError."""
+    if database.kind != "postgresql":
+        pytest.skip("one writer: SQLite has no concurrent transactions to deadlock")
+    await seed(store, 1)
+    await up(store, "a", "b", lead="b")
+    await own(store, "a", [1])
+    at = await store.db_now()
+    task = await backdoor.insert(store, "tasks", subject_type="quota", subject_id=1, account_id=1,
+                                 action="post_stats", target="@news", post_id=7, status="leased", lease_token="t",
+                                 leased_by="local", lease_expires_at=at + 300, lease_count=1, created_at=at)
+    await lapse(store, "a")
+    await store.pin_accounts([1], "b")
+    assert database.url is not None
+    other = await asyncpg.connect(database.url)
+    try:
+        await other.execute("SET deadlock_timeout = '30s'")  # this side never breaks the cycle itself
+        tx = other.transaction()
+        await tx.start()
+        await other.execute("UPDATE tasks SET lease_count = lease_count WHERE id = $1", task)
+        acquiring = asyncio.create_task(store.acquire_accounts("b", "i1", 10))
+        for _ in range(200):  # until the acquisition waits on a row the other node holds (it has account 1 then)
+            waiting = await other.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                                           " AND datname = current_database()")
+            if waiting:
+                break
+            await asyncio.sleep(0.05)
+        assert waiting, "the acquisition never waited on the other node"
+        closing = asyncio.create_task(other.execute("UPDATE accounts SET label = label WHERE id = 1"))
+        for _ in range(300):  # the acquisition is rolled back (deadlock), which lets this UPDATE through
+            if closing.done():
+                break
+            await asyncio.sleep(0.05)
+        assert closing.done(), "the other node's UPDATE never got the account row"
+        await closing
+        await tx.commit()
+        acquired = await asyncio.wait_for(acquiring, 30)
+    finally:
+        await other.close()
+    if not acquired:  # run again while the other node still held the account: the next acquisition takes it
+        acquired = await store.acquire_accounts("b", "i1", 10)
+    assert [a.id for a in acquired] == [1]
+    assert (await owners(store))[1][0] == "b"

@@ -36,19 +36,22 @@ both drivers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import random
 import re
 from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Coroutine,
     Iterable,
     Mapping,
     Sequence,
 )
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Concatenate, Literal, ParamSpec, Self, TypeVar
 
 import asyncpg
 from asyncpg import Record
@@ -73,11 +76,38 @@ Connect = Callable[[], Awaitable[asyncpg.Connection]]
 SYNCHRONOUS = {"full": "on", "normal": "off"}  # [store] synchronous -> synchronous_commit
 POOL_READERS = 6  # besides the one writer: listings, the stream's snapshots, status, the provider API's reads
 CONNECT_SECONDS = 10.0
+IDLE_IN_TX = "10s"  # none of the daemon's transactions waits on anything but the database inside
 CLOSE_STEP_SECONDS = 1.5
 
 
 class PgDumpOnly(BackupError):
     """``tgdaemon backup`` copies a SQLite file; a PostgreSQL database is backed up with pg_dump."""
+
+
+CONFLICT_ATTEMPTS = 4
+P = ParamSpec("P")
+R = TypeVar("R")
+S = TypeVar("S")
+
+
+def retried(method: Callable[Concatenate[S, P], Coroutine[Any, Any, R]],
+            ) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
+    """For a method that is one transaction of its own: run again when PostgreSQL rolled it back to break a
+    deadlock with another node's (two daemons locking one account's rows in different orders: an acquisition
+    and a report, say). Nothing of it was committed, and it holds nothing outside the transaction."""
+
+    @functools.wraps(method)
+    async def run(self: S, *args: P.args, **kwargs: P.kwargs) -> R:
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            try:
+                return await method(self, *args, **kwargs)
+            except asyncpg.TransactionRollbackError:  # deadlock_detected, serialization_failure
+                if attempt == CONFLICT_ATTEMPTS:
+                    raise
+                await asyncio.sleep(random.uniform(0, 0.02 * attempt))  # apart, so they do not meet again
+        raise AssertionError("unreachable")
+
+    return run
 
 
 def rowcount(status: str) -> int:
@@ -243,7 +273,10 @@ class PostgresCore:
         secrets = tuple(s for s in (password, password_in(url)) if s)
         settings = {"dsn": url, "password": password, "timeout": CONNECT_SECONDS,
                     "server_settings": {"synchronous_commit": SYNCHRONOUS[synchronous], "application_name": "tgdaemon",
-                                        "jit": "off"}}  # JIT compiles long plans: tens of ms lost on a listing
+                                        "jit": "off",  # JIT compiles long plans: tens of ms lost on a listing
+                                        # A daemon stalled inside a transaction (SIGSTOP, a frozen VM) would hold
+                                        # its row locks, and so every other node, for as long as it stalls.
+                                        "idle_in_transaction_session_timeout": IDLE_IN_TX}}
 
         async def connect() -> asyncpg.Connection:
             return await asyncpg.connect(**settings)

@@ -21,7 +21,7 @@ from asyncpg import Record
 from tgdaemon.errors import NotFound
 from tgdaemon.store import nodes
 from tgdaemon.store.api import Assignment, NodeInfo, NodeSpec, OwnedAccount, Renewal
-from tgdaemon.store.postgres.core import PostgresCore, Tx, named
+from tgdaemon.store.postgres.core import PostgresCore, Tx, named, retried
 from tgdaemon.store.postgres.locks import release_locks
 from tgdaemon.timeutil import now
 
@@ -85,7 +85,8 @@ async def _lead(tx: Tx, name: str, at: float, lease_seconds: float) -> int | Non
 
 async def _recover(tx: Tx, ids: list[int]) -> None:
     """A new owner's first act (the SQLite twin's): running setup tasks back to retry, locks released, and
-    the local executor's leases back to pending with their tokens cleared."""
+    the local executor's leases ended now: the reaper hands them out again with their reservation renewed, as
+    after a crash (the old owner's report of one is refused by its epoch meanwhile)."""
     at = now()
     running = sorted(await tx.fetch(
         "UPDATE account_tasks SET status = 'retry', retry_at = $1, updated_at = $1 WHERE status = 'running'"
@@ -94,8 +95,8 @@ async def _recover(tx: Tx, ids: list[int]) -> None:
     await tx.events_many([{"kind": "setup.recovered", "account_id": r["account_id"], "task_id": r["id"],
                            "message": f"{r['task_type']}: was running when the daemon stopped; retry"}
                           for r in running])
-    await tx.execute("UPDATE tasks SET status = 'pending', lease_token = NULL, leased_by = NULL"
-                     " WHERE status = 'leased' AND leased_by = 'local' AND account_id = ANY($1::bigint[])", ids)
+    await tx.execute("UPDATE tasks SET lease_expires_at = $1"
+                     " WHERE status = 'leased' AND leased_by = 'local' AND account_id = ANY($2::bigint[])", at, ids)
 
 
 class NodeStore(PostgresCore):
@@ -166,6 +167,7 @@ class NodeStore(PostgresCore):
                                " ORDER BY n.name")
         return [nodes.node_info(r, at=r["at"], dead_after=dead_after) for r in rows]
 
+    @retried
     async def acquire_accounts(self, name: str, incarnation: str, limit: int) -> list[OwnedAccount]:
         async with self.tx() as tx:
             at = await _now(tx)
@@ -191,6 +193,7 @@ class NodeStore(PostgresCore):
             f"SELECT {OWNED} FROM accounts a WHERE a.owner = $1"
             " AND NOT EXISTS (SELECT 1 FROM nodes WHERE name = $1 AND prior_until <> 0) ORDER BY a.id", name))
 
+    @retried
     async def release_accounts(self, name: str, owned: list[tuple[int, int]]) -> int:
         if not owned:
             return 0
@@ -208,6 +211,7 @@ class NodeStore(PostgresCore):
                                " GROUP BY assigned_node, pinned_node")
         return nodes.assignment(((r[0], r[1], int(r[2])) for r in rows), live)
 
+    @retried
     async def move_accounts(self, leader_epoch: int, src: str | None, dst: str, n: int, live: list[str]) -> int:
         if n <= 0 or src == dst:
             return 0

@@ -26,7 +26,7 @@ from typing import Any
 from tgdaemon.errors import NotFound
 from tgdaemon.store import rules
 from tgdaemon.store.api import Finish, Generated, Generation, LeaseAsk, QuotaRef, Reaped
-from tgdaemon.store.postgres.core import PostgresCore, Record, Tx
+from tgdaemon.store.postgres.core import PostgresCore, Record, Tx, retried
 from tgdaemon.store.postgres.locks import release_locks, take_locks
 from tgdaemon.store.postgres.setup import (
     ACCOUNT_CAN_WORK,
@@ -185,6 +185,7 @@ class PulledStore(PostgresCore):
                              error, now() + seconds, quota_id)
             tx.touch_quota(quota_id)
 
+    @retried
     async def generate(self, g: Generation) -> Generated:
         """One round of design 5.2 in one transaction: pick posts, reserve accounts, create tasks,
         advance cursors and ``next_run_at`` together, so a restart never makes the same run twice.
@@ -280,6 +281,7 @@ class PulledStore(PostgresCore):
 
     # --- leases ----------------------------------------------------------------------------------------------------
 
+    @retried
     async def lease_tasks(self, asks: list[LeaseAsk]) -> list[list[dict[str, Any]]]:
         """For each ask, pending tasks of the executor's accounts, oldest first, leased with a fresh
         token each; all asks in one transaction (group commit), one statement per run of asks that
@@ -312,6 +314,7 @@ class PulledStore(PostgresCore):
                     start += asks[n].limit
         return out
 
+    @retried
     async def extend_leases(self, executor: str, leases: list[tuple[int, str]], lease_seconds: float,
                             lock_seconds: float) -> list[tuple[str, float | None]]:
         """(outcome, new expiry) per lease; only live leases of this executor are extended."""
@@ -341,6 +344,7 @@ class PulledStore(PostgresCore):
 
     # --- reports ---------------------------------------------------------------------------------------------------
 
+    @retried
     async def finish_tasks(self, items: list[Finish], *, pace_seconds: float, day: str,
                            retry_seconds: float) -> list[str]:
         """Apply reports in one transaction; the outcome of each, in order. A task reported twice in
@@ -400,6 +404,7 @@ class PulledStore(PostgresCore):
 
     # --- the reaper ------------------------------------------------------------------------------------------------
 
+    @retried
     async def reap_leases(self, max_leases: int, lock_seconds: float) -> Reaped:
         """Expired leases go back to pending with their reservation renewed, or fail after ``max_leases``;
         pending tasks nobody pulled within their window fail too. Failing lets the account go. A task

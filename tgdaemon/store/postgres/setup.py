@@ -13,7 +13,7 @@ from typing import Any
 
 from tgdaemon.store import rules
 from tgdaemon.store.api import AccountEffect, ClaimedTask, SetupOutcome
-from tgdaemon.store.postgres.core import Params, Tx
+from tgdaemon.store.postgres.core import Params, Tx, retried
 from tgdaemon.store.postgres.locks import release_locks
 from tgdaemon.store.postgres.sessions import SessionStore
 from tgdaemon.timeutil import now
@@ -125,6 +125,7 @@ class SetupStore(SessionStore):
                 f" WHERE {DUE} AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}".format(now="$1"), at))
         return created, due
 
+    @retried
     async def claim_setup(self, task_types: Iterable[str], limit: int, lock_seconds: float, *,
                           owner: str | None = None) -> list[ClaimedTask]:
         """Up to ``limit`` eligible tasks of these types, at most one per account, each with its lock taken
@@ -195,6 +196,7 @@ class SetupStore(SessionStore):
     async def finish_setup(self, task: ClaimedTask, outcome: SetupOutcome) -> None:
         await self.finish_setup_many([(task, outcome)])
 
+    @retried
     async def finish_setup_many(self, items: list[tuple[ClaimedTask, SetupOutcome]]) -> None:
         """Record outcomes, apply them to their accounts and release the locks: one transaction for all. A task
         claimed under an ownership epoch that is no longer its account's changes nothing: its account has

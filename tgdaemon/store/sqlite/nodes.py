@@ -59,7 +59,8 @@ async def _lead(tx: Tx, name: str, at: float, lease_seconds: float) -> int | Non
 
 async def _recover(tx: Tx, ids: list[int]) -> None:
     """A new owner's first act: what the old one left running goes back to retry (as recover_setup does)
-    and its local executor's leases back to pending with their tokens cleared (a late report is stale)."""
+    and its local executor's leases end now: the reaper hands them out again with their reservation renewed,
+    as after a crash (a late report of the old owner is refused by its epoch)."""
     at = now()
     running = sorted(await tx.fetchall(
         "UPDATE account_tasks SET status = 'retry', retry_at = :now, updated_at = :now WHERE status = 'running'"
@@ -70,9 +71,8 @@ async def _recover(tx: Tx, ids: list[int]) -> None:
                            "message": f"{r['task_type']}: was running when the daemon stopped; retry"}
                           for r in running])
     await tx.execute(
-        "UPDATE tasks SET status = 'pending', lease_token = NULL, leased_by = NULL"
-        " WHERE status IN ('pending', 'leased') AND status = 'leased' AND leased_by = 'local'"
-        " AND account_id IN (SELECT value FROM json_each(?))", (json.dumps(ids),))
+        "UPDATE tasks SET lease_expires_at = ? WHERE status = 'leased' AND leased_by = 'local'"
+        " AND account_id IN (SELECT value FROM json_each(?))", (at, json.dumps(ids)))
 
 
 class NodeStore(StoreCore):
