@@ -39,6 +39,7 @@ from tgdaemon.errors import (
 )
 from tgdaemon.gateway.base import Gateway
 from tgdaemon.gateway.simulator import Simulator
+from tgdaemon.gateway.simworld import SimAccount
 from tgdaemon.httpjson import MAX_BODY, errors_middleware
 from tgdaemon.lifecycle import exitguard, limits, signals, systemd, tls, worlds
 from tgdaemon.lifecycle.connguard import Guard, GuardedTCPSite
@@ -257,12 +258,13 @@ class Daemon:
         if not isinstance(self.gateway, Simulator) or await store.count_accounts():
             return
         seeds = self.gateway.seeds()
-        async with store.tx() as tx:
-            await store.insert_accounts(tx, (
-                {"phone": s.phone, "tg_user_id": s.tg_user_id, "label": s.label, "is_probe": int(s.is_probe),
-                 "first_name": s.first_name, "last_name": s.last_name, "profile_json": "{}"} for s in seeds))
-            await tx.event("fleet.seeded", f"simulator seeded {len(seeds)} accounts")
-            await worlds.record(store, tx, self.gateway.world())
+        try:
+            await _seed(store, seeds, self.gateway.world())
+        except Exception:
+            if not await store.count_accounts():
+                raise
+            log.info("simulator: another node seeded the fleet first")  # two nodes started on an empty database
+            return
         log.info("simulator: seeded %d accounts", len(seeds))
 
     async def _serve(self, rt: Runtime, connection_cap: int, teardown: Teardown) -> None:
@@ -308,6 +310,16 @@ def _leader_tasks(rt: Runtime, epoch: int) -> list[tuple[str, Callable[[], Corou
     """The once-per-fleet work, run by the leader under its epoch (generation is fenced by it)."""
     return [("generator", lambda: rt.generator.run_generate(epoch)), ("reaper", rt.leases.run_reaper),
             ("setup dispatch", rt.setup.run_dispatch), ("retention", rt.retention.run)]
+
+
+async def _seed(store: Store, seeds: list[SimAccount], world: dict[str, Any]) -> None:
+    """The accounts and their world in one transaction: a second node seeding at once fails as a whole."""
+    async with store.tx() as tx:
+        await store.insert_accounts(tx, (
+            {"phone": s.phone, "tg_user_id": s.tg_user_id, "label": s.label, "is_probe": int(s.is_probe),
+             "first_name": s.first_name, "last_name": s.last_name, "profile_json": "{}"} for s in seeds))
+        await tx.event("fleet.seeded", f"simulator seeded {len(seeds)} accounts")
+        await worlds.record(store, tx, world)
 
 
 def _quiet_store_failures(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
