@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from tgdaemon.config import NodesConfig
@@ -21,7 +21,7 @@ from tgdaemon.store import Store
 
 log = logging.getLogger(__name__)
 Loop = Callable[[], Coroutine[Any, Any, None]]
-Keep = Callable[[Loop], Awaitable[None]]
+Keep = Callable[[Loop], Coroutine[Any, Any, None]]
 LeaderTasks = Callable[[int], list[tuple[str, Loop]]]  # the leader epoch -> (name, loop)
 
 
@@ -70,10 +70,19 @@ class Leadership:
         self.epoch = None
 
 
-async def rebalance(store: Store, cfg: NodesConfig, epoch: int) -> int:
+async def rebalance(store: Store, cfg: NodesConfig, epoch: int, seen: set[str]) -> int:
     """One heartbeat of the balancer: the live nodes' assignment read, the plan's moves made. Moves
-    made under an epoch that is no longer the fleet's change nothing (the store checks it)."""
-    live = {n.name: n.max_accounts for n in await store.list_nodes(cfg.dead_after_seconds) if n.alive}
+    made under an epoch that is no longer the fleet's change nothing (the store checks it). ``seen``: the
+    nodes alive at the last round, kept by the caller, so that a node's death is said once, here."""
+    nodes = await store.list_nodes(cfg.dead_after_seconds)
+    live = {n.name: n.max_accounts for n in nodes if n.alive}
+    for n in nodes:
+        if n.name in seen and not n.alive and n.stopped_at is None:
+            log.warning("node %s is dead: no heartbeat for %.0f s (host %s, pid %d); its %d accounts go to the"
+                        " live nodes once its lease ends", n.name, max(0.0, await store.db_now() - n.heartbeat_at),
+                        n.host, n.pid, n.accounts)
+    seen.clear()
+    seen.update(live)
     if not live:
         return 0
     names = sorted(live)

@@ -34,7 +34,7 @@ from tgdaemon.config import Config
 from tgdaemon.errors import StoreDisconnected, TgfleetError
 from tgdaemon.gateway.base import Gateway
 from tgdaemon.nodes.gate import NodeGate
-from tgdaemon.nodes.leader import Keep, LeaderTasks, Leadership, rebalance
+from tgdaemon.nodes.leader import Keep, Leadership, LeaderTasks, rebalance
 from tgdaemon.nodes.ownership import ACQUIRE_BATCHES, START_BATCHES, Ownership
 from tgdaemon.store.api import NodeInfo, NodeSpec, Store
 
@@ -66,6 +66,7 @@ class Node:
         self._sent_at = 0.0  # this clock's (monotonic) time the last successful renewal was sent
         self._renewed = asyncio.Event()
         self._fenced = False
+        self._seen_alive: set[str] = set()  # the balancer's: the nodes alive at its last round
 
     @property
     def leader(self) -> bool:
@@ -139,7 +140,7 @@ class Node:
             log.info("node %s renewed its lease again; taking up its accounts", self.name)
         await self.leadership.follow(renewal.leader_epoch)
         if self.leadership.epoch is not None:
-            await rebalance(self.store, self.cfg, self.leadership.epoch)
+            await rebalance(self.store, self.cfg, self.leadership.epoch, self._seen_alive)
         await self.ownership.acquire(batches)
         await self.ownership.refresh()
 
