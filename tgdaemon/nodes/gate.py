@@ -93,7 +93,7 @@ class NodeGate:
         """Until no work is under way as any of ``ids``, for at most ``timeout`` seconds; those still busy."""
         wanted = list(ids)
         deadline = self._clock() + timeout
-        while (busy := self.busy(wanted)) and (left := deadline - self._clock()) > 0:
+        while self.busy(wanted) and (left := deadline - self._clock()) > 0:
             self._left.clear()
             try:
                 await asyncio.wait_for(self._left.wait(), left)
