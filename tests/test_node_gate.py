@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 
 import pytest
 import tgscript as ts
@@ -20,6 +19,7 @@ from tgdaemon.gateway.base import AccountRef, Channel
 from tgdaemon.nodes.gate import NodeGate
 from tgdaemon.store import NewAccount, SessionData, Store
 from tgdaemon.store.api import NodeSpec
+from tgdaemon.timeutil import steady
 
 CHANNEL = Channel(peer_id=777000, access_hash=0x5EC2E7, title="News", username="news")
 
@@ -32,7 +32,7 @@ async def add_account(store: Store, n: int = 1) -> int:
 
 def open_gate() -> NodeGate:
     gate = NodeGate()
-    gate.renewed(time.monotonic(), lease_seconds=60, heartbeat_seconds=1)
+    gate.renewed(steady(), lease_seconds=60, heartbeat_seconds=1)
     return gate
 
 
@@ -135,3 +135,26 @@ async def test_a_release_waits_for_the_work_under_way_as_the_account() -> None:
     done.set()
     assert await waiting == [] and gate.busy([1]) == []
     await job
+
+
+async def test_a_connect_begun_just_before_the_fence_is_cut_off_at_the_fence(
+        store: Store, gateways: GatewayFactory) -> None:
+    """The fence's let-go waits for the account's lock, which a connect holds: a slow connect begun a moment
+    before the fence would hold the wire up for connect_timeout past it, beside the next owner's. It is cut
+    off at the fence instead, and the client is down when the call gives up."""
+    account_id = await add_account(store)
+    gw = await gateways(connect_timeout_seconds=600.0)
+    gw.gate = gate = NodeGate()
+    gate.own(account_id, 1)
+    gate.renewed(steady(), lease_seconds=2.5, heartbeat_seconds=1)  # fences 0.5 s from now
+    sender = gw.sender(account_id)
+    sender.handshake[functions.help.GetConfigRequest] = ts.NEVER  # the server never finishes the handshake
+    call = asyncio.create_task(gw.get_me(AccountRef(account_id)))
+    await asyncio.wait([call], timeout=30)  # bounded: a connect still hanging here is the failure
+    try:
+        assert call.done(), "the connect outlived the fence"
+        assert isinstance(call.exception(), TimeoutError)
+        assert gate.fenced and not sender.is_connected() and sender.calls == []
+    finally:
+        call.cancel()
+        await asyncio.gather(call, return_exceptions=True)

@@ -9,6 +9,7 @@ the real gate; a gateway with no node behind it (tests, ``check_session``) has t
 
 from __future__ import annotations
 
+import math
 from contextlib import AbstractContextManager, nullcontext
 from typing import Protocol
 
@@ -21,6 +22,9 @@ class Gate(Protocol):
 
     def epoch(self, account_id: int) -> int | None:
         """The epoch this node owns the account under (its writes carry it); None when not owned."""
+
+    def seconds_left(self) -> float:
+        """How long until this node fences itself: nothing it starts (a connect) may run past that."""
 
     def working(self, account_id: int) -> AbstractContextManager[None]:
         """Around one unit of work as the account (a setup task, a local task, a probe's read): the node
@@ -35,6 +39,9 @@ class OpenGate:
 
     def epoch(self, account_id: int) -> int | None:
         return None
+
+    def seconds_left(self) -> float:
+        return math.inf
 
     def working(self, account_id: int) -> AbstractContextManager[None]:
         return nullcontext()

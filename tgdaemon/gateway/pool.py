@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,9 +25,11 @@ log = logging.getLogger(__name__)
 
 class ClientPool:
     def __init__(self, make: Callable[[int], Awaitable[TelegramClient]], *, max_connected: int,
-                 idle_seconds: float, connect_timeout: float, check: Callable[[int], None] = lambda _: None) -> None:
+                 idle_seconds: float, connect_timeout: float, check: Callable[[int], None] = lambda _: None,
+                 seconds_left: Callable[[], float] = lambda: math.inf) -> None:
         self._make = make
         self._check = check  # raises when this process may not act as the account now (its node's gate)
+        self._seconds_left = seconds_left  # until the node fences itself
         self.max_connected = max_connected
         self.idle_seconds = idle_seconds
         self.connect_timeout = connect_timeout
@@ -57,7 +60,9 @@ class ClientPool:
                 if not client.is_connected():
                     await self._make_room()
                     self._check(account_id)
-                    await asyncio.wait_for(client.connect(), self.connect_timeout)
+                    # Never past the node's fence: a connect begun just before it would outlive the lease (the
+                    # fence's let-go waits for this lock), and the next owner would connect beside it.
+                    await asyncio.wait_for(client.connect(), min(self.connect_timeout, self._seconds_left()))
             except BaseException:
                 self._done(account_id)
                 # A connect cut short can leave the sender up without InitConnection sent: start over next time.

@@ -93,7 +93,8 @@ class TelethonGateway(Gateway):
         self.cfg = cfg
         self.pool = ClientPool(self._client_for, max_connected=cfg.max_connected,
                                idle_seconds=cfg.idle_disconnect_seconds, connect_timeout=cfg.connect_timeout_seconds,
-                               check=lambda account_id: check_gate(self.gate, account_id))
+                               check=lambda account_id: check_gate(self.gate, account_id),
+                               seconds_left=lambda: self.gate.seconds_left())
         self._writes: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
 

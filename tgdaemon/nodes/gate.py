@@ -1,7 +1,7 @@
 """The node's gate: the accounts this process may act as right now, and the work under way as each.
 
 An account passes while the database says this node owns it (``own``), it is not being let go
-(``close``), and the node's own monotonic clock has not reached ``fence_at``: the last successful
+(``close``), and the node's own steady clock (it counts a suspend) has not reached ``fence_at``: the last successful
 renewal's send time plus the lease, less two heartbeats (design 9, "Self-fencing"). So a process that
 can no longer renew (the database out of reach, the event loop stalled) stops passing calls on its own
 clock, before its lease can run out in the database and another node connect the account; nothing has
@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
+from tgdaemon.timeutil import steady
+
 
 class NodeGate:
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = steady) -> None:
         self._clock = clock
         self._owned: dict[int, int] = {}  # account id -> the epoch it is owned under
         self._closing: set[int] = set()
@@ -35,6 +36,9 @@ class NodeGate:
 
     def epoch(self, account_id: int) -> int | None:
         return self._owned.get(account_id)
+
+    def seconds_left(self) -> float:
+        return self.fence_at - self._clock()
 
     @contextmanager
     def working(self, account_id: int) -> Iterator[None]:

@@ -26,7 +26,6 @@ import logging
 import os
 import secrets
 import socket
-import time
 from collections.abc import Callable
 
 from tgdaemon import __version__
@@ -37,6 +36,7 @@ from tgdaemon.nodes.gate import NodeGate
 from tgdaemon.nodes.leader import Keep, Leadership, LeaderTasks, rebalance
 from tgdaemon.nodes.ownership import ACQUIRE_BATCHES, START_BATCHES, Ownership
 from tgdaemon.store.api import NodeInfo, NodeSpec, Store
+from tgdaemon.timeutil import steady
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class Node:
         self.registered = False
         self.lost = False  # another incarnation holds the name now: this daemon is stopping
         self.renewed_at: float | None = None  # the database's time of the last successful renewal
-        self._sent_at = 0.0  # this clock's (monotonic) time the last successful renewal was sent
+        self._sent_at = 0.0  # this clock's (steady: a suspend counts) time the last successful renewal was sent
         self._renewed = asyncio.Event()
         self._fenced = False
         self._seen_alive: set[str] = set()  # the balancer's: the nodes alive at its last round
@@ -91,16 +91,16 @@ class Node:
     async def _register(self, http: str | None) -> None:
         spec = NodeSpec(self.name, self.incarnation, socket.gethostname(), os.getpid(), __version__, http,
                         self.max_accounts)
-        deadline = time.monotonic() + self.cfg.dead_after_seconds + self.cfg.heartbeat_seconds
+        deadline = steady() + self.cfg.dead_after_seconds + self.cfg.heartbeat_seconds
         waited = False
         while True:
-            sent = time.monotonic()
+            sent = steady()
             info = await self.store.register_node(spec, dead_after=self.cfg.dead_after_seconds,
                                                   lease_seconds=self.cfg.lease_seconds)
             if info is not None:
                 break
             holder = await self._holder()
-            if time.monotonic() >= deadline:
+            if steady() >= deadline:
                 where = f" on {holder.host} (pid {holder.pid})" if holder is not None else ""
                 raise NodeNameTaken(f"node {self.name} is already running{where}; stop that daemon, or give this"
                                     " one another [daemon] node_name")
@@ -122,7 +122,7 @@ class Node:
     async def tick(self, batches: int = ACQUIRE_BATCHES) -> None:
         """One heartbeat: renew (and ask to lead), balance when leading, take what is assigned (at most
         ``batches`` transactions of it), read what is owned."""
-        sent = time.monotonic()
+        sent = steady()
         renewal = await self.store.renew_node(self.name, self.incarnation, lease_seconds=self.cfg.lease_seconds,
                                               lead=True)
         if not renewal.held:
@@ -149,7 +149,7 @@ class Node:
         watch = asyncio.create_task(self._watch_fence(), name="node fence")
         try:
             while True:
-                started = time.monotonic()
+                started = steady()
                 if not self.lost:
                     try:
                         await self.tick()  # never cut short: a store call cancelled half-way helps nobody
@@ -159,14 +159,14 @@ class Node:
                     self.leadership.check()
                 if watch.done():
                     watch.result()
-                await asyncio.sleep(max(0.0, self.cfg.heartbeat_seconds - (time.monotonic() - started)))
+                await asyncio.sleep(max(0.0, self.cfg.heartbeat_seconds - (steady() - started)))
         finally:
             watch.cancel()
             await self.leadership.stop()
 
     async def _watch_fence(self) -> None:
         while True:
-            wait = self.gate.fence_at - time.monotonic()
+            wait = self.gate.fence_at - steady()
             if wait > 0:
                 await asyncio.sleep(wait)
                 continue
@@ -179,7 +179,7 @@ class Node:
             self._fenced = True
             log.warning("node %s could not renew its lease in time (last renewed %.1f s ago); letting go of every"
                         " client and stopping its leader work until it can", self.name,
-                        time.monotonic() - self._sent_at)
+                        steady() - self._sent_at)
         await self._fence()
 
     async def _fence(self) -> None:
