@@ -17,6 +17,8 @@ from store.conftest import Database
 from tgdaemon.errors import NotFound
 from tgdaemon.store import Store
 from tgdaemon.store.api import NodeSpec, OwnedAccount
+from tgdaemon.store.postgres.core import LOG_LOCK
+from tgdaemon.timeutil import steady
 
 DEAD = 10.0
 LEASE = 15.0
@@ -525,3 +527,39 @@ async def test_an_acquisition_that_postgresql_rolls_back_to_break_a_deadlock_run
         acquired = await store.acquire_accounts("b", "i1", 10)
     assert [a.id for a in acquired] == [1]
     assert (await owners(store))[1][0] == "b"
+
+
+async def test_a_renewal_counts_its_fence_from_after_the_wait_for_the_stores_writer(
+        store: Store, database: Database) -> None:
+    """Another node stopped while holding the log's lock keeps this node's event-writing transaction waiting,
+    and with it the writer a renewal needs. The renewal's ``sent`` (which the node's fence counts from) is
+    taken once the writer is this renewal's, so that wait does not eat into the lease: after the lock was let
+    go, not before the renewal was asked for."""
+    if database.kind != "postgresql":
+        pytest.skip("one process writes SQLite: no other node can hold its log")
+    await seed(store, 1)
+    await up(store, "a")
+    assert database.url is not None
+    other = await asyncpg.connect(database.url)
+    try:
+        tx = other.transaction()
+        await tx.start()
+        await other.execute(f"SELECT pg_advisory_xact_lock({LOG_LOCK})")
+
+        async def write_an_event() -> None:
+            async with store.tx() as t:
+                await t.event("test.waits", "behind the other node's log lock")
+
+        writing = asyncio.create_task(write_an_event())
+        await asyncio.sleep(0.2)
+        asked = steady()
+        renewing = asyncio.create_task(store.renew_node("a", "i1", lease_seconds=LEASE, lead=False))
+        await asyncio.sleep(0.5)
+        assert not writing.done() and not renewing.done()  # both wait: the event for the lock, the renewal for it
+        released = steady()
+        await tx.commit()
+        renewal = await asyncio.wait_for(renewing, 30)
+        await asyncio.wait_for(writing, 30)
+    finally:
+        await other.close()
+    assert renewal.held and asked < released <= renewal.sent

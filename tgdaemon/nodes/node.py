@@ -122,12 +122,14 @@ class Node:
     async def tick(self, batches: int = ACQUIRE_BATCHES) -> None:
         """One heartbeat: renew (and ask to lead), balance when leading, take what is assigned (at most
         ``batches`` transactions of it), read what is owned."""
-        sent = steady()
         renewal = await self.store.renew_node(self.name, self.incarnation, lease_seconds=self.cfg.lease_seconds,
                                               lead=True)
         if not renewal.held:
             await self._taken_over()
             return
+        # From when it was sent, after waiting for this node's writer (another node holding the log's lock can
+        # keep it a while): counted from before that wait, one stopped peer would fence every node.
+        sent = renewal.sent
         self.renewed_at, self._sent_at = renewal.at, sent
         if self.gate.fenced:  # the fence time passed before this renewal came back (a stall): what the gate
             await self._enforce_fence()  # held may be another node's by now; it is read afresh below

@@ -237,6 +237,8 @@ class Renewal:
     at: float
     owned_until: float
     leader_epoch: int | None  # the fleet's leadership, held by this node under this epoch; None: not leader
+    sent: float = 0.0  # this host's steady clock (timeutil.steady) as the renewal's statements were sent, after any
+    # wait for the store's writer: the node's fence counts from here, never from before a queue it stood in
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from tgdaemon.store import nodes
 from tgdaemon.store.api import Assignment, NodeInfo, NodeSpec, OwnedAccount, Renewal
 from tgdaemon.store.postgres.core import PostgresCore, Tx, named, retried
 from tgdaemon.store.postgres.locks import release_locks
-from tgdaemon.timeutil import now
+from tgdaemon.timeutil import now, steady
 
 NOW = "extract(epoch FROM clock_timestamp())::float8"
 NODE_SQL = """SELECT n.*, (SELECT count(*) FROM accounts a WHERE a.owner = n.name) AS accounts,
@@ -133,13 +133,14 @@ class NodeStore(PostgresCore):
 
     async def renew_node(self, name: str, incarnation: str, *, lease_seconds: float, lead: bool) -> Renewal:
         async with self.tx() as tx:
+            sent = steady()  # before the database reads its clock: the lease it grants ends later than ours
             at = await _now(tx)
             if not await tx.execute("UPDATE nodes SET heartbeat_at = $1, owned_until = $2 WHERE name = $3"
                                     " AND incarnation = $4 AND stopped_at IS NULL",
                                     at, at + lease_seconds, name, incarnation):
-                return Renewal(held=False, at=at, owned_until=at, leader_epoch=None)
+                return Renewal(held=False, at=at, owned_until=at, leader_epoch=None, sent=sent)
             epoch = await _lead(tx, name, at, lease_seconds) if lead else None
-            return Renewal(held=True, at=at, owned_until=at + lease_seconds, leader_epoch=epoch)
+            return Renewal(held=True, at=at, owned_until=at + lease_seconds, leader_epoch=epoch, sent=sent)
 
     async def stop_node(self, name: str, incarnation: str) -> int:
         async with self.tx() as tx:

@@ -18,7 +18,7 @@ from tgdaemon.store import nodes
 from tgdaemon.store.api import Assignment, NodeInfo, NodeSpec, OwnedAccount, Renewal
 from tgdaemon.store.sqlite.core import StoreCore, Tx
 from tgdaemon.store.sqlite.locks import release_locks
-from tgdaemon.timeutil import now
+from tgdaemon.timeutil import now, steady
 
 NODE_SQL = """SELECT n.*, (SELECT COUNT(*) FROM accounts a WHERE a.owner = n.name) AS accounts,
     EXISTS (SELECT 1 FROM leadership l WHERE l.node = n.name AND l.expires_at > :now) AS leader FROM nodes n"""
@@ -110,14 +110,15 @@ class NodeStore(StoreCore):
 
     async def renew_node(self, name: str, incarnation: str, *, lease_seconds: float, lead: bool) -> Renewal:
         async with self.tx() as tx:
+            sent = steady()  # before the database reads its clock: the lease it grants ends later than ours
             at = now()
             cur = await tx.execute("UPDATE nodes SET heartbeat_at = ?, owned_until = ? WHERE name = ?"
                                    " AND incarnation = ? AND stopped_at IS NULL",
                                    (at, at + lease_seconds, name, incarnation))
             if not cur.rowcount:
-                return Renewal(held=False, at=at, owned_until=at, leader_epoch=None)
+                return Renewal(held=False, at=at, owned_until=at, leader_epoch=None, sent=sent)
             epoch = await _lead(tx, name, at, lease_seconds) if lead else None
-            return Renewal(held=True, at=at, owned_until=at + lease_seconds, leader_epoch=epoch)
+            return Renewal(held=True, at=at, owned_until=at + lease_seconds, leader_epoch=epoch, sent=sent)
 
     async def stop_node(self, name: str, incarnation: str) -> int:
         async with self.tx() as tx:
