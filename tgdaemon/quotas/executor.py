@@ -51,7 +51,9 @@ class LocalExecutor:
             await asyncio.Event().wait()  # off: nothing to do, but a side task that returns stops the daemon
         try:
             while True:
-                free = self.concurrency - len(self._running)
+                # A fenced node could run none of what it leased: each lease left to run out would cost its
+                # task one of its max_leases for nothing.
+                free = self.concurrency - len(self._running) if self.gateway.gate.seconds_left() > 0 else 0
                 leased = await self.leases.pull_owned(NAME, PullRequest(limit=free), self.owner) if free else []
                 for task, epoch in leased:
                     job = asyncio.create_task(self._work(task, epoch), name=f"quota-task-{task.task_id}")
