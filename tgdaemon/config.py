@@ -74,6 +74,9 @@ class NodesConfig(Section):
     dead_after_seconds: Positive = 10.0  # a node whose heartbeat is older is dead
     lease_seconds: Positive = 15.0  # how long a heartbeat keeps a node's accounts its own
     moves_per_second: Positive = 50.0  # accounts moved between live nodes when the fleet rebalances
+    # An account its owner did not let go of (the owner died or froze) is taken over this long after its lease
+    # ended: a frozen host's connections stay open on Telegram's side until Telegram times them out.
+    takeover_grace_seconds: NonNegative = 0.0
 
     def __post_init__(self) -> None:
         if self.lease_seconds < 3 * self.heartbeat_seconds:

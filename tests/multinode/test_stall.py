@@ -14,6 +14,10 @@ from multinode.test_ownership import settled
 
 TARGETS = ("@tgfleet_news", "@tgfleet_markets", "@tgfleet_weather", "@tgfleet_sports")
 SLOW_CALLS = {"TGFLEET_SIMULATOR__LATENCY_MIN_MS": "100", "TGFLEET_SIMULATOR__LATENCY_MAX_MS": "300"}
+# A frozen process keeps its connections open until the server drops them for silence: here twice the lease,
+# so a takeover at the lease's end would connect beside them (AUTH_KEY_DUPLICATED). The takeover grace is what
+# keeps the next owner off them (config.example.toml, nodes.takeover_grace_seconds).
+FROZEN = {"TGFLEET_SIMULATOR__SERVER_TIMEOUT_SECONDS": "6", "TGFLEET_NODES__TAKEOVER_GRACE_SECONDS": "6"}
 IN_FLIGHT = ("SELECT t.id, t.lease_token FROM tasks t JOIN accounts a ON a.id = t.account_id WHERE t.status = 'leased'"
              " AND t.leased_by = 'local' AND a.owner = 'n1' ORDER BY t.id")
 # A transaction of the stopped process left open would hold its locks for as long as it is stopped: that
@@ -24,14 +28,15 @@ STUCK = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database
 
 async def test_a_node_stalled_past_its_lease_finds_its_accounts_gone_and_applies_nothing_twice(
         node_fleet: Any) -> None:
-    fleet: NodeFleet = node_fleet(env=SLOW_CALLS)
+    fleet: NodeFleet = node_fleet(env=SLOW_CALLS | FROZEN)
     await fleet.start_all(3)
     names = {"n1", "n2", "n3"}
     await settled(fleet, names, "n2")
     quotas = [await fleet.add_quota("n2", name=f"subs {t}", target=t, action="channel_stats", quantity=10_000)
               for t in TARGETS]
     cfg = fleet.config["nodes"]
-    bound = 4 * (cfg["dead_after_seconds"] + cfg["lease_seconds"])
+    bound = 4 * (cfg["dead_after_seconds"] + cfg["lease_seconds"]) + 2 * float(FROZEN[
+        "TGFLEET_NODES__TAKEOVER_GRACE_SECONDS"])
     proc = fleet.nodes["n1"].proc
     assert proc is not None
 

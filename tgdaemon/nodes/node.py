@@ -57,7 +57,8 @@ class Node:
         self.gate = NodeGate()
         gateway.gate = self.gate  # from now on every call as an account asks this node
         self.ownership = Ownership(store, gateway, self.gate, self.name, self.incarnation,
-                                   max_accounts=self.max_accounts, release_wait=self.cfg.lease_seconds)
+                                   max_accounts=self.max_accounts, release_wait=self.cfg.lease_seconds,
+                                   takeover_grace=self.cfg.takeover_grace_seconds)
         self.leadership = Leadership(self.name, keep)
         self.on_lost = on_lost
         self.registered = False

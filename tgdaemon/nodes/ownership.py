@@ -29,7 +29,7 @@ START_BATCHES = 1000  # at start, before any work: every account assigned here (
 
 class Ownership:
     def __init__(self, store: Store, gateway: Gateway, gate: NodeGate, name: str, incarnation: str, *,
-                 max_accounts: int, release_wait: float) -> None:
+                 max_accounts: int, release_wait: float, takeover_grace: float = 0.0) -> None:
         self.store = store
         self.gateway = gateway
         self.gate = gate
@@ -37,6 +37,7 @@ class Ownership:
         self.incarnation = incarnation
         self.max_accounts = max_accounts
         self.release_wait = release_wait
+        self.takeover_grace = takeover_grace  # past a lease that was not let go of (nodes.takeover_grace_seconds)
         self._lock = asyncio.Lock()
         self._disabled: set[int] = set()
         self._releasing: set[int] = set()
@@ -57,7 +58,8 @@ class Ownership:
                 limit = min(limit, self.max_accounts - self.count - taken)
             if limit <= 0:
                 break
-            batch = len(await self.store.acquire_accounts(self.name, self.incarnation, limit))
+            batch = len(await self.store.acquire_accounts(self.name, self.incarnation, limit,
+                                                            grace=self.takeover_grace))
             taken += batch
             if batch < limit:
                 break

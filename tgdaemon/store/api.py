@@ -422,9 +422,10 @@ class Store(Protocol):
                          lead: bool) -> Renewal: ...  # lead: also take or renew the fleet's leadership
     async def stop_node(self, name: str, incarnation: str) -> int: ...  # releases its accounts and leadership
     async def list_nodes(self, dead_after: float) -> list[NodeInfo]: ...
-    async def acquire_accounts(self, name: str, incarnation: str, limit: int) -> list[OwnedAccount]:
+    async def acquire_accounts(self, name: str, incarnation: str, limit: int, *,
+                               grace: float = 0.0) -> list[OwnedAccount]:
         """Accounts assigned to this node that no live lease holds (unowned, or their owner's
-        ``owned_until`` has passed, or owned by this name's earlier incarnation) become this node's, each
+        ``owned_until`` has passed by ``grace`` seconds, or owned by this name's earlier incarnation) become this node's, each
         with its epoch one higher; in the same transaction their running setup tasks go back to retry
         (locks released) and their tasks leased by ``local`` go back to pending."""
     async def owned_accounts(self, name: str) -> list[OwnedAccount]: ...

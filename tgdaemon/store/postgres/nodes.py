@@ -34,7 +34,7 @@ OWNED = "a.id, a.owner_epoch AS epoch, a.assigned_node, a.disabled_at IS NOT NUL
 # once locked (a correlated subquery, not a join: a join would keep the owner read before the wait).
 ACQUIRE = f"""WITH picked AS (
     SELECT a.id FROM accounts a WHERE a.assigned_node = :me AND (a.owner IS NULL OR NOT EXISTS (
-        SELECT 1 FROM nodes n WHERE n.name = a.owner AND n.owned_until > :now))
+        SELECT 1 FROM nodes n WHERE n.name = a.owner AND n.owned_until + :grace > :now))
     ORDER BY a.id LIMIT :limit FOR UPDATE OF a SKIP LOCKED)
 UPDATE accounts a SET owner = :me, owner_epoch = a.owner_epoch + 1 FROM picked WHERE a.id = picked.id
 RETURNING {OWNED}"""
@@ -169,7 +169,8 @@ class NodeStore(PostgresCore):
         return [nodes.node_info(r, at=r["at"], dead_after=dead_after) for r in rows]
 
     @retried
-    async def acquire_accounts(self, name: str, incarnation: str, limit: int) -> list[OwnedAccount]:
+    async def acquire_accounts(self, name: str, incarnation: str, limit: int, *,
+                               grace: float = 0.0) -> list[OwnedAccount]:
         async with self.tx() as tx:
             at = await _now(tx)
             me = await tx.fetchrow("SELECT owned_until, prior_until FROM nodes WHERE name = $1 AND incarnation = $2"
@@ -181,7 +182,7 @@ class NodeStore(PostgresCore):
                                                     name):
                     tx.touch(account_id)
                 await tx.execute("UPDATE nodes SET prior_until = 0 WHERE name = $1", name)
-            acquired = _owned(await tx.fetch(*_bound(ACQUIRE, {"me": name, "now": at, "limit": limit})))
+            acquired = _owned(await tx.fetch(*_bound(ACQUIRE, {"me": name, "now": at, "limit": limit, "grace": grace})))
             if acquired:
                 await _recover(tx, [a.id for a in acquired])
             for a in acquired:

@@ -142,7 +142,8 @@ class NodeStore(StoreCore):
         rows = await self.read(f"{NODE_SQL} ORDER BY n.name", {"now": at})
         return [nodes.node_info(r, at=at, dead_after=dead_after) for r in rows]
 
-    async def acquire_accounts(self, name: str, incarnation: str, limit: int) -> list[OwnedAccount]:
+    async def acquire_accounts(self, name: str, incarnation: str, limit: int, *,
+                               grace: float = 0.0) -> list[OwnedAccount]:
         async with self.tx() as tx:
             at = now()
             me = next(iter(await tx.fetchall(
@@ -153,8 +154,9 @@ class NodeStore(StoreCore):
             acquired = _owned(await tx.fetchall(
                 "UPDATE accounts SET owner = :me, owner_epoch = owner_epoch + 1 WHERE id IN ("
                 " SELECT a.id FROM accounts a WHERE a.assigned_node = :me AND (a.owner IS NULL OR NOT EXISTS ("
-                "  SELECT 1 FROM nodes n WHERE n.name = a.owner AND n.owned_until > :now))"
-                f" ORDER BY a.id LIMIT :limit) RETURNING {OWNED}", {"me": name, "now": at, "limit": limit}))
+                "  SELECT 1 FROM nodes n WHERE n.name = a.owner AND n.owned_until + :grace > :now))"
+                f" ORDER BY a.id LIMIT :limit) RETURNING {OWNED}", {"me": name, "now": at, "limit": limit,
+                                                                   "grace": grace}))
             if acquired:
                 await _recover(tx, [a.id for a in acquired])
             for a in acquired:
