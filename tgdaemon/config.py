@@ -79,8 +79,8 @@ class NodesConfig(Section):
     takeover_grace_seconds: NonNegative = 0.0
 
     def __post_init__(self) -> None:
-        if self.lease_seconds < 3 * self.heartbeat_seconds:
-            raise ValueError("lease_seconds must be at least 3 heartbeat_seconds")
+        if self.lease_seconds < 4 * self.heartbeat_seconds:  # the fence is 2 before it: 2 left to renew in
+            raise ValueError("lease_seconds must be at least 4 heartbeat_seconds")
         if self.dead_after_seconds < 2 * self.heartbeat_seconds:
             raise ValueError("dead_after_seconds must be at least 2 heartbeat_seconds")
 
