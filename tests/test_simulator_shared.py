@@ -19,7 +19,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from pgtest import PgServer
+from pgtest import PgServer, database_of
 from simrecord import overlaps
 from telethon import errors
 
@@ -181,6 +181,44 @@ async def test_the_gate_refuses_before_anything_is_sent_or_recorded(
         with pytest.raises(NotOwned, match="account 1"):
             await a.get_me(ACCOUNT)
         assert await store.sim_connections() == []
+
+
+@asynccontextmanager
+async def database_away(pg_server: PgServer, url: str) -> AsyncIterator[None]:
+    """The database refuses connections and its sessions are ended, for the block: every store on it is
+    down until it is back (the server itself keeps running)."""
+    name = database_of(url)
+    admin = await asyncpg.connect(pg_server.admin_url)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = $1", name)
+        try:
+            yield
+        finally:
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    finally:
+        await admin.close()
+
+
+async def test_a_connection_let_go_while_the_store_is_away_is_closed_on_the_record_once_it_is_back(
+        url: str, pg_server: PgServer, stand_in: Callable[[], subprocess.Popen[bytes]]) -> None:
+    other = AccountRef(id=2, tg_user_id=Simulator(config()).accounts[1].tg_user_id)
+    async with simulator(url, "a", stand_in().pid) as (a, store), simulator(url, "b", stand_in().pid) as (b, _):
+        shared = a.shared
+        assert shared is not None
+        await a.get_me(ACCOUNT)
+        await a.get_me(other)
+        async with database_away(pg_server, url):
+            await a.forget(ACCOUNT.id)  # a fenced node lets go of every client: each is disconnected
+            await a.forget(other.id)
+            assert not shared.connected(UID) and not shared.connected(other.tg_user_id)
+        await a.get_me(ACCOUNT)  # its own close is written first: no second holder of its own
+        await shared.ping()  # the next ping round writes the others'
+        await b.get_me(other)  # another process finds the account free
+        assert [c.closed_why for c in await store.sim_connections(UID)] == ["forgotten", None]
+        assert [(c.node, c.closed_why) for c in await store.sim_connections(other.tg_user_id)] == [
+            ("a", "forgotten"), ("b", None)]
+        assert overlaps(await store.sim_connections()) == []
 
 
 async def test_idle_connections_close_and_the_next_call_opens_anew(

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import pgtest
 import pytest
-from daemon_proc import Fleet, fleet
+from daemon_proc import READY_TIMEOUT, DaemonProc, Fleet, fleet
 
 from tgdaemon import stream
 from tgdaemon.control.client import ControlClient
@@ -71,11 +71,26 @@ def chained(start: int, msgs: list[Msg]) -> bool:
     return True
 
 
-async def start_two(f: Fleet) -> tuple[Any, Any]:
+async def started(daemon: DaemonProc) -> DaemonProc:
+    """Ready as a node: the socket answers before the node registers (a name another live node holds is
+    waited for), and the stream follows the log only from there."""
+    await daemon.await_ready()
+    for _ in range(int(READY_TIMEOUT / 0.05)):
+        if "tgdaemon ready" in daemon.log():
+            return daemon
+        assert daemon.returncode is None, daemon.log()
+        await asyncio.sleep(0.05)
+    pytest.fail(f"tgdaemon not ready within {READY_TIMEOUT:.0f} s:\n{daemon.log()}", pytrace=False)
+
+
+async def start_two(f: Fleet) -> tuple[DaemonProc, DaemonProc]:
     """A first (it seeds the simulated fleet), then B on the same database, each with its own data dir,
-    socket and port."""
-    a = await f.start(data_dir=f.root / "a", socket_path=f.root / "a.sock", accounts=ACCOUNTS, env=QUIET).await_ready()
-    b = await f.start(data_dir=f.root / "b", socket_path=f.root / "b.sock", accounts=ACCOUNTS, env=QUIET).await_ready()
+    socket, port and node name (both would default to the host's name: B would wait for A's name, then
+    refuse to start)."""
+    a = await started(f.start(data_dir=f.root / "a", socket_path=f.root / "a.sock", accounts=ACCOUNTS,
+                              env={**QUIET, "TGFLEET_DAEMON__NODE_NAME": "a"}))
+    b = await started(f.start(data_dir=f.root / "b", socket_path=f.root / "b.sock", accounts=ACCOUNTS,
+                              env={**QUIET, "TGFLEET_DAEMON__NODE_NAME": "b"}))
     return a, b
 
 
@@ -97,7 +112,8 @@ async def test_a_client_of_one_daemon_sees_changes_made_through_another_in_one_o
     with fleet(store=pg_store) as f:
         a, b = await start_two(f)
         async with ControlClient(a.socket_path, timeout=10) as on_a, ControlClient(b.socket_path, timeout=10) as on_b:
-            assert (await on_a.status())["pid"] == a.pid and (await on_b.status())["pid"] == b.pid
+            status_a, status_b = await on_a.status(), await on_b.status()
+            assert (status_a["pid"], status_a["node"], status_b["pid"], status_b["node"]) == (a.pid, "a", b.pid, "b")
             model = FleetModel(clock=time.time)
             async with contextlib.aclosing(on_a.watch()) as stream_a, contextlib.aclosing(on_b.watch()) as stream_b:
                 snap_a, snap_b = await nxt(stream_a), await nxt(stream_b)

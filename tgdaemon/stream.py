@@ -177,10 +177,9 @@ class Hub:
         """At the log's head (a log that retention emptied still ends where it was pruned); the epoch names
         the database and is made on its first start."""
         epoch = await store.get_meta(STREAM_EPOCH)
-        if epoch is None:
-            epoch = secrets.token_hex(8)
+        if epoch is None:  # two nodes first started at once on one database both get here: one epoch wins
             async with store.tx() as tx:
-                await tx.set_meta(STREAM_EPOCH, epoch)
+                epoch = await tx.setdefault_meta(STREAM_EPOCH, secrets.token_hex(8))
         head = max(await store.last_event_id(), int(await store.get_meta(EVENTS_PRUNED_THROUGH) or 0))
         return cls(store, epoch, head, queue_size=queue_size, replay_size=replay_size)
 

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from store import backdoor
+from store.conftest import Database
 from tgdaemon.errors import NotFound
 from tgdaemon.store import SORT_KEYS, STATES, AccountEffect, Store, Tx, mask_phone
 
@@ -383,6 +384,26 @@ async def test_meta_keys_are_set_and_replaced(store: Store) -> None:
     async with store.tx() as tx:
         await store.set_meta(tx, "k", "two")
     assert (await store.get_meta("k"), await store.get_meta("other")) == ("two", "x")
+
+
+async def test_a_meta_key_set_by_default_keeps_the_value_of_whoever_set_it_first(
+        store: Store, database: Database) -> None:
+    """Two nodes first started at once each make the stream's epoch: both must end with one of them."""
+    async with database.opened() as other:  # another node's store on the same database
+        async with store.tx() as tx:
+            assert await tx.setdefault_meta("k", "mine") == "mine"
+            theirs = asyncio.create_task(_setdefault(other, "k", "theirs"))  # waits for this one's commit
+            await asyncio.sleep(0.2)
+            assert not theirs.done()
+        assert await asyncio.wait_for(theirs, 10) == "mine"
+        async with other.tx() as tx:
+            assert await tx.setdefault_meta("k", "later") == "mine"
+    assert await store.get_meta("k") == "mine"
+
+
+async def _setdefault(store: Store, key: str, value: str) -> str:
+    async with store.tx() as tx:
+        return await tx.setdefault_meta(key, value)
 
 
 async def test_a_writer_cancelled_while_beginning_leaves_no_open_transaction(store: Store) -> None:

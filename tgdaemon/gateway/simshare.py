@@ -11,6 +11,11 @@ seed, the same in every process; what changes lives in the store, under the serv
   connection on one auth key; the classification takes the account for dead, so an overlap is seen.
 * the account's **profile** is read from the store when its connection opens and written through on
   every change; while it is connected here, no other process can change it.
+* a connection **closes** in this process at once, whatever the store: ``forget`` while the store is away
+  (a node that fences itself lets go of every client then) does disconnect. The server's record of it is
+  closed as soon as the store takes it: then, or with the next ping round or open. Until then the record
+  shows it open, as the server would a client that vanished without a word, and this process's own next
+  open of the account writes the close first, so it never finds itself holding the account.
 * a **ping** of every open connection, every third of ``server_timeout``, in one batch, keeps them seen.
   A call costs no store round trip: this process trusts a connection until ``server_timeout`` after the
   last ping it sent that the server answered (its own steady clock; the server saw the ping later
@@ -30,6 +35,7 @@ from dataclasses import dataclass
 
 from telethon import errors
 
+from tgdaemon.errors import StoreError
 from tgdaemon.store import Store
 from tgdaemon.store.api import SimConnection
 from tgdaemon.timeutil import steady
@@ -74,6 +80,8 @@ class SharedWorld:
         self.idle_seconds = idle_seconds
         self.live_pids = live_pids
         self._links: dict[int, Link] = {}  # by tg_user_id
+        # Connections closed here that the record does not show closed yet: id -> (tg_user_id, why).
+        self._unrecorded: dict[int, tuple[int, str]] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -115,7 +123,8 @@ class SharedWorld:
             allowed()
             if (stale := self._links.pop(tg_user_id, None)) is not None:
                 # Timed out as this process counts (or broken): the server may not have closed it yet.
-                await self.store.sim_close([stale.id], "reconnect")
+                self._unrecorded[stale.id] = (tg_user_id, "reconnect")
+            await self._record_closes(tg_user_id)  # its own earlier connection is not a second holder
             sent = steady()
             opened = await self.store.sim_open(tg_user_id, self.node, self.pid, self.live_pids, self.server_timeout)
             if isinstance(opened, SimConnection):
@@ -125,8 +134,9 @@ class SharedWorld:
             try:
                 install(await self.store.sim_profile(tg_user_id))
             except BaseException:
+                self._unrecorded[opened] = (tg_user_id, "error")
                 with contextlib.suppress(Exception):
-                    await self.store.sim_close([opened], "error")
+                    await self._record_closes(tg_user_id)
                 raise
             self._links[tg_user_id] = Link(opened, sent, steady())
 
@@ -142,12 +152,29 @@ class SharedWorld:
             raise
 
     async def close(self, tg_user_id: int, why: str) -> None:
+        """Disconnected now; on the record now, or later when the store is away (see the module's docstring)."""
         async with self._locks.setdefault(tg_user_id, asyncio.Lock()):
             if (link := self._links.pop(tg_user_id, None)) is not None:
-                await self.store.sim_close([link.id], why)
+                self._unrecorded[link.id] = (tg_user_id, why)
+                with contextlib.suppress(StoreError, TimeoutError):
+                    await self._record_closes(tg_user_id)
+
+    async def _record_closes(self, tg_user_id: int | None = None) -> None:
+        """The closes the record does not have yet (of one account, or all), one batch per reason; raises when
+        the store is away."""
+        by_why: dict[str, list[int]] = {}
+        for connection_id, (uid, why) in self._unrecorded.items():
+            if tg_user_id is None or uid == tg_user_id:
+                by_why.setdefault(why, []).append(connection_id)
+        for why, ids in by_why.items():
+            await self.store.sim_close(ids, why)
+            for connection_id in ids:
+                self._unrecorded.pop(connection_id, None)
 
     async def ping(self) -> None:
-        """One batch of pings; a connection the server closed is let go (the next call opens anew)."""
+        """One batch of pings; a connection the server closed is let go (the next call opens anew). The closes
+        the store could not take before go first."""
+        await self._record_closes()
         links = [(uid, link) for uid, link in self._links.items() if not link.broken]
         if not links:
             return
@@ -165,9 +192,10 @@ class SharedWorld:
         """Close the connections idle for ``idle_seconds``, in one batch; how many."""
         cutoff = steady() - self.idle_seconds
         idle = [(uid, link) for uid, link in self._links.items() if link.used < cutoff]
-        for uid, _ in idle:
+        for uid, link in idle:
             del self._links[uid]
-        await self.store.sim_close([link.id for _, link in idle], "idle")
+            self._unrecorded[link.id] = (uid, "idle")
+        await self._record_closes()
         return len(idle)
 
     async def stop(self) -> None:
@@ -176,4 +204,5 @@ class SharedWorld:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         links, self._links = self._links, {}
-        await self.store.sim_close([link.id for link in links.values()], "closed")
+        self._unrecorded.update((link.id, (uid, "closed")) for uid, link in links.items())
+        await self._record_closes()

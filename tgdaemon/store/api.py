@@ -292,6 +292,11 @@ class Tx(Protocol):
 
     async def set_meta(self, key: str, value: str) -> None: ...
 
+    async def setdefault_meta(self, key: str, value: str) -> str:
+        """The key's value: ``value`` when it had none, else the one it has (another node's that set it at the
+        same moment, once that one has committed), as ``dict.setdefault``."""
+        ...
+
 
 CommitHook = Callable[[Tx], Awaitable[None]]
 FailureHook = Callable[[str], None]

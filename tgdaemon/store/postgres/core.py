@@ -233,6 +233,13 @@ class Tx(TxLog):
         await self.execute("INSERT INTO meta (key, value) VALUES ($1, $2)"
                            " ON CONFLICT (key) DO UPDATE SET value = excluded.value", key, value)
 
+    async def setdefault_meta(self, key: str, value: str) -> str:
+        # The insert waits for another transaction's uncommitted row of the key; the next statement sees
+        # that row once committed (READ COMMITTED: a new snapshot per statement).
+        await self.execute("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", key, value)
+        stored: str = await self.fetchval("SELECT value FROM meta WHERE key = $1", key)
+        return stored
+
 
 def own(tx: ApiTx) -> Tx:
     """The caller's transaction is this driver's own: one from this store's ``tx()``."""

@@ -136,6 +136,11 @@ class Tx(TxLog):
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, value))
 
+    async def setdefault_meta(self, key: str, value: str) -> str:
+        await self.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (key, value))
+        [(stored,)] = await self.fetchall("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(stored)
+
 
 def own(tx: ApiTx) -> Tx:
     """The caller's transaction is this driver's own: one from this store's ``tx()``."""
