@@ -20,7 +20,15 @@ import pytest
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from daemon_proc import DaemonProc, Fleet, fleet, isolated_env, no_traceback, one_line, run_cli_many
+from daemon_proc import (
+    DaemonProc,
+    Fleet,
+    fleet,
+    isolated_env,
+    no_traceback,
+    one_line,
+    run_cli_many,
+)
 
 from tgdaemon.lifecycle.tls import is_loopback, server_context
 

@@ -7,7 +7,6 @@ import os
 from typing import Any
 
 from multinode.harness import Connection, NodeFleet, wait_for
-
 from tgdaemon.store.api import SimConnection
 from tgdaemon.store.postgres import PostgresStore
 

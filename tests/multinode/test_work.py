@@ -12,7 +12,14 @@ from typing import Any
 
 import aiohttp
 
-from multinode.harness import Connection, NodeFleet, ProviderClient, books, quiesced, wait_for
+from multinode.harness import (
+    Connection,
+    NodeFleet,
+    ProviderClient,
+    books,
+    quiesced,
+    wait_for,
+)
 from multinode.test_ownership import settled
 
 POSTS = ("@tgfleet_news", "@tgfleet_markets", "@tgfleet_weather", "@tgfleet_sports")

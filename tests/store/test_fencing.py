@@ -21,7 +21,16 @@ from store import backdoor
 from store.test_batches import generation
 from store.world import world
 from tgdaemon.quotas.leases import utc_day
-from tgdaemon.store import AccountEffect, Finish, Generated, LeaseAsk, SessionData, SetupOutcome, Store, Tx
+from tgdaemon.store import (
+    AccountEffect,
+    Finish,
+    Generated,
+    LeaseAsk,
+    SessionData,
+    SetupOutcome,
+    Store,
+    Tx,
+)
 from tgdaemon.store.postgres import PostgresStore
 
 T = TypeVar("T")
