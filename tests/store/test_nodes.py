@@ -71,9 +71,9 @@ async def owners(store: Store) -> dict[int, tuple[str | None, int]]:
 
 # --- registration and heartbeats ----------------------------------------------------------------------------------
 
+# SQLite takes a name over at once: test_sqlite_takes_a_name_over_at_once
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
 async def test_registration_is_refused_for_a_live_name_and_allowed_once_it_died_or_stopped(store: Store) -> None:
-    if store.kind == "sqlite":
-        pytest.skip("SQLite takes a name over at once: test_sqlite_takes_a_name_over_at_once")
     info = await store.register_node(spec("a"), dead_after=DEAD, lease_seconds=LEASE)
     assert info is not None
     assert (info.name, info.host, info.pid, info.version, info.http, info.alive, info.leader, info.accounts,
@@ -120,12 +120,12 @@ async def test_list_nodes_says_who_is_alive_who_leads_and_how_many_accounts_each
         "a": (True, False, 0), "b": (True, True, 2), "c": (False, False, 0)}
 
 
+# PostgreSQL waits: test_a_restarted_incarnation_waits_for_its_predecessors_lease_then_...
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 async def test_sqlite_takes_a_name_over_at_once(store: Store) -> None:
     """One daemon per SQLite store (the data dir lock): an incarnation whose heartbeat still looks recent
     (kill -9 a second ago) is gone for certain, so the new one neither waits for it to be seen dead nor for
     its lease to end, and takes what it owned at its first acquisition (its running setup back to retry)."""
-    if store.kind != "sqlite":
-        pytest.skip("PostgreSQL waits: test_a_restarted_incarnation_waits_for_its_predecessors_lease_then_...")
     await seed(store, 2)
     epoch = await up(store, "a", lead="a")
     assert epoch is not None
@@ -280,9 +280,9 @@ async def test_a_new_owner_sends_running_setup_tasks_back_to_retry_and_ends_loca
     assert local["lease_expires_at"] > await store.db_now() + 30
 
 
+# SQLite takes a name over at once: test_sqlite_takes_a_name_over_at_once
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
 async def test_a_restarted_incarnation_waits_for_its_predecessors_lease_then_takes_its_accounts(store: Store) -> None:
-    if store.kind == "sqlite":
-        pytest.skip("SQLite takes a name over at once: test_sqlite_takes_a_name_over_at_once")
     await seed(store, 2)
     epoch = await up(store, "a", lead="a")
     assert epoch is not None
@@ -302,9 +302,9 @@ async def test_a_restarted_incarnation_waits_for_its_predecessors_lease_then_tak
     assert await store.acquire_accounts("a", "i2", 10) == []
 
 
+# SQLite takes a name over at once: test_sqlite_takes_a_name_over_at_once
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
 async def test_a_stop_before_the_predecessors_lease_ended_leaves_its_accounts_owned_until_then(store: Store) -> None:
-    if store.kind == "sqlite":
-        pytest.skip("SQLite takes a name over at once: test_sqlite_takes_a_name_over_at_once")
     await seed(store, 2)
     await up(store, "a", "b")
     await own(store, "a", [1, 2])
@@ -464,10 +464,10 @@ async def test_two_stores_acquiring_one_dead_nodes_accounts_at_once_take_each_on
     assert {e for _, e in (await owners(store)).values()} == {2}
 
 
+# one writer: SQLite has no concurrent transactions to wait for
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
 async def test_a_non_leaders_renewal_does_not_wait_for_the_leaders_row(store: Store, database: Database) -> None:
     """Another node's renewal in flight holds the leadership row and its own node row; this one's completes."""
-    if database.kind != "postgresql":
-        pytest.skip("one writer: SQLite has no concurrent transactions to wait for")
     await up(store, "a", "b", lead="a")
     assert database.url is not None
     conn = await asyncpg.connect(database.url)
@@ -481,13 +481,13 @@ async def test_a_non_leaders_renewal_does_not_wait_for_the_leaders_row(store: St
     assert renewal.held and renewal.leader_epoch is None
 
 
+# one writer: SQLite has no concurrent transactions to deadlock
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
 async def test_an_acquisition_that_postgresql_rolls_back_to_break_a_deadlock_runs_again(
         store: Store, database: Database) -> None:
     """Another node holds a local task of account 1 (and the task counters its UPDATE moves), then waits for
     the account row this acquisition has locked: PostgreSQL breaks the cycle by rolling the acquisition back (it waited first, so its deadlock check
     runs first), and the store runs it again instead of handing the caller DeadlockDetectedError."""
-    if database.kind != "postgresql":
-        pytest.skip("one writer: SQLite has no concurrent transactions to deadlock")
     await seed(store, 1)
     await up(store, "a", "b", lead="b")
     await own(store, "a", [1])
@@ -529,14 +529,14 @@ async def test_an_acquisition_that_postgresql_rolls_back_to_break_a_deadlock_run
     assert (await owners(store))[1][0] == "b"
 
 
+# one process writes SQLite: no other node can hold its log
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
 async def test_a_renewal_counts_its_fence_from_after_the_wait_for_the_stores_writer(
         store: Store, database: Database) -> None:
     """Another node stopped while holding the log's lock keeps this node's event-writing transaction waiting,
     and with it the writer a renewal needs. The renewal's ``sent`` (which the node's fence counts from) is
     taken once the writer is this renewal's, so that wait does not eat into the lease: after the lock was let
     go, not before the renewal was asked for."""
-    if database.kind != "postgresql":
-        pytest.skip("one process writes SQLite: no other node can hold its log")
     await seed(store, 1)
     await up(store, "a")
     assert database.url is not None
