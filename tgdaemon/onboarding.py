@@ -198,6 +198,9 @@ class Onboarding:
         async def one(source: str, label: str, data: SessionData) -> dict[str, Any]:
             async with limit:
                 try:
+                    # Before any connect: checking a key another node serves would be a second connection on it.
+                    if data.auth_key and (known := await self.store.session_account(data.auth_key)) is not None:
+                        raise Conflict(f"that session is already account {known[0]} ({known[1]})")
                     me = await gw.check_session(data) if check else None
                     account = NewAccount(me.phone if me else None, me.user_id if me else None, label, probe,
                                          me.first_name if me else "", me.last_name if me else "")

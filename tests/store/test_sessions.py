@@ -102,3 +102,10 @@ async def test_entity_ids_and_hashes_use_the_whole_64_bits(store: Store) -> None
     big = (-1_000_000_000_000 - 2**40, -(2**63), "edge", None, None)
     await store.save_entities(a, [big, (2**62, 2**63 - 1, None, None, None)])
     assert sorted(await store.load_entities(a)) == sorted([big, (2**62, 2**63 - 1, None, None, None)])
+
+
+async def test_the_account_a_session_key_belongs_to_is_found_by_the_key(store: Store) -> None:
+    key, other = os.urandom(256), os.urandom(256)
+    await store.add_account(new(1), session(key), how="imported")
+    assert await store.session_account(key) == (1, "acc-1")
+    assert await store.session_account(other) is None

@@ -85,6 +85,11 @@ class SessionStore(AccountStore):
                            account_id=account_id, data={"probe": account.is_probe})
             return account_id
 
+    async def session_account(self, auth_key: bytes) -> tuple[int, str] | None:
+        rows = list(await self.read("SELECT a.id, a.label FROM sessions s JOIN accounts a ON a.id = s.account_id"
+                                    " WHERE s.auth_key = ? ORDER BY 1 LIMIT 1", (auth_key,)))
+        return None if not rows else (rows[0]["id"], rows[0]["label"])
+
     async def _refuse_duplicate(self, tx: Tx, account: NewAccount, session: SessionData) -> None:
         """Same user, same phone, or the very same auth key (an unchecked import knows no user)."""
         checks: list[tuple[str, str, Any]] = [
