@@ -324,16 +324,23 @@ class PostgresCore:
             if self.on_down is not None:
                 self.on_down(None)
 
-    async def _pooled(self, aw: Awaitable[T]) -> T:
-        try:
-            return await aw
-        except Exception as exc:
-            # A pooled connection is never used by two callers at once: the protocol's confusion can only be a
-            # connection the server was ending as it was handed out (its FATAL in, its close not yet seen), as
-            # happens to a read started the moment the server shuts down (the stream's poll reads every second).
-            if connection_lost(exc) or isinstance(exc, asyncpg.InternalClientError):
-                raise self.lost(exc) from None
-            raise
+    async def _pooled(self, read: Callable[[], Awaitable[T]]) -> T:
+        """A read on the pool, once more on another connection when the first was one the server had ended
+        (kept from before a restart: its first use finds it gone), so a stale connection alone does not mark a
+        database that is back as lost again. A read changes nothing: running it twice is harmless."""
+        for attempt in (1, 2):
+            try:
+                return await read()
+            except Exception as exc:
+                # A pooled connection is never used by two callers at once: the protocol's confusion can only be
+                # a connection the server was ending as it was handed out (its FATAL in, its close not yet seen),
+                # as happens to a read started the moment the server shuts down (the stream's poll reads every
+                # second).
+                if not (connection_lost(exc) or isinstance(exc, asyncpg.InternalClientError)):
+                    raise
+                if attempt == 2 or self.down is not None:
+                    raise self.lost(exc) from None
+        raise AssertionError("unreachable")
 
     async def _writer_connection(self) -> asyncpg.Connection:
         """The writer, connected anew after it was lost (or left inside a transaction by a cancelled caller)."""
@@ -401,13 +408,13 @@ class PostgresCore:
 
     async def read(self, sql: str, *args: Any) -> list[Record]:
         """Rows read on a pool connection of their own: never waits for the writer."""
-        return await self._pooled(self._pool.fetch(sql, *args))
+        return await self._pooled(lambda: self._pool.fetch(sql, *args))
 
     async def read_row(self, sql: str, *args: Any) -> Record | None:
-        return await self._pooled(self._pool.fetchrow(sql, *args))
+        return await self._pooled(lambda: self._pool.fetchrow(sql, *args))
 
     async def read_val(self, sql: str, *args: Any) -> Any:
-        return await self._pooled(self._pool.fetchval(sql, *args))
+        return await self._pooled(lambda: self._pool.fetchval(sql, *args))
 
     async def backup(self, target: Path, *, replace: bool = False) -> int:
         raise PgDumpOnly(f"backup {target}: the store is PostgreSQL ({self.where}); back it up with pg_dump"
