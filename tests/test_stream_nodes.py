@@ -15,16 +15,15 @@ import asyncpg
 import pgtest
 import pytest
 from daemon_proc import READY_TIMEOUT, DaemonProc, Fleet, fleet
+from test_stream import Msg, nxt, until
 
 from tgdaemon import stream
 from tgdaemon.control.client import ControlClient
 from tgdaemon.store.postgres import PostgresStore
 from tgtui.model import FleetModel
 
-MSG_TIMEOUT = 10.0
 ACCOUNTS = 12
 QUIET = {"TGFLEET_QUOTAS__LOCAL_CONCURRENCY": "0"}  # setup is off by default: neither daemon works its fleet
-Msg = dict[str, Any]
 
 
 @pytest.fixture
@@ -32,19 +31,6 @@ def pg_store(request: pytest.FixtureRequest) -> Iterator[str]:
     with pgtest.store_url("postgresql", request) as url:
         assert url is not None
         yield url
-
-
-async def nxt(stream: AsyncIterator[Msg]) -> Msg:
-    return await asyncio.wait_for(stream.__anext__(), MSG_TIMEOUT)
-
-
-async def until(stream: AsyncIterator[Msg], done: Callable[[Msg], bool], limit: int = 2000) -> list[Msg]:
-    got: list[Msg] = []
-    for _ in range(limit):
-        got.append(await nxt(stream))
-        if done(got[-1]):
-            return got
-    raise AssertionError(f"not seen in {limit} messages: {got[-5:]}")
 
 
 def disabled_ids(msgs: list[Msg]) -> list[int]:
