@@ -184,6 +184,13 @@ async def cursor_updates_fail(store: Store) -> AsyncIterator[None]:
         statements = ["CREATE TRIGGER no_advance BEFORE UPDATE OF cursor ON quotas"
                       " BEGIN SELECT RAISE(ABORT, 'no advance'); END"]
         undo = ["DROP TRIGGER no_advance"]
+    async with _installed(store, statements, undo):
+        yield
+
+
+@asynccontextmanager
+async def _installed(store: Store, statements: list[str], undo: list[str]) -> AsyncIterator[None]:
+    """Test-only triggers, in place while inside."""
     for sql in statements:
         await _write(store, sql, [])
     try:
@@ -191,8 +198,6 @@ async def cursor_updates_fail(store: Store) -> AsyncIterator[None]:
     finally:
         for sql in undo:
             await _write(store, sql, [])
-
-
 
 
 @asynccontextmanager
@@ -211,13 +216,8 @@ async def log_writes_fail(store: Store, kind: str) -> AsyncIterator[None]:
         statements = [f"CREATE TRIGGER log_fails BEFORE INSERT ON events WHEN NEW.kind = '{kind}'"
                       " BEGIN SELECT RAISE(ABORT, 'log write fails'); END"]
         undo = ["DROP TRIGGER log_fails"]
-    for sql in statements:
-        await _write(store, sql, [])
-    try:
+    async with _installed(store, statements, undo):
         yield
-    finally:
-        for sql in undo:
-            await _write(store, sql, [])
 
 
 async def columns(store: Store, table: str) -> set[str]:
