@@ -193,20 +193,7 @@ class Cpu:
 def node_config(moves: float) -> str:
     """bench/provider_pull.py's daemon settings (a backlog of one task per account every 10 s, no local
     executor, no simulated faults), the given balancer rate, the default node timings."""
-    return f"""
-[nodes]
-moves_per_second = {moves}
-[quotas]
-generate_interval_seconds = 10.0
-max_tasks_per_tick = {ACCOUNTS}
-pace_seconds = 0
-daily_cap = 1000000000
-local_concurrency = 0
-lease_seconds = 120
-[simulator]
-probe_fraction = 0.0
-dead_fraction = 0.0
-"""
+    return f"[nodes]\nmoves_per_second = {moves}\n" + pp.daemon_config(ACCOUNTS)
 
 
 @dataclass

@@ -47,10 +47,14 @@ DRAINS = 3
 UNBATCHED_WINDOW_S = 6.0
 WAIT_S = 60.0
 SETTLE_S = 1.0
-DAEMON_CONFIG = f"""
+
+
+def daemon_config(accounts: int) -> str:
+    """A backlog of one task per account every 10 s, no local executor, no simulated faults."""
+    return f"""
 [quotas]
 generate_interval_seconds = 10.0
-max_tasks_per_tick = {ACCOUNTS}
+max_tasks_per_tick = {accounts}
 pace_seconds = 0
 daily_cap = 1000000000
 local_concurrency = 0
@@ -59,6 +63,9 @@ lease_seconds = 120
 probe_fraction = 0.0
 dead_fraction = 0.0
 """
+
+
+DAEMON_CONFIG = daemon_config(ACCOUNTS)
 
 ABOUT = f"""\
 Issue 5 item 8. **Generation**: a fresh store with {ACCOUNTS:,} accounts (none a probe) and {ACCOUNTS:,}
