@@ -941,3 +941,52 @@ async def test_a_dead_account_is_let_go_by_the_gateway(tmp_path: Path) -> None:
         assert disabled == dead
     finally:
         await store.close()
+
+
+async def test_a_claim_in_flight_at_stop_goes_back_to_retry_even_when_the_idle_queue_stops_first(
+        tmp_path: Path) -> None:
+    """The stop cancels both queue loops; the media one (idle) ends at once, which used to end the run's gather
+    and cancel the fast loop a second time while its claim was being written: the claimed tasks stayed
+    'running' with their locks held (seen in CI as a task left running after SIGTERM)."""
+    cfg = SimulatorConfig(accounts=3, seed=5, dead_fraction=0, latency_min_ms=0, latency_max_ms=0,
+                          flood_wait_rate=0, peer_flood_rate=0, transient_rate=0)
+    sim = Simulator(cfg)
+    store = await SQLiteStore.open(tmp_path / "db.sqlite3")
+    try:
+        async with store.tx() as tx:
+            await store.insert_accounts(tx, ({"phone": a.phone, "tg_user_id": a.tg_user_id, "label": a.label,
+                                              "is_probe": 0, "profile_json": "{}"} for a in sim.seeds()))
+        full = config.load(None, env={}, overrides={"setup": {"enabled": True}})
+        scheduler = SetupScheduler(full, store, sim, tmp_path / "media")
+        await scheduler.dispatch()
+        claimed, answer = asyncio.Event(), asyncio.Event()
+        real_claim = store.claim_setup
+        due = {r["task_type"] for r in await store.read("SELECT task_type FROM account_tasks")}
+        assert due and {TASKS[t].queue for t in due} == {"fast"}  # the media queue has nothing to do
+
+        async def slow_claim(types: Any, limit: int, lock_seconds: float, **kw: Any) -> list[ClaimedTask]:
+            if not due & set(types):
+                return []  # the media queue: nothing to claim, so it waits for a wake (and is cancelled at once)
+            got = await real_claim(types, limit, lock_seconds, **kw)  # committed: the tasks are 'running'
+            claimed.set()
+            await answer.wait()  # the answer is on its way back when the stop lands
+            return got
+
+        store.claim_setup = slow_claim  # type: ignore[method-assign]
+        run = asyncio.create_task(scheduler.run())
+        await asyncio.wait_for(claimed.wait(), 10)
+        running = await store.read("SELECT id FROM account_tasks WHERE status = 'running'")
+        assert running  # the claim took some
+        run.cancel()
+        await asyncio.sleep(0.05)  # the fast loop's end has been seen by now
+        answer.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(run, 10)
+        left = await store.read("SELECT id FROM account_tasks WHERE status = 'running'")
+        assert left == []
+        ids = ",".join(str(r["id"]) for r in running)
+        back = await store.read(f"SELECT status, attempts, last_error FROM account_tasks WHERE id IN ({ids})")
+        assert {tuple(r) for r in back} == {("retry", 0, "the daemon stopped")}
+        assert await store.read("SELECT holder FROM account_locks") == []
+    finally:
+        await store.close()

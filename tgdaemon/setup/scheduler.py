@@ -47,6 +47,7 @@ class SetupScheduler:
         self._running: dict[str, set[asyncio.Task[None]]] = {q: set() for q in QUEUES}
         self._limits = {"fast": cfg.setup.queues.fast_concurrency, "media": cfg.setup.queues.media_concurrency}
         self._finish = GroupCommit(self._finish_many, "setup finisher")
+        self._giving_back: set[asyncio.Future[None]] = set()
 
     @property
     def enabled(self) -> bool:
@@ -85,6 +86,8 @@ class SetupScheduler:
         finally:
             for loop in loops:
                 loop.cancel()
+            # gather ends with the first loop cancelled; the other may still be handing back its claim
+            await asyncio.wait(loops)
             await self._drain()
 
     async def run_dispatch(self) -> None:
@@ -116,16 +119,20 @@ class SetupScheduler:
                 await asyncio.wait_for(wake.wait(), POLL_SECONDS)
 
     async def _claim(self, types: list[str], limit: int) -> list[ClaimedTask]:
-        """A claim that a shutdown cannot cut in half: tasks it claimed go straight back to retry."""
+        """A claim that a shutdown cannot cut in half: tasks it claimed go straight back to retry, by a task of
+        their own that ``_drain`` waits for (a second cancel of this one cannot cut that short either)."""
         claim = asyncio.ensure_future(self.store.claim_setup(types, limit, self.cfg.setup.lock_seconds,
                                                              owner=self.owner))
         try:
             return await asyncio.shield(claim)
         except asyncio.CancelledError:
-            await self.store.finish_setup_many([(task, SetupOutcome(
-                "retry", AccountEffect(), error="the daemon stopped", retry_at=now(), refund_attempt=True))
-                for task in await claim])
+            self._giving_back.add(asyncio.ensure_future(self._give_back(claim)))
             raise
+
+    async def _give_back(self, claim: asyncio.Future[list[ClaimedTask]]) -> None:
+        await self.store.finish_setup_many([(task, SetupOutcome(
+            "retry", AccountEffect(), error="the daemon stopped", retry_at=now(), refund_attempt=True))
+            for task in await claim])
 
     async def _execute(self, task: ClaimedTask) -> None:
         with self.gateway.gate.working(task.account_id):
@@ -175,6 +182,9 @@ class SetupScheduler:
 
     async def _drain(self) -> None:
         """Stop: running tasks get a grace period to finish, then are cancelled (and go back to retry)."""
+        if self._giving_back:
+            await asyncio.gather(*self._giving_back, return_exceptions=True)
+            self._giving_back.clear()
         jobs = [job for running in self._running.values() for job in running]
         if jobs:
             _, pending = await asyncio.wait(jobs, timeout=self.cfg.daemon.shutdown_timeout_seconds / 4)
