@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import STOP_TIMEOUT, build_config, start_in_process
 
-from tests.conftest import STOP_TIMEOUT, build_config, start_in_process
 from tgdaemon.control.client import ControlClient
 from tgdaemon.errors import ApiError
 from tgdaemon.gateway.simulator import Simulator

@@ -25,8 +25,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from daemon_proc import DaemonProc, Fleet, fleet
 
-from tests.daemon_proc import DaemonProc, Fleet, fleet
 from tgdaemon.control.client import ControlClient
 from tgdaemon.lifecycle.datadir import DB_NAME, LOCK_NAME
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import random
 import re
-import secrets
 import socket
 import sys
 import threading
@@ -27,10 +27,12 @@ from tgdaemon.logredact import (
     configured_secrets,
     install,
 )
-from tgdaemon.provider.auth import TOKEN_RE, new_token
+from tgdaemon.provider.auth import TOKEN_PREFIX, TOKEN_RE
 
-TOKEN = new_token()
-AUTH_KEY = secrets.token_bytes(256)
+# Random-looking but fixed: the cases' ids are made of them, and every xdist worker must collect the same ids.
+_RANDOM = random.Random(13)
+TOKEN = TOKEN_PREFIX + base64.urlsafe_b64encode(_RANDOM.randbytes(32)).rstrip(b"=").decode()  # as new_token()
+AUTH_KEY = _RANDOM.randbytes(256)
 
 
 @pytest.mark.parametrize(("text", "secret"), [
