@@ -63,8 +63,9 @@ SCHED_RATE, SCHED_CPU_SHARE = 2000.0, 0.50
 LABEL = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
 ABOUT = f"""\
-Issue 13 items 1-4. One run, {ROUNDS} round{'s' if ROUNDS > 1 else ''}, every variant in every round,
-the order reversed every other round; figures are medians of every sample. **Raw loop**
+Issue 13 items 1-4. One run of up to {ROUNDS} round{'s' if ROUNDS > 1 else ''} (a round starts only if it
+can end within {BUDGET_S / 60:.0f} minutes of the start; the notes say how many ran), every variant in every
+round, the order reversed every other round; figures are medians of every sample. **Raw loop**
 (`bench/_rawloop.py`, a process of its own, one event loop): a `jobs` table of {RAW_JOBS:,} tiny rows, a
 lease marks rows leased with a token and hands them back, an ack marks them done where the token still
 holds and inserts one result row each, in one transaction; nothing else. SQLite: aiosqlite, WAL,
