@@ -70,6 +70,7 @@ async def scheduler(work: Path, url: str, media: dict[str, str], fast: int, medi
                 task.result()
             raise RuntimeError("the in-process daemon was not ready within 120 s")
         rt = daemon.runtime
+        assert rt is not None
         store = rt.store
         waited = time.monotonic()
         while rt.setup.running() == 0 and time.monotonic() - waited < 30:  # the clock starts with the first task
