@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +43,46 @@ def rss_mb(pid: int | str = "self") -> float:
         pass
     return float("nan")
 
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system, every thread) of process ``pid`` from /proc/PID/stat; NaN if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def export_commit(rev: str, target: Path) -> Path:
+    """The tree of commit ``rev`` of this repository (``git archive``) in ``target``, to run it beside this
+    one; this repository's worktrees and index are not touched. One clear line when ``rev`` is unknown."""
+    found = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=30)
+    if found.returncode != 0:
+        raise RuntimeError(f"no commit {rev!r} in {ROOT}")
+    target.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "--format=tar", found.stdout.strip()], cwd=ROOT,
+                             capture_output=True, timeout=60, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, capture_output=True, timeout=60, check=True)
+    return target
+
+
+async def json_job(cmd: list[str], *, tree: Path, what: str, timeout: float) -> dict[str, Any]:
+    """Run ``cmd`` (a measurement in a process of its own, ``tree``'s code first on the path) to its end; the
+    JSON object on the last line of its output. Stopped by its pid after ``timeout`` seconds."""
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                                                stdin=asyncio.subprocess.DEVNULL, env=clean_env(tree), cwd=str(tree))
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        await stop_process(proc, 5)
+        raise RuntimeError(f"{what}: no answer within {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        tail = " | ".join(err.decode(errors="replace").strip().splitlines()[-3:])
+        raise RuntimeError(f"{what}: exit {proc.returncode}: {tail}")
+    answer: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return answer
 
 @contextlib.contextmanager
 def scratch_dir(prefix: str) -> Any:
