@@ -50,7 +50,7 @@ def _ints(name: str, default: str) -> list[int]:
 
 
 SIZES = _ints("BENCH_CEILING_SIZES", "10000,25000,50000,100000,200000")
-CLIENTS = _ints("BENCH_CEILING_CLIENTS", "100,1000,2000")
+CLIENTS = _ints("BENCH_CEILING_CLIENTS", "100,1000,2000,5000")
 KEPT = 1000  # clients made and never connected: what the pool keeps of an account it let go of
 IDLE_S = float(os.environ.get("BENCH_CEILING_IDLE_S", "60"))  # one keepalive ping of every client (Telethon: 60 s)
 CALLS = 2000
@@ -436,6 +436,12 @@ def client_costs(fig: dict[str, Any]) -> Client:
         idle_us_per_s=idle["cpu_s"] / idle["seconds"] / idle["connected"] * 1e6, top=last["connected"])
 
 
+def default_max_connected() -> int:
+    from tgdaemon.config import TelegramConfig
+
+    return TelegramConfig().max_connected
+
+
 def memory_gib() -> float:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemTotal:"):
@@ -472,7 +478,8 @@ def client_results(fig: dict[str, Any], c: Client) -> list[Result]:
                           round(step["rss_kib"] / 1024, 1), "MiB",
                           note=f"{step['rss_kib'] / step['connected']:.1f} KiB and {step['fds'] / step['connected']:.2f}"
                                f" descriptors per client; {step['new']:,} connects took"
-                               f" {step['connect_cpu_s']:.2f} s CPU, {step['connect_wall_s']:.1f} s"))
+                               f" {step['connect_cpu_s']:.2f} s CPU ({step['connect_cpu_s'] * 1000 / step['new']:.2f} ms"
+                               f" each), {step['connect_wall_s']:.1f} s"))
     mib = c.connected_kib / 1024
     out.append(Result("memory per connected client", round(mib, 3), "MiB",
                       note=f"{c.connected_kib:.1f} KiB at {c.top:,} connected; today's estimate was about 0.06 MB"))
@@ -480,8 +487,12 @@ def client_results(fig: dict[str, Any], c: Client) -> list[Result]:
     out.append(Result("file descriptors per connected client", round(c.fds, 2), "fds", note="its TCP socket"))
     out.append(Result("memory a client keeps once disconnected (the pool keeps it while the daemon runs)",
                       round(c.kept_kib, 1), "KiB", note=f"{fig['objects']['clients']:,} clients made, never connected"))
-    out.append(Result("CPU per connect (InitConnection, getUsers, getState, getDifference, then the call)",
-                      round(c.connect_ms, 2), "ms"))
+    first = fig["steps"][0]
+    out.append(Result(f"CPU per connect, the first {first['connected']:,} (InitConnection, getUsers, getState,"
+                      " getDifference, then the call)", round(first["connect_cpu_s"] * 1000 / first["new"], 2), "ms",
+                      note=f"over every step: {c.connect_ms:.2f} ms; it grows with the clients connected (above)"))
+    out.append(Result(f"the pool's pass before a connect (`ClientPool._make_room`), {c.top:,} connected",
+                      round(fig["make_room_ms"], 2), "ms", note="it looks through every client it holds"))
     out.append(Result("CPU per call (users.getUsers through the pool, encrypted, over TCP)", round(c.call_ms, 3), "ms",
                       note=f"{fig['calls']['calls']:,} calls, 100 at a time, over {fig['calls']['connected']:,} clients"))
     out.append(Result(f"CPU holding {fig['idle']['connected']:,} clients idle for {fig['idle']['seconds']:.0f} s",
@@ -531,7 +542,10 @@ def arithmetic(sizes: list[Size], fig: dict[str, Any] | None, c: Client | None, 
     by_idle_core = int(1e6 / c.idle_us_per_s) if c.idle_us_per_s > 0 else 0
     first = min((by_fds, "file descriptors"), (by_memory, "memory"), (by_idle_core, "the one core (idle clients)"))
     calls_per_core = 1000 / c.call_ms
-    connects_per_core = 1000 / c.connect_ms
+    steps = fig["steps"]
+    step_ms = [s["connect_cpu_s"] * 1000 / s["new"] for s in steps]
+    slowest = max(step_ms)
+    connects_per_core = 1000 / slowest
     _notes.add(
         f"**What runs out first, holding connections** (the arithmetic; per connected client: {c.connected_kib:.1f}"
         f" KiB, {c.fds:.2f} descriptors, {c.idle_us_per_s:.1f} µs of CPU a second idle; and {c.kept_kib:.1f} KiB"
@@ -545,9 +559,13 @@ def arithmetic(sizes: list[Size], fig: dict[str, Any] | None, c: Client | None, 
     _notes.add(
         f"**What runs out first, working**: the one core. A call costs {c.call_ms:.3f} ms of the daemon's CPU in"
         f" Telethon alone (encryption, TCP, TL): at most {calls_per_core:,.0f} calls a second on one core, before"
-        f" any of the daemon's own work per task; a connect costs {c.connect_ms:.2f} ms: at most"
-        f" {connects_per_core:,.0f} a second. A `max_connected` below the accounts in use turns calls into connects"
-        f" (least recently used first): each such call then costs {c.connect_ms / c.call_ms:.0f}× as much.")
+        f" any of the daemon's own work per task. A connect costs more the more clients are connected ("
+        + ", ".join(f"{ms:.1f} ms up to {s['connected']:,}" for ms, s in zip(step_ms, steps))
+        + f"; the pool looks through every client it holds before each connect, {fig['make_room_ms']:.1f} ms at"
+        f" {c.top:,}): at {steps[-1]['connected']:,} connected, at most {connects_per_core:,.0f} connects a second."
+        f" A `max_connected` below the accounts in use turns calls into connects (least recently used first):"
+        f" each such call then costs {slowest / c.call_ms:.0f}× a call. `telegram.max_connected` defaults to"
+        f" {default_max_connected():,}.")
     out.append(Result("what runs out first holding connected clients (the shipped unit's limits, this machine's memory)",
                       f"{first[1]} at {first[0]:,} clients",
                       note=f"descriptors {by_fds:,}, memory {by_memory:,}, one core idle {by_idle_core:,}"))
