@@ -590,11 +590,18 @@ def node_saturation(runs: list[Nodes], commit: float) -> str:
                      f" PostgreSQL {r.cores['PostgreSQL']:.2f}, the machine {r.cores['machine']:.2f} of {cores}"
                      f" (other work {r.cores['other']:.2f})")
     full = any(max(r.cores[n] for n in nodes.NAMES[:r.nodes]) >= 0.9 for r in runs)
-    why = ("a node's one core was full: a second node on another core is what adds throughput" if full else
-           "no node was at a full core: the nodes waited, not worked. Each node writes through one connection,"
-           f" one transaction after another, and a commit costs {commit:.1f} ms on this machine's disk: a second"
-           " node adds a second writer, not a second core's work")
-    return "**Setup with nodes, what limits it**: " + "; ".join(parts) + f". So {why}."
+    crowded = any(r.cores["machine"] >= 0.9 * cores and r.cores["other"] >= 0.5 for r in runs)
+    per_task = ", ".join(f"{r.cpu_per_task_ms:.2f} ms with {r.nodes}" for r in runs)
+    if full:
+        why = "a node's one core was full: a second node on another core is what adds throughput"
+    else:
+        why = ("no node was at a full core: the nodes waited, not worked. Each node writes through one connection,"
+               f" one transaction after another, and a commit costs {commit:.1f} ms on this machine's disk")
+    if crowded:
+        why += (". The machine was full, most of it with other work than this benchmark's: the nodes' throughput"
+                " here says more about that work than about a second node; run it again on a quiet machine")
+    return ("**Setup with nodes, what limits it**: " + "; ".join(parts) + f". So {why}. The nodes' CPU per"
+            f" completed task (all nodes together): {per_task} node(s).")
 
 
 async def run() -> list[Result]:
