@@ -595,8 +595,10 @@ def node_saturation(runs: list[Nodes], commit: float) -> str:
     if full:
         why = "a node's one core was full: a second node on another core is what adds throughput"
     else:
-        why = ("no node was at a full core: the nodes waited, not worked. Each node writes through one connection,"
-               f" one transaction after another, and a commit costs {commit:.1f} ms on this machine's disk")
+        why = "no node was at a full core: the nodes waited, not worked"
+        if commit >= 1.0:
+            why += (f". Each node writes through one connection, one transaction after another, and a commit costs"
+                    f" {commit:.1f} ms on this machine's disk")
     if crowded:
         why += (". The machine was full, most of it with other work than this benchmark's: the nodes' throughput"
                 " here says more about that work than about a second node; run it again on a quiet machine")
