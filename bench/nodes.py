@@ -246,8 +246,9 @@ async def poll(check: Callable[[], Awaitable[T | None]], what: str, *, timeout: 
 class Fleet:
     """Nodes n1-n3 on one database; started, stopped (SIGTERM), killed (SIGKILL), always by their own pid."""
 
-    def __init__(self, work: Path, url: str) -> None:
+    def __init__(self, work: Path, url: str, config: Callable[[float], str] = node_config) -> None:
         self.url = url
+        self.config = config  # a node's config file from its balancer rate (bench/ceiling.py runs setup instead)
         self.nodes = {name: Node(name, work / name) for name in NAMES}
         for node in self.nodes.values():
             node.root.mkdir()
@@ -259,7 +260,7 @@ class Fleet:
         node = self.nodes[name]
         assert not node.running, f"{name} is already running"
         node.moves, node.http = moves, None
-        cfg = write_config(node.root, node_config(moves), node_name=name)
+        cfg = write_config(node.root, self.config(moves), node_name=name)
         log = node.root / f"daemon-{time.time_ns()}.log"
         cmd = [sys.executable, "-m", "tgdaemon", "run", "--simulate", "--config", str(cfg), "--accounts",
                str(ACCOUNTS), "--data-dir", str(node.root / "data"), "--socket", str(node.socket),

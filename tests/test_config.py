@@ -266,3 +266,38 @@ def test_example_config_equals_defaults(empty: Path) -> None:
     by_section = dict(zip(parts[1::2], parts[2::2], strict=True))
     for field in _fields(Config):
         _documented_keys(field.type, field.name, by_section)
+
+
+# --- telegram.max_connected and the descriptor limit ----------------------------------------------
+
+def test_the_default_max_connected_fits_the_shipped_unit_beside_a_full_provider_port() -> None:
+    """config.example.toml's arithmetic: under the unit's LimitNOFILE, a real fleet's default clients, the
+    daemon's own descriptors and a full provider port all fit, so the start says nothing about them."""
+    from tgdaemon.lifecycle import limits
+
+    unit = (REPO / "contrib" / "systemd" / "tgdaemon.service").read_text(encoding="utf-8")
+    found = re.search(r"(?m)^LimitNOFILE=(\d+)$", unit)
+    assert found, "contrib/systemd/tgdaemon.service sets no LimitNOFILE"
+    nofile = int(found.group(1))
+    real = Config(telegram=config.TelegramConfig(api_id=1, api_hash="0123456789abcdef0123456789abcdef"))
+    assert limits.reserve(real) + real.daemon.max_http_connections <= nofile
+    assert limits.connection_cap(real, nofile) == real.daemon.max_http_connections
+    assert limits.clients_warning(real, nofile) is None
+    assert f"max_connected = {real.telegram.max_connected}\n" in EXAMPLE.read_text(encoding="utf-8")
+
+
+def test_max_connected_is_warned_about_exactly_when_the_limit_cannot_hold_it() -> None:
+    from tgdaemon.lifecycle import limits
+
+    real = Config(telegram=config.TelegramConfig(api_id=1, api_hash="0123456789abcdef0123456789abcdef",
+                                                 max_connected=2000))
+    needed = limits.ACCEPT_BACKLOG + 2000 + limits.OTHER_DESCRIPTORS + limits.MIN_CONNECTIONS
+    assert limits.clients_warning(real, needed) is None
+    line = limits.clients_warning(real, needed - 1)
+    assert line is not None and "\n" not in line
+    assert line.startswith(f"telegram.max_connected 2000 does not fit the file-descriptor limit {needed - 1} ")
+    assert f"raise LimitNOFILE to at least {needed} or set telegram.max_connected to at most 1999" in line
+    # the simulator's clients hold no descriptors: nothing to warn about, and none kept from the provider port
+    simulated = Config(telegram=config.TelegramConfig(max_connected=2000))
+    assert limits.clients_warning(simulated, 1024) is None
+    assert limits.reserve(simulated) == limits.ACCEPT_BACKLOG + limits.OTHER_DESCRIPTORS

@@ -27,6 +27,7 @@ from daemon_proc import fleet
 
 from tgdaemon import config
 from tgdaemon.control.client import ControlClient
+from tgdaemon.lifecycle import limits
 from tgdaemon.lifecycle.limits import connection_cap
 
 FLOOD = 1_500  # idle connections: more than a daemon with 1,024 descriptors can hold
@@ -300,6 +301,33 @@ def test_the_start_line_names_the_limits_the_daemon_runs_with() -> None:
                          "request within 10 s", "idle 60 s", "synchronous=full", "events 30 d",
                          "finished tasks 14 d"):
             assert expected in line, line
+
+
+def test_a_max_connected_the_descriptor_limit_cannot_hold_is_one_warning_at_start() -> None:
+    """Each connected Telegram client holds a descriptor: the daemon says at start, once, when telegram.max_connected
+    (here its default) cannot fit, and what to raise or set. (api_id and api_hash set make it a real fleet for the
+    limits; --simulate still keeps the calls on the simulator.)"""
+    real = '[telegram]\napi_id = 12345\napi_hash = "0123456789abcdef0123456789abcdef"\n'
+    default = config.TelegramConfig().max_connected
+    needed = limits.ACCEPT_BACKLOG + default + limits.OTHER_DESCRIPTORS + limits.MIN_CONNECTIONS
+    assert needed > 1024  # the default needs more than a service's default limit: there is something to say
+    with fleet() as f:
+        f.config.write_text(real)
+        daemon = f.start(accounts=10, nofile=(1024, 1024))
+        daemon.wait_ready()
+        assert daemon.stop(signal.SIGTERM) == 0
+        lines = [line for line in daemon.log().splitlines() if "telegram.max_connected" in line]
+        assert len(lines) == 1, daemon.log()
+        assert f" WARNING tgdaemon.lifecycle.limits: telegram.max_connected {default} does not fit the" \
+               " file-descriptor limit 1024 " in lines[0], lines[0]
+        assert f"raise LimitNOFILE to at least {needed} or set telegram.max_connected to at most" \
+               f" {1024 - needed + default}" in lines[0], lines[0]
+        f.config.write_text(real + "max_connected = 500\n")  # fits: 128 + 500 + 64 + 16 <= 1024
+        fits = f.start(accounts=10, nofile=(1024, 1024))
+        fits.wait_ready()
+        assert fits.stop(signal.SIGTERM) == 0
+        assert "telegram.max_connected" not in fits.log(), fits.log()
+
 
 E2E_CONFIG = """
 [quotas]

@@ -135,7 +135,9 @@ class TelegramConfig(Section):
     app_version: str = "tgfleet 0.1"
     lang_code: str = "en"
     system_lang_code: str = "en"
-    max_connected: Annotated[int, msgspec.Meta(ge=1)] = 200
+    # One descriptor and ~45 KiB a client, and each connect costs more the more are connected (bench ceiling; the
+    # arithmetic is in config.example.toml); whether the descriptor limit holds it is said at start (limits.py).
+    max_connected: Annotated[int, msgspec.Meta(ge=1)] = 2000
     idle_disconnect_seconds: Positive = 300.0
     connect_timeout_seconds: Positive = 15.0
     call_timeout_seconds: Positive = 30.0

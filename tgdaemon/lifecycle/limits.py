@@ -6,6 +6,9 @@ process, the control socket included, and asyncio logs a traceback for each
 failed attempt (many per millisecond). So the daemon raises its soft limit
 to the hard one, gives the provider port only what is left after a reserve
 for everything else, and logs accept failures as a count now and then.
+The Telegram clients come out of the reserve (one TCP socket each); a
+``telegram.max_connected`` that the limit cannot hold is said in one warning
+at start, because past that point every connect fails for want of a descriptor.
 """
 
 from __future__ import annotations
@@ -62,9 +65,27 @@ def raise_nofile() -> tuple[int, int, int | None]:
     return hard, hard, soft
 
 
+def telegram_descriptors(cfg: Config) -> int:
+    """One TCP socket per connected client, on a real fleet only: the simulator's clients open none."""
+    return cfg.telegram.max_connected if cfg.telegram.configured else 0
+
+
 def reserve(cfg: Config) -> int:
     """Descriptors kept from the provider port: an accept burst, the Telegram clients, everything else."""
-    return ACCEPT_BACKLOG + cfg.telegram.max_connected + OTHER_DESCRIPTORS
+    return ACCEPT_BACKLOG + telegram_descriptors(cfg) + OTHER_DESCRIPTORS
+
+
+def clients_warning(cfg: Config, soft: int) -> str | None:
+    """One line when ``telegram.max_connected`` clients do not fit in ``soft`` descriptors beside the reserve and
+    the provider port's least; None when they do, or when there are no Telegram clients (the simulator)."""
+    needed = reserve(cfg) + MIN_CONNECTIONS
+    if not telegram_descriptors(cfg) or soft >= needed:
+        return None
+    fits = max(0, soft - (needed - cfg.telegram.max_connected))
+    return (f"telegram.max_connected {cfg.telegram.max_connected} does not fit the file-descriptor limit {soft}"
+            f" (each connected client holds one; with the daemon's own it needs {needed}): past about {fits}"
+            f" connected clients, connects fail with 'Too many open files'; raise LimitNOFILE to at least {needed}"
+            f" or set telegram.max_connected to at most {fits}")
 
 
 def connection_cap(cfg: Config, soft: int) -> int:
@@ -74,6 +95,8 @@ def connection_cap(cfg: Config, soft: int) -> int:
 
 def prepare(cfg: Config) -> Limits:
     soft, hard, before = raise_nofile()
+    if (warning := clients_warning(cfg, soft)) is not None:
+        log.warning("%s", warning)
     return Limits(soft, hard, before, connection_cap(cfg, soft))
 
 
