@@ -141,11 +141,13 @@ class ControlClient:
     async def events(self, **params: Any) -> list[dict[str, Any]]:
         return (await self.request("GET", "/events", params=params))["events"]
 
-    async def watch(self, since: str | None = None) -> AsyncIterator[dict[str, Any]]:
+    async def watch(self, since: str | None = None, *, parts: bool = False) -> AsyncIterator[dict[str, Any]]:
         """Messages of the live stream, one by one: batched deltas unpacked, a snapshot sent in parts assembled.
 
         The deltas of one log row too big for one frame come in frames marked ``more``: they are held
         back until the last one is in, so a connection lost halfway never leaves half a row applied.
+        ``parts``: the snapshot's frames as they come (``snapshot``, then ``snapshot_part`` ones, until
+        ``"more": false``), for a client that shows rows while the rest is on its way.
         A refused ``since`` raises ApiError (the daemon answers 400 before the upgrade).
         """
         params = {"since": since} if since else {}
@@ -171,7 +173,7 @@ class ControlClient:
                         items, held = held, []
                         for item in items:
                             yield item
-                elif kind in ("snapshot", "snapshot_part"):
+                elif kind in ("snapshot", "snapshot_part") and not parts:
                     if kind == "snapshot":
                         snapshot = data
                     elif snapshot is not None:

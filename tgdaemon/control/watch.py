@@ -9,7 +9,8 @@ daemon restarts too; unless the cursor is from another
 database, lies below what retention pruned, or is more than
 ``daemon.stream_replay_size`` rows behind: then a snapshot. A client that
 falls behind is told ``resync`` and sent a new snapshot on the same socket.
-No frame is over ``stream.MAX_FRAME``: a big snapshot or replay goes as
+No frame is over ``stream.MAX_FRAME``: a snapshot is read and sent a page
+at a time (a client shows the rows as they come), a big replay goes as
 several frames. While the database is out of reach a new client is sent a
 ``store`` frame that says so, and its snapshot (or replay) once it is back; a
 client whose start the loss cut short is told so too, and the socket closes
@@ -22,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -41,21 +43,55 @@ from tgdaemon.wire import Account, Event, Quota, Resync, StoreChanged
 
 log = logging.getLogger(__name__)
 SNAPSHOT_EVENTS = 200
+SNAPSHOT_PAGE = 2000  # accounts or quotas per read, and so per frame: 2,000 accounts are about 700 KB
+SNAPSHOT_LISTS = ("accounts", "quotas", "events")  # every snapshot frame carries each, in this order
 SOCKETS = web.AppKey("watch_sockets", set)
 # An epoch is the database's hex token; an event id fits 18 ASCII digits ("²" and "٣" are digits to str.isdigit).
 SINCE = re.compile(r"([0-9a-f]{1,32}):([0-9]{1,18})", re.ASCII)
 
 
 async def _send_snapshot(ws: web.WebSocketResponse, rt: Runtime, sub: Subscription) -> None:
-    """Read after subscribing, so it reflects at least every row up to ``sub.start_seq``; newer events
-    than that come as deltas, not twice."""
-    accounts, _ = await rt.store.list_accounts(limit=10**9)
-    events = [e for e in await rt.store.recent_events(limit=SNAPSHOT_EVENTS) if e["id"] <= sub.start_seq]
-    head = {"epoch": rt.hub.epoch, "seq": sub.start_seq, "status": await rt.status()}
-    lists: dict[str, list[Any]] = {"accounts": msgspec.convert(accounts, list[Account]),
-                                   "quotas": msgspec.convert(await rt.store.quotas(), list[Quota]),
-                                   "events": msgspec.convert(events[::-1], list[Event])}
-    for frame in snapshot_frames(head, lists):
+    """Sent as it is read, a page at a time, each frame as soon as the page after it is in hand (the last frame
+    says ``"more": false``, and which is last is known only then). Every page is read after subscribing, so it
+    reflects at least every row up to ``sub.start_seq``; a change after that comes as a delta once the snapshot
+    is sent, even when a later page already showed it: applying a delta twice, or a newer state early, is
+    harmless, so the client converges."""
+    head: dict[str, Any] | None = {"epoch": rt.hub.epoch, "seq": sub.start_seq, "status": await rt.status()}
+    held: dict[str, list[Any]] = {}
+    async for piece in _snapshot_pages(rt, sub.start_seq):
+        if held:
+            await _send_piece(ws, head, held, more=True)
+            head = None
+        held = piece
+    await _send_piece(ws, head, held, more=False)
+
+
+async def _snapshot_pages(rt: Runtime, start_seq: int) -> AsyncIterator[dict[str, list[Any]]]:
+    """The snapshot's lists as non-empty pieces: the recent events, then the quotas and the accounts by id in
+    keyset pages of ``SNAPSHOT_PAGE``, so that no read and no frame grows with the fleet."""
+    events = [e for e in await rt.store.recent_events(limit=SNAPSHOT_EVENTS) if e["id"] <= start_seq]
+    if events:
+        yield {"events": msgspec.convert(events[::-1], list[Event])}
+    after = 0
+    while True:
+        quotas = await rt.store.quotas_after(after, SNAPSHOT_PAGE)
+        if quotas:
+            yield {"quotas": msgspec.convert(quotas, list[Quota])}
+        if len(quotas) < SNAPSHOT_PAGE:
+            break
+        after = quotas[-1]["id"]
+    cursor: str | None = None
+    while True:
+        accounts, cursor = await rt.store.list_accounts(limit=SNAPSHOT_PAGE, after=cursor)
+        if accounts:
+            yield {"accounts": msgspec.convert(accounts, list[Account])}
+        if cursor is None:
+            return
+
+
+async def _send_piece(ws: web.WebSocketResponse, head: dict[str, Any] | None, piece: dict[str, list[Any]], *,
+                      more: bool) -> None:
+    for frame in snapshot_frames(head, {name: piece.get(name, []) for name in SNAPSHOT_LISTS}, more=more):
         await ws.send_bytes(frame)
 
 

@@ -22,6 +22,10 @@ class FleetHeader(Static):
             parts += [(model.node, "bold"), " │ "]
         for name in VIEWS:
             parts += [(f"{name.title()}", "reverse bold" if name == view else "dim"), " "]
+        if model.loading is not None:  # first, so that a narrow terminal shows it too
+            loaded, expected = model.loading.accounts, model.loading.expected
+            of = f" of {expected:,}" if expected >= loaded else ""
+            parts += ["│ ", (f"loading {loaded:,}{of} accounts…", "bold yellow"), " "]
         status = model.status
         down: list[str | tuple[str, str]] = [" │ ", ("store DOWN", "bold red")] if model.store_down else []
         if not status:
