@@ -181,14 +181,14 @@ async def test_the_snapshot_is_read_a_page_at_a_time_and_changes_meanwhile_come_
     async with daemon_factory(simulator={"accounts": BIG_FLEET}) as (daemon, client):
         store = daemon.runtime.store
         read: list[int] = []  # the rows of each accounts page the daemon read, as it reads them
-        listing = store.list_accounts
+        reading = store.account_json_after
 
-        async def counted(**kwargs: Any) -> Any:
-            rows, cursor = await listing(**kwargs)
+        async def counted(after_id: int, limit: int) -> list[tuple[int, str]]:
+            rows = await reading(after_id, limit)
             read.append(len(rows))
-            return rows, cursor
+            return rows
 
-        monkeypatch.setattr(store, "list_accounts", counted)
+        monkeypatch.setattr(store, "account_json_after", counted)
         late = BIG_FLEET - 1  # in one of the last pages
         async with stock_session(client) as http, http.ws_connect("http://tgdaemon/v1/watch") as ws:
             got = await frames(ws, lambda d: bool(d["accounts"]))  # the head, then the first page of accounts

@@ -349,8 +349,11 @@ def snapshot_frames(head: dict[str, Any] | None, lists: dict[str, list[Any]], li
     first = _encoder.encode({"type": "snapshot", **head})[:-1] + b"," if head is not None else None
     part = b'{"type":"snapshot_part",'
     names = list(lists)
-    frames: list[bytes] = []
     prefix = first or part
+    whole = prefix + b",".join(b'"%s":%s' % (name.encode(), _encoder.encode(lists[name])) for name in names)
+    if len(whole) + len(_MORE[more]) <= limit:  # a page of rows is one frame: encoded in one call, not row by row
+        return [whole + _MORE[more]]
+    frames: list[bytes] = []
     fixed = sum(len(name) + 6 for name in names) + len(_MORE[1])  # "name":[], per list, and the tail
     current: list[list[bytes]] = [[] for _ in names]
     size = len(prefix) + fixed

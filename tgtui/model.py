@@ -11,7 +11,7 @@ frame arrives, so a big fleet's table fills while the rest is on its way;
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -68,7 +68,9 @@ class Loading:
 class FleetModel:
     def __init__(self, clock: Clock, max_events: int = 2000) -> None:
         self.clock = clock
-        self.accounts: dict[int, dict[str, Any]] = {}
+        self.accounts: dict[int, dict[str, Any]] = {}  # by id; changed only through _put_account, _drop_account
+        self._states: Counter[str] = Counter()  # the accounts by the daemon's state
+        self._cooling: dict[int, float] = {}  # the accounts in cooldown: when it ends
         self.quotas: dict[int, dict[str, Any]] = {}
         self.events: deque[dict[str, Any]] = deque(maxlen=max_events)
         self.views: dict[int, list[float]] = {}  # quota id -> total views after each measurement
@@ -149,7 +151,7 @@ class FleetModel:
             self.seq, self.in_row = seq, True
         data = msg["data"]
         if msg["kind"] == "account":
-            self.accounts[data["id"]] = _with_times(data)
+            self._put_account(data)
             self.accounts_rev += 1
         elif msg["kind"] == "quota":
             self.quotas[data["id"]] = data
@@ -164,7 +166,7 @@ class FleetModel:
         it did not name are dropped (a snapshot after a resync, or from another database, replaces the rows)."""
         accounts, quotas, events = msg.get("accounts", ()), msg.get("quotas", ()), msg.get("events", ())
         for account in accounts:
-            self.accounts[account["id"]] = _with_times(account)
+            self._put_account(account)
         for quota in quotas:
             self.quotas[quota["id"]] = quota
         if loading.stale_accounts:
@@ -176,7 +178,7 @@ class FleetModel:
         done = not msg.get("more")
         if done:
             for account_id in loading.stale_accounts:
-                del self.accounts[account_id]
+                self._drop_account(account_id)
             for quota_id in loading.stale_quotas:
                 del self.quotas[quota_id]
             self.loading = None
@@ -204,10 +206,27 @@ class FleetModel:
         self.views[quota_id] = series
         self.quotas_rev += 1
 
+    def _put_account(self, account: dict[str, Any]) -> None:
+        self._drop_account(account["id"])
+        self.accounts[account["id"]] = _with_times(account)
+        self._states[account["state"]] += 1
+        if account["state"] == "cooldown" and account["_until"] is not None:
+            self._cooling[account["id"]] = account["_until"]
+
+    def _drop_account(self, account_id: int) -> None:
+        old = self.accounts.pop(account_id, None)
+        if old is not None:
+            self._states[old["state"]] -= 1
+            self._cooling.pop(account_id, None)
+
     def counts(self, now: float) -> dict[str, int]:
+        """Accounts by ``effective_state``: kept by state as deltas come, so a repaint counts only the cooldowns
+        that may have run out, not every account (100,000 of them took 25 ms, four times a second)."""
         out = dict.fromkeys(STATES, 0)
-        for account in self.accounts.values():
-            out[effective_state(account, now)] += 1
+        out.update(self._states)
+        ran_out = sum(until <= now for until in self._cooling.values())
+        out["cooldown"] -= ran_out
+        out["ready"] += ran_out
         return out
 
     def open_quotas(self, now: float) -> int:

@@ -9,6 +9,7 @@ depends on the daemon's package and never the other way round.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -165,7 +166,7 @@ class ControlClient:
             async for msg in ws:
                 if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                     break
-                data = msgspec.json.decode(msg.data)
+                data = _decode_frame(msg.data)
                 kind = data.get("type")
                 if kind in ("delta", "deltas"):
                     held += data["items"] if kind == "deltas" else [data]
@@ -187,6 +188,19 @@ class ControlClient:
                 else:
                     yield data
         raise self._not_running()
+
+
+def _decode_frame(raw: bytes) -> dict[str, Any]:
+    """A snapshot frame of 2,000 accounts makes tens of thousands of objects: with the cyclic collector off while
+    they are made it decodes in a third of the time (decoded JSON holds no cycles: nothing for it to find)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        data: dict[str, Any] = msgspec.json.decode(raw)
+    finally:
+        if collecting:
+            gc.enable()
+    return data
 
 
 def _refusal(status: int, raw: bytes) -> ApiError:
