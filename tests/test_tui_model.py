@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,31 @@ def test_a_cooldown_that_ran_out_reads_as_ready_without_a_delta() -> None:
     assert effective_state(model.accounts[1], NOW) == "cooldown"
     assert effective_state(model.accounts[2], NOW) == "ready"
     assert model.counts(NOW) == {"ready": 1, "busy": 0, "cooldown": 1, "disabled": 0, "inactive": 0}
+
+
+def test_counts_kept_as_rows_come_are_a_count_of_every_row() -> None:
+    """By state, kept as each row goes in or out; only a cooldown's end is read from the clock at the count."""
+    rng = random.Random(13)
+    model = FleetModel(lambda: NOW)
+
+    def some(ids: range) -> list[dict[str, Any]]:
+        until = ("2027-02-01T00:00:00Z", "2020-01-01T00:00:00Z", None)
+        return [account(i, rng.choice(("ready", "busy", "cooldown", "disabled", "inactive")), rng.choice(until))
+                for i in ids]
+
+    def brute() -> dict[str, int]:
+        out = dict.fromkeys(("ready", "busy", "cooldown", "disabled", "inactive"), 0)
+        for row in model.accounts.values():
+            out[effective_state(row, NOW)] += 1
+        return out
+
+    model.apply(frame("snapshot", True, some(range(1, 60)), seq=1))
+    model.apply(frame("snapshot_part", False, some(range(60, 120))))
+    for seq in range(2, 300):
+        model.apply(delta(seq, some(range(n := rng.randrange(1, 150), n + 1))[0]))
+    assert model.counts(NOW) == brute() and sum(brute().values()) == len(model.accounts)
+    model.apply(frame("snapshot", False, some(range(50, 90)), seq=400))  # drops the rows it does not name
+    assert set(model.accounts) == set(range(50, 90)) and model.counts(NOW) == brute()
 
 
 def test_views_are_the_gains_each_measurement_found() -> None:
