@@ -35,12 +35,6 @@ def effective_state(account: dict[str, Any], now: float) -> str:
     return account["state"]
 
 
-def _with_times(account: dict[str, Any]) -> dict[str, Any]:
-    """Parse ``cooldown_until`` once per delta, not once per draw."""
-    account["_until"] = parse_time(account.get("cooldown_until"))
-    return account
-
-
 def heartbeat_age(node: dict[str, Any], now: float) -> float:
     """Seconds since the node's last heartbeat, as of now (see ``FleetModel.set_nodes``)."""
     return max(0.0, float(node["_heartbeat_age"]) + now - float(node["_fetched"]))
@@ -207,11 +201,18 @@ class FleetModel:
         self.quotas_rev += 1
 
     def _put_account(self, account: dict[str, Any]) -> None:
-        self._drop_account(account["id"])
-        self.accounts[account["id"]] = _with_times(account)
-        self._states[account["state"]] += 1
-        if account["state"] == "cooldown" and account["_until"] is not None:
-            self._cooling[account["id"]] = account["_until"]
+        """Once per row of a snapshot (100,000 of them) and per delta: written out, not in calls to the others."""
+        account_id, state = account["id"], account["state"]
+        old = self.accounts.get(account_id)
+        if old is not None:
+            self._states[old["state"]] -= 1
+            self._cooling.pop(account_id, None)
+        # parsed once per row here, not once per draw
+        until = account["_until"] = parse_time(account["cooldown_until"]) if account.get("cooldown_until") else None
+        self.accounts[account_id] = account
+        self._states[state] += 1
+        if until is not None and state == "cooldown":
+            self._cooling[account_id] = until
 
     def _drop_account(self, account_id: int) -> None:
         old = self.accounts.pop(account_id, None)

@@ -22,18 +22,19 @@ class FleetHeader(Static):
             parts += [(model.node, "bold"), " │ "]
         for name in VIEWS:
             parts += [(f"{name.title()}", "reverse bold" if name == view else "dim"), " "]
-        if model.loading is not None:  # first, so that a narrow terminal shows it too
-            loaded, expected = model.loading.accounts, model.loading.expected
-            of = f" of {expected:,}" if expected >= loaded else ""
-            parts += ["│ ", (f"loading {loaded:,}{of} accounts…", "bold yellow"), " "]
         status = model.status
         down: list[str | tuple[str, str]] = [" │ ", ("store DOWN", "bold red")] if model.store_down else []
         if not status:
             self.update(Text.assemble(*parts, "│ connecting…", *down))
             return
         parts.append("│")
-        for state, n in model.counts(now).items():
-            parts += [(f" {state} ", STATE_STYLE[state]), str(n)]
+        if model.loading is not None:  # in place of the counts, which would count only the rows in so far
+            loaded, expected = model.loading.accounts, model.loading.expected
+            of = f" of {expected:,}" if expected >= loaded else ""
+            parts += [" ", (f"loading {loaded:,}{of} accounts…", "bold yellow")]
+        else:
+            for state, n in model.counts(now).items():
+                parts += [(f" {state} ", STATE_STYLE[state]), str(n)]
         parts += [f" │ {status.get('tasks_per_minute', 0)} tasks/min │ {model.open_quotas(now)} quotas open │ "]
         parts += [f"v{status['version']} " + ("offline" if offline else f"up {duration(model.uptime())}"), *down]
         self.update(Text.assemble(*parts))
