@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,41 @@ def test_model_applies_a_snapshot_then_consecutive_deltas_and_reports_a_gap() ->
     assert model.accounts[2]["state"] == "ready" and model.since == "e1:6"
 
 
+def frame(kind: str, more: bool, accounts: list[dict[str, Any]], **lists: Any) -> dict[str, Any]:
+    return {"type": kind, "accounts": accounts, "quotas": lists.get("quotas", []), "events": lists.get("events", []),
+            "more": more, **({"epoch": "e1", "seq": lists["seq"], "status": lists.get("status", {})}
+                             if kind == "snapshot" else {})}
+
+
+def test_a_snapshot_in_frames_fills_the_model_as_they_come_and_at_its_end_drops_what_it_did_not_name() -> None:
+    model = FleetModel(lambda: NOW)
+    model.apply(frame("snapshot", True, [account(1), account(2)], seq=5, events=[{"id": 5}],
+                      status={"accounts": {"ready": 3, "busy": 1}}))
+    assert set(model.accounts) == {1, 2} and [e["id"] for e in model.events] == [5]
+    assert model.loading is not None and (model.loading.accounts, model.loading.expected) == (2, 4)
+    assert model.since is None  # half a snapshot: a reconnect now must ask for a whole one, not resume from 5
+    rev, quotas_rev = model.accounts_rev, model.quotas_rev
+    model.apply(frame("snapshot_part", True, [account(3)], quotas=[{"id": 1}]))
+    assert set(model.accounts) == {1, 2, 3} and model.accounts_rev == rev + 1 and model.quotas_rev == quotas_rev + 1
+    model.apply(frame("snapshot_part", False, [account(4)]))
+    assert model.loading is None and model.since == "e1:5" and set(model.accounts) == {1, 2, 3, 4}
+    assert model.apply(delta(6, account(4, "busy"))) and model.since == "e1:6"
+
+    assert model.apply({"type": "resync"})  # a new snapshot on the same socket: the old rows stay until it ends
+    model.apply(frame("snapshot", True, [account(2, "busy")], seq=9))
+    assert set(model.accounts) == {1, 2, 3, 4} and model.accounts[2]["state"] == "busy" and model.since is None
+    assert not model.events
+    model.apply(frame("snapshot_part", False, [account(4)]))
+    assert set(model.accounts) == {2, 4} and model.quotas == {} and model.since == "e1:9"
+    assert model.accounts[4]["state"] == "ready"  # as the new snapshot has it
+
+    assert model.apply(frame("snapshot_part", False, [account(7)]))  # a part whose start this model never saw
+    assert 7 not in model.accounts and model.since == "e1:9"
+    model.apply({"type": "snapshot", "epoch": "e2", "seq": 1, "status": {}, "accounts": [account(8)],
+                 "quotas": [], "events": []})  # a snapshot the client assembled: no "more", complete at once
+    assert set(model.accounts) == {8} and model.loading is None and model.since == "e2:1"
+
+
 def test_a_cooldown_that_ran_out_reads_as_ready_without_a_delta() -> None:
     model = FleetModel(lambda: NOW)
     model.apply({"type": "snapshot", "epoch": "e", "seq": 0, "status": {}, "events": [], "accounts": [
@@ -47,6 +83,31 @@ def test_a_cooldown_that_ran_out_reads_as_ready_without_a_delta() -> None:
     assert effective_state(model.accounts[1], NOW) == "cooldown"
     assert effective_state(model.accounts[2], NOW) == "ready"
     assert model.counts(NOW) == {"ready": 1, "busy": 0, "cooldown": 1, "disabled": 0, "inactive": 0}
+
+
+def test_counts_kept_as_rows_come_are_a_count_of_every_row() -> None:
+    """By state, kept as each row goes in or out; only a cooldown's end is read from the clock at the count."""
+    rng = random.Random(13)
+    model = FleetModel(lambda: NOW)
+
+    def some(ids: range) -> list[dict[str, Any]]:
+        until = ("2027-02-01T00:00:00Z", "2020-01-01T00:00:00Z", None)
+        return [account(i, rng.choice(("ready", "busy", "cooldown", "disabled", "inactive")), rng.choice(until))
+                for i in ids]
+
+    def brute() -> dict[str, int]:
+        out = dict.fromkeys(("ready", "busy", "cooldown", "disabled", "inactive"), 0)
+        for row in model.accounts.values():
+            out[effective_state(row, NOW)] += 1
+        return out
+
+    model.apply(frame("snapshot", True, some(range(1, 60)), seq=1))
+    model.apply(frame("snapshot_part", False, some(range(60, 120))))
+    for seq in range(2, 300):
+        model.apply(delta(seq, some(range(n := rng.randrange(1, 150), n + 1))[0]))
+    assert model.counts(NOW) == brute() and sum(brute().values()) == len(model.accounts)
+    model.apply(frame("snapshot", False, some(range(50, 90)), seq=400))  # drops the rows it does not name
+    assert set(model.accounts) == set(range(50, 90)) and model.counts(NOW) == brute()
 
 
 def test_views_are_the_gains_each_measurement_found() -> None:
@@ -72,6 +133,24 @@ def test_row_set_filters_by_column_and_words_and_sorts_with_ties_by_id() -> None
     assert [r["id"] for r in rowset.rows] == [12, 1]
     assert parse_filter("Ops state:Busy x:") == (["ops", "x:"], {"state": "busy"})
     assert rowset.check_filter("colour:red") == "unknown column 'colour' in the filter; columns: id, label, state"
+
+
+def test_row_set_sorts_by_the_key_column_and_by_others_with_ties_by_the_key_in_the_sort_order() -> None:
+    columns = [Column("id", "ID", 4, lambda r, n: str(r["id"]), sort=lambda r, n: r["id"]),
+               Column("label", "Label", 8, lambda r, n: r["label"])]
+    rows = [{"id": i, "label": "ab"[i % 2]} for i in (5, 3, 8, 1, 4)]
+    rowset = RowSet(columns)
+    rowset.rebuild(rows, NOW)
+    assert [r["id"] for r in rowset.rows] == [1, 3, 4, 5, 8] and rowset.index == {1: 0, 3: 1, 4: 2, 5: 3, 8: 4}
+    rowset.desc = True
+    rowset.rebuild(rows, NOW)
+    assert [r["id"] for r in rowset.rows] == [8, 5, 4, 3, 1]
+    rowset.sort = "label"
+    rowset.rebuild(rows, NOW)
+    assert [(r["label"], r["id"]) for r in rowset.rows] == [("b", 5), ("b", 3), ("b", 1), ("a", 8), ("a", 4)]
+    rowset.desc = False
+    rowset.rebuild(rows, NOW)
+    assert [(r["label"], r["id"]) for r in rowset.rows] == [("a", 4), ("a", 8), ("b", 1), ("b", 3), ("b", 5)]
 
 
 def test_layout_drops_columns_in_order_and_fills_the_width() -> None:

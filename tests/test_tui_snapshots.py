@@ -111,7 +111,7 @@ class Recording(ControlClient):
         super().__init__("/nonexistent/tgdaemon.sock")
         self.snapshot, self.recorded = seeded_fleet()
 
-    async def watch(self, since: str | None = None) -> AsyncIterator[dict[str, Any]]:
+    async def watch(self, since: str | None = None, *, parts: bool = False) -> AsyncIterator[dict[str, Any]]:
         yield self.snapshot
         await asyncio.Event().wait()
 

@@ -3,7 +3,9 @@
 A malformed ``since`` is a 400 with a JSON body before any upgrade, and leaves
 no socket registered; a big fleet's snapshot and a long replay (one log row
 naming 16,000 accounts) arrive as frames of at most 1 MiB that the dashboard's
-client puts back together.
+client puts back together. The snapshot is read and sent a page at a time: a
+client that stops reading holds the daemon at a few pages, and what changes
+meanwhile reaches it as deltas that continue the snapshot's position.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tgdaemon.control import watch
 from tgdaemon.control.client import ControlClient
 from tgdaemon.control.watch import SOCKETS
 from tgdaemon.lifecycle.daemon import Daemon
-from tgdaemon.stream import MAX_FRAME
+from tgdaemon.stream import MAX_FRAME, snapshot_frames
 from tgtui.model import FleetModel
 
 MSG_TIMEOUT = 20.0
@@ -169,3 +172,65 @@ async def test_a_long_replay_comes_in_deltas_frames_under_1_mib(daemon_factory) 
 def _items(frame: dict[str, Any]) -> list[dict[str, Any]]:
     assert frame["type"] in ("delta", "deltas"), frame["type"]
     return frame["items"] if frame["type"] == "deltas" else [frame]
+
+
+async def test_the_snapshot_is_read_a_page_at_a_time_and_changes_meanwhile_come_as_deltas(
+        daemon_factory, monkeypatch) -> None:
+    page = 200  # small pages: the socket's buffers hold a few of them, far from the whole fleet
+    monkeypatch.setattr(watch, "SNAPSHOT_PAGE", page)
+    async with daemon_factory(simulator={"accounts": BIG_FLEET}) as (daemon, client):
+        store = daemon.runtime.store
+        read: list[int] = []  # the rows of each accounts page the daemon read, as it reads them
+        reading = store.account_json_after
+
+        async def counted(after_id: int, limit: int) -> list[tuple[int, str]]:
+            rows = await reading(after_id, limit)
+            read.append(len(rows))
+            return rows
+
+        monkeypatch.setattr(store, "account_json_after", counted)
+        late = BIG_FLEET - 1  # in one of the last pages
+        async with stock_session(client) as http, http.ws_connect("http://tgdaemon/v1/watch") as ws:
+            got = await frames(ws, lambda d: bool(d["accounts"]))  # the head, then the first page of accounts
+            head = json.loads(got[0])
+            assert head["type"] == "snapshot" and json.loads(got[-1])["more"]
+            for _ in range(25):  # the client reads nothing more: give the daemon every chance to run ahead
+                await asyncio.sleep(0.02)
+            assert 0 < sum(read) < BIG_FLEET / 2 and max(read) == page  # held back by the socket, not done
+            await client.disable(3, "its page is sent")
+            await client.disable(late, "its page is not read yet")
+            got += await frames(ws, lambda d: d["type"] == "snapshot_part" and not d["more"])
+            assert sum(read) == BIG_FLEET and max(map(len, got)) <= MAX_FRAME
+            snapshot = {a["id"]: a for f in got for a in json.loads(f)["accounts"]}
+            assert list(snapshot) == list(range(1, BIG_FLEET + 1))
+            assert snapshot[3]["state"] == "ready" and snapshot[late]["state"] == "disabled"  # a newer state early
+
+            deltas = await frames(ws, lambda d: any(i["kind"] == "account" and i["data"]["id"] == late
+                                                    for i in _items(d)))
+        model = FleetModel(clock=lambda: 0.0)
+        for frame in got:
+            assert model.apply(json.loads(frame))
+            done = frame is got[-1]
+            assert (model.loading is None) == done and (model.since is None) != done  # no resuming from half
+        assert model.seq == head["seq"] and len(model.accounts) == BIG_FLEET
+        items = [item for frame in deltas for item in _items(json.loads(frame))]
+        assert items[0]["prev"] == head["seq"]  # the deltas continue exactly where the snapshot stands
+        assert all(model.apply(item) for item in items)
+        assert model.accounts[3]["state"] == model.accounts[late]["state"] == "disabled"
+        assert model.accounts[late]["disabled_reason"] == "its page is not read yet"
+
+
+def test_snapshot_frames_of_pieces_carry_the_head_once_and_end_once() -> None:
+    head = {"epoch": "e", "seq": 9, "status": {}}
+    pieces = [{"accounts": [], "quotas": [], "events": [{"id": 1}]},
+              {"accounts": [{"id": n, "pad": "x" * 300} for n in range(1, 11)], "quotas": [], "events": []},
+              {"accounts": [{"id": 11}], "quotas": [], "events": []}]
+    frames = [f for n, piece in enumerate(pieces)
+              for f in snapshot_frames(head if n == 0 else None, piece, limit=1200, more=n < len(pieces) - 1)]
+    decoded = [json.loads(f) for f in frames]
+    assert all(len(f) <= 1200 for f in frames) and len(frames) > len(pieces)  # the middle piece is split too
+    assert [d["type"] for d in decoded] == ["snapshot"] + ["snapshot_part"] * (len(frames) - 1)
+    assert {k: decoded[0][k] for k in head} == head and all("seq" not in d for d in decoded[1:])
+    assert [d["more"] for d in decoded] == [True] * (len(frames) - 1) + [False]
+    assert [a["id"] for d in decoded for a in d["accounts"]] == list(range(1, 12))
+    assert all(set(d) - {"type", "more", *head} == {"accounts", "quotas", "events"} for d in decoded)

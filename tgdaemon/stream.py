@@ -334,32 +334,38 @@ def _deltas(group: list[bytes], *, more: bool) -> bytes:
     return _DELTAS_HEAD + b",".join(group) + _DELTAS_TAIL[more]
 
 
-def snapshot_frames(head: dict[str, Any], lists: dict[str, list[Any]], limit: int = MAX_FRAME) -> list[bytes]:
-    """A snapshot as frames under ``limit``: a 50,000-account fleet is tens of MB, too much for one frame.
+def snapshot_frames(head: dict[str, Any] | None, lists: dict[str, list[Any]], limit: int = MAX_FRAME, *,
+                    more: bool = False) -> list[bytes]:
+    """One piece of a snapshot as frames under ``limit``: a snapshot is sent as it is read, a page at a time.
 
-    The first frame is ``{"type": "snapshot", **head, <lists>, "more"}``, the
-    others ``{"type": "snapshot_part", <lists>, "more"}``; every frame carries
-    every list (maybe empty) and the items continue in order across frames.
-    The snapshot is complete at the frame whose ``more`` is false; nothing
-    else is sent on the socket in between.
+    The first piece is given the ``head`` and its first frame is ``{"type":
+    "snapshot", **head, <lists>, "more"}``; every other frame is
+    ``{"type": "snapshot_part", <lists>, "more"}``. Every frame carries every
+    list (maybe empty) and the items continue in order across frames. ``more``
+    says whether pieces follow this one: the snapshot is complete at the frame
+    whose ``more`` is false, and nothing else is sent on the socket in between.
+    A whole snapshot in hand is one piece with a head and ``more`` false.
     """
-    first = _encoder.encode({"type": "snapshot", **head})[:-1] + b","
+    first = _encoder.encode({"type": "snapshot", **head})[:-1] + b"," if head is not None else None
     part = b'{"type":"snapshot_part",'
     names = list(lists)
-    encoded = [(i, _encoder.encode(item)) for i, name in enumerate(names) for item in lists[name]]
+    prefix = first or part
+    whole = prefix + b",".join(b'"%s":%s' % (name.encode(), _encoder.encode(lists[name])) for name in names)
+    if len(whole) + len(_MORE[more]) <= limit:  # a page of rows is one frame: encoded in one call, not row by row
+        return [whole + _MORE[more]]
     frames: list[bytes] = []
-    prefix = first
     fixed = sum(len(name) + 6 for name in names) + len(_MORE[1])  # "name":[], per list, and the tail
     current: list[list[bytes]] = [[] for _ in names]
     size = len(prefix) + fixed
-    for i, item in encoded:
-        if size + len(item) + 1 > limit and any(current):
-            frames.append(_snapshot_frame(prefix, names, current, more=True))
-            prefix, current = part, [[] for _ in names]
-            size = len(prefix) + fixed
-        current[i].append(item)
-        size += len(item) + 1
-    frames.append(_snapshot_frame(prefix, names, current, more=False))
+    for i, name in enumerate(names):
+        for item in map(_encoder.encode, lists[name]):
+            if size + len(item) + 1 > limit and any(current):
+                frames.append(_snapshot_frame(prefix, names, current, more=True))
+                prefix, current = part, [[] for _ in names]
+                size = len(prefix) + fixed
+            current[i].append(item)
+            size += len(item) + 1
+    frames.append(_snapshot_frame(prefix, names, current, more=more))
     return frames
 
 

@@ -78,10 +78,11 @@ class FleetApp(App[None]):
 
     @work(group="stream", exclusive=True, exit_on_error=False)
     async def follow_stream(self) -> None:
-        """Load the snapshot, apply deltas; after a gap resync; when the daemon goes away, say so and keep trying."""
+        """Load the snapshot (its rows show frame by frame), apply deltas; after a gap resync; when the daemon goes
+        away, say so and keep trying."""
         while True:
             try:
-                async for msg in self.client.watch(self.model.since):
+                async for msg in self.client.watch(self.model.since, parts=True):
                     self.offline_since = None
                     if not self.model.apply(msg):
                         break  # a gap: reconnect and let the daemon replay or resend a snapshot

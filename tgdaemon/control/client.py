@@ -9,6 +9,7 @@ depends on the daemon's package and never the other way round.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -141,11 +142,13 @@ class ControlClient:
     async def events(self, **params: Any) -> list[dict[str, Any]]:
         return (await self.request("GET", "/events", params=params))["events"]
 
-    async def watch(self, since: str | None = None) -> AsyncIterator[dict[str, Any]]:
+    async def watch(self, since: str | None = None, *, parts: bool = False) -> AsyncIterator[dict[str, Any]]:
         """Messages of the live stream, one by one: batched deltas unpacked, a snapshot sent in parts assembled.
 
         The deltas of one log row too big for one frame come in frames marked ``more``: they are held
         back until the last one is in, so a connection lost halfway never leaves half a row applied.
+        ``parts``: the snapshot's frames as they come (``snapshot``, then ``snapshot_part`` ones, until
+        ``"more": false``), for a client that shows rows while the rest is on its way.
         A refused ``since`` raises ApiError (the daemon answers 400 before the upgrade).
         """
         params = {"since": since} if since else {}
@@ -163,7 +166,7 @@ class ControlClient:
             async for msg in ws:
                 if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                     break
-                data = msgspec.json.decode(msg.data)
+                data = _decode_frame(msg.data)
                 kind = data.get("type")
                 if kind in ("delta", "deltas"):
                     held += data["items"] if kind == "deltas" else [data]
@@ -171,7 +174,7 @@ class ControlClient:
                         items, held = held, []
                         for item in items:
                             yield item
-                elif kind in ("snapshot", "snapshot_part"):
+                elif kind in ("snapshot", "snapshot_part") and not parts:
                     if kind == "snapshot":
                         snapshot = data
                     elif snapshot is not None:
@@ -185,6 +188,19 @@ class ControlClient:
                 else:
                     yield data
         raise self._not_running()
+
+
+def _decode_frame(raw: bytes) -> dict[str, Any]:
+    """A snapshot frame of 2,000 accounts makes tens of thousands of objects: with the cyclic collector off while
+    they are made it decodes in a third of the time (decoded JSON holds no cycles: nothing for it to find)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        data: dict[str, Any] = msgspec.json.decode(raw)
+    finally:
+        if collecting:
+            gc.enable()
+    return data
 
 
 def _refusal(status: int, raw: bytes) -> ApiError:

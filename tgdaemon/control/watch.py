@@ -9,7 +9,8 @@ daemon restarts too; unless the cursor is from another
 database, lies below what retention pruned, or is more than
 ``daemon.stream_replay_size`` rows behind: then a snapshot. A client that
 falls behind is told ``resync`` and sent a new snapshot on the same socket.
-No frame is over ``stream.MAX_FRAME``: a big snapshot or replay goes as
+No frame is over ``stream.MAX_FRAME``: a snapshot is read and sent a page
+at a time (a client shows the rows as they come), a big replay goes as
 several frames. While the database is out of reach a new client is sent a
 ``store`` frame that says so, and its snapshot (or replay) once it is back; a
 client whose start the loss cut short is told so too, and the socket closes
@@ -22,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -31,36 +33,80 @@ from tgdaemon.errors import ApiError, StoreDisconnected
 from tgdaemon.runtime import RUNTIME, Runtime
 from tgdaemon.stream import (
     Lagged,
-    Position,
     Subscription,
     batch_frames,
     encode,
     snapshot_frames,
 )
-from tgdaemon.wire import Account, Event, Quota, Resync, StoreChanged
+from tgdaemon.wire import Resync, StoreChanged
 
 log = logging.getLogger(__name__)
 SNAPSHOT_EVENTS = 200
+SNAPSHOT_PAGE = 2000  # accounts or quotas per read, and so per frame: 2,000 accounts are about 700 KB
+SNAPSHOT_LISTS = ("accounts", "quotas", "events")  # every snapshot frame carries each, in this order
 SOCKETS = web.AppKey("watch_sockets", set)
 # An epoch is the database's hex token; an event id fits 18 ASCII digits ("²" and "٣" are digits to str.isdigit).
 SINCE = re.compile(r"([0-9a-f]{1,32}):([0-9]{1,18})", re.ASCII)
 
 
 async def _send_snapshot(ws: web.WebSocketResponse, rt: Runtime, sub: Subscription) -> None:
-    """Read after subscribing, so it reflects at least every row up to ``sub.start_seq``; newer events
-    than that come as deltas, not twice."""
-    accounts, _ = await rt.store.list_accounts(limit=10**9)
-    events = [e for e in await rt.store.recent_events(limit=SNAPSHOT_EVENTS) if e["id"] <= sub.start_seq]
-    head = {"epoch": rt.hub.epoch, "seq": sub.start_seq, "status": await rt.status()}
-    lists: dict[str, list[Any]] = {"accounts": msgspec.convert(accounts, list[Account]),
-                                   "quotas": msgspec.convert(await rt.store.quotas(), list[Quota]),
-                                   "events": msgspec.convert(events[::-1], list[Event])}
-    for frame in snapshot_frames(head, lists):
-        await ws.send_bytes(frame)
+    """Sent as it is read, a page at a time: each page's frames go out while the page after it is read (the last
+    frame says ``"more": false``, and which is last is known only then), so reading overlaps the client's reading.
+    Every page is read after subscribing, so it reflects at least every row up to ``sub.start_seq``; a change
+    after that comes as a delta once the snapshot is sent, even when a later page already showed it: applying a
+    delta twice, or a newer state early, is harmless, so the client converges."""
+    head: dict[str, Any] | None = {"epoch": rt.hub.epoch, "seq": sub.start_seq, "status": await rt.status()}
+    held: dict[str, list[Any]] = {}
+    sending: asyncio.Task[None] | None = None
+    try:
+        async for piece in _snapshot_pages(rt, sub.start_seq):
+            if held:
+                if sending is not None:
+                    await sending  # in order, and at most one page on its way: memory stays flat
+                sending = asyncio.create_task(_send_frames(ws, _frames(head, held, more=True)))
+                head = None
+            held = piece
+        if sending is not None:
+            await sending
+        await _send_frames(ws, _frames(head, held, more=False))
+    finally:
+        if sending is not None and not sending.done():
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await sending
 
 
-async def _send_deltas(ws: web.WebSocketResponse, positions: list[Position]) -> None:
-    for frame in batch_frames(positions):
+async def _snapshot_pages(rt: Runtime, start_seq: int) -> AsyncIterator[dict[str, list[Any]]]:
+    """The snapshot's lists as non-empty pieces: the recent events, then the quotas and the accounts by id in
+    keyset pages of ``SNAPSHOT_PAGE``, so that no read and no frame grows with the fleet. The store's views go
+    out as they are, as a delta's do; the accounts' as the JSON the database made of them."""
+    events = [e for e in await rt.store.recent_events(limit=SNAPSHOT_EVENTS) if e["id"] <= start_seq]
+    if events:
+        yield {"events": events[::-1]}
+    after = 0
+    while True:
+        quotas = await rt.store.quotas_after(after, SNAPSHOT_PAGE)
+        if quotas:
+            yield {"quotas": quotas}
+        if len(quotas) < SNAPSHOT_PAGE:
+            break
+        after = quotas[-1]["id"]
+    after = 0
+    while True:
+        accounts = await rt.store.account_json_after(after, SNAPSHOT_PAGE)
+        if accounts:
+            yield {"accounts": [msgspec.Raw(text) for _, text in accounts]}
+        if len(accounts) < SNAPSHOT_PAGE:
+            return
+        after = accounts[-1][0]
+
+
+def _frames(head: dict[str, Any] | None, piece: dict[str, list[Any]], *, more: bool) -> list[bytes]:
+    return snapshot_frames(head, {name: piece.get(name, []) for name in SNAPSHOT_LISTS}, more=more)
+
+
+async def _send_frames(ws: web.WebSocketResponse, frames: list[bytes]) -> None:
+    for frame in frames:
         await ws.send_bytes(frame)
 
 
@@ -89,7 +135,7 @@ async def _pump(ws: web.WebSocketResponse, rt: Runtime, since: tuple[str, int] |
             await ws.send_bytes(encode({"type": "resumed", "epoch": rt.hub.epoch, "seq": since[1],
                                         "status": await rt.status()}))
             async for positions in rt.hub.replay(since[1], sub.start_seq):
-                await _send_deltas(ws, positions)
+                await _send_frames(ws, batch_frames(positions))
         else:
             await _send_snapshot(ws, rt, sub)
         while True:
@@ -101,7 +147,7 @@ async def _pump(ws: web.WebSocketResponse, rt: Runtime, since: tuple[str, int] |
                 await ws.send_bytes(encode(Resync(reason="fell behind the stream")))
                 await _send_snapshot(ws, rt, sub)
                 continue
-            await _send_deltas(ws, positions)
+            await _send_frames(ws, batch_frames(positions))
     except ConnectionError:
         pass  # the client went away
     except StoreDisconnected:

@@ -53,7 +53,7 @@ ACCOUNT_COLUMNS = [
     Column("id", "ID", 6, lambda r, n: str(r["id"]), sort=lambda r, n: r["id"], right=True),
     Column("label", "Label", 16, lambda r, n: r["label"]),
     Column("phone", "Phone", 13, lambda r, n: r["phone_masked"] or "", drop=4),
-    Column("state", "State", 8, _state, timed=True),
+    Column("state", "State", 8, _state, sort=effective_state, timed=True),  # its order without a Text per row
     Column("cooldown", "Cooldown", 8, _cooldown, sort=_cooldown_left, timed=True, right=True),
     Column("setup", "Setup", 5, _setup, sort=_setup_sort, right=True),
     Column("executor", "Executor", 8, lambda r, n: r["executor"] or "", drop=3),

@@ -91,6 +91,8 @@ class FleetScreen(Screen[None]):
             self._clock_drawn = now
         if self.rev() != self._seen_rev or (ticked and self.rowset.timed):
             self._seen_rev = self.rev()
+            model = self.fleet.model  # no rows yet because none has come: not "no accounts"
+            self.table.empty = "loading…" if model.loading is not None or model.epoch is None else self.EMPTY
             self.rowset.rebuild(self.rows(), now)
             self.table.rows_changed()
         elif ticked:

@@ -28,8 +28,13 @@ class FleetHeader(Static):
             self.update(Text.assemble(*parts, "│ connecting…", *down))
             return
         parts.append("│")
-        for state, n in model.counts(now).items():
-            parts += [(f" {state} ", STATE_STYLE[state]), str(n)]
+        if model.loading is not None:  # in place of the counts, which would count only the rows in so far
+            loaded, expected = model.loading.accounts, model.loading.expected
+            of = f" of {expected:,}" if expected >= loaded else ""
+            parts += [" ", (f"loading {loaded:,}{of} accounts…", "bold yellow")]
+        else:
+            for state, n in model.counts(now).items():
+                parts += [(f" {state} ", STATE_STYLE[state]), str(n)]
         parts += [f" │ {status.get('tasks_per_minute', 0)} tasks/min │ {model.open_quotas(now)} quotas open │ "]
         parts += [f"v{status['version']} " + ("offline" if offline else f"up {duration(model.uptime())}"), *down]
         self.update(Text.assemble(*parts))

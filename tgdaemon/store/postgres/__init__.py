@@ -20,12 +20,13 @@ from tgdaemon.store.postgres.quotas import QuotaStore
 from tgdaemon.store.postgres.retention import RetentionStore
 from tgdaemon.store.postgres.setup import SetupStore
 from tgdaemon.store.postgres.sim import SimStore
+from tgdaemon.store.postgres.snapshot import SnapshotStore
 from tgdaemon.store.postgres.stats import StatsStore
 from tgdaemon.timeutil import now
 
 
 class PostgresStore(SetupStore, QuotaStore, PulledStore, ProviderStore, ClockStore, RetentionStore, StatsStore,
-                    NodeStore, SimStore):
+                    NodeStore, SimStore, SnapshotStore):
     """Implements ``tgdaemon.store.api.Store``; the mixins split it by subject, as the SQLite driver's do."""
 
     async def take_lock(self, tx: Tx, account_id: int, holder: str, seconds: float) -> bool:

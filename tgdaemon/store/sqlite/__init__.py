@@ -15,12 +15,13 @@ from tgdaemon.store.sqlite.quotas import QuotaStore
 from tgdaemon.store.sqlite.retention import RetentionStore
 from tgdaemon.store.sqlite.setup import SetupStore
 from tgdaemon.store.sqlite.sim import SimStore
+from tgdaemon.store.sqlite.snapshot import SnapshotStore
 from tgdaemon.store.sqlite.stats import StatsStore
 from tgdaemon.timeutil import now
 
 
 class SQLiteStore(SetupStore, QuotaStore, PulledStore, ProviderStore, ClockStore, RetentionStore, StatsStore,
-                  NodeStore, SimStore):
+                  NodeStore, SimStore, SnapshotStore):
     """Implements ``tgdaemon.store.api.Store``; the mixins split it by subject, not by layer."""
 
     kind: Literal["sqlite", "postgresql"] = "sqlite"
