@@ -32,6 +32,12 @@ def mask_phone(phone: str | None) -> str | None:
     return phone[:4] + "*" * (len(phone) - 6) + phone[-2:]
 
 
+# What ``str.strip()`` removes (every character whose ``isspace()`` is true): the drivers trim an account's
+# name in SQL by this, to the same result as ``account_view``.
+NAME_STRIP = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+              "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+
+
 def account_view(row: Row) -> dict[str, Any]:
     return {
         "id": row["id"],
