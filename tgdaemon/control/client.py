@@ -9,6 +9,7 @@ depends on the daemon's package and never the other way round.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +21,7 @@ import msgspec
 
 from tgdaemon import config
 from tgdaemon.errors import ApiError, DaemonNotRunning, TgfleetError
+from tgdaemon.wire import AccountPage
 
 T = TypeVar("T")
 START_HINT = "start it with `tgdaemon run` (or `systemctl start tgdaemon`), or pass --socket"
@@ -107,6 +109,31 @@ class ControlClient:
 
     async def accounts(self, **params: Any) -> dict[str, Any]:
         return await self.request("GET", "/accounts", params=params)
+
+    async def account_pages(self, *, page: int, limit: int | None = None, **params: Any,
+                            ) -> AsyncIterator[AccountPage]:
+        """A listing's pages in order, to ``limit`` accounts or the end, each decoded into ``AccountPage``;
+        the next page is already asked for while the caller handles one, so the daemon's query of it runs
+        beside the caller's work on this one."""
+        async def fetch(after: str | None, got: int) -> AccountPage:
+            n = page if limit is None else min(page, limit - got)
+            return await self.call("GET", "/accounts", AccountPage, params={**params, "limit": n, "after": after})
+
+        got = 0
+        ahead: asyncio.Task[AccountPage] | None = asyncio.ensure_future(fetch(None, got))
+        try:
+            while ahead is not None:
+                current = await ahead
+                got += len(current.accounts)
+                ahead = None
+                if current.next and (limit is None or got < limit):
+                    ahead = asyncio.ensure_future(fetch(current.next, got))
+                    await asyncio.sleep(0)  # let it send its request before the caller's work begins
+                yield current
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                await asyncio.gather(ahead, return_exceptions=True)
 
     async def all_accounts(self, *, page: int = 5000, **params: Any) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
