@@ -165,7 +165,7 @@ def rich_table_of(accounts: list[Account]) -> str:
     table = Table(box=None, pad_edge=False)
     for name, justify in output.ACCOUNT_COLUMNS:
         table.add_column(name, justify=justify, no_wrap=True)
-    for row in output.account_cells(accounts):
+    for row in zip(*output.account_columns(accounts)):
         table.add_row(*row)
     console = Console(file=io.StringIO(), highlight=False, soft_wrap=True, width=100_000)
     console.print(table)

@@ -51,7 +51,8 @@ def we_print(console: Console, rows: list[list[str]], pages: int = 1) -> str:
     table = ListingTable(console, COLUMNS)  # type: ignore[arg-type]
     step = max(1, len(rows) // pages)
     for start in range(0, len(rows), step):  # rows come a page at a time, as the CLI receives them
-        table.add_rows(rows[start:start + step])
+        chunk = rows[start:start + step]
+        table.add_columns([[row[i] for row in chunk] for i in range(len(COLUMNS))])
     table.print()
     return console.file.getvalue()  # type: ignore[attr-defined]
 

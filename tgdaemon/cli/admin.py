@@ -112,7 +112,7 @@ async def cmd_accounts_list(args: argparse.Namespace) -> int:
             if args.json:
                 pages.append(page.accounts)
             else:
-                table.add_rows(output.account_cells(page.accounts))
+                table.add_columns(output.account_columns(page.accounts))
     if args.json:
         output.print_json([a for accounts in pages for a in accounts])
     else:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,9 +65,11 @@ ACCOUNT_COLUMNS: tuple[tuple[str, Justify], ...] = (
     ("SETUP", "right"), ("EXECUTOR", "left"), ("OWNER", "left"), ("LAST ERROR", "left"), ("REASON", "left"))
 
 
-def account_cells(rows: Iterable[Account]) -> list[tuple[str, ...]]:
-    """The cells of ``accounts list``, one tuple an account (rich markup colours the state)."""
+def account_columns(rows: Sequence[Account]) -> list[list[str]]:
+    """The cells of ``accounts list``, a list per column (rich markup colours the state)."""
     styled = {state: f"[{style}]{state}[/]" for state, style in STATE_STYLE.items()}
-    return [(str(a.id), a.label, a.phone_masked or "", styled[a.state], until(a.cooldown_until),
-             "probe" if a.is_probe else f"{a.setup.done}/{a.setup.total}", a.executor, owner(a),
-             a.last_error_code or "", a.disabled_reason or a.cooldown_reason or "") for a in rows]
+    return [[str(a.id) for a in rows], [a.label for a in rows], [a.phone_masked or "" for a in rows],
+            [styled[a.state] for a in rows], [until(a.cooldown_until) if a.cooldown_until else "" for a in rows],
+            ["probe" if a.is_probe else f"{a.setup.done}/{a.setup.total}" for a in rows],
+            [a.executor for a in rows], [(a.owner or "-") if a.pinned_node is None else owner(a) for a in rows],
+            [a.last_error_code or "" for a in rows], [a.disabled_reason or a.cooldown_reason or "" for a in rows]]

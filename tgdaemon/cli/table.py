@@ -25,31 +25,35 @@ Justify = Literal["left", "right"]
 
 
 class ListingTable:
-    """Rows of strings (rich markup allowed) under fixed columns; ``add_rows`` as they come, then ``print``."""
+    """Cells (strings, rich markup allowed) under fixed columns, added a column at a time as pages come in
+    (``add_columns``), then printed (``print``)."""
 
     def __init__(self, console: Console, columns: Sequence[tuple[str, Justify]]) -> None:
         self.console = console
         self.columns = tuple(columns)
-        self.rows: list[Sequence[str]] = []
+        self.cells: list[list[str]] = [[] for _ in self.columns]  # column by column
         self._natural = [0] * len(self.columns)  # the widest cell of each column, header left out
         self._plain_ascii = [True] * len(self.columns)  # every cell so far plain printable ASCII
         self._texts: dict[str, Text] = {}  # what rich makes of a cell that is more than plain text
         self._whole_to_rich = False  # a cell rich would break over lines: rich prints the table
 
-    def add_rows(self, rows: Sequence[Sequence[str]]) -> None:
-        """Measured a column at a time: a column of plain printable text is one check over all its cells."""
-        if not rows:
+    def add_columns(self, columns: Sequence[Sequence[str]]) -> None:
+        """More rows, given as one sequence of cells per column (of equal lengths): a column of plain
+        printable text is measured by one check over all its cells."""
+        if len(columns) != len(self.columns) or len({len(c) for c in columns}) > 1:
+            raise ValueError(f"{len(self.columns)} columns of equal length expected")
+        if not columns[0]:
             return
-        self.rows.extend(rows)
-        for i, cells in enumerate(zip(*rows)):
+        for i, cells in enumerate(columns):
+            self.cells[i].extend(cells)
             joined = "".join(cells)
             if joined.isprintable() and "[" not in joined and ":" not in joined:
                 if joined.isascii():
                     widest = max(map(len, cells))
                 else:
                     widest, self._plain_ascii[i] = max(map(cell_len, cells)), False
-            else:
-                widest, self._plain_ascii[i] = max(self._measure(cell) for cell in cells), False
+            else:  # each distinct text measured once: a coloured state column is five texts
+                widest, self._plain_ascii[i] = max(map(self._measure, set(cells))), False
             self._natural[i] = max(self._natural[i], widest)
 
     def _measure(self, cell: str) -> int:
@@ -64,22 +68,25 @@ class ListingTable:
 
     def print(self) -> None:
         console = self.console
-        if self._whole_to_rich:
-            console.print(self._rich_table(self.rows))
-            return
-        widths = self._widths()
+        widths = None if self._whole_to_rich else self._widths()
         if widths is None:
-            console.print(self._rich_table(self.rows))
+            console.print(self._rich_table(zip(*self.cells)))
             return
         last = len(self.columns) - 1
-        pads = [(0 if i == 0 else 1, 0 if i == last else 1) for i in range(len(self.columns))]
         styled = console.is_terminal and console.color_system is not None
-        out = [self._header(widths)]
-        columns: list[list[str]] = []
-        for i, cells in enumerate(zip(*self.rows)):
-            columns.append(self._column(cells, self.columns[i][1], widths[i], pads[i], i, styled))
-        out.extend("".join(parts) for parts in zip(*columns))
-        console.file.write("\n".join(out) + "\n")
+        specs: list[str] = []
+        columns: list[Sequence[str]] = []
+        for i, cells in enumerate(self.cells):
+            left, right = " " * (i > 0), " " * (i < last)
+            justify = self.columns[i][1]
+            if self._plain_ascii[i] and self._natural[i] <= widths[i]:  # the common case: formatted as it is
+                specs.append(f"{left}{{:{'<' if justify == 'left' else '>'}{widths[i]}}}{right}")
+                columns.append(cells if justify == "left" else [c.rstrip() for c in cells])
+            else:
+                specs.append("{}")
+                columns.append(self._column(cells, justify, widths[i], left, right, i, styled))
+        lines = [self._header(widths), *(map("".join(specs).format, *columns) if self.cells[0] else ())]
+        console.file.write("\n".join(lines) + "\n")
         console.file.flush()
 
     def _widths(self) -> list[int] | None:
@@ -94,27 +101,17 @@ class ListingTable:
         widths = [w - (i > 0) - (i < len(total) - 1) for i, w in enumerate(total)]
         return widths if min(widths) >= 2 else None
 
-    def _column(self, cells: Sequence[str], justify: Justify, width: int, pad: tuple[int, int], index: int,
+    def _column(self, cells: Sequence[str], justify: Justify, width: int, left: str, right: str, index: int,
                 styled: bool) -> list[str]:
-        left, right = " " * pad[0], " " * pad[1]
-        if self._plain_ascii[index] and self._natural[index] <= width:  # the common case: one format a cell
-            if justify == "left":
-                return list(map(f"{left}{{:<{width}}}{right}".format, cells))
-            return list(map(f"{left}{{:>{width}}}{right}".format, (c.rstrip() for c in cells)))
-        texts = self._texts
-        out = []
-        rendered: dict[str, str] = {}
-        for cell in cells:
-            text = texts.get(cell)
-            if text is not None:
-                if styled and text.spans:
-                    if (done := rendered.get(cell)) is None:
-                        done = rendered[cell] = self._styled(index, cell, width)
-                    out.append(done)
-                    continue
-                cell = text.plain
-            out.append(left + _fit(cell, width, justify) + right)
-        return out
+        """A column with its padding, each distinct text made once (a coloured state column is five)."""
+        done: dict[str, str] = {}
+        for cell in set(cells):
+            text = self._texts.get(cell)
+            if text is not None and styled and text.spans:
+                done[cell] = self._styled(index, cell, width)
+            else:
+                done[cell] = left + _fit(cell if text is None else text.plain, width, justify) + right
+        return list(map(done.__getitem__, cells))
 
     def _header(self, widths: Sequence[int]) -> str:
         """The header line as rich prints it (bold in a terminal), from a table of fixed widths and no rows."""
