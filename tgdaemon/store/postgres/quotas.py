@@ -13,6 +13,7 @@ from typing import Any
 from tgdaemon.errors import NotFound
 from tgdaemon.store.api import ProbeAccount, QuotaRef
 from tgdaemon.store.api import Tx as ApiTx
+from tgdaemon.store.pages import prefetched
 from tgdaemon.store.postgres.core import PostgresCore, Record, own
 from tgdaemon.store.views import EXPORT_FORMATS, MEASUREMENT_FIELDS, measurement_rows, quota_view
 from tgdaemon.timeutil import iso, now
@@ -144,7 +145,7 @@ class QuotaStore(PostgresCore):
     async def _measurement_keyset(self, quota_id: int, limit: int | None, page: int,
                                   select: str) -> AsyncIterator[list[Record]]:
         """Pages of ``select`` (then observed_at and id, its keyset) over a quota's measurements, oldest
-        first; ``limit``: only the latest that many."""
+        first; ``limit``: only the latest that many. The next page is read while the caller sends this one."""
         if limit is not None and limit <= 0:  # nothing, as on SQLite (where OFFSET -1 is no error)
             return
         start: tuple[float, int] = (float("-inf"), 0)  # keyset: after this (observed_at, id)
@@ -154,17 +155,11 @@ class QuotaStore(PostgresCore):
                 " LIMIT 1 OFFSET $2", quota_id, limit - 1)
             if first is not None:
                 start = (first[0], first[1] - 1)
-        left = limit
-        while left is None or left > 0:
-            n = page if left is None else min(page, left)
-            rows = await self.read(
+
+        async def read(after: tuple[float, int], n: int) -> list[Record]:
+            return await self.read(
                 f"SELECT {select}, observed_at, id FROM measurements WHERE quota_id = $1"
-                " AND (observed_at, id) > ($2, $3) ORDER BY observed_at, id LIMIT $4", quota_id, *start, n)
-            if not rows:
-                return
+                " AND (observed_at, id) > ($2, $3) ORDER BY observed_at, id LIMIT $4", quota_id, *after, n)
+
+        async for rows in prefetched(read, start, limit, page):
             yield rows
-            if len(rows) < n:
-                return
-            start = (rows[-1][-2], rows[-1][-1])
-            if left is not None:
-                left -= len(rows)

@@ -10,6 +10,7 @@ from typing import Any
 from tgdaemon.errors import NotFound
 from tgdaemon.store.api import ProbeAccount, QuotaRef
 from tgdaemon.store.api import Tx as ApiTx
+from tgdaemon.store.pages import prefetched
 from tgdaemon.store.sqlite.core import StoreCore, own
 from tgdaemon.store.views import EXPORT_FORMATS, MEASUREMENT_FIELDS, measurement_rows, quota_view
 from tgdaemon.timeutil import iso, now
@@ -24,14 +25,15 @@ EXPORT_PAGE = 10_000  # rows a read: about a megabyte of the export
 
 def _export_sql(fmt: str) -> str:
     """One row of the export as ``views.measurement_rows`` writes it, or NULL where SQL cannot write it
-    exactly (a value that is not an integer, a time before 1970 or after 9999)."""
+    exactly (a value that is not an integer, a time before 1970 or after 9999). One printf a row: a third
+    cheaper than as many concatenations."""
     at = "strftime('%Y-%m-%dT%H:%M:%SZ', CAST(observed_at AS INTEGER), 'unixepoch')"  # floor: never negative
     values = MEASUREMENT_FIELDS[1:]
-    if fmt == "csv":
-        line = " || ',' || ".join([at, *(f"coalesce({v}, '')" for v in values)]) + " || char(13, 10)"
+    if fmt == "csv":  # %s of NULL is empty
+        line = f"printf('{','.join(['%s'] * len(MEASUREMENT_FIELDS))}' || char(13, 10), {at}, {', '.join(values)})"
     else:
-        line = (f"""'{{"observed_at":"' || {at} || '"' || """
-                + " || ".join(f"""',"{v}":' || coalesce({v}, 'null')""" for v in values) + " || '}'")
+        shape = '{"observed_at":"%s",' + ",".join(f'"{v}":%s' for v in values) + "}"
+        line = f"printf('{shape}', {at}, {', '.join(f'coalesce({v}, {chr(39)}null{chr(39)})' for v in values)})"
     exact = " AND ".join(["observed_at >= 0 AND observed_at < 253402300800",
                           *(f"typeof({v}) IN ('integer', 'null')" for v in values)])
     return f"CASE WHEN {exact} THEN CAST({line} AS BLOB) END"
@@ -140,7 +142,8 @@ class QuotaStore(StoreCore):
     async def _measurement_keyset(self, quota_id: int, limit: int | None, page: int,
                                   select: str) -> AsyncIterator[list[sqlite3.Row]]:
         """Pages of ``select`` (then observed_at and id, its keyset) over a quota's measurements, oldest
-        first; ``limit``: only the latest that many."""
+        first; ``limit``: only the latest that many. The next page is read while the caller sends this one,
+        so the reader's thread, which does most of an export's work, never waits for the socket."""
         start: tuple[float, int] = (float("-inf"), 0)  # keyset: after this (observed_at, id)
         if limit is not None:
             first = list(await self.read(
@@ -148,17 +151,12 @@ class QuotaStore(StoreCore):
                 " LIMIT 1 OFFSET ?", (quota_id, limit - 1)))
             if first:
                 start = (first[0][0], first[0][1] - 1)
-        left = limit
-        while left is None or left > 0:
-            n = page if left is None else min(page, left)
-            rows = list(await self.read(
+
+        async def read(after: tuple[float, int], n: int) -> list[sqlite3.Row]:
+            return list(await self.read(
                 f"SELECT {select}, observed_at, id FROM measurements WHERE quota_id = ? AND (observed_at, id) > (?, ?)"
-                " ORDER BY observed_at, id LIMIT ?", (quota_id, *start, n)))
-            if not rows:
-                return
+                " ORDER BY observed_at, id LIMIT ?", (quota_id, *after, n)))
+
+        async for rows in prefetched(read, start, limit, page):
             yield rows
-            if len(rows) < n:
-                return
-            start = (rows[-1][-2], rows[-1][-1])
-            if left is not None:
-                left -= len(rows)
+
