@@ -501,3 +501,29 @@ async def test_json_listing_is_the_views_encoding_whatever_the_text_and_times(
     assert await assert_json_pages_match_views(store, limit=10) == 2
     [view] = [v for v in (await store.list_accounts())[0] if v["id"] == 1]
     assert view["label"] == label and view["name"] == f"{first} {last}".strip()
+
+
+async def test_listing_status_and_export_read_beside_a_writer_that_holds_its_transaction(store: Store) -> None:
+    """What ``accounts list``, ``status`` and ``quotas export`` read goes to the readers (SQLite's reader
+    connection in WAL mode, PostgreSQL's pool): it neither waits for a transaction that holds the writer nor
+    sees what that transaction has not committed."""
+    await seed(store, 30)
+    qid = await store.add_quota(name="q", target="@x", action="channel_stats", last_n_posts=5, quantity=None,
+                                orders=3, interval_seconds=60, expires_at=time.time() + 3600)
+    await backdoor.insert_many(store, "measurements", [{"quota_id": qid, "observed_at": 1e9 + i, "views": i}
+                                                       for i in range(25)])
+    before = (await store.list_accounts_json(limit=100))[0]
+
+    async def reads() -> tuple[Any, ...]:
+        return (await store.list_accounts_json(limit=100), await store.list_accounts(sort="state", limit=7),
+                await store.account_counts(), await store.task_counts(), await store.database_stats(),
+                await store.tasks_finished_since(time.time() - 60),
+                [c async for c in store.measurement_export(qid, "csv", page=10)])
+
+    async with store.tx() as tx:  # the writer held, with a write not committed yet
+        await store.apply_account_effect(tx, 2, AccountEffect(cooldown_until=time.time() + FAR,
+                                                              cooldown_reason="FLOOD_WAIT"))
+        page, _, counts, _, stats, _, chunks = await asyncio.wait_for(reads(), timeout=30)
+    assert page == (before, None) and counts["cooldown"] == 0 and stats["rows"]["accounts"] == 30
+    assert b"".join(chunks).count(b"\r\n") == 25
+    assert (await store.account_counts())["cooldown"] == 1  # committed now
