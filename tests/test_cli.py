@@ -10,15 +10,29 @@ batch (``Fleet.cli_batch``); each result is still checked on its own.
 
 from __future__ import annotations
 
+import io
 import json
 import socket
+import sqlite3
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pgtest
 import pytest
 from daemon_proc import Fleet, fleet, no_traceback, one_line
+from rich.console import Console
+from rich.table import Table
+
+from tgdaemon.cli import output
+from tgdaemon.control.client import ControlClient
+from tgdaemon.lifecycle.datadir import DB_NAME
+from tgdaemon.store import MEASUREMENT_FIELDS
+from tgdaemon.store.views import CSV_HEADER, measurement_rows
+from tgdaemon.timeutil import iso
+from tgdaemon.wire import Account, AccountPage
 
 LONG_REASON = "sim card returned to the carrier after the March audit"
 
@@ -150,6 +164,86 @@ def test_piped_human_output_is_not_cut_to_80_columns(live: Fleet) -> None:
     assert LONG_REASON in lines[10]
     assert events.returncode == 0, events.stderr
     assert LONG_REASON in one_line(events.stdout)  # one event, one line
+
+
+def rich_table_of(accounts: list[Account]) -> str:
+    """The table as rich printed it before the CLI printed it itself (a pipe: no colour, never cut)."""
+    table = Table(box=None, pad_edge=False)
+    for name, justify in output.ACCOUNT_COLUMNS:
+        table.add_column(name, justify=justify, no_wrap=True)
+    for row in zip(*output.account_columns(accounts)):
+        table.add_row(*row)
+    console = Console(file=io.StringIO(), highlight=False, soft_wrap=True, width=100_000)
+    console.print(table)
+    return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+async def test_accounts_list_prints_what_rich_printed_and_json_as_before(live: Fleet) -> None:
+    sock = ("--socket", str(live.socket_path))
+    calls = [("accounts", "list", *sock), ("accounts", "list", "--json", *sock),
+             ("accounts", "list", "--sort", "label", "--desc", "--limit", "4", *sock),
+             ("accounts", "list", "--json", "--search", "sim-000", "--limit", "3", *sock),
+             ("accounts", "list", "--state", "disabled", *sock)]
+    results = live.cli_many(*calls)
+    async with ControlClient(live.socket_path) as client:
+        expected = [await client.call("GET", "/accounts", AccountPage, params=params) for params in (
+            {"limit": 100}, {"limit": 100}, {"sort": "label", "desc": True, "limit": 4},
+            {"q": "sim-000", "limit": 3}, {"state": "disabled", "limit": 100})]
+        # Paged by the client's prefetching pages, 3 at a time: the same accounts in the same order.
+        paged = [a async for page in client.account_pages(page=3, sort="label", desc=True) for a in page.accounts]
+        cut = [a async for page in client.account_pages(page=3, limit=7) for a in page.accounts]
+    for result in results:
+        assert result.returncode == 0 and not result.stderr, result.stderr
+    assert results[0].stdout == rich_table_of(expected[0].accounts)
+    assert results[1].stdout == msgspec.json.format(msgspec.json.encode(expected[1].accounts), indent=2).decode() + "\n"
+    assert results[2].stdout == rich_table_of(expected[2].accounts)
+    assert [a["id"] for a in json.loads(results[3].stdout)] == [a.id for a in expected[3].accounts]
+    assert results[4].stdout == rich_table_of(expected[4].accounts) and LONG_REASON in results[4].stdout
+    full = (await live_accounts(live, sort="label", desc=True))
+    assert [a.id for a in paged] == [a.id for a in full] and len(paged) == 10
+    assert [a.id for a in cut] == list(range(1, 8))
+
+
+async def live_accounts(live: Fleet, **params: object) -> list[Account]:
+    async with ControlClient(live.socket_path) as client:
+        return (await client.call("GET", "/accounts", AccountPage, params={**params, "limit": 1000})).accounts
+
+
+EXPORT_ROWS = 25_000  # more than two of the store's pages
+
+
+def test_quotas_export_streams_the_bytes_the_daemon_wrote_before(fl: Fleet) -> None:
+    """``quotas export`` writes the daemon's answer as it comes: the same bytes as the Python formats made of
+    every row (CSV with CRLF, JSON), and a missing quota is one line with nothing on stdout."""
+    fl.start(accounts=3).wait_ready()
+    sock = ("--socket", str(fl.socket_path))
+    added = fl.cli("quotas", "add", "--name", "n", "--target", "@tgfleet_news", "--action", "post_stats",
+                   "--quantity", "5", "--expires-in", "1d", *sock)
+    assert added.returncode == 0, added.stderr
+    qid = int(added.stdout)
+    conn = sqlite3.connect(fl.data_dir / DB_NAME, timeout=30)  # beside the running daemon, as a second writer
+    try:
+        with conn:
+            conn.executemany("INSERT INTO measurements (quota_id, task_id, post_id, observed_at, views, forwards)"
+                             " VALUES (?, ?, ?, ?, ?, ?)",
+                             [(qid, i, i % 7 or None, 1_700_000_000 + i / 3, i, 2**40 + i) for i in range(EXPORT_ROWS)])
+        rows = [(iso(r[0]), *r[1:]) for r in conn.execute(
+            f"SELECT {', '.join(MEASUREMENT_FIELDS)} FROM measurements WHERE quota_id = ? ORDER BY observed_at, id",
+            (qid,))]
+    finally:
+        conn.close()
+    results = [subprocess.run([sys.executable, "-m", "tgdaemon", "quotas", "export", str(q), "--format", fmt, *sock],
+                              env=fl.env, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+               for q, fmt in ((qid, "csv"), (qid, "json"), (qid + 1, "csv"))]
+    for result in results[:2]:
+        assert result.returncode == 0, result.stderr
+    assert results[0].stdout == CSV_HEADER + measurement_rows("csv", rows)
+    assert results[1].stdout == b'{"measurements":[' + measurement_rows("json", rows) + b"]}"
+    assert len(json.loads(results[1].stdout)["measurements"]) == EXPORT_ROWS
+    missing = results[2]
+    assert missing.returncode == 1 and missing.stdout == b""
+    assert b"no such quota" in missing.stderr and b"Traceback" not in missing.stderr
+    assert len(missing.stderr.decode().strip().splitlines()) == 1
 
 
 def run_args(fl: Fleet, config: Path, *, http: str = "127.0.0.1:0") -> tuple[str, ...]:

@@ -10,6 +10,7 @@ import re
 import time
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,6 +19,7 @@ from store import backdoor
 from store.conftest import Database
 from tgdaemon.errors import NotFound
 from tgdaemon.store import SORT_KEYS, STATES, AccountEffect, Store, Tx, mask_phone
+from tgdaemon.wire import Account
 
 FAR = 10 * 365 * 86400  # cooldowns and locks "in the future" stay there for the whole test
 SETUP_TYPES = ("ensure_2fa", "update_name", "privacy_phone_hidden", "story_image")
@@ -439,3 +441,89 @@ async def test_reads_go_on_while_a_write_is_open_and_see_only_what_is_committed(
             assert (await store.account_counts())["busy"] == 0
     assert (await store.get_account(1))["state"] == "busy"
     assert [e["kind"] for e in await store.events_after(head, 10)] == ["test.open"]
+
+
+# --- the listing as JSON, built by the database ------------------------------------------------------------------
+
+def encoded(rows: list[dict[str, Any]]) -> list[bytes]:
+    """What the control API encoded before the database built the JSON: the view through ``wire.Account``."""
+    return [msgspec.json.encode(msgspec.convert(r, Account)) for r in rows]
+
+
+async def assert_json_pages_match_views(store: Store, **query: Any) -> int:
+    """Every page of ``list_accounts_json`` is ``list_accounts``'s, byte for byte, with the same cursors."""
+    seen = 0
+    after = None
+    for _ in range(N_PAGING + 2):  # bounded
+        views, nxt = await store.list_accounts(**query, after=after)
+        raw, raw_next = await store.list_accounts_json(**query, after=after)
+        assert raw == encoded(views)
+        assert raw_next == nxt
+        seen += len(raw)
+        if (after := nxt) is None:
+            return seen
+    pytest.fail("paging did not end")
+
+
+async def test_json_listing_is_the_views_encoding_in_every_order_and_filter(
+        paging_store: tuple[Store, list[dict[str, Any]]]) -> None:
+    store, model = paging_store
+    for sort in sorted(SORT_KEYS):
+        for desc in (False, True):
+            assert await assert_json_pages_match_views(store, sort=sort, desc=desc, limit=7) == len(model)
+    for state in STATES:
+        assert await assert_json_pages_match_views(store, state=state, limit=5) == sum(
+            m["state"] == state for m in model)
+    assert await assert_json_pages_match_views(store, q="alpha", sort="label", limit=3) > 0
+    with pytest.raises(ValueError, match="cursor"):
+        await store.list_accounts_json(after="garbage!")
+
+
+# Text as an operator's import or Telegram may give it: quotes, backslashes, control characters, markup,
+# every kind of whitespace str.strip() knows, characters beyond the BMP (no NUL: the APIs refuse it).
+TEXT = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=12) | st.sampled_from(
+    ["", " ", '"q"', "back\\slash", "tab\there", "\u3000wide\u3000", "\x85x\xa0", "[bold]x[/]", "😀", "\x1f\x7f"])
+TIMES = st.none() | st.floats(min_value=0, max_value=4e9) | st.sampled_from([1.0, 1.9999999, 1796147123.9999999])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(label=TEXT, first=TEXT, last=TEXT, phone=st.none() | TEXT, reason=st.none() | TEXT,
+       cooldown=TIMES, disabled=TIMES, ok=TIMES, owner=st.none() | TEXT, probe=st.booleans())
+async def test_json_listing_is_the_views_encoding_whatever_the_text_and_times(
+        store: Store, label: str, first: str, last: str, phone: str | None, reason: str | None,
+        cooldown: float | None, disabled: float | None, ok: float | None, owner: str | None, probe: bool) -> None:
+    if not await backdoor.count(store, "accounts"):
+        await seed(store, 2)
+    await backdoor.update(store, "accounts", {"id": 1}, label=label, first_name=first, last_name=last, phone=phone,
+                          cooldown_until=cooldown, cooldown_reason=reason, disabled_at=disabled,
+                          disabled_reason=reason, last_ok_at=ok, owner=owner, pinned_node=owner,
+                          last_error_code=reason, is_probe=int(probe))
+    assert await assert_json_pages_match_views(store, limit=10) == 2
+    [view] = [v for v in (await store.list_accounts())[0] if v["id"] == 1]
+    assert view["label"] == label and view["name"] == f"{first} {last}".strip()
+
+
+async def test_listing_status_and_export_read_beside_a_writer_that_holds_its_transaction(store: Store) -> None:
+    """What ``accounts list``, ``status`` and ``quotas export`` read goes to the readers (SQLite's reader
+    connection in WAL mode, PostgreSQL's pool): it neither waits for a transaction that holds the writer nor
+    sees what that transaction has not committed."""
+    await seed(store, 30)
+    qid = await store.add_quota(name="q", target="@x", action="channel_stats", last_n_posts=5, quantity=None,
+                                orders=3, interval_seconds=60, expires_at=time.time() + 3600)
+    await backdoor.insert_many(store, "measurements", [{"quota_id": qid, "observed_at": 1e9 + i, "views": i}
+                                                       for i in range(25)])
+    before = (await store.list_accounts_json(limit=100))[0]
+
+    async def reads() -> tuple[Any, ...]:
+        return (await store.list_accounts_json(limit=100), await store.list_accounts(sort="state", limit=7),
+                await store.account_counts(), await store.task_counts(), await store.database_stats(),
+                await store.tasks_finished_since(time.time() - 60),
+                [c async for c in store.measurement_export(qid, "csv", page=10)])
+
+    async with store.tx() as tx:  # the writer held, with a write not committed yet
+        await store.apply_account_effect(tx, 2, AccountEffect(cooldown_until=time.time() + FAR,
+                                                              cooldown_reason="FLOOD_WAIT"))
+        page, _, counts, _, stats, _, chunks = await asyncio.wait_for(reads(), timeout=30)
+    assert page == (before, None) and counts["cooldown"] == 0 and stats["rows"]["accounts"] == 30
+    assert b"".join(chunks).count(b"\r\n") == 25
+    assert (await store.account_counts())["cooldown"] == 1  # committed now

@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -119,6 +120,36 @@ async def test_a_newer_schema_is_refused_in_one_line(empty_pg_database: str) -> 
     assert "schema version 999, newer than this tgdaemon knows" in message
     assert "upgrade tgfleet" in message
 
+
+
+async def test_migration_0005_backfills_the_status_counters_from_the_rows(empty_pg_database: str) -> None:
+    """SQLite's 0014: accounts and quotas counted, the last hour of finished tasks by second."""
+    now = time.time()
+    conn = await asyncpg.connect(empty_pg_database)
+    try:
+        assert await migrate.upgrade(conn, "test", target=4) == 4
+        await conn.execute("INSERT INTO accounts (id, created_at) SELECT g, 0 FROM generate_series(1, 3) g")
+        await conn.execute("INSERT INTO quotas (id, name, target, action, interval_seconds, expires_at, created_at)"
+                           " VALUES (4, 'q', '@x', 'post_stats', 60, 0, 0)")
+        await conn.executemany(
+            "INSERT INTO tasks (subject_type, subject_id, account_id, action, target, status, created_at, reported_at)"
+            " VALUES ('quota', 4, 1, 'post_stats', '@x', $1, 0, $2)",
+            [("done", now - 10.5), ("failed", now - 10.2), ("done", now - 50), ("done", now - 2 * 3600),
+             ("pending", None)])
+        await conn.executemany("INSERT INTO account_tasks (account_id, task_type, status, created_at, updated_at)"
+                               " VALUES ($1, 'update_name', $2, 0, $3)",
+                               [(1, "done", now - 30), (2, "failed", now - 5000), (3, "running", now - 1)])
+    finally:
+        await conn.close()
+    store = await PostgresStore.open(empty_pg_database)
+    try:
+        rows = (await store.database_stats())["rows"]
+        assert (rows["accounts"], rows["quotas"]) == (3, 1)
+        assert await store.tasks_finished_since(now - 60) == 4
+        assert await store.tasks_finished_since(now - 11) == 2
+        assert await store.tasks_finished_since(now) == 0
+    finally:
+        await store.close()
 
 
 async def test_a_database_of_the_first_schema_gets_the_audit_index_and_keeps_its_log(empty_pg_database: str) -> None:

@@ -20,6 +20,7 @@ from tgdaemon.gateway.simulator import Simulator
 from tgdaemon.quotas.inspector import NO_PROBE, Inspector
 from tgdaemon.quotas.probe import Probes
 from tgdaemon.store import AccountEffect, Store, Tx
+from tgdaemon.store.views import EXPORT_FORMATS, measurement_rows
 
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
@@ -149,6 +150,46 @@ async def test_measurements_come_a_page_at_a_time_oldest_first_or_only_the_lates
     assert [r[2] for p in await pages(limit=100) for r in p] == list(range(7))
     assert await pages(limit=0) == []
     assert [r[2] for p in [pg async for pg in store.measurement_pages(other)] for r in p] == [99]
+
+
+async def test_the_export_is_the_rows_as_the_python_formats_write_them_in_every_page_and_limit(store: Store) -> None:
+    """The database writes the export's CSV and JSON itself: byte for byte what ``measurement_rows`` makes
+    of ``measurement_pages``, whatever the values (nulls, 64-bit ints, a time on a second's edge, before
+    1970 or after 9999, and on SQLite a value that is not an integer), the page size or the limit."""
+    qid = await add(store, "a")
+    other = await add(store, "b")
+    big = 2**63 - 1
+    rows: list[dict[str, Any]] = [
+        {"observed_at": 1_700_000_000.0, "post_id": 7, "views": 120, "forwards": 3, "replies": 4, "reactions": 9},
+        {"observed_at": 1_700_000_000.999999, "post_id": None, "views": big, "subscribers": -big, "task_id": 5},
+        {"observed_at": 1_700_000_001.0, "post_id": 8},  # every value null but the post
+        {"observed_at": 0.25, "views": 1},
+        {"observed_at": -86_400.5, "views": 2},  # before 1970: formatted by Python
+        {"observed_at": 253_402_300_799.5, "views": 3},  # the last second of 9999
+    ]
+    if store.kind == "sqlite":  # INTEGER affinity keeps what is not an integer as it came
+        rows += [{"observed_at": 1_700_000_002.0, "views": 5.5}, {"observed_at": 1_700_000_003.0, "replies": 1e20}]
+    rows += [{"observed_at": 1_700_000_100.0 + i // 3, "post_id": i, "views": i * 10} for i in range(40)]
+    await backdoor.insert_many(store, "measurements", [{"quota_id": qid, **r} for r in rows])
+    await backdoor.insert(store, "measurements", quota_id=other, observed_at=1_700_000_000.0, views=99)
+
+    async def exported(fmt: str, **kw: Any) -> bytes:
+        return (b"" if fmt == "csv" else b",").join([c async for c in store.measurement_export(qid, fmt, **kw)])
+
+    async def expected(fmt: str, **kw: Any) -> bytes:
+        return measurement_rows(fmt, [r async for page in store.measurement_pages(qid, **kw) for r in page])
+
+    for fmt in EXPORT_FORMATS:
+        whole = await expected(fmt)
+        assert whole and await exported(fmt) == whole
+        assert await exported(fmt, page=4) == whole
+        for limit in (1, 3, 17, 10_000):
+            assert await exported(fmt, limit=limit, page=5) == await expected(fmt, limit=limit)
+        assert await exported(fmt, limit=0) == b""
+    lines = (await exported("csv")).decode().split("\r\n")
+    assert lines[0] == "1969-12-30T23:59:59Z,,2,,,,," and lines[-1] == ""  # the floor of -86,400.5
+    assert "2023-11-14T22:13:20Z,,9223372036854775807,,,,-9223372036854775807,5" in lines
+    assert [m["views"] for m in json.loads(b"[" + await exported("json", limit=2) + b"]")] == [390, 3]
 
 
 # --- the inspector on the store --------------------------------------------------------------------------------------

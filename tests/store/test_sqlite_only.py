@@ -12,6 +12,7 @@ import re
 import resource
 import signal
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +206,36 @@ async def test_migration_backfills_the_counters(tmp_path: Path) -> None:
         assert await s.task_counts() == {"setup": {"retry": 1}, "pulled": {"done": 2, "pending": 1}}
         assert (await s.database_stats())["rows"] == {"accounts": 1, "account_tasks": 1, "quotas": 1, "tasks": 3,
                                                       "events": 5, "measurements": 3}
+    finally:
+        await s.close()
+
+
+async def test_migration_0014_backfills_the_status_counters_from_the_rows(tmp_path: Path) -> None:
+    """Accounts and quotas counted, and the last hour of finished tasks by second (older ones left out:
+    only the last minute is read), from the rows of a database at version 13."""
+    path = tmp_path / "v13.sqlite3"
+    assert migrate.upgrade(path, target=13) == 13
+    now = time.time()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executemany("INSERT INTO accounts (id, created_at) VALUES (?, 0)", [(1,), (2,), (3,)])
+    conn.execute("INSERT INTO quotas (id, name, target, action, interval_seconds, expires_at, created_at)"
+                 " VALUES (4, 'q', '@x', 'post_stats', 60, 0, 0)")
+    conn.executemany("INSERT INTO tasks (subject_type, subject_id, account_id, action, target, status, created_at,"
+                     " reported_at) VALUES ('quota', 4, 1, 'post_stats', '@x', ?, 0, ?)",
+                     [("done", now - 10.5), ("failed", now - 10.2), ("done", now - 50), ("done", now - 2 * 3600),
+                      ("pending", None)])
+    conn.executemany("INSERT INTO account_tasks (account_id, task_type, status, created_at, updated_at)"
+                     " VALUES (?, 'update_name', ?, 0, ?)", [(1, "done", now - 30), (2, "failed", now - 5000),
+                                                           (3, "running", now - 1)])
+    conn.close()
+    migrate.upgrade(path)
+    s = await SQLiteStore.open(path)
+    try:
+        rows = (await s.database_stats())["rows"]
+        assert (rows["accounts"], rows["quotas"]) == (3, 1)
+        assert await s.tasks_finished_since(now - 60) == 4  # 2 reports 10 s ago, 1 at 50 s, 1 setup at 30 s
+        assert await s.tasks_finished_since(now - 11) == 2
+        assert await s.tasks_finished_since(now) == 0
     finally:
         await s.close()
 

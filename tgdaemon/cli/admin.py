@@ -9,6 +9,7 @@ from rich.text import Text
 
 from tgdaemon.cli import backup, nodes, onboard, output, providers, quotas, setup
 from tgdaemon.cli.parser import positive_int, socket_path
+from tgdaemon.cli.table import ListingTable
 from tgdaemon.control.client import ControlClient
 from tgdaemon.display import NODE_STYLE, STATE_STYLE, duration, node_condition
 from tgdaemon.wire import (
@@ -16,7 +17,6 @@ from tgdaemon.wire import (
     STATES,
     Account,
     AccountChange,
-    AccountPage,
     EventList,
     Status,
 )
@@ -101,20 +101,22 @@ async def cmd_status(args: argparse.Namespace) -> int:
 
 
 async def cmd_accounts_list(args: argparse.Namespace) -> int:
+    """Page by page, each page taken in (decoded, its cells made) while the daemon reads the next; printed
+    once the last is in, so a listing cut short by an error prints nothing, as before."""
     params = {"state": args.state, "q": args.search, "sort": args.sort, "desc": args.desc}
-    rows: list[Account] = []
+    con = output.console()
+    table = ListingTable(con, output.ACCOUNT_COLUMNS)
+    pages: list[list[Account]] = []
     async with ControlClient(socket_path(args)) as client:
-        after = None
-        while True:  # pages of at most PAGE, to --limit or the end
-            limit = min(PAGE, args.limit - len(rows)) if args.limit else PAGE
-            page = await client.call("GET", "/accounts", AccountPage, params={**params, "limit": limit, "after": after})
-            rows += page.accounts
-            if not (after := page.next) or (args.limit and len(rows) >= args.limit):
-                break
+        async for page in client.account_pages(page=PAGE, limit=args.limit, **params):
+            if args.json:
+                pages.append(page.accounts)
+            else:
+                table.add_columns(output.account_columns(page.accounts))
     if args.json:
-        output.print_json(rows)
+        output.print_json([a for accounts in pages for a in accounts])
     else:
-        output.console().print(output.accounts_table(rows))
+        table.print()
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,6 +11,7 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from tgdaemon.cli.table import Justify
 from tgdaemon.display import STATE_STYLE, duration
 from tgdaemon.wire import Account
 
@@ -58,16 +60,16 @@ def owner(account: Account) -> str:
     return f"{held} (pinned)" if account.pinned_node == account.owner else f"{held} (pinned {account.pinned_node})"
 
 
-def accounts_table(rows: list[Account]) -> Table:
-    table = Table(box=None, pad_edge=False)
-    for name, justify in (("ID", "right"), ("LABEL", "left"), ("PHONE", "left"), ("STATE", "left"),
-                          ("COOLDOWN", "left"), ("SETUP", "right"), ("EXECUTOR", "left"), ("OWNER", "left"),
-                          ("LAST ERROR", "left"), ("REASON", "left")):
-        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    for a in rows:
-        table.add_row(
-            str(a.id), a.label, a.phone_masked or "", f"[{STATE_STYLE[a.state]}]{a.state}[/]",
-            until(a.cooldown_until), "probe" if a.is_probe else f"{a.setup.done}/{a.setup.total}", a.executor,
-            owner(a), a.last_error_code or "", a.disabled_reason or a.cooldown_reason or "",
-        )
-    return table
+ACCOUNT_COLUMNS: tuple[tuple[str, Justify], ...] = (
+    ("ID", "right"), ("LABEL", "left"), ("PHONE", "left"), ("STATE", "left"), ("COOLDOWN", "left"),
+    ("SETUP", "right"), ("EXECUTOR", "left"), ("OWNER", "left"), ("LAST ERROR", "left"), ("REASON", "left"))
+
+
+def account_columns(rows: Sequence[Account]) -> list[list[str]]:
+    """The cells of ``accounts list``, a list per column (rich markup colours the state)."""
+    styled = {state: f"[{style}]{state}[/]" for state, style in STATE_STYLE.items()}
+    return [[str(a.id) for a in rows], [a.label for a in rows], [a.phone_masked or "" for a in rows],
+            [styled[a.state] for a in rows], [until(a.cooldown_until) if a.cooldown_until else "" for a in rows],
+            ["probe" if a.is_probe else f"{a.setup.done}/{a.setup.total}" for a in rows],
+            [a.executor for a in rows], [(a.owner or "-") if a.pinned_node is None else owner(a) for a in rows],
+            [a.last_error_code or "" for a in rows], [a.disabled_reason or a.cooldown_reason or "" for a in rows]]

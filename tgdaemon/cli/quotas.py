@@ -86,7 +86,9 @@ async def cmd_pause(args: argparse.Namespace) -> int:
 
 
 async def cmd_export(args: argparse.Namespace) -> int:
+    """Written to standard output as the daemon sends it: flat memory however long the quota has run."""
+    sys.stdout.flush()
     async with ControlClient(socket_path(args)) as client:
-        data = await client.export_measurements(args.id, args.format)
-    sys.stdout.write(data)
+        await client.export_measurements_to(args.id, args.format, sys.stdout.buffer)
+    sys.stdout.buffer.flush()
     return 0

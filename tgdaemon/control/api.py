@@ -37,12 +37,14 @@ from tgdaemon.store import Store
 from tgdaemon.wire import (
     Account,
     AccountChange,
-    AccountPage,
     Event,
     EventList,
     SortKey,
     State,
 )
+
+
+_encoder = msgspec.json.Encoder()
 
 
 class AccountsQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -88,14 +90,17 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def list_accounts(request: web.Request) -> web.Response:
+    """An ``AccountPage`` whose accounts the database encoded (``Store.list_accounts_json``): the event loop
+    only joins their bytes, so a page of 20,000 costs it milliseconds however busy the daemon is."""
     query = read_query(request, AccountsQuery)
     try:
-        rows, nxt = await request.config_dict[RUNTIME].store.list_accounts(
+        rows, nxt = await request.config_dict[RUNTIME].store.list_accounts_json(
             state=query.state, q=query.q, sort=query.sort, desc=query.desc, limit=query.limit, after=query.after
         )
     except ValueError as exc:
         return error_response(400, "invalid_query", str(exc))
-    return json_response(AccountPage(accounts=msgspec.convert(rows, list[Account]), next=nxt))
+    body = b"".join((b'{"accounts":[', b",".join(rows), b'],"next":', _encoder.encode(nxt), b"}"))
+    return web.Response(body=body, content_type="application/json")
 
 
 async def get_account(request: web.Request) -> web.Response:

@@ -9,18 +9,21 @@ depends on the daemon's package and never the other way round.
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import io
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import aiohttp
 import msgspec
 
 from tgdaemon import config
 from tgdaemon.errors import ApiError, DaemonNotRunning, TgfleetError
+from tgdaemon.wire import AccountPage
 
 T = TypeVar("T")
 START_HINT = "start it with `tgdaemon run` (or `systemctl start tgdaemon`), or pass --socket"
@@ -93,21 +96,61 @@ class ControlClient:
 
     async def export_measurements(self, quota_id: int, fmt: str) -> str:
         """A quota's measurements as CSV or JSON text, as the daemon writes them."""
+        buf = io.BytesIO()
+        await self.export_measurements_to(quota_id, fmt, buf)
+        return buf.getvalue().decode()
+
+    async def export_measurements_to(self, quota_id: int, fmt: str, out: BinaryIO) -> None:
+        """The export written to ``out`` as it arrives: millions of rows never sit in this process. Its
+        length has no limit of time, only its silence: ``timeout`` seconds without a byte end it."""
+        path = f"/quotas/{quota_id}/measurements"
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout.total, sock_read=self._timeout.total)
         try:
-            async with self._http().get(f"http://tgdaemon/v1/quotas/{quota_id}/measurements",
-                                        params={"format": fmt}) as resp:
-                raw = await resp.read()
-        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, FileNotFoundError):
+            async with self._http().get(f"http://tgdaemon/v1{path}", params={"format": fmt},
+                                        timeout=timeout) as resp:
+                if resp.status >= 400:
+                    raise _refusal(resp.status, await resp.read())
+                async for chunk in resp.content.iter_any():
+                    out.write(chunk)
+        except (aiohttp.ClientConnectorError, FileNotFoundError):
             raise self._not_running() from None
-        if resp.status >= 400:
-            raise _refusal(resp.status, raw)
-        return raw.decode()
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+            raise TgfleetError(f"GET /v1{path}: the daemon's answer broke off ({exc or type(exc).__name__});"
+                               " what was written is incomplete") from None
+        except TimeoutError:
+            raise TgfleetError(f"GET /v1{path}: nothing came from the daemon for {self._timeout.total:g} s;"
+                               " what was written is incomplete") from None
 
     async def status(self) -> dict[str, Any]:
         return await self.request("GET", "/status")
 
     async def accounts(self, **params: Any) -> dict[str, Any]:
         return await self.request("GET", "/accounts", params=params)
+
+    async def account_pages(self, *, page: int, limit: int | None = None, **params: Any,
+                            ) -> AsyncIterator[AccountPage]:
+        """A listing's pages in order, to ``limit`` accounts or the end, each decoded into ``AccountPage``;
+        the next page is already asked for while the caller handles one, so the daemon's query of it runs
+        beside the caller's work on this one."""
+        async def fetch(after: str | None, got: int) -> AccountPage:
+            n = page if limit is None else min(page, limit - got)
+            return await self.call("GET", "/accounts", AccountPage, params={**params, "limit": n, "after": after})
+
+        got = 0
+        ahead: asyncio.Task[AccountPage] | None = asyncio.ensure_future(fetch(None, got))
+        try:
+            while ahead is not None:
+                current = await ahead
+                got += len(current.accounts)
+                ahead = None
+                if current.next and (limit is None or got < limit):
+                    ahead = asyncio.ensure_future(fetch(current.next, got))
+                    await asyncio.sleep(0)  # let it send its request before the caller's work begins
+                yield current
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                await asyncio.gather(ahead, return_exceptions=True)
 
     async def all_accounts(self, *, page: int = 5000, **params: Any) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []

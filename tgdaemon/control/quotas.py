@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Annotated, Literal
 
 import msgspec
@@ -14,12 +12,11 @@ from tgdaemon.errors import ApiError
 from tgdaemon.gateway.base import parse_target
 from tgdaemon.httpjson import json_response, read_body, read_query
 from tgdaemon.runtime import RUNTIME
-from tgdaemon.store import MEASUREMENT_FIELDS
+from tgdaemon.store.views import CSV_HEADER
 from tgdaemon.timeutil import now
 from tgdaemon.wire import ACTIONS, Quota, QuotaChange, QuotaList
 
 Count = Annotated[int, msgspec.Meta(ge=1, le=10**9)]
-_encoder = msgspec.json.Encoder()
 
 
 class QuotaBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -77,7 +74,8 @@ async def resume(request: web.Request) -> web.Response:
 
 
 async def export(request: web.Request) -> web.StreamResponse:
-    """Streamed a page at a time: a quota of millions of measurements is never one body in memory."""
+    """Streamed as the store reads it, a page of rows (already the export's bytes) at a time, in a chunked
+    response: an export of millions is never one body in memory, in the daemon or in the client."""
     query = read_query(request, ExportQuery)
     store = request.config_dict[RUNTIME].store
     quota_id = path_id(request)
@@ -86,24 +84,13 @@ async def export(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8" if csv_out
                                        else "application/json"})
     await resp.prepare(request)
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    if csv_out:
-        writer.writerow(MEASUREMENT_FIELDS)
-    else:
-        await resp.write(b'{"measurements":[')
+    await resp.write(CSV_HEADER if csv_out else b'{"measurements":[')
     first = True
-    async for rows in store.measurement_pages(quota_id, query.limit):
-        if csv_out:
-            writer.writerows(rows)
-            chunk = buf.getvalue().encode()
-            buf.seek(0)
-            buf.truncate()
-        else:
-            chunk = (b"" if first else b",") + _encoder.encode([dict(zip(MEASUREMENT_FIELDS, r)) for r in rows])[1:-1]
+    async for chunk in store.measurement_export(quota_id, query.format, query.limit):
+        await resp.write(chunk if csv_out or first else b"," + chunk)
         first = False
-        await resp.write(chunk)
-    await resp.write(buf.getvalue().encode() if csv_out else b"]}")
+    if not csv_out:
+        await resp.write(b"]}")
     await resp.write_eof()
     return resp
 

@@ -8,8 +8,11 @@ drivers cannot drift apart in what an account, a quota or an event looks like.
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import json
 import re
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 import msgspec
@@ -30,6 +33,12 @@ def mask_phone(phone: str | None) -> str | None:
     if len(phone) <= 6:
         return "*" * len(phone)
     return phone[:4] + "*" * (len(phone) - 6) + phone[-2:]
+
+
+# What ``str.strip()`` removes (every character whose ``isspace()`` is true): the drivers trim an account's
+# name in SQL by this, to the same result as ``account_view``.
+NAME_STRIP = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+              "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
 
 
 def account_view(row: Row) -> dict[str, Any]:
@@ -80,6 +89,24 @@ def event_view(row: Row) -> dict[str, Any]:
 
 
 MEASUREMENT_FIELDS = ("observed_at", "post_id", "views", "forwards", "replies", "reactions", "subscribers", "task_id")
+# The export's formats, each row as ``measurement_rows`` writes it. The drivers write the same bytes in SQL
+# for the rows SQL can (integer values, a time from 1970 to 9999): the rest go through these.
+EXPORT_FORMATS = ("csv", "json")
+_json = msgspec.json.Encoder()
+
+
+def measurement_rows(fmt: str, rows: Iterable[tuple[Any, ...]]) -> bytes:
+    """Rows in ``MEASUREMENT_FIELDS`` order (the time already ISO) as the export writes them: CSV lines as
+    the csv module writes them (CRLF, a cell quoted only where it must be), or JSON objects joined by
+    commas (the inside of the export's array)."""
+    if fmt == "csv":
+        buf = io.StringIO()
+        csv.writer(buf).writerows(rows)
+        return buf.getvalue().encode()
+    return _json.encode([dict(zip(MEASUREMENT_FIELDS, r)) for r in rows])[1:-1]
+
+
+CSV_HEADER = measurement_rows("csv", [MEASUREMENT_FIELDS])
 
 
 def quota_view(row: Row) -> dict[str, Any]:

@@ -13,13 +13,33 @@ from typing import Any
 from tgdaemon.errors import NotFound
 from tgdaemon.store.api import ProbeAccount, QuotaRef
 from tgdaemon.store.api import Tx as ApiTx
-from tgdaemon.store.postgres.core import PostgresCore, own
-from tgdaemon.store.views import quota_view
+from tgdaemon.store.pages import prefetched
+from tgdaemon.store.postgres.core import PostgresCore, Record, own
+from tgdaemon.store.views import EXPORT_FORMATS, MEASUREMENT_FIELDS, measurement_rows, quota_view
 from tgdaemon.timeutil import iso, now
 
 # The count is the counter the report keeps, not a COUNT(*): this view is read after every commit
 # that touched a quota, to publish its delta.
 QUOTA_VIEW = "SELECT q.*, q.measurements_count AS measurements FROM quotas q"
+
+FIELDS_SQL = ", ".join(MEASUREMENT_FIELDS)
+EXPORT_PAGE = 10_000  # rows a read: about a megabyte of the export
+
+
+def _export_sql(fmt: str) -> str:
+    """One row of the export as ``views.measurement_rows`` writes it (the values are bigint: their text is
+    Python's), or NULL where its time is before 1970 or after 9999."""
+    at = """to_char(to_timestamp(floor(observed_at)) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
+    values = MEASUREMENT_FIELDS[1:]
+    if fmt == "csv":
+        line = " || ',' || ".join([at, *(f"coalesce({v}::text, '')" for v in values)]) + " || E'\\r\\n'"
+    else:
+        line = (f"""'{{"observed_at":"' || {at} || '"' || """
+                + " || ".join(f"""',"{v}":' || coalesce({v}::text, 'null')""" for v in values) + " || '}'")
+    return f"CASE WHEN observed_at >= 0 AND observed_at < 253402300800 THEN {line} END"
+
+
+EXPORT_SQL = {fmt: _export_sql(fmt) for fmt in EXPORT_FORMATS}
 
 
 class QuotaStore(PostgresCore):
@@ -100,6 +120,32 @@ class QuotaStore(PostgresCore):
         """A quota's measurements oldest first, as tuples in ``MEASUREMENT_FIELDS`` order, one page per
         short read, so an export of millions never sits in memory nor holds one read open; ``limit``:
         only the latest that many (a sparkline)."""
+        async for rows in self._measurement_keyset(quota_id, limit, page, FIELDS_SQL):
+            yield [(iso(r[0]), *r[1:8]) for r in rows]
+
+    async def measurement_export(self, quota_id: int, fmt: str, limit: int | None = None,
+                                 page: int = EXPORT_PAGE) -> AsyncIterator[bytes]:
+        """``measurement_pages`` as the export's bytes (``views.measurement_rows``), page by page, each row
+        written by the server; a row whose time SQL cannot write exactly (before 1970, after 9999) is
+        written by ``measurement_rows``."""
+        async for rows in self._measurement_keyset(quota_id, limit, page, EXPORT_SQL[fmt]):
+            if all(r[0] is not None for r in rows):
+                yield ("" if fmt == "csv" else ",").join([r[0] for r in rows]).encode()
+                continue
+            parts = []
+            for r in rows:
+                if r[0] is None:
+                    raw = await self.read_row(f"SELECT {FIELDS_SQL} FROM measurements WHERE id = $1", r[2])
+                    assert raw is not None
+                    parts.append(measurement_rows(fmt, [(iso(raw[0]), *raw[1:8])]))
+                else:
+                    parts.append(r[0].encode())
+            yield (b"" if fmt == "csv" else b",").join(parts)
+
+    async def _measurement_keyset(self, quota_id: int, limit: int | None, page: int,
+                                  select: str) -> AsyncIterator[list[Record]]:
+        """Pages of ``select`` (then observed_at and id, its keyset) over a quota's measurements, oldest
+        first; ``limit``: only the latest that many. The next page is read while the caller sends this one."""
         if limit is not None and limit <= 0:  # nothing, as on SQLite (where OFFSET -1 is no error)
             return
         start: tuple[float, int] = (float("-inf"), 0)  # keyset: after this (observed_at, id)
@@ -109,18 +155,11 @@ class QuotaStore(PostgresCore):
                 " LIMIT 1 OFFSET $2", quota_id, limit - 1)
             if first is not None:
                 start = (first[0], first[1] - 1)
-        left = limit
-        while left is None or left > 0:
-            n = page if left is None else min(page, left)
-            rows = await self.read(
-                "SELECT observed_at, post_id, views, forwards, replies, reactions, subscribers, task_id, id"
-                " FROM measurements WHERE quota_id = $1 AND (observed_at, id) > ($2, $3)"
-                " ORDER BY observed_at, id LIMIT $4", quota_id, *start, n)
-            if not rows:
-                return
-            yield [(iso(r[0]), *r[1:8]) for r in rows]
-            if len(rows) < n:
-                return
-            start = (rows[-1][0], rows[-1][8])
-            if left is not None:
-                left -= len(rows)
+
+        async def read(after: tuple[float, int], n: int) -> list[Record]:
+            return await self.read(
+                f"SELECT {select}, observed_at, id FROM measurements WHERE quota_id = $1"
+                " AND (observed_at, id) > ($2, $3) ORDER BY observed_at, id LIMIT $4", quota_id, *after, n)
+
+        async for rows in prefetched(read, start, limit, page):
+            yield rows

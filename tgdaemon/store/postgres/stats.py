@@ -32,8 +32,7 @@ class StatsStore(PostgresCore):
         server's WAL is shared by all its databases); ``path`` None and ``url`` the store's, without password."""
         counts = await self._row_counts()
         row = await self.read_row(
-            "SELECT pg_database_size(current_database()), (SELECT COUNT(*) FROM accounts),"
-            " (SELECT COUNT(*) FROM quotas), (SELECT COALESCE(SUM(measurements_count), 0) FROM quotas)")
+            "SELECT pg_database_size(current_database()), (SELECT COALESCE(SUM(measurements_count), 0) FROM quotas)")
         assert row is not None
         return {
             "path": None,
@@ -41,11 +40,11 @@ class StatsStore(PostgresCore):
             "file_bytes": row[0],
             "wal_bytes": 0,
             "rows": {
-                "accounts": row[1],
+                "accounts": counts.get("accounts", 0),
                 "account_tasks": sum(n for k, n in counts.items() if k.startswith("account_tasks.")),
-                "quotas": row[2],
+                "quotas": counts.get("quotas", 0),
                 "tasks": sum(n for k, n in counts.items() if k.startswith("tasks.")),
                 "events": counts.get("events", 0),
-                "measurements": int(row[3]),
+                "measurements": int(row[1]),
             },
         }

@@ -34,7 +34,7 @@ KINDS = {"int2": "int", "int4": "int", "int8": "int", "float4": "float", "float8
          "varchar": "text", "bytea": "bytes", "jsonb": "json", "json": "json"}
 BOOKKEEPING = ("tgfleet_schema_migrations",)  # each database keeps its own (migrate.TABLE)
 # Kept by triggers on events, tasks and account_tasks; a fresh schema seeds its counters at zero.
-DERIVED = {"row_counts": "n != 0"}
+DERIVED = {"row_counts": "n != 0", "finished_counts": "n != 0"}
 
 _COLUMNS = """
 SELECT c.relname, a.attname, t.typname, a.attidentity <> '' AS identity

@@ -3,7 +3,7 @@
 Both are asked for every few seconds (status, every stream snapshot, every
 scrape) on a database that may hold millions of events and finished tasks, so
 nothing here counts rows: the counts come from ``row_counts``, which triggers
-keep exact (migration 0009), and from the per-quota measurement counters.
+keep exact (migrations 0009 and 0014), and from the per-quota measurement counters.
 """
 
 from __future__ import annotations
@@ -40,20 +40,18 @@ class StatsStore(StoreCore):
     async def database_stats(self) -> dict[str, Any]:
         """File and WAL sizes in bytes, and rows per table; O(1) in the size of the history."""
         counts = await self._row_counts()
-        [row] = list(await self.read(
-            "SELECT (SELECT COUNT(*) FROM accounts), (SELECT COUNT(*) FROM quotas),"
-            " (SELECT COALESCE(SUM(measurements_count), 0) FROM quotas)"))
+        [row] = list(await self.read("SELECT COALESCE(SUM(measurements_count), 0) FROM quotas"))
         wal = Path(f"{self.path}-wal")
         return {
             "path": str(self.path),
             "file_bytes": _size(self.path),
             "wal_bytes": _size(wal),
             "rows": {
-                "accounts": row[0],
+                "accounts": counts.get("accounts", 0),
                 "account_tasks": sum(n for k, n in counts.items() if k.startswith("account_tasks.")),
-                "quotas": row[1],
+                "quotas": counts.get("quotas", 0),
                 "tasks": sum(n for k, n in counts.items() if k.startswith("tasks.")),
                 "events": counts.get("events", 0),
-                "measurements": row[2],
+                "measurements": row[0],
             },
         }

@@ -27,7 +27,7 @@ from tgdaemon.store.sqlite import migrate
 
 KINDS = {"INTEGER": "int", "REAL": "float", "TEXT": "text", "BLOB": "bytes"}
 # Kept by triggers on events, tasks and account_tasks; a fresh schema seeds its counters at zero.
-DERIVED = {"row_counts": "n != 0"}
+DERIVED = {"row_counts": "n != 0", "finished_counts": "n != 0"}
 
 # The data dir locks this process holds, with how many ends use each: a copy between two files of one
 # data dir takes its lock once.
