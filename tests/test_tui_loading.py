@@ -1,10 +1,13 @@
-"""A big fleet's dashboard fills its table as the snapshot's frames arrive: a real daemon subprocess (5,000
-simulated accounts, three pages of the snapshot's accounts) over its real socket, the real app under Pilot.
+"""A big fleet's dashboard fills its table as the snapshot's frames arrive: a real daemon subprocess (16,000
+simulated accounts, eight pages of the snapshot's accounts, more than the socket's buffers hold; a stream
+queue of 100 deltas) over its real socket, the real app under Pilot.
 
 The client is the real one, over the real socket, except that it holds the
 stream after the snapshot's first frame of accounts until the test lets it go:
 what the app shows then is what a person sees while the rest of a big fleet's
-snapshot is on its way, with no timing in the test.
+snapshot is on its way, with no timing in the test. Changes made while it is
+held overflow the daemon's queue for it: the dashboard is told to resync and
+loads a second snapshot the same way, which it ends with every change in.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from tgtui.app import FleetApp
 from tgtui.screens.detail import AccountDetail
 from tgtui.widgets.header import FleetHeader
 
-ACCOUNTS = 5_000
-assert SNAPSHOT_PAGE < ACCOUNTS / 2, "the test wants a snapshot of three pages of accounts or more"
+ACCOUNTS = 16_000
+QUEUE = 100  # deltas the daemon queues for a watcher: fewer than the changes the resync test makes
+CHANGED = 60  # accounts disabled while the stream is held: an account delta and an event each
+assert SNAPSHOT_PAGE <= ACCOUNTS / 8, "the test wants a snapshot of eight pages of accounts or more"
 
 
 class HeldClient(ControlClient):
@@ -36,9 +41,11 @@ class HeldClient(ControlClient):
         self.holding = asyncio.Event()
         self.release = asyncio.Event()
         self.held: dict[str, Any] = {}
+        self.kinds: list[str] = []  # the type of every message handed to the app
 
     async def watch(self, since: str | None = None, *, parts: bool = False) -> AsyncIterator[dict[str, Any]]:
         async for msg in super().watch(since, parts=parts):
+            self.kinds.append(msg.get("type", ""))
             yield msg
             if msg.get("accounts") and msg.get("more") and not self.holding.is_set():
                 self.held = msg
@@ -49,19 +56,21 @@ class HeldClient(ControlClient):
 @pytest.fixture(scope="module")
 def big() -> Iterator[tuple[Fleet, DaemonProc]]:
     with fleet() as f:
+        f.config.write_text(f"[daemon]\nstream_queue_size = {QUEUE}\n")
         daemon = f.start(accounts=ACCOUNTS).wait_ready()
         yield f, daemon
 
 
-async def seeded(f: Fleet, daemon: DaemonProc) -> dict[str, Any]:
-    """The daemon's status once it counts the whole fleet (it seeds the simulated accounts after it answers)."""
+async def seeded(f: Fleet, daemon: DaemonProc) -> None:
+    """Once the daemon counts the whole fleet and its node owns it: it seeds the simulated accounts after it
+    answers, and takes them a batch at a time after that (each batch a change the stream carries)."""
     async with ControlClient(f.socket_path, timeout=10) as client:
         for _ in range(int(WAIT_SECONDS / STEP_SECONDS)):
             status = await client.status()
-            if sum(status["accounts"].values()) == ACCOUNTS:
-                return status
+            if sum(status["accounts"].values()) == ACCOUNTS == sum(n["accounts"] for n in status["nodes"]):
+                return
             await asyncio.sleep(STEP_SECONDS)
-    pytest.fail(f"the daemon did not count {ACCOUNTS} accounts\n{daemon.log()}", pytrace=False)
+    pytest.fail(f"the daemon did not count and own {ACCOUNTS} accounts\n{daemon.log()}", pytrace=False)
 
 
 async def test_the_table_fills_and_works_while_the_snapshot_comes(big: tuple[Fleet, DaemonProc]) -> None:
@@ -98,3 +107,29 @@ async def test_the_table_fills_and_works_while_the_snapshot_comes(big: tuple[Fle
         assert table.rowset.rows[0]["id"] == ACCOUNTS  # the sort held as the rows came
         assert table.selected_key == SNAPSHOT_PAGE  # and so did the selection, with rows arriving above it
         assert app.model.since == f"{app.model.epoch}:{app.model.seq}" and app.model.loading is None
+
+
+async def test_changes_while_a_snapshot_is_held_end_in_a_resync_and_a_whole_second_snapshot(
+        big: tuple[Fleet, DaemonProc]) -> None:
+    f, daemon = big
+    await seeded(f, daemon)
+    client = HeldClient(f)
+    app = FleetApp(f.socket_path, client=client)
+    changed = range(ACCOUNTS - CHANGED + 1, ACCOUNTS + 1)  # in the last page, not read yet while held
+    async with app.run_test(size=(120, 40)) as pilot, ControlClient(f.socket_path, timeout=10) as control:
+        await wait_until(pilot, client.holding.is_set, "the snapshot's first frame of accounts", daemon)
+        for account_id in changed:
+            await control.disable(account_id, "while the dashboard was loading")
+        client.release.set()
+        table = table_of(app)
+        await wait_until(pilot, lambda: "resync" in client.kinds and app.model.loading is None
+                         and all(app.model.accounts.get(i, {}).get("state") == "disabled" for i in changed),
+                         f"a resync, and the {CHANGED} accounts disabled", daemon)
+        await wait_until(pilot, lambda: len(table.rowset.rows) == ACCOUNTS, f"all {ACCOUNTS} rows", daemon)
+        resync = client.kinds.index("resync")
+        assert client.kinds[:resync].count("snapshot") == 1 and client.kinds[resync + 1] == "snapshot"
+        assert client.kinds[:resync].count("snapshot_part") >= ACCOUNTS // SNAPSHOT_PAGE  # the first one whole
+        assert app.model.counts(app.clock())["disabled"] == CHANGED
+        assert app.model.since == f"{app.model.epoch}:{app.model.seq}"
+        for account_id in changed:
+            await control.enable(account_id)

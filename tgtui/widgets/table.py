@@ -98,12 +98,14 @@ class LineTable(ScrollView, can_focus=True):
         self._follow_cursor()
 
     def _follow_cursor(self) -> None:
+        """``force``: rows that just came (a snapshot's first frame) have no scrollbar until the next layout, and
+        without it Textual would drop the scroll."""
         visible = max(1, self.area.height - 1)
         top = round(self.scroll_y)
         if self.cursor < top:
-            self.scroll_to(y=self.cursor, animate=False, immediate=True)
+            self.scroll_to(y=self.cursor, animate=False, immediate=True, force=True)
         elif self.cursor >= top + visible:
-            self.scroll_to(y=self.cursor - visible + 1, animate=False, immediate=True)
+            self.scroll_to(y=self.cursor - visible + 1, animate=False, immediate=True, force=True)
 
     def _set_cursor(self, index: int) -> None:
         rows = self.rowset.rows
