@@ -71,7 +71,9 @@ included; CPU is the CLI's (its rusage) and the daemon's (/proc), the daemon's l
 as long (measured over 5 s before, while nobody lists). Then, on a copy of that database in the bench's
 process, one listing of the whole fleet piece by piece, before and after. The *before* rows are the tree
 this work started from ({BEFORE_COMMIT}, run from a `git archive`) on a fleet of its own, measured in the
-same run (its table is not run: rich prints it for minutes, see the piece-by-piece row)."""
+same run (its table is not run: rich prints it for minutes, see the piece-by-piece row). The *what if*
+rows restart this tree's daemon on the same data dir with the node heartbeat every 30 s instead of 2
+(`BENCH_LIST_WHAT_IF_HEARTBEAT=0` leaves them out), to show what else holds the event loop."""
 
 _notes = Notes()
 
