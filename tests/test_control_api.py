@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import os
 import re
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 
 from tgdaemon import __version__
 from tgdaemon.control.client import ControlClient
-from tgdaemon.errors import ApiError, DaemonNotRunning
+from tgdaemon.errors import ApiError, DaemonNotRunning, TgfleetError
 from tgdaemon.httpjson import MAX_BODY
 from tgdaemon.store import STATES
 from tgdaemon.wire import Account, AccountPage
@@ -385,3 +386,34 @@ async def test_client_raises_api_error(running_daemon) -> None:
     with pytest.raises(ApiError) as info:
         await client.account(12345)
     assert info.value.status == 404 and info.value.code == "not_found"
+
+
+async def _half_an_export(short_dir: Path, then_close: bool) -> tuple[asyncio.AbstractServer, Path]:
+    """A peer on a Unix socket that starts a chunked 200 answer, sends one chunk, and then closes the
+    connection or falls silent: what a daemon killed or frozen halfway through an export looks like."""
+    sock = short_dir / "half.sock"
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"5\r\na,b\r\n\r\n")
+        await writer.drain()
+        if not then_close:
+            await asyncio.sleep(30)  # bounded: the client gives up long before
+        writer.close()
+
+    return await asyncio.start_unix_server(answer, path=str(sock)), sock
+
+
+@pytest.mark.parametrize("then_close", [True, False], ids=["broken off", "silent"])
+async def test_an_export_cut_short_is_one_line_and_keeps_what_came(short_dir: Path, then_close: bool) -> None:
+    server, sock = await _half_an_export(short_dir, then_close)
+    async with server:
+        out = io.BytesIO()
+        async with ControlClient(sock, timeout=1) as client:
+            with pytest.raises(TgfleetError) as info:
+                await client.export_measurements_to(1, "csv", out)
+    message = str(info.value)
+    assert "\n" not in message and "incomplete" in message
+    assert ("broke off" if then_close else "nothing came from the daemon for 1 s") in message
+    assert out.getvalue() == b"a,b\r\n"

@@ -115,7 +115,7 @@ class ControlClient:
         except (aiohttp.ClientConnectorError, FileNotFoundError):
             raise self._not_running() from None
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
-            raise TgfleetError(f"GET /v1{path}: the daemon's answer broke off ({exc or type(exc).__name__});"
+            raise TgfleetError(f"GET /v1{path}: the daemon's answer broke off ({str(exc) or type(exc).__name__});"
                                " what was written is incomplete") from None
         except TimeoutError:
             raise TgfleetError(f"GET /v1{path}: nothing came from the daemon for {self._timeout.total:g} s;"
