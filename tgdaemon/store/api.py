@@ -11,7 +11,7 @@ are in ``tgdaemon.store.rules`` and ``tgdaemon.store.views``, written once.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -452,6 +452,13 @@ class Store(Protocol):
                        server_timeout: float) -> SimConnection | int:
         """Open a connection (its id) unless another live one of the account exists: then that one.
         Live: not closed, its pid in ``live_pids(...)``, seen within ``server_timeout``."""
+    async def sim_open_many(self, tg_user_ids: Sequence[int], node: str, pid: int,
+                            live_pids: Callable[[list[int]], set[int]],
+                            server_timeout: float) -> list[SimConnection | int | Exception]:
+        """Each account's ``sim_open``, in order, as if one after the other: for each its result, or the exception
+        that kept it from happening (a failure of the whole batch raises; none of it happened then)."""
+    async def sim_save_profiles(self, profiles: Sequence[tuple[int, str]]) -> list[Exception | None]:
+        """Each ``sim_save_profile``, in order; for each None, or the exception that kept it from being written."""
     async def sim_close(self, connection_ids: list[int], why: str) -> None: ...  # the open ones among them
     async def sim_keepalive(self, connection_ids: list[int], server_timeout: float) -> list[int]:
         """Pings: the given connections are seen now; returns those the server had closed (timed out)."""

@@ -10,12 +10,17 @@ locked ones), nor does a close, and a ping (its own process's rows) waits only f
 ends at a transaction that is not waiting. A process stopped in the middle of one of these (SIGSTOP)
 keeps its locks: the others give up after LOCK_TIMEOUT with TimeoutError, as a connection attempt that
 timed out. Times are the database's clock, so hosts with skewed clocks agree.
+
+The batch forms (``sim_open_many``, ``sim_save_profiles``) take one transaction per account here: one
+transaction holding one account's rows while it waits for another's could deadlock with a ping (which locks
+connections in id order), and a process stopped holding one account must not time out the others.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import asyncpg
 from asyncpg import Record
@@ -29,6 +34,7 @@ DB_NOW = "SELECT extract(epoch from clock_timestamp())::float8"
 # A process stopped in the middle of a write (SIGSTOP, a stalled host) keeps its row locks: the others wait
 # this long for them, then give up as a connection attempt or a ping that timed out, and their writer is free.
 LOCK_TIMEOUT = "2s"
+T = TypeVar("T")
 
 
 def connection(row: Record) -> SimConnection:
@@ -47,6 +53,14 @@ async def _time_out(tx: Tx, ids: list[int], server_timeout: float) -> None:
     if ids:
         await tx.execute("UPDATE sim_connections SET closed_at = last_seen_at + $1, closed_why = $2"
                          " WHERE id = ANY($3::bigint[])", server_timeout, simrules.TIMEOUT, ids)
+
+
+async def _outcome(step: Awaitable[T]) -> T | Exception:
+    """One account's write of a batch: its result, or what kept it from happening (the others go on)."""
+    try:
+        return await step
+    except Exception as exc:
+        return exc
 
 
 class SimStore(PostgresCore):
@@ -69,6 +83,15 @@ class SimStore(PostgresCore):
         async with self._sim_tx() as tx:
             await tx.execute("INSERT INTO sim_profiles (tg_user_id, profile_json) VALUES ($1, $2::jsonb) ON CONFLICT"
                              " (tg_user_id) DO UPDATE SET profile_json = excluded.profile_json", tg_user_id, profile)
+
+    async def sim_save_profiles(self, profiles: Sequence[tuple[int, str]]) -> list[Exception | None]:
+        return [await _outcome(self.sim_save_profile(tg_user_id, profile)) for tg_user_id, profile in profiles]
+
+    async def sim_open_many(self, tg_user_ids: Sequence[int], node: str, pid: int,
+                            live_pids: Callable[[list[int]], set[int]],
+                            server_timeout: float) -> list[SimConnection | int | Exception]:
+        return [await _outcome(self.sim_open(tg_user_id, node, pid, live_pids, server_timeout))
+                for tg_user_id in tg_user_ids]
 
     async def sim_open(self, tg_user_id: int, node: str, pid: int, live_pids: Callable[[list[int]], set[int]],
                        server_timeout: float) -> SimConnection | int:
