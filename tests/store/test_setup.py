@@ -5,6 +5,7 @@ in tests/test_setup.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -15,6 +16,7 @@ from store import backdoor
 from store.world import SLACK, close_to
 from tgdaemon.errors import NotFound
 from tgdaemon.store import AccountEffect, ClaimedTask, SetupOutcome, Store
+from tgdaemon.store.rules import DISPATCH_ROWS
 
 TYPES = {"ensure_2fa": {"enable": False}, "update_name": {"first_name": "Ann"}}
 LOCK = 600.0
@@ -66,6 +68,50 @@ async def test_dispatch_tells_the_commit_hook_which_accounts_got_tasks(store: St
     await store.dispatch_setup(TYPES)
     await store.dispatch_setup(TYPES)  # created nothing: no account changed
     assert touched == [{1, 2}]
+
+
+async def test_a_large_dispatch_is_bounded_transactions_that_let_another_writer_in(store: Store) -> None:
+    """The writer is never held for a whole fleet's dispatch: each transaction creates at most DISPATCH_ROWS
+    tasks (every task of an account in the same one), and a writer waiting meanwhile gets in between."""
+    per_tx = DISPATCH_ROWS // len(TYPES)
+    n = 2 * per_tx + 10  # three transactions
+    await seed(store, n)
+    commits: list[tuple[str, set[int], list[dict[str, Any]]]] = []
+    waiting: list[asyncio.Task[None]] = []
+
+    async def lock_one() -> None:
+        async with store.tx() as tx:
+            assert await store.take_lock(tx, n, "quota:9", LOCK)
+
+    async def hook(tx: Any) -> None:
+        commits.append(("other" if tx.accounts == {n} else "dispatch", set(tx.accounts), list(tx.events)))
+        if not waiting:  # another writer asks for the writer while the first transaction still holds it
+            waiting.append(asyncio.create_task(lock_one()))
+            await asyncio.sleep(0)
+
+    store.on_commit = hook
+    assert await store.dispatch_setup(TYPES) == (2 * n, 2 * n - 2)  # account n's wait for its lock
+    await waiting[0]
+    assert [kind for kind, _, _ in commits] == ["dispatch", "other", "dispatch", "dispatch"]
+    batches = [accounts for kind, accounts, _ in commits if kind == "dispatch"]
+    assert [len(b) for b in batches] == [per_tx, per_tx, 10]
+    assert set().union(*batches) == set(range(1, n + 1))
+    rows = await tasks(store)
+    assert len(rows) == 2 * n
+    per_account = {}
+    for r in rows:
+        per_account.setdefault(r["account_id"], set()).add(r["task_type"])
+    assert all(types == set(TYPES) for types in per_account.values())
+    # ids: transaction by transaction, type by type within one, accounts by id (claims break ties by id)
+    order = [(r["task_type"], r["account_id"]) for r in sorted(rows, key=lambda r: r["id"])]
+    expected = [(t, a) for batch in batches for t in TYPES for a in sorted(batch)]
+    assert order == expected
+    dispatched = [e for _, _, events in commits for e in events if e["kind"] == "setup.dispatched"]
+    assert [e["data"] for e in dispatched] == [{"created": 2 * n}]
+    assert dispatched[0] in commits[-1][2]  # the total, in the last transaction
+    commits.clear()
+    assert await store.dispatch_setup(TYPES) == (0, 2 * n - 2)
+    assert commits == []  # nothing to create: not one write
 
 
 async def test_claim_takes_one_eligible_task_per_account_with_its_lock(store: Store) -> None:

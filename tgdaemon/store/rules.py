@@ -13,6 +13,11 @@ from typing import TypeVar
 from tgdaemon.store.api import ClaimedTask, Row
 
 R = TypeVar("R", bound=Row)  # whichever row type the driver reads: it comes back as it went in
+# Dispatch: a transaction creates at most this many setup tasks (about 15 ms of the one writer's time, so that
+# pulls, reports and claims get it in between), and a read finding the accounts that lack one looks at this
+# many account ids (so that it does not hold a reader long either).
+DISPATCH_ROWS = 4096
+FIND_WINDOW = 20_000
 
 
 def holder(task_id: int) -> str:
@@ -69,3 +74,10 @@ def pick_setup(rows: Sequence[Row], limit: int, at: float) -> list[ClaimedTask]:
             json.loads(r["result_json"] or "{}"), r["started_at"] or at, r["tg_user_id"], r["phone"],
             json.loads(r["profile_json"] or "{}"), resumed=r["started_at"] is not None, epoch=r["owner_epoch"]))
     return claimed
+
+
+def dispatch_batches(accounts: list[int], types: int) -> list[list[int]]:
+    """The accounts that lack a setup task, by transaction: at most ``DISPATCH_ROWS`` tasks in one, and all of
+    an account's in the same one (it changes once)."""
+    per_tx = max(1, DISPATCH_ROWS // max(1, types))
+    return [accounts[i:i + per_tx] for i in range(0, len(accounts), per_tx)]

@@ -19,8 +19,8 @@ from tgdaemon.store.postgres.sessions import SessionStore
 from tgdaemon.timeutil import now
 
 # {now}: the parameter holding the time eligibility is decided at; ``a`` is the account.
-ACCOUNT_CAN_WORK = ("a.is_active = 1 AND a.disabled_at IS NULL AND a.is_probe = 0"
-                    " AND (a.cooldown_until IS NULL OR a.cooldown_until <= {now})")
+ACCOUNT_SHOULD_CONVERGE = "a.is_active = 1 AND a.disabled_at IS NULL AND a.is_probe = 0"
+ACCOUNT_CAN_WORK = ACCOUNT_SHOULD_CONVERGE + " AND (a.cooldown_until IS NULL OR a.cooldown_until <= {now})"
 LOCK_FREE = "NOT EXISTS (SELECT 1 FROM account_locks l WHERE l.account_id = a.id AND l.expires_at > {now})"
 DUE = "t.status IN ('pending', 'retry') AND (t.retry_at IS NULL OR t.retry_at <= {now})"
 
@@ -100,30 +100,48 @@ class SetupStore(SessionStore):
     async def dispatch_setup(self, required: Mapping[str, dict[str, Any]]) -> tuple[int, int]:
         """Create the required tasks (type → payload) for every account that should converge.
 
-        Returns (tasks created, tasks due now). The unique key makes it idempotent. One statement for
-        every type, ids in SQLite's order (type by type, accounts by id): claims break ties by id.
+        Returns (tasks created, tasks due now). The unique key makes it idempotent. As on SQLite: the accounts
+        that lack one found on the read pool, their tasks made in bounded transactions
+        (``rules.dispatch_batches``), ids type by type within one, accounts by id (claims break ties by id).
         """
-        at = now()
-        async with self.tx() as tx:
-            created = 0
-            if required:
+        types = list(required)
+        payloads = [_json(p) for p in required.values()]
+        chunks = rules.dispatch_batches(await self._missing_setup(types), len(types))
+        created = 0
+        for n, chunk in enumerate(chunks, 1):
+            async with self.tx() as tx:
                 rows = await tx.fetch(
                     "INSERT INTO account_tasks (account_id, task_type, payload_json, status, created_at, updated_at)"
                     " SELECT a.id, r.t, r.p::jsonb, 'pending', $3, $3 FROM unnest($1::text[], $2::text[])"
-                    " WITH ORDINALITY AS r(t, p, o) CROSS JOIN accounts a"
-                    " WHERE a.is_active = 1 AND a.disabled_at IS NULL AND a.is_probe = 0 ORDER BY r.o, a.id"
+                    " WITH ORDINALITY AS r(t, p, o) CROSS JOIN accounts a WHERE a.id = ANY($4::bigint[])"
+                    f" AND {ACCOUNT_SHOULD_CONVERGE} ORDER BY r.o, a.id"
                     " ON CONFLICT (account_id, task_type) DO NOTHING RETURNING account_id",
-                    list(required), [_json(p) for p in required.values()], at)
-                created = len(rows)
-                for row in rows:
-                    tx.touch(row[0])
-            if created:
-                await tx.event("setup.dispatched", f"dispatch created {created} setup tasks",
-                               data={"created": created})
-            due = int(await tx.fetchval(
-                "SELECT COUNT(*) FROM account_tasks t JOIN accounts a ON a.id = t.account_id"
-                f" WHERE {DUE} AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}".format(now="$1"), at))
+                    types, payloads, now(), chunk)
+                created += len(rows)
+                for account_id in {r[0] for r in rows}:
+                    tx.touch(account_id)
+                if n == len(chunks) and created:
+                    await tx.event("setup.dispatched", f"dispatch created {created} setup tasks",
+                                   data={"created": created})
+        due = int(await self.read_val(
+            "SELECT COUNT(*) FROM account_tasks t JOIN accounts a ON a.id = t.account_id"
+            f" WHERE {DUE} AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}".format(now="$1"), now()))
         return created, due
+
+    async def _missing_setup(self, task_types: list[str]) -> list[int]:
+        """The accounts that should converge and lack one of these tasks, in id order: one read per window of
+        ``rules.FIND_WINDOW`` ids."""
+        if not task_types:
+            return []
+        top = int(await self.read_val("SELECT COALESCE(MAX(id), 0) FROM accounts"))
+        missing: list[int] = []
+        for low in range(0, top, rules.FIND_WINDOW):
+            missing += [r[0] for r in await self.read(
+                f"SELECT a.id FROM accounts a WHERE a.id > $1 AND a.id <= $2 AND {ACCOUNT_SHOULD_CONVERGE}"
+                " AND (SELECT COUNT(*) FROM account_tasks t WHERE t.account_id = a.id"
+                " AND t.task_type = ANY($3::text[])) < $4 ORDER BY a.id",
+                low, low + rules.FIND_WINDOW, task_types, len(task_types))]
+        return missing
 
     @retried
     async def claim_setup(self, task_types: Iterable[str], limit: int, lock_seconds: float, *,

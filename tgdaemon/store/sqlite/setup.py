@@ -20,15 +20,9 @@ from tgdaemon.store.sqlite.locks import release_lock, release_locks, take_locks
 from tgdaemon.store.sqlite.sessions import SessionStore
 from tgdaemon.timeutil import now
 
-ACCOUNT_CAN_WORK = ("a.is_active = 1 AND a.disabled_at IS NULL AND a.is_probe = 0"
-                    " AND (a.cooldown_until IS NULL OR a.cooldown_until <= :now)")
+ACCOUNT_SHOULD_CONVERGE = "a.is_active = 1 AND a.disabled_at IS NULL AND a.is_probe = 0"
+ACCOUNT_CAN_WORK = f"{ACCOUNT_SHOULD_CONVERGE} AND (a.cooldown_until IS NULL OR a.cooldown_until <= :now)"
 LOCK_FREE = "NOT EXISTS (SELECT 1 FROM account_locks l WHERE l.account_id = a.id AND l.expires_at > :now)"
-
-
-
-
-
-
 
 
 async def current_epochs(tx: Tx, pairs: Iterable[tuple[int, int]]) -> set[tuple[int, int]]:
@@ -95,29 +89,53 @@ class SetupStore(SessionStore):
     async def dispatch_setup(self, required: Mapping[str, dict[str, Any]]) -> tuple[int, int]:
         """Create the required tasks (type → payload) for every account that should converge.
 
-        Returns (tasks created, tasks due now). The unique key makes it idempotent.
+        Returns (tasks created, tasks due now). The unique key makes it idempotent. The accounts that lack one
+        are found on the reader, in windows of ids; their tasks are created on the writer in bounded
+        transactions (``rules.dispatch_batches``), type by type within one, accounts by id. A fleet with nothing
+        to create costs the reads only; the dispatch event, with the total, is in the last transaction.
         """
-        at = now()
-        async with self.tx() as tx:
-            created = 0
-            for task_type, payload in required.items():
-                cur = await tx.execute(
-                    "INSERT OR IGNORE INTO account_tasks (account_id, task_type, payload_json, status, created_at,"
-                    " updated_at) SELECT a.id, :type, :payload, 'pending', :now, :now FROM accounts a"
-                    " WHERE a.is_active = 1 AND a.disabled_at IS NULL AND a.is_probe = 0",
-                    {"type": task_type, "payload": json.dumps(payload), "now": at})
-                created += cur.rowcount
-            if created:
-                for row in await tx.fetchall("SELECT DISTINCT account_id FROM account_tasks WHERE created_at = ?",
-                                             (at,)):
+        payloads = [(task_type, json.dumps(payload)) for task_type, payload in required.items()]
+        chunks = rules.dispatch_batches(await self._missing_setup(list(required)), len(payloads))
+        insert = ("INSERT OR IGNORE INTO account_tasks (account_id, task_type, payload_json, status, created_at,"
+                  " updated_at) SELECT a.id, r.column1, r.column2, 'pending', ?, ?"
+                  f" FROM (VALUES {', '.join(['(?, ?)'] * len(payloads))}) r"
+                  " CROSS JOIN json_each(?) j CROSS JOIN accounts a ON a.id = j.value"
+                  f" WHERE {ACCOUNT_SHOULD_CONVERGE}")
+        created = 0
+        for n, chunk in enumerate(chunks, 1):
+            async with self.tx() as tx:
+                at = now()
+                [(top,)] = await tx.fetchall("SELECT COALESCE(MAX(id), 0) FROM account_tasks")
+                created += (await tx.execute(insert, [at, at, *(v for pair in payloads for v in pair),
+                                                      json.dumps(chunk)])).rowcount
+                # the accounts that got a task: the new rows' (NOT INDEXED: by rowid, not a walk of an index)
+                for row in await tx.fetchall("SELECT DISTINCT account_id FROM account_tasks NOT INDEXED WHERE id > ?",
+                                             (top,)):
                     tx.touch(row[0])
-                await tx.event("setup.dispatched", f"dispatch created {created} setup tasks",
-                               data={"created": created})
-            due = next(iter(await tx.fetchall(
-                f"SELECT COUNT(*) FROM account_tasks t JOIN accounts a ON a.id = t.account_id"
-                f" WHERE t.status IN ('pending', 'retry') AND (t.retry_at IS NULL OR t.retry_at <= :now)"
-                f" AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}", {"now": at})))[0]
+                if n == len(chunks) and created:
+                    await tx.event("setup.dispatched", f"dispatch created {created} setup tasks",
+                                   data={"created": created})
+        due = next(iter(await self.read(
+            f"SELECT COUNT(*) FROM account_tasks t JOIN accounts a ON a.id = t.account_id"
+            f" WHERE t.status IN ('pending', 'retry') AND (t.retry_at IS NULL OR t.retry_at <= :now)"
+            f" AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}", {"now": now()})))[0]
         return created, due
+
+    async def _missing_setup(self, task_types: list[str]) -> list[int]:
+        """The accounts that should converge and lack one of these tasks, in id order: one read per window of
+        ``rules.FIND_WINDOW`` ids."""
+        if not task_types:
+            return []
+        top = next(iter(await self.read("SELECT COALESCE(MAX(id), 0) FROM accounts")))[0]
+        types = json.dumps(task_types)
+        missing: list[int] = []
+        for low in range(0, top, rules.FIND_WINDOW):
+            missing += [r[0] for r in await self.read(
+                "SELECT a.id FROM accounts a WHERE a.id > ? AND a.id <= ? AND " + ACCOUNT_SHOULD_CONVERGE
+                + " AND (SELECT COUNT(*) FROM account_tasks t WHERE t.account_id = a.id"
+                " AND t.task_type IN (SELECT value FROM json_each(?))) < ? ORDER BY a.id",
+                (low, low + rules.FIND_WINDOW, types, len(task_types)))]
+        return missing
 
     async def claim_setup(self, task_types: Iterable[str], limit: int, lock_seconds: float, *,
                           owner: str | None = None) -> list[ClaimedTask]:
