@@ -62,7 +62,10 @@ def assign(picks: Sequence[tuple[R, int | None, int]], accounts: list[int],
 
 def pick_setup(rows: Sequence[Row], limit: int, at: float) -> list[ClaimedTask]:
     """From the candidates in claim order, at most ``limit`` tasks and at most one per account (every account
-    here has a free lock), each as its attempt sees it, with the account's ownership epoch that fences its finish."""
+    here has a free lock), each as its attempt sees it, with the account's ownership epoch that fences its finish.
+
+    The first ``limit`` candidates of each type are enough: a task is one of an account's, and a type holds one
+    task an account, so one behind ``limit`` others of its type comes after ``limit`` distinct accounts."""
     claimed: list[ClaimedTask] = []
     seen: set[int] = set()
     for r in rows:

@@ -160,7 +160,8 @@ class SetupStore(SessionStore):
             # a media claim at 80,000 tasks, bench stores' diagnosis) instead of walking the index to the limit.
             await tx.execute("SET LOCAL enable_sort = off")
             # One ordered, limited read per type along the account_tasks_due index (NULL retry_at first:
-            # never tried), instead of sorting every eligible task of every type.
+            # never tried), instead of sorting every eligible task of every type; ``limit`` of each is enough
+            # (rules.pick_setup).
             rows = sorted(await tx.fetch((
                 "SELECT c.* FROM unnest($2::text[]) AS ty(task_type) CROSS JOIN LATERAL ("
                 " SELECT t.id, t.account_id, t.task_type, t.payload_json, t.attempts, t.result_json, t.started_at,"
@@ -169,7 +170,7 @@ class SetupStore(SessionStore):
                 f" WHERE t.task_type = ty.task_type AND {DUE} AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}"
                 + ("" if owner is None else " AND a.owner = $4")
                 + " ORDER BY t.retry_at NULLS FIRST, t.id LIMIT $3) c").format(now="$1"),
-                at, types, limit * 2, *(() if owner is None else (owner,))),
+                at, types, limit, *(() if owner is None else (owner,))),
                 key=lambda r: (r["retry_at"] or 0, r["id"]))
             claimed = rules.pick_setup(rows, limit, at)
             if not claimed:

@@ -144,7 +144,8 @@ class SetupStore(SessionStore):
         types = list(task_types)
         owned = "" if owner is None else " AND a.owner = :owner"
         # One ordered, limited read per type along the account_tasks_due index, instead of
-        # sorting every eligible task of every type (NULL retry_at sorts first: never tried).
+        # sorting every eligible task of every type (NULL retry_at sorts first: never tried). ``limit`` of each
+        # type is enough (rules.pick_setup): a task beyond them comes after ``limit`` others of distinct accounts.
         per_type = [
             "SELECT * FROM (SELECT t.id, t.account_id, t.task_type, t.payload_json, t.attempts, t.result_json,"
             " t.started_at, t.retry_at, a.tg_user_id, a.phone, a.profile_json, a.owner_epoch"
@@ -154,7 +155,7 @@ class SetupStore(SessionStore):
             " ORDER BY t.retry_at, t.id LIMIT :limit)" for i in range(len(types))]
         async with self.tx() as tx:
             at = now()  # in the transaction: a clock step is followed at its start
-            params: dict[str, Any] = {"now": at, "limit": limit * 2, "owner": owner,
+            params: dict[str, Any] = {"now": at, "limit": limit, "owner": owner,
                                       **{f"t{i}": t for i, t in enumerate(types)}}
             rows = sorted(await tx.fetchall(" UNION ALL ".join(per_type), params),
                           key=lambda r: (r["retry_at"] or 0, r["id"]))
