@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 from typing import TypeVar
 
-from tgdaemon.store.api import ClaimedTask, Row
+from tgdaemon.store.api import AccountEffect, ClaimedTask, Row
 
 R = TypeVar("R", bound=Row)  # whichever row type the driver reads: it comes back as it went in
 # Dispatch: a transaction creates at most this many setup tasks (about 15 ms of the one writer's time, so that
@@ -38,6 +38,13 @@ def outcome(row: Row | None, executor: str, token: str, at: float, epoch: int | 
     if epoch is not None and row["owner_epoch"] != epoch:
         return "stale_lease"
     return "applied"
+
+
+def only_ok(effect: AccountEffect) -> bool:
+    """An outcome that marks its account ok, and names it maybe, and nothing else: nearly every outcome, so the
+    drivers write these for a whole batch in one statement rather than through ``apply_account_effect``."""
+    return (effect.ok and effect.error_code is None and effect.cooldown_until is None
+            and effect.cooldown_reason is None and effect.disable_reason is None)
 
 
 def assign(picks: Sequence[tuple[R, int | None, int]], accounts: list[int],

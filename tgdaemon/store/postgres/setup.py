@@ -227,13 +227,13 @@ class SetupStore(SessionStore):
             return
         at = now()
         async with self.tx() as tx:
-            plain = AccountEffect(ok=True)  # the common case, in the batch's one statement below
-            if any(o.effect != plain for _, o in items):
+            # The common case, ok (and named: update_name), in the batch's one statement below.
+            if not all(rules.only_ok(o.effect) for _, o in items):
                 # Effects first (their events come before the tasks' own, as on SQLite): so is their fence.
                 current = await current_epochs(tx, [(t.account_id, t.epoch) for t, _ in items])
                 items = [(t, o) for t, o in items if (t.account_id, t.epoch) in current]
                 for task, outcome in items:
-                    if outcome.effect != plain:
+                    if not rules.only_ok(outcome.effect):
                         await apply_account_effect(tx, task.account_id, outcome.effect)
                 if not items:
                     return
@@ -251,23 +251,25 @@ class SetupStore(SessionStore):
             # One statement: the fence, the outcomes recorded, the plain successes applied, the locks let go (the
             # events go with the log's rows, at COMMIT).
             row = await tx.fetchrow(
-                "WITH cur AS (SELECT k.t, k.a, k.plain FROM unnest($9::bigint[], $10::bigint[], $11::bigint[],"
-                " $12::boolean[]) AS k(t, a, ep, plain) JOIN accounts a ON a.id = k.a WHERE a.owner_epoch = k.ep"
-                " FOR SHARE OF a),"
+                "WITH cur AS (SELECT k.t, k.a, k.plain, k.first, k.last FROM unnest($9::bigint[], $10::bigint[],"
+                " $11::bigint[], $12::boolean[], $13::text[], $14::text[]) AS k(t, a, ep, plain, first, last)"
+                " JOIN accounts a ON a.id = k.a WHERE a.owner_epoch = k.ep FOR SHARE OF a),"
                 " up AS (UPDATE account_tasks t SET status = u.status, retry_at = u.retry_at, last_error_code = u.code,"
                 " last_error = u.error, result_json = u.result::jsonb, attempts = t.attempts - u.refund,"
                 " updated_at = $1 FROM unnest($2::bigint[], $3::text[], $4::float8[], $5::text[], $6::text[],"
                 " $7::text[], $8::integer[]) AS u(id, status, retry_at, code, error, result, refund)"
                 " WHERE t.id = u.id AND t.status = 'running' AND u.id IN (SELECT t FROM cur) RETURNING t.id),"
-                " ok AS (UPDATE accounts SET last_ok_at = $1, last_error_code = NULL"
-                " WHERE id IN (SELECT a FROM cur WHERE plain) RETURNING id),"
+                " ok AS (UPDATE accounts ac SET last_ok_at = $1, last_error_code = NULL,"
+                " first_name = COALESCE(cur.first, ac.first_name), last_name = COALESCE(cur.last, ac.last_name)"
+                " FROM cur WHERE ac.id = cur.a AND cur.plain RETURNING ac.id),"
                 " rel AS (DELETE FROM account_locks l USING cur WHERE l.account_id = cur.a"
                 " AND l.holder = 'setup:' || cur.t RETURNING l.account_id)"
                 " SELECT array(SELECT t FROM cur) AS current",
                 at, [t.id for t, _ in first], [o.status for _, o in first], [o.retry_at for _, o in first],
                 [o.effect.error_code for _, o in first], [o.error for _, o in first],
                 [_json({**t.result, **o.result}) for t, o in first], [int(o.refund_attempt) for _, o in first],
-                *fence_columns([(t.id, t.account_id, t.epoch, o.effect == plain) for t, o in items]))
+                *fence_columns([(t.id, t.account_id, t.epoch, rules.only_ok(o.effect),
+                                 *(o.effect.name or (None, None))) for t, o in items]))
             assert row is not None
             current = set(row["current"])
             for task, _ in items:  # their locks were let go

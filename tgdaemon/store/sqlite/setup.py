@@ -188,11 +188,13 @@ class SetupStore(SessionStore):
                 " result_json = ?, attempts = attempts - ?, updated_at = ? WHERE id = ? AND status = 'running'",
                 [(o.status, o.retry_at, o.effect.error_code, o.error, json.dumps({**t.result, **o.result}),
                   int(o.refund_attempt), at, t.id) for t, o in items])
-            plain = AccountEffect(ok=True)  # the common case, one statement for the batch
-            await tx.conn.executemany("UPDATE accounts SET last_ok_at = ?, last_error_code = NULL WHERE id = ?",
-                                      [(at, t.account_id) for t, o in items if o.effect == plain])
+            # The common case, ok (and named: update_name), one statement for the batch; the rest one by one.
+            await tx.conn.executemany(
+                "UPDATE accounts SET last_ok_at = ?, last_error_code = NULL, first_name = COALESCE(?, first_name),"
+                " last_name = COALESCE(?, last_name) WHERE id = ?",
+                [(at, *(o.effect.name or (None, None)), t.account_id) for t, o in items if rules.only_ok(o.effect)])
             for task, outcome in items:
-                if outcome.effect != plain:
+                if not rules.only_ok(outcome.effect):
                     await apply_account_effect(tx, task.account_id, outcome.effect)
             await release_locks(tx, [(t.account_id, t.holder) for t, _ in items])
             events = []
