@@ -218,6 +218,31 @@ async def test_finish_records_each_outcome_applies_it_and_releases_the_lock(stor
     assert "account.disabled" in kinds
 
 
+async def test_finish_and_claim_refills_in_the_same_transaction_group_by_group(store: Store) -> None:
+    """The finished tasks' accounts are free to the claims after them in the transaction; each (types, limit)
+    claims as claim_setup would after the one before it (never an account twice); ends come before starts."""
+    await seed(store, 3)
+    await store.dispatch_setup(TYPES)
+    first = await store.claim_setup(["ensure_2fa"], 2, LOCK)  # accounts 1 and 2 busy
+    commits: list[list[str]] = []
+
+    async def hook(tx: Any) -> None:
+        commits.append([e["kind"] for e in tx.events])
+
+    store.on_commit = hook
+    names, twofa = await store.finish_and_claim_setup(
+        [(t, SetupOutcome("done", PLAIN)) for t in first], [(["update_name"], 2), (["ensure_2fa"], 5)], LOCK)
+    assert sorted(t.account_id for t in names) == [1, 2]  # freed by the finish, in the same transaction
+    assert [t.account_id for t in twofa] == [3]  # 1 and 2 are taken now; 3's ensure_2fa is the one left
+    assert commits == [["setup.done", "setup.done", "setup.started", "setup.started", "setup.started"]]
+    rows = {(r["account_id"], r["task_type"]): r["status"] for r in await tasks(store)}
+    assert rows == {(1, "ensure_2fa"): "done", (2, "ensure_2fa"): "done", (1, "update_name"): "running",
+                    (2, "update_name"): "running", (3, "ensure_2fa"): "running", (3, "update_name"): "pending"}
+    assert {r["account_id"]: r["holder"] for r in await backdoor.rows(store, "account_locks")} == {
+        t.account_id: t.holder for t in names + twofa}
+    assert await store.finish_and_claim_setup([], [(list(TYPES), 0), (["update_name"], 3)], LOCK) == [[], []]
+
+
 async def test_a_resumed_task_keeps_its_start_and_what_the_earlier_attempt_recorded(store: Store) -> None:
     await seed(store, 1)
     await store.dispatch_setup({"update_name": {}})

@@ -8,7 +8,7 @@ transaction is claiming is passed over, not waited for.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tgdaemon.store import rules
@@ -80,6 +80,132 @@ async def apply_account_effect(tx: Tx, account_id: int, effect: AccountEffect, *
     return True
 
 
+async def claim(tx: Tx, types: list[str], limit: int, lock_seconds: float,
+                owner: str | None) -> list[ClaimedTask]:
+    """claim_setup, in the caller's transaction.
+
+    The epoch is read without a lock: an acquisition that moves it after this read also puts the task
+    back to retry, and the finish, fenced by the epoch, then changes nothing."""
+    if not types:
+        return []
+    at = now()  # in the transaction: a clock step is followed at its start
+    # Without it the planner may read every due task of a type through a BitmapOr and sort them (56-62 ms
+    # a media claim at 80,000 tasks, bench stores' diagnosis) instead of walking the index to the limit.
+    await tx.execute("SET LOCAL enable_sort = off")
+    # One ordered, limited read per type along the account_tasks_due index (NULL retry_at first:
+    # never tried), instead of sorting every eligible task of every type; ``limit`` of each is enough
+    # (rules.pick_setup).
+    rows = sorted(await tx.fetch((
+        "SELECT c.* FROM unnest($2::text[]) AS ty(task_type) CROSS JOIN LATERAL ("
+        " SELECT t.id, t.account_id, t.task_type, t.payload_json, t.attempts, t.result_json, t.started_at,"
+        " t.retry_at, a.tg_user_id, a.phone, a.profile_json, a.owner_epoch"
+        " FROM account_tasks t JOIN accounts a ON a.id = t.account_id"
+        f" WHERE t.task_type = ty.task_type AND {DUE} AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}"
+        + ("" if owner is None else " AND a.owner = $4")
+        + " ORDER BY t.retry_at NULLS FIRST, t.id LIMIT $3) c").format(now="$1"),
+        at, types, limit, *(() if owner is None else (owner,))),
+        key=lambda r: (r["retry_at"] or 0, r["id"]))
+    claimed = rules.pick_setup(rows, limit, at)
+    if not claimed:
+        return []
+    # One statement for the whole batch (the writer's round trips are the scheduler's cost): the
+    # chosen tasks marked running, their accounts' locks taken; their events go with the log's rows,
+    # at COMMIT (tgdaemon/store/txlog.py). Only the chosen tasks are locked (SKIP LOCKED: one another
+    # transaction is claiming is passed over) and the
+    # UPDATE checks again that each still waits; the candidates above are not locked, which would
+    # cost a write to every row read. The chosen tasks' accounts are locked FOR SHARE and must still
+    # have the epoch (and owner) read above: an acquisition by another node either committed first
+    # (the task is passed over) or waits for this commit and then finds the task running, which it
+    # puts back to retry. Without the lock a task claimed under a stale epoch could stay running.
+    events = [{"kind": "setup.started", "message": f"{t.task_type}: attempt {t.attempts}",
+               "account_id": t.account_id, "task_id": t.id, "data": {"task_type": t.task_type}}
+              for t in claimed]
+    row = await tx.fetchrow(
+        "WITH c AS (SELECT id FROM account_tasks WHERE id = ANY($2::bigint[]) FOR UPDATE SKIP LOCKED),"
+        " owned AS (SELECT e.t FROM unnest($7::bigint[], $8::bigint[], $9::bigint[]) AS e(t, a, ep)"
+        " JOIN accounts a ON a.id = e.a WHERE a.owner_epoch = e.ep AND ($10::text IS NULL OR a.owner = $10)"
+        " FOR SHARE OF a),"
+        " up AS (UPDATE account_tasks t SET status = 'running', attempts = u.n, started_at = u.s,"
+        " updated_at = $1 FROM c, unnest($2::bigint[], $3::integer[], $4::float8[], $5::text[]) AS u(id, n, s, h)"
+        " WHERE t.id = c.id AND t.id = u.id AND t.status IN ('pending', 'retry')"
+        " AND t.id IN (SELECT t FROM owned) RETURNING t.id, t.account_id, u.h),"
+        " lk AS (INSERT INTO account_locks (account_id, holder, expires_at) SELECT account_id, h, $6 FROM up"
+        " ON CONFLICT (account_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at"
+        " WHERE account_locks.expires_at <= $1 OR account_locks.holder = excluded.holder RETURNING account_id)"
+        " SELECT array(SELECT id FROM up) AS started, (SELECT count(*) FROM lk) AS locked",
+        at, [t.id for t in claimed], [t.attempts for t in claimed], [t.started_at for t in claimed],
+        [t.holder for t in claimed], at + lock_seconds,
+        *fence_columns([(t.id, t.account_id, t.epoch) for t in claimed]), owner)
+    assert row is not None
+    started = set(row["started"])  # all of them, unless another node claimed or acquired meanwhile
+    claimed = [t for t in claimed if t.id in started]
+    if row["locked"] != len(claimed):
+        raise RuntimeError(f"took {row['locked']} of {len(claimed)} locks that were free in this transaction")
+    for t in claimed:
+        tx.touch(t.account_id)
+    await tx.events_many([e for e in events if e["task_id"] in started])
+    return claimed
+
+
+async def finish(tx: Tx, items: list[tuple[ClaimedTask, SetupOutcome]]) -> None:
+    """finish_setup_many, in the caller's transaction.
+
+    The fence is the ``cur`` CTE: the batch's accounts locked FOR SHARE where their epoch is still the
+    task's, so no acquisition moves it before COMMIT; everything else in the statement is filtered by it."""
+    if not items:
+        return
+    at = now()
+    # The common case, ok (and named: update_name), in the batch's one statement below.
+    if not all(rules.only_ok(o.effect) for _, o in items):
+        # Effects first (their events come before the tasks' own, as on SQLite): so is their fence.
+        current = await current_epochs(tx, [(t.account_id, t.epoch) for t, _ in items])
+        items = [(t, o) for t, o in items if (t.account_id, t.epoch) in current]
+        for task, outcome in items:
+            if not rules.only_ok(outcome.effect):
+                await apply_account_effect(tx, task.account_id, outcome.effect)
+        if not items:
+            return
+    # The same task twice in one batch: the first outcome counts (SQLite's second UPDATE finds it
+    # no longer running).
+    first = list({t.id: (t, o) for t, o in reversed(items)}.values())[::-1]
+    events = []
+    for task, outcome in items:
+        skipped = outcome.result.get("meta", {}).get("skipped")
+        detail = outcome.effect.error_code or ("skipped" if skipped else "")
+        events.append({"kind": f"setup.{outcome.status}", "account_id": task.account_id, "task_id": task.id,
+                       "message": f"{task.task_type}: {outcome.status}" + (f" ({detail})" if detail else ""),
+                       "data": {"task_type": task.task_type, "error_code": outcome.effect.error_code,
+                                "retry_at": outcome.retry_at}})
+    # One statement: the fence, the outcomes recorded, the plain successes applied, the locks let go (the
+    # events go with the log's rows, at COMMIT).
+    row = await tx.fetchrow(
+        "WITH cur AS (SELECT k.t, k.a, k.plain, k.first, k.last FROM unnest($9::bigint[], $10::bigint[],"
+        " $11::bigint[], $12::boolean[], $13::text[], $14::text[]) AS k(t, a, ep, plain, first, last)"
+        " JOIN accounts a ON a.id = k.a WHERE a.owner_epoch = k.ep FOR SHARE OF a),"
+        " up AS (UPDATE account_tasks t SET status = u.status, retry_at = u.retry_at, last_error_code = u.code,"
+        " last_error = u.error, result_json = u.result::jsonb, attempts = t.attempts - u.refund,"
+        " updated_at = $1 FROM unnest($2::bigint[], $3::text[], $4::float8[], $5::text[], $6::text[],"
+        " $7::text[], $8::integer[]) AS u(id, status, retry_at, code, error, result, refund)"
+        " WHERE t.id = u.id AND t.status = 'running' AND u.id IN (SELECT t FROM cur) RETURNING t.id),"
+        " ok AS (UPDATE accounts ac SET last_ok_at = $1, last_error_code = NULL,"
+        " first_name = COALESCE(cur.first, ac.first_name), last_name = COALESCE(cur.last, ac.last_name)"
+        " FROM cur WHERE ac.id = cur.a AND cur.plain RETURNING ac.id),"
+        " rel AS (DELETE FROM account_locks l USING cur WHERE l.account_id = cur.a"
+        " AND l.holder = 'setup:' || cur.t RETURNING l.account_id)"
+        " SELECT array(SELECT t FROM cur) AS current",
+        at, [t.id for t, _ in first], [o.status for _, o in first], [o.retry_at for _, o in first],
+        [o.effect.error_code for _, o in first], [o.error for _, o in first],
+        [_json({**t.result, **o.result}) for t, o in first], [int(o.refund_attempt) for _, o in first],
+        *fence_columns([(t.id, t.account_id, t.epoch, rules.only_ok(o.effect),
+                         *(o.effect.name or (None, None))) for t, o in items]))
+    assert row is not None
+    current = set(row["current"])
+    for task, _ in items:  # their locks were let go
+        if task.id in current:
+            tx.touch(task.account_id)
+    await tx.events_many([e for e in events if e["task_id"] in current])
+
+
 class SetupStore(SessionStore):
     async def recover_setup(self, owner: str | None = None) -> int:
         """At start-up, under the data-dir lock: tasks a dead daemon left running go back to retry. ``owner``:
@@ -147,70 +273,12 @@ class SetupStore(SessionStore):
     async def claim_setup(self, task_types: Iterable[str], limit: int, lock_seconds: float, *,
                           owner: str | None = None) -> list[ClaimedTask]:
         """Up to ``limit`` eligible tasks of these types, at most one per account, each with its lock taken
-        and the account's ownership epoch; ``owner``: of the accounts this node owns only.
-
-        The epoch is read without a lock: an acquisition that moves it after this read also puts the task
-        back to retry, and the finish, fenced by the epoch, then changes nothing."""
+        and the account's ownership epoch; ``owner``: of the accounts this node owns only."""
         types = list(task_types)
         if not types:
             return []
         async with self.tx() as tx:
-            at = now()  # in the transaction: a clock step is followed at its start
-            # Without it the planner may read every due task of a type through a BitmapOr and sort them (56-62 ms
-            # a media claim at 80,000 tasks, bench stores' diagnosis) instead of walking the index to the limit.
-            await tx.execute("SET LOCAL enable_sort = off")
-            # One ordered, limited read per type along the account_tasks_due index (NULL retry_at first:
-            # never tried), instead of sorting every eligible task of every type; ``limit`` of each is enough
-            # (rules.pick_setup).
-            rows = sorted(await tx.fetch((
-                "SELECT c.* FROM unnest($2::text[]) AS ty(task_type) CROSS JOIN LATERAL ("
-                " SELECT t.id, t.account_id, t.task_type, t.payload_json, t.attempts, t.result_json, t.started_at,"
-                " t.retry_at, a.tg_user_id, a.phone, a.profile_json, a.owner_epoch"
-                " FROM account_tasks t JOIN accounts a ON a.id = t.account_id"
-                f" WHERE t.task_type = ty.task_type AND {DUE} AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}"
-                + ("" if owner is None else " AND a.owner = $4")
-                + " ORDER BY t.retry_at NULLS FIRST, t.id LIMIT $3) c").format(now="$1"),
-                at, types, limit, *(() if owner is None else (owner,))),
-                key=lambda r: (r["retry_at"] or 0, r["id"]))
-            claimed = rules.pick_setup(rows, limit, at)
-            if not claimed:
-                return []
-            # One statement for the whole batch (the writer's round trips are the scheduler's cost): the
-            # chosen tasks marked running, their accounts' locks taken; their events go with the log's rows,
-            # at COMMIT (tgdaemon/store/txlog.py). Only the chosen tasks are locked (SKIP LOCKED: one another transaction is claiming is passed over) and the
-            # UPDATE checks again that each still waits; the candidates above are not locked, which would
-            # cost a write to every row read. The chosen tasks' accounts are locked FOR SHARE and must still
-            # have the epoch (and owner) read above: an acquisition by another node either committed first
-            # (the task is passed over) or waits for this commit and then finds the task running, which it
-            # puts back to retry. Without the lock a task claimed under a stale epoch could stay running.
-            events = [{"kind": "setup.started", "message": f"{t.task_type}: attempt {t.attempts}",
-                       "account_id": t.account_id, "task_id": t.id, "data": {"task_type": t.task_type}}
-                      for t in claimed]
-            row = await tx.fetchrow(
-                "WITH c AS (SELECT id FROM account_tasks WHERE id = ANY($2::bigint[]) FOR UPDATE SKIP LOCKED),"
-                " owned AS (SELECT e.t FROM unnest($7::bigint[], $8::bigint[], $9::bigint[]) AS e(t, a, ep)"
-                " JOIN accounts a ON a.id = e.a WHERE a.owner_epoch = e.ep AND ($10::text IS NULL OR a.owner = $10)"
-                " FOR SHARE OF a),"
-                " up AS (UPDATE account_tasks t SET status = 'running', attempts = u.n, started_at = u.s,"
-                " updated_at = $1 FROM c, unnest($2::bigint[], $3::integer[], $4::float8[], $5::text[]) AS u(id, n, s, h)"
-                " WHERE t.id = c.id AND t.id = u.id AND t.status IN ('pending', 'retry')"
-                " AND t.id IN (SELECT t FROM owned) RETURNING t.id, t.account_id, u.h),"
-                " lk AS (INSERT INTO account_locks (account_id, holder, expires_at) SELECT account_id, h, $6 FROM up"
-                " ON CONFLICT (account_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at"
-                " WHERE account_locks.expires_at <= $1 OR account_locks.holder = excluded.holder RETURNING account_id)"
-                " SELECT array(SELECT id FROM up) AS started, (SELECT count(*) FROM lk) AS locked",
-                at, [t.id for t in claimed], [t.attempts for t in claimed], [t.started_at for t in claimed],
-                [t.holder for t in claimed], at + lock_seconds,
-                *fence_columns([(t.id, t.account_id, t.epoch) for t in claimed]), owner)
-            assert row is not None
-            started = set(row["started"])  # all of them, unless another node claimed or acquired meanwhile
-            claimed = [t for t in claimed if t.id in started]
-            if row["locked"] != len(claimed):
-                raise RuntimeError(f"took {row['locked']} of {len(claimed)} locks that were free in this transaction")
-            for t in claimed:
-                tx.touch(t.account_id)
-            await tx.events_many([e for e in events if e["task_id"] in started])
-            return claimed
+            return await claim(tx, types, limit, lock_seconds, owner)
 
     async def finish_setup(self, task: ClaimedTask, outcome: SetupOutcome) -> None:
         await self.finish_setup_many([(task, outcome)])
@@ -219,63 +287,19 @@ class SetupStore(SessionStore):
     async def finish_setup_many(self, items: list[tuple[ClaimedTask, SetupOutcome]]) -> None:
         """Record outcomes, apply them to their accounts and release the locks: one transaction for all. A task
         claimed under an ownership epoch that is no longer its account's changes nothing: its account has
-        another owner since, which put the task back to retry and may be running it again.
+        another owner since, which put the task back to retry and may be running it again."""
+        if items:
+            async with self.tx() as tx:
+                await finish(tx, items)
 
-        The fence is the ``cur`` CTE: the batch's accounts locked FOR SHARE where their epoch is still the
-        task's, so no acquisition moves it before COMMIT; everything else in the statement is filtered by it."""
-        if not items:
-            return
-        at = now()
+    @retried
+    async def finish_and_claim_setup(self, items: list[tuple[ClaimedTask, SetupOutcome]],
+                                     claims: Sequence[tuple[Sequence[str], int]], lock_seconds: float, *,
+                                     owner: str | None = None) -> list[list[ClaimedTask]]:
         async with self.tx() as tx:
-            # The common case, ok (and named: update_name), in the batch's one statement below.
-            if not all(rules.only_ok(o.effect) for _, o in items):
-                # Effects first (their events come before the tasks' own, as on SQLite): so is their fence.
-                current = await current_epochs(tx, [(t.account_id, t.epoch) for t, _ in items])
-                items = [(t, o) for t, o in items if (t.account_id, t.epoch) in current]
-                for task, outcome in items:
-                    if not rules.only_ok(outcome.effect):
-                        await apply_account_effect(tx, task.account_id, outcome.effect)
-                if not items:
-                    return
-            # The same task twice in one batch: the first outcome counts (SQLite's second UPDATE finds it
-            # no longer running).
-            first = list({t.id: (t, o) for t, o in reversed(items)}.values())[::-1]
-            events = []
-            for task, outcome in items:
-                skipped = outcome.result.get("meta", {}).get("skipped")
-                detail = outcome.effect.error_code or ("skipped" if skipped else "")
-                events.append({"kind": f"setup.{outcome.status}", "account_id": task.account_id, "task_id": task.id,
-                               "message": f"{task.task_type}: {outcome.status}" + (f" ({detail})" if detail else ""),
-                               "data": {"task_type": task.task_type, "error_code": outcome.effect.error_code,
-                                        "retry_at": outcome.retry_at}})
-            # One statement: the fence, the outcomes recorded, the plain successes applied, the locks let go (the
-            # events go with the log's rows, at COMMIT).
-            row = await tx.fetchrow(
-                "WITH cur AS (SELECT k.t, k.a, k.plain, k.first, k.last FROM unnest($9::bigint[], $10::bigint[],"
-                " $11::bigint[], $12::boolean[], $13::text[], $14::text[]) AS k(t, a, ep, plain, first, last)"
-                " JOIN accounts a ON a.id = k.a WHERE a.owner_epoch = k.ep FOR SHARE OF a),"
-                " up AS (UPDATE account_tasks t SET status = u.status, retry_at = u.retry_at, last_error_code = u.code,"
-                " last_error = u.error, result_json = u.result::jsonb, attempts = t.attempts - u.refund,"
-                " updated_at = $1 FROM unnest($2::bigint[], $3::text[], $4::float8[], $5::text[], $6::text[],"
-                " $7::text[], $8::integer[]) AS u(id, status, retry_at, code, error, result, refund)"
-                " WHERE t.id = u.id AND t.status = 'running' AND u.id IN (SELECT t FROM cur) RETURNING t.id),"
-                " ok AS (UPDATE accounts ac SET last_ok_at = $1, last_error_code = NULL,"
-                " first_name = COALESCE(cur.first, ac.first_name), last_name = COALESCE(cur.last, ac.last_name)"
-                " FROM cur WHERE ac.id = cur.a AND cur.plain RETURNING ac.id),"
-                " rel AS (DELETE FROM account_locks l USING cur WHERE l.account_id = cur.a"
-                " AND l.holder = 'setup:' || cur.t RETURNING l.account_id)"
-                " SELECT array(SELECT t FROM cur) AS current",
-                at, [t.id for t, _ in first], [o.status for _, o in first], [o.retry_at for _, o in first],
-                [o.effect.error_code for _, o in first], [o.error for _, o in first],
-                [_json({**t.result, **o.result}) for t, o in first], [int(o.refund_attempt) for _, o in first],
-                *fence_columns([(t.id, t.account_id, t.epoch, rules.only_ok(o.effect),
-                                 *(o.effect.name or (None, None))) for t, o in items]))
-            assert row is not None
-            current = set(row["current"])
-            for task, _ in items:  # their locks were let go
-                if task.id in current:
-                    tx.touch(task.account_id)
-            await tx.events_many([e for e in events if e["task_id"] in current])
+            await finish(tx, items)
+            return [await claim(tx, list(types), limit, lock_seconds, owner) if limit > 0 else []
+                    for types, limit in claims]
 
     async def retry_account_setup(self, account_id: int) -> int:
         """The operator's retry: failed and waiting tasks are due now, with their attempts reset; cooldowns stay."""

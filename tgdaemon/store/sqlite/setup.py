@@ -10,7 +10,7 @@ half-recorded one.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tgdaemon.store import rules
@@ -66,6 +66,68 @@ async def apply_account_effect(tx: Tx, account_id: int, effect: AccountEffect, *
                            data={"reason": effect.disable_reason, "automatic": True})
     tx.touch(account_id)
     return True
+
+
+async def claim(tx: Tx, types: list[str], limit: int, lock_seconds: float, owner: str | None) -> list[ClaimedTask]:
+    """claim_setup, in the caller's transaction."""
+    if not types:
+        return []
+    owned = "" if owner is None else " AND a.owner = :owner"
+    # One ordered, limited read per type along the account_tasks_due index, instead of
+    # sorting every eligible task of every type (NULL retry_at sorts first: never tried). ``limit`` of each
+    # type is enough (rules.pick_setup): a task beyond them comes after ``limit`` others of distinct accounts.
+    per_type = [
+        "SELECT * FROM (SELECT t.id, t.account_id, t.task_type, t.payload_json, t.attempts, t.result_json,"
+        " t.started_at, t.retry_at, a.tg_user_id, a.phone, a.profile_json, a.owner_epoch"
+        " FROM account_tasks t JOIN accounts a ON a.id = t.account_id"
+        f" WHERE t.task_type = :t{i} AND t.status IN ('pending', 'retry')"
+        f" AND (t.retry_at IS NULL OR t.retry_at <= :now) AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}{owned}"
+        " ORDER BY t.retry_at, t.id LIMIT :limit)" for i in range(len(types))]
+    at = now()  # in the transaction: a clock step is followed at its start
+    params: dict[str, Any] = {"now": at, "limit": limit, "owner": owner, **{f"t{i}": t for i, t in enumerate(types)}}
+    rows = sorted(await tx.fetchall(" UNION ALL ".join(per_type), params), key=lambda r: (r["retry_at"] or 0, r["id"]))
+    claimed = rules.pick_setup(rows, limit, at)
+    if not claimed:
+        return []
+    # One statement per kind for the whole batch: the writer's round trips are the scheduler's cost.
+    await take_locks(tx, [(t.account_id, t.holder) for t in claimed], lock_seconds)
+    await tx.conn.executemany(
+        "UPDATE account_tasks SET status = 'running', attempts = ?, started_at = ?, updated_at = ?"
+        " WHERE id = ?", [(t.attempts, t.started_at, at, t.id) for t in claimed])
+    await tx.events_many([{"kind": "setup.started", "message": f"{t.task_type}: attempt {t.attempts}",
+                           "account_id": t.account_id, "task_id": t.id, "data": {"task_type": t.task_type}}
+                          for t in claimed])
+    return claimed
+
+
+async def finish(tx: Tx, items: list[tuple[ClaimedTask, SetupOutcome]]) -> None:
+    """finish_setup_many, in the caller's transaction."""
+    at = now()
+    current = await current_epochs(tx, [(t.account_id, t.epoch) for t, _ in items])
+    items = [(t, o) for t, o in items if (t.account_id, t.epoch) in current]
+    await tx.conn.executemany(
+        "UPDATE account_tasks SET status = ?, retry_at = ?, last_error_code = ?, last_error = ?,"
+        " result_json = ?, attempts = attempts - ?, updated_at = ? WHERE id = ? AND status = 'running'",
+        [(o.status, o.retry_at, o.effect.error_code, o.error, json.dumps({**t.result, **o.result}),
+          int(o.refund_attempt), at, t.id) for t, o in items])
+    # The common case, ok (and named: update_name), one statement for the batch; the rest one by one.
+    await tx.conn.executemany(
+        "UPDATE accounts SET last_ok_at = ?, last_error_code = NULL, first_name = COALESCE(?, first_name),"
+        " last_name = COALESCE(?, last_name) WHERE id = ?",
+        [(at, *(o.effect.name or (None, None)), t.account_id) for t, o in items if rules.only_ok(o.effect)])
+    for task, outcome in items:
+        if not rules.only_ok(outcome.effect):
+            await apply_account_effect(tx, task.account_id, outcome.effect)
+    await release_locks(tx, [(t.account_id, t.holder) for t, _ in items])
+    events = []
+    for task, outcome in items:
+        skipped = outcome.result.get("meta", {}).get("skipped")
+        detail = outcome.effect.error_code or ("skipped" if skipped else "")
+        events.append({"kind": f"setup.{outcome.status}", "account_id": task.account_id, "task_id": task.id,
+                       "message": f"{task.task_type}: {outcome.status}" + (f" ({detail})" if detail else ""),
+                       "data": {"task_type": task.task_type, "error_code": outcome.effect.error_code,
+                                "retry_at": outcome.retry_at}})
+    await tx.events_many(events)
 
 
 class SetupStore(SessionStore):
@@ -141,36 +203,8 @@ class SetupStore(SessionStore):
                           owner: str | None = None) -> list[ClaimedTask]:
         """Up to ``limit`` eligible tasks of these types, at most one per account, each with its lock taken
         and the account's ownership epoch; ``owner``: of the accounts this node owns only."""
-        types = list(task_types)
-        owned = "" if owner is None else " AND a.owner = :owner"
-        # One ordered, limited read per type along the account_tasks_due index, instead of
-        # sorting every eligible task of every type (NULL retry_at sorts first: never tried). ``limit`` of each
-        # type is enough (rules.pick_setup): a task beyond them comes after ``limit`` others of distinct accounts.
-        per_type = [
-            "SELECT * FROM (SELECT t.id, t.account_id, t.task_type, t.payload_json, t.attempts, t.result_json,"
-            " t.started_at, t.retry_at, a.tg_user_id, a.phone, a.profile_json, a.owner_epoch"
-            " FROM account_tasks t JOIN accounts a ON a.id = t.account_id"
-            f" WHERE t.task_type = :t{i} AND t.status IN ('pending', 'retry')"
-            f" AND (t.retry_at IS NULL OR t.retry_at <= :now) AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}{owned}"
-            " ORDER BY t.retry_at, t.id LIMIT :limit)" for i in range(len(types))]
         async with self.tx() as tx:
-            at = now()  # in the transaction: a clock step is followed at its start
-            params: dict[str, Any] = {"now": at, "limit": limit, "owner": owner,
-                                      **{f"t{i}": t for i, t in enumerate(types)}}
-            rows = sorted(await tx.fetchall(" UNION ALL ".join(per_type), params),
-                          key=lambda r: (r["retry_at"] or 0, r["id"]))
-            claimed = rules.pick_setup(rows, limit, at)
-            if not claimed:
-                return []
-            # One statement per kind for the whole batch: the writer's round trips are the scheduler's cost.
-            await take_locks(tx, [(t.account_id, t.holder) for t in claimed], lock_seconds)
-            await tx.conn.executemany(
-                "UPDATE account_tasks SET status = 'running', attempts = ?, started_at = ?, updated_at = ?"
-                " WHERE id = ?", [(t.attempts, t.started_at, at, t.id) for t in claimed])
-            await tx.events_many([{"kind": "setup.started", "message": f"{t.task_type}: attempt {t.attempts}",
-                                   "account_id": t.account_id, "task_id": t.id, "data": {"task_type": t.task_type}}
-                                  for t in claimed])
-            return claimed
+            return await claim(tx, list(task_types), limit, lock_seconds, owner)
 
     async def finish_setup(self, task: ClaimedTask, outcome: SetupOutcome) -> None:
         await self.finish_setup_many([(task, outcome)])
@@ -179,33 +213,16 @@ class SetupStore(SessionStore):
         """Record outcomes, apply them to their accounts and release the locks: one transaction for all. A task
         claimed under an ownership epoch that is no longer its account's changes nothing: its account has
         another owner since, which put the task back to retry and may be running it again."""
-        at = now()
         async with self.tx() as tx:
-            current = await current_epochs(tx, [(t.account_id, t.epoch) for t, _ in items])
-            items = [(t, o) for t, o in items if (t.account_id, t.epoch) in current]
-            await tx.conn.executemany(
-                "UPDATE account_tasks SET status = ?, retry_at = ?, last_error_code = ?, last_error = ?,"
-                " result_json = ?, attempts = attempts - ?, updated_at = ? WHERE id = ? AND status = 'running'",
-                [(o.status, o.retry_at, o.effect.error_code, o.error, json.dumps({**t.result, **o.result}),
-                  int(o.refund_attempt), at, t.id) for t, o in items])
-            # The common case, ok (and named: update_name), one statement for the batch; the rest one by one.
-            await tx.conn.executemany(
-                "UPDATE accounts SET last_ok_at = ?, last_error_code = NULL, first_name = COALESCE(?, first_name),"
-                " last_name = COALESCE(?, last_name) WHERE id = ?",
-                [(at, *(o.effect.name or (None, None)), t.account_id) for t, o in items if rules.only_ok(o.effect)])
-            for task, outcome in items:
-                if not rules.only_ok(outcome.effect):
-                    await apply_account_effect(tx, task.account_id, outcome.effect)
-            await release_locks(tx, [(t.account_id, t.holder) for t, _ in items])
-            events = []
-            for task, outcome in items:
-                skipped = outcome.result.get("meta", {}).get("skipped")
-                detail = outcome.effect.error_code or ("skipped" if skipped else "")
-                events.append({"kind": f"setup.{outcome.status}", "account_id": task.account_id, "task_id": task.id,
-                               "message": f"{task.task_type}: {outcome.status}" + (f" ({detail})" if detail else ""),
-                               "data": {"task_type": task.task_type, "error_code": outcome.effect.error_code,
-                                        "retry_at": outcome.retry_at}})
-            await tx.events_many(events)
+            await finish(tx, items)
+
+    async def finish_and_claim_setup(self, items: list[tuple[ClaimedTask, SetupOutcome]],
+                                     claims: Sequence[tuple[Sequence[str], int]], lock_seconds: float, *,
+                                     owner: str | None = None) -> list[list[ClaimedTask]]:
+        async with self.tx() as tx:
+            await finish(tx, items)
+            return [await claim(tx, list(types), limit, lock_seconds, owner) if limit > 0 else []
+                    for types, limit in claims]
 
     async def retry_account_setup(self, account_id: int) -> int:
         """The operator's retry: failed and waiting tasks are due now, with their attempts reset; cooldowns stay."""
