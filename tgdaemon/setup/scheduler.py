@@ -59,6 +59,8 @@ class SetupScheduler:
         self._wakes = {q: asyncio.Event() for q in QUEUES}
         self._types = {q: [name for name, spec in TASKS.items() if spec.queue == q] for q in QUEUES}
         self._running: dict[str, set[asyncio.Task[None]]] = {q: set() for q in QUEUES}
+        self._job_of: dict[int, asyncio.Task[None]] = {}  # task id -> the job running it, until its finish
+        self._ending: set[asyncio.Task[None]] = set()  # jobs past their finish, returning (a forget, say)
         self._reserved = dict.fromkeys(QUEUES, 0)  # slots a claim in flight is for
         self._limits = {"fast": cfg.setup.queues.fast_concurrency, "media": cfg.setup.queues.media_concurrency}
         self._finish = GroupCommit(self._finish_many, "setup finisher")
@@ -133,7 +135,21 @@ class SetupScheduler:
         for task in tasks:
             job = asyncio.create_task(self._execute(task), name=f"setup task {task.id}")
             running.add(job)
-            job.add_done_callback(running.discard)
+            self._job_of[task.id] = job
+            job.add_done_callback(lambda j, task_id=task.id: self._ended(running, task_id, j))
+
+    def _ended(self, running: set[asyncio.Task[None]], task_id: int, job: asyncio.Task[None]) -> None:
+        running.discard(job)
+        self._ending.discard(job)
+        if self._job_of.get(task_id) is job:
+            del self._job_of[task_id]
+
+    def _finished(self, items: list[tuple[ClaimedTask, SetupOutcome]]) -> None:
+        """Their outcomes are written: their jobs hold no slot any more, though they may still be returning."""
+        for task, _ in items:
+            if (job := self._job_of.pop(task.id, None)) is not None and not job.done():
+                self._running[TASKS[task.task_type].queue].discard(job)
+                self._ending.add(job)
 
     async def _claim(self, queue: str, limit: int) -> list[ClaimedTask]:
         """A claim that a shutdown cannot cut in half: tasks it claimed go straight back to retry, by a task of
@@ -188,8 +204,9 @@ class SetupScheduler:
         those of the tasks finishing here among them (their ends are written before the new starts)."""
         if self._stopping or not self.enabled:
             await self.store.finish_setup_many(items)
+            self._finished(items)
             return [None] * len(items)
-        finishing = Counter(TASKS[task.task_type].queue for task, _ in items)
+        finishing = Counter(TASKS[task.task_type].queue for task, _ in items if task.id in self._job_of)
         want = {q: max(0, self._free(q) + finishing[q]) for q in QUEUES}
         for queue, n in want.items():
             self._reserved[queue] += n
@@ -199,6 +216,7 @@ class SetupScheduler:
         finally:
             for queue, n in want.items():
                 self._reserved[queue] -= n
+        self._finished(items)
         for queue, tasks in zip(want, claimed, strict=True):
             if self._stopping:  # claimed while the scheduler began to stop: straight back to retry
                 await self.store.finish_setup_many([(task, stopped()) for task in tasks])
@@ -224,7 +242,7 @@ class SetupScheduler:
         if self._giving_back:
             await asyncio.gather(*self._giving_back, return_exceptions=True)
             self._giving_back.clear()
-        jobs = [job for running in self._running.values() for job in running]
+        jobs = [job for running in self._running.values() for job in running] + list(self._ending)
         if jobs:
             _, pending = await asyncio.wait(jobs, timeout=self.cfg.daemon.shutdown_timeout_seconds / 4)
             for job in pending:
