@@ -67,14 +67,15 @@ def assign(picks: Sequence[tuple[R, int | None, int]], accounts: list[int],
     return out
 
 
-def pick_setup(rows: Sequence[Row], limit: int, at: float) -> list[ClaimedTask]:
+def pick_setup(rows: Sequence[Row], limit: int, at: float, taken: set[int] | None = None) -> list[ClaimedTask]:
     """From the candidates in claim order, at most ``limit`` tasks and at most one per account (every account
-    here has a free lock), each as its attempt sees it, with the account's ownership epoch that fences its finish.
+    here has a free lock), none of the accounts ``taken`` (by a claim before this one in the transaction, added
+    to it here), each as its attempt sees it, with the account's ownership epoch that fences its finish.
 
-    The first ``limit`` candidates of each type are enough: a task is one of an account's, and a type holds one
-    task an account, so one behind ``limit`` others of its type comes after ``limit`` distinct accounts."""
+    The first ``limit + len(taken)`` candidates of each type are enough: a task is one of an account's, and a
+    type holds one task an account, so one behind those comes after ``limit`` distinct accounts not taken."""
     claimed: list[ClaimedTask] = []
-    seen: set[int] = set()
+    seen = set() if taken is None else taken
     for r in rows:
         if len(claimed) == limit or r["account_id"] in seen:
             continue

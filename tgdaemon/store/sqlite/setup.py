@@ -68,27 +68,41 @@ async def apply_account_effect(tx: Tx, account_id: int, effect: AccountEffect, *
     return True
 
 
-async def claim(tx: Tx, types: list[str], limit: int, lock_seconds: float, owner: str | None) -> list[ClaimedTask]:
-    """claim_setup, in the caller's transaction."""
-    if not types:
-        return []
+async def claim(tx: Tx, groups: Sequence[tuple[Sequence[str], int]], lock_seconds: float,
+                owner: str | None) -> list[list[ClaimedTask]]:
+    """claim_setup for each (types, limit) in turn, in the caller's transaction: one read for all of them, and a
+    group never takes an account one before it took (as if that one's locks were taken already)."""
     owned = "" if owner is None else " AND a.owner = :owner"
-    # One ordered, limited read per type along the account_tasks_due index, instead of
-    # sorting every eligible task of every type (NULL retry_at sorts first: never tried). ``limit`` of each
-    # type is enough (rules.pick_setup): a task beyond them comes after ``limit`` others of distinct accounts.
+    # One ordered, limited read per type along the account_tasks_due index, instead of sorting every eligible
+    # task of every type (NULL retry_at sorts first: never tried). ``limit`` of each type is enough, and as
+    # many more as the groups before may take (rules.pick_setup).
+    reads: list[tuple[str, int]] = []
+    before = 0
+    for types, limit in groups:
+        reads += [(task_type, limit + before) for task_type in types] if limit > 0 else []
+        before += max(0, limit)
+    if not reads:
+        return [[] for _ in groups]
     per_type = [
         "SELECT * FROM (SELECT t.id, t.account_id, t.task_type, t.payload_json, t.attempts, t.result_json,"
         " t.started_at, t.retry_at, a.tg_user_id, a.phone, a.profile_json, a.owner_epoch"
         " FROM account_tasks t JOIN accounts a ON a.id = t.account_id"
         f" WHERE t.task_type = :t{i} AND t.status IN ('pending', 'retry')"
         f" AND (t.retry_at IS NULL OR t.retry_at <= :now) AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}{owned}"
-        " ORDER BY t.retry_at, t.id LIMIT :limit)" for i in range(len(types))]
+        f" ORDER BY t.retry_at, t.id LIMIT :l{i})" for i in range(len(reads))]
     at = now()  # in the transaction: a clock step is followed at its start
-    params: dict[str, Any] = {"now": at, "limit": limit, "owner": owner, **{f"t{i}": t for i, t in enumerate(types)}}
+    params: dict[str, Any] = {"now": at, "owner": owner, **{f"t{i}": t for i, (t, _) in enumerate(reads)},
+                              **{f"l{i}": n for i, (_, n) in enumerate(reads)}}
     rows = sorted(await tx.fetchall(" UNION ALL ".join(per_type), params), key=lambda r: (r["retry_at"] or 0, r["id"]))
-    claimed = rules.pick_setup(rows, limit, at)
+    taken: set[int] = set()
+    out = []
+    for types, limit in groups:
+        wanted = set(types)
+        out.append(rules.pick_setup([r for r in rows if r["task_type"] in wanted], limit, at, taken)
+                   if limit > 0 else [])
+    claimed = [t for group in out for t in group]
     if not claimed:
-        return []
+        return out
     # One statement per kind for the whole batch: the writer's round trips are the scheduler's cost.
     await take_locks(tx, [(t.account_id, t.holder) for t in claimed], lock_seconds)
     await tx.conn.executemany(
@@ -97,7 +111,7 @@ async def claim(tx: Tx, types: list[str], limit: int, lock_seconds: float, owner
     await tx.events_many([{"kind": "setup.started", "message": f"{t.task_type}: attempt {t.attempts}",
                            "account_id": t.account_id, "task_id": t.id, "data": {"task_type": t.task_type}}
                           for t in claimed])
-    return claimed
+    return out
 
 
 async def finish(tx: Tx, items: list[tuple[ClaimedTask, SetupOutcome]]) -> None:
@@ -204,7 +218,8 @@ class SetupStore(SessionStore):
         """Up to ``limit`` eligible tasks of these types, at most one per account, each with its lock taken
         and the account's ownership epoch; ``owner``: of the accounts this node owns only."""
         async with self.tx() as tx:
-            return await claim(tx, list(task_types), limit, lock_seconds, owner)
+            [claimed] = await claim(tx, [(list(task_types), limit)], lock_seconds, owner)
+            return claimed
 
     async def finish_setup(self, task: ClaimedTask, outcome: SetupOutcome) -> None:
         await self.finish_setup_many([(task, outcome)])
@@ -221,8 +236,7 @@ class SetupStore(SessionStore):
                                      owner: str | None = None) -> list[list[ClaimedTask]]:
         async with self.tx() as tx:
             await finish(tx, items)
-            return [await claim(tx, list(types), limit, lock_seconds, owner) if limit > 0 else []
-                    for types, limit in claims]
+            return await claim(tx, claims, lock_seconds, owner)
 
     async def retry_account_setup(self, account_id: int) -> int:
         """The operator's retry: failed and waiting tasks are due now, with their attempts reset; cooldowns stay."""
