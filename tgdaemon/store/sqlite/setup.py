@@ -70,36 +70,12 @@ async def apply_account_effect(tx: Tx, account_id: int, effect: AccountEffect, *
 
 async def claim(tx: Tx, groups: Sequence[tuple[Sequence[str], int]], lock_seconds: float,
                 owner: str | None) -> list[list[ClaimedTask]]:
-    """claim_setup for each (types, limit) in turn, in the caller's transaction: one read for all of them, and a
-    group never takes an account one before it took (as if that one's locks were taken already)."""
-    owned = "" if owner is None else " AND a.owner = :owner"
-    # One ordered, limited read per type along the account_tasks_due index, instead of sorting every eligible
-    # task of every type (NULL retry_at sorts first: never tried). ``limit`` of each type is enough, and as
-    # many more as the groups before may take (rules.pick_setup).
-    reads: list[tuple[str, int]] = []
-    before = 0
-    for types, limit in groups:
-        reads += [(task_type, limit + before) for task_type in types] if limit > 0 else []
-        before += max(0, limit)
-    if not reads:
-        return [[] for _ in groups]
-    per_type = [
-        "SELECT * FROM (SELECT t.id, t.account_id, t.task_type, t.payload_json, t.attempts, t.result_json,"
-        " t.started_at, t.retry_at, a.tg_user_id, a.phone, a.profile_json, a.owner_epoch"
-        " FROM account_tasks t JOIN accounts a ON a.id = t.account_id"
-        f" WHERE t.task_type = :t{i} AND t.status IN ('pending', 'retry')"
-        f" AND (t.retry_at IS NULL OR t.retry_at <= :now) AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}{owned}"
-        f" ORDER BY t.retry_at, t.id LIMIT :l{i})" for i in range(len(reads))]
+    """claim_setup for each (types, limit) in turn, in the caller's transaction: a group never takes an account
+    one before it took (as if that one's locks were taken already); their writes in one statement each."""
     at = now()  # in the transaction: a clock step is followed at its start
-    params: dict[str, Any] = {"now": at, "owner": owner, **{f"t{i}": t for i, (t, _) in enumerate(reads)},
-                              **{f"l{i}": n for i, (_, n) in enumerate(reads)}}
-    rows = sorted(await tx.fetchall(" UNION ALL ".join(per_type), params), key=lambda r: (r["retry_at"] or 0, r["id"]))
     taken: set[int] = set()
-    out = []
-    for types, limit in groups:
-        wanted = set(types)
-        out.append(rules.pick_setup([r for r in rows if r["task_type"] in wanted], limit, at, taken)
-                   if limit > 0 else [])
+    out = [await _pick(tx, list(types), limit, owner, at, taken) if limit > 0 and types else []
+           for types, limit in groups]
     claimed = [t for group in out for t in group]
     if not claimed:
         return out
@@ -112,6 +88,25 @@ async def claim(tx: Tx, groups: Sequence[tuple[Sequence[str], int]], lock_second
                            "account_id": t.account_id, "task_id": t.id, "data": {"task_type": t.task_type}}
                           for t in claimed])
     return out
+
+
+async def _pick(tx: Tx, types: list[str], limit: int, owner: str | None, at: float,
+                taken: set[int]) -> list[ClaimedTask]:
+    """One ordered, limited read per type along the account_tasks_due index, instead of sorting every eligible
+    task of every type (NULL retry_at sorts first: never tried): ``limit`` of each type, and as many more as
+    the accounts taken before in the transaction, are enough (rules.pick_setup)."""
+    owned = "" if owner is None else " AND a.owner = :owner"
+    per_type = [
+        "SELECT * FROM (SELECT t.id, t.account_id, t.task_type, t.payload_json, t.attempts, t.result_json,"
+        " t.started_at, t.retry_at, a.tg_user_id, a.phone, a.profile_json, a.owner_epoch"
+        " FROM account_tasks t JOIN accounts a ON a.id = t.account_id"
+        f" WHERE t.task_type = :t{i} AND t.status IN ('pending', 'retry')"
+        f" AND (t.retry_at IS NULL OR t.retry_at <= :now) AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}{owned}"
+        " ORDER BY t.retry_at, t.id LIMIT :limit)" for i in range(len(types))]
+    params: dict[str, Any] = {"now": at, "limit": limit + len(taken), "owner": owner,
+                              **{f"t{i}": t for i, t in enumerate(types)}}
+    rows = sorted(await tx.fetchall(" UNION ALL ".join(per_type), params), key=lambda r: (r["retry_at"] or 0, r["id"]))
+    return rules.pick_setup(rows, limit, at, taken)
 
 
 async def finish(tx: Tx, items: list[tuple[ClaimedTask, SetupOutcome]]) -> None:
