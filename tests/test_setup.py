@@ -40,7 +40,7 @@ from tgdaemon.lifecycle.daemon import Daemon
 from tgdaemon.lifecycle.datadir import DB_NAME
 from tgdaemon.setup.scheduler import SetupScheduler
 from tgdaemon.setup.secrets import PasswordSource
-from tgdaemon.setup.tasks import TASKS, TaskContext
+from tgdaemon.setup.tasks import TASKS, MediaProbes, TaskContext
 from tgdaemon.store import ClaimedTask
 from tgdaemon.store.sqlite import SQLiteStore
 from tgdaemon.store.sqlite.locks import release_lock, take_lock
@@ -467,6 +467,35 @@ async def test_running_a_done_task_again_changes_nothing(setup_daemon: Any, tmp_
             assert run.sim.profile(a.tg_user_id) == before, a.label
         assert run.sim.calls["set_profile_photo:photo"] == len(live)  # the daemon's posts, none from the reruns
         assert run.sim.calls["send_story:video"] == len(live)
+
+
+async def test_a_media_file_is_probed_again_only_once_it_changed(tmp_path: Path, media_set: Media) -> None:
+    """Every account's media task posts the same file: probed (or converted) once while it stays the same."""
+    probes = MediaProbes()
+    photo = tmp_path / "avatar.jpg"
+    photo.write_bytes(media_set.jpg.read_bytes())
+    runs: list[str] = []
+
+    def probe(path: Path, how: str) -> MediaFile:
+        runs.append(how)
+        return media.probe(path, "photo") if how == "photo" else media.animated_avatar(path, tmp_path, FFMPEG)
+
+    first = await probes.get(photo, "photo", lambda: probe(photo, "photo"))
+    assert await probes.get(photo, "photo", lambda: probe(photo, "photo")) == first
+    avatar = await probes.get(media_set.gif, "avatar", lambda: probe(media_set.gif, "avatar"))  # converted
+    assert avatar.path.parent == tmp_path and avatar.kind == "video"
+    assert await probes.get(media_set.gif, "avatar", lambda: probe(media_set.gif, "avatar")) == avatar
+    assert runs == ["photo", "avatar"]
+    avatar.path.unlink()  # what the conversion made is gone: made again
+    again = await probes.get(media_set.gif, "avatar", lambda: probe(media_set.gif, "avatar"))
+    assert again.path.exists() and runs == ["photo", "avatar", "avatar"]
+    Image.new("RGB", (800, 600), "teal").save(photo, "JPEG")  # another picture at the same path
+    assert (await probes.get(photo, "photo", lambda: probe(photo, "photo"))).width == 800
+    photo.unlink()
+    for _ in range(2):  # a failure is not kept: each task says what is wrong
+        with pytest.raises(media.TaskInputError, match="no such file"):
+            await probes.get(photo, "photo", lambda: probe(photo, "photo"))
+    assert runs == ["photo", "avatar", "avatar", "photo", "photo", "photo"]
 
 
 @pytest.mark.parametrize("task_type", MEDIA_TASKS)

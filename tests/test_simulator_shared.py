@@ -310,3 +310,24 @@ async def test_a_holder_stopped_in_the_middle_of_a_write_delays_an_open_but_neve
             await stalled.close()  # the stopped process dies: its transaction ends with it
         await b.get_me(ACCOUNT)
         assert [c.closed_why for c in await store.sim_connections(UID)] == [None]
+
+
+async def test_an_open_whose_call_was_given_up_is_closed_on_the_record(
+        url: str, stand_in: Callable[[], subprocess.Popen[bytes]]) -> None:
+    """Opens of several accounts go to the store in one batch; a call cancelled while its open waits for the
+    batch leaves no connection open on the record that this process does not hold: it is closed, "error"."""
+    pid = stand_in().pid
+    async with simulator(url, "a", pid) as (sim, store):
+        other = AccountRef(id=2, tg_user_id=sim.accounts[1].tg_user_id)
+        kept = asyncio.create_task(sim.get_me(ACCOUNT))
+        given_up = asyncio.create_task(sim.get_me(other))
+        await asyncio.sleep(0)  # both opens are handed in
+        given_up.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await given_up
+        assert (await kept).user_id == UID
+    [made] = await (opened := await PostgresStore.open(url)).sim_connections(other.tg_user_id)
+    [held] = await opened.sim_connections(UID)
+    await opened.close()
+    assert (made.pid, made.closed_why) == (pid, "error") and made.closed_at is not None
+    assert (held.pid, held.closed_why) == (pid, "closed")  # at the close, as every connection it held

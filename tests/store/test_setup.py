@@ -5,6 +5,7 @@ in tests/test_setup.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -15,6 +16,7 @@ from store import backdoor
 from store.world import SLACK, close_to
 from tgdaemon.errors import NotFound
 from tgdaemon.store import AccountEffect, ClaimedTask, SetupOutcome, Store
+from tgdaemon.store.rules import DISPATCH_ROWS
 
 TYPES = {"ensure_2fa": {"enable": False}, "update_name": {"first_name": "Ann"}}
 LOCK = 600.0
@@ -66,6 +68,50 @@ async def test_dispatch_tells_the_commit_hook_which_accounts_got_tasks(store: St
     await store.dispatch_setup(TYPES)
     await store.dispatch_setup(TYPES)  # created nothing: no account changed
     assert touched == [{1, 2}]
+
+
+async def test_a_large_dispatch_is_bounded_transactions_that_let_another_writer_in(store: Store) -> None:
+    """The writer is never held for a whole fleet's dispatch: each transaction creates at most DISPATCH_ROWS
+    tasks (every task of an account in the same one), and a writer waiting meanwhile gets in between."""
+    per_tx = DISPATCH_ROWS // len(TYPES)
+    n = 2 * per_tx + 10  # three transactions
+    await seed(store, n)
+    commits: list[tuple[str, set[int], list[dict[str, Any]]]] = []
+    waiting: list[asyncio.Task[None]] = []
+
+    async def lock_one() -> None:
+        async with store.tx() as tx:
+            assert await store.take_lock(tx, n, "quota:9", LOCK)
+
+    async def hook(tx: Any) -> None:
+        commits.append(("other" if tx.accounts == {n} else "dispatch", set(tx.accounts), list(tx.events)))
+        if not waiting:  # another writer asks for the writer while the first transaction still holds it
+            waiting.append(asyncio.create_task(lock_one()))
+            await asyncio.sleep(0)
+
+    store.on_commit = hook
+    assert await store.dispatch_setup(TYPES) == (2 * n, 2 * n - 2)  # account n's wait for its lock
+    await waiting[0]
+    assert [kind for kind, _, _ in commits] == ["dispatch", "other", "dispatch", "dispatch"]
+    batches = [accounts for kind, accounts, _ in commits if kind == "dispatch"]
+    assert [len(b) for b in batches] == [per_tx, per_tx, 10]
+    assert set().union(*batches) == set(range(1, n + 1))
+    rows = await tasks(store)
+    assert len(rows) == 2 * n
+    per_account = {}
+    for r in rows:
+        per_account.setdefault(r["account_id"], set()).add(r["task_type"])
+    assert all(types == set(TYPES) for types in per_account.values())
+    # ids: transaction by transaction, type by type within one, accounts by id (claims break ties by id)
+    order = [(r["task_type"], r["account_id"]) for r in sorted(rows, key=lambda r: r["id"])]
+    expected = [(t, a) for batch in batches for t in TYPES for a in sorted(batch)]
+    assert order == expected
+    dispatched = [e for _, _, events in commits for e in events if e["kind"] == "setup.dispatched"]
+    assert [e["data"] for e in dispatched] == [{"created": 2 * n}]
+    assert dispatched[0] in commits[-1][2]  # the total, in the last transaction
+    commits.clear()
+    assert await store.dispatch_setup(TYPES) == (0, 2 * n - 2)
+    assert commits == []  # nothing to create: not one write
 
 
 async def test_claim_takes_one_eligible_task_per_account_with_its_lock(store: Store) -> None:
@@ -170,6 +216,31 @@ async def test_finish_records_each_outcome_applies_it_and_releases_the_lock(stor
     assert ends[2]["data"]["error_code"] == "FLOOD_WAIT" and ends[2]["data"]["retry_at"] == pytest.approx(retry_at)
     kinds = [e["kind"] for e in await store.recent_events(account_id=3)]
     assert "account.disabled" in kinds
+
+
+async def test_finish_and_claim_refills_in_the_same_transaction_group_by_group(store: Store) -> None:
+    """The finished tasks' accounts are free to the claims after them in the transaction; each (types, limit)
+    claims as claim_setup would after the one before it (never an account twice); ends come before starts."""
+    await seed(store, 3)
+    await store.dispatch_setup(TYPES)
+    first = await store.claim_setup(["ensure_2fa"], 2, LOCK)  # accounts 1 and 2 busy
+    commits: list[list[str]] = []
+
+    async def hook(tx: Any) -> None:
+        commits.append([e["kind"] for e in tx.events])
+
+    store.on_commit = hook
+    names, twofa = await store.finish_and_claim_setup(
+        [(t, SetupOutcome("done", PLAIN)) for t in first], [(["update_name"], 2), (["ensure_2fa"], 5)], LOCK)
+    assert sorted(t.account_id for t in names) == [1, 2]  # freed by the finish, in the same transaction
+    assert [t.account_id for t in twofa] == [3]  # 1 and 2 are taken now; 3's ensure_2fa is the one left
+    assert commits == [["setup.done", "setup.done", "setup.started", "setup.started", "setup.started"]]
+    rows = {(r["account_id"], r["task_type"]): r["status"] for r in await tasks(store)}
+    assert rows == {(1, "ensure_2fa"): "done", (2, "ensure_2fa"): "done", (1, "update_name"): "running",
+                    (2, "update_name"): "running", (3, "ensure_2fa"): "running", (3, "update_name"): "pending"}
+    assert {r["account_id"]: r["holder"] for r in await backdoor.rows(store, "account_locks")} == {
+        t.account_id: t.holder for t in names + twofa}
+    assert await store.finish_and_claim_setup([], [(list(TYPES), 0), (["update_name"], 3)], LOCK) == [[], []]
 
 
 async def test_a_resumed_task_keeps_its_start_and_what_the_earlier_attempt_recorded(store: Store) -> None:

@@ -138,3 +138,26 @@ async def test_two_stores_on_one_database_opening_one_account_at_once_never_both
             assert refused[0].id == opened[0]
             record = await one.sim_connections(user)
             assert [c.closed_why for c in record] == [None, "duplicate"]
+
+
+async def test_a_batch_of_opens_is_as_if_one_after_the_other(store: Store) -> None:
+    """sim_open_many: an account named twice is opened once and refused the second time (its first connection
+    is live), each other account opened; all of them on the record as single opens would leave them."""
+    held = await store.sim_open(OTHER, "b", 202, everyone, TIMEOUT)
+    third = USER + 7
+    first, twice, refused, other_new = await store.sim_open_many([USER, USER, OTHER, third], "a", 101, everyone,
+                                                                 TIMEOUT)
+    assert isinstance(first, int) and isinstance(other_new, int) and first != other_new
+    assert isinstance(twice, SimConnection) and twice.id == first and twice.node == "a"
+    assert isinstance(refused, SimConnection) and refused.id == held and refused.node == "b"
+    mine = await store.sim_connections(USER)
+    assert [(c.node, c.closed_why) for c in mine] == [("a", None), ("a", "duplicate")]
+    assert [(c.node, c.closed_why) for c in await store.sim_connections(OTHER)] == [("b", None), ("a", "duplicate")]
+    assert [c.id for c in await store.sim_connections(third)] == [other_new]
+    assert await store.sim_open_many([], "a", 101, everyone, TIMEOUT) == []
+
+
+async def test_a_batch_of_saves_keeps_each_accounts_last(store: Store) -> None:
+    assert await store.sim_save_profiles([(USER, '{"n": 1}'), (OTHER, '{"n": 2}'), (USER, '{"n": 3}')]) == [
+        None, None, None]
+    assert [json.loads(await store.sim_profile(u) or "null") for u in (USER, OTHER)] == [{"n": 3}, {"n": 2}]

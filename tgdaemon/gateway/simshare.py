@@ -22,6 +22,9 @@ seed, the same in every process; what changes lives in the store, under the serv
   still), so it never calls through a connection the server may have closed.
 
 A holder's liveness is ``os.kill(pid, 0)``: every process of one simulated world runs on one host.
+
+Opens and saves are group-committed (tgdaemon/groupcommit.py): those that arrive while a batch is being written
+go in the next one, one transaction for many accounts, each caller still answered only once its own is written.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from dataclasses import dataclass
 from telethon import errors
 
 from tgdaemon.errors import StoreError
+from tgdaemon.groupcommit import GroupCommit
 from tgdaemon.store import Store
 from tgdaemon.store.api import SimConnection
 from tgdaemon.timeutil import steady
@@ -84,6 +88,9 @@ class SharedWorld:
         self._unrecorded: dict[int, tuple[int, str]] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._opens = GroupCommit(self._open_many, "simulator opens")
+        self._saves = GroupCommit(self._save_many, "simulator saves")
+        self._abandoned: set[asyncio.Future[SimConnection | int | Exception]] = set()  # opens nobody waits for
 
     def start(self) -> None:
         self._tasks = [
@@ -126,7 +133,7 @@ class SharedWorld:
                 self._unrecorded[stale.id] = (tg_user_id, "reconnect")
             await self._record_closes(tg_user_id)  # its own earlier connection is not a second holder
             sent = steady()
-            opened = await self.store.sim_open(tg_user_id, self.node, self.pid, self.live_pids, self.server_timeout)
+            opened = await self._open(tg_user_id)
             if isinstance(opened, SimConnection):
                 log.info("simulator: account %s is connected by %s (pid %s): AUTH_KEY_DUPLICATED", tg_user_id,
                          opened.node, opened.pid)
@@ -140,12 +147,38 @@ class SharedWorld:
                 raise
             self._links[tg_user_id] = Link(opened, sent, steady())
 
+    async def _open(self, tg_user_id: int) -> SimConnection | int:
+        """The open, in a batch with others. A caller cancelled meanwhile leaves its open to finish; the connection
+        it made is then closed on the record ("error"), as a cancelled transaction would have made none."""
+        opening = asyncio.ensure_future(self._opens(tg_user_id))
+        try:
+            opened = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            self._abandoned.add(opening)
+            opening.add_done_callback(lambda done: self._drop(tg_user_id, done))
+            raise
+        if isinstance(opened, Exception):
+            raise opened
+        return opened
+
+    def _drop(self, tg_user_id: int, opening: asyncio.Future[SimConnection | int | Exception]) -> None:
+        self._abandoned.discard(opening)
+        if not opening.cancelled() and opening.exception() is None and isinstance(opened := opening.result(), int):
+            self._unrecorded[opened] = (tg_user_id, "error")
+
+    async def _open_many(self, tg_user_ids: list[int]) -> list[SimConnection | int | Exception]:
+        return await self.store.sim_open_many(tg_user_ids, self.node, self.pid, self.live_pids, self.server_timeout)
+
+    async def _save_many(self, profiles: list[tuple[int, str]]) -> list[Exception | None]:
+        return await self.store.sim_save_profiles(profiles)
+
     async def save(self, tg_user_id: int, profile: str) -> None:
         """Write a changed profile through; the change is the server's only once this returns."""
         if not self.connected(tg_user_id):  # closed meanwhile (forgotten, timed out): the answer never came
             raise errors.RpcCallFailError(request=None)
         try:
-            await self.store.sim_save_profile(tg_user_id, profile)
+            if (failed := await self._saves((tg_user_id, profile))) is not None:
+                raise failed
         except BaseException:
             if (link := self._links.get(tg_user_id)) is not None:
                 link.broken = True  # what this process holds may differ from the store's: read it again
@@ -202,7 +235,7 @@ class SharedWorld:
         """At shutdown: the background work ends, and every connection closes (one batch)."""
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._abandoned, return_exceptions=True)
         links, self._links = self._links, {}
         self._unrecorded.update((link.id, (uid, "closed")) for uid, link in links.items())
         await self._record_closes()

@@ -5,6 +5,12 @@ spot; a wait (FLOOD_WAIT, PEER_FLOOD) holds the account in cooldown and costs
 the task no attempt. On shutdown the scheduler stops claiming, gives running
 tasks a grace period, then cancels the rest, which go back to ``retry``.
 
+Outcomes are group-committed, and the transaction that records a batch of them
+claims, after it, the tasks for the slots they free (``finish_and_claim_setup``):
+one transaction a round of the queues. The queues' own loops claim at start,
+after a wake (dispatch, retry, enable) and every ``POLL_SECONDS``. A slot being
+claimed for is reserved, so that the two never claim one slot twice.
+
 Several nodes (design 9): the queues run on every node, each claiming only the tasks of the accounts
 it owns (``owner``); dispatch creates tasks for the whole fleet and runs on the leader only
 (``run_dispatch``). A task whose account this node is letting go of (its gate says no, before or
@@ -16,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +33,17 @@ from tgdaemon.gateway.base import AccountRef, Gateway
 from tgdaemon.groupcommit import GroupCommit
 from tgdaemon.policy import account_effect
 from tgdaemon.setup.secrets import PasswordSource
-from tgdaemon.setup.tasks import QUEUES, TASKS, TaskContext, required_tasks
+from tgdaemon.setup.tasks import QUEUES, TASKS, MediaProbes, TaskContext, required_tasks
 from tgdaemon.store import AccountEffect, ClaimedTask, SetupOutcome, Store
 from tgdaemon.timeutil import iso, now
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
+
+
+def stopped() -> SetupOutcome:
+    """For a claimed task the scheduler stopped before starting: back to retry, due now, its attempt given back."""
+    return SetupOutcome("retry", AccountEffect(), error="the daemon stopped", retry_at=now(), refund_attempt=True)
 
 
 class SetupScheduler:
@@ -43,19 +55,21 @@ class SetupScheduler:
         self.workdir = workdir
         self.owner = owner  # the node whose accounts' tasks this scheduler runs; None: every account
         self.passwords = PasswordSource(cfg.setup.twofa)
+        self.media = MediaProbes()
         self._wakes = {q: asyncio.Event() for q in QUEUES}
+        self._types = {q: [name for name, spec in TASKS.items() if spec.queue == q] for q in QUEUES}
         self._running: dict[str, set[asyncio.Task[None]]] = {q: set() for q in QUEUES}
+        self._job_of: dict[int, asyncio.Task[None]] = {}  # task id -> the job running it, until its finish
+        self._ending: set[asyncio.Task[None]] = set()  # jobs past their finish, returning (a forget, say)
+        self._reserved = dict.fromkeys(QUEUES, 0)  # slots a claim in flight is for
         self._limits = {"fast": cfg.setup.queues.fast_concurrency, "media": cfg.setup.queues.media_concurrency}
         self._finish = GroupCommit(self._finish_many, "setup finisher")
         self._giving_back: set[asyncio.Future[None]] = set()
+        self._stopping = False
 
     @property
     def enabled(self) -> bool:
         return self.cfg.setup.enabled
-
-    def _finished(self, running: set[asyncio.Task[None]], job: asyncio.Task[None]) -> None:
-        running.discard(job)
-        self.wake()
 
     def wake(self) -> None:
         """Look for due work now (after a dispatch, a retry, an enable) rather than at the next poll."""
@@ -63,7 +77,10 @@ class SetupScheduler:
             event.set()
 
     def queue_full(self, queue: str) -> bool:
-        return len(self._running[queue]) >= self._limits[queue]
+        return self._free(queue) <= 0
+
+    def _free(self, queue: str) -> int:
+        return self._limits[queue] - len(self._running[queue]) - self._reserved[queue]
 
     def running(self) -> int:
         return sum(len(r) for r in self._running.values())
@@ -76,6 +93,7 @@ class SetupScheduler:
     async def run(self) -> None:
         """The side task: recover, then feed both queues until cancelled. Run again after the database was
         lost: the tasks whose outcome could not be written then go back to retry."""
+        self._stopping = False
         recovered = await self.store.recover_setup(owner=self.owner)
         if recovered:
             log.info("setup: %d tasks were left running (the daemon stopped, or lost its database); they will be"
@@ -84,6 +102,7 @@ class SetupScheduler:
         try:
             await asyncio.gather(*loops)
         finally:
+            self._stopping = True  # a batch of outcomes being written now claims nothing, or gives it back
             for loop in loops:
                 loop.cancel()
             # gather ends with the first loop cancelled; the other may still be handing back its claim
@@ -101,38 +120,55 @@ class SetupScheduler:
             await asyncio.sleep(self.cfg.setup.dispatch_interval_seconds)
 
     async def _feed(self, queue: str) -> None:
-        types = [name for name, spec in TASKS.items() if spec.queue == queue]
-        running = self._running[queue]
         wake = self._wakes[queue]
         while True:
             wake.clear()
-            free = self._limits[queue] - len(running)
-            claimed = await self._claim(types, free) if self.enabled and free > 0 else []
-            for task in claimed:
-                job = asyncio.create_task(self._execute(task), name=f"setup task {task.id}")
-                running.add(job)
-                # A finished task frees its account for the other queue too.
-                job.add_done_callback(lambda j: self._finished(running, j))
+            free = self._free(queue)
+            claimed = await self._claim(queue, free) if self.enabled and free > 0 else []
             if claimed and len(claimed) == free:
                 continue  # a full batch: more may be due right away once a slot frees
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), POLL_SECONDS)
 
-    async def _claim(self, types: list[str], limit: int) -> list[ClaimedTask]:
+    def _start(self, queue: str, tasks: list[ClaimedTask]) -> None:
+        running = self._running[queue]
+        for task in tasks:
+            job = asyncio.create_task(self._execute(task), name=f"setup task {task.id}")
+            running.add(job)
+            self._job_of[task.id] = job
+            job.add_done_callback(lambda j, task_id=task.id: self._ended(running, task_id, j))
+
+    def _ended(self, running: set[asyncio.Task[None]], task_id: int, job: asyncio.Task[None]) -> None:
+        running.discard(job)
+        self._ending.discard(job)
+        if self._job_of.get(task_id) is job:
+            del self._job_of[task_id]
+
+    def _finished(self, items: list[tuple[ClaimedTask, SetupOutcome]]) -> None:
+        """Their outcomes are written: their jobs hold no slot any more, though they may still be returning."""
+        for task, _ in items:
+            if (job := self._job_of.pop(task.id, None)) is not None and not job.done():
+                self._running[TASKS[task.task_type].queue].discard(job)
+                self._ending.add(job)
+
+    async def _claim(self, queue: str, limit: int) -> list[ClaimedTask]:
         """A claim that a shutdown cannot cut in half: tasks it claimed go straight back to retry, by a task of
         their own that ``_drain`` waits for (a second cancel of this one cannot cut that short either)."""
-        claim = asyncio.ensure_future(self.store.claim_setup(types, limit, self.cfg.setup.lock_seconds,
-                                                             owner=self.owner))
+        self._reserved[queue] += limit
+        claim = asyncio.ensure_future(self.store.claim_setup(
+            self._types[queue], limit, self.cfg.setup.lock_seconds, owner=self.owner))
         try:
-            return await asyncio.shield(claim)
+            claimed = await asyncio.shield(claim)
         except asyncio.CancelledError:
             self._giving_back.add(asyncio.ensure_future(self._give_back(claim)))
             raise
+        finally:
+            self._reserved[queue] -= limit
+        self._start(queue, claimed)
+        return claimed
 
     async def _give_back(self, claim: asyncio.Future[list[ClaimedTask]]) -> None:
-        await self.store.finish_setup_many([(task, SetupOutcome(
-            "retry", AccountEffect(), error="the daemon stopped", retry_at=now(), refund_attempt=True))
-            for task in await claim])
+        await self.store.finish_setup_many([(task, stopped()) for task in await claim])
 
     async def _execute(self, task: ClaimedTask) -> None:
         with self.gateway.gate.working(task.account_id):
@@ -141,7 +177,7 @@ class SetupScheduler:
     async def _run_task(self, task: ClaimedTask) -> None:
         spec = TASKS[task.task_type]
         ctx = TaskContext(self.gateway, AccountRef(task.account_id, task.tg_user_id, task.phone), task,
-                          self.cfg.setup, self.passwords, self.workdir)
+                          self.cfg.setup, self.passwords, self.workdir, self.media)
         if not self.gateway.gate.allows(task.account_id):  # being let go: not claimed again at once
             await self._finish((task, SetupOutcome("retry", AccountEffect(), error=NotOwned.__doc__,
                                                    retry_at=now() + POLL_SECONDS, refund_attempt=True)))
@@ -164,7 +200,28 @@ class SetupScheduler:
             await self.gateway.forget(task.account_id)
 
     async def _finish_many(self, items: list[tuple[ClaimedTask, SetupOutcome]]) -> list[None]:
-        await self.store.finish_setup_many(items)
+        """The outcomes, and in the same transaction the tasks for the slots they free: each queue's free slots,
+        those of the tasks finishing here among them (their ends are written before the new starts)."""
+        if self._stopping or not self.enabled:
+            await self.store.finish_setup_many(items)
+            self._finished(items)
+            return [None] * len(items)
+        finishing = Counter(TASKS[task.task_type].queue for task, _ in items if task.id in self._job_of)
+        want = {q: max(0, self._free(q) + finishing[q]) for q in QUEUES}
+        for queue, n in want.items():
+            self._reserved[queue] += n
+        try:
+            claimed = await self.store.finish_and_claim_setup(
+                items, [(self._types[q], n) for q, n in want.items()], self.cfg.setup.lock_seconds, owner=self.owner)
+        finally:
+            for queue, n in want.items():
+                self._reserved[queue] -= n
+        self._finished(items)
+        for queue, tasks in zip(want, claimed, strict=True):
+            if self._stopping:  # claimed while the scheduler began to stop: straight back to retry
+                await self.store.finish_setup_many([(task, stopped()) for task in tasks])
+            else:
+                self._start(queue, tasks)
         return [None] * len(items)
 
     def on_error(self, task: ClaimedTask, error: Classified) -> SetupOutcome:
@@ -185,7 +242,7 @@ class SetupScheduler:
         if self._giving_back:
             await asyncio.gather(*self._giving_back, return_exceptions=True)
             self._giving_back.clear()
-        jobs = [job for running in self._running.values() for job in running]
+        jobs = [job for running in self._running.values() for job in running] + list(self._ending)
         if jobs:
             _, pending = await asyncio.wait(jobs, timeout=self.cfg.daemon.shutdown_timeout_seconds / 4)
             for job in pending:

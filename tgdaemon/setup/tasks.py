@@ -4,13 +4,16 @@ A task returns its result (``meta``, and the id of a photo or story it made)
 or raises; the scheduler classifies what it raises. A photo or story task
 records what it created, and on a retry looks for it (by id, or by date for
 an attempt that crashed before recording it) before posting anything.
+
+Every account's media task posts one of the same four files: a file is probed
+(or converted) once, and again only when its size or mtime changed.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,29 @@ from tgdaemon.store import ClaimedTask
 Result = dict[str, Any]
 
 
+class MediaProbes:
+    """What probing (or converting) each media file gave, with the size and mtime the file had then."""
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[Path, str], tuple[tuple[int, int], MediaFile]] = {}
+
+    async def get(self, path: Path, how: str, probe: Callable[[], MediaFile]) -> MediaFile:
+        """``probe()``'s result for the file as it is now: in a thread (it reads the file, converting runs
+        ffmpeg), unless the file is unchanged since, by a stat, and what it gave is still there. Failures
+        are not kept: the next task probes again and says what is wrong."""
+        try:
+            info = path.stat()
+        except OSError:
+            return await asyncio.to_thread(probe)  # which raises, naming the problem
+        stamp = (info.st_size, info.st_mtime_ns)
+        found = self._found.get((path, how))
+        if found is not None and found[0] == stamp and (found[1].path == path or found[1].path.exists()):
+            return found[1]
+        file = await asyncio.to_thread(probe)
+        self._found[(path, how)] = (stamp, file)
+        return file
+
+
 @dataclass(frozen=True, slots=True)
 class TaskContext:
     gateway: Gateway
@@ -41,6 +67,7 @@ class TaskContext:
     cfg: SetupConfig
     passwords: PasswordSource
     workdir: Path
+    media: MediaProbes = field(default_factory=MediaProbes)  # the scheduler's, shared by its tasks
 
 
 def skipped(why: str, **result: Any) -> Result:
@@ -96,10 +123,10 @@ def _made_by_this_task(owned: list[Owned], ctx: TaskContext, key: str, video: bo
 def photo_task(animated: bool) -> Callable[[TaskContext], Awaitable[Result]]:
     async def run(ctx: TaskContext) -> Result:
         path = Path(ctx.task.payload["path"])
-        # Probing reads files and converting runs ffmpeg: both in a thread, off the event loop.
-        file: MediaFile = await (
-            asyncio.to_thread(media.animated_avatar, path, ctx.workdir, ctx.cfg.media.ffmpeg_path or None)
-            if animated else asyncio.to_thread(media.probe, path, "photo"))
+        ffmpeg = ctx.cfg.media.ffmpeg_path or None
+        file = await (ctx.media.get(path, f"avatar in {ctx.workdir} by {ffmpeg}",
+                                    lambda: media.animated_avatar(path, ctx.workdir, ffmpeg))
+                      if animated else ctx.media.get(path, "photo", lambda: media.probe(path, "photo")))
         if mine := _made_by_this_task(await ctx.gateway.profile_photos(ctx.account), ctx, "photo_id", animated):
             return skipped("this task's photo is already on the profile", photo_id=mine.id)
         photo_id = await ctx.gateway.set_profile_photo(ctx.account, file)
@@ -111,7 +138,8 @@ def photo_task(animated: bool) -> Callable[[TaskContext], Awaitable[Result]]:
 def story_task(kind: str) -> Callable[[TaskContext], Awaitable[Result]]:
     async def run(ctx: TaskContext) -> Result:
         path = Path(ctx.task.payload["path"])
-        file = await asyncio.to_thread(media.probe, path, "video" if kind == "video" else "photo")
+        probed = "video" if kind == "video" else "photo"
+        file = await ctx.media.get(path, probed, lambda: media.probe(path, probed))
         if mine := _made_by_this_task(await ctx.gateway.my_stories(ctx.account), ctx, "story_id", kind == "video"):
             return skipped("this task's story is already posted", story_id=mine.id)
         if not await ctx.gateway.can_send_story(ctx.account):

@@ -11,7 +11,7 @@ are in ``tgdaemon.store.rules`` and ``tgdaemon.store.views``, written once.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -388,6 +388,11 @@ class Store(Protocol):
                           owner: str | None = None) -> list[ClaimedTask]: ...  # owner: its accounts only
     async def finish_setup(self, task: ClaimedTask, outcome: SetupOutcome) -> None: ...
     async def finish_setup_many(self, items: list[tuple[ClaimedTask, SetupOutcome]]) -> None: ...
+    async def finish_and_claim_setup(self, items: list[tuple[ClaimedTask, SetupOutcome]],
+                                     claims: Sequence[tuple[Sequence[str], int]], lock_seconds: float, *,
+                                     owner: str | None = None) -> list[list[ClaimedTask]]:
+        """``finish_setup_many``, then ``claim_setup`` for each (types, limit) in turn, in one transaction: the
+        slots the finished tasks free are filled again without a transaction of their own."""
     async def retry_account_setup(self, account_id: int) -> int: ...
     async def setup_tasks(self, *, account_id: int | None = None, status: str | None = None,
                           limit: int = 1000) -> list[dict[str, Any]]: ...
@@ -461,6 +466,13 @@ class Store(Protocol):
                        server_timeout: float) -> SimConnection | int:
         """Open a connection (its id) unless another live one of the account exists: then that one.
         Live: not closed, its pid in ``live_pids(...)``, seen within ``server_timeout``."""
+    async def sim_open_many(self, tg_user_ids: Sequence[int], node: str, pid: int,
+                            live_pids: Callable[[list[int]], set[int]],
+                            server_timeout: float) -> list[SimConnection | int | Exception]:
+        """Each account's ``sim_open``, in order, as if one after the other: for each its result, or the exception
+        that kept it from happening (a failure of the whole batch raises; none of it happened then)."""
+    async def sim_save_profiles(self, profiles: Sequence[tuple[int, str]]) -> list[Exception | None]:
+        """Each ``sim_save_profile``, in order; for each None, or the exception that kept it from being written."""
     async def sim_close(self, connection_ids: list[int], why: str) -> None: ...  # the open ones among them
     async def sim_keepalive(self, connection_ids: list[int], server_timeout: float) -> list[int]:
         """Pings: the given connections are seen now; returns those the server had closed (timed out)."""

@@ -10,9 +10,14 @@ import json
 from collections.abc import Sequence
 from typing import TypeVar
 
-from tgdaemon.store.api import ClaimedTask, Row
+from tgdaemon.store.api import AccountEffect, ClaimedTask, Row
 
 R = TypeVar("R", bound=Row)  # whichever row type the driver reads: it comes back as it went in
+# Dispatch: a transaction creates at most this many setup tasks (about 15 ms of the one writer's time, so that
+# pulls, reports and claims get it in between), and a read finding the accounts that lack one looks at this
+# many account ids (so that it does not hold a reader long either).
+DISPATCH_ROWS = 4096
+FIND_WINDOW = 20_000
 
 
 def holder(task_id: int) -> str:
@@ -35,6 +40,13 @@ def outcome(row: Row | None, executor: str, token: str, at: float, epoch: int | 
     return "applied"
 
 
+def only_ok(effect: AccountEffect) -> bool:
+    """An outcome that marks its account ok, and names it maybe, and nothing else: nearly every outcome, so the
+    drivers write these for a whole batch in one statement rather than through ``apply_account_effect``."""
+    return (effect.ok and effect.error_code is None and effect.cooldown_until is None
+            and effect.cooldown_reason is None and effect.disable_reason is None)
+
+
 def assign(picks: Sequence[tuple[R, int | None, int]], accounts: list[int],
            used: set[tuple[int, int, int]]) -> list[tuple[R, int | None, int, int]]:
     """Least recently used account first, each account once per round, never one already used for
@@ -55,11 +67,15 @@ def assign(picks: Sequence[tuple[R, int | None, int]], accounts: list[int],
     return out
 
 
-def pick_setup(rows: Sequence[Row], limit: int, at: float) -> list[ClaimedTask]:
+def pick_setup(rows: Sequence[Row], limit: int, at: float, taken: set[int] | None = None) -> list[ClaimedTask]:
     """From the candidates in claim order, at most ``limit`` tasks and at most one per account (every account
-    here has a free lock), each as its attempt sees it, with the account's ownership epoch that fences its finish."""
+    here has a free lock), none of the accounts ``taken`` (by a claim before this one in the transaction, added
+    to it here), each as its attempt sees it, with the account's ownership epoch that fences its finish.
+
+    The first ``limit + len(taken)`` candidates of each type are enough: a task is one of an account's, and a
+    type holds one task an account, so one behind those comes after ``limit`` distinct accounts not taken."""
     claimed: list[ClaimedTask] = []
-    seen: set[int] = set()
+    seen = set() if taken is None else taken
     for r in rows:
         if len(claimed) == limit or r["account_id"] in seen:
             continue
@@ -69,3 +85,10 @@ def pick_setup(rows: Sequence[Row], limit: int, at: float) -> list[ClaimedTask]:
             json.loads(r["result_json"] or "{}"), r["started_at"] or at, r["tg_user_id"], r["phone"],
             json.loads(r["profile_json"] or "{}"), resumed=r["started_at"] is not None, epoch=r["owner_epoch"]))
     return claimed
+
+
+def dispatch_batches(accounts: list[int], types: int) -> list[list[int]]:
+    """The accounts that lack a setup task, by transaction: at most ``DISPATCH_ROWS`` tasks in one, and all of
+    an account's in the same one (it changes once)."""
+    per_tx = max(1, DISPATCH_ROWS // max(1, types))
+    return [accounts[i:i + per_tx] for i in range(0, len(accounts), per_tx)]

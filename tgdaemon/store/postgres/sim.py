@@ -10,12 +10,18 @@ locked ones), nor does a close, and a ping (its own process's rows) waits only f
 ends at a transaction that is not waiting. A process stopped in the middle of one of these (SIGSTOP)
 keeps its locks: the others give up after LOCK_TIMEOUT with TimeoutError, as a connection attempt that
 timed out. Times are the database's clock, so hosts with skewed clocks agree.
+
+The batch of opens (``sim_open_many``) takes one transaction per account here: one holding an account's rows
+while it waits for another's could deadlock with a ping (which locks connections in id order), and a process
+stopped holding one account must not time out the others. A batch of saves locks profile rows only, in
+account order: one transaction (``sim_save_profiles``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import asyncpg
 from asyncpg import Record
@@ -29,6 +35,9 @@ DB_NOW = "SELECT extract(epoch from clock_timestamp())::float8"
 # A process stopped in the middle of a write (SIGSTOP, a stalled host) keeps its row locks: the others wait
 # this long for them, then give up as a connection attempt or a ping that timed out, and their writer is free.
 LOCK_TIMEOUT = "2s"
+SAVE = ("INSERT INTO sim_profiles (tg_user_id, profile_json) VALUES ($1, $2::jsonb) ON CONFLICT (tg_user_id)"
+        " DO UPDATE SET profile_json = excluded.profile_json")
+T = TypeVar("T")
 
 
 def connection(row: Record) -> SimConnection:
@@ -49,6 +58,14 @@ async def _time_out(tx: Tx, ids: list[int], server_timeout: float) -> None:
                          " WHERE id = ANY($3::bigint[])", server_timeout, simrules.TIMEOUT, ids)
 
 
+async def _outcome(step: Awaitable[T]) -> T | Exception:
+    """One account's write of a batch: its result, or what kept it from happening (the others go on)."""
+    try:
+        return await step
+    except Exception as exc:
+        return exc
+
+
 class SimStore(PostgresCore):
     @asynccontextmanager
     async def _sim_tx(self) -> AsyncIterator[Tx]:
@@ -67,8 +84,24 @@ class SimStore(PostgresCore):
 
     async def sim_save_profile(self, tg_user_id: int, profile: str) -> None:
         async with self._sim_tx() as tx:
-            await tx.execute("INSERT INTO sim_profiles (tg_user_id, profile_json) VALUES ($1, $2::jsonb) ON CONFLICT"
-                             " (tg_user_id) DO UPDATE SET profile_json = excluded.profile_json", tg_user_id, profile)
+            await tx.execute(SAVE, tg_user_id, profile)
+
+    async def sim_save_profiles(self, profiles: Sequence[tuple[int, str]]) -> list[Exception | None]:
+        """One transaction, in account order (two batches lock alike; a later save of an account stays); should
+        a row be held (a process stopped in the middle of an open), each save in a transaction of its own, so
+        that only that account's times out."""
+        try:
+            async with self._sim_tx() as tx:
+                await tx.executemany(SAVE, sorted(profiles, key=lambda p: p[0]))
+        except TimeoutError:
+            return [await _outcome(self.sim_save_profile(tg_user_id, profile)) for tg_user_id, profile in profiles]
+        return [None] * len(profiles)
+
+    async def sim_open_many(self, tg_user_ids: Sequence[int], node: str, pid: int,
+                            live_pids: Callable[[list[int]], set[int]],
+                            server_timeout: float) -> list[SimConnection | int | Exception]:
+        return [await _outcome(self.sim_open(tg_user_id, node, pid, live_pids, server_timeout))
+                for tg_user_id in tg_user_ids]
 
     async def sim_open(self, tg_user_id: int, node: str, pid: int, live_pids: Callable[[list[int]], set[int]],
                        server_timeout: float) -> SimConnection | int:

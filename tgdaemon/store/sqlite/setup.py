@@ -10,7 +10,7 @@ half-recorded one.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tgdaemon.store import rules
@@ -20,15 +20,9 @@ from tgdaemon.store.sqlite.locks import release_lock, release_locks, take_locks
 from tgdaemon.store.sqlite.sessions import SessionStore
 from tgdaemon.timeutil import now
 
-ACCOUNT_CAN_WORK = ("a.is_active = 1 AND a.disabled_at IS NULL AND a.is_probe = 0"
-                    " AND (a.cooldown_until IS NULL OR a.cooldown_until <= :now)")
+ACCOUNT_SHOULD_CONVERGE = "a.is_active = 1 AND a.disabled_at IS NULL AND a.is_probe = 0"
+ACCOUNT_CAN_WORK = f"{ACCOUNT_SHOULD_CONVERGE} AND (a.cooldown_until IS NULL OR a.cooldown_until <= :now)"
 LOCK_FREE = "NOT EXISTS (SELECT 1 FROM account_locks l WHERE l.account_id = a.id AND l.expires_at > :now)"
-
-
-
-
-
-
 
 
 async def current_epochs(tx: Tx, pairs: Iterable[tuple[int, int]]) -> set[tuple[int, int]]:
@@ -74,6 +68,77 @@ async def apply_account_effect(tx: Tx, account_id: int, effect: AccountEffect, *
     return True
 
 
+async def claim(tx: Tx, groups: Sequence[tuple[Sequence[str], int]], lock_seconds: float,
+                owner: str | None) -> list[list[ClaimedTask]]:
+    """claim_setup for each (types, limit) in turn, in the caller's transaction: a group never takes an account
+    one before it took (as if that one's locks were taken already); their writes in one statement each."""
+    at = now()  # in the transaction: a clock step is followed at its start
+    taken: set[int] = set()
+    out = [await _pick(tx, list(types), limit, owner, at, taken) if limit > 0 and types else []
+           for types, limit in groups]
+    claimed = [t for group in out for t in group]
+    if not claimed:
+        return out
+    # One statement per kind for the whole batch: the writer's round trips are the scheduler's cost.
+    await take_locks(tx, [(t.account_id, t.holder) for t in claimed], lock_seconds)
+    await tx.conn.executemany(
+        "UPDATE account_tasks SET status = 'running', attempts = ?, started_at = ?, updated_at = ?"
+        " WHERE id = ?", [(t.attempts, t.started_at, at, t.id) for t in claimed])
+    await tx.events_many([{"kind": "setup.started", "message": f"{t.task_type}: attempt {t.attempts}",
+                           "account_id": t.account_id, "task_id": t.id, "data": {"task_type": t.task_type}}
+                          for t in claimed])
+    return out
+
+
+async def _pick(tx: Tx, types: list[str], limit: int, owner: str | None, at: float,
+                taken: set[int]) -> list[ClaimedTask]:
+    """One ordered, limited read per type along the account_tasks_due index, instead of sorting every eligible
+    task of every type (NULL retry_at sorts first: never tried): ``limit`` of each type, and as many more as
+    the accounts taken before in the transaction, are enough (rules.pick_setup)."""
+    owned = "" if owner is None else " AND a.owner = :owner"
+    per_type = [
+        "SELECT * FROM (SELECT t.id, t.account_id, t.task_type, t.payload_json, t.attempts, t.result_json,"
+        " t.started_at, t.retry_at, a.tg_user_id, a.phone, a.profile_json, a.owner_epoch"
+        " FROM account_tasks t JOIN accounts a ON a.id = t.account_id"
+        f" WHERE t.task_type = :t{i} AND t.status IN ('pending', 'retry')"
+        f" AND (t.retry_at IS NULL OR t.retry_at <= :now) AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}{owned}"
+        " ORDER BY t.retry_at, t.id LIMIT :limit)" for i in range(len(types))]
+    params: dict[str, Any] = {"now": at, "limit": limit + len(taken), "owner": owner,
+                              **{f"t{i}": t for i, t in enumerate(types)}}
+    rows = sorted(await tx.fetchall(" UNION ALL ".join(per_type), params), key=lambda r: (r["retry_at"] or 0, r["id"]))
+    return rules.pick_setup(rows, limit, at, taken)
+
+
+async def finish(tx: Tx, items: list[tuple[ClaimedTask, SetupOutcome]]) -> None:
+    """finish_setup_many, in the caller's transaction."""
+    at = now()
+    current = await current_epochs(tx, [(t.account_id, t.epoch) for t, _ in items])
+    items = [(t, o) for t, o in items if (t.account_id, t.epoch) in current]
+    await tx.conn.executemany(
+        "UPDATE account_tasks SET status = ?, retry_at = ?, last_error_code = ?, last_error = ?,"
+        " result_json = ?, attempts = attempts - ?, updated_at = ? WHERE id = ? AND status = 'running'",
+        [(o.status, o.retry_at, o.effect.error_code, o.error, json.dumps({**t.result, **o.result}),
+          int(o.refund_attempt), at, t.id) for t, o in items])
+    # The common case, ok (and named: update_name), one statement for the batch; the rest one by one.
+    await tx.conn.executemany(
+        "UPDATE accounts SET last_ok_at = ?, last_error_code = NULL, first_name = COALESCE(?, first_name),"
+        " last_name = COALESCE(?, last_name) WHERE id = ?",
+        [(at, *(o.effect.name or (None, None)), t.account_id) for t, o in items if rules.only_ok(o.effect)])
+    for task, outcome in items:
+        if not rules.only_ok(outcome.effect):
+            await apply_account_effect(tx, task.account_id, outcome.effect)
+    await release_locks(tx, [(t.account_id, t.holder) for t, _ in items])
+    events = []
+    for task, outcome in items:
+        skipped = outcome.result.get("meta", {}).get("skipped")
+        detail = outcome.effect.error_code or ("skipped" if skipped else "")
+        events.append({"kind": f"setup.{outcome.status}", "account_id": task.account_id, "task_id": task.id,
+                       "message": f"{task.task_type}: {outcome.status}" + (f" ({detail})" if detail else ""),
+                       "data": {"task_type": task.task_type, "error_code": outcome.effect.error_code,
+                                "retry_at": outcome.retry_at}})
+    await tx.events_many(events)
+
+
 class SetupStore(SessionStore):
     async def recover_setup(self, owner: str | None = None) -> int:
         """At start-up, under the data-dir lock: tasks a dead daemon left running go back to retry. ``owner``:
@@ -95,62 +160,60 @@ class SetupStore(SessionStore):
     async def dispatch_setup(self, required: Mapping[str, dict[str, Any]]) -> tuple[int, int]:
         """Create the required tasks (type → payload) for every account that should converge.
 
-        Returns (tasks created, tasks due now). The unique key makes it idempotent.
+        Returns (tasks created, tasks due now). The unique key makes it idempotent. The accounts that lack one
+        are found on the reader, in windows of ids; their tasks are created on the writer in bounded
+        transactions (``rules.dispatch_batches``), type by type within one, accounts by id. A fleet with nothing
+        to create costs the reads only; the dispatch event, with the total, is in the last transaction.
         """
-        at = now()
-        async with self.tx() as tx:
-            created = 0
-            for task_type, payload in required.items():
-                cur = await tx.execute(
-                    "INSERT OR IGNORE INTO account_tasks (account_id, task_type, payload_json, status, created_at,"
-                    " updated_at) SELECT a.id, :type, :payload, 'pending', :now, :now FROM accounts a"
-                    " WHERE a.is_active = 1 AND a.disabled_at IS NULL AND a.is_probe = 0",
-                    {"type": task_type, "payload": json.dumps(payload), "now": at})
-                created += cur.rowcount
-            if created:
-                for row in await tx.fetchall("SELECT DISTINCT account_id FROM account_tasks WHERE created_at = ?",
-                                             (at,)):
+        payloads = [(task_type, json.dumps(payload)) for task_type, payload in required.items()]
+        chunks = rules.dispatch_batches(await self._missing_setup(list(required)), len(payloads))
+        insert = ("INSERT OR IGNORE INTO account_tasks (account_id, task_type, payload_json, status, created_at,"
+                  " updated_at) SELECT a.id, r.column1, r.column2, 'pending', ?, ?"
+                  f" FROM (VALUES {', '.join(['(?, ?)'] * len(payloads))}) r"
+                  " CROSS JOIN json_each(?) j CROSS JOIN accounts a ON a.id = j.value"
+                  f" WHERE {ACCOUNT_SHOULD_CONVERGE}")
+        created = 0
+        for n, chunk in enumerate(chunks, 1):
+            async with self.tx() as tx:
+                at = now()
+                [(top,)] = await tx.fetchall("SELECT COALESCE(MAX(id), 0) FROM account_tasks")
+                created += (await tx.execute(insert, [at, at, *(v for pair in payloads for v in pair),
+                                                      json.dumps(chunk)])).rowcount
+                # the accounts that got a task: the new rows' (NOT INDEXED: by rowid, not a walk of an index)
+                for row in await tx.fetchall("SELECT DISTINCT account_id FROM account_tasks NOT INDEXED WHERE id > ?",
+                                             (top,)):
                     tx.touch(row[0])
-                await tx.event("setup.dispatched", f"dispatch created {created} setup tasks",
-                               data={"created": created})
-            due = next(iter(await tx.fetchall(
-                f"SELECT COUNT(*) FROM account_tasks t JOIN accounts a ON a.id = t.account_id"
-                f" WHERE t.status IN ('pending', 'retry') AND (t.retry_at IS NULL OR t.retry_at <= :now)"
-                f" AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}", {"now": at})))[0]
+                if n == len(chunks) and created:
+                    await tx.event("setup.dispatched", f"dispatch created {created} setup tasks",
+                                   data={"created": created})
+        due = next(iter(await self.read(
+            f"SELECT COUNT(*) FROM account_tasks t JOIN accounts a ON a.id = t.account_id"
+            f" WHERE t.status IN ('pending', 'retry') AND (t.retry_at IS NULL OR t.retry_at <= :now)"
+            f" AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}", {"now": now()})))[0]
         return created, due
+
+    async def _missing_setup(self, task_types: list[str]) -> list[int]:
+        """The accounts that should converge and lack one of these tasks, in id order: one read per window of
+        ``rules.FIND_WINDOW`` ids."""
+        if not task_types:
+            return []
+        top = next(iter(await self.read("SELECT COALESCE(MAX(id), 0) FROM accounts")))[0]
+        types = json.dumps(task_types)
+        missing: list[int] = []
+        for low in range(0, top, rules.FIND_WINDOW):
+            missing += [r[0] for r in await self.read(
+                "SELECT a.id FROM accounts a WHERE a.id > ? AND a.id <= ? AND " + ACCOUNT_SHOULD_CONVERGE
+                + " AND (SELECT COUNT(*) FROM account_tasks t WHERE t.account_id = a.id"
+                " AND t.task_type IN (SELECT value FROM json_each(?))) < ? ORDER BY a.id",
+                (low, low + rules.FIND_WINDOW, types, len(task_types)))]
+        return missing
 
     async def claim_setup(self, task_types: Iterable[str], limit: int, lock_seconds: float, *,
                           owner: str | None = None) -> list[ClaimedTask]:
         """Up to ``limit`` eligible tasks of these types, at most one per account, each with its lock taken
         and the account's ownership epoch; ``owner``: of the accounts this node owns only."""
-        types = list(task_types)
-        owned = "" if owner is None else " AND a.owner = :owner"
-        # One ordered, limited read per type along the account_tasks_due index, instead of
-        # sorting every eligible task of every type (NULL retry_at sorts first: never tried).
-        per_type = [
-            "SELECT * FROM (SELECT t.id, t.account_id, t.task_type, t.payload_json, t.attempts, t.result_json,"
-            " t.started_at, t.retry_at, a.tg_user_id, a.phone, a.profile_json, a.owner_epoch"
-            " FROM account_tasks t JOIN accounts a ON a.id = t.account_id"
-            f" WHERE t.task_type = :t{i} AND t.status IN ('pending', 'retry')"
-            f" AND (t.retry_at IS NULL OR t.retry_at <= :now) AND {ACCOUNT_CAN_WORK} AND {LOCK_FREE}{owned}"
-            " ORDER BY t.retry_at, t.id LIMIT :limit)" for i in range(len(types))]
         async with self.tx() as tx:
-            at = now()  # in the transaction: a clock step is followed at its start
-            params: dict[str, Any] = {"now": at, "limit": limit * 2, "owner": owner,
-                                      **{f"t{i}": t for i, t in enumerate(types)}}
-            rows = sorted(await tx.fetchall(" UNION ALL ".join(per_type), params),
-                          key=lambda r: (r["retry_at"] or 0, r["id"]))
-            claimed = rules.pick_setup(rows, limit, at)
-            if not claimed:
-                return []
-            # One statement per kind for the whole batch: the writer's round trips are the scheduler's cost.
-            await take_locks(tx, [(t.account_id, t.holder) for t in claimed], lock_seconds)
-            await tx.conn.executemany(
-                "UPDATE account_tasks SET status = 'running', attempts = ?, started_at = ?, updated_at = ?"
-                " WHERE id = ?", [(t.attempts, t.started_at, at, t.id) for t in claimed])
-            await tx.events_many([{"kind": "setup.started", "message": f"{t.task_type}: attempt {t.attempts}",
-                                   "account_id": t.account_id, "task_id": t.id, "data": {"task_type": t.task_type}}
-                                  for t in claimed])
+            [claimed] = await claim(tx, [(list(task_types), limit)], lock_seconds, owner)
             return claimed
 
     async def finish_setup(self, task: ClaimedTask, outcome: SetupOutcome) -> None:
@@ -160,31 +223,15 @@ class SetupStore(SessionStore):
         """Record outcomes, apply them to their accounts and release the locks: one transaction for all. A task
         claimed under an ownership epoch that is no longer its account's changes nothing: its account has
         another owner since, which put the task back to retry and may be running it again."""
-        at = now()
         async with self.tx() as tx:
-            current = await current_epochs(tx, [(t.account_id, t.epoch) for t, _ in items])
-            items = [(t, o) for t, o in items if (t.account_id, t.epoch) in current]
-            await tx.conn.executemany(
-                "UPDATE account_tasks SET status = ?, retry_at = ?, last_error_code = ?, last_error = ?,"
-                " result_json = ?, attempts = attempts - ?, updated_at = ? WHERE id = ? AND status = 'running'",
-                [(o.status, o.retry_at, o.effect.error_code, o.error, json.dumps({**t.result, **o.result}),
-                  int(o.refund_attempt), at, t.id) for t, o in items])
-            plain = AccountEffect(ok=True)  # the common case, one statement for the batch
-            await tx.conn.executemany("UPDATE accounts SET last_ok_at = ?, last_error_code = NULL WHERE id = ?",
-                                      [(at, t.account_id) for t, o in items if o.effect == plain])
-            for task, outcome in items:
-                if outcome.effect != plain:
-                    await apply_account_effect(tx, task.account_id, outcome.effect)
-            await release_locks(tx, [(t.account_id, t.holder) for t, _ in items])
-            events = []
-            for task, outcome in items:
-                skipped = outcome.result.get("meta", {}).get("skipped")
-                detail = outcome.effect.error_code or ("skipped" if skipped else "")
-                events.append({"kind": f"setup.{outcome.status}", "account_id": task.account_id, "task_id": task.id,
-                               "message": f"{task.task_type}: {outcome.status}" + (f" ({detail})" if detail else ""),
-                               "data": {"task_type": task.task_type, "error_code": outcome.effect.error_code,
-                                        "retry_at": outcome.retry_at}})
-            await tx.events_many(events)
+            await finish(tx, items)
+
+    async def finish_and_claim_setup(self, items: list[tuple[ClaimedTask, SetupOutcome]],
+                                     claims: Sequence[tuple[Sequence[str], int]], lock_seconds: float, *,
+                                     owner: str | None = None) -> list[list[ClaimedTask]]:
+        async with self.tx() as tx:
+            await finish(tx, items)
+            return await claim(tx, claims, lock_seconds, owner)
 
     async def retry_account_setup(self, account_id: int) -> int:
         """The operator's retry: failed and waiting tasks are due now, with their attempts reset; cooldowns stay."""
