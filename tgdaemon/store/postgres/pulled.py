@@ -143,23 +143,6 @@ FENCE_EXTENSIONS = (
 MEASURED = ("views", "forwards", "replies", "reactions", "subscribers")
 
 
-def _runs(asks: list[LeaseAsk]) -> list[list[int]]:
-    """The asks (by index) that one statement serves together, in the order to serve them: an executor's
-    consecutive asks with the same lease, lock and owner. Another executor's asks between them change nothing
-    (their tasks are other accounts'), so the statement's tasks, oldest first, split in ask order are
-    what the asks would get one after another."""
-    runs: list[list[int]] = []
-    latest: dict[str, list[int]] = {}  # executor -> its latest run
-    for n, ask in enumerate(asks):
-        run = latest.get(ask.executor)
-        if run is None or (asks[run[0]].lease_seconds, asks[run[0]].lock_seconds, asks[run[0]].owner) != (
-                ask.lease_seconds, ask.lock_seconds, ask.owner):
-            run = latest[ask.executor] = []
-            runs.append(run)
-        run.append(n)
-    return runs
-
-
 class PulledStore(PostgresCore):
     # --- generation ------------------------------------------------------------------------------------------------
 
@@ -285,7 +268,7 @@ class PulledStore(PostgresCore):
     async def lease_tasks(self, asks: list[LeaseAsk]) -> list[list[dict[str, Any]]]:
         """For each ask, pending tasks of the executor's accounts, oldest first, leased with a fresh
         token each; all asks in one transaction (group commit), one statement per run of asks that
-        ``_runs`` finds (sixteen providers' pulls of one task each: one statement, not sixteen).
+        ``rules.lease_runs`` finds (sixteen providers' pulls of one task each: one statement, not sixteen).
 
         Sorts are off for this transaction (none of its statements needs one): the planner, misjudging
         how many pending tasks pass the account conditions (no statistics yet, or statistics from before
@@ -296,7 +279,7 @@ class PulledStore(PostgresCore):
         async with self.tx() as tx:
             at = now()  # in the transaction: a clock step is followed at its start
             await tx.execute("SET LOCAL enable_sort = off")
-            for run in _runs(asks):
+            for run in rules.lease_runs(asks):
                 first = asks[run[0]]
                 rows = await tx.fetch(LEASE, first.executor, at + first.lease_seconds, at,
                                       sum(asks[n].limit for n in run), at + first.lock_seconds, first.owner)
