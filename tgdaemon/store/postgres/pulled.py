@@ -276,9 +276,8 @@ class PulledStore(PostgresCore):
         (30 ms per pull at 10,000); without sorts it walks tasks_pending in id order and stops at the
         limit, which is what SQLite's INDEXED BY makes its planner do."""
         out: list[list[dict[str, Any]]] = [[] for _ in asks]
-        async with self.tx() as tx:
+        async with self.tx(local="enable_sort = off") as tx:
             at = now()  # in the transaction: a clock step is followed at its start
-            await tx.execute("SET LOCAL enable_sort = off")
             for run in rules.lease_runs(asks):
                 first = asks[run[0]]
                 rows = await tx.fetch(LEASE, first.executor, at + first.lease_seconds, at,
