@@ -9,6 +9,7 @@ leaves nothing and the store goes on writing.
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -170,3 +171,29 @@ async def test_a_body_that_raises_leaves_nothing_and_the_store_writes_on(sqlite_
     await sqlite_store.write(after)
     assert await sqlite_store.get_meta("test.after") == "yes"
     assert [[e["kind"] for e in tx.events] for tx in hooked] == [["test.after"]]
+
+
+async def test_what_a_report_stores_is_the_same_on_both_drivers(store: Store) -> None:
+    """A success stores its observation as the task's result and a measurement with the counts and, of the rest,
+    only the title and the reactions by emoji; a failure stores its error (none when it has no text)."""
+    w, [a, b] = await leased_world(store)
+    seen = Observation(views=7, forwards=1, reactions=3, reactions_by_emoji={"👍": 2, "🔥": 1}, title="News")
+    results = await w.leases.report("local", [
+        Done(task_id=a.task_id, lease_token=a.lease_token, result=seen),
+        Failed(task_id=b.task_id, lease_token=b.lease_token, error_code="CHANNEL_PRIVATE", error="")])
+    assert [r.outcome for r in results] == ["applied", "applied"]
+    observed = {"views": 7, "forwards": 1, "reactions": 3, "reactions_by_emoji": {"👍": 2, "🔥": 1}, "title": "News"}
+    assert json.loads((await w.task(a.task_id))["result_json"]) == observed
+    assert json.loads((await w.task(b.task_id))["result_json"]) == {}
+    [m] = await backdoor.rows(store, "measurements")
+    assert (m["task_id"], m["views"], m["forwards"], m["replies"], m["reactions"], m["subscribers"]) == (
+        a.task_id, 7, 1, None, 3, None)
+    assert json.loads(m["data_json"]) == {"reactions_by_emoji": {"👍": 2, "🔥": 1}, "title": "News"}
+
+
+async def test_a_failure_with_an_error_text_stores_it(store: Store) -> None:
+    w, [a, _] = await leased_world(store)
+    [result] = await w.leases.report("local", [Failed(task_id=a.task_id, lease_token=a.lease_token,
+                                                      error_code="CHANNEL_PRIVATE", error="no access")])
+    assert result.outcome == "applied"
+    assert json.loads((await w.task(a.task_id))["result_json"]) == {"error": "no access"}

@@ -91,14 +91,21 @@ LEASE = (
 # changes: a quota used up by this batch says so once). Failures are rolled back afterwards, one by one.
 # A report with an epoch (the local executor's) applies only while its account's ownership epoch is still
 # that one: the account row is locked FOR SHARE by the check, so no acquisition moves it before COMMIT.
-# $1 the reports, one JSON document (``_reports``): one parameter encoded in C, where an array per column had
-# the driver check every element for a nested array (a tenth of a batched report's CPU); $2 now, $3 the day,
-# $4 the pace.
+# $1 the reports, one JSON document (the Finish items, in order: ``ord`` from 1) encoded in C, where an array per
+# column had the driver check every element for a nested array (a tenth of a batched report's CPU); what goes in
+# a measurement (the counts, and of the rest only the title and the reactions by emoji) is picked out here, as
+# on SQLite; $2 now, $3 the day, $4 the pace.
 REPORT = (
-    "WITH r AS (SELECT DISTINCT ON (id, token, executor) * FROM jsonb_to_recordset($1::jsonb) AS r(ord bigint,"
-    " id bigint, token text, executor text, ok boolean, result jsonb, code text, views bigint, forwards bigint,"
-    " replies bigint, reactions bigint, subscribers bigint, data jsonb, epoch bigint)"
-    " ORDER BY id, token, executor, ord),"
+    "WITH r AS (SELECT DISTINCT ON (id, token, executor) * FROM (SELECT f.ord, f.task_id AS id, f.lease_token AS token,"
+    " f.executor, f.ok, CASE WHEN f.ok THEN f.observation WHEN f.error <> '' THEN jsonb_build_object('error', f.error)"
+    " ELSE '{}'::jsonb END AS result, f.error_code AS code, (f.observation ->> 'views')::bigint AS views,"
+    " (f.observation ->> 'forwards')::bigint AS forwards, (f.observation ->> 'replies')::bigint AS replies,"
+    " (f.observation ->> 'reactions')::bigint AS reactions, (f.observation ->> 'subscribers')::bigint AS subscribers,"
+    " jsonb_strip_nulls(jsonb_build_object('title', f.observation -> 'title', 'reactions_by_emoji',"
+    " f.observation -> 'reactions_by_emoji')) AS data, f.epoch"
+    " FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (task_id bigint, lease_token text, executor text, ok boolean,"
+    " observation jsonb, error_code text, error text, epoch bigint)) WITH ORDINALITY AS f(task_id, lease_token,"
+    " executor, ok, observation, error_code, error, epoch, ord)) d ORDER BY id, token, executor, ord),"
     " fenced AS (UPDATE tasks t SET status = CASE WHEN r.ok THEN 'done' ELSE 'failed' END,"
     " error_code = CASE WHEN r.ok THEN t.error_code ELSE r.code END,"
     " result_json = r.result, reported_at = $2, lease_expires_at = NULL FROM r"
@@ -144,21 +151,7 @@ FENCE_EXTENSIONS = (
     " AND t.lease_expires_at > $5 RETURNING t.id, t.lease_token, t.account_id")
 
 
-KEPT = ("title", "reactions_by_emoji")  # what of an observation goes in a measurement's data_json
-_encoder = msgspec.json.Encoder()
-
-
-def _reports(items: list[Finish]) -> bytes:
-    """REPORT's $1: each report's fields, with its place in the batch (``ord``, from 1)."""
-    out = []
-    for n, i in enumerate(items, 1):
-        o = i.observation if i.ok else {}
-        out.append({"ord": n, "id": i.task_id, "token": i.lease_token, "executor": i.executor, "ok": i.ok,
-                    "result": o if i.ok else {"error": i.error} if i.error else {}, "code": i.error_code,
-                    "views": o.get("views"), "forwards": o.get("forwards"), "replies": o.get("replies"),
-                    "reactions": o.get("reactions"), "subscribers": o.get("subscribers"),
-                    "data": {k: v for k, v in o.items() if k in KEPT}, "epoch": i.epoch})
-    return _encoder.encode(out)
+_encoder = msgspec.json.Encoder()  # REPORT's $1: the Finish items as they are, one C call for a batch
 
 
 class PulledStore(PostgresCore):
@@ -352,7 +345,7 @@ class PulledStore(PostgresCore):
         with an ``epoch`` (the local executor's) applies only while it is its account's epoch (else stale_lease)."""
         async with self.tx() as tx:
             at = now()  # in the transaction: a clock step is followed at its start
-            rows = await tx.fetch(REPORT, _reports(items).decode(), at, day, pace_seconds)
+            rows = await tx.fetch(REPORT, _encoder.encode(items).decode(), at, day, pace_seconds)
             applied = {r["ord"] - 1: r for r in rows if r["ord"] is not None}
             # What the others met, read after the fence: a task it applied reads as done (or failed) with
             # that report's token, which is what a second report of it in this batch is judged by.
