@@ -8,6 +8,11 @@ touched that no event of it names goes in the log too, as one ``changes`` row
 just before COMMIT, so every change is in the event log, the stream's source
 (tgdaemon/stream.py). The commit hook then tells the stream how far the log grew.
 
+Each of aiosqlite's calls is a hand-off to the connection's thread and a wake-up back: for the hot paths
+(a pull, a report) that was more CPU than SQLite's own work, so ``StoreCore.write`` runs a whole
+transaction there in one hand-off (``Tx.run``: any number of statements in one), and every
+transaction's log rows and COMMIT go in one.
+
 A disk or I/O error (``SQLITE_FULL``, ``SQLITE_IOERR`` and kin) is not the
 request's fault and will not pass by retrying: the first one marks the store
 failed, tells the daemon (``on_failure``), and every write after it is
@@ -108,8 +113,8 @@ def on_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T])
     """``fn(the sqlite3 connection)`` on the connection's own thread: one hand-off there and one wake-up
     back for any number of statements, where each of aiosqlite's calls is one of each (the hand-offs were
     the larger part of a pull's CPU). aiosqlite has no public call for it; ``_execute`` is the queue all
-    of its own calls go through (tests/store/test_sqlite_onehop.py holds it to that)."""
-    return conn._execute(fn, conn._conn)  # noqa: SLF001
+    of its own calls go through (tests/store/test_hotpath.py holds it to that)."""
+    return conn._execute(fn, conn._conn)
 
 
 def _insert_log(conn: sqlite3.Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
