@@ -30,6 +30,7 @@ T = TypeVar("T")
 MAX_BODY = 1024 * 1024
 RETRY_AFTER_SECONDS = 5  # while the database is out of reach: half the daemon's longest wait between its retries
 _encoder = msgspec.json.Encoder()
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}  # one per body type: a typed decoder built once, not per request
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -58,8 +59,10 @@ async def read_body(request: web.Request, type_: type[T]) -> T:
     raw = await request.read()
     if b"\\u0000" in raw:  # rare: only then is the body walked
         _refuse_nul(raw)
+    if (decoder := _decoders.get(type_)) is None:
+        decoder = _decoders[type_] = msgspec.json.Decoder(type_)
     try:
-        return msgspec.json.decode(raw, type=type_)
+        return decoder.decode(raw)  # type: ignore[no-any-return]
     except msgspec.ValidationError:  # (a subclass of DecodeError)
         pass  # perhaps only 5.0 where an integer goes: the slow path, for refused bodies only
     except msgspec.DecodeError as exc:

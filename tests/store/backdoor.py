@@ -189,6 +189,24 @@ async def cursor_updates_fail(store: Store) -> AsyncIterator[None]:
 
 
 @asynccontextmanager
+async def inserts_fail(store: Store, table: str) -> AsyncIterator[None]:
+    """While inside: any statement that inserts into ``table`` (an upsert too) fails, half-way through its
+    transaction; one of ``INJECTED_ERRORS`` reaches the caller of the store operation."""
+    _names(table)
+    if _is_pg(store):
+        statements = [
+            "CREATE FUNCTION tgf_test_no_insert() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE EXCEPTION 'no insert'; END $$",
+            f"CREATE TRIGGER no_insert BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION tgf_test_no_insert()"]
+        undo = [f"DROP TRIGGER no_insert ON {table}", "DROP FUNCTION tgf_test_no_insert()"]
+    else:
+        statements = [f"CREATE TRIGGER no_insert BEFORE INSERT ON {table} BEGIN SELECT RAISE(ABORT, 'no insert'); END"]
+        undo = ["DROP TRIGGER no_insert"]
+    async with _installed(store, statements, undo):
+        yield
+
+
+@asynccontextmanager
 async def _installed(store: Store, statements: list[str], undo: list[str]) -> AsyncIterator[None]:
     """Test-only triggers, in place while inside."""
     for sql in statements:

@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 from typing import TypeVar
 
-from tgdaemon.store.api import AccountEffect, ClaimedTask, Row
+from tgdaemon.store.api import AccountEffect, ClaimedTask, LeaseAsk, Row
 
 R = TypeVar("R", bound=Row)  # whichever row type the driver reads: it comes back as it went in
 # Dispatch: a transaction creates at most this many setup tasks (about 15 ms of the one writer's time, so that
@@ -22,6 +22,23 @@ FIND_WINDOW = 20_000
 
 def holder(task_id: int) -> str:
     return f"quota:{task_id}"
+
+
+def lease_runs(asks: Sequence[LeaseAsk]) -> list[list[int]]:
+    """The asks (by index) that one statement serves together, in the order to serve them: an executor's
+    consecutive asks with the same lease, lock and owner. Another executor's asks between them change nothing
+    (their tasks are other accounts'), so the statement's tasks, oldest first, split in ask order are
+    what the asks would get one after another."""
+    runs: list[list[int]] = []
+    latest: dict[str, list[int]] = {}  # executor -> its latest run
+    for n, ask in enumerate(asks):
+        run = latest.get(ask.executor)
+        if run is None or (asks[run[0]].lease_seconds, asks[run[0]].lock_seconds, asks[run[0]].owner) != (
+                ask.lease_seconds, ask.lock_seconds, ask.owner):
+            run = latest[ask.executor] = []
+            runs.append(run)
+        run.append(n)
+    return runs
 
 
 def outcome(row: Row | None, executor: str, token: str, at: float, epoch: int | None = None) -> str:

@@ -40,6 +40,11 @@ class TxLog:
                     data: dict[str, Any] | None = None) -> None:
         """Append to the audit trail (written at commit); the caller must keep secrets out of ``message``
         and ``data``."""
+        self.add_event(kind, message, account_id=account_id, task_id=task_id, quota_id=quota_id, data=data)
+
+    def add_event(self, kind: str, message: str, *, account_id: int | None = None, task_id: int | None = None,
+                  quota_id: int | None = None, data: dict[str, Any] | None = None) -> None:
+        """``event`` for a driver's synchronous code (a transaction run whole on the writer's thread)."""
         self._add(now(), kind, message, account_id, task_id, quota_id, data)
 
     async def events_many(self, events: list[dict[str, Any]]) -> None:
@@ -61,18 +66,24 @@ class TxLog:
         """The driver's statement: insert ``rows`` (never empty), in their order; their ids, ascending."""
         raise NotImplementedError
 
-    async def log_changes(self) -> None:
+    def take_log(self) -> list[dict[str, Any]]:
         """Just before COMMIT: the accounts and quotas touched that none of this transaction's events names
         become one ``changes`` row, so the log holds every change (a lease taking a lock, a report) at one
-        row per commit, not one per object; then every row is written, in one go."""
+        row per commit, not one per object; then every row to write, in order (none: nothing to write)."""
         accounts = sorted(self.accounts - {e["account_id"] for e in self.pending})
         quotas = sorted(self.quotas - {e["quota_id"] for e in self.pending})
         if accounts or quotas:
             self._add(now(), CHANGES_KIND, "", None, None, None, {"accounts": accounts, "quotas": quotas})
-        if not self.pending:
-            return
         rows, self.pending = self.pending, []
-        ids = await self.write_log(rows)
+        return rows
+
+    def logged(self, rows: Sequence[dict[str, Any]], ids: Sequence[int]) -> None:
+        """``rows`` (from ``take_log``) were written with these ids."""
         if len(ids) != len(rows):
             raise RuntimeError(f"wrote {len(ids)} of {len(rows)} log rows")
         self.events += [{"id": event_id, **row} for event_id, row in zip(ids, rows, strict=True)]
+
+    async def log_changes(self) -> None:
+        """``take_log``, then every row written in one go by the driver's ``write_log``."""
+        if rows := self.take_log():
+            self.logged(rows, await self.write_log(rows))

@@ -376,10 +376,11 @@ class PostgresCore:
                 self._lock.release()
 
     @asynccontextmanager
-    async def tx(self) -> AsyncIterator[Tx]:
+    async def tx(self, *, local: str = "") -> AsyncIterator[Tx]:
         """BEGIN … COMMIT on the writer under the write lock; the commit hook runs before the lock is let go.
         A step of the wall clock not yet followed moves the stored deadlines first, in the same
-        transaction, so nothing in it compares a stepped clock with unmoved deadlines."""
+        transaction, so nothing in it compares a stepped clock with unmoved deadlines. ``local``: a setting
+        for this transaction only (``SET LOCAL``), sent with BEGIN in one round trip."""
         async with self._lock:
             if self.failure is not None:
                 raise StoreUnavailable(f"the database cannot be written ({self.failure}); the daemon is stopping")
@@ -387,7 +388,7 @@ class PostgresCore:
             tx = Tx(conn, self)
             clock, step = self.clock, 0.0
             try:  # BEGIN inside: a caller cancelled while BEGIN is in flight must still roll it back
-                await tx.execute("BEGIN")
+                await tx.execute(f"BEGIN; SET LOCAL {local}" if local else "BEGIN")  # no parameters: one message
                 if clock is not None and (step := clock.pending()):  # before the caller compares a deadline
                     await clock.shift(self, tx, step)  # type: ignore[arg-type]  # the whole store is PostgresStore
                 yield tx

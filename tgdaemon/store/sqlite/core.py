@@ -8,6 +8,11 @@ touched that no event of it names goes in the log too, as one ``changes`` row
 just before COMMIT, so every change is in the event log, the stream's source
 (tgdaemon/stream.py). The commit hook then tells the stream how far the log grew.
 
+Each of aiosqlite's calls is a hand-off to the connection's thread and a wake-up back: for the hot paths
+(a pull, a report) that was more CPU than SQLite's own work, so ``StoreCore.write`` runs a whole
+transaction there in one hand-off (``Tx.run``: any number of statements in one), and every
+transaction's log rows and COMMIT go in one.
+
 A disk or I/O error (``SQLITE_FULL``, ``SQLITE_IOERR`` and kin) is not the
 request's fault and will not pass by retrying: the first one marks the store
 failed, tells the daemon (``on_failure``), and every write after it is
@@ -22,7 +27,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -104,8 +109,33 @@ def insert_events(n: int) -> str:
             + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * n))
 
 
+def on_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> Awaitable[T]:
+    """``fn(the sqlite3 connection)`` on the connection's own thread: one hand-off there and one wake-up
+    back for any number of statements, where each of aiosqlite's calls is one of each (the hand-offs were
+    the larger part of a pull's CPU). aiosqlite has no public call for it; ``_execute`` is the queue all
+    of its own calls go through (tests/store/test_hotpath.py holds it to that)."""
+    return conn._execute(fn, conn._conn)
+
+
+def _insert_log(conn: sqlite3.Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """One statement per ``LOG_ROWS_PER_INSERT`` rows (one writer: AUTOINCREMENT ids are consecutive, in
+    commit order, the last one the statement's rowid)."""
+    ids: list[int] = []
+    for start in range(0, len(rows), LOG_ROWS_PER_INSERT):
+        chunk = rows[start:start + LOG_ROWS_PER_INSERT]
+        cur = conn.execute(insert_events(len(chunk)), [
+            v for e in chunk for v in (e["at"], e["kind"], e["account_id"], e["task_id"], e["quota_id"],
+                                       e["message"], json.dumps(e["data"], separators=(",", ":")))])
+        last = int(cur.lastrowid or 0)
+        ids += range(last - len(chunk) + 1, last + 1)
+    return ids
+
+
 class Tx(TxLog):
-    """One write transaction, and what it changed."""
+    """One write transaction, and what it changed.
+
+    Statements go one by one (``execute``, ``fetchall``, ``conn``: aiosqlite's connection), or many at
+    once with ``run``: a synchronous function given the sqlite3 connection, on the writer's thread."""
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         super().__init__()
@@ -117,18 +147,35 @@ class Tx(TxLog):
     async def fetchall(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Iterable[sqlite3.Row]:
         return await self.conn.execute_fetchall(sql, params)
 
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` in this transaction, on the writer's thread, in one hand-off. ``fn`` must not block on
+        anything but SQLite, and may use this Tx's synchronous methods (``touch``, ``add_event``…)."""
+        return await on_thread(self.conn, fn)
+
     async def write_log(self, rows: Sequence[dict[str, Any]]) -> Sequence[int]:
-        """The transaction's log rows, at its end: one statement per ``LOG_ROWS_PER_INSERT`` (one writer:
-        AUTOINCREMENT ids are consecutive, in commit order, the last one the statement's rowid)."""
-        ids: list[int] = []
-        for start in range(0, len(rows), LOG_ROWS_PER_INSERT):
-            chunk = rows[start:start + LOG_ROWS_PER_INSERT]
-            cur = await self.conn.execute(insert_events(len(chunk)), [
-                v for e in chunk for v in (e["at"], e["kind"], e["account_id"], e["task_id"], e["quota_id"],
-                                           e["message"], json.dumps(e["data"], separators=(",", ":")))])
-            last = int(cur.lastrowid or 0)
-            ids += range(last - len(chunk) + 1, last + 1)
-        return ids
+        """The transaction's log rows, at its end, in one hand-off."""
+        return await self.run(lambda conn: _insert_log(conn, rows))
+
+    def commit_now(self, conn: sqlite3.Connection) -> None:
+        """On the writer's thread: the log rows (``take_log``), then COMMIT."""
+        rows = self.take_log()
+        if rows:
+            self.logged(rows, _insert_log(conn, rows))
+        conn.execute("COMMIT")
+
+    def whole(self, conn: sqlite3.Connection, body: Callable[[Self, sqlite3.Connection], T]) -> T:
+        """On the writer's thread: BEGIN IMMEDIATE, ``body``, the log rows, COMMIT; ROLLBACK should any of
+        them fail, so a failure in the middle leaves nothing written."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(self, conn)
+            self.commit_now(conn)
+        except BaseException:
+            if conn.in_transaction:  # SQLite may have rolled it back itself (a failed COMMIT)
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
+        return result
 
     async def set_meta(self, key: str, value: str) -> None:
         """A key of the little ``meta`` table, in this transaction (for parts that hold a Tx, not the store)."""
@@ -207,35 +254,63 @@ class StoreCore:
 
     @asynccontextmanager
     async def tx(self) -> AsyncIterator[Tx]:
-        """BEGIN IMMEDIATE … COMMIT under the write lock; the commit hook runs before the lock is let go.
-        A step of the wall clock not yet followed moves the stored deadlines first, in the same
-        transaction, so nothing in it compares a stepped clock with unmoved deadlines."""
+        """BEGIN IMMEDIATE … COMMIT under the write lock; the commit hook runs before the lock is let go."""
+        async with self._lock, self._locked_tx() as tx:
+            yield tx
+
+    @asynccontextmanager
+    async def _locked_tx(self) -> AsyncIterator[Tx]:
+        """``tx`` with the lock held. A step of the wall clock not yet followed moves the stored deadlines
+        first, in the same transaction, so nothing in it compares a stepped clock with unmoved deadlines.
+        The log rows and COMMIT go in one hand-off."""
+        tx = Tx(self._writer)
+        if self.failure is not None:
+            raise StoreUnavailable(f"the database cannot be written ({self.failure}); the daemon is stopping")
+        clock, step = self.clock, 0.0
+        try:  # BEGIN inside: a caller cancelled while BEGIN is queued must still roll it back
+            await self._writer.execute("BEGIN IMMEDIATE")
+            if clock is not None and (step := clock.pending()):  # before the caller compares a deadline
+                await clock.shift(self, tx, step)  # type: ignore[arg-type]  # the whole store is SQLiteStore
+            yield tx
+            await tx.run(tx.commit_now)  # inside too: a failed COMMIT must not leave it open
+        except BaseException as exc:
+            # None was begun, SQLite rolled it back itself, or the connection is already closed.
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                await self._writer.execute("ROLLBACK")
+            self._failed(exc)
+            raise
+        if clock is not None and step:
+            clock.followed(step)
+        await self._committed(tx)
+
+    async def write(self, body: Callable[[Tx, sqlite3.Connection], T]) -> T:
+        """A whole write transaction in one hand-off to the writer's thread: BEGIN IMMEDIATE, ``body``
+        (synchronous: its statements on the sqlite3 connection, its changes on the Tx), the log rows and
+        COMMIT, all or nothing; then the commit hook, as ``tx``. For the hot paths (a pull, a report), where
+        the hand-offs of a statement at a time cost more than the statements. While a step of the wall
+        clock waits to be followed, ``body`` runs inside ``tx`` instead (the shift is not synchronous)."""
         async with self._lock:
-            tx = Tx(self._writer)
+            if self.clock is not None and self.clock.pending():
+                async with self._locked_tx() as slow:
+                    return await slow.run(lambda conn: body(slow, conn))
             if self.failure is not None:
                 raise StoreUnavailable(f"the database cannot be written ({self.failure}); the daemon is stopping")
-            clock, step = self.clock, 0.0
-            try:  # BEGIN inside: a caller cancelled while BEGIN is queued must still roll it back
-                await self._writer.execute("BEGIN IMMEDIATE")
-                if clock is not None and (step := clock.pending()):  # before the caller compares a deadline
-                    await clock.shift(self, tx, step)  # type: ignore[arg-type]  # the whole store is SQLiteStore
-                yield tx
-                await tx.log_changes()
-                await self._writer.execute("COMMIT")  # inside too: a failed COMMIT must not leave it open
+            tx = Tx(self._writer)
+            try:
+                result = await tx.run(lambda conn: tx.whole(conn, body))
             except BaseException as exc:
-                # None was begun, SQLite rolled it back itself, or the connection is already closed.
-                with contextlib.suppress(sqlite3.Error, ValueError):
-                    await self._writer.execute("ROLLBACK")
                 self._failed(exc)
                 raise
-            if clock is not None and step:
-                clock.followed(step)
-            if self.on_commit is not None and (tx.accounts or tx.quotas or tx.events):
-                try:
-                    await self.on_commit(tx)
-                except sqlite3.Error as exc:  # its reads run on the writer: the same disk
-                    self._failed(exc)
-                    raise
+            await self._committed(tx)
+            return result
+
+    async def _committed(self, tx: Tx) -> None:
+        if self.on_commit is not None and (tx.accounts or tx.quotas or tx.events):
+            try:
+                await self.on_commit(tx)
+            except sqlite3.Error as exc:  # its reads run on the writer: the same disk
+                self._failed(exc)
+                raise
 
     async def read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Iterable[sqlite3.Row]:
         """A read on the reader connection: it never waits for a writer."""

@@ -15,12 +15,14 @@ import sqlite3
 from collections import Counter
 from typing import Any
 
+import msgspec
+
 from tgdaemon.errors import NotFound
 from tgdaemon.store import rules
 from tgdaemon.store.api import Finish, Generated, Generation, LeaseAsk, QuotaRef, Reaped
 from tgdaemon.store.rules import holder
 from tgdaemon.store.sqlite.core import StoreCore, Tx
-from tgdaemon.store.sqlite.locks import release_locks, take_locks
+from tgdaemon.store.sqlite.locks import RELEASE_LOCK, TAKE_LOCK, release_locks, take_locks
 from tgdaemon.store.sqlite.setup import (
     ACCOUNT_CAN_WORK,
     LOCK_FREE,
@@ -39,20 +41,44 @@ ELIGIBLE = f"""q.paused = 0 AND q.inspection_ok = 1 AND q.expires_at > :now
 SNAPSHOT_FRESH = "(q.action != 'post_stats' OR q.posts_fetched_at > :stale_before)"
 TASK_COLUMNS = ("id, lease_token, account_id, action, target, post_id, subject_type, subject_id,"
                 " lease_expires_at")
+# One run of asks (same executor, lease, lock and owner: rules.lease_runs) in one statement. The partial index
+# is named because the planner, without statistics, sorted every pending task instead (2 ms per pull at 10,000).
+# ``reserved``: whether the task's own reservation was still live; ``epoch``: the account's ownership epoch.
+LEASE = ("UPDATE tasks SET status = 'leased', lease_token = lower(hex(randomblob(16))), leased_by = :ex,"
+         " lease_expires_at = :exp, lease_count = lease_count + 1 WHERE id IN ("
+         " SELECT t.id FROM tasks t INDEXED BY tasks_pending JOIN accounts a ON a.id = t.account_id"
+         " WHERE t.status = 'pending' AND a.executor = :ex AND a.is_active = 1 AND a.disabled_at IS NULL"
+         " AND (a.cooldown_until IS NULL OR a.cooldown_until <= :now)"
+         " AND NOT EXISTS (SELECT 1 FROM account_locks l WHERE l.account_id = t.account_id"
+         " AND l.expires_at > :now AND l.holder != 'quota:' || t.id){owner}"
+         f" ORDER BY t.id LIMIT :limit) RETURNING {TASK_COLUMNS}, (SELECT l.expires_at > :now"
+         " FROM account_locks l WHERE l.account_id = tasks.account_id AND l.holder = 'quota:' || tasks.id)"
+         " AS reserved, (SELECT a.owner_epoch FROM accounts a WHERE a.id = tasks.account_id) AS epoch")
+LEASE_ANY, LEASE_OWNED = LEASE.replace("{owner}", ""), LEASE.replace("{owner}", " AND a.owner = :owner")
+TASK_ROWS = ("SELECT t.id, t.status, t.lease_token, t.leased_by, t.lease_expires_at, t.account_id, t.subject_id,"
+             " t.post_id, a.executor, a.owner_epoch FROM tasks t JOIN accounts a ON a.id = t.account_id"
+             " WHERE t.id IN (SELECT value FROM json_each(?))")
 
 
+def _text(value: Any) -> str:
+    """JSON text for a column, in C (json.dumps was microseconds a value, twice a report)."""
+    return _encoder.encode(value).decode()
 
 
+_encoder = msgspec.json.Encoder()
 
 
+def _take_locks(conn: sqlite3.Connection, locks: list[tuple[int, str]], seconds: float, at: float) -> None:
+    """locks.take_locks(must=True, touch=False), on the writer's thread: the locks were just seen free or the
+    holder's own, in this transaction."""
+    cur = conn.executemany(TAKE_LOCK, [(account_id, holder, at + seconds, at) for account_id, holder in locks])
+    if cur.rowcount != len(locks):
+        raise RuntimeError(f"took {cur.rowcount} of {len(locks)} locks that were free in this transaction")
 
 
-
-
-
-
-
-
+def _tasks(conn: sqlite3.Connection, ids: list[int]) -> dict[int, sqlite3.Row]:
+    rows = conn.execute(TASK_ROWS, (json.dumps(sorted(set(ids))),)).fetchall()
+    return {r["id"]: r for r in rows}
 
 
 class PulledStore(StoreCore):
@@ -174,60 +200,50 @@ class PulledStore(StoreCore):
     async def lease_tasks(self, asks: list[LeaseAsk]) -> list[list[dict[str, Any]]]:
         """For each ask, pending tasks of the executor's accounts (``owner``: of those this node owns), oldest
         first, leased with a fresh token each and the account's ownership ``epoch``; all asks in one transaction
-        (group commit). The partial index is named because the planner, without statistics, sorted every
-        pending task instead (2 ms per pull at 10,000)."""
-        out: list[list[dict[str, Any]]] = []
-        async with self.tx() as tx:
-            at = now()  # in the transaction: a clock step is followed at its start
-            for ask in asks:
-                rows = await tx.fetchall(
-                    "UPDATE tasks SET status = 'leased', lease_token = lower(hex(randomblob(16))), leased_by = :ex,"
-                    " lease_expires_at = :exp, lease_count = lease_count + 1 WHERE id IN ("
-                    " SELECT t.id FROM tasks t INDEXED BY tasks_pending JOIN accounts a ON a.id = t.account_id"
-                    " WHERE t.status = 'pending' AND a.executor = :ex AND a.is_active = 1 AND a.disabled_at IS NULL"
-                    " AND (a.cooldown_until IS NULL OR a.cooldown_until <= :now)"
-                    " AND NOT EXISTS (SELECT 1 FROM account_locks l WHERE l.account_id = t.account_id"
-                    " AND l.expires_at > :now AND l.holder != 'quota:' || t.id)"
-                    + ("" if ask.owner is None else " AND a.owner = :owner")
-                    + f" ORDER BY t.id LIMIT :limit) RETURNING {TASK_COLUMNS}, (SELECT l.expires_at > :now"
-                    " FROM account_locks l WHERE l.account_id = tasks.account_id AND l.holder = 'quota:' || tasks.id)"
-                    " AS reserved, (SELECT a.owner_epoch FROM accounts a WHERE a.id = tasks.account_id) AS epoch",
-                    {"ex": ask.executor, "exp": at + ask.lease_seconds, "now": at, "limit": ask.limit,
-                     "owner": ask.owner})
-                tasks = sorted((dict(r) for r in rows), key=lambda r: r["id"])
-                await take_locks(tx, [(t["account_id"], holder(t["id"])) for t in tasks], ask.lock_seconds,
-                                 touch=False)
-                for t in tasks:  # a renewed reservation changes nothing anyone sees; a lapsed one retaken does
-                    if not t.pop("reserved"):
-                        tx.touch(t["account_id"])
-                out.append(tasks)
+        (group commit) run whole on the writer's thread, one statement per run of asks (``rules.lease_runs``:
+        sixteen providers' pulls of one task each are one statement, not sixteen)."""
+        return await self.write(lambda tx, conn: self._lease(tx, conn, asks))
+
+    def _lease(self, tx: Tx, conn: sqlite3.Connection, asks: list[LeaseAsk]) -> list[list[dict[str, Any]]]:
+        at = now()  # in the transaction: a clock step is followed at its start
+        out: list[list[dict[str, Any]]] = [[] for _ in asks]
+        for run in rules.lease_runs(asks):
+            first = asks[run[0]]
+            rows = conn.execute(LEASE_ANY if first.owner is None else LEASE_OWNED, {
+                "ex": first.executor, "exp": at + first.lease_seconds, "now": at,
+                "limit": sum(asks[n].limit for n in run), "owner": first.owner}).fetchall()
+            tasks = sorted((dict(r) for r in rows), key=lambda r: r["id"])
+            _take_locks(conn, [(t["account_id"], holder(t["id"])) for t in tasks], first.lock_seconds, at)
+            for t in tasks:  # a renewed reservation changes nothing anyone sees; a lapsed one retaken does
+                if not t.pop("reserved"):
+                    tx.touch(t["account_id"])
+            start = 0
+            for n in run:  # in ask order, each the oldest of what the asks before it left
+                out[n] = tasks[start:start + asks[n].limit]
+                start += asks[n].limit
         return out
 
     async def extend_leases(self, executor: str, leases: list[tuple[int, str]], lease_seconds: float,
                             lock_seconds: float) -> list[tuple[str, float | None]]:
         """(outcome, new expiry) per lease; only live leases of this executor are extended."""
-        async with self.tx() as tx:
-            at = now()  # in the transaction: a clock step is followed at its start
-            rows = await self._tasks(tx, [tid for tid, _ in leases])
-            out: list[tuple[str, float | None]] = []
-            live: dict[int, sqlite3.Row] = {}
-            for tid, token in leases:
-                outcome = rules.outcome(rows.get(tid), executor, token, at)
-                if outcome == "applied":
-                    live[tid] = rows[tid]
-                out.append((outcome, at + lease_seconds if outcome == "applied" else None))
-            await tx.conn.executemany("UPDATE tasks SET lease_expires_at = ? WHERE id = ?",
-                                      [(at + lease_seconds, tid) for tid in live])
-            await take_locks(tx, [(r["account_id"], holder(tid)) for tid, r in live.items()], lock_seconds,
-                             touch=False)  # a live lease: the reservation is only renewed
-            return out
+        return await self.write(lambda tx, conn: self._extend(conn, executor, leases, lease_seconds, lock_seconds))
 
-    async def _tasks(self, tx: Tx, ids: list[int]) -> dict[int, sqlite3.Row]:
-        rows = await tx.fetchall(
-            "SELECT t.id, t.status, t.lease_token, t.leased_by, t.lease_expires_at, t.account_id, t.subject_id,"
-            " t.post_id, a.executor, a.owner_epoch FROM tasks t JOIN accounts a ON a.id = t.account_id"
-            " WHERE t.id IN (SELECT value FROM json_each(?))", (json.dumps(sorted(set(ids))),))
-        return {r["id"]: r for r in rows}
+    def _extend(self, conn: sqlite3.Connection, executor: str, leases: list[tuple[int, str]], lease_seconds: float,
+                lock_seconds: float) -> list[tuple[str, float | None]]:
+        at = now()  # in the transaction: a clock step is followed at its start
+        rows = _tasks(conn, [tid for tid, _ in leases])
+        out: list[tuple[str, float | None]] = []
+        live: dict[int, sqlite3.Row] = {}
+        for tid, token in leases:
+            outcome = rules.outcome(rows.get(tid), executor, token, at)
+            if outcome == "applied":
+                live[tid] = rows[tid]
+            out.append((outcome, at + lease_seconds if outcome == "applied" else None))
+        conn.executemany("UPDATE tasks SET lease_expires_at = ? WHERE id = ?",
+                         [(at + lease_seconds, tid) for tid in live])
+        # a live lease: the reservation is only renewed
+        _take_locks(conn, [(r["account_id"], holder(tid)) for tid, r in live.items()], lock_seconds, at)
+        return out
 
     # --- reports ---------------------------------------------------------------------------------------------------
 
@@ -235,42 +251,51 @@ class PulledStore(StoreCore):
                            retry_seconds: float) -> list[str]:
         """Apply reports in one transaction; the outcome of each, in order. A task reported twice in
         one batch is applied once: the second is a duplicate. A report with an ``epoch`` (the local
-        executor's) applies only while it is still the account's ownership epoch (else ``stale_lease``)."""
+        executor's) applies only while it is still the account's ownership epoch (else ``stale_lease``).
+        Reading the tasks and applying the successes run whole on the writer's thread; failures, rarer and
+        each applied by the one account policy (setup.apply_account_effect), follow in the same transaction."""
+        if all(i.ok for i in items):
+            outcomes, _, _ = await self.write(lambda tx, conn: self._apply(tx, conn, items, pace_seconds, day))
+            return outcomes
         async with self.tx() as tx:
-            at = now()  # in the transaction: a clock step is followed at its start
-            rows = await self._tasks(tx, [i.task_id for i in items])
-            outcomes: list[str] = []
-            applied: list[tuple[Finish, sqlite3.Row]] = []
-            seen: set[int] = set()
-            for item in items:
-                row = rows.get(item.task_id)
-                outcome = rules.outcome(row, item.executor, item.lease_token, at, item.epoch)
-                if outcome == "applied" and item.task_id in seen:
-                    outcome = "duplicate"
-                outcomes.append(outcome)
-                if outcome == "applied" and row is not None:
-                    seen.add(item.task_id)
-                    applied.append((item, row))
-            done = [(i, r) for i, r in applied if i.ok]
-            failed = [(i, r) for i, r in applied if not i.ok]
-            await self._commit_claims(tx, done, at, pace_seconds, day)
+            outcomes, failed, at = await tx.run(lambda conn: self._apply(tx, conn, items, pace_seconds, day))
             await self._roll_back_claims(tx, failed, at, retry_seconds)
             return outcomes
 
-    async def _commit_claims(self, tx: Tx, done: list[tuple[Finish, sqlite3.Row]], at: float, pace: float,
-                             day: str) -> None:
+    def _apply(self, tx: Tx, conn: sqlite3.Connection, items: list[Finish], pace: float,
+               day: str) -> tuple[list[str], list[tuple[Finish, sqlite3.Row]], float]:
+        """The outcomes, the successes committed; the failures to roll back, and the time it judged them at."""
+        at = now()  # in the transaction: a clock step is followed at its start
+        rows = _tasks(conn, [i.task_id for i in items])
+        outcomes: list[str] = []
+        applied: list[tuple[Finish, sqlite3.Row]] = []
+        seen: set[int] = set()
+        for item in items:
+            row = rows.get(item.task_id)
+            outcome = rules.outcome(row, item.executor, item.lease_token, at, item.epoch)
+            if outcome == "applied" and item.task_id in seen:
+                outcome = "duplicate"
+            outcomes.append(outcome)
+            if outcome == "applied" and row is not None:
+                seen.add(item.task_id)
+                applied.append((item, row))
+        self._commit_claims(tx, conn, [(i, r) for i, r in applied if i.ok], at, pace, day)
+        return outcomes, [(i, r) for i, r in applied if not i.ok], at
+
+    def _commit_claims(self, tx: Tx, conn: sqlite3.Connection, done: list[tuple[Finish, sqlite3.Row]], at: float,
+                       pace: float, day: str) -> None:
         """Success: task done, pacing and the daily cap consumed, the lock let go, the quota's counter
         decremented (never below 0) and the observation stored with its quota's measurement counter
         moved by the same number, all in the caller's transaction."""
         if not done:
             return
-        await tx.conn.executemany(
+        conn.executemany(
             "UPDATE tasks SET status = 'done', result_json = ?, reported_at = ?, lease_expires_at = NULL WHERE id = ?",
-            [(json.dumps(i.observation), at, i.task_id) for i, _ in done])
-        await tx.conn.executemany(
+            [(_text(i.observation), at, i.task_id) for i, _ in done])
+        conn.executemany(
             "INSERT INTO usage (account_id, day, used) VALUES (?, ?, 1)"
             " ON CONFLICT (account_id, day) DO UPDATE SET used = used + 1", [(r["account_id"], day) for _, r in done])
-        await tx.conn.executemany(
+        conn.executemany(
             "UPDATE accounts SET last_ok_at = :at, last_error_code = NULL,"
             " cooldown_until = CASE WHEN :pace > 0 AND COALESCE(cooldown_until, 0) < :at + :pace"
             " THEN :at + :pace ELSE cooldown_until END,"
@@ -279,13 +304,14 @@ class PulledStore(StoreCore):
             " cooldown_seconds = CASE WHEN :pace > 0 AND COALESCE(cooldown_until, 0) < :at + :pace"
             " THEN :pace ELSE cooldown_seconds END WHERE id = :id",
             [{"at": at, "pace": pace, "id": r["account_id"]} for _, r in done])
-        await release_locks(tx, [(r["account_id"], holder(r["id"])) for _, r in done])
+        conn.executemany(RELEASE_LOCK, [(r["account_id"], holder(r["id"])) for _, r in done])  # locks.release_locks
+        for _, r in done:
+            tx.touch(r["account_id"])
         per_quota = Counter(r["subject_id"] for _, r in done)
-        quotas = await tx.fetchall(
-            "SELECT id, name, quantity_left, orders_left, per_call FROM quotas"
-            " WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(sorted(per_quota)),))
+        quotas = conn.execute("SELECT id, name, quantity_left, orders_left, per_call FROM quotas"
+                              " WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(sorted(per_quota)),))
         updates = []
-        for q in quotas:
+        for q in quotas.fetchall():
             n = per_quota[q["id"]]
             quantity = None if q["quantity_left"] is None else max(0, q["quantity_left"] - q["per_call"] * n)
             orders = q["orders_left"] if quantity is not None else max(0, (q["orders_left"] or 0) - n)
@@ -293,16 +319,16 @@ class PulledStore(StoreCore):
             tx.touch_quota(q["id"])
             before = q["quantity_left"] if quantity is not None else q["orders_left"]
             if (quantity if quantity is not None else orders) == 0 and before:  # only on the move to 0
-                await tx.event("quota.used_up", f"quota {q['name']}: used up", quota_id=q["id"])
-        await tx.conn.executemany("UPDATE quotas SET quantity_left = ?, orders_left = ?, last_error = NULL,"
-                                  " measurements_count = measurements_count + ? WHERE id = ?", updates)
-        obs = [(r["subject_id"], r["id"], r["post_id"], at, i.observation) for i, r in done]
-        await tx.conn.executemany(
+                tx.add_event("quota.used_up", f"quota {q['name']}: used up", quota_id=q["id"])
+        conn.executemany("UPDATE quotas SET quantity_left = ?, orders_left = ?, last_error = NULL,"
+                         " measurements_count = measurements_count + ? WHERE id = ?", updates)
+        conn.executemany(
             "INSERT INTO measurements (quota_id, task_id, post_id, observed_at, views, forwards, replies, reactions,"
             " subscribers, data_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(qid, tid, post, when, o.get("views"), o.get("forwards"), o.get("replies"), o.get("reactions"),
-              o.get("subscribers"), json.dumps({k: v for k, v in o.items() if k in ("title", "reactions_by_emoji")}))
-             for qid, tid, post, when, o in obs])
+            [(r["subject_id"], r["id"], r["post_id"], at, o.get("views"), o.get("forwards"), o.get("replies"),
+              o.get("reactions"), o.get("subscribers"),
+              _text({k: v for k, v in o.items() if k in ("title", "reactions_by_emoji")}))
+             for o, r in ((i.observation, r) for i, r in done)])
 
     async def _roll_back_claims(self, tx: Tx, failed: list[tuple[Finish, sqlite3.Row]], at: float,
                                 retry_seconds: float) -> None:
