@@ -37,7 +37,16 @@ from pathlib import Path
 from typing import Any
 
 from bench import nodes
-from bench._common import Notes, Timings, clean_env, daemon_subprocess, rss_mb, scratch_dir, stop_process, timed_runs
+from bench._common import (
+    Notes,
+    Timings,
+    clean_env,
+    daemon_subprocess,
+    rss_mb,
+    scratch_dir,
+    stop_process,
+    timed_runs,
+)
 from bench._postgres import Server, private_server
 from bench.report import ROOT, Result, median
 from bench.setup_pipeline import make_media
@@ -78,7 +87,11 @@ def unit_nofile() -> int:
 
 def _limits() -> tuple[int, int, int, int]:
     from tgdaemon.config import Config
-    from tgdaemon.lifecycle.limits import ACCEPT_BACKLOG, MIN_CONNECTIONS, OTHER_DESCRIPTORS
+    from tgdaemon.lifecycle.limits import (
+        ACCEPT_BACKLOG,
+        MIN_CONNECTIONS,
+        OTHER_DESCRIPTORS,
+    )
 
     return ACCEPT_BACKLOG, OTHER_DESCRIPTORS, MIN_CONNECTIONS, Config().daemon.max_http_connections
 

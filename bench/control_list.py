@@ -39,7 +39,9 @@ from bench._common import (
     scratch_dir,
     timed_runs,
 )
-from bench._listing_fleet import BEFORE_COMMIT, BIG, RUNS as BIG_RUNS, TARGET_S as BIG_TARGET_S, big_fleet
+from bench._listing_fleet import BEFORE_COMMIT, BIG, big_fleet
+from bench._listing_fleet import RUNS as BIG_RUNS
+from bench._listing_fleet import TARGET_S as BIG_TARGET_S
 from bench.report import Result, median, percentile
 
 TITLE = "Listing accounts through the control API: 10,000, and 100,000 while setup runs"

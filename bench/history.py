@@ -36,9 +36,9 @@ import aiohttp
 
 from bench._common import (
     DaemonProc,
-    clean_env,
     Notes,
     Timings,
+    clean_env,
     daemon_subprocess,
     rss_mb,
     scratch_dir,

@@ -37,10 +37,17 @@ import aiohttp
 
 from bench import provider_pull as pp
 from bench import stores
-from bench._common import Notes, daemon_subprocess, export_commit, json_job, proc_cpu, scratch_dir
+from bench._common import (
+    Notes,
+    daemon_subprocess,
+    export_commit,
+    json_job,
+    proc_cpu,
+    scratch_dir,
+)
 from bench._postgres import Server, private_server
 from bench._stores_worker import server_cpu
-from bench.report import ROOT, Result, median
+from bench.report import ROOT, Result
 
 T = TypeVar("T")
 

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
+import pgtest
 import pytest
 
-import pgtest
 from bench import _rawloop
 
 JOBS = 350  # not a multiple of the batch: the last lease is a short one

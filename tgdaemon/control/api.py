@@ -43,7 +43,6 @@ from tgdaemon.wire import (
     State,
 )
 
-
 _encoder = msgspec.json.Encoder()
 
 

@@ -15,7 +15,12 @@ from tgdaemon.store.api import ProbeAccount, QuotaRef
 from tgdaemon.store.api import Tx as ApiTx
 from tgdaemon.store.pages import prefetched
 from tgdaemon.store.postgres.core import PostgresCore, Record, own
-from tgdaemon.store.views import EXPORT_FORMATS, MEASUREMENT_FIELDS, measurement_rows, quota_view
+from tgdaemon.store.views import (
+    EXPORT_FORMATS,
+    MEASUREMENT_FIELDS,
+    measurement_rows,
+    quota_view,
+)
 from tgdaemon.timeutil import iso, now
 
 # The count is the counter the report keeps, not a COUNT(*): this view is read after every commit

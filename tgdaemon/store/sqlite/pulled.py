@@ -22,7 +22,12 @@ from tgdaemon.store import rules
 from tgdaemon.store.api import Finish, Generated, Generation, LeaseAsk, QuotaRef, Reaped
 from tgdaemon.store.rules import holder
 from tgdaemon.store.sqlite.core import StoreCore, Tx
-from tgdaemon.store.sqlite.locks import RELEASE_LOCK, TAKE_LOCK, release_locks, take_locks
+from tgdaemon.store.sqlite.locks import (
+    RELEASE_LOCK,
+    TAKE_LOCK,
+    release_locks,
+    take_locks,
+)
 from tgdaemon.store.sqlite.setup import (
     ACCOUNT_CAN_WORK,
     LOCK_FREE,

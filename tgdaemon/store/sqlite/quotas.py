@@ -12,7 +12,12 @@ from tgdaemon.store.api import ProbeAccount, QuotaRef
 from tgdaemon.store.api import Tx as ApiTx
 from tgdaemon.store.pages import prefetched
 from tgdaemon.store.sqlite.core import StoreCore, own
-from tgdaemon.store.views import EXPORT_FORMATS, MEASUREMENT_FIELDS, measurement_rows, quota_view
+from tgdaemon.store.views import (
+    EXPORT_FORMATS,
+    MEASUREMENT_FIELDS,
+    measurement_rows,
+    quota_view,
+)
 from tgdaemon.timeutil import iso, now
 
 # The count is the counter the report keeps, not a COUNT(*): this view is read after every commit
