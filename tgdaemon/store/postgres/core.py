@@ -49,7 +49,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, Concatenate, Literal, ParamSpec, Self, TypeVar
 
@@ -375,9 +375,12 @@ class PostgresCore:
             if locked:
                 self._lock.release()
 
+    def tx(self) -> AbstractAsyncContextManager[Tx]:
+        return self.setting_tx()
+
     @asynccontextmanager
-    async def tx(self, *, local: str = "") -> AsyncIterator[Tx]:
-        """BEGIN … COMMIT on the writer under the write lock; the commit hook runs before the lock is let go.
+    async def setting_tx(self, *, local: str = "") -> AsyncIterator[Tx]:
+        """``tx()`` with a setting: BEGIN … COMMIT on the writer under the write lock; the commit hook runs before the lock is let go.
         A step of the wall clock not yet followed moves the stored deadlines first, in the same
         transaction, so nothing in it compares a stepped clock with unmoved deadlines. ``local``: a setting
         for this transaction only (``SET LOCAL``), sent with BEGIN in one round trip."""

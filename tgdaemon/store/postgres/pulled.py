@@ -290,7 +290,7 @@ class PulledStore(PostgresCore):
         (30 ms per pull at 10,000); without sorts it walks tasks_pending in id order and stops at the
         limit, which is what SQLite's INDEXED BY makes its planner do."""
         out: list[list[dict[str, Any]]] = [[] for _ in asks]
-        async with self.tx(local="enable_sort = off") as tx:
+        async with self.setting_tx(local="enable_sort = off") as tx:
             at = now()  # in the transaction: a clock step is followed at its start
             for run in rules.lease_runs(asks):
                 first = asks[run[0]]
