@@ -945,18 +945,24 @@ class ForgetfulSimulator(Simulator):
         self.forgotten.append(account_id)
 
 
+async def dispatched(store: SQLiteStore, sim: Simulator, tmp_path: Path) -> SetupScheduler:
+    """A scheduler (setup on, defaults otherwise) over the simulator's accounts, their tasks dispatched."""
+    async with store.tx() as tx:
+        await store.insert_accounts(tx, ({"phone": a.phone, "tg_user_id": a.tg_user_id, "label": a.label,
+                                          "is_probe": int(a.is_probe), "profile_json": "{}"} for a in sim.seeds()))
+    scheduler = SetupScheduler(config.load(None, env={}, overrides={"setup": {"enabled": True}}), store, sim,
+                               tmp_path / "media")
+    await scheduler.dispatch()
+    return scheduler
+
+
 async def test_a_dead_account_is_let_go_by_the_gateway(tmp_path: Path) -> None:
     cfg = SimulatorConfig(accounts=12, seed=5, dead_fraction=0.2, latency_min_ms=0, latency_max_ms=0,
                           flood_wait_rate=0, peer_flood_rate=0, transient_rate=0)
     sim = ForgetfulSimulator(cfg)
     store = await SQLiteStore.open(tmp_path / "db.sqlite3")
     try:
-        async with store.tx() as tx:
-            await store.insert_accounts(tx, ({"phone": a.phone, "tg_user_id": a.tg_user_id, "label": a.label,
-                                              "is_probe": int(a.is_probe), "profile_json": "{}"} for a in sim.seeds()))
-        full = config.load(None, env={}, overrides={"setup": {"enabled": True}})
-        scheduler = SetupScheduler(full, store, sim, tmp_path / "media")
-        await scheduler.dispatch()
+        scheduler = await dispatched(store, sim, tmp_path)
         dead = {row["id"] for row in await store.read("SELECT id, tg_user_id FROM accounts")
                 if any(a.dead and a.tg_user_id == row["tg_user_id"] for a in sim.accounts)}
         assert dead
@@ -982,12 +988,7 @@ async def test_a_claim_in_flight_at_stop_goes_back_to_retry_even_when_the_idle_q
     sim = Simulator(cfg)
     store = await SQLiteStore.open(tmp_path / "db.sqlite3")
     try:
-        async with store.tx() as tx:
-            await store.insert_accounts(tx, ({"phone": a.phone, "tg_user_id": a.tg_user_id, "label": a.label,
-                                              "is_probe": 0, "profile_json": "{}"} for a in sim.seeds()))
-        full = config.load(None, env={}, overrides={"setup": {"enabled": True}})
-        scheduler = SetupScheduler(full, store, sim, tmp_path / "media")
-        await scheduler.dispatch()
+        scheduler = await dispatched(store, sim, tmp_path)
         claimed, answer = asyncio.Event(), asyncio.Event()
         real_claim = store.claim_setup
         due = {r["task_type"] for r in await store.read("SELECT task_type FROM account_tasks")}

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from tgdaemon.store.api import AccountEffect, ClaimedTask, LeaseAsk, Row
+from tgdaemon.store.api import AccountEffect, ClaimedTask, LeaseAsk, Row, SetupOutcome
 
 R = TypeVar("R", bound=Row)  # whichever row type the driver reads: it comes back as it went in
 # Dispatch: a transaction creates at most this many setup tasks (about 15 ms of the one writer's time, so that
@@ -109,3 +109,16 @@ def dispatch_batches(accounts: list[int], types: int) -> list[list[int]]:
     an account's in the same one (it changes once)."""
     per_tx = max(1, DISPATCH_ROWS // max(1, types))
     return [accounts[i:i + per_tx] for i in range(0, len(accounts), per_tx)]
+
+
+def setup_outcome_events(items: Sequence[tuple[ClaimedTask, SetupOutcome]]) -> list[dict[str, Any]]:
+    """The log rows of a batch of setup outcomes: the same on both drivers, as the stream reads them."""
+    events: list[dict[str, Any]] = []
+    for task, outcome in items:
+        skipped = outcome.result.get("meta", {}).get("skipped")
+        detail = outcome.effect.error_code or ("skipped" if skipped else "")
+        events.append({"kind": f"setup.{outcome.status}", "account_id": task.account_id, "task_id": task.id,
+                       "message": f"{task.task_type}: {outcome.status}" + (f" ({detail})" if detail else ""),
+                       "data": {"task_type": task.task_type, "error_code": outcome.effect.error_code,
+                                "retry_at": outcome.retry_at}})
+    return events

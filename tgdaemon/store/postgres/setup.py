@@ -168,14 +168,7 @@ async def finish(tx: Tx, items: list[tuple[ClaimedTask, SetupOutcome]]) -> None:
     # The same task twice in one batch: the first outcome counts (SQLite's second UPDATE finds it
     # no longer running).
     first = list({t.id: (t, o) for t, o in reversed(items)}.values())[::-1]
-    events = []
-    for task, outcome in items:
-        skipped = outcome.result.get("meta", {}).get("skipped")
-        detail = outcome.effect.error_code or ("skipped" if skipped else "")
-        events.append({"kind": f"setup.{outcome.status}", "account_id": task.account_id, "task_id": task.id,
-                       "message": f"{task.task_type}: {outcome.status}" + (f" ({detail})" if detail else ""),
-                       "data": {"task_type": task.task_type, "error_code": outcome.effect.error_code,
-                                "retry_at": outcome.retry_at}})
+    events = rules.setup_outcome_events(items)
     # One statement: the fence, the outcomes recorded, the plain successes applied, the locks let go (the
     # events go with the log's rows, at COMMIT).
     row = await tx.fetchrow(

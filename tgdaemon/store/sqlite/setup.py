@@ -128,14 +128,7 @@ async def finish(tx: Tx, items: list[tuple[ClaimedTask, SetupOutcome]]) -> None:
         if not rules.only_ok(outcome.effect):
             await apply_account_effect(tx, task.account_id, outcome.effect)
     await release_locks(tx, [(t.account_id, t.holder) for t, _ in items])
-    events = []
-    for task, outcome in items:
-        skipped = outcome.result.get("meta", {}).get("skipped")
-        detail = outcome.effect.error_code or ("skipped" if skipped else "")
-        events.append({"kind": f"setup.{outcome.status}", "account_id": task.account_id, "task_id": task.id,
-                       "message": f"{task.task_type}: {outcome.status}" + (f" ({detail})" if detail else ""),
-                       "data": {"task_type": task.task_type, "error_code": outcome.effect.error_code,
-                                "retry_at": outcome.retry_at}})
+    events = rules.setup_outcome_events(items)
     await tx.events_many(events)
 
 
