@@ -184,14 +184,14 @@ async def test_the_snapshot_is_read_a_page_at_a_time_and_changes_meanwhile_come_
     async with daemon_factory(simulator={"accounts": BIG_FLEET}) as (daemon, client):
         store = daemon.runtime.store
         read: list[int] = []  # the rows of each accounts page the daemon read, as it reads them
-        reading = store.account_json_after
+        reading = store.list_accounts_json
 
-        async def counted(after_id: int, limit: int) -> list[tuple[int, str]]:
-            rows = await reading(after_id, limit)
+        async def counted(**kw: Any) -> tuple[list[bytes], str | None]:
+            rows, cursor = await reading(**kw)
             read.append(len(rows))
-            return rows
+            return rows, cursor
 
-        monkeypatch.setattr(store, "account_json_after", counted)
+        monkeypatch.setattr(store, "list_accounts_json", counted)
         late = BIG_FLEET - 1  # in one of the last pages
         async with stock_session(client) as http, http.ws_connect("http://tgdaemon/v1/watch") as ws:
             got = await frames(ws, lambda d: bool(d["accounts"]))  # the head, then the first page of accounts

@@ -1,6 +1,6 @@
 """The stream snapshot's paged reads on both drivers: a list a keyset page at a time, in id order, that together
-are the whole list, each row as the API's listing shows it; the accounts' pages are JSON made by the database,
-held here to ``views.account_view`` field for field on rows chosen for the edges of its rules."""
+are the whole list, each row as the API's listing shows it; the accounts' pages (the listing's own JSON pages by
+id) are held here to ``views.account_view`` field for field on rows chosen for the edges of its rules."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from store import backdoor
 from store.test_accounts import SETUP_TYPES
 from store.world import TARGET
 from tgdaemon.store import AccountEffect, Store
-from tgdaemon.store.snapshot import STRIPPED
+from tgdaemon.store.views import NAME_STRIP
 
 NAMES = [("  Ann\u3000", "Lee\t"), ("", ""), ("\u00a0", ""), ("Зоя", "Ёлкина"), ('Q"uo\\te', "\x01ctl\n"),
          ("", "Solo"), ("\u2003Em", "\u205f")]
@@ -45,24 +45,24 @@ async def accounts_with_every_edge(store: Store) -> list[int]:
 async def test_account_json_pages_are_the_listings_views_in_id_order(store: Store) -> None:
     ids = await accounts_with_every_edge(store)
     listed, _ = await store.list_accounts(limit=100)
-    pages, after = [], 0
+    pages, cursor = [], None
     for _ in range(10):
-        page = await store.account_json_after(after, 3)
-        pages.append([account_id for account_id, _ in page])
-        if len(page) < 3:
+        page, cursor = await store.list_accounts_json(sort="id", limit=3, after=cursor)
+        pages.append([json.loads(text)["id"] for text in page])
+        if cursor is None:
             break
-        after = page[-1][0]
-        assert all(json.loads(text)["id"] == account_id for account_id, text in page)
     assert pages == [ids[0:3], ids[3:6], ids[6:]]
-    made = [json.loads(text) for _, text in await store.account_json_after(0, 100)]
+    made = [json.loads(text) for text in (await store.list_accounts_json(sort="id", limit=100))[0]]
     assert made == listed  # every field, every value, every type: what a delta of the same account carries
     assert {a["state"] for a in made} == {"cooldown", "ready", "busy", "inactive", "disabled"}
     assert [a["name"] for a in made] == [f"{first} {last}".strip() for first, last in NAMES]
-    assert await store.account_json_after(ids[-1], 10) == []
+    _, past_last = await store.list_accounts_json(sort="id", limit=len(ids))  # a full page names a next one
+    assert past_last is not None
+    assert await store.list_accounts_json(sort="id", limit=10, after=past_last) == ([], None)
 
 
-def test_stripped_is_what_str_strip_strips() -> None:
-    assert set(STRIPPED) == {c for c in map(chr, range(0x110000)) if c.isspace()}
+def test_name_strip_is_what_str_strip_strips() -> None:
+    assert set(NAME_STRIP) == {c for c in map(chr, range(0x110000)) if c.isspace()}
 
 
 async def test_quotas_after_pages_through_every_quota_in_id_order(store: Store) -> None:

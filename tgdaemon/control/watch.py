@@ -91,14 +91,13 @@ async def _snapshot_pages(rt: Runtime, start_seq: int) -> AsyncIterator[dict[str
         if len(quotas) < SNAPSHOT_PAGE:
             break
         after = quotas[-1]["id"]
-    after = 0
-    while True:
-        accounts = await rt.store.account_json_after(after, SNAPSHOT_PAGE)
+    cursor: str | None = None
+    while True:  # the listing's own pages by id: the same JSON a listing and a delta carry
+        accounts, cursor = await rt.store.list_accounts_json(sort="id", limit=SNAPSHOT_PAGE, after=cursor)
         if accounts:
-            yield {"accounts": [msgspec.Raw(text) for _, text in accounts]}
-        if len(accounts) < SNAPSHOT_PAGE:
+            yield {"accounts": [msgspec.Raw(text) for text in accounts]}
+        if cursor is None:
             return
-        after = accounts[-1][0]
 
 
 def _frames(head: dict[str, Any] | None, piece: dict[str, list[Any]], *, more: bool) -> list[bytes]:
