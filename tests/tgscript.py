@@ -61,6 +61,7 @@ from telethon.tl import TLObject, TLRequest, functions, types
 from tgdaemon.config import TelegramConfig
 from tgdaemon.gateway.session import StoreSession
 from tgdaemon.gateway.telegram import TelethonGateway
+from tgdaemon.store import ClientParams
 
 API_ID = 12345
 API_HASH = "0123456789abcdef0123456789abcdef"
@@ -383,8 +384,8 @@ class ScriptedGateway(TelethonGateway):
         session._tgscript_account = account_id  # type: ignore[attr-defined]
         return session
 
-    def new_client(self, session: StoreSession) -> TelegramClient:
-        client = super().new_client(session)
+    def new_client(self, session: StoreSession, params: ClientParams | None = None) -> TelegramClient:
+        client = super().new_client(session, params)
         account_id: int = getattr(session, "_tgscript_account", None)  # type: ignore[assignment]
         sender = self.sender(account_id)
         if id(sender) in self._installed:

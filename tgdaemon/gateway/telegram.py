@@ -25,7 +25,7 @@ from tgdaemon.classify import (
     NO_2FA_PASSWORD,
     TaskInputError,
 )
-from tgdaemon.config import TelegramConfig
+from tgdaemon.config import ProxyConfig, TelegramConfig
 from tgdaemon.gateway.base import (
     AccountRef,
     Channel,
@@ -42,21 +42,28 @@ from tgdaemon.gateway.base import (
 from tgdaemon.gateway.gate import check as check_gate
 from tgdaemon.gateway.pool import ClientPool
 from tgdaemon.gateway.session import StoreSession
-from tgdaemon.store import EntityRow, SessionData, Store
+from tgdaemon.store import ClientParams, Device, EntityRow, SessionData, Store
 
 log = logging.getLogger(__name__)
 
 
-def client_options(cfg: TelegramConfig) -> dict[str, Any]:
-    """TelegramClient keyword arguments from the config: device, retries, timeouts, proxy."""
+def client_options(cfg: TelegramConfig, params: ClientParams | None = None) -> dict[str, Any]:
+    """TelegramClient keyword arguments: the account's own device and proxy where it has them, else the
+    config's; retries and timeouts from the config."""
+    device = params.device if params is not None else Device()
     options: dict[str, Any] = {
-        "device_model": cfg.device_model, "system_version": cfg.system_version, "app_version": cfg.app_version,
-        "lang_code": cfg.lang_code, "system_lang_code": cfg.system_lang_code,
+        "device_model": device.device_model or cfg.device_model,
+        "system_version": device.system_version or cfg.system_version,
+        "app_version": device.app_version or cfg.app_version,
+        "lang_code": device.lang_code or cfg.lang_code,
+        "system_lang_code": device.system_lang_code or cfg.system_lang_code,
         "request_retries": cfg.request_retries, "connection_retries": 1, "retry_delay": 1,
         "timeout": cfg.connect_timeout_seconds, "flood_sleep_threshold": 0, "raise_last_call_error": True,
         "receive_updates": False, "auto_reconnect": False,
     }
-    proxy = cfg.proxy
+    own = params.proxy if params is not None else None
+    proxy = cfg.proxy if own is None else ProxyConfig(type=own.scheme, host=own.host, port=own.port,  # type: ignore[arg-type]
+                                                      username=own.username, password=own.secret, secret=own.secret)
     if proxy.type == "mtproxy":
         options["connection"] = connection.ConnectionTcpMTProxyRandomizedIntermediate
         options["proxy"] = (proxy.host, proxy.port, proxy.secret)
@@ -107,9 +114,12 @@ class TelethonGateway(Gateway):
             await asyncio.sleep(min(30.0, self.cfg.idle_disconnect_seconds / 2))
             await self.pool.reap_idle()
 
-    def new_client(self, session: StoreSession) -> TelegramClient:
-        """A client with the fleet's options; tests replace its network layer here."""
-        client = TelegramClient(session, self.cfg.api_id, self.cfg.api_hash, **client_options(self.cfg))
+    def new_client(self, session: StoreSession, params: ClientParams | None = None) -> TelegramClient:
+        """A client with the account's own app, device and proxy, else the fleet's; tests replace its
+        network layer here."""
+        device = params.device if params is not None else Device()
+        client = TelegramClient(session, device.api_id or self.cfg.api_id, device.api_hash or self.cfg.api_hash,
+                                **client_options(self.cfg, params))
         client.flood_sleep_threshold = 0
         return client
 
@@ -137,7 +147,8 @@ class TelethonGateway(Gateway):
         data = await self.store.load_session(account_id)
         if data is None or not data.auth_key:
             raise errors.AuthKeyUnregisteredError(request=None)  # no session: as good as a revoked one
-        return self.new_client(self.session_for(account_id, data, await self.store.load_entities(account_id)))
+        session = self.session_for(account_id, data, await self.store.load_entities(account_id))
+        return self.new_client(session, await self.store.client_params(account_id))
 
     async def check_session(self, data: SessionData) -> Me:
         """Who a session (about to be imported) signs in as, on a throwaway client that is let go at once."""

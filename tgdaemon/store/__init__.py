@@ -9,6 +9,8 @@ from tgdaemon.store.api import (
     AccountEffect,
     Batch,
     ClaimedTask,
+    ClientParams,
+    Device,
     EntityRow,
     Finish,
     Generated,
@@ -18,6 +20,7 @@ from tgdaemon.store.api import (
     NewAccount,
     ProbeAccount,
     Provider,
+    ProxyTarget,
     QuotaRef,
     Reaped,
     SessionData,
@@ -36,7 +39,8 @@ from tgdaemon.store.views import (
     provider_name_problem,
 )
 
-__all__ = ["ACTIONS", "MEASUREMENT_FIELDS", "SORT_KEYS", "STATES", "AccountEffect", "Batch", "ClaimedTask", "EntityRow",
-           "Finish", "Generated", "Generation", "LeaseAsk", "Maxima", "NewAccount", "ProbeAccount", "Provider",
+__all__ = ["ACTIONS", "MEASUREMENT_FIELDS", "SORT_KEYS", "STATES", "AccountEffect", "Batch", "ClaimedTask", "ClientParams",
+           "Device", "EntityRow",
+           "Finish", "Generated", "Generation", "LeaseAsk", "Maxima", "NewAccount", "ProbeAccount", "Provider", "ProxyTarget",
            "QuotaRef", "Reaped", "SessionData", "SetupOutcome", "Store", "Tx", "account_view", "event_view",
            "mask_phone", "provider_name_problem"]

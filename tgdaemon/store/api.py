@@ -178,6 +178,39 @@ class SessionData:
 
 
 @dataclass(frozen=True, slots=True)
+class Device:
+    """The app and device an account presents to Telegram; None: the [telegram] default. An account keeps
+    presenting the device it was created with, or Telegram may see a new login under an old key."""
+    api_id: int | None = None
+    api_hash: str | None = field(default=None, repr=False)
+    device_model: str | None = None
+    system_version: str | None = None
+    app_version: str | None = None
+    lang_code: str | None = None
+    system_lang_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyTarget:
+    """Where an account's connection goes through; ``secret`` (the password or the MTProxy secret) is
+    for the gateway only."""
+    id: int
+    scheme: str  # socks5 | socks4 | http | mtproxy
+    host: str
+    port: int
+    username: str = ""
+    secret: str = field(default="", repr=False)
+    state: str = "unchecked"  # unchecked | ok | slow | dead
+
+
+@dataclass(frozen=True, slots=True)
+class ClientParams:
+    """What the gateway needs besides the session to build an account's client."""
+    device: Device = field(default_factory=Device)
+    proxy: ProxyTarget | None = None  # None: the global [telegram.proxy], if any
+
+
+@dataclass(frozen=True, slots=True)
 class NewAccount:
     phone: str | None
     tg_user_id: int | None
@@ -371,6 +404,7 @@ class Store(Protocol):
 
     # --- sessions and entity caches
     async def load_session(self, account_id: int) -> SessionData | None: ...
+    async def client_params(self, account_id: int) -> ClientParams: ...
     async def save_session(self, account_id: int, data: SessionData, *,
                            epoch: int | None = None) -> bool: ...  # False: the epoch is stale, nothing written
     async def load_entities(self, account_id: int) -> list[EntityRow]: ...

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from tgdaemon.store.api import Row
+from tgdaemon.store.api import ClientParams, Device, ProxyTarget, Row
 from tgdaemon.timeutil import iso
 
 # Named once, in the wire types; the drivers take them from here (``X as X``: a re-export).
@@ -144,3 +144,13 @@ def provider_view(row: Row) -> dict[str, Any]:
     return {"name": row["name"], "created_at": iso(row["created_at"]), "last_seen_at": iso(row["last_seen_at"]),
             "revoked_at": iso(row["revoked_at"])}
 
+
+def client_params(r: Any) -> ClientParams:
+    """An account's device and proxy from its row (none: the defaults, as for an account not there)."""
+    if r is None:
+        return ClientParams()
+    device = Device(r["api_id"], r["api_hash"], r["device_model"], r["system_version"], r["app_version"],
+                    r["lang_code"], r["system_lang_code"])
+    proxy = None if r["proxy_id"] is None else ProxyTarget(
+        r["proxy_id"], r["scheme"], r["host"], r["port"], r["username"], r["secret"] or "", r["state"])
+    return ClientParams(device, proxy)

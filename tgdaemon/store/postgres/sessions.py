@@ -10,12 +10,19 @@ from collections.abc import Iterable
 from typing import Any
 
 from tgdaemon.errors import Conflict
-from tgdaemon.store.api import EntityRow, NewAccount, SessionData
+from tgdaemon.store.api import ClientParams, EntityRow, NewAccount, SessionData
 from tgdaemon.store.postgres.accounts import AccountStore
 from tgdaemon.store.postgres.core import Tx
+from tgdaemon.store.views import client_params
 from tgdaemon.timeutil import now
 
 ENTITY = "SELECT peer_id, access_hash, username, phone, name FROM entities"
+
+CLIENT_PARAMS = ("SELECT a.api_id, a.api_hash, a.device_model, a.system_version, a.app_version, a.lang_code,"
+                 " a.system_lang_code, p.id AS proxy_id, p.scheme, p.host, p.port, p.username, p.state, ps.secret"
+                 " FROM accounts a LEFT JOIN proxies p ON p.id = a.proxy_id"
+                 " LEFT JOIN proxy_secrets ps ON ps.proxy_id = p.id WHERE a.id = $1")
+
 
 
 class SessionStore(AccountStore):
@@ -23,6 +30,10 @@ class SessionStore(AccountStore):
         r = await self.read_row("SELECT dc_id, server, port, auth_key FROM sessions WHERE account_id = $1",
                                 account_id)
         return None if r is None else SessionData(r["dc_id"], r["server"], r["port"], r["auth_key"])
+
+    async def client_params(self, account_id: int) -> ClientParams:
+        r = await self.read_row(CLIENT_PARAMS, account_id)
+        return client_params(r)
 
     async def save_session(self, account_id: int, data: SessionData, *, epoch: int | None = None) -> bool:
         """``epoch``: written only while it is the account's ownership epoch (False, nothing written, when

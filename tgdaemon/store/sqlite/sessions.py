@@ -10,10 +10,17 @@ from collections.abc import Iterable
 from typing import Any
 
 from tgdaemon.errors import Conflict
-from tgdaemon.store.api import EntityRow, NewAccount, SessionData
+from tgdaemon.store.api import ClientParams, EntityRow, NewAccount, SessionData
 from tgdaemon.store.sqlite.accounts import AccountStore
 from tgdaemon.store.sqlite.core import Tx
+from tgdaemon.store.views import client_params
 from tgdaemon.timeutil import now
+
+CLIENT_PARAMS = ("SELECT a.api_id, a.api_hash, a.device_model, a.system_version, a.app_version, a.lang_code,"
+                 " a.system_lang_code, p.id AS proxy_id, p.scheme, p.host, p.port, p.username, p.state, ps.secret"
+                 " FROM accounts a LEFT JOIN proxies p ON p.id = a.proxy_id"
+                 " LEFT JOIN proxy_secrets ps ON ps.proxy_id = p.id WHERE a.id = ?")
+
 
 
 class SessionStore(AccountStore):
@@ -24,6 +31,11 @@ class SessionStore(AccountStore):
             return None
         r = rows[0]
         return SessionData(r["dc_id"], r["server"], r["port"], r["auth_key"])
+
+    async def client_params(self, account_id: int) -> ClientParams:
+        rows = list(await self.read(CLIENT_PARAMS, (account_id,)))
+        r = rows[0] if rows else None
+        return client_params(r)
 
     async def save_session(self, account_id: int, data: SessionData, *, epoch: int | None = None) -> bool:
         """``epoch``: written only while it is the account's ownership epoch (False, nothing written, when
