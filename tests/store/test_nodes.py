@@ -17,6 +17,7 @@ from store.conftest import Database
 from tgdaemon.errors import NotFound
 from tgdaemon.store import Store
 from tgdaemon.store.api import NodeSpec, OwnedAccount
+from tgdaemon.store.nodes import owned_digest
 from tgdaemon.store.postgres.core import LOG_LOCK
 from tgdaemon.timeutil import steady
 
@@ -563,3 +564,32 @@ async def test_a_renewal_counts_its_fence_from_after_the_wait_for_the_stores_wri
     finally:
         await other.close()
     assert renewal.held and asked < released <= renewal.sent
+
+
+async def test_the_digest_of_what_a_node_owns_is_the_lists_and_changes_with_each_thing_a_heartbeat_acts_on(
+        store: Store) -> None:
+    """A heartbeat skips reading the whole list while the digest is the one of the list it applied last:
+    the database's digest must be exactly that list's, and change when any account is taken, disabled,
+    assigned elsewhere or released."""
+    await seed(store, 3)
+    epoch = await up(store, "a", "b", lead="a")
+    assert epoch is not None
+    seen: list[tuple[int, int]] = []
+
+    async def digest_agrees() -> None:
+        digest = await store.owned_digest("a")
+        assert digest == owned_digest(await store.owned_accounts("a"), "a")
+        assert digest not in seen  # every step below changes something a heartbeat must act on
+        seen.append(digest)
+
+    await digest_agrees()
+    assert seen == [(0, 0)]
+    await own(store, "a", [1, 2, 3])
+    await digest_agrees()
+    await store.disable_account(2, "banned")
+    await digest_agrees()
+    assert await store.move_accounts(epoch, "a", "b", 1, ["a", "b"]) == 1  # account 1: assigned to b
+    await digest_agrees()
+    assert await store.release_accounts("a", [(1, 1)]) == 1
+    await digest_agrees()
+    assert (await store.owned_digest("a"))[0] == 2

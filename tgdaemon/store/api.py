@@ -490,6 +490,9 @@ class Store(Protocol):
         with its epoch one higher; in the same transaction their running setup tasks go back to retry
         (locks released) and their tasks leased by ``local`` go back to pending."""
     async def owned_accounts(self, name: str) -> list[OwnedAccount]: ...
+    async def owned_digest(self, name: str) -> tuple[int, int]:
+        """What ``owned_accounts`` would give, as (count, checksum) (``store.nodes.owned_digest``): a node's
+        heartbeat reads the whole list only when this changed."""
     async def release_accounts(self, name: str, owned: list[tuple[int, int]]) -> int: ...  # (id, epoch)
     async def assignment(self, live: list[str]) -> Assignment: ...
     async def move_accounts(self, leader_epoch: int, src: str | None, dst: str, n: int,

@@ -9,9 +9,32 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tgdaemon.store.api import Assignment, NodeInfo, Row
+from tgdaemon.store.api import Assignment, NodeInfo, OwnedAccount, Row
 
 LEADERSHIP = "fleet"  # the one row of the leadership table
+
+# The digest of what a node owns: how many accounts, and a sum of one term per account that changes with
+# its id, epoch, assignment and disabled flag (squared modulo a prime, so that two changes do not cancel
+# out as a plain sum would). The same arithmetic here and in SQL; every intermediate fits in 63 bits.
+_TERM = "(a.id * 1000003 + a.owner_epoch * 8191 + {moved} * 131 + {disabled} * 17) % 2147483647"
+_MOVED = "CASE WHEN a.assigned_node = {me} THEN 0 ELSE 1 END"
+_DISABLED = "CASE WHEN a.disabled_at IS NULL THEN 0 ELSE 1 END"
+
+
+def owned_digest_sql(me: str, where: str) -> str:
+    """The digest as one aggregate over the accounts ``a`` that ``where`` selects; ``me`` is the node
+    name's placeholder."""
+    term = _TERM.format(moved=_MOVED.format(me=me), disabled=_DISABLED)
+    return (f"SELECT count(*) AS n, coalesce(sum(x * x % 1000000007), 0) AS s"
+            f" FROM (SELECT {term} AS x FROM accounts a WHERE {where}) t")
+
+
+def owned_digest(owned: Iterable[OwnedAccount], me: str) -> tuple[int, int]:
+    n = s = 0
+    for a in owned:
+        x = (a.id * 1000003 + a.epoch * 8191 + (a.assigned != me) * 131 + a.disabled * 17) % 2147483647
+        n, s = n + 1, s + x * x % 1000000007
+    return n, s
 
 
 def alive(row: Row, at: float, dead_after: float) -> bool:

@@ -30,6 +30,7 @@ NODE_SQL = """SELECT n.*, (SELECT count(*) FROM accounts a WHERE a.owner = n.nam
     EXISTS (SELECT 1 FROM leadership l WHERE l.node = n.name AND l.expires_at > {now}) AS leader, {now} AS at
     FROM nodes n"""
 OWNED = "a.id, a.owner_epoch AS epoch, a.assigned_node, a.disabled_at IS NOT NULL AS disabled"
+PRIOR_DONE = "NOT EXISTS (SELECT 1 FROM nodes WHERE name = $1 AND prior_until <> 0)"  # the earlier incarnation's let go
 # Taken: assigned here and owned by no node whose lease still runs. Re-checked on the row's newest version
 # once locked (a correlated subquery, not a join: a join would keep the owner read before the wait).
 ACQUIRE = f"""WITH picked AS (
@@ -193,7 +194,12 @@ class NodeStore(PostgresCore):
         """What this incarnation owns: nothing while the name's earlier incarnation's are not released yet."""
         return _owned(await self.read(
             f"SELECT {OWNED} FROM accounts a WHERE a.owner = $1"
-            " AND NOT EXISTS (SELECT 1 FROM nodes WHERE name = $1 AND prior_until <> 0) ORDER BY a.id", name))
+            f" AND {PRIOR_DONE} ORDER BY a.id", name))
+
+    async def owned_digest(self, name: str) -> tuple[int, int]:
+        r = await self.read_row(nodes.owned_digest_sql("$1", f"a.owner = $1 AND {PRIOR_DONE}"), name)
+        assert r is not None  # an aggregate has one row
+        return int(r["n"]), int(r["s"])
 
     @retried
     async def release_accounts(self, name: str, owned: list[tuple[int, int]]) -> int:

@@ -166,6 +166,10 @@ class NodeStore(StoreCore):
     async def owned_accounts(self, name: str) -> list[OwnedAccount]:
         return _owned(await self.read(f"SELECT {OWNED} FROM accounts WHERE owner = ? ORDER BY id", (name,)))
 
+    async def owned_digest(self, name: str) -> tuple[int, int]:
+        r = next(iter(await self.read(nodes.owned_digest_sql(":me", "a.owner = :me"), {"me": name})))
+        return int(r["n"]), int(r["s"])
+
     async def release_accounts(self, name: str, owned: list[tuple[int, int]]) -> int:
         if not owned:
             return 0
