@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -120,6 +121,11 @@ class Daemon:
             store = await self._open_store(teardown, password)
             opened = True
             rt = await self._start(store, teardown, fds.connection_cap)
+            # What start-up made (the gate's accounts, the simulated world, the config) lives as long as the
+            # daemon: out of the collector's sight, full collections no longer walk it again and again only to
+            # find nothing (10-30 % of the hot path's time at 10,000 accounts; issue 13).
+            gc.collect()
+            gc.freeze()
             systemd.notify("READY=1\nSTATUS=running")
             log.info("%s", limits.startup_line(self.cfg, fds))
             log.info("tgdaemon ready: socket %s, http %s (%s), gateway %s, store %s", rt.socket_path, rt.http_bound,
@@ -135,6 +141,7 @@ class Daemon:
             if opened:
                 systemd.notify("STOPPING=1")
             await self._shutdown(teardown)
+            gc.unfreeze()  # a process that goes on (a test, an embedding) collects what this daemon left
             if opened:
                 log.info("tgdaemon stopped")
         return self.exit_code
