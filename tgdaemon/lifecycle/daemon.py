@@ -123,8 +123,8 @@ class Daemon:
             rt = await self._start(store, teardown, fds.connection_cap)
             # What start-up made (the gate's accounts, the simulated world, the config) lives as long as the
             # daemon: out of the collector's sight, full collections no longer walk it again and again only to
-            # find nothing (10-30 % of the hot path's time at 10,000 accounts; issue 13).
-            gc.collect()
+            # find nothing (10-30 % of the hot path's time at 10,000 accounts; issue 13). No collection first:
+            # in a big heap that is a pause the node's heartbeat would feel, for the little garbage start-up left.
             gc.freeze()
             systemd.notify("READY=1\nSTATUS=running")
             log.info("%s", limits.startup_line(self.cfg, fds))
