@@ -33,6 +33,9 @@ SORT_KEYS: tuple[str, ...] = get_args(SortKey)
 Action = Literal["post_stats", "channel_stats"]  # tgfleet only observes
 ACTIONS: tuple[str, ...] = get_args(Action)
 TaskStatus = Literal["pending", "running", "done", "failed", "retry"]  # a setup task's
+Health = Literal["ok", "limited", "frozen", "dead"]  # what an account's last health check found
+HEALTHS: tuple[str, ...] = get_args(Health)
+HealthFilter = Literal["ok", "limited", "frozen", "dead", "unchecked"]  # unchecked: never checked
 TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)
 DeltaKind = Literal["account", "quota", "event", "mark"]  # mark: a log row whose objects are gone
 T = TypeVar("T")
@@ -70,6 +73,9 @@ class Account(Wire):
     last_ok_at: str | None
     owner: str | None  # the node that holds its connection now; None: no node does (yet)
     pinned_node: str | None  # `accounts pin`: it stays on this node, and waits for it when it is down
+    health: Health | None  # None: never checked (`accounts check`, [health] interval_hours)
+    health_checked_at: str | None  # the last check, whether or not it could finish
+    health_detail: dict[str, Any] | None  # what it found: sessions, frozen_since/until, spambot, error...
 
 
 class Quota(Wire):
