@@ -328,6 +328,46 @@ class Cancelled(Wire):
     cancelled: bool
 
 
+class HealthCheck(Wire):
+    """One account of ``POST /v1/accounts/check``: ``checked`` (``health`` found), ``failed`` (the check could
+    not tell: ``message`` says why, the last finding stays), ``busy`` or ``skipped`` (``message`` says why)."""
+
+    account_id: int
+    label: str
+    outcome: Literal["checked", "failed", "busy", "skipped"]
+    health: Health | None
+    detail: dict[str, Any]
+    message: str
+
+
+class HealthChecks(Wire):
+    results: list[HealthCheck]
+
+
+class Session(Wire):
+    """One of an account's active authorizations (``GET /v1/accounts/{id}/sessions``); ``current``: the
+    daemon's own. ``hash`` is what ends it (the terminate_other_sessions setup task)."""
+
+    hash: int
+    current: bool
+    device_model: str
+    platform: str
+    system_version: str
+    app_name: str
+    app_version: str
+    api_id: int
+    official_app: bool
+    country: str
+    region: str
+    created: str | None
+    active: str | None
+
+
+class SessionList(Wire):
+    account_id: int
+    sessions: list[Session]
+
+
 # The stream (``GET /v1/watch``): every frame says what it is in ``type``.
 
 class Frame(Wire, tag_field="type"):
