@@ -63,15 +63,13 @@ def read_public_key(path: Path) -> rsa.PublicKey:
         raise ConfigError(f"{where}: cannot read it ({exc.strerror or exc})") from None
     if len(data) > MAX_KEY_FILE:
         raise ConfigError(f"{where}: larger than {MAX_KEY_FILE // 1024} KiB, not a PEM public key")
-    loaders = ((b"-----BEGIN RSA PUBLIC KEY-----", rsa.PublicKey.load_pkcs1),
-               (b"-----BEGIN PUBLIC KEY-----", rsa.PublicKey.load_pkcs1_openssl_pem))
-    for header, load in loaders:
-        if header in data:
+    loaders = (("RSA PUBLIC KEY", rsa.PublicKey.load_pkcs1), ("PUBLIC KEY", rsa.PublicKey.load_pkcs1_openssl_pem))
+    for kind, load in loaders:
+        if f"-----BEGIN {kind}-----".encode() in data:
             try:
                 key = load(data)
             except Exception:  # rsa and pyasn1 raise a dozen kinds for a damaged key
-                raise ConfigError(f"{where}: {header.decode().strip('-')} block is not a valid RSA public key"
-                                  ) from None
+                raise ConfigError(f"{where}: the {kind} block is not a valid RSA public key") from None
             if key.n.bit_length() < MTPROTO_KEY_BITS:  # MTProto encrypts 255 bytes with it: no smaller key can
                 raise ConfigError(f"{where}: a {key.n.bit_length()}-bit key; MTProto needs {MTPROTO_KEY_BITS} bits")
             return key
