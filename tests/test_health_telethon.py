@@ -24,12 +24,13 @@ from telethon.tl import functions, types
 
 from tgdaemon import config
 from tgdaemon.classify import ErrorClass, TaskWait, classify, is_frozen
+from tgdaemon.errors import Conflict
 from tgdaemon.gateway.base import AccountRef
 from tgdaemon.gateway.simworld import SPAMBOT_FREE, SPAMBOT_LIMITED_UNTIL
 from tgdaemon.health.check import HealthChecker
 from tgdaemon.setup.secrets import PasswordSource
 from tgdaemon.setup.tasks import TASKS, TaskContext
-from tgdaemon.store import ClaimedTask, NewAccount, SessionData, Store
+from tgdaemon.store import AccountEffect, ClaimedTask, NewAccount, SessionData, Store
 
 BOT = ts.make(types.User, id=178220800, bot=True, bot_info_version=7, access_hash=0x5B07, username="SpamBot",
               first_name="Spam Info Bot", verified=True)
@@ -360,3 +361,50 @@ async def test_a_session_younger_than_a_day_waits_until_it_is_a_day_old(one: Any
     assert error.kind is ErrorClass.WAIT and 0 < (error.seconds or 0) <= 86400 - 3600 + 1
     assert len(sender.calls_of(functions.account.ResetAuthorizationRequest)) == 1  # it stopped at the first
     sender.assert_done()
+
+
+class Elsewhere:
+    """A gate that passes nothing: the account is another node's."""
+
+    def allows(self, account_id: int) -> bool:
+        return False
+
+    def epoch(self, account_id: int) -> int | None:
+        return None
+
+    def seconds_left(self) -> float:
+        return 0.0
+
+    def working(self, account_id: int) -> Any:
+        raise AssertionError("no work may start on an account this node does not own")
+
+
+async def test_a_cooling_or_foreign_account_is_skipped_and_nothing_is_sent(one: Any, store: Store) -> None:
+    gw, account, sender = one
+    checker = HealthChecker(cfg(), store, gw)
+    async with store.tx() as tx:
+        await store.apply_account_effect(tx, account.id, AccountEffect(cooldown_until=time.time() + 600,
+                                                                       cooldown_reason="FLOOD_WAIT"))
+    [cooling] = await checker.check([account.id])
+    assert cooling.outcome == "skipped" and "in cooldown until" in cooling.message and "FLOOD_WAIT" in cooling.message
+    with pytest.raises(Conflict, match="in cooldown until"):
+        await checker.sessions(account.id)
+    await backdoor_clear_cooldown(store, account.id)
+    await backdoor_set_owner(store, account.id, "node-b")
+    gw.gate = Elsewhere()
+    [foreign] = await checker.check([account.id])
+    assert (foreign.outcome, foreign.message.split(":")[0]) == ("skipped", "owned by node node-b")
+    with pytest.raises(Conflict, match="owned by node node-b"):
+        await checker.sessions(account.id)
+    assert sender.calls == [] and (await store.get_account(account.id))["health_checked_at"] is None
+
+
+async def backdoor_clear_cooldown(store: Store, account_id: int) -> None:
+    async with store.tx() as tx:
+        await tx.execute("UPDATE accounts SET cooldown_until = NULL, cooldown_reason = NULL WHERE id = ?",  # type: ignore[attr-defined]
+                         (account_id,))
+
+
+async def backdoor_set_owner(store: Store, account_id: int, owner: str) -> None:
+    async with store.tx() as tx:
+        await tx.execute("UPDATE accounts SET owner = ? WHERE id = ?", (owner, account_id))  # type: ignore[attr-defined]

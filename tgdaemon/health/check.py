@@ -71,6 +71,12 @@ def freeze_of(config: dict[str, Any]) -> dict[str, Any] | None:
             "appeal_url": url if isinstance(url, str) else None}
 
 
+def cooling(view: dict[str, Any]) -> bool:
+    """Whether the account's cooldown runs now, whatever its state shows first (a disabled one may cool too).
+    ISO 8601 UTC times of one format compare as their text does."""
+    return bool(view["cooldown_until"]) and view["cooldown_until"] >= iso(now())
+
+
 class HealthChecker:
     def __init__(self, cfg: Config, store: Store, gateway: Gateway, *, owner: str | None = None) -> None:
         self.cfg = cfg
@@ -95,7 +101,7 @@ class HealthChecker:
         if not self.gateway.gate.allows(account_id):
             return CheckResult(account_id, "skipped", message=f"owned by node {view['owner'] or '(none yet)'}: that"
                                " node checks it (ask its socket, or let its scheduled check)")
-        if view["state"] == "cooldown":
+        if cooling(view):
             return CheckResult(account_id, "skipped", message=f"in cooldown until {view['cooldown_until']}"
                                f" ({view['cooldown_reason']}): the daemon does not call Telegram as it until then")
         tg_user_id, phone = await self.store.account_ref(account_id)
@@ -210,7 +216,7 @@ class HealthChecker:
         view = await self.store.get_account(account_id)
         if not self.gateway.gate.allows(account_id):
             raise Conflict(f"account {account_id} is owned by node {view['owner'] or '(none yet)'}: ask that node")
-        if view["state"] == "cooldown":
+        if cooling(view):
             raise Conflict(f"account {account_id} is in cooldown until {view['cooldown_until']}"
                            f" ({view['cooldown_reason']}); ask again once it ends")
         tg_user_id, phone = await self.store.account_ref(account_id)
