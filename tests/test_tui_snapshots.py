@@ -28,6 +28,7 @@ NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC).timestamp()
 SEED = 6
 NODE_NAMES = ("node-a", "node-b")
 STATES = ("ready",) * 6 + ("busy", "cooldown", "cooldown", "disabled", "inactive")
+HEALTHS = (None, "ok", "ok", "ok", "limited", "ok", "ok", "frozen", "ok", "dead")  # by id, not from rng
 ERRORS = {"cooldown": ("FLOOD_WAIT_420", "PEER_FLOOD"), "disabled": ("AUTH_KEY_UNREGISTERED", "USER_DEACTIVATED_BAN")}
 
 
@@ -69,6 +70,8 @@ def seeded_fleet(seed: int = SEED) -> tuple[dict[str, Any], dict[int, list[dict[
             # not from rng: the draws of every other field stay as they were
             "owner": None if i == 5 else NODE_NAMES[i % 2], "pinned_node": "node-c" if i == 5 else
             NODE_NAMES[i % 2] if i % 7 == 0 else None,
+            "health": HEALTHS[i % len(HEALTHS)], "health_checked_at": None if i % 5 == 1 else iso(NOW - 3600),
+            "health_detail": None if i % 5 == 1 else {"sessions": i % 4},
         })
     quotas, measurements = [], {}
     for qid, (name, target, action, total, left) in enumerate((

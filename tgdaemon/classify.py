@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import re
+import time
 from dataclasses import dataclass
 
 from telethon.errors import RPCError
@@ -53,6 +54,17 @@ class TaskInputError(TgfleetError):
         self.code = code
 
 
+class TaskWait(TgfleetError):
+    """The task cannot be done before ``until`` (Unix seconds) for a reason of its own, not the account's:
+    it waits without a cooldown of the account and without costing an attempt. Telegram's rule that a session
+    younger than 24 hours may not end the others (FRESH_RESET_AUTHORISATION_FORBIDDEN) is one."""
+
+    def __init__(self, code: str, until: float, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.until = until
+
+
 # Our own input codes (TaskInputError); setup tasks should use these names.
 MEDIA_FILE_MISSING = "MEDIA_FILE_MISSING"
 MEDIA_UNREADABLE = "MEDIA_UNREADABLE"
@@ -87,6 +99,9 @@ _TABLE: dict[str, ErrorClass] = {
                      "SESSION_REVOKED", "SESSION_EXPIRED", "USER_DEACTIVATED",
                      "USER_DEACTIVATED_BAN", "PHONE_NUMBER_BANNED",
                      "FROZEN_METHOD_INVALID", "FROZEN_PARTICIPANT_MISSING"), _K.DEAD_ACCOUNT),
+    # A session younger than 24 h may not end the account's other sessions: a wait, a day at most. The
+    # terminate_other_sessions task knows its session's age and waits exactly (TaskWait), without a cooldown.
+    "FRESH_RESET_AUTHORISATION_FORBIDDEN": _K.WAIT,
     # The channel/post is gone or unreachable for anyone: CHANNEL_BANNED is the
     # channel banned, not us; MSG_ID_INVALID is a deleted post; an invalid invite
     # hash is as dead as an expired one.
@@ -105,7 +120,10 @@ _TABLE: dict[str, ErrorClass] = {
                      "PRIVACY_VALUE_INVALID"), _K.INPUT),
     # Everything else (RPC_CALL_FAIL, TIMEOUT, NETWORK, 5xx, *_MIGRATE) is TRANSIENT.
 }
-_FIXED_WAIT = {"STORIES_TOO_MUCH": 86400}
+_FIXED_WAIT = {"STORIES_TOO_MUCH": 86400, "FRESH_RESET_AUTHORISATION_FORBIDDEN": 86400}
+# Telegram answers a frozen account's calls with FROZEN_* codes (FROZEN_METHOD_INVALID, FROZEN_PARTICIPANT_MISSING
+# and whatever it adds): every one of them is the account frozen, a dead account until the freeze is lifted.
+FROZEN_PREFIX = "FROZEN_"
 
 # Telethon class -> code. Taken from Telethon's own tables because instances of
 # generated classes carry their base's message ("FLOOD" for FloodWaitError).
@@ -138,7 +156,7 @@ def classify_code(code: str, message: str | None = None) -> Classified:
     seconds: int | None = None
     if raw not in _TABLE and (m := _NUMBERED.fullmatch(raw)):
         raw, seconds = m[1], min(int(m[2]), MAX_WAIT)
-    kind = _TABLE.get(raw, ErrorClass.TRANSIENT)
+    kind = _TABLE.get(raw, ErrorClass.DEAD_ACCOUNT if raw.startswith(FROZEN_PREFIX) else ErrorClass.TRANSIENT)
     if kind is ErrorClass.WAIT:
         seconds = seconds if seconds is not None else _FIXED_WAIT.get(raw, DEFAULT_WAIT)
     else:
@@ -159,6 +177,9 @@ def _rpc_code(exc: RPCError) -> str:
 
 def classify(exc: BaseException) -> Classified:
     """Classify an exception from a task. Never raises; never reads ``exc.request``."""
+    if isinstance(exc, TaskWait):
+        seconds = max(0, min(int(exc.until - time.time()) + 1, MAX_WAIT))
+        return _make(ErrorClass.WAIT, _sanitise(exc.code), seconds, str(exc), limit=600)
     if isinstance(exc, TaskInputError):
         # Our own text, which names the file or source: long paths must survive into last_error.
         return _make(ErrorClass.INPUT, _sanitise(exc.code), None, str(exc), limit=600)
@@ -185,5 +206,10 @@ def classify(exc: BaseException) -> Classified:
     return _make(ErrorClass.TRANSIENT, _sanitise(_CAMEL.sub("_", name)), None, detail)
 
 
-__all__ = ["Classified", "ErrorClass", "TaskInputError", "classify", "classify_code",
+def is_frozen(code: str | None) -> bool:
+    """Whether a classified code says the account is frozen (rather than otherwise dead)."""
+    return bool(code) and str(code).startswith(FROZEN_PREFIX)
+
+
+__all__ = ["Classified", "ErrorClass", "TaskInputError", "TaskWait", "classify", "classify_code", "is_frozen",
            "MEDIA_FILE_MISSING", "MEDIA_UNREADABLE", "MEDIA_INVALID", "NO_2FA_PASSWORD"]

@@ -103,6 +103,8 @@ class SimulatorConfig(Section):
     seed: int = 1
     probe_fraction: Fraction = 0.05
     dead_fraction: Fraction = 0.02
+    frozen_fraction: Fraction = 0.01  # health: accounts whose app configuration says they are frozen
+    limited_fraction: Fraction = 0.03  # health: accounts @SpamBot says are limited
     channels: list[Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z](?:(?!__)\w){3,30}[A-Za-z0-9]$")]] = msgspec.field(
         default_factory=lambda: ["tgfleet_news", "tgfleet_markets", "tgfleet_weather", "tgfleet_sports"]
     )
@@ -144,6 +146,21 @@ class TelegramConfig(Section):
     request_retries: Annotated[int, msgspec.Meta(ge=0, le=5)] = 1
     login_timeout_seconds: Positive = 600.0
     proxy: ProxyConfig = msgspec.field(default_factory=ProxyConfig)
+    # Where new logins go (imported sessions keep their own server): "" = Telethon's built-in production DC,
+    # or Telegram's test DC 2 with test_mode; a self-hosted MTProto server names its address here.
+    server: str = ""
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 443
+    dc_id: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 2
+    public_key_file: str = ""  # the server's RSA public key (PEM), for a server whose key Telethon lacks
+    test_mode: bool = False
+
+    def __post_init__(self) -> None:
+        if self.server and (":" in self.server or not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", self.server)):
+            raise ValueError(f"server {self.server!r}: an IPv4 address or a host name (no port, no IPv6: the"
+                             " port is `port`)")
+        if self.public_key_file and not (self.server or self.test_mode):
+            raise ValueError("public_key_file is set but neither server nor test_mode is: the key is for the"
+                             " server new logins go to")
 
     @property
     def configured(self) -> bool:
@@ -181,6 +198,10 @@ class ProfileConfig(Section):
     last_name: Annotated[str, msgspec.Meta(max_length=64)] = ""
 
 
+class SessionsConfig(Section):
+    terminate_others: bool = False  # the terminate_other_sessions setup task: end every other authorization
+
+
 class SetupConfig(Section):
     enabled: bool = False
     dispatch_interval_seconds: Positive = 300.0
@@ -190,6 +211,14 @@ class SetupConfig(Section):
     queues: QueuesConfig = msgspec.field(default_factory=QueuesConfig)
     retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
     profile: ProfileConfig = msgspec.field(default_factory=ProfileConfig)
+    sessions: SessionsConfig = msgspec.field(default_factory=SessionsConfig)
+
+
+class HealthConfig(Section):
+    interval_hours: NonNegative = 0.0  # each node checks its accounts this often; 0: only `accounts check`
+    spambot: bool = False  # also ask the official @SpamBot whether the account is limited
+    spambot_wait_seconds: Annotated[float, msgspec.Meta(gt=0, le=120)] = 10.0
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 4  # checks at once, per node
 
 
 class LimitsConfig(Section):
@@ -226,6 +255,7 @@ class Config(Section):
     retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
     simulator: SimulatorConfig = msgspec.field(default_factory=SimulatorConfig)
     nodes: NodesConfig = msgspec.field(default_factory=NodesConfig)
+    health: HealthConfig = msgspec.field(default_factory=HealthConfig)
 
     def data_dir(self) -> Path:
         """The data dir: the config's, else systemd's StateDirectory, else platformdirs'."""

@@ -96,7 +96,7 @@ class Onboarding:
         if phone in self._starting or any(p.phone == phone for p in self._logins.values()):
             raise Conflict(f"a login for {mask_phone(phone)} is already waiting for its code")
         self._starting.add(phone)  # before the first await: two logins at once for one phone send one code
-        client = gw.new_client(gw.session_for(None, None, []))
+        client = gw.new_client(gw.login_session())  # the configured server's, else Telethon's default
         try:
             await asyncio.wait_for(client.connect(), gw.cfg.connect_timeout_seconds)
             sent = await asyncio.wait_for(client.send_code_request(phone), gw.cfg.call_timeout_seconds)

@@ -43,6 +43,7 @@ from tgdaemon.wire import (
 
 if TYPE_CHECKING:
     from tgdaemon.clockstep import ClockSteps
+    from tgdaemon.health.check import HealthChecker
     from tgdaemon.lifecycle.storewatch import StoreWatch
     from tgdaemon.nodes import Node
     from tgdaemon.quotas.executor import LocalExecutor
@@ -81,6 +82,7 @@ class Runtime:
     retention: Retention
     storewatch: StoreWatch
     node: Node  # this daemon in its fleet: its name, whether it leads, the accounts it owns
+    health: HealthChecker  # account checks: asked for (`accounts check`, `accounts sessions`) and scheduled
     started_at: float = field(default_factory=now)
     started_mono: float = field(default_factory=time.monotonic)
     http_bound: str | None = None  # HOST:PORT once the provider API listens (its port may be chosen by the OS)

@@ -33,6 +33,9 @@ SORT_KEYS: tuple[str, ...] = get_args(SortKey)
 Action = Literal["post_stats", "channel_stats"]  # tgfleet only observes
 ACTIONS: tuple[str, ...] = get_args(Action)
 TaskStatus = Literal["pending", "running", "done", "failed", "retry"]  # a setup task's
+Health = Literal["ok", "limited", "frozen", "dead"]  # what an account's last health check found
+HEALTHS: tuple[str, ...] = get_args(Health)
+HealthFilter = Literal["ok", "limited", "frozen", "dead", "unchecked"]  # unchecked: never checked
 TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)
 DeltaKind = Literal["account", "quota", "event", "mark"]  # mark: a log row whose objects are gone
 T = TypeVar("T")
@@ -70,6 +73,9 @@ class Account(Wire):
     last_ok_at: str | None
     owner: str | None  # the node that holds its connection now; None: no node does (yet)
     pinned_node: str | None  # `accounts pin`: it stays on this node, and waits for it when it is down
+    health: Health | None  # None: never checked (`accounts check`, [health] interval_hours)
+    health_checked_at: str | None  # the last check, whether or not it could finish
+    health_detail: dict[str, Any] | None  # what it found: sessions, frozen_since/until, spambot, error...
 
 
 class Quota(Wire):
@@ -320,6 +326,46 @@ class ImportResults(Wire):
 
 class Cancelled(Wire):
     cancelled: bool
+
+
+class HealthCheck(Wire):
+    """One account of ``POST /v1/accounts/check``: ``checked`` (``health`` found), ``failed`` (the check could
+    not tell: ``message`` says why, the last finding stays), ``busy`` or ``skipped`` (``message`` says why)."""
+
+    account_id: int
+    label: str
+    outcome: Literal["checked", "failed", "busy", "skipped"]
+    health: Health | None
+    detail: dict[str, Any]
+    message: str
+
+
+class HealthChecks(Wire):
+    results: list[HealthCheck]
+
+
+class Session(Wire):
+    """One of an account's active authorizations (``GET /v1/accounts/{id}/sessions``); ``current``: the
+    daemon's own. ``hash`` is what ends it (the terminate_other_sessions setup task)."""
+
+    hash: int
+    current: bool
+    device_model: str
+    platform: str
+    system_version: str
+    app_name: str
+    app_version: str
+    api_id: int
+    official_app: bool
+    country: str
+    region: str
+    created: str | None
+    active: str | None
+
+
+class SessionList(Wire):
+    account_id: int
+    sessions: list[Session]
 
 
 # The stream (``GET /v1/watch``): every frame says what it is in ``type``.

@@ -7,12 +7,22 @@ import argparse
 import msgspec
 from rich.text import Text
 
-from tgdaemon.cli import backup, nodes, onboard, output, providers, quotas, setup
+from tgdaemon.cli import (
+    backup,
+    health,
+    nodes,
+    onboard,
+    output,
+    providers,
+    quotas,
+    setup,
+)
 from tgdaemon.cli.parser import positive_int, socket_path
 from tgdaemon.cli.table import ListingTable
 from tgdaemon.control.client import ControlClient
 from tgdaemon.display import NODE_STYLE, STATE_STYLE, duration, node_condition
 from tgdaemon.wire import (
+    HEALTHS,
     SORT_KEYS,
     STATES,
     Account,
@@ -30,10 +40,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     status.set_defaults(func=cmd_status)
 
     accounts = sub.add_parser("accounts", parents=[common],
-                              help="list, disable, enable, assign, pin and retry accounts")
+                              help="list, check, disable, enable, assign, pin and retry accounts")
     acc = accounts.add_subparsers(metavar="ACTION")
     ls = acc.add_parser("list", parents=[common], help="list accounts")
     ls.add_argument("--state", choices=STATES)
+    ls.add_argument("--health", choices=[*HEALTHS, "unchecked"], help="what the last health check found")
     ls.add_argument("--search", metavar="TEXT", help="label, phone or id")
     ls.add_argument("--sort", choices=sorted(SORT_KEYS), default="id")
     ls.add_argument("--desc", action="store_true", help="reverse the sort")
@@ -53,6 +64,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     providers.register(sub, acc, common)
     nodes.register(sub, acc, common)
     backup.register(sub, common)
+    health.register(acc, common)
     accounts.set_defaults(func=lambda args: accounts.print_help() or 2)
 
     events = sub.add_parser("events", parents=[common], help="the audit trail, newest first")
@@ -103,7 +115,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
 async def cmd_accounts_list(args: argparse.Namespace) -> int:
     """Page by page, each page taken in (decoded, its cells made) while the daemon reads the next; printed
     once the last is in, so a listing cut short by an error prints nothing, as before."""
-    params = {"state": args.state, "q": args.search, "sort": args.sort, "desc": args.desc}
+    params = {"state": args.state, "q": args.search, "sort": args.sort, "desc": args.desc, "health": args.health}
     con = output.console()
     table = ListingTable(con, output.ACCOUNT_COLUMNS)
     pages: list[list[Account]] = []

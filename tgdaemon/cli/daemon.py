@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from tgdaemon.gateway.base import Gateway
 
 
-# The demo shows the pipeline at work: setup on, a declared name, dispatch every minute.
+# The demo shows the pipeline at work: setup on, a declared name, dispatch every minute; and every account's
+# health checked at start (then every 6 h), so the Health column fills.
 DEMO_CONFIG = """\
 [setup]
 enabled = true
@@ -35,6 +36,10 @@ dispatch_interval_seconds = 60
 [setup.profile]
 first_name = "Fleet"
 last_name = "Demo"
+
+[health]
+interval_hours = 6
+spambot = true
 """
 
 

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tgdaemon.cli.table import Justify
-from tgdaemon.display import STATE_STYLE, duration
+from tgdaemon.display import HEALTH_STYLE, STATE_STYLE, duration
 from tgdaemon.wire import Account
 
 
@@ -62,14 +62,17 @@ def owner(account: Account) -> str:
 
 ACCOUNT_COLUMNS: tuple[tuple[str, Justify], ...] = (
     ("ID", "right"), ("LABEL", "left"), ("PHONE", "left"), ("STATE", "left"), ("COOLDOWN", "left"),
-    ("SETUP", "right"), ("EXECUTOR", "left"), ("OWNER", "left"), ("LAST ERROR", "left"), ("REASON", "left"))
+    ("SETUP", "right"), ("HEALTH", "left"), ("EXECUTOR", "left"), ("OWNER", "left"), ("LAST ERROR", "left"),
+    ("REASON", "left"))
 
 
 def account_columns(rows: Sequence[Account]) -> list[list[str]]:
     """The cells of ``accounts list``, a list per column (rich markup colours the state)."""
     styled = {state: f"[{style}]{state}[/]" for state, style in STATE_STYLE.items()}
+    health_cell: dict[str | None, str] = {h: f"[{style}]{h}[/]" for h, style in HEALTH_STYLE.items()}
     return [[str(a.id) for a in rows], [a.label for a in rows], [a.phone_masked or "" for a in rows],
             [styled[a.state] for a in rows], [until(a.cooldown_until) if a.cooldown_until else "" for a in rows],
             ["probe" if a.is_probe else f"{a.setup.done}/{a.setup.total}" for a in rows],
+            [health_cell.get(a.health, "") for a in rows],
             [a.executor for a in rows], [(a.owner or "-") if a.pinned_node is None else owner(a) for a in rows],
             [a.last_error_code or "" for a in rows], [a.disabled_reason or a.cooldown_reason or "" for a in rows]]

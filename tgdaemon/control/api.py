@@ -16,6 +16,7 @@ import msgspec
 from aiohttp import web
 
 from tgdaemon.control.backup import add_routes as add_backup_routes
+from tgdaemon.control.health import add_routes as add_health_routes
 from tgdaemon.control.ids import MAX_ID, path_id
 from tgdaemon.control.nodes import add_routes as add_node_routes
 from tgdaemon.control.onboard import add_routes as add_onboarding_routes
@@ -39,6 +40,7 @@ from tgdaemon.wire import (
     AccountChange,
     Event,
     EventList,
+    HealthFilter,
     SortKey,
     State,
 )
@@ -48,6 +50,7 @@ _encoder = msgspec.json.Encoder()
 
 class AccountsQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     state: State | None = None
+    health: HealthFilter | None = None
     q: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     sort: SortKey = "id"
     desc: bool = False
@@ -94,8 +97,8 @@ async def list_accounts(request: web.Request) -> web.Response:
     query = read_query(request, AccountsQuery)
     try:
         rows, nxt = await request.config_dict[RUNTIME].store.list_accounts_json(
-            state=query.state, q=query.q, sort=query.sort, desc=query.desc, limit=query.limit, after=query.after
-        )
+            state=query.state, q=query.q, sort=query.sort, desc=query.desc, limit=query.limit, after=query.after,
+            health=query.health)
     except ValueError as exc:
         return error_response(400, "invalid_query", str(exc))
     body = b"".join((b'{"accounts":[', b",".join(rows), b'],"next":', _encoder.encode(nxt), b"}"))
@@ -155,4 +158,5 @@ def create_app() -> web.Application:
     add_provider_routes(app)
     add_backup_routes(app)
     add_node_routes(app)
+    add_health_routes(app)
     return app

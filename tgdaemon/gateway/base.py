@@ -12,7 +12,7 @@ import enum
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from telethon import utils
 
@@ -113,6 +113,26 @@ class Owned:
     video: bool | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Authorization:
+    """One of the account's active sessions (account.getAuthorizations); ``current`` is the daemon's own.
+    ``hash`` names it to account.resetAuthorization; times are Unix seconds (0: Telegram did not say)."""
+
+    hash: int
+    current: bool
+    device_model: str
+    platform: str
+    system_version: str
+    app_name: str
+    app_version: str
+    api_id: int
+    official_app: bool
+    country: str
+    region: str
+    created: float
+    active: float
+
+
 class Gateway(abc.ABC):
     """Telegram as the daemon sees it; every method acts as one account."""
 
@@ -188,3 +208,26 @@ class Gateway(abc.ABC):
     @abc.abstractmethod
     async def send_story(self, account: AccountRef, media: MediaFile) -> int:
         """Post one story visible to everybody; returns its id."""
+
+    # Health and sessions: what the owner can see of their own account, and ending its other sessions.
+
+    @abc.abstractmethod
+    async def app_config(self, account: AccountRef) -> dict[str, Any]:
+        """Telegram's app configuration as the account gets it (help.getAppConfig), JSON as Python values:
+        a frozen account finds ``freeze_since_date`` (Unix seconds), ``freeze_until_date`` and
+        ``freeze_appeal_url`` in it."""
+
+    @abc.abstractmethod
+    async def authorizations(self, account: AccountRef) -> list[Authorization]:
+        """The account's active sessions, the daemon's own among them (``current``)."""
+
+    @abc.abstractmethod
+    async def reset_authorization(self, account: AccountRef, hash: int) -> None:
+        """End one other session. Telegram refuses it while the current session is younger than 24 h
+        (FRESH_RESET_AUTHORISATION_FORBIDDEN)."""
+
+    @abc.abstractmethod
+    async def ask_spambot(self, account: AccountRef, wait_seconds: float) -> str | None:
+        """Send /start to the official @SpamBot, as the account, and return its answer's text; None when
+        no answer came within ``wait_seconds``. The owner's own question to Telegram's support bot about
+        their own account."""

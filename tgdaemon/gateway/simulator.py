@@ -18,6 +18,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -29,6 +30,7 @@ from tgdaemon.config import SimulatorConfig, TelegramConfig
 from tgdaemon.gateway import gate
 from tgdaemon.gateway.base import (
     AccountRef,
+    Authorization,
     Channel,
     ChannelStats,
     Gateway,
@@ -43,8 +45,14 @@ from tgdaemon.gateway.base import (
 from tgdaemon.gateway.simshare import SharedWorld
 from tgdaemon.gateway.simworld import (
     AVATAR_VIDEO_MAX_SECONDS,
+    FREEZE_APPEAL_URL,
     PRIVATE_CHANNEL,
+    SPAMBOT_BLOCKED,
+    SPAMBOT_FREE,
+    SPAMBOT_LIMITED,
+    SPAMBOT_LIMITED_UNTIL,
     STORY_LIMIT,
+    WORLD_EPOCH,
     WORLD_KEYS,
     SimAccount,
     SimChannel,
@@ -52,12 +60,16 @@ from tgdaemon.gateway.simworld import (
     SimProfile,
     build_accounts,
     build_channels,
+    health_state,
     initial_profile,
+    initial_sessions,
     unit,
 )
 from tgdaemon.store import Store
 
 NAME_MAX = 64  # Telegram's limit on first and last names
+FRESH_RESET_SECONDS = 86400  # a session younger than this may not end the others
+ANY_API_ID = 2040  # the api_id the simulated sessions of other apps show
 SETTABLE_PRIVACY = (PrivacyValue.EVERYBODY, PrivacyValue.CONTACTS, PrivacyValue.NOBODY)
 
 
@@ -136,7 +148,10 @@ class Simulator(Gateway):
         """The account's mutable profile as this process has it (the store's as of its connection's
         opening, and this process's changes since); raises KeyError for an unknown account."""
         if (profile := self._profiles.get(tg_user_id)) is None:
-            profile = self._profiles[tg_user_id] = initial_profile(self.cfg.seed, self._accounts[tg_user_id])
+            profile = self._profiles[tg_user_id] = initial_profile(self.cfg.seed, self._accounts[tg_user_id],
+                                                                   self._clock())
+        if not profile.sessions:  # stored before sessions were kept
+            profile.sessions = initial_sessions(self.cfg.seed, self._accounts[tg_user_id], self._clock())
         return profile
 
     def _install(self, tg_user_id: int, stored: str | None) -> None:
@@ -260,6 +275,54 @@ class Simulator(Gateway):
         profile.stories = [story, *active]  # expired stories are gone, as on Telegram
         await self._changed(sim.tg_user_id)
         return story.id
+
+    # -- health and sessions ---------------------------------------------------------------------------
+
+    def health(self, tg_user_id: int) -> str:
+        """The account's health in this world (simworld.health_state): what a check should find."""
+        return health_state(self.cfg, self._accounts[tg_user_id])
+
+    async def app_config(self, account: AccountRef) -> dict[str, Any]:
+        sim = await self._call(account)
+        config: dict[str, Any] = {"reactions_uniq_max": 11, "stories_all_hidden": False}
+        if self.health(sim.tg_user_id) == "frozen":
+            since = WORLD_EPOCH + int(unit(self.cfg.seed, sim.tg_user_id, "frozen at") * 300) * 86400
+            config.update(freeze_since_date=int(since), freeze_until_date=int(since + 30 * 86400),
+                          freeze_appeal_url=FREEZE_APPEAL_URL)
+        return config
+
+    async def authorizations(self, account: AccountRef) -> list[Authorization]:
+        sim = await self._call(account)
+        self._refuse_frozen(sim)
+        return [Authorization(s.hash, s.hash == 0, s.device_model, s.platform, "", s.app_name, s.app_version,
+                              ANY_API_ID, s.hash != 0, s.country, "", s.created, s.active)
+                for s in self.profile(sim.tg_user_id).sessions]
+
+    async def reset_authorization(self, account: AccountRef, hash: int) -> None:
+        sim = await self._call(account)
+        self._refuse_frozen(sim)
+        profile = self.profile(sim.tg_user_id)
+        own = next(s for s in profile.sessions if s.hash == 0)
+        if hash == 0 or not any(s.hash == hash for s in profile.sessions):
+            raise rpc_error(400, "HASH_INVALID")
+        if own.created > self._clock() - FRESH_RESET_SECONDS:
+            raise errors.FreshResetAuthorisationForbiddenError(request=None)
+        profile.sessions = [s for s in profile.sessions if s.hash != hash]
+        await self._changed(sim.tg_user_id)
+
+    async def ask_spambot(self, account: AccountRef, wait_seconds: float) -> str | None:
+        sim = await self._call(account)
+        state = self.health(sim.tg_user_id)
+        if state == "limited":
+            day = int(self._clock() // 86400) + 2 + int(unit(self.cfg.seed, sim.tg_user_id, "limit days") * 14)
+            until = datetime.fromtimestamp(day * 86400 + 12 * 3600 + 30 * 60, UTC)
+            return SPAMBOT_LIMITED_UNTIL.format(until=f"{until.day} {until:%b %Y, %H:%M} UTC")
+        return {"hard_limited": SPAMBOT_LIMITED, "frozen": SPAMBOT_BLOCKED}.get(state, SPAMBOT_FREE)
+
+    def _refuse_frozen(self, sim: SimAccount) -> None:
+        """A frozen account may read its app configuration and talk to @SpamBot; account methods refuse it."""
+        if self.health(sim.tg_user_id) == "frozen":
+            raise errors.FrozenMethodInvalidError(request=None)
 
     # -- internals -------------------------------------------------------------------------------------
 

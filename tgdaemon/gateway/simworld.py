@@ -44,6 +44,30 @@ REACTIONS = ("👍", "❤", "🔥", "🎉", "😁", "😢")
 FIRST_NAMES = ("Alpha", "Bravo", "Charlie", "Delta", "Echo", "Foxtrot", "Golf", "Hotel",
                "India", "Juliett", "Kilo", "Lima", "Mike", "November", "Oscar", "Papa")
 LAST_NAMES = ("Amber", "Blue", "Cedar", "Dune", "Ember", "Frost", "Granite", "Harbor")
+# Health (tgdaemon.health): what the app configuration of a frozen account says, and @SpamBot's answers, in
+# the words Telegram uses. Frozen and limited accounts are chosen by [simulator] frozen_fraction and
+# limited_fraction, never among probes or dead accounts; half the limited ones are limited until a date.
+FREEZE_APPEAL_URL = "https://t.me/spambot"
+SPAMBOT_FREE = "Good news, no limits are currently applied to your account. You\u2019re free as a bird!"
+SPAMBOT_LIMITED_UNTIL = ("I\u2019m afraid some Telegram users found your messages annoying and forwarded them to our"
+                         " team of moderators for inspection. The moderators have confirmed the report and your"
+                         " account is now limited until {until}.\n\nWhile the account is limited, you will not be"
+                         " able to send messages to people who do not have your number in their phone contacts.")
+SPAMBOT_LIMITED = ("Unfortunately, some phone numbers may trigger a harsh response from our anti-spam systems. If you"
+                   " think this is the case with you, you can submit a complaint to our moderators.\n\nWhile the"
+                   " account is limited, you will not be able to send messages to people who do not have your number"
+                   " in their phone contacts or add them to groups and channels.")
+SPAMBOT_BLOCKED = ("Your account was blocked for violations of the Telegram Terms of Service based on user reports"
+                   " confirmed by our moderators.")
+# Sessions: the daemon's own (hash 0, as Telegram shows the current one) and up to three others, from before
+# the world began. A share of the accounts has a daemon session made when its profile was (now, in the
+# world): Telegram lets such a session end the others only once it is 24 hours old.
+FRESH_SESSION_SHARE = 0.1
+OTHER_DEVICES = (("iPhone 15", "iOS", "Telegram iOS", "11.2"), ("Pixel 8", "Android", "Telegram Android", "11.4.2"),
+                 ("MacBook Pro", "macOS", "Telegram macOS", "11.3"), ("PC 64bit", "Windows", "Telegram Desktop",
+                                                                     "5.8.3"))
+COUNTRIES = ("Germany", "Netherlands", "Spain", "Brazil", "Japan")
+
 # The [simulator] keys build_accounts reads: a data dir records them (the channels depend on the seed alone).
 WORLD_KEYS = ("accounts", "seed", "probe_fraction", "dead_fraction")
 
@@ -90,6 +114,20 @@ class SimMedia:
 
 
 @dataclass(slots=True)
+class SimSession:
+    """One authorization of an account; hash 0 is the daemon's own (the current one)."""
+
+    hash: int
+    device_model: str
+    platform: str
+    app_name: str
+    app_version: str
+    country: str
+    created: float
+    active: float
+
+
+@dataclass(slots=True)
 class SimProfile:
     """What an owner can change on their account; setup tasks read it and converge it.
 
@@ -104,6 +142,7 @@ class SimProfile:
     photos: list[SimMedia] = field(default_factory=list)
     stories: list[SimMedia] = field(default_factory=list)
     last_id: int = 0
+    sessions: list[SimSession] = field(default_factory=list)  # none: a profile stored before sessions were kept
 
     def new_id(self) -> int:
         self.last_id += 1
@@ -138,7 +177,33 @@ def build_accounts(cfg: SimulatorConfig) -> list[SimAccount]:
     ]
 
 
-def initial_profile(seed: int, account: SimAccount) -> SimProfile:
+def health_state(cfg: SimulatorConfig, account: SimAccount) -> str:
+    """``ok``, ``frozen``, ``limited`` (until a date) or ``hard_limited`` (no date): fixed by the seed."""
+    if account.is_probe or account.dead is not None:
+        return "ok"
+    u = unit(cfg.seed, account.tg_user_id, "health")
+    if u < cfg.frozen_fraction:
+        return "frozen"
+    if u < cfg.frozen_fraction + cfg.limited_fraction:
+        return "limited" if unit(cfg.seed, account.tg_user_id, "limit kind") < 0.5 else "hard_limited"
+    return "ok"
+
+
+def initial_sessions(seed: int, account: SimAccount, now: float) -> list[SimSession]:
+    fresh = unit(seed, account.tg_user_id, "fresh") < FRESH_SESSION_SHARE
+    created = now if fresh else WORLD_EPOCH - 90 * 86400
+    own = SimSession(0, "tgfleet", "Linux", "tgfleet", "0.1", "Germany", created, now)
+    others = []
+    for n in range(int(unit(seed, account.tg_user_id, "sessions") * 4)):
+        device, platform, app, version = OTHER_DEVICES[int(unit(seed, account.tg_user_id, "device", n) * 4)]
+        others.append(SimSession(
+            1 + int(unit(seed, account.tg_user_id, "session hash", n) * 2**62), device, platform, app, version,
+            COUNTRIES[int(unit(seed, account.tg_user_id, "country", n) * len(COUNTRIES))],
+            WORLD_EPOCH - (200 + 30 * n) * 86400, WORLD_EPOCH - (n + 1) * 86400))
+    return [own, *others]
+
+
+def initial_profile(seed: int, account: SimAccount, now: float = WORLD_EPOCH) -> SimProfile:
     """Most accounts start away from the setup baseline, so that setup has work to do."""
 
     def pick(key: str, options: tuple[str, ...]) -> str:
@@ -149,6 +214,7 @@ def initial_profile(seed: int, account: SimAccount) -> SimProfile:
         last_name=account.last_name,
         has_password=unit(seed, account.tg_user_id, "2fa") < 0.2,
         privacy={key: pick(key, PRIVACY_VALUES) for key in BASELINE_PRIVACY},
+        sessions=initial_sessions(seed, account, now),
     )
     if unit(seed, account.tg_user_id, "photo") < 0.3:  # an old photo, from before the world began
         profile.photos.append(SimMedia(profile.new_id(), WORLD_EPOCH - 30 * 86400, "photo", "initial.jpg"))

@@ -26,8 +26,10 @@ from tgdaemon.classify import (
     TaskInputError,
 )
 from tgdaemon.config import ProxyConfig, TelegramConfig
+from tgdaemon.gateway import servers
 from tgdaemon.gateway.base import (
     AccountRef,
+    Authorization,
     Channel,
     ChannelStats,
     Gateway,
@@ -98,6 +100,13 @@ class TelethonGateway(Gateway):
 
     def __init__(self, cfg: TelegramConfig) -> None:
         self.cfg = cfg
+        # Where new logins go; its key is in Telethon's list from here on (a bad key file: ConfigError, at start).
+        self.login_server = servers.prepare(cfg)
+        # Telethon caches the DC table of the first server a client migrates on in a class attribute: clients
+        # on the login server get a class of their own, so a test or self-hosted login migrates within its
+        # own server's DCs, never to the production DC of the same number.
+        self._login_class: type[TelegramClient] = type("LoginServerClient", (TelegramClient,),
+                                                      {"_config": None, "_cdn_config": None})
         self.pool = ClientPool(self._client_for, max_connected=cfg.max_connected,
                                idle_seconds=cfg.idle_disconnect_seconds, connect_timeout=cfg.connect_timeout_seconds,
                                check=lambda account_id: check_gate(self.gate, account_id),
@@ -118,8 +127,10 @@ class TelethonGateway(Gateway):
         """A client with the account's own app, device and proxy, else the fleet's; tests replace its
         network layer here."""
         device = params.device if params is not None else Device()
-        client = TelegramClient(session, device.api_id or self.cfg.api_id, device.api_hash or self.cfg.api_hash,
-                                **client_options(self.cfg, params))
+        on_login_server = self.login_server is not None and session.server_address == self.login_server.host
+        cls = self._login_class if on_login_server else TelegramClient
+        client = cls(session, device.api_id or self.cfg.api_id, device.api_hash or self.cfg.api_hash,
+                     **client_options(self.cfg, params))
         client.flood_sleep_threshold = 0
         return client
 
@@ -149,6 +160,11 @@ class TelethonGateway(Gateway):
             raise errors.AuthKeyUnregisteredError(request=None)  # no session: as good as a revoked one
         session = self.session_for(account_id, data, await self.store.load_entities(account_id))
         return self.new_client(session, await self.store.client_params(account_id))
+
+    def login_session(self) -> StoreSession:
+        """The session a new login starts from: the configured server's (no key yet), else an empty one that
+        Telethon dials at its built-in production address."""
+        return self.session_for(None, self.login_server.session() if self.login_server else None, [])
 
     async def check_session(self, data: SessionData) -> Me:
         """Who a session (about to be imported) signs in as, on a throwaway client that is let go at once."""
@@ -307,6 +323,58 @@ class TelethonGateway(Gateway):
                 random_id=random_id)), self.cfg.call_timeout_seconds)
         return story_id_from(updates, random_id)
 
+    # -- health and sessions ----------------------------------------------------------------------------
+
+    async def app_config(self, account: AccountRef) -> dict[str, Any]:
+        result = await self.call(account, functions.help.GetAppConfigRequest(hash=0))
+        config = json_value(getattr(result, "config", None))  # AppConfigNotModified only answers a hash we never send
+        return config if isinstance(config, dict) else {}
+
+    async def authorizations(self, account: AccountRef) -> list[Authorization]:
+        result = await self.call(account, functions.account.GetAuthorizationsRequest())
+        return [authorization_of(a) for a in result.authorizations]
+
+    async def reset_authorization(self, account: AccountRef, hash: int) -> None:
+        if not hash:
+            raise ValueError("hash 0 is the current session: it is never reset")
+        await self.call(account, functions.account.ResetAuthorizationRequest(hash=hash))
+
+    async def ask_spambot(self, account: AccountRef, wait_seconds: float) -> str | None:
+        """/start to @SpamBot, then its history read until its answer is there (no updates are received):
+        at most one read a second, none after ``wait_seconds``."""
+        peer = await self._spambot_peer(account)
+        random_id = helpers.generate_random_long()
+        sent = await self.call(account, functions.messages.SendMessageRequest(
+            peer=peer, message="/start", random_id=random_id, no_webpage=True))
+        sent_id = sent_message_id(sent, random_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_seconds
+        pause = min(SPAMBOT_POLL_SECONDS, wait_seconds / 4)
+        for _ in range(int(wait_seconds / pause) + 1):
+            await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
+            history = await self.call(account, functions.messages.GetHistoryRequest(
+                peer=peer, offset_id=0, offset_date=None, add_offset=0, limit=5, max_id=0, min_id=sent_id, hash=0))
+            answers = sorted((m for m in history.messages if isinstance(m, types.Message) and not m.out
+                              and m.id > sent_id), key=lambda m: m.id)
+            if answers:
+                return answers[0].message or ""
+            if loop.time() >= deadline:
+                break
+        return None
+
+    async def _spambot_peer(self, account: AccountRef) -> types.InputPeerUser:
+        """@SpamBot as this account sees it: from the entity cache, else resolved once and cached (a
+        username resolved on every check is what earns long flood waits)."""
+        if (row := await self.store.find_entity(account.id, SPAMBOT)) is not None:
+            return types.InputPeerUser(utils.resolve_id(row[0])[0], row[1])
+        resolved = await self.call(account, functions.contacts.ResolveUsernameRequest(username=SPAMBOT))
+        bot = next((u for u in resolved.users if isinstance(u, types.User) and isinstance(resolved.peer, types.PeerUser)
+                    and u.id == resolved.peer.user_id), None)
+        if bot is None or not bot.bot or bot.access_hash is None or (bot.username or "").lower() != SPAMBOT:
+            raise errors.UsernameInvalidError(request=None)  # not Telegram's bot: nothing is sent to it
+        await self.store.save_entities(account.id, [(bot.id, bot.access_hash, SPAMBOT, None, "Spam Info Bot")])
+        return types.InputPeerUser(bot.id, bot.access_hash)
+
     async def _upload(self, client: TelegramClient, path: Path) -> Any:
         """Telethon's upload (one upload.saveFilePart per part), bounded by the call timeout per part."""
         try:
@@ -322,6 +390,38 @@ class TelethonGateway(Gateway):
             raise TaskInputError(MEDIA_FILE_MISSING, f"{path}: no such file") from None
         except (PermissionError, IsADirectoryError) as exc:
             raise TaskInputError(MEDIA_UNREADABLE, f"{path}: cannot read it ({exc.strerror or exc})") from None
+
+
+SPAMBOT = "spambot"  # Telegram's official support bot for spam limits, by its (case-insensitive) username
+SPAMBOT_POLL_SECONDS = 1.0
+
+
+def json_value(value: Any) -> Any:
+    """A TL JSONValue (help.getAppConfig's) as Python values."""
+    if isinstance(value, types.JsonObject):
+        return {item.key: json_value(item.value) for item in value.value}
+    if isinstance(value, types.JsonArray):
+        return [json_value(item) for item in value.value]
+    if isinstance(value, (types.JsonString, types.JsonNumber, types.JsonBool)):
+        return value.value
+    return None
+
+
+def authorization_of(a: types.Authorization) -> Authorization:
+    return Authorization(a.hash, bool(a.current), a.device_model, a.platform, a.system_version, a.app_name,
+                         a.app_version, a.api_id, bool(a.official_app), a.country, a.region, _date(a.date_created),
+                         _date(a.date_active))
+
+
+def sent_message_id(updates: Any, random_id: int) -> int:
+    """Our message's id in messages.sendMessage's answer: UpdateShortSentMessage to a user, else the
+    UpdateMessageID that names our random_id; 0 when neither does (then any newer incoming message counts)."""
+    if isinstance(updates, types.UpdateShortSentMessage):
+        return updates.id
+    for update in getattr(updates, "updates", None) or []:
+        if isinstance(update, types.UpdateMessageID) and update.random_id == random_id:
+            return update.id
+    return 0
 
 
 PRIVACY_KEYS: dict[PrivacyKey, type] = {

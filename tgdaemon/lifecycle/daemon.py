@@ -41,6 +41,7 @@ from tgdaemon.errors import (
 from tgdaemon.gateway.base import Gateway
 from tgdaemon.gateway.simulator import Simulator
 from tgdaemon.gateway.simworld import SimAccount
+from tgdaemon.health.check import HealthChecker
 from tgdaemon.httpjson import MAX_BODY, errors_middleware
 from tgdaemon.lifecycle import exitguard, limits, signals, systemd, tls, worlds
 from tgdaemon.lifecycle.connguard import Guard, GuardedTCPSite
@@ -191,7 +192,8 @@ class Daemon:
             inspector=Inspector(store, gateway, probes),
             generator=Generator(cfg, store, gateway, probes, leases),
             executor=LocalExecutor(store, gateway, leases, cfg.quotas.local_concurrency, owner=node.name),
-            retention=Retention(cfg.retention, store, clock.vouched_now), storewatch=storewatch)
+            retention=Retention(cfg.retention, store, clock.vouched_now), storewatch=storewatch,
+            health=HealthChecker(cfg, store, gateway, owner=node.name))
         await self._serve(rt, connection_cap, teardown)
         await self._seed_simulated_fleet(store)  # only once the sockets are ours: a refused start seeds nothing
         await node.start(rt.http_bound, lambda epoch: _leader_tasks(rt, epoch))
@@ -307,7 +309,8 @@ def _side_tasks(rt: Runtime) -> list[tuple[str, Callable[[], Coroutine[Any, Any,
     each with its own accounts; the node runs the leader's (``_leader_tasks``) while it leads."""
     tasks = [("setup", rt.setup.run), ("logins", rt.onboarding.run), ("inspector", rt.inspector.run),
              ("snapshots", rt.generator.run_refresh), ("executor", rt.executor.run),
-             ("clock", lambda: rt.clock.run(rt.store)), ("stream", rt.hub.run), ("node", rt.node.run)]
+             ("clock", lambda: rt.clock.run(rt.store)), ("stream", rt.hub.run), ("node", rt.node.run),
+             ("health", rt.health.run)]
     if (interval := systemd.watchdog_interval()) is not None:
         tasks.append(("watchdog", lambda: _watchdog(interval)))
     return tasks

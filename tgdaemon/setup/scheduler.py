@@ -26,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tgdaemon.classify import Classified, ErrorClass, classify
+from tgdaemon.classify import Classified, ErrorClass, TaskWait, classify
 from tgdaemon.config import Config
 from tgdaemon.errors import NotOwned
 from tgdaemon.gateway.base import AccountRef, Gateway
@@ -193,6 +193,9 @@ class SetupScheduler:
             raise
         except NotOwned as exc:  # the node let the account go during the task: its next owner goes on
             outcome = SetupOutcome("retry", AccountEffect(), error=str(exc), retry_at=now(), refund_attempt=True)
+        except TaskWait as exc:  # the task's own wait, not the account's: no cooldown, no attempt spent
+            outcome = SetupOutcome("retry", AccountEffect(), error=classify(exc).message, retry_at=exc.until,
+                                   refund_attempt=True)
         except Exception as exc:
             outcome = self.on_error(task, classify(exc))
         await asyncio.shield(self._finish((task, outcome)))  # once the outcome is known it is recorded, stop or not

@@ -1,4 +1,4 @@
-"""The eight setup tasks. Each reads the account's current state first and skips what already holds.
+"""The setup tasks (eight, and the opt-in terminate_other_sessions). Each reads the account's current state first and skips what already holds.
 
 A task returns its result (``meta``, and the id of a photo or story it made)
 or raises; the scheduler classifies what it raises. A photo or story task
@@ -12,14 +12,16 @@ Every account's media task posts one of the same four files: a file is probed
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from telethon.errors import BadRequestError
+from telethon.errors import BadRequestError, RPCError
 
 from tgdaemon import media
+from tgdaemon.classify import TaskWait, classify
 from tgdaemon.config import SetupConfig
 from tgdaemon.gateway.base import (
     AccountRef,
@@ -32,6 +34,7 @@ from tgdaemon.gateway.base import (
 from tgdaemon.logredact import REDACTOR
 from tgdaemon.setup.secrets import PasswordSource
 from tgdaemon.store import ClaimedTask
+from tgdaemon.timeutil import iso
 
 Result = dict[str, Any]
 
@@ -150,13 +153,43 @@ def story_task(kind: str) -> Callable[[TaskContext], Awaitable[Result]]:
     return run
 
 
+FRESH_RESET = "FRESH_RESET_AUTHORISATION_FORBIDDEN"
+FRESH_SESSION_SECONDS = 86400  # Telegram: a session ends the others only once it is 24 hours old
+
+
+async def terminate_other_sessions(ctx: TaskContext) -> Result:
+    """Every authorization but the daemon's own ended, one by one; the current one never (nor hash 0, which
+    names it). A session younger than 24 hours may not do this: the task waits until it is 24 hours old
+    (TaskWait: no cooldown, no attempt spent), and on its retry reads the sessions again."""
+    sessions = await ctx.gateway.authorizations(ctx.account)
+    others = [s for s in sessions if not s.current and s.hash]
+    if not others:
+        return skipped("no other sessions", sessions=len(sessions))
+    own = next((s for s in sessions if s.current), None)
+    ended: list[str] = []
+    for session in others:
+        try:
+            await ctx.gateway.reset_authorization(ctx.account, session.hash)
+        except RPCError as exc:
+            if classify(exc).code != FRESH_RESET:
+                raise
+            until = (own.created if own is not None and own.created else time.time()) + FRESH_SESSION_SECONDS
+            raise TaskWait(FRESH_RESET, until, f"the daemon's session is younger than 24 hours: Telegram lets it end"
+                           f" other sessions from {iso(until)}; the task waits until then") from None
+        ended.append(f"{session.app_name} {session.app_version} on {session.device_model}".strip())
+    return {"meta": {"ended": len(ended), "sessions": ended}}
+
+
 @dataclass(frozen=True, slots=True)
 class TaskSpec:
     queue: str
     run: Callable[[TaskContext], Awaitable[Result]]
     media_key: str | None = None  # the [setup.media] key whose file the task needs; None: always required
+    switch: Callable[[SetupConfig], bool] | None = None  # an opt-in task: required only while this says so
 
     def required(self, cfg: SetupConfig) -> bool:
+        if self.switch is not None:
+            return self.switch(cfg)
         return self.media_key is None or bool(getattr(cfg.media, self.media_key))
 
     def payload(self, cfg: SetupConfig) -> dict[str, Any]:
@@ -176,6 +209,8 @@ TASKS: dict[str, TaskSpec] = {
     "set_photo_gif": TaskSpec("media", photo_task(animated=True), "default_gif_path"),
     "story_image": TaskSpec("media", story_task("image"), "story_image_path"),
     "story_video": TaskSpec("media", story_task("video"), "story_video_path"),
+    "terminate_other_sessions": TaskSpec("fast", terminate_other_sessions,
+                                         switch=lambda cfg: cfg.sessions.terminate_others),
 }
 QUEUES = ("fast", "media")
 

@@ -25,6 +25,8 @@ from tgdaemon.wire import ACTIONS as ACTIONS
 from tgdaemon.wire import SORT_KEYS as SORT_KEYS
 from tgdaemon.wire import STATES as STATES
 
+UNCHECKED = "unchecked"  # the listing's health filter for accounts never checked (health NULL)
+
 
 def mask_phone(phone: str | None) -> str | None:
     """Keep the country code's first digits and the last two: enough to tell accounts apart."""
@@ -60,6 +62,9 @@ def account_view(row: Row) -> dict[str, Any]:
         "last_ok_at": iso(row["last_ok_at"]),
         "owner": row["owner"],
         "pinned_node": row["pinned_node"],
+        "health": row["health"],
+        "health_checked_at": iso(row["health_checked_at"]),
+        "health_detail": None if row["health_detail"] is None else json.loads(row["health_detail"]),
     }
 
 

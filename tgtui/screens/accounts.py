@@ -9,7 +9,7 @@ from typing import ClassVar
 from rich.text import Text
 from textual.binding import Binding, BindingType
 
-from tgdaemon.display import STATE_STYLE, duration
+from tgdaemon.display import HEALTH_STYLE, STATE_STYLE, duration
 from tgtui.model import effective_state
 from tgtui.screens.base import FleetScreen
 from tgtui.table import Column, Row, RowSet
@@ -40,6 +40,12 @@ def _setup_sort(row: Row, now: float) -> tuple[int, float]:
     return (1, 0.0) if row["is_probe"] else (0, done / total if total else 1.0)
 
 
+def _health(row: Row, now: float) -> Text:
+    """What the last health check found; empty when the account was never checked."""
+    health = row.get("health") or ""
+    return Text(health, style=HEALTH_STYLE.get(health, ""))
+
+
 def _owner(row: Row, now: float) -> Text:
     """The node that holds its connection; pinned ones are marked, and a pin elsewhere is named."""
     owner, pinned = row.get("owner"), row.get("pinned_node")
@@ -56,6 +62,7 @@ ACCOUNT_COLUMNS = [
     Column("state", "State", 8, _state, sort=effective_state, timed=True),  # its order without a Text per row
     Column("cooldown", "Cooldown", 8, _cooldown, sort=_cooldown_left, timed=True, right=True),
     Column("setup", "Setup", 5, _setup, sort=_setup_sort, right=True),
+    Column("health", "Health", 7, _health, drop=5),  # `/` health:limited filters by it
     Column("executor", "Executor", 8, lambda r, n: r["executor"] or "", drop=3),
     Column("owner", "Owner", 12, _owner, drop=2),
     Column("error", "Last error", 12, lambda r, n: r["last_error_code"] or "", flex=True, drop=1),

@@ -17,7 +17,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Label, Sparkline, Static
 
-from tgdaemon.display import STATE_STYLE, duration
+from tgdaemon.display import HEALTH_STYLE, STATE_STYLE, duration
 from tgdaemon.wire import EventList, TaskList
 from tgtui.fmt import bar, clock_time, until
 from tgtui.model import effective_state
@@ -91,6 +91,32 @@ def field(name: str, value: str | Text) -> Text:
     return Text.assemble((f"{name} ", "dim"), value, "   ")
 
 
+def _day(value: str) -> str:
+    """A date days away, as UTC minutes (a clock time would not say which day)."""
+    return value[:16].replace("T", " ") + " UTC"
+
+
+def health_line(a: dict[str, Any]) -> Text:
+    """The last health check, on a line of its own: its finding, when, and what it rests on."""
+    if not a.get("health_checked_at"):
+        return Text.assemble("\n", ("health ", "dim"), ("never checked", "dim"))
+    health = a.get("health") or "unknown"
+    detail = a.get("health_detail") or {}
+    out = Text.assemble("\n", ("health ", "dim"), (health, HEALTH_STYLE.get(health, "")),
+                        f" (checked {clock_time(a['health_checked_at'])})   ")
+    if "sessions" in detail:
+        out.append_text(field("sessions", str(detail["sessions"])))
+    if detail.get("frozen_since"):
+        out.append_text(field("frozen", f"since {_day(detail['frozen_since'])}"
+                              + (f", until {_day(detail['frozen_until'])}" if detail.get("frozen_until") else "")))
+    if "spambot" in detail:
+        until_text = f" until {_day(detail['limited_until'])}" if detail.get("limited_until") else ""
+        out.append_text(field("@SpamBot", detail["spambot"] + until_text))
+    if detail.get("error"):
+        out.append_text(field("check failed", detail["error"]))
+    return out
+
+
 class AccountDetail(DetailScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("r", "app.retry", "Retry"),
@@ -129,6 +155,7 @@ class AccountDetail(DetailScreen):
             out.append_text(field("disabled", f"{a['disabled_reason']} (at {clock_time(a['disabled_at'])})"))
         out.append_text(field("last error", a["last_error_code"] or "none"))
         out.append_text(field("last ok", clock_time(a["last_ok_at"]) or "never"))
+        out.append_text(health_line(a))
         return out
 
     async def load(self) -> None:

@@ -13,6 +13,7 @@ from tgdaemon.store.api import AccountEffect, Tx
 from tgdaemon.store.postgres import clock, locks, setup
 from tgdaemon.store.postgres.clock import ClockStore
 from tgdaemon.store.postgres.core import own
+from tgdaemon.store.postgres.health import HealthStore
 from tgdaemon.store.postgres.nodes import NodeStore
 from tgdaemon.store.postgres.providers import ProviderStore
 from tgdaemon.store.postgres.pulled import PulledStore
@@ -26,7 +27,7 @@ from tgdaemon.timeutil import now
 
 
 class PostgresStore(SetupStore, QuotaStore, PulledStore, ProviderStore, ClockStore, RetentionStore, StatsStore,
-                    NodeStore, SimStore, SnapshotStore):
+                    NodeStore, SimStore, SnapshotStore, HealthStore):
     """Implements ``tgdaemon.store.api.Store``; the mixins split it by subject, as the SQLite driver's do."""
 
     async def take_lock(self, tx: Tx, account_id: int, holder: str, seconds: float) -> bool:

@@ -18,6 +18,7 @@ from tgdaemon.store.postgres.core import Params, PostgresCore, Record, Tx, own
 from tgdaemon.store.views import (
     NAME_STRIP,
     STATES,
+    UNCHECKED,
     account_view,
     decode_cursor,
     encode_cursor,
@@ -35,7 +36,8 @@ STATE_SQL = """CASE
 
 VIEW_SQL = f"""SELECT a.id, a.label, a.phone, a.first_name, a.last_name, a.is_probe, a.is_active, a.executor,
     a.cooldown_until, a.cooldown_reason, a.disabled_at, a.disabled_reason,
-    a.last_error_code, a.last_ok_at, a.owner, a.pinned_node, {STATE_SQL} AS state,
+    a.last_error_code, a.last_ok_at, a.owner, a.pinned_node, a.health, a.health_checked_at, a.health_detail,
+    {STATE_SQL} AS state,
     (SELECT COUNT(*) FROM account_tasks t WHERE t.account_id = a.id AND t.status = 'done') AS setup_done,
     (SELECT COUNT(*) FROM account_tasks t WHERE t.account_id = a.id) AS setup_total
     FROM accounts a"""
@@ -85,7 +87,9 @@ ACCOUNT_JSON_SQL = f"""'{{"id":' || v.id || ',"label":' || {_json_text('v.label'
     || ',"disabled_reason":' || {_json_text('v.disabled_reason')}
     || ',"setup":{{"done":' || v.setup_done || ',"total":' || v.setup_total
     || '}},"last_error_code":' || {_json_text('v.last_error_code')} || ',"last_ok_at":' || {_iso('v.last_ok_at')}
-    || ',"owner":' || {_json_text('v.owner')} || ',"pinned_node":' || {_json_text('v.pinned_node')} || '}}'"""
+    || ',"owner":' || {_json_text('v.owner')} || ',"pinned_node":' || {_json_text('v.pinned_node')}
+    || ',"health":' || {_json_text('v.health')} || ',"health_checked_at":' || {_iso('v.health_checked_at')}
+    || ',"health_detail":' || coalesce(v.health_detail, 'null') || '}}'"""
 
 
 def _cursor_value(value: Any, kind: type) -> Any:
@@ -123,26 +127,26 @@ class AccountStore(PostgresCore):
 
     async def list_accounts(self, *, state: str | None = None, q: str | None = None, sort: str = "id",
                             desc: bool = False, limit: int = 100, after: str | None = None,
-                            ) -> tuple[list[dict[str, Any]], str | None]:
+                            health: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
         """One keyset page; returns the rows and the cursor of the next page (None at the end)."""
-        sql, p = self._page_sql(lambda p: "*", state, q, sort, desc, limit, after)
+        sql, p = self._page_sql(lambda p: "*", state, q, sort, desc, limit, after, health)
         rows = await self.read(sql, *p.values)
         nxt = encode_cursor(rows[-1]["sort_value"], rows[-1]["id"]) if len(rows) == limit else None
         return [account_view(r) for r in rows], nxt
 
     async def list_accounts_json(self, *, state: str | None = None, q: str | None = None, sort: str = "id",
                                  desc: bool = False, limit: int = 100, after: str | None = None,
-                                 ) -> tuple[list[bytes], str | None]:
+                                 health: str | None = None) -> tuple[list[bytes], str | None]:
         """``list_accounts``'s page with each account already encoded, as ``wire.Account`` encodes."""
         sql, p = self._page_sql(lambda p: ACCOUNT_JSON_SQL.replace("{strip}", p(NAME_STRIP)) + ", v.id", state, q,
-                                sort, desc, limit, after)
+                                sort, desc, limit, after, health)
         rows = await self.read(sql, *p.values)
         nxt = encode_cursor(rows[-1][2], rows[-1][1]) if len(rows) == limit else None
         return [r[0].encode() for r in rows], nxt
 
     @staticmethod
     def _page_sql(select: Callable[[Params], str], state: str | None, q: str | None, sort: str, desc: bool,
-                  limit: int, after: str | None) -> tuple[str, Params]:
+                  limit: int, after: str | None, health: str | None = None) -> tuple[str, Params]:
         """The statement of one keyset page of the view ``v``: ``select`` (given the parameters, to add its
         own), then its sort value."""
         key, kind = SORT_SQL[sort]
@@ -151,6 +155,8 @@ class AccountStore(PostgresCore):
         where = []
         if state:
             where.append(f"state = {p(state)}")
+        if health:
+            where.append("health IS NULL" if health == UNCHECKED else f"health = {p(health)}")
         if q:
             # ILIKE in the "C" collation: case ignored for ASCII letters only, as SQLite's LIKE does.
             pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

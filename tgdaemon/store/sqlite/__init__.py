@@ -8,6 +8,7 @@ from tgdaemon.store.api import AccountEffect, Tx
 from tgdaemon.store.sqlite import clock, locks, setup
 from tgdaemon.store.sqlite.clock import ClockStore
 from tgdaemon.store.sqlite.core import own
+from tgdaemon.store.sqlite.health import HealthStore
 from tgdaemon.store.sqlite.nodes import NodeStore
 from tgdaemon.store.sqlite.providers import ProviderStore
 from tgdaemon.store.sqlite.pulled import PulledStore
@@ -21,7 +22,7 @@ from tgdaemon.timeutil import now
 
 
 class SQLiteStore(SetupStore, QuotaStore, PulledStore, ProviderStore, ClockStore, RetentionStore, StatsStore,
-                  NodeStore, SimStore, SnapshotStore):
+                  NodeStore, SimStore, SnapshotStore, HealthStore):
     """Implements ``tgdaemon.store.api.Store``; the mixins split it by subject, not by layer."""
 
     kind: Literal["sqlite", "postgresql"] = "sqlite"

@@ -19,6 +19,7 @@ from tgdaemon.store.sqlite.core import StoreCore, Tx, own
 from tgdaemon.store.views import (
     NAME_STRIP,
     STATES,
+    UNCHECKED,
     account_view,
     decode_cursor,
     encode_cursor,
@@ -35,7 +36,8 @@ STATE_SQL = """CASE
 
 VIEW_SQL = f"""SELECT a.id, a.label, a.phone, a.first_name, a.last_name, a.is_probe, a.is_active, a.executor,
     a.cooldown_until, a.cooldown_reason, a.disabled_at, a.disabled_reason,
-    a.last_error_code, a.last_ok_at, a.owner, a.pinned_node, {STATE_SQL} AS state,
+    a.last_error_code, a.last_ok_at, a.owner, a.pinned_node, a.health, a.health_checked_at, a.health_detail,
+    {STATE_SQL} AS state,
     (SELECT COUNT(*) FROM account_tasks t WHERE t.account_id = a.id AND t.status = 'done') AS setup_done,
     (SELECT COUNT(*) FROM account_tasks t WHERE t.account_id = a.id) AS setup_total
     FROM accounts a"""
@@ -79,7 +81,9 @@ ACCOUNT_JSON_SQL = f"""CAST(json_object('id', v.id, 'label', v.label, 'phone_mas
     'executor', v.executor, 'cooldown_until', {_iso('v.cooldown_until')}, 'cooldown_reason', v.cooldown_reason,
     'disabled_at', {_iso('v.disabled_at')}, 'disabled_reason', v.disabled_reason,
     'setup', json_object('done', v.setup_done, 'total', v.setup_total), 'last_error_code', v.last_error_code,
-    'last_ok_at', {_iso('v.last_ok_at')}, 'owner', v.owner, 'pinned_node', v.pinned_node) AS BLOB)"""
+    'last_ok_at', {_iso('v.last_ok_at')}, 'owner', v.owner, 'pinned_node', v.pinned_node,
+    'health', v.health, 'health_checked_at', {_iso('v.health_checked_at')},
+    'health_detail', json(v.health_detail)) AS BLOB)"""
 
 
 class AccountStore(StoreCore):
@@ -104,18 +108,18 @@ class AccountStore(StoreCore):
 
     async def list_accounts(self, *, state: str | None = None, q: str | None = None, sort: str = "id",
                             desc: bool = False, limit: int = 100, after: str | None = None,
-                            ) -> tuple[list[dict[str, Any]], str | None]:
+                            health: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
         """One keyset page; returns the rows and the cursor of the next page (None at the end)."""
-        sql, params = self._page_sql("*", state, q, sort, desc, limit, after)
+        sql, params = self._page_sql("*", state, q, sort, desc, limit, after, health)
         rows = list(await self.read(sql, params))
         nxt = encode_cursor(rows[-1]["sort_value"], rows[-1]["id"]) if len(rows) == limit else None
         return [account_view(r) for r in rows], nxt
 
     async def list_accounts_json(self, *, state: str | None = None, q: str | None = None, sort: str = "id",
                                  desc: bool = False, limit: int = 100, after: str | None = None,
-                                 ) -> tuple[list[bytes], str | None]:
+                                 health: str | None = None) -> tuple[list[bytes], str | None]:
         """``list_accounts``'s page with each account already encoded, as ``wire.Account`` encodes."""
-        sql, params = self._page_sql(f"{ACCOUNT_JSON_SQL}, v.id", state, q, sort, desc, limit, after)
+        sql, params = self._page_sql(f"{ACCOUNT_JSON_SQL}, v.id", state, q, sort, desc, limit, after, health)
         params["strip"] = NAME_STRIP
         rows = list(await self.read(sql, params))
         nxt = encode_cursor(rows[-1][2], rows[-1][1]) if len(rows) == limit else None
@@ -123,7 +127,7 @@ class AccountStore(StoreCore):
 
     @staticmethod
     def _page_sql(select: str, state: str | None, q: str | None, sort: str, desc: bool, limit: int,
-                  after: str | None) -> tuple[str, dict[str, Any]]:
+                  after: str | None, health: str | None = None) -> tuple[str, dict[str, Any]]:
         """The statement of one keyset page of the view ``v``: ``select``, then its sort value."""
         key = SORT_SQL[sort]
         where: list[str] = []
@@ -131,6 +135,9 @@ class AccountStore(StoreCore):
         if state:
             where.append("state = :state")
             params["state"] = state
+        if health:
+            where.append("health IS NULL" if health == UNCHECKED else "health = :health")
+            params["health"] = health
         if q:
             where.append("(label LIKE :q ESCAPE '\\' OR phone LIKE :q ESCAPE '\\' OR CAST(id AS TEXT) = :qraw)")
             params["q"] = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
