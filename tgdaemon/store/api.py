@@ -427,8 +427,9 @@ class Store(Protocol):
         session is already account 3 (alpha)"), or None: what ``import --dry-run`` reports, writing nothing."""
     async def set_device(self, account_ids: Sequence[int], device: Device, *, replace: bool) -> int:
         """Set accounts' app and device parameters; how many accounts. ``replace``: every field as given (None
-        clears it back to [telegram]); else only the fields ``device`` sets. Unknown ids: NotFound, and an
-        api_id left without its api_hash (or the other way round): Conflict, both with nothing written."""
+        clears it back to [telegram]); else only the fields ``device`` sets. An unknown id: NotFound, nothing
+        written. An api_id may stand alone: on a signed-in session only the api_id is sent (initConnection);
+        the api_hash serves sign-in, which an account never does again."""
 
     # --- account locks and effects (joined to the caller's transaction)
     async def take_lock(self, tx: Tx, account_id: int, holder: str, seconds: float) -> bool: ...

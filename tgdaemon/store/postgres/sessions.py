@@ -142,11 +142,6 @@ class SessionStore(AccountStore):
             if missing := sorted(set(ids) - found):
                 raise NotFound(f"account {missing[0]}: no such account")
             await tx.execute(f"UPDATE accounts SET {sets} WHERE id = ANY($1::bigint[])", ids, *values)
-            half = await tx.fetchval("SELECT min(id) FROM accounts WHERE id = ANY($1::bigint[])"
-                                     " AND (api_id IS NULL) <> (api_hash IS NULL)", ids)
-            if half is not None:  # raised inside the transaction: rolled back, nothing written
-                raise Conflict(f"account {half}: an api_id needs its api_hash, and an api_hash its api_id;"
-                               " give both, or reset them")
             for account_id in ids:
                 tx.touch(account_id)
                 message, data = device_event(device, replace)

@@ -146,12 +146,6 @@ class SessionStore(AccountStore):
             if missing := sorted(set(ids) - found):
                 raise NotFound(f"account {missing[0]}: no such account")
             await tx.execute(f"UPDATE accounts SET {sets} WHERE id IN {IDS}", (*values, json.dumps(ids)))
-            half = list(await tx.fetchall(f"SELECT id FROM accounts WHERE id IN {IDS}"
-                                          " AND (api_id IS NULL) != (api_hash IS NULL) ORDER BY id LIMIT 1",
-                                          (json.dumps(ids),)))
-            if half:  # raised inside the transaction: rolled back, nothing written
-                raise Conflict(f"account {half[0][0]}: an api_id needs its api_hash, and an api_hash its api_id;"
-                               " give both, or reset them")
             for account_id in ids:
                 tx.touch(account_id)
                 message, data = device_event(device, replace)
