@@ -7,7 +7,7 @@ import argparse
 import msgspec
 from rich.text import Text
 
-from tgdaemon.cli import backup, nodes, onboard, output, providers, quotas, setup
+from tgdaemon.cli import backup, devices, export, nodes, onboard, output, providers, quotas, setup
 from tgdaemon.cli.parser import positive_int, socket_path
 from tgdaemon.cli.table import ListingTable
 from tgdaemon.control.client import ControlClient
@@ -48,6 +48,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     en.add_argument("id", type=positive_int)
     en.set_defaults(func=cmd_enable)
     onboard.register(acc, common)
+    devices.register(acc, common)
+    export.register(acc, common)
     setup.register(sub, acc, common)
     quotas.register(sub, common)
     providers.register(sub, acc, common)
