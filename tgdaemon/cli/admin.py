@@ -7,7 +7,17 @@ import argparse
 import msgspec
 from rich.text import Text
 
-from tgdaemon.cli import backup, devices, export, nodes, onboard, output, providers, quotas, setup
+from tgdaemon.cli import (
+    backup,
+    devices,
+    export,
+    nodes,
+    onboard,
+    output,
+    providers,
+    quotas,
+    setup,
+)
 from tgdaemon.cli.parser import positive_int, socket_path
 from tgdaemon.cli.table import ListingTable
 from tgdaemon.control.client import ControlClient

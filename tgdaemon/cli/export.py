@@ -15,7 +15,7 @@ from tgdaemon.cli.parser import positive_int, socket_path
 from tgdaemon.control.client import ControlClient
 from tgdaemon.errors import TgfleetError
 from tgdaemon.sessionfiles.export import Exported, file_names, write
-from tgdaemon.wire import EXPORT_FORMATS, ExportedSessions
+from tgdaemon.wire import EXPORT_FORMATS, Account, ExportedSessions
 
 
 def register(acc: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -28,18 +28,27 @@ def register(acc: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     exp.set_defaults(func=cmd_export)
 
 
+def _refuse_existing(paths: list[Path]) -> None:
+    if there := [p for p in paths if os.path.lexists(p)]:
+        raise TgfleetError(f"{there[0]} exists; nothing exported (export to another folder, or move it away)")
+
+
 async def cmd_export(args: argparse.Namespace) -> int:
     target: Path = args.to
     if target.exists() and not target.is_dir():
         raise TgfleetError(f"--to {target}: not a folder")
+    ids = list(dict.fromkeys(args.ids))
     async with ControlClient(socket_path(args)) as client:
-        data = await client.call("POST", "/accounts/export", ExportedSessions,
-                                 body={"ids": list(dict.fromkeys(args.ids)), "format": args.format})
+        # The names first, from the labels: no key is handed out for an export that would be refused.
+        labels = [(await client.call("GET", f"/accounts/{account_id}", Account)).label for account_id in ids]
+        _refuse_existing([target / name for name in file_names(
+            [Exported(account_id, label, 0, "", 0, b"") for account_id, label in zip(ids, labels, strict=True)],
+            args.format)])
+        data = await client.call("POST", "/accounts/export", ExportedSessions, body={"ids": ids, "format": args.format})
     sessions = [Exported(s.account_id, s.label, s.dc_id, s.server, s.port, base64.b64decode(s.auth_key), s.user_id,
                          s.api_id) for s in data.sessions]
     paths = [target / name for name in file_names(sessions, args.format)]
-    if there := [p for p in paths if os.path.lexists(p)]:
-        raise TgfleetError(f"{there[0]} exists; nothing exported (export to another folder, or move it away)")
+    _refuse_existing(paths)  # a label changed meanwhile
     if not target.exists():
         target.mkdir(mode=0o700, parents=True)
         os.chmod(target, 0o700)
