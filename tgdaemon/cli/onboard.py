@@ -172,7 +172,8 @@ async def _dry_run(args: argparse.Namespace, found: list[Found], problems: list[
             for start in range(0, len(found), BATCH):
                 data = await client.call("POST", "/accounts/import", ImportResults, body={
                     "sessions": [_item(f, options, save_2fa=False) for f in found[start:start + BATCH]],
-                    "probe": args.probe, "check": False, "dry_run": True})
+                    "probe": args.probe, "check": False, "dry_run": True,
+                    "save_2fa": args.save_2fa})  # the passwords stay here; the daemon checks its password_file
                 results.extend(data.results)
     by_source = {f.source: f for f in found}
     would = duplicates = 0
