@@ -120,6 +120,11 @@ def test_broken_pyrogram_files_are_one_line_each(tmp_path: Path) -> None:
         conn.execute("CREATE TABLE notes (x)")
     conn.close()
     assert problem([other]) == f"{other}: an SQLite file, but neither a Telethon nor a Pyrogram session (no sessions table)"
+    odd = pyrogram_file(tmp_path / "odd.session", os.urandom(256))
+    with sqlite3.connect(odd) as conn:  # SQLite keeps any type in any column
+        conn.execute("UPDATE sessions SET api_id = 'ninety'")
+    conn.close()
+    assert problem([odd]) == f"{odd}: cannot be read as a session (ValueError)"
 
 
 def test_pyrogram_string_sessions_in_all_three_layouts(tmp_path: Path) -> None:

@@ -253,7 +253,7 @@ class Onboarding:
 
     async def _save_password(self, path: Path, key: str, password: str) -> str:
         """What became of it, for the operator (masked key, never the password): one writer at a time."""
-        shown = mask_phone(key) if key.startswith("+") else f"account {key}"
+        shown = (mask_phone(key) or key) if key.startswith("+") else f"account {key}"
         with REDACTOR.secret(password):
             async with self._password_file:
                 try:

@@ -79,6 +79,8 @@ def read_path(path: Path, prefix: str = "", passcode: str | None = None, seen: s
         return [], [f"{path}: cannot read: {exc.strerror}"]
     except Broken as exc:
         return [], [str(exc)]
+    except Exception as exc:  # the operator's files are anything: a value of a type no format has, say
+        return [], [f"{path}: cannot be read as a session ({type(exc).__name__})"]
 
 
 def _sqlite(path: Path, prefix: str) -> Found:

@@ -14,7 +14,7 @@ COLUMNS = {"dc_id", "server_address", "port", "auth_key"}
 def read(path: Path) -> tuple[int, str, int, bytes]:
     with opened(path) as conn:
         rows = conn.execute("SELECT dc_id, server_address, port, auth_key FROM sessions").fetchall()
-    good = [r for r in rows if isinstance(r[3], bytes) and len(r[3]) == 256 and r[1] and r[0]]
+    good = [r for r in rows if isinstance(r[3], bytes) and len(r[3]) == 256 and r[0] and r[1] and r[2]]
     if not good:
         raise Broken(f"{path}: the Telethon session in it has no auth key (never signed in?)")
     dc_id, server, port, key = good[0]
