@@ -21,11 +21,12 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import pgtest
 import pytest
 import tdata_writer as tdw
 import tgscript as ts
 from conftest import STOP_TIMEOUT, build_config, start_in_process
-from daemon_proc import isolated_env
+from daemon_proc import fleet, isolated_env, no_traceback, one_line
 from telethon.sessions import SQLiteSession, StringSession
 from telethon.tl import functions
 from test_onboarding import (
@@ -390,3 +391,44 @@ async def test_export_writes_private_files_that_load_in_telethon_and_import_back
     said = "".join(r.out + r.err for r in results.values()) + await tg.everything_said() + caplog.text
     assert_no_secret(said, files.secrets(), "the export's output, the API or the log")
     assert base64.b64encode(files.keys["pair"]).decode() not in json.dumps(exported)
+
+
+# -- a simulator daemon subprocess, on both stores ------------------------------------------------------
+
+
+@pytest.mark.parametrize("store_kind", pgtest.STORES)
+def test_a_simulator_daemon_sets_and_shows_devices_and_refuses_what_it_cannot_do(
+        request: pytest.FixtureRequest, store_kind: str, tmp_path: Path) -> None:
+    """A real daemon subprocess on SQLite and on PostgreSQL: set-device and show work on simulated accounts;
+    export (they have no session) and import (the simulator seeds its own) are one line each, nothing done."""
+    with pgtest.store_url(store_kind, request) as url, fleet(store=url) as f:
+        f.start(accounts=5).wait_ready()
+        sock = ("--socket", str(f.socket_path))
+        done = f.cli("accounts", "set-device", "2", "3", "--api-id", "611335", "--api-hash", HASH,
+                     "--device-model", "Pixel 7", "--lang-code", "de", *sock)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[-1] == "device set on 2 account(s); each presents it from its next connection"
+        shown = json.loads(f.cli("accounts", "show", "3", "--json", *sock).stdout)
+        assert shown["account"]["id"] == 3
+        assert shown["device"]["own"] == {"api_id": 611335, "api_hash_masked": "b184…", "device_model": "Pixel 7",
+                                          "system_version": None, "app_version": None, "lang_code": "de",
+                                          "system_lang_code": None}
+        assert shown["device"]["default"]["api_id"] is None  # the simulator has no [telegram] app
+        assert shown["device"]["effective"]["device_model"] == "Pixel 7"
+        events = f.cli("events", "--account", "2", "--json", *sock).stdout
+        assert "device set: api_id, api_hash, device_model, lang_code" in events
+
+        out = tmp_path / "out"
+        refused = f.cli("accounts", "export", "2", "--format", "telethon-string", "--to", str(out), *sock)
+        assert refused.returncode == 1 and refused.stdout == "", refused.stdout
+        assert one_line(refused.stderr) == "tgdaemon: account 2 (sim-0002) has no session to export"
+        assert not out.exists()
+        key = os.urandom(256)
+        strings = tmp_path / "s.txt"
+        strings.write_text(pyrogram_string(">BI?256sQ?", key) + "\n")
+        imported = f.cli("accounts", "import", "--dry-run", str(strings), *sock)
+        assert imported.returncode == 1 and "simulator" in one_line(imported.stderr), imported.stderr
+        for result in (done, refused, imported):
+            no_traceback(result)
+            assert HASH not in result.stdout + result.stderr
+        assert all(HASH not in d.log() for d in f.daemons)
