@@ -206,6 +206,7 @@ def test_the_common_spellings_of_a_sidecar(tmp_path: Path, sidecar: dict[str, ob
     (b'{"phone": "call me"}', "phone: not a phone number in international format"),
     (b'{"device": {"model": "x"}}', "device: text or a number expected, not dict"),
     (b'\xff\xfe{}', "not UTF-8 text: not a JSON sidecar"),
+    (json.dumps({"twoFA": "x" * 257}).encode(), "twoFA: a 2FA password longer than 256 characters, or with a NUL in it"),
 ])
 def test_a_bad_sidecar_makes_its_session_broken(tmp_path: Path, content: bytes, expected: str) -> None:
     """Importing it without its device would present another one: the pair is refused, naming the sidecar."""

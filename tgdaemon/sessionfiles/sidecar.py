@@ -89,6 +89,8 @@ def _check(path: Path, name: str, key: str, value: Any) -> Any:
     if not isinstance(value, str):
         raise Broken(f"{path}: {key}: text or a number expected, not {type(value).__name__}")
     if name == "password":
+        if len(value) > MAX_TEXT or "\x00" in value:
+            raise Broken(f"{path}: {key}: a 2FA password longer than {MAX_TEXT} characters, or with a NUL in it")
         return value
     text = value.strip()
     if name == "api_id":
