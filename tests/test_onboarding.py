@@ -660,9 +660,9 @@ async def test_import_checks_each_session_keeps_its_dc_and_skips_the_corrupt(
     assert result.out.strip().splitlines()[-1] == "imported 3, skipped 3", str(result)
     skipped = result.err.splitlines()
     assert len(skipped) == 3, str(result)
-    assert any(line.startswith(f"skipped {files.strings}:2: not a Telethon string session") for line in skipped)
+    assert f"skipped {files.strings}:2: neither a Telethon nor a Pyrogram string session" in skipped
     assert any(line.startswith(f"skipped {files.corrupt}: ") for line in skipped)
-    assert any(line.startswith(f"skipped {files.broken}: not a Telethon .session file") for line in skipped)
+    assert any(line.startswith(f"skipped {files.broken}: a damaged SQLite file") for line in skipped), skipped
 
     accounts = {a["label"]: a for a in await tg.client.all_accounts()}
     assert set(accounts) == {"fleet-alpha", "fleet-Bravo one", "fleet-strings-3", "spare"}

@@ -141,6 +141,9 @@ async def test_account_detail_shows_setup_tasks_and_events(shared: tuple[Fleet, 
         # an account the pipeline has given its tasks, and that the simulator has not killed
         aid = next(a["id"] for a in await client.all_accounts() if a["setup"]["total"] >= 4 and not a["disabled_at"])
         assert (await client.disable(aid, "detail test"))["changed"]
+        await client.request("POST", "/accounts/device", body={  # issue 14: the detail shows an own device
+            "ids": [aid], "device": {"device_model": "Pixel 7", "api_id": 611335,
+                                     "api_hash": "b18441a1ff607e10a989891a5462e627"}})
         async with app.run_test(size=(120, 50)) as pilot:
             table = table_of(app)
             await wait_until(pilot, lambda: aid in table.rowset.index, f"account {aid}", daemon)
@@ -157,6 +160,8 @@ async def test_account_detail_shows_setup_tasks_and_events(shared: tuple[Fleet, 
             assert any("disabled: detail test" in str(events.get_row_at(i)[2]) for i in range(events.row_count))
             summary = text_of(app.screen.query_one("#summary", Static))
             assert f"sim-{aid:04d}" in summary and "disabled" in summary and "detail test" in summary
+            assert "own device api_id 611335  api_hash b184…  device_model Pixel 7" in summary
+            assert "b18441a1ff" not in summary
 
             await pilot.press("e")  # from the detail screen, on this account
             await wait_until(pilot, lambda: app.model.accounts[aid]["disabled_at"] is None, "the account enabled",

@@ -1,4 +1,4 @@
-"""Bringing accounts in: interactive login, and import of existing Telethon sessions.
+"""Bringing accounts in: interactive login, and import of existing sessions.
 
 A login keeps its client (and so the code hash) in memory until sign-in ends
 or ``telegram.login_timeout_seconds`` passes; nothing is written to the store
@@ -15,7 +15,8 @@ import logging
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from telethon import TelegramClient, errors
@@ -26,7 +27,15 @@ from tgdaemon.errors import ApiError, Conflict
 from tgdaemon.gateway.base import Gateway
 from tgdaemon.gateway.telegram import TelethonGateway, me_from_user
 from tgdaemon.logredact import REDACTOR
-from tgdaemon.store import NewAccount, SessionData, Store, mask_phone
+from tgdaemon.setup.secrets import PasswordFileError, add_password
+from tgdaemon.store import (
+    ClientParams,
+    Device,
+    NewAccount,
+    SessionData,
+    Store,
+    mask_phone,
+)
 
 log = logging.getLogger(__name__)
 PHONE = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -70,6 +79,18 @@ def login_error(exc: BaseException, phone: str) -> tuple[str, bool]:
     return f"login failed: {classify(exc).message}", False
 
 
+@dataclass(frozen=True)
+class ImportItem:
+    """One session to import, with what its files said about it."""
+
+    source: str
+    label: str
+    session: SessionData
+    device: Device = Device()
+    phone: str | None = None
+    password: str | None = field(default=None, repr=False)  # a sidecar's 2FA password, with --save-2fa only
+
+
 @dataclass
 class PendingLogin:
     client: TelegramClient
@@ -88,6 +109,7 @@ class Onboarding:
         self.login_timeout = login_timeout
         self._logins: dict[str, PendingLogin] = {}
         self._starting: set[str] = set()
+        self._password_file = asyncio.Lock()
 
     async def start_login(self, phone: str, label: str, probe: bool) -> dict[str, Any]:
         gw = telethon_gateway(self.gateway)
@@ -189,30 +211,59 @@ class Onboarding:
             session, how="login")
         return {"status": "done", "account": await self.store.get_account(account_id)}
 
-    async def import_sessions(self, items: list[tuple[str, str, SessionData]], *, probe: bool,
-                              check: bool) -> list[dict[str, Any]]:
-        """(source, label, session) each; one result per item, in order. Auth keys never appear in results."""
+    async def import_sessions(self, items: list[ImportItem], *, probe: bool, check: bool, dry_run: bool = False,
+                              password_file: Path | None = None) -> list[dict[str, Any]]:
+        """One result per item, in order; auth keys, passwords and api_hashes never appear in results.
+
+        ``dry_run``: what would be refused as a duplicate, with nothing written and no connection made.
+        ``password_file``: where a sidecar's 2FA password goes once its account is in (``--save-2fa``)."""
         gw = telethon_gateway(self.gateway)
         limit = asyncio.Semaphore(IMPORT_CONCURRENCY)
 
-        async def one(source: str, label: str, data: SessionData) -> dict[str, Any]:
+        async def one(item: ImportItem) -> dict[str, Any]:
+            source, data = item.source, item.session
             async with limit:
                 try:
                     # Before any connect: checking a key another node serves would be a second connection on it.
-                    if data.auth_key and (known := await self.store.session_account(data.auth_key)) is not None:
-                        raise Conflict(f"that session is already account {known[0]} ({known[1]})")
-                    me = await gw.check_session(data) if check else None
-                    account = NewAccount(me.phone if me else None, me.user_id if me else None, label, probe,
-                                         me.first_name if me else "", me.last_name if me else "")
+                    if (known := await self.store.duplicate_of(NewAccount(item.phone, None, item.label, probe),
+                                                               data)) is not None:
+                        raise Conflict(known)
+                    if dry_run:
+                        return {"source": source, "ok": True, "label": item.label,
+                                "phone_masked": mask_phone(item.phone)}
+                    me = await gw.check_session(data, ClientParams(item.device)) if check else None
+                    account = NewAccount(me.phone if me and me.phone else item.phone, me.user_id if me else None,
+                                         item.label, probe, me.first_name if me else "", me.last_name if me else "",
+                                         item.device)
                     account_id = await self.store.add_account(account, data, how="imported")
                 except Conflict as exc:
+                    if dry_run:
+                        return {"source": source, "ok": False, "duplicate": True, "error": str(exc)}
                     return {"source": source, "ok": False, "error": f"refused: {exc}"}
                 except Exception as exc:
                     return {"source": source, "ok": False, "error": f"check failed: {classify(exc).message}"}
-                return {"source": source, "ok": True, "account_id": account_id, "label": label,
-                        "phone_masked": mask_phone(account.phone)}
+                result = {"source": source, "ok": True, "account_id": account_id, "label": item.label,
+                          "phone_masked": mask_phone(account.phone)}
+                if item.password and password_file is not None:
+                    result["twofa"] = await self._save_password(password_file, account.phone or str(account_id),
+                                                                item.password)
+                return result
 
-        return list(await asyncio.gather(*(one(*item) for item in items)))
+        return list(await asyncio.gather(*(one(item) for item in items)))
+
+    async def _save_password(self, path: Path, key: str, password: str) -> str:
+        """What became of it, for the operator (masked key, never the password): one writer at a time."""
+        shown = (mask_phone(key) or key) if key.startswith("+") else f"account {key}"
+        with REDACTOR.secret(password):
+            async with self._password_file:
+                try:
+                    added = await asyncio.to_thread(add_password, path, key, password)
+                except PasswordFileError as exc:
+                    return f"2FA password not saved: {str(exc).replace(key, shown)}"
+                except OSError as exc:
+                    return f"2FA password not saved: password_file {path}: {exc.strerror}"
+        return (f"2FA password added to {path} for {shown}" if added else
+                f"2FA password already in {path} for {shown}")
 
 
 async def _disconnect(client: TelegramClient) -> None:

@@ -318,6 +318,8 @@ class Imported(Wire):
     label: str | UnsetType = UNSET
     phone_masked: str | None | UnsetType = UNSET  # None: imported without a check, the phone is not known yet
     error: str | UnsetType = UNSET
+    duplicate: bool | UnsetType = UNSET  # a dry run's refusal: the fleet has it already (``error`` says which)
+    twofa: str | UnsetType = UNSET  # with save_2fa: what became of the sidecar's 2FA password (never the password)
 
 
 class ImportResults(Wire):
@@ -366,6 +368,53 @@ class Session(Wire):
 class SessionList(Wire):
     account_id: int
     sessions: list[Session]
+
+
+class DeviceFields(Wire):
+    """An app and device as shown: the api_hash only masked; None: not set."""
+
+    api_id: int | None
+    api_hash_masked: str | None
+    device_model: str | None
+    system_version: str | None
+    app_version: str | None
+    lang_code: str | None
+    system_lang_code: str | None
+
+
+class AccountDevice(Wire):
+    """An account's own parameters, the [telegram] defaults, and what its client presents (own, else default)."""
+
+    account_id: int
+    own: DeviceFields
+    default: DeviceFields
+    effective: DeviceFields
+
+
+class DeviceSet(Wire):
+    changed: int
+    accounts: list[AccountDevice]
+
+
+ExportFormat = Literal["telethon-string", "telethon-session", "pyrogram"]
+EXPORT_FORMATS: tuple[str, ...] = get_args(ExportFormat)
+
+
+class ExportedSession(Wire):
+    """A session handed out for ``accounts export`` (``POST /accounts/export``): the one answer with an auth key."""
+
+    account_id: int
+    label: str
+    dc_id: int
+    server: str
+    port: int
+    auth_key: str  # base64 of the 256-byte key
+    user_id: int | None
+    api_id: int | None  # the account's own, else [telegram]'s: what a Pyrogram file records
+
+
+class ExportedSessions(Wire):
+    sessions: list[ExportedSession]
 
 
 # The stream (``GET /v1/watch``): every frame says what it is in ``type``.

@@ -9,6 +9,8 @@ from rich.text import Text
 
 from tgdaemon.cli import (
     backup,
+    devices,
+    export,
     health,
     nodes,
     onboard,
@@ -59,6 +61,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     en.add_argument("id", type=positive_int)
     en.set_defaults(func=cmd_enable)
     onboard.register(acc, common)
+    devices.register(acc, common)
+    export.register(acc, common)
     setup.register(sub, acc, common)
     quotas.register(sub, common)
     providers.register(sub, acc, common)

@@ -1,26 +1,28 @@
-"""``accounts login`` and ``accounts import``: the CLI reads the operator's files and prompts;
-the daemon talks to Telegram and stores the result."""
+"""``accounts login`` and ``accounts import``: the CLI reads the operator's files (``tgdaemon.sessionfiles``)
+and prompts; the daemon talks to Telegram and stores the result."""
 
 from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import getpass
-import sqlite3
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from msgspec import UNSET
 
+from tgdaemon.cli import devices
 from tgdaemon.cli.parser import socket_path
 from tgdaemon.control.client import ControlClient
 from tgdaemon.errors import ApiError, UsageError
+from tgdaemon.sessionfiles import Found
+from tgdaemon.sessionfiles.detect import read_paths
 from tgdaemon.wire import Account, Cancelled, ImportResults, LoginStarted, LoginStep
 
 CODE_TRIES = 3
-SQLITE_MAGIC = b"SQLite format 3\x00"
+BATCH = 500  # sessions per request: the body's limit is 2000, and a batch's checks end within the timeout
 
 
 def register(acc: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -30,13 +32,22 @@ def register(acc: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     login.add_argument("--probe", action="store_true", help="a probe account (inspects channels, no setup)")
     login.set_defaults(func=cmd_login)
 
-    imp = acc.add_parser("import", parents=[common], help="import Telethon .session files or string sessions")
+    imp = acc.add_parser("import", parents=[common],
+                         help="import sessions: Telethon, Pyrogram, Telegram Desktop tdata (see docs/notes-formats.md)")
     imp.add_argument("paths", nargs="+", metavar="PATH",
-                     help="a Telethon .session file, or a text file with one string session per line"
-                          " (optionally followed by a tab and a label)")
+                     help="a Telethon or Pyrogram .session file (with its .json sidecar, if any), a tdata folder,"
+                          " or a text file with one Telethon or Pyrogram string session per line (optionally"
+                          " followed by a tab and a label)")
     imp.add_argument("--probe", action="store_true", help="import them as probe accounts")
     imp.add_argument("--label-prefix", default="", metavar="P", help="put P before every label")
     imp.add_argument("--no-check", action="store_true", help="do not sign in to check each session first")
+    imp.add_argument("--dry-run", action="store_true",
+                     help="list what would be imported, what is a duplicate and what is broken; write nothing")
+    imp.add_argument("--passcode", action="store_true",
+                     help="the tdata folders have a local passcode: ask for it (one for all of them)")
+    imp.add_argument("--save-2fa", action="store_true",
+                     help="add 2FA passwords found in sidecars to [setup.2fa] password_file (else they are ignored)")
+    devices.add_device_options(imp, "the imported accounts (over their sidecars' values)")
     imp.set_defaults(func=cmd_import)
 
 
@@ -95,83 +106,91 @@ async def _cancel(client: ControlClient, login_id: str) -> None:
         pass
 
 
-def read_sessions(path: Path, prefix: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """(import items, problems) from one file; a corrupt file or line is a problem, not a crash."""
-    try:
-        head = path.read_bytes()[:16]
-    except OSError as exc:
-        return [], [f"{path}: cannot read: {exc.strerror}"]
-    if head == SQLITE_MAGIC:
-        return _read_sqlite_session(path, prefix)
-    from telethon.sessions import (
-        StringSession,  # only here: admin commands start faster without Telethon
-    )
-
-    items, problems = [], []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        return [], [f"{path}: neither a Telethon .session file nor a text file of string sessions"]
-    for number, line in enumerate(lines, 1):
-        text, _, label = line.strip().partition("\t")
-        if not text or text.startswith("#"):
-            continue
-        source = f"{path}:{number}"
-        try:
-            session = StringSession(text.strip())
-        except Exception:
-            session = None
-        if session is None or session.auth_key is None:
-            problems.append(f"{source}: not a Telethon string session")
-            continue
-        items.append(_item(source, prefix + (label.strip() or f"{path.stem}-{number}"), session.dc_id,
-                           session.server_address, session.port, session.auth_key.key))
-    if not items and not problems:
-        problems.append(f"{path}: no sessions in it")
-    return items, problems
+def read_sessions(path: Path, prefix: str, passcode: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """(import items, problems) from one path; a corrupt file, line or folder is a problem, not a crash."""
+    found, problems = read_paths([path], prefix, passcode)
+    return [_item(f, {}, save_2fa=False) for f in found], problems
 
 
-def _read_sqlite_session(path: Path, prefix: str) -> tuple[list[dict[str, Any]], list[str]]:
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
-            rows = conn.execute("SELECT dc_id, server_address, port, auth_key FROM sessions").fetchall()
-    except sqlite3.Error as exc:
-        return [], [f"{path}: not a Telethon .session file ({exc})"]
-    good = [r for r in rows if r[3] and len(r[3]) == 256]
-    if not good:
-        return [], [f"{path}: the session in it has no auth key (never signed in?)"]
-    dc_id, server, port, key = good[0]
-    return [_item(str(path), prefix + path.stem, dc_id, server, port, key)], []
-
-
-def _item(source: str, label: str, dc_id: int, server: str, port: int, key: bytes) -> dict[str, Any]:
-    return {"source": source, "label": label, "dc_id": dc_id, "server": server, "port": port,
-            "auth_key": base64.b64encode(key).decode()}
+def _item(found: Found, options: dict[str, Any], *, save_2fa: bool) -> dict[str, Any]:
+    """The import body's item: the options' device fields over the sidecar's; the password only to be saved."""
+    device = {**{k: v for k, v in asdict(found.device).items() if v is not None}, **options}
+    item: dict[str, Any] = {"source": found.source, "label": found.label[:100], "dc_id": found.dc_id,
+                            "server": found.server, "port": found.port,
+                            "auth_key": base64.b64encode(found.auth_key).decode()}
+    if device:
+        item["device"] = device
+    if found.phone:
+        item["phone"] = found.phone
+    if save_2fa and found.password:
+        item["password"] = found.password
+    return item
 
 
 async def cmd_import(args: argparse.Namespace) -> int:
-    items: list[dict[str, Any]] = []
-    problems: list[str] = []
-    for raw in args.paths:
-        found, bad = read_sessions(Path(raw), args.label_prefix)
-        items.extend(found)
-        problems.extend(bad)
+    paths = [Path(raw) for raw in args.paths]
+    passcode = prompt("tdata passcode: ", secret=True) or None if args.passcode else None
+    found, problems = read_paths(paths, args.label_prefix, passcode)
+    options = devices.device_options(args)
+    for item in found:
+        if item.password and not args.save_2fa:
+            print(f"a 2FA password in {item.sidecar} was not saved: pass --save-2fa to add it to the password file",
+                  file=sys.stderr)
+    if args.dry_run:
+        return await _dry_run(args, found, problems, options)
     for line in problems:
         print(f"skipped {line}", file=sys.stderr)
-    if not items:
+    if not found:
         print("nothing to import", file=sys.stderr)
         return 1
+    imported = refused = 0
     async with ControlClient(socket_path(args), timeout=600) as client:
-        data = await client.call("POST", "/accounts/import", ImportResults, body={
-            "sessions": items, "probe": args.probe, "check": not args.no_check})
-    imported = 0
-    for result in data.results:
-        if result.ok:
-            imported += 1
-            print(f"{result.source}: imported as account {result.account_id} ({result.label}"
-                  + (f", {result.phone_masked}" if result.phone_masked else "") + ")")
-        else:
-            print(f"{result.source}: {result.error}", file=sys.stderr)
-    skipped = len(problems) + len(data.results) - imported
+        for start in range(0, len(found), BATCH):
+            data = await client.call("POST", "/accounts/import", ImportResults, body={
+                "sessions": [_item(f, options, save_2fa=args.save_2fa) for f in found[start:start + BATCH]],
+                "probe": args.probe, "check": not args.no_check, "save_2fa": args.save_2fa})
+            for result in data.results:
+                if result.ok:
+                    imported += 1
+                    print(f"{result.source}: imported as account {result.account_id} ({result.label}"
+                          + (f", {result.phone_masked}" if result.phone_masked else "") + ")")
+                    if result.twofa is not UNSET:
+                        print(f"{result.source}: {result.twofa}")
+                else:
+                    refused += 1
+                    print(f"{result.source}: {result.error}", file=sys.stderr)
+    skipped = len(problems) + refused
     print(f"imported {imported}, skipped {skipped}")
     return 0 if skipped == 0 else 1
+
+
+async def _dry_run(args: argparse.Namespace, found: list[Found], problems: list[str], options: dict[str, Any]) -> int:
+    """One line for each session or problem; the daemon says which are duplicates, nothing is written."""
+    results = []
+    if found:
+        async with ControlClient(socket_path(args), timeout=120) as client:
+            for start in range(0, len(found), BATCH):
+                data = await client.call("POST", "/accounts/import", ImportResults, body={
+                    "sessions": [_item(f, options, save_2fa=False) for f in found[start:start + BATCH]],
+                    "probe": args.probe, "check": False, "dry_run": True,
+                    "save_2fa": args.save_2fa})  # the passwords stay here; the daemon checks its password_file
+                results.extend(data.results)
+    by_source = {f.source: f for f in found}
+    would = duplicates = 0
+    for result in results:
+        item = by_source[result.source]
+        if result.ok:
+            would += 1
+            extra = [item.kind]
+            if options or item.device.given():
+                extra.append("own device")
+            if item.password:
+                extra.append("2FA password " + ("to save" if args.save_2fa else "not saved"))
+            print(f"would import {result.source} as {result.label} ({', '.join(extra)})")
+        else:
+            duplicates += 1
+            print(f"duplicate {result.source}: {result.error}")
+    for line in problems:
+        print(f"broken {line}")
+    print(f"would import {would}, duplicates {duplicates}, broken {len(problems)}; nothing written")
+    return 0 if not problems else 1

@@ -16,6 +16,8 @@ import msgspec
 from aiohttp import web
 
 from tgdaemon.control.backup import add_routes as add_backup_routes
+from tgdaemon.control.devices import add_routes as add_device_routes
+from tgdaemon.control.export import add_routes as add_export_routes
 from tgdaemon.control.health import add_routes as add_health_routes
 from tgdaemon.control.ids import MAX_ID, path_id
 from tgdaemon.control.nodes import add_routes as add_node_routes
@@ -159,4 +161,6 @@ def create_app() -> web.Application:
     add_backup_routes(app)
     add_node_routes(app)
     add_health_routes(app)
+    add_device_routes(app)
+    add_export_routes(app)
     return app

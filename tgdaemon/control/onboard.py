@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+from pathlib import Path
 from typing import Annotated
 
 import msgspec
 from aiohttp import web
 
+from tgdaemon import onboarding
+from tgdaemon.control.devices import DeviceBody
 from tgdaemon.errors import ApiError
 from tgdaemon.httpjson import json_response, read_body
 from tgdaemon.runtime import RUNTIME
-from tgdaemon.store import SessionData
+from tgdaemon.store import Device, SessionData
 from tgdaemon.wire import Cancelled, ImportResults, LoginStarted, LoginStep
 
 Label = Annotated[str, msgspec.Meta(max_length=100)]
@@ -39,12 +42,17 @@ class ImportItem(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     server: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)]
     auth_key: Annotated[str, msgspec.Meta(min_length=1, max_length=400)]  # base64 of 256 bytes
+    device: DeviceBody | None = None  # the app and device the session was made with (a sidecar, the options)
+    phone: Annotated[str, msgspec.Meta(pattern=r"^\+[1-9]\d{6,14}$")] | None = None  # a sidecar's
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None  # a sidecar's 2FA: save_2fa only
 
 
 class ImportBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     sessions: Annotated[list[ImportItem], msgspec.Meta(min_length=1, max_length=2000)]
     probe: bool = False
     check: bool = True
+    dry_run: bool = False  # say what would be imported and what is a duplicate; write nothing, connect nowhere
+    save_2fa: bool = False  # add the sessions' 2FA passwords to [setup.2fa] password_file
 
 
 def session_data(item: ImportItem, index: int) -> SessionData:
@@ -85,10 +93,21 @@ async def cancel_login(request: web.Request) -> web.Response:
 
 async def import_sessions(request: web.Request) -> web.Response:
     body = await read_body(request, ImportBody)
-    items = [(item.source, item.label.strip() or item.source[-100:], session_data(item, n))  # a label's length
+    rt = request.config_dict[RUNTIME]
+    password_file = None
+    if body.save_2fa:
+        if not rt.cfg.setup.twofa.password_file:
+            raise ApiError("save_2fa: [setup.2fa] password_file is not set in the daemon's config; nothing imported",
+                           status=409, code="no_password_file")
+        password_file = Path(rt.cfg.setup.twofa.password_file).expanduser()
+    elif any(item.password for item in body.sessions):
+        raise ApiError("a 2FA password is sent only with save_2fa", code="invalid_body")
+    items = [onboarding.ImportItem(item.source, item.label.strip() or item.source[-100:],  # a label's length
+                                   session_data(item, n), item.device.device() if item.device else Device(),
+                                   item.phone, item.password)
              for n, item in enumerate(body.sessions)]
-    results = await request.config_dict[RUNTIME].onboarding.import_sessions(items, probe=body.probe,
-                                                                            check=body.check)
+    results = await rt.onboarding.import_sessions(items, probe=body.probe, check=body.check, dry_run=body.dry_run,
+                                                  password_file=password_file)
     return json_response(msgspec.convert({"results": results}, ImportResults))
 
 

@@ -166,9 +166,10 @@ class TelethonGateway(Gateway):
         Telethon dials at its built-in production address."""
         return self.session_for(None, self.login_server.session() if self.login_server else None, [])
 
-    async def check_session(self, data: SessionData) -> Me:
-        """Who a session (about to be imported) signs in as, on a throwaway client that is let go at once."""
-        client = self.new_client(self.session_for(None, data, []))
+    async def check_session(self, data: SessionData, params: ClientParams | None = None) -> Me:
+        """Who a session (about to be imported) signs in as, on a throwaway client that is let go at once;
+        ``params``: the app and device the account will present, so the check presents them too."""
+        client = self.new_client(self.session_for(None, data, []), params)
         try:
             await asyncio.wait_for(client.connect(), self.cfg.connect_timeout_seconds)
             users = await asyncio.wait_for(

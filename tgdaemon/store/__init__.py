@@ -6,6 +6,7 @@ store's URL: ``sqlite:///PATH`` (the embedded default) or ``postgresql://…``.
 """
 
 from tgdaemon.store.api import (
+    DEVICE_FIELDS,
     AccountEffect,
     Batch,
     ClaimedTask,
@@ -36,11 +37,12 @@ from tgdaemon.store.views import (
     account_view,
     event_view,
     mask_phone,
+    mask_secret,
     provider_name_problem,
 )
 
-__all__ = ["ACTIONS", "MEASUREMENT_FIELDS", "SORT_KEYS", "STATES", "AccountEffect", "Batch", "ClaimedTask", "ClientParams",
+__all__ = ["ACTIONS", "DEVICE_FIELDS", "MEASUREMENT_FIELDS", "SORT_KEYS", "STATES", "AccountEffect", "Batch", "ClaimedTask", "ClientParams",
            "Device", "EntityRow",
            "Finish", "Generated", "Generation", "LeaseAsk", "Maxima", "NewAccount", "ProbeAccount", "Provider", "ProxyTarget",
            "QuotaRef", "Reaped", "SessionData", "SetupOutcome", "Store", "Tx", "account_view", "event_view",
-           "mask_phone", "provider_name_problem"]
+           "mask_phone", "mask_secret", "provider_name_problem"]

@@ -189,6 +189,14 @@ class Device:
     lang_code: str | None = None
     system_lang_code: str | None = None
 
+    def given(self) -> list[str]:
+        """The fields this device sets (the rest fall back to [telegram])."""
+        return [name for name in DEVICE_FIELDS if getattr(self, name) is not None]
+
+
+# The device's fields, in the order of their columns on ``accounts``.
+DEVICE_FIELDS = ("api_id", "api_hash", "device_model", "system_version", "app_version", "lang_code", "system_lang_code")
+
 
 @dataclass(frozen=True, slots=True)
 class ProxyTarget:
@@ -218,6 +226,7 @@ class NewAccount:
     is_probe: bool
     first_name: str = ""
     last_name: str = ""
+    device: Device = Device()  # what an imported session was made with (its sidecar, or the import's options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,6 +423,14 @@ class Store(Protocol):
     async def add_account(self, account: NewAccount, session: SessionData, *, how: str) -> int: ...
     async def session_account(self, auth_key: bytes) -> tuple[int, str] | None:
         """The account (id, label) whose session holds this auth key: an import checks it before connecting."""
+    async def duplicate_of(self, account: NewAccount, session: SessionData) -> str | None:
+        """Why ``add_account`` would refuse these (the same user, phone or auth key as an account: "that
+        session is already account 3 (alpha)"), or None: what ``import --dry-run`` reports, writing nothing."""
+    async def set_device(self, account_ids: Sequence[int], device: Device, *, replace: bool) -> int:
+        """Set accounts' app and device parameters; how many accounts. ``replace``: every field as given (None
+        clears it back to [telegram]); else only the fields ``device`` sets. An unknown id: NotFound, nothing
+        written. An api_id may stand alone: on a signed-in session only the api_id is sent (initConnection);
+        the api_hash serves sign-in, which an account never does again."""
 
     # --- account locks and effects (joined to the caller's transaction)
     async def take_lock(self, tx: Tx, account_id: int, holder: str, seconds: float) -> bool: ...

@@ -10,7 +10,14 @@ import json
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from tgdaemon.store.api import AccountEffect, ClaimedTask, LeaseAsk, Row, SetupOutcome
+from tgdaemon.store.api import (
+    AccountEffect,
+    ClaimedTask,
+    Device,
+    LeaseAsk,
+    Row,
+    SetupOutcome,
+)
 
 R = TypeVar("R", bound=Row)  # whichever row type the driver reads: it comes back as it went in
 # Dispatch: a transaction creates at most this many setup tasks (about 15 ms of the one writer's time, so that
@@ -122,3 +129,13 @@ def setup_outcome_events(items: Sequence[tuple[ClaimedTask, SetupOutcome]]) -> l
                        "data": {"task_type": task.task_type, "error_code": outcome.effect.error_code,
                                 "retry_at": outcome.retry_at}})
     return events
+
+
+def device_event(device: Device, replace: bool) -> tuple[str, dict[str, Any]]:
+    """The audit line of ``set_device``: the fields it set, by name only (never a value: the api_hash is one)."""
+    given = device.given()
+    if replace and not given:
+        return "device reset to the [telegram] defaults", {"fields": [], "reset": True}
+    said = ", ".join(given)
+    return (f"device {'replaced' if replace else 'set'}: {said}"
+            + (" (the rest back to the [telegram] defaults)" if replace else ""), {"fields": given, "reset": replace})

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from tgdaemon.store.api import ClientParams, Device, ProxyTarget, Row
+from tgdaemon.store.api import DEVICE_FIELDS, ClientParams, Device, ProxyTarget, Row
 from tgdaemon.timeutil import iso
 
 # Named once, in the wire types; the drivers take them from here (``X as X``: a re-export).
@@ -35,6 +35,13 @@ def mask_phone(phone: str | None) -> str | None:
     if len(phone) <= 6:
         return "*" * len(phone)
     return phone[:4] + "*" * (len(phone) - 6) + phone[-2:]
+
+
+def mask_secret(value: str | None) -> str | None:
+    """An api_hash as shown anywhere: its first four characters, enough to tell two apart, never the rest."""
+    if not value:
+        return None
+    return ("…" if len(value) <= 8 else value[:4] + "…")
 
 
 # What ``str.strip()`` removes (every character whose ``isspace()`` is true): the drivers trim an account's
@@ -159,3 +166,16 @@ def client_params(r: Any) -> ClientParams:
     proxy = None if r["proxy_id"] is None else ProxyTarget(
         r["proxy_id"], r["scheme"], r["host"], r["port"], r["username"], r["secret"] or "", r["state"])
     return ClientParams(device, proxy)
+
+
+def device_view(device: Device) -> dict[str, Any]:
+    """A device as the APIs show it: every field, the api_hash masked (``api_hash_masked``)."""
+    view: dict[str, Any] = {name: getattr(device, name) for name in DEVICE_FIELDS}
+    view["api_hash_masked"] = mask_secret(view.pop("api_hash"))
+    return view
+
+
+def effective_device(own: Device, default: Device) -> Device:
+    """What an account's client presents: each of its own fields, else the default's (as the gateway does)."""
+    return Device(*(getattr(own, name) if getattr(own, name) is not None else getattr(default, name)
+                    for name in DEVICE_FIELDS))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
+import msgspec
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -18,7 +19,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Label, Sparkline, Static
 
 from tgdaemon.display import HEALTH_STYLE, STATE_STYLE, duration
-from tgdaemon.wire import EventList, TaskList
+from tgdaemon.wire import AccountDevice, EventList, TaskList
 from tgtui.fmt import bar, clock_time, until
 from tgtui.model import effective_state
 from tgtui.screens.quotas import done_total, inspection, last_error, left
@@ -156,10 +157,21 @@ class AccountDetail(DetailScreen):
         out.append_text(field("last error", a["last_error_code"] or "none"))
         out.append_text(field("last ok", clock_time(a["last_ok_at"]) or "never"))
         out.append_text(health_line(a))
+        if self.device:  # only an account with its own: the rest present [telegram]'s
+            out.append("\n")
+            out.append_text(field("own device", self.device))
         return out
+
+    device = ""  # the account's own app and device (api_hash masked), as last loaded; "" when it has none
 
     async def load(self) -> None:
         client = self.fleet.client
+        own = (await client.call("GET", f"/accounts/{self.key}/device", AccountDevice)).own
+        device = "  ".join(f"{name.removesuffix('_masked')} {value}" for name, value in
+                           msgspec.structs.asdict(own).items() if value is not None)
+        if device != self.device:
+            self.device = device
+            self.follow()  # the summary shows it now, not at the next tick
         tasks = (await client.call("GET", "/tasks", TaskList, params={"account_id": self.key})).tasks
         events = (await client.call("GET", "/events", EventList,
                                     params={"account_id": self.key, "limit": RECENT_EVENTS})).events

@@ -6,13 +6,21 @@ event, or renders them in a repr.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from tgdaemon.errors import Conflict
-from tgdaemon.store.api import ClientParams, EntityRow, NewAccount, SessionData
+from tgdaemon.errors import Conflict, NotFound
+from tgdaemon.store.api import (
+    DEVICE_FIELDS,
+    ClientParams,
+    Device,
+    EntityRow,
+    NewAccount,
+    SessionData,
+)
 from tgdaemon.store.postgres.accounts import AccountStore
 from tgdaemon.store.postgres.core import Tx
+from tgdaemon.store.rules import device_event
 from tgdaemon.store.views import client_params
 from tgdaemon.timeutil import now
 
@@ -23,6 +31,16 @@ CLIENT_PARAMS = ("SELECT a.api_id, a.api_hash, a.device_model, a.system_version,
                  " FROM accounts a LEFT JOIN proxies p ON p.id = a.proxy_id"
                  " LEFT JOIN proxy_secrets ps ON ps.proxy_id = p.id WHERE a.id = $1")
 
+
+def _duplicate_checks(account: NewAccount, session: SessionData) -> list[tuple[str, str, Any]]:
+    """What makes an account a duplicate: (what, its query, the value), for the values known."""
+    checks: list[tuple[str, str, Any]] = [
+        ("Telegram user", "SELECT id, label FROM accounts WHERE tg_user_id = $1", account.tg_user_id),
+        ("phone number", "SELECT id, label FROM accounts WHERE phone = $1", account.phone),
+        ("session", "SELECT a.id, a.label FROM sessions s JOIN accounts a ON a.id = s.account_id"
+                    " WHERE s.auth_key = $1", session.auth_key),
+    ]
+    return [check for check in checks if check[2] is not None]
 
 
 class SessionStore(AccountStore):
@@ -86,9 +104,10 @@ class SessionStore(AccountStore):
             at = now()
             account_id = int(await tx.fetchval(
                 "INSERT INTO accounts (phone, tg_user_id, label, is_probe, first_name, last_name, profile_json,"
-                " created_at, last_ok_at) VALUES ($1, $2, $3, $4, $5, $6, '{}', $7, $7) RETURNING id",
+                f" created_at, last_ok_at, {', '.join(DEVICE_FIELDS)}) VALUES ($1, $2, $3, $4, $5, $6, '{{}}', $7, $7,"
+                " $8, $9, $10, $11, $12, $13, $14) RETURNING id",
                 account.phone, account.tg_user_id, account.label, int(account.is_probe), account.first_name,
-                account.last_name, at))
+                account.last_name, at, *(getattr(account.device, f) for f in DEVICE_FIELDS)))
             await self._upsert_session(tx, account_id, session)
             await tx.event(f"account.{how}", f"{how}: {account.label}" + (" (probe)" if account.is_probe else ""),
                            account_id=account_id, data={"probe": account.is_probe})
@@ -99,17 +118,32 @@ class SessionStore(AccountStore):
                                   " WHERE s.auth_key = $1 ORDER BY 1 LIMIT 1", auth_key)
         return None if row is None else (row["id"], row["label"])
 
+    async def duplicate_of(self, account: NewAccount, session: SessionData) -> str | None:
+        for what, sql, value in _duplicate_checks(account, session):
+            row = await self.read_row(sql + " ORDER BY 1 LIMIT 1", value)
+            if row is not None:
+                return f"that {what} is already account {row['id']} ({row['label']})"
+        return None
+
     async def _refuse_duplicate(self, tx: Tx, account: NewAccount, session: SessionData) -> None:
         """Same user, same phone, or the very same auth key (an unchecked import knows no user)."""
-        checks: list[tuple[str, str, Any]] = [
-            ("Telegram user", "SELECT id, label FROM accounts WHERE tg_user_id = $1", account.tg_user_id),
-            ("phone number", "SELECT id, label FROM accounts WHERE phone = $1", account.phone),
-            ("session", "SELECT a.id, a.label FROM sessions s JOIN accounts a ON a.id = s.account_id"
-                        " WHERE s.auth_key = $1", session.auth_key),
-        ]
-        for what, sql, value in checks:
-            if value is None:
-                continue
+        for what, sql, value in _duplicate_checks(account, session):
             row = await tx.fetchrow(sql + " ORDER BY 1 LIMIT 1", value)
             if row is not None:
                 raise Conflict(f"that {what} is already account {row['id']} ({row['label']})")
+
+    async def set_device(self, account_ids: Sequence[int], device: Device, *, replace: bool) -> int:
+        ids = sorted(set(account_ids))
+        values = [getattr(device, f) for f in DEVICE_FIELDS]
+        sets = ", ".join(f"{f} = ${n}" if replace else f"{f} = COALESCE(${n}, {f})"
+                         for n, f in enumerate(DEVICE_FIELDS, 2))
+        async with self.tx() as tx:
+            found = {r[0] for r in await tx.fetch("SELECT id FROM accounts WHERE id = ANY($1::bigint[])", ids)}
+            if missing := sorted(set(ids) - found):
+                raise NotFound(f"account {missing[0]}: no such account")
+            await tx.execute(f"UPDATE accounts SET {sets} WHERE id = ANY($1::bigint[])", ids, *values)
+            for account_id in ids:
+                tx.touch(account_id)
+                message, data = device_event(device, replace)
+                await tx.event("account.device", message, account_id=account_id, data=data)
+            return len(ids)

@@ -6,11 +6,20 @@ puts them in an event, or renders them in a repr.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from tgdaemon.errors import Conflict
-from tgdaemon.store.api import ClientParams, EntityRow, NewAccount, SessionData
+from tgdaemon.errors import Conflict, NotFound
+from tgdaemon.store.api import (
+    DEVICE_FIELDS,
+    ClientParams,
+    Device,
+    EntityRow,
+    NewAccount,
+    SessionData,
+)
+from tgdaemon.store.rules import device_event
 from tgdaemon.store.sqlite.accounts import AccountStore
 from tgdaemon.store.sqlite.core import Tx
 from tgdaemon.store.views import client_params
@@ -20,7 +29,18 @@ CLIENT_PARAMS = ("SELECT a.api_id, a.api_hash, a.device_model, a.system_version,
                  " a.system_lang_code, p.id AS proxy_id, p.scheme, p.host, p.port, p.username, p.state, ps.secret"
                  " FROM accounts a LEFT JOIN proxies p ON p.id = a.proxy_id"
                  " LEFT JOIN proxy_secrets ps ON ps.proxy_id = p.id WHERE a.id = ?")
+IDS = "(SELECT value FROM json_each(?))"
 
+
+def _duplicate_checks(account: NewAccount, session: SessionData) -> list[tuple[str, str, Any]]:
+    """What makes an account a duplicate: (what, its query, the value), for the values known."""
+    checks: list[tuple[str, str, Any]] = [
+        ("Telegram user", "SELECT id, label FROM accounts WHERE tg_user_id = ?", account.tg_user_id),
+        ("phone number", "SELECT id, label FROM accounts WHERE phone = ?", account.phone),
+        ("session", "SELECT a.id, a.label FROM sessions s JOIN accounts a ON a.id = s.account_id"
+                    " WHERE s.auth_key = ?", session.auth_key),
+    ]
+    return [check for check in checks if check[2] is not None]
 
 
 class SessionStore(AccountStore):
@@ -87,9 +107,10 @@ class SessionStore(AccountStore):
             await self._refuse_duplicate(tx, account, session)
             cur = await tx.execute(
                 "INSERT INTO accounts (phone, tg_user_id, label, is_probe, first_name, last_name, profile_json,"
-                " created_at, last_ok_at) VALUES (?, ?, ?, ?, ?, ?, '{}', ?, ?)",
+                f" created_at, last_ok_at, {', '.join(DEVICE_FIELDS)}) VALUES (?, ?, ?, ?, ?, ?, '{{}}', ?, ?,"
+                f" {', '.join('?' * len(DEVICE_FIELDS))})",
                 (account.phone, account.tg_user_id, account.label, int(account.is_probe), account.first_name,
-                 account.last_name, now(), now()),
+                 account.last_name, now(), now(), *(getattr(account.device, f) for f in DEVICE_FIELDS)),
             )
             account_id = int(cur.lastrowid or 0)
             await self._upsert_session(tx, account_id, session)
@@ -102,17 +123,31 @@ class SessionStore(AccountStore):
                                     " WHERE s.auth_key = ? ORDER BY 1 LIMIT 1", (auth_key,)))
         return None if not rows else (rows[0]["id"], rows[0]["label"])
 
+    async def duplicate_of(self, account: NewAccount, session: SessionData) -> str | None:
+        for what, sql, value in _duplicate_checks(account, session):
+            rows = list(await self.read(sql + " ORDER BY 1 LIMIT 1", (value,)))
+            if rows:
+                return f"that {what} is already account {rows[0]['id']} ({rows[0]['label']})"
+        return None
+
     async def _refuse_duplicate(self, tx: Tx, account: NewAccount, session: SessionData) -> None:
         """Same user, same phone, or the very same auth key (an unchecked import knows no user)."""
-        checks: list[tuple[str, str, Any]] = [
-            ("Telegram user", "SELECT id, label FROM accounts WHERE tg_user_id = ?", account.tg_user_id),
-            ("phone number", "SELECT id, label FROM accounts WHERE phone = ?", account.phone),
-            ("session", "SELECT a.id, a.label FROM sessions s JOIN accounts a ON a.id = s.account_id"
-                        " WHERE s.auth_key = ?", session.auth_key),
-        ]
-        for what, sql, value in checks:
-            if value is None:
-                continue
-            rows = list(await tx.fetchall(sql, (value,)))
+        for what, sql, value in _duplicate_checks(account, session):
+            rows = list(await tx.fetchall(sql + " ORDER BY 1 LIMIT 1", (value,)))
             if rows:
                 raise Conflict(f"that {what} is already account {rows[0]['id']} ({rows[0]['label']})")
+
+    async def set_device(self, account_ids: Sequence[int], device: Device, *, replace: bool) -> int:
+        ids = sorted(set(account_ids))
+        values = [getattr(device, f) for f in DEVICE_FIELDS]
+        sets = ", ".join(f"{f} = ?" if replace else f"{f} = COALESCE(?, {f})" for f in DEVICE_FIELDS)
+        async with self.tx() as tx:
+            found = {r[0] for r in await tx.fetchall(f"SELECT id FROM accounts WHERE id IN {IDS}", (json.dumps(ids),))}
+            if missing := sorted(set(ids) - found):
+                raise NotFound(f"account {missing[0]}: no such account")
+            await tx.execute(f"UPDATE accounts SET {sets} WHERE id IN {IDS}", (*values, json.dumps(ids)))
+            for account_id in ids:
+                tx.touch(account_id)
+                message, data = device_event(device, replace)
+                await tx.event("account.device", message, account_id=account_id, data=data)
+            return len(ids)
