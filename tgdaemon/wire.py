@@ -70,6 +70,8 @@ class Account(Wire):
     last_ok_at: str | None
     owner: str | None  # the node that holds its connection now; None: no node does (yet)
     pinned_node: str | None  # `accounts pin`: it stays on this node, and waits for it when it is down
+    proxy_id: int | None = None  # its own proxy (`accounts set-proxy`); None: the global [telegram.proxy], if any
+    proxy: str | None = None  # that proxy as shown, scheme://host:port: never its password or secret
 
 
 class Quota(Wire):

@@ -18,8 +18,11 @@ from tgdaemon.store.api import (
     LeaseAsk,
     Maxima,
     NewAccount,
+    NewProxy,
     ProbeAccount,
     Provider,
+    ProxyCheck,
+    ProxyChecked,
     ProxyTarget,
     QuotaRef,
     Reaped,
@@ -41,6 +44,7 @@ from tgdaemon.store.views import (
 
 __all__ = ["ACTIONS", "MEASUREMENT_FIELDS", "SORT_KEYS", "STATES", "AccountEffect", "Batch", "ClaimedTask", "ClientParams",
            "Device", "EntityRow",
-           "Finish", "Generated", "Generation", "LeaseAsk", "Maxima", "NewAccount", "ProbeAccount", "Provider", "ProxyTarget",
+           "Finish", "Generated", "Generation", "LeaseAsk", "Maxima", "NewAccount", "NewProxy", "ProbeAccount", "Provider",
+           "ProxyCheck", "ProxyChecked", "ProxyTarget",
            "QuotaRef", "Reaped", "SessionData", "SetupOutcome", "Store", "Tx", "account_view", "event_view",
            "mask_phone", "provider_name_problem"]

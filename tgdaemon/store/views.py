@@ -60,6 +60,9 @@ def account_view(row: Row) -> dict[str, Any]:
         "last_ok_at": iso(row["last_ok_at"]),
         "owner": row["owner"],
         "pinned_node": row["pinned_node"],
+        "proxy_id": row["proxy_id"],
+        "proxy": None if row["proxy_scheme"] is None else shown_proxy(row["proxy_scheme"], row["proxy_host"],
+                                                                      row["proxy_port"]),
     }
 
 
@@ -154,3 +157,17 @@ def client_params(r: Any) -> ClientParams:
     proxy = None if r["proxy_id"] is None else ProxyTarget(
         r["proxy_id"], r["scheme"], r["host"], r["port"], r["username"], r["secret"] or "", r["state"])
     return ClientParams(device, proxy)
+
+
+def shown_proxy(scheme: str, host: str, port: int) -> str:
+    """``scheme://host:port``: all of a proxy anyone is shown (``tgdaemon.proxies.url.shown``, whose rule
+    the drivers also write in SQL for the account listing)."""
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def proxy_view(row: Row) -> dict[str, Any]:
+    """A proxy as the APIs show it: never its username's password or its MTProxy secret (not even read)."""
+    return {"id": row["id"], "url": shown_proxy(row["scheme"], row["host"], row["port"]), "label": row["label"],
+            "state": row["state"], "latency_ms": None if row["latency_ms"] is None else round(row["latency_ms"], 1),
+            "checked_at": iso(row["checked_at"]), "last_error": row["last_error"],
+            "created_at": iso(row["created_at"]), "accounts": row["accounts"], "held": row["held"]}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from tgdaemon.errors import Conflict
+from tgdaemon.errors import Conflict, NotFound
 from tgdaemon.store.api import ClientParams, EntityRow, NewAccount, SessionData
 from tgdaemon.store.sqlite.accounts import AccountStore
 from tgdaemon.store.sqlite.core import Tx
@@ -85,11 +85,14 @@ class SessionStore(AccountStore):
         """Insert an account with its session in one transaction; a duplicate user or phone is refused."""
         async with self.tx() as tx:
             await self._refuse_duplicate(tx, account, session)
+            if account.proxy_id is not None and not list(await tx.fetchall("SELECT 1 FROM proxies WHERE id = ?",
+                                                                            (account.proxy_id,))):
+                raise NotFound(f"proxy {account.proxy_id}: no such proxy (removed meanwhile?)")
             cur = await tx.execute(
                 "INSERT INTO accounts (phone, tg_user_id, label, is_probe, first_name, last_name, profile_json,"
-                " created_at, last_ok_at) VALUES (?, ?, ?, ?, ?, ?, '{}', ?, ?)",
+                " created_at, last_ok_at, proxy_id) VALUES (?, ?, ?, ?, ?, ?, '{}', ?, ?, ?)",
                 (account.phone, account.tg_user_id, account.label, int(account.is_probe), account.first_name,
-                 account.last_name, now(), now()),
+                 account.last_name, now(), now(), account.proxy_id),
             )
             account_id = int(cur.lastrowid or 0)
             await self._upsert_session(tx, account_id, session)
