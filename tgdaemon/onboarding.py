@@ -26,7 +26,15 @@ from tgdaemon.errors import ApiError, Conflict
 from tgdaemon.gateway.base import Gateway
 from tgdaemon.gateway.telegram import TelethonGateway, me_from_user
 from tgdaemon.logredact import REDACTOR
-from tgdaemon.store import NewAccount, SessionData, Store, mask_phone
+from tgdaemon.store import (
+    ClientParams,
+    NewAccount,
+    ProxyTarget,
+    SessionData,
+    Store,
+    mask_phone,
+)
+from tgdaemon.store.views import shown_proxy
 
 log = logging.getLogger(__name__)
 PHONE = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -79,6 +87,7 @@ class PendingLogin:
     probe: bool
     expires: float
     needs_password: bool = False
+    proxy_id: int | None = None
 
 
 class Onboarding:
@@ -89,14 +98,26 @@ class Onboarding:
         self._logins: dict[str, PendingLogin] = {}
         self._starting: set[str] = set()
 
-    async def start_login(self, phone: str, label: str, probe: bool) -> dict[str, Any]:
+    async def _proxy(self, proxy_id: int | None) -> ProxyTarget | None:
+        """The account's own proxy to be, as the gateway connects through it; NotFound for no such proxy, and a
+        dead one is refused before anything goes out (through it, or around it)."""
+        if proxy_id is None:
+            return None
+        [proxy] = await self.store.proxy_targets([proxy_id])
+        if proxy.state == "dead":
+            raise Conflict(f"proxy {proxy.id} ({shown_proxy(proxy.scheme, proxy.host, proxy.port)}) was found dead at"
+                           f" its last check; check it again with `tgdaemon proxies check {proxy.id}`, or choose another")
+        return proxy
+
+    async def start_login(self, phone: str, label: str, probe: bool, *, proxy: int | None = None) -> dict[str, Any]:
         gw = telethon_gateway(self.gateway)
         phone = normalize_phone(phone)
+        target = await self._proxy(proxy)
         await self.expire_logins()
         if phone in self._starting or any(p.phone == phone for p in self._logins.values()):
             raise Conflict(f"a login for {mask_phone(phone)} is already waiting for its code")
         self._starting.add(phone)  # before the first await: two logins at once for one phone send one code
-        client = gw.new_client(gw.session_for(None, None, []))
+        client = gw.new_client(gw.session_for(None, None, []), ClientParams(proxy=target))
         try:
             await asyncio.wait_for(client.connect(), gw.cfg.connect_timeout_seconds)
             sent = await asyncio.wait_for(client.send_code_request(phone), gw.cfg.call_timeout_seconds)
@@ -107,7 +128,7 @@ class Onboarding:
             self._starting.discard(phone)
         login_id = secrets.token_urlsafe(12)
         self._logins[login_id] = PendingLogin(client, phone, sent.phone_code_hash, label or phone, probe,
-                                              time.monotonic() + self.login_timeout)
+                                              time.monotonic() + self.login_timeout, proxy_id=proxy)
         return {"login_id": login_id, "phone_masked": mask_phone(phone), "expires_in": self.login_timeout}
 
     async def submit_code(self, login_id: str, code: str) -> dict[str, Any]:
@@ -185,14 +206,17 @@ class Onboarding:
         me = me_from_user(user)
         session = pending.client.session.data()
         account_id = await self.store.add_account(
-            NewAccount(me.phone or pending.phone, me.user_id, pending.label, pending.probe, me.first_name, me.last_name),
+            NewAccount(me.phone or pending.phone, me.user_id, pending.label, pending.probe, me.first_name, me.last_name,
+                       proxy_id=pending.proxy_id),
             session, how="login")
         return {"status": "done", "account": await self.store.get_account(account_id)}
 
     async def import_sessions(self, items: list[tuple[str, str, SessionData]], *, probe: bool,
-                              check: bool) -> list[dict[str, Any]]:
-        """(source, label, session) each; one result per item, in order. Auth keys never appear in results."""
+                              check: bool, proxy: int | None = None) -> list[dict[str, Any]]:
+        """(source, label, session) each; one result per item, in order. Auth keys never appear in results.
+        ``proxy``: every account's own, its check already made through it."""
         gw = telethon_gateway(self.gateway)
+        target = await self._proxy(proxy)
         limit = asyncio.Semaphore(IMPORT_CONCURRENCY)
 
         async def one(source: str, label: str, data: SessionData) -> dict[str, Any]:
@@ -201,9 +225,9 @@ class Onboarding:
                     # Before any connect: checking a key another node serves would be a second connection on it.
                     if data.auth_key and (known := await self.store.session_account(data.auth_key)) is not None:
                         raise Conflict(f"that session is already account {known[0]} ({known[1]})")
-                    me = await gw.check_session(data) if check else None
+                    me = await gw.check_session(data, target) if check else None
                     account = NewAccount(me.phone if me else None, me.user_id if me else None, label, probe,
-                                         me.first_name if me else "", me.last_name if me else "")
+                                         me.first_name if me else "", me.last_name if me else "", proxy_id=proxy)
                     account_id = await self.store.add_account(account, data, how="imported")
                 except Conflict as exc:
                     return {"source": source, "ok": False, "error": f"refused: {exc}"}

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from tgdaemon.clockstep import ClockSteps
     from tgdaemon.lifecycle.storewatch import StoreWatch
     from tgdaemon.nodes import Node
+    from tgdaemon.proxies.checker import ProxyChecker
     from tgdaemon.quotas.executor import LocalExecutor
     from tgdaemon.quotas.generator import Generator
     from tgdaemon.quotas.inspector import Inspector
@@ -81,6 +82,7 @@ class Runtime:
     retention: Retention
     storewatch: StoreWatch
     node: Node  # this daemon in its fleet: its name, whether it leads, the accounts it owns
+    proxies: ProxyChecker  # the accounts' own proxies' health: the leader's schedule, and `proxies check`
     started_at: float = field(default_factory=now)
     started_mono: float = field(default_factory=time.monotonic)
     http_bound: str | None = None  # HOST:PORT once the provider API listens (its port may be chosen by the OS)

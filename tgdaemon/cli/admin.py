@@ -7,7 +7,16 @@ import argparse
 import msgspec
 from rich.text import Text
 
-from tgdaemon.cli import backup, nodes, onboard, output, providers, quotas, setup
+from tgdaemon.cli import (
+    backup,
+    nodes,
+    onboard,
+    output,
+    providers,
+    proxies,
+    quotas,
+    setup,
+)
 from tgdaemon.cli.parser import positive_int, socket_path
 from tgdaemon.cli.table import ListingTable
 from tgdaemon.control.client import ControlClient
@@ -52,6 +61,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     quotas.register(sub, common)
     providers.register(sub, acc, common)
     nodes.register(sub, acc, common)
+    proxies.register(sub, acc, common)
     backup.register(sub, common)
     accounts.set_defaults(func=lambda args: accounts.print_help() or 2)
 

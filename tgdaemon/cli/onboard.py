@@ -14,7 +14,7 @@ from typing import Any
 
 from msgspec import UNSET
 
-from tgdaemon.cli.parser import socket_path
+from tgdaemon.cli.parser import positive_int, socket_path
 from tgdaemon.control.client import ControlClient
 from tgdaemon.errors import ApiError, UsageError
 from tgdaemon.wire import Account, Cancelled, ImportResults, LoginStarted, LoginStep
@@ -28,6 +28,8 @@ def register(acc: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     login.add_argument("phone", help="international format, e.g. +15551234567")
     login.add_argument("--label", default="", help="a name for the account (default: the phone)")
     login.add_argument("--probe", action="store_true", help="a probe account (inspects channels, no setup)")
+    login.add_argument("--proxy", type=positive_int, metavar="ID",
+                       help="sign in through this proxy (`tgdaemon proxies list`); it stays the account's own")
     login.set_defaults(func=cmd_login)
 
     imp = acc.add_parser("import", parents=[common], help="import Telethon .session files or string sessions")
@@ -37,6 +39,8 @@ def register(acc: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     imp.add_argument("--probe", action="store_true", help="import them as probe accounts")
     imp.add_argument("--label-prefix", default="", metavar="P", help="put P before every label")
     imp.add_argument("--no-check", action="store_true", help="do not sign in to check each session first")
+    imp.add_argument("--proxy", type=positive_int, metavar="ID",
+                     help="every imported account's own proxy; each check already goes through it")
     imp.set_defaults(func=cmd_import)
 
 
@@ -55,7 +59,7 @@ def prompt(text: str, secret: bool = False) -> str:
 async def cmd_login(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args), timeout=120) as client:
         started = await client.call("POST", "/login", LoginStarted, body={"phone": args.phone, "label": args.label,
-                                                                          "probe": args.probe})
+                                                                          "probe": args.probe, "proxy": args.proxy})
         print(f"Telegram sent a login code to {started.phone_masked} (in the Telegram app, or by SMS).")
         try:
             account = await _answer(client, started.login_id)
@@ -163,7 +167,7 @@ async def cmd_import(args: argparse.Namespace) -> int:
         return 1
     async with ControlClient(socket_path(args), timeout=600) as client:
         data = await client.call("POST", "/accounts/import", ImportResults, body={
-            "sessions": items, "probe": args.probe, "check": not args.no_check})
+            "sessions": items, "probe": args.probe, "check": not args.no_check, "proxy": args.proxy})
     imported = 0
     for result in data.results:
         if result.ok:

@@ -18,10 +18,14 @@ from tgdaemon.wire import Cancelled, ImportResults, LoginStarted, LoginStep
 Label = Annotated[str, msgspec.Meta(max_length=100)]
 
 
+ProxyId = Annotated[int, msgspec.Meta(ge=1, le=2**62)]
+
+
 class LoginBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     phone: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
     label: Label = ""
     probe: bool = False
+    proxy: ProxyId | None = None  # the account's own proxy, from this very login on
 
 
 class CodeBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -45,6 +49,7 @@ class ImportBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     sessions: Annotated[list[ImportItem], msgspec.Meta(min_length=1, max_length=2000)]
     probe: bool = False
     check: bool = True
+    proxy: ProxyId | None = None  # every imported account's own proxy, its check already through it
 
 
 def session_data(item: ImportItem, index: int) -> SessionData:
@@ -60,7 +65,7 @@ def session_data(item: ImportItem, index: int) -> SessionData:
 async def start_login(request: web.Request) -> web.Response:
     body = await read_body(request, LoginBody)
     rt = request.config_dict[RUNTIME]
-    started = await rt.onboarding.start_login(body.phone, body.label.strip(), body.probe)
+    started = await rt.onboarding.start_login(body.phone, body.label.strip(), body.probe, proxy=body.proxy)
     return json_response(msgspec.convert(started, LoginStarted))
 
 
@@ -88,7 +93,7 @@ async def import_sessions(request: web.Request) -> web.Response:
     items = [(item.source, item.label.strip() or item.source[-100:], session_data(item, n))  # a label's length
              for n, item in enumerate(body.sessions)]
     results = await request.config_dict[RUNTIME].onboarding.import_sessions(items, probe=body.probe,
-                                                                            check=body.check)
+                                                                            check=body.check, proxy=body.proxy)
     return json_response(msgspec.convert({"results": results}, ImportResults))
 
 
