@@ -63,6 +63,7 @@ class Figures:
     tasks_per_minute: int = 0
     database: dict[str, Any] = field(default_factory=dict)
     nodes: list[NodeInfo] = field(default_factory=list)
+    cooldowns: dict[str, int] = field(default_factory=dict)  # accounts in cooldown by reason ("proxy": its proxy is dead)
 
 
 @dataclass
@@ -100,7 +101,8 @@ class Runtime:
                     accounts=await self.store.account_counts(), tasks=await self.store.task_counts(),
                     tasks_per_minute=await self.store.tasks_finished_since(now() - 60),
                     database=await self.store.database_stats(),
-                    nodes=await self.store.list_nodes(self.cfg.nodes.dead_after_seconds))
+                    nodes=await self.store.list_nodes(self.cfg.nodes.dead_after_seconds),
+                    cooldowns={reason or "unknown": n for reason, n in await self.store.cooldowns_by_reason()})
             except StoreDisconnected:
                 pass  # lost just now: the watch has heard of it
         return self.figures
@@ -128,6 +130,7 @@ class Runtime:
             retention=self.retention.describe(),
             node=self.node.name,
             nodes=[node_of(n) for n in figures.nodes],
+            cooldowns=figures.cooldowns,
             simulator=(msgspec.convert(self.gateway.describe(), SimulatorStatus)
                        if isinstance(self.gateway, Simulator) else msgspec.UNSET),
         )

@@ -232,6 +232,7 @@ class Status(Wire):
     node: str  # the node that answered
     nodes: list[Node]  # every node on the store, by name (on SQLite, the one)
     simulator: SimulatorStatus | UnsetType = UNSET  # only on the simulator; absent otherwise, as it always was
+    cooldowns: dict[str, int] = msgspec.field(default_factory=dict)  # accounts in cooldown, by reason (e.g. proxy)
 
 
 # The answers that wrap the objects above, one per route.
