@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 import tgscript as ts
 from telethon.tl import functions
-from test_onboarding import (  # noqa: F401  (tg, tg_factory: fixtures)
+from test_onboarding import (  # noqa: F401  (tg_factory: a fixture)
     Tg,
     assert_no_secret,
     authorization,
@@ -24,7 +27,6 @@ from test_onboarding import (  # noqa: F401  (tg, tg_factory: fixtures)
     sent_code,
     signed_in,
     string_session,
-    tg,
     tg_factory,
     user_for,
 )
@@ -32,6 +34,12 @@ from test_onboarding import (  # noqa: F401  (tg, tg_factory: fixtures)
 from tgdaemon.store import NewProxy, ProxyCheck
 
 PASSWORD = "On8-proxy-Secret"
+
+
+@pytest.fixture
+async def tg(tg_factory: Callable[..., Any]) -> AsyncIterator[Tg]:  # noqa: F811
+    async with tg_factory() as daemon:
+        yield daemon
 
 
 async def socks(tg: Tg, user: str = "alice") -> int:
