@@ -4,6 +4,7 @@ whose health checker connects through a real SOCKS5 proxy on 127.0.0.1; no passw
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -46,6 +47,12 @@ async def test_accounts_show_their_proxy_and_the_proxies_view_lists_it(
         assert url in drawn(table, 3) and url not in drawn(table, 1) and "—" in drawn(table, 1)
         await pilot.press("slash", *f"proxy:{socks.port}", "enter")
         assert sorted(r["id"] for r in table.rowset.rows) == [2, 3]
+        await pilot.press("escape")
+        moved = await asyncio.to_thread(f.cli, "accounts", "set-proxy", "4", "1", "--socket", str(f.socket_path))
+        assert moved.returncode == 0, moved.stderr
+        await wait_until(pilot, lambda: url in drawn(table, 4), "account 4's proxy, from the stream's delta", daemon)
+        await pilot.press("slash", *f"proxy:{socks.port}", "enter")
+        assert sorted(r["id"] for r in table.rowset.rows) == [2, 3, 4]
         await pilot.press("enter")  # the detail of the selected one
         assert isinstance(app.screen, AccountDetail)
         summary = text_of(app.screen.query_one("#summary", Static))
@@ -59,6 +66,7 @@ async def test_accounts_show_their_proxy_and_the_proxies_view_lists_it(
         proxies = table_of(app)
         await wait_until(pilot, lambda: "ok" in drawn(proxies, 1), "the proxy's state", daemon)
         line = drawn(proxies, 1)
-        assert url in line and "fra" in line and " 2 " in line and PASSWORD not in line
+        assert url in line and "fra" in line and PASSWORD not in line
+        assert proxies.rowset.columns["accounts"].text(app.model.proxies[1], app.clock()) == "3"
         await pilot.press("tab")  # proxies → nodes
         assert app.current_mode == "nodes"
