@@ -64,9 +64,9 @@ async def test_accounts_show_their_proxy_and_the_proxies_view_lists_it(
         await pilot.press("P")
         assert isinstance(app.screen, ProxiesScreen)
         proxies = table_of(app)
-        await wait_until(pilot, lambda: "ok" in drawn(proxies, 1), "the proxy's state", daemon)
+        await wait_until(pilot, lambda: "ok" in drawn(proxies, 1) and app.model.proxies[1]["accounts"] == 3,
+                         "the proxy's state and its three accounts (it is polled)", daemon)
         line = drawn(proxies, 1)
         assert url in line and "fra" in line and PASSWORD not in line
-        assert proxies.rowset.columns["accounts"].text(app.model.proxies[1], app.clock()) == "3"
         await pilot.press("tab")  # proxies → nodes
         assert app.current_mode == "nodes"
