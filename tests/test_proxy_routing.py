@@ -100,13 +100,48 @@ async def test_a_changed_proxy_takes_effect_at_the_next_connection_never_under_a
     assert first.is_connected() and not call.done()  # the call in flight is not cut short
     release.set()
     await call
-    assert await gw.pool.reap_idle() == 1 and not first.is_connected()  # retired: gone at the first reap
     second = gw.next_sender(a)
     second.expect(functions.users.GetUsersRequest, [second.me])
-    await gw.get_me(AccountRef(a))
+    await gw.get_me(AccountRef(a))  # the next call: the old connection goes, a new one comes
+    assert not first.is_connected() and (first.connects, first.disconnects) == (1, 1)
     assert len(gw.clients[a]) == 2  # a new client, on the same session, through the new proxy
+    assert gw.clients[a][1].session is gw.clients[a][0].session
     assert second.connection._proxy["proxy_type"] == "http" and second.connection._proxy["username"] == "bob"
     assert first.connection._proxy["username"] == "alice"
+
+    assert await store.set_account_proxy([a], None) == [a]  # no call at all this time: the reaper lets it go
+    await gw.retire(a)
+    assert not second.is_connected()  # nothing in flight: at once
+    third = gw.next_sender(a)
+    third.expect(functions.users.GetUsersRequest, [third.me])
+    await gw.get_me(AccountRef(a))
+    assert third.connection._proxy is None and len(gw.clients[a]) == 3
+
+
+async def test_a_retired_connection_with_a_call_in_flight_goes_at_the_first_reap_after_it(
+        store: Store, gateways: GatewayFactory) -> None:
+    socks, http = await proxies(store)
+    a = await account(store, 1, socks)
+    gw = await gateways()
+    sender = gw.sender(a)
+    release = asyncio.Event()
+
+    async def slow(request: object) -> object:
+        await release.wait()
+        return [sender.me]
+
+    sender.expect(functions.users.GetUsersRequest, slow)
+    call = asyncio.ensure_future(gw.get_me(AccountRef(a)))
+    for _ in range(200):
+        if sender.calls:
+            break
+        await asyncio.sleep(0.01)
+    await store.set_account_proxy([a], http)
+    await gw.retire(a)
+    assert await gw.pool.reap_idle() == 0 and sender.is_connected()  # in flight: kept
+    release.set()
+    await call
+    assert await gw.pool.reap_idle() == 1 and not sender.is_connected()  # done: gone, idle_seconds or not
 
 
 async def test_a_dead_proxy_is_never_dialled_and_holds_its_account(store: Store, gateways: GatewayFactory) -> None:

@@ -10,7 +10,8 @@ disconnected.
 Before each connect the gateway's ``prepare`` sees the client: it may refuse the connect (the account's
 proxy is dead) or hand back a client built anew (its proxy changed since), so an account's address only
 ever changes between two connections, never under one. ``retire`` asks for that next connection soon: the
-client is disconnected as soon as no call of it is in flight.
+client is disconnected as soon as no call of it is in flight (at once, at its next call, or at the next
+reap, whichever comes first).
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ class ClientPool:
             client = self._clients.get(account_id)
             if client is None:
                 client = self._clients[account_id] = await self._make(account_id)
+            elif account_id in self._retiring and not self._in_flight.get(account_id):
+                await self._disconnect(account_id, "retired")  # its calls are done: the next connects anew
             self._clients.move_to_end(account_id)
             self._in_flight[account_id] = self._in_flight.get(account_id, 0) + 1
             try:
