@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from proxyserver import HttpConnectServer, Relayed, Servers, Socks5Server, TcpTarget
 
-from tgdaemon.config import ProxiesConfig
+from tgdaemon.config import Config, ProxiesConfig, load
+from tgdaemon.errors import ConfigError
 from tgdaemon.logredact import REDACTOR
 from tgdaemon.proxies.checker import ProxyChecker
 from tgdaemon.proxies.url import ParsedProxy, ProxyURLError, parse
@@ -213,3 +214,26 @@ async def test_no_more_than_check_concurrency_checks_run_at_once(servers: Server
     assert len(checked) == 5 and socks.most_waiting <= 2
     assert [c.check.state for c in checked] == ["ok"] + ["dead"] * 4  # only alice's password is right
     assert len(socks.relayed) == 1 and len(socks.refused) == 4
+
+
+# --- the config ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("key", "value", "problem"), [
+    ("check_target", '"149.154.167.51"', "proxies: check_target: expected HOST:PORT, got '149.154.167.51'"),
+    ("check_concurrency", "0", "proxies.check_concurrency: expected `int` >= 1"),
+    ("check_interval_seconds", "1", "proxies.check_interval_seconds: expected `float` >= 10.0"),
+    ("timeout_seconds", "0", "proxies.timeout_seconds: expected `float` > 0"),
+    ("slow", "1", "proxies.slow: unknown key"),
+])
+def test_a_bad_proxies_key_is_one_line_naming_it(tmp_path: Path, key: str, value: str, problem: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f"[proxies]\n{key} = {value}\n")
+    with pytest.raises(ConfigError) as caught:
+        load(path, env={})
+    assert str(caught.value) == f"config {path}: {problem}"
+
+
+def test_the_hold_lasts_until_the_next_check_can_speak() -> None:
+    cfg = Config()
+    assert cfg.proxies.hold_seconds() == 300 + 2 * 10 and cfg.proxies.target() == ("149.154.167.51", 443)
+    assert ProxiesConfig(check_target="[2001:db8::1]:443").target() == ("2001:db8::1", 443)
