@@ -222,7 +222,7 @@ async def test_no_more_than_check_concurrency_checks_run_at_once(servers: Server
     ("check_target", '"149.154.167.51"', "proxies: check_target: expected HOST:PORT, got '149.154.167.51'"),
     ("check_concurrency", "0", "proxies.check_concurrency: expected `int` >= 1"),
     ("check_interval_seconds", "1", "proxies.check_interval_seconds: expected `float` >= 10.0"),
-    ("timeout_seconds", "0", "proxies.timeout_seconds: expected `float` > 0"),
+    ("timeout_seconds", "0", "proxies.timeout_seconds: expected `float` > 0.0"),
     ("slow", "1", "proxies.slow: unknown key"),
 ])
 def test_a_bad_proxies_key_is_one_line_naming_it(tmp_path: Path, key: str, value: str, problem: str) -> None:
