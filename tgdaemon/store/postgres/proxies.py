@@ -2,7 +2,8 @@
 
 Several daemons may change proxies at once here: a proxy row is locked (FOR UPDATE to remove it or record
 its check, FOR SHARE to give it to accounts), so a removal and an assignment never cross, and the second
-of two adds of one proxy finds the first's row.
+of two adds of one proxy finds the first's row. A transaction PostgreSQL rolls back to break a deadlock with
+another node's (a check's hold and a report, each locking accounts in their own order) runs again.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from tgdaemon.errors import Conflict, NotFound
 from tgdaemon.store import proxyrules
 from tgdaemon.store.api import NewProxy, ProxyCheck, ProxyChecked, ProxyTarget
-from tgdaemon.store.postgres.core import PostgresCore, Tx
+from tgdaemon.store.postgres.core import PostgresCore, Tx, retried
 from tgdaemon.store.views import proxy_view, shown_proxy
 from tgdaemon.timeutil import now
 
@@ -29,6 +30,7 @@ TARGETS = ("SELECT p.id, p.scheme, p.host, p.port, p.username, p.state, s.secret
 
 
 class ProxyStore(PostgresCore):
+    @retried
     async def add_proxy(self, proxy: NewProxy) -> dict[str, Any]:
         async with self.tx() as tx:
             proxy_id = await tx.fetchval(
@@ -59,6 +61,7 @@ class ProxyStore(PostgresCore):
     async def get_proxy(self, proxy_id: int) -> dict[str, Any]:
         return await self._view(None, proxy_id)
 
+    @retried
     async def remove_proxy(self, proxy_id: int, *, force: bool = False) -> tuple[dict[str, Any], list[int]]:
         async with self.tx() as tx:
             removed = await self._view(tx, proxy_id, " FOR UPDATE OF p")
@@ -71,6 +74,7 @@ class ProxyStore(PostgresCore):
             await tx.events_many(proxyrules.removed_events(proxy_id, removed["url"], users))
             return removed, users
 
+    @retried
     async def set_account_proxy(self, ids: Sequence[int], proxy_id: int | None) -> list[int]:
         wanted = sorted(set(ids))
         async with self.tx() as tx:
@@ -97,6 +101,7 @@ class ProxyStore(PostgresCore):
         return [ProxyTarget(r["id"], r["scheme"], r["host"], r["port"], r["username"], r["secret"] or "", r["state"])
                 for r in rows]
 
+    @retried
     async def record_proxy_check(self, proxy_id: int, check: ProxyCheck, *, hold_until: float) -> ProxyChecked:
         async with self.tx() as tx:
             proxy = await tx.fetchrow("SELECT * FROM proxies WHERE id = $1 FOR UPDATE", proxy_id)
