@@ -52,6 +52,8 @@ AUTH_KEY = _RANDOM.randbytes(256)
     ("login for +15551234567 failed", "5551234567"),
     ("login for +1 555 123-4567 failed", "123-4567"),
     ("phone=15551234567 TGFLEET_PHONE=15557654321", "5551234567"),
+    ("cannot dial socks5://alice:pa55-W0rd@203.0.113.7:1080: refused", "pa55-W0rd"),
+    ("proxy=http://bob:hunter2%40x@proxy.example:3128", "hunter2%40x"),
 ])
 def test_each_kind_of_secret_is_redacted(text: str, secret: str) -> None:
     out = Redactor().redact(text)

@@ -128,6 +128,35 @@ class Recording(ControlClient):
         return seeded_nodes()
 
 
+def seeded_proxies() -> list[dict[str, Any]]:
+    """``GET /v1/proxies`` of four proxies, one of each state; the dead one holds its accounts."""
+    def proxy(pid: int, url: str, label: str, state: str, latency: float | None, checked: float | None,
+              accounts: int, held: int = 0, error: str | None = None) -> dict[str, Any]:
+        return {"id": pid, "url": url, "label": label, "state": state, "latency_ms": latency,
+                "checked_at": None if checked is None else iso(NOW - checked), "last_error": error,
+                "created_at": iso(NOW - 86400), "accounts": accounts, "held": held}
+
+    return [proxy(1, "socks5://203.0.113.7:1080", "frankfurt", "ok", 84.0, 40, 20),
+            proxy(2, "http://198.51.100.23:3128", "amsterdam", "slow", 2210.5, 40, 12),
+            proxy(3, "socks5://[2001:db8::17]:1080", "", "dead", None, 40, 3, 3,
+                  "Username and password authentication failure"),
+            proxy(4, "mtproxy://mt.example.net:443", "mt", "unchecked", None, None, 0)]
+
+
+class RecordingWithProxies(Recording):
+    """The same fleet, some of whose accounts have proxies of their own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        by_id = {p["id"]: p["url"] for p in seeded_proxies()}
+        for account in self.snapshot["accounts"]:
+            account["proxy_id"] = (account["id"] % 4) or None
+            account["proxy"] = by_id.get(account["proxy_id"])
+
+    async def proxies(self) -> list[dict[str, Any]]:
+        return seeded_proxies()
+
+
 @pytest.fixture
 def app(monkeypatch: pytest.MonkeyPatch) -> FleetApp:
     monkeypatch.setenv("TZ", "UTC")  # event times are shown in local time
@@ -166,3 +195,19 @@ def test_events_view(app: FleetApp, snap_compare: Any) -> None:
 
 def test_nodes_view(app: FleetApp, snap_compare: Any) -> None:
     assert snap_compare(app, terminal_size=(100, 12), run_before=loaded("left_square_bracket"))
+
+
+def test_proxies_view(monkeypatch: pytest.MonkeyPatch, snap_compare: Any) -> None:
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    app = FleetApp(Path("/nonexistent/tgdaemon.sock"), clock=lambda: NOW, client=RecordingWithProxies())
+
+    async def run_before(pilot: Pilot[None]) -> None:
+        while not app.model.accounts or not app.model.proxies or not app.model.nodes:
+            await pilot.pause(0.01)
+        await pilot.press("P")
+        await pilot.pause()
+        app.repaint()
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(120, 12), run_before=run_before)

@@ -30,13 +30,14 @@ class ErrorClass(enum.StrEnum):
     TARGET = "target"
     INPUT = "input"
     TRANSIENT = "transient"
+    PROXY = "proxy"  # the account's own proxy is dead: it waits for the proxy, never for another address
 
 
 @dataclass(frozen=True, slots=True)
 class Classified:
     kind: ErrorClass
     code: str  # canonical: upper-case, [A-Z0-9_], no trailing number
-    seconds: int | None  # always an int for WAIT, None otherwise
+    seconds: int | None  # always an int for WAIT and PROXY, None otherwise
     message: str  # one short line, safe to log
 
     @property
@@ -64,6 +65,16 @@ class TaskWait(TgfleetError):
         self.code = code
         self.until = until
 
+
+class ProxyDead(TgfleetError):
+    """The account's own proxy was found dead: the gateway does not connect through it (nor around it)."""
+
+    def __init__(self, proxy_id: int, shown: str, seconds: float) -> None:
+        super().__init__(f"proxy {proxy_id} ({shown}) is dead; the account waits for it")
+        self.seconds = max(1, round(seconds))  # until the health checker's next finding
+
+
+PROXY_DEAD = "PROXY_DEAD"  # ProxyDead's code; PROXY_DEAD_300 on the wire (a report), as a wait's
 
 # Our own input codes (TaskInputError); setup tasks should use these names.
 MEDIA_FILE_MISSING = "MEDIA_FILE_MISSING"
@@ -118,6 +129,7 @@ _TABLE: dict[str, ErrorClass] = {
                      "STORY_PERIOD_INVALID", "FIRSTNAME_INVALID", "LASTNAME_INVALID",
                      "ABOUT_TOO_LONG", "PASSWORD_HASH_INVALID", "PRIVACY_KEY_INVALID",
                      "PRIVACY_VALUE_INVALID"), _K.INPUT),
+    PROXY_DEAD: _K.PROXY,
     # Everything else (RPC_CALL_FAIL, TIMEOUT, NETWORK, 5xx, *_MIGRATE) is TRANSIENT.
 }
 _FIXED_WAIT = {"STORIES_TOO_MUCH": 86400, "FRESH_RESET_AUTHORISATION_FORBIDDEN": 86400}
@@ -157,7 +169,7 @@ def classify_code(code: str, message: str | None = None) -> Classified:
     if raw not in _TABLE and (m := _NUMBERED.fullmatch(raw)):
         raw, seconds = m[1], min(int(m[2]), MAX_WAIT)
     kind = _TABLE.get(raw, ErrorClass.DEAD_ACCOUNT if raw.startswith(FROZEN_PREFIX) else ErrorClass.TRANSIENT)
-    if kind is ErrorClass.WAIT:
+    if kind in (ErrorClass.WAIT, ErrorClass.PROXY):
         seconds = seconds if seconds is not None else _FIXED_WAIT.get(raw, DEFAULT_WAIT)
     else:
         seconds = None
@@ -180,6 +192,8 @@ def classify(exc: BaseException) -> Classified:
     if isinstance(exc, TaskWait):
         seconds = max(0, min(int(exc.until - time.time()) + 1, MAX_WAIT))
         return _make(ErrorClass.WAIT, _sanitise(exc.code), seconds, str(exc), limit=600)
+    if isinstance(exc, ProxyDead):
+        return _make(ErrorClass.PROXY, PROXY_DEAD, min(exc.seconds, MAX_WAIT), str(exc))
     if isinstance(exc, TaskInputError):
         # Our own text, which names the file or source: long paths must survive into last_error.
         return _make(ErrorClass.INPUT, _sanitise(exc.code), None, str(exc), limit=600)
@@ -211,5 +225,6 @@ def is_frozen(code: str | None) -> bool:
     return bool(code) and str(code).startswith(FROZEN_PREFIX)
 
 
-__all__ = ["Classified", "ErrorClass", "TaskInputError", "TaskWait", "classify", "classify_code", "is_frozen",
+__all__ = ["Classified", "ErrorClass", "PROXY_DEAD", "ProxyDead", "TaskInputError", "TaskWait", "classify",
+           "classify_code", "is_frozen",
            "MEDIA_FILE_MISSING", "MEDIA_UNREADABLE", "MEDIA_INVALID", "NO_2FA_PASSWORD"]

@@ -245,6 +245,30 @@ class QuotasConfig(Section):
             raise ValueError("lease_seconds must not exceed max_lease_seconds")
 
 
+class ProxiesConfig(Section):
+    """The health checker of the accounts' own proxies (``tgdaemon proxies``): gentle, a few at a time."""
+    check_interval_seconds: Annotated[float, msgspec.Meta(ge=10)] = 300.0
+    check_concurrency: Annotated[int, msgspec.Meta(ge=1, le=100)] = 4
+    timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=120)] = 10.0  # no answer by then: dead
+    slow_ms: Positive = 1500.0  # answered, but slower than this: slow (still used)
+    # Where a check connects through the proxy: a Telegram data centre (DC2), so that a proxy that cannot
+    # reach Telegram is found dead. An MTProxy is checked by a TCP connection to the proxy itself.
+    check_target: str = "149.154.167.51:443"
+
+    def __post_init__(self) -> None:
+        host, sep, port = self.check_target.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"check_target: expected HOST:PORT, got {self.check_target!r}")
+
+    def target(self) -> tuple[str, int]:
+        host, _, port = self.check_target.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def hold_seconds(self) -> float:
+        """How long a dead proxy's accounts wait before the next check can speak for it."""
+        return self.check_interval_seconds + 2 * self.timeout_seconds
+
+
 class Config(Section):
     daemon: DaemonConfig = msgspec.field(default_factory=DaemonConfig)
     telegram: TelegramConfig = msgspec.field(default_factory=TelegramConfig)
@@ -256,6 +280,7 @@ class Config(Section):
     simulator: SimulatorConfig = msgspec.field(default_factory=SimulatorConfig)
     nodes: NodesConfig = msgspec.field(default_factory=NodesConfig)
     health: HealthConfig = msgspec.field(default_factory=HealthConfig)
+    proxies: ProxiesConfig = msgspec.field(default_factory=ProxiesConfig)
 
     def data_dir(self) -> Path:
         """The data dir: the config's, else systemd's StateDirectory, else platformdirs'."""

@@ -31,6 +31,7 @@ def duration(seconds: float) -> str:
 
 
 NODE_STYLE = {"alive": "green", "dead": "bold red", "stopped": "dim"}
+PROXY_STYLE = {"ok": "green", "slow": "yellow", "dead": "bold red", "unchecked": "dim"}
 
 
 def node_condition(alive: bool, stopped_at: str | None) -> str:

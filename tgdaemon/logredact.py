@@ -8,9 +8,11 @@ exception together, after every ``%`` argument and traceback is in it.
 
 What it removes: provider tokens (``tgf_…``), ``Authorization`` and
 ``Bearer`` values, long hex/base64 blobs and long byte literals (auth keys
-look like these), values of ``password=``/``secret=``-style fields, phone
+look like these), values of ``password=``/``secret=``-style fields, the
+password of a ``scheme://user:password@host`` URL (a proxy's), phone
 numbers beyond the masked form, and the exact secrets registered here (the
-configured proxy password and secret, the api_hash, the database password
+configured proxy password and secret, every account proxy's password or
+secret this process has handled, the api_hash, the database password
 from ``[store] password_file`` or PGPASSWORD, a 2FA password while a task
 holds it). ``aiohttp.server``'s report of a malformed request, which
 quotes the bytes it could not parse, is cut to one line without them.
@@ -48,6 +50,7 @@ _HEX = re.compile(r"\b[0-9a-fA-F]{64,}\b")
 _B64 = re.compile(r"[A-Za-z0-9+/_-]{64,}={0,2}")
 _BYTES = re.compile(r"b'(?:[^'\\\n]|\\.){32,}'|b\"(?:[^\"\\\n]|\\.){32,}\"")
 _PHONE = re.compile(r"\+\d[\d ()-]{5,18}\d")
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@")  # a proxy URL's user:PASSWORD@
 _PHONE_FIELD = re.compile(r"(?i)\b(phone\w*['\"]?\s*[:=]\s*['\"]?)(\d{7,15})\b")
 
 
@@ -122,6 +125,8 @@ class Redactor:
             text = _FIELD.sub(lambda m: m.group(1) + REDACTED, text)
         if "b'" in text or 'b"' in text:
             text = _BYTES.sub(_byte_literal, text)
+        if "://" in text and "@" in text:
+            text = _URL_PASSWORD.sub(lambda m: m.group(1) + REDACTED + "@", text)
         text = _HEX.sub(REDACTED, text)
         text = _B64.sub(_blob, text)
         if "+" in text:

@@ -32,10 +32,12 @@ from tgdaemon.store import (
     ClientParams,
     Device,
     NewAccount,
+    ProxyTarget,
     SessionData,
     Store,
     mask_phone,
 )
+from tgdaemon.store.views import shown_proxy
 
 log = logging.getLogger(__name__)
 PHONE = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -100,6 +102,7 @@ class PendingLogin:
     probe: bool
     expires: float
     needs_password: bool = False
+    proxy_id: int | None = None
 
 
 class Onboarding:
@@ -111,14 +114,27 @@ class Onboarding:
         self._starting: set[str] = set()
         self._password_file = asyncio.Lock()
 
-    async def start_login(self, phone: str, label: str, probe: bool) -> dict[str, Any]:
+    async def _proxy(self, proxy_id: int | None) -> ProxyTarget | None:
+        """The account's own proxy to be, as the gateway connects through it; NotFound for no such proxy, and a
+        dead one is refused before anything goes out (through it, or around it)."""
+        if proxy_id is None:
+            return None
+        [proxy] = await self.store.proxy_targets([proxy_id])
+        if proxy.state == "dead":
+            raise Conflict(f"proxy {proxy.id} ({shown_proxy(proxy.scheme, proxy.host, proxy.port)}) was found dead at"
+                           f" its last check; check it again with `tgdaemon proxies check {proxy.id}`, or choose another")
+        return proxy
+
+    async def start_login(self, phone: str, label: str, probe: bool, *, proxy: int | None = None) -> dict[str, Any]:
         gw = telethon_gateway(self.gateway)
         phone = normalize_phone(phone)
+        target = await self._proxy(proxy)
         await self.expire_logins()
         if phone in self._starting or any(p.phone == phone for p in self._logins.values()):
             raise Conflict(f"a login for {mask_phone(phone)} is already waiting for its code")
         self._starting.add(phone)  # before the first await: two logins at once for one phone send one code
-        client = gw.new_client(gw.login_session())  # the configured server's, else Telethon's default
+        # the configured server's session (else Telethon's default), through the account's own proxy if it has one
+        client = gw.new_client(gw.login_session(), ClientParams(proxy=target))
         try:
             await asyncio.wait_for(client.connect(), gw.cfg.connect_timeout_seconds)
             sent = await asyncio.wait_for(client.send_code_request(phone), gw.cfg.call_timeout_seconds)
@@ -129,7 +145,7 @@ class Onboarding:
             self._starting.discard(phone)
         login_id = secrets.token_urlsafe(12)
         self._logins[login_id] = PendingLogin(client, phone, sent.phone_code_hash, label or phone, probe,
-                                              time.monotonic() + self.login_timeout)
+                                              time.monotonic() + self.login_timeout, proxy_id=proxy)
         return {"login_id": login_id, "phone_masked": mask_phone(phone), "expires_in": self.login_timeout}
 
     async def submit_code(self, login_id: str, code: str) -> dict[str, Any]:
@@ -207,17 +223,20 @@ class Onboarding:
         me = me_from_user(user)
         session = pending.client.session.data()
         account_id = await self.store.add_account(
-            NewAccount(me.phone or pending.phone, me.user_id, pending.label, pending.probe, me.first_name, me.last_name),
+            NewAccount(me.phone or pending.phone, me.user_id, pending.label, pending.probe, me.first_name, me.last_name,
+                       proxy_id=pending.proxy_id),
             session, how="login")
         return {"status": "done", "account": await self.store.get_account(account_id)}
 
     async def import_sessions(self, items: list[ImportItem], *, probe: bool, check: bool, dry_run: bool = False,
-                              password_file: Path | None = None) -> list[dict[str, Any]]:
+                              password_file: Path | None = None, proxy: int | None = None) -> list[dict[str, Any]]:
         """One result per item, in order; auth keys, passwords and api_hashes never appear in results.
 
         ``dry_run``: what would be refused as a duplicate, with nothing written and no connection made.
-        ``password_file``: where a sidecar's 2FA password goes once its account is in (``--save-2fa``)."""
+        ``password_file``: where a sidecar's 2FA password goes once its account is in (``--save-2fa``).
+        ``proxy``: every account's own, its check already made through it."""
         gw = telethon_gateway(self.gateway)
+        target = await self._proxy(proxy)
         limit = asyncio.Semaphore(IMPORT_CONCURRENCY)
 
         async def one(item: ImportItem) -> dict[str, Any]:
@@ -231,10 +250,10 @@ class Onboarding:
                     if dry_run:
                         return {"source": source, "ok": True, "label": item.label,
                                 "phone_masked": mask_phone(item.phone)}
-                    me = await gw.check_session(data, ClientParams(item.device)) if check else None
+                    me = await gw.check_session(data, ClientParams(item.device, target)) if check else None
                     account = NewAccount(me.phone if me and me.phone else item.phone, me.user_id if me else None,
                                          item.label, probe, me.first_name if me else "", me.last_name if me else "",
-                                         item.device)
+                                         item.device, proxy_id=proxy)
                     account_id = await self.store.add_account(account, data, how="imported")
                 except Conflict as exc:
                     if dry_run:

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from tgdaemon.health.check import HealthChecker
     from tgdaemon.lifecycle.storewatch import StoreWatch
     from tgdaemon.nodes import Node
+    from tgdaemon.proxies.checker import ProxyChecker
     from tgdaemon.quotas.executor import LocalExecutor
     from tgdaemon.quotas.generator import Generator
     from tgdaemon.quotas.inspector import Inspector
@@ -63,6 +64,7 @@ class Figures:
     tasks_per_minute: int = 0
     database: dict[str, Any] = field(default_factory=dict)
     nodes: list[NodeInfo] = field(default_factory=list)
+    cooldowns: dict[str, int] = field(default_factory=dict)  # accounts in cooldown by reason ("proxy": its proxy is dead)
 
 
 @dataclass
@@ -83,6 +85,7 @@ class Runtime:
     storewatch: StoreWatch
     node: Node  # this daemon in its fleet: its name, whether it leads, the accounts it owns
     health: HealthChecker  # account checks: asked for (`accounts check`, `accounts sessions`) and scheduled
+    proxies: ProxyChecker  # the accounts' own proxies' health: the leader's schedule, and `proxies check`
     started_at: float = field(default_factory=now)
     started_mono: float = field(default_factory=time.monotonic)
     http_bound: str | None = None  # HOST:PORT once the provider API listens (its port may be chosen by the OS)
@@ -100,7 +103,8 @@ class Runtime:
                     accounts=await self.store.account_counts(), tasks=await self.store.task_counts(),
                     tasks_per_minute=await self.store.tasks_finished_since(now() - 60),
                     database=await self.store.database_stats(),
-                    nodes=await self.store.list_nodes(self.cfg.nodes.dead_after_seconds))
+                    nodes=await self.store.list_nodes(self.cfg.nodes.dead_after_seconds),
+                    cooldowns={reason or "unknown": n for reason, n in await self.store.cooldowns_by_reason()})
             except StoreDisconnected:
                 pass  # lost just now: the watch has heard of it
         return self.figures
@@ -128,6 +132,7 @@ class Runtime:
             retention=self.retention.describe(),
             node=self.node.name,
             nodes=[node_of(n) for n in figures.nodes],
+            cooldowns=figures.cooldowns,
             simulator=(msgspec.convert(self.gateway.describe(), SimulatorStatus)
                        if isinstance(self.gateway, Simulator) else msgspec.UNSET),
         )

@@ -76,6 +76,8 @@ class Account(Wire):
     health: Health | None  # None: never checked (`accounts check`, [health] interval_hours)
     health_checked_at: str | None  # the last check, whether or not it could finish
     health_detail: dict[str, Any] | None  # what it found: sessions, frozen_since/until, spambot, error...
+    proxy_id: int | None = None  # its own proxy (`accounts set-proxy`); None: the global [telegram.proxy], if any
+    proxy: str | None = None  # that proxy as shown, scheme://host:port: never its password or secret
 
 
 class Quota(Wire):
@@ -160,6 +162,25 @@ class Node(Wire):
     accounts: int  # owned now
 
 
+ProxyState = Literal["unchecked", "ok", "slow", "dead"]
+
+
+class Proxy(Wire):
+    """An account's own proxy (``tgdaemon proxies``): shown as ``scheme://host:port``, never with its user's
+    password or its MTProxy secret."""
+
+    id: int
+    url: str
+    label: str
+    state: ProxyState  # the health checker's last finding; unchecked before the first
+    latency_ms: float | None  # to an open connection through it, at the last check that got one
+    checked_at: str | None
+    last_error: str | None  # why the last check found it dead
+    created_at: str
+    accounts: int  # that use it
+    held: int  # of them, waiting in a 'proxy' cooldown now (it was found dead)
+
+
 def node_of(info: NodeInfo) -> Node:
     """A store's node as the API shows it: times as ISO strings."""
     return Node(name=info.name, host=info.host, pid=info.pid, version=info.version, http=info.http,
@@ -217,6 +238,7 @@ class Status(Wire):
     node: str  # the node that answered
     nodes: list[Node]  # every node on the store, by name (on SQLite, the one)
     simulator: SimulatorStatus | UnsetType = UNSET  # only on the simulator; absent otherwise, as it always was
+    cooldowns: dict[str, int] = msgspec.field(default_factory=dict)  # accounts in cooldown, by reason (e.g. proxy)
 
 
 # The answers that wrap the objects above, one per route.
@@ -270,6 +292,26 @@ class ProviderAdded(Wire):
 class ProviderChange(Wire):
     changed: bool
     provider: Provider
+
+
+class ProxyList(Wire):
+    proxies: list[Proxy]
+
+
+class ProxyAdded(Wire):
+    proxy: Proxy
+
+
+class ProxyRemoved(Wire):
+    proxy: Proxy
+    accounts: list[int]  # that used it: they have no proxy of their own now (a forced removal)
+
+
+class ProxySet(Wire):
+    """``POST /v1/accounts/proxy``: the accounts whose proxy changed (each connects anew through it)."""
+
+    changed: list[int]
+    proxy: Proxy | None  # None: no proxy of their own (the global [telegram.proxy], if any)
 
 
 class NodeList(Wire):

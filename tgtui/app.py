@@ -33,14 +33,16 @@ from tgtui.screens.detail import AccountDetail, DetailScreen, QuotaDetail
 from tgtui.screens.events import EventsScreen
 from tgtui.screens.help import HelpScreen, Section
 from tgtui.screens.nodes import NodesScreen
+from tgtui.screens.proxies import ProxiesScreen
 from tgtui.screens.quotas import QuotasScreen
-from tgtui.widgets.header import VIEWS
+from tgtui.widgets.header import VIEWS, views
 from tgtui.widgets.table import LineTable
 
 REPAINT_SECONDS = 0.25
 RECONNECT_SECONDS = 1.0
 STATUS_SECONDS = 5.0
 NODES_SECONDS = 3.0  # a node's heartbeat comes every nodes.heartbeat_seconds (2 s by default)
+PROXIES_SECONDS = 5.0  # the health checker's findings come every proxies.check_interval_seconds (minutes)
 VIEWS_SECONDS = 10.0
 VIEWS_POLL_SECONDS = 1.0
 OFFLINE_ERRORS = (TgfleetError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
@@ -49,7 +51,7 @@ OFFLINE_ERRORS = (TgfleetError, aiohttp.ClientError, OSError, asyncio.TimeoutErr
 class FleetApp(App[None]):
     TITLE = "tgfleet"
     MODES: ClassVar[dict[str, Any]] = {"accounts": AccountsScreen, "quotas": QuotasScreen, "events": EventsScreen,
-                                       "nodes": NodesScreen}
+                                       "nodes": NodesScreen, "proxies": ProxiesScreen}
     DEFAULT_MODE = "accounts"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit", show=False),
@@ -67,6 +69,7 @@ class FleetApp(App[None]):
         self.follow_stream()
         self.poll_status()
         self.poll_nodes()
+        self.poll_proxies()
         self.poll_views()
         self.set_interval(REPAINT_SECONDS, self.repaint)
 
@@ -115,6 +118,17 @@ class FleetApp(App[None]):
                     pass
             await asyncio.sleep(NODES_SECONDS)
 
+    @work(group="proxies", exclusive=True, exit_on_error=False)
+    async def poll_proxies(self) -> None:
+        """Proxies are not in the stream either: their states change when the health checker runs."""
+        while True:
+            if self.offline_since is None:
+                try:
+                    self.model.set_proxies(await self.client.proxies())
+                except OFFLINE_ERRORS:
+                    pass
+            await asyncio.sleep(PROXIES_SECONDS)
+
     @work(group="views", exclusive=True, exit_on_error=False)
     async def poll_views(self) -> None:
         """Fetch the measurements of post quotas whose count moved (each at most every VIEWS_SECONDS)."""
@@ -147,10 +161,15 @@ class FleetApp(App[None]):
     # views and screens
 
     def action_next_view(self) -> None:
-        self.switch_mode(VIEWS[(VIEWS.index(self.current_mode) + 1) % len(VIEWS)])
+        cycle = views(self.model, self.current_mode)
+        self.switch_mode(cycle[(cycle.index(self.current_mode) + 1) % len(cycle)])
 
     def action_previous_view(self) -> None:
-        self.switch_mode(VIEWS[(VIEWS.index(self.current_mode) - 1) % len(VIEWS)])
+        cycle = views(self.model, self.current_mode)
+        self.switch_mode(cycle[(cycle.index(self.current_mode) - 1) % len(cycle)])
+
+    def action_proxies(self) -> None:
+        self.switch_mode("proxies")
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
@@ -233,7 +252,7 @@ class FleetApp(App[None]):
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for view in VIEWS:
+        for view in (*VIEWS, "proxies"):
             yield SystemCommand(f"View: {view}", f"switch to the {view} view", lambda v=view: self.switch_mode(v))
         yield SystemCommand("Help", "every key of the dashboard", self.action_help)
         if isinstance(screen, FleetScreen):

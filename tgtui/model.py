@@ -69,6 +69,7 @@ class FleetModel:
         self.events: deque[dict[str, Any]] = deque(maxlen=max_events)
         self.views: dict[int, list[float]] = {}  # quota id -> total views after each measurement
         self.nodes: dict[str, dict[str, Any]] = {}  # by name, as GET /v1/nodes last listed them
+        self.proxies: dict[int, dict[str, Any]] = {}  # by id, as GET /v1/proxies last listed them
         self.status: dict[str, Any] = {}
         self.store: dict[str, Any] = {}  # the daemon's store: its ``down`` says why it cannot reach it
         self.status_at = clock()
@@ -76,6 +77,7 @@ class FleetModel:
         self.seq = 0  # the last event-log id applied: the cursor a reconnect resumes from
         self.in_row = False  # deltas of row ``seq`` are being applied (False: it came whole in the snapshot)
         self.accounts_rev = self.quotas_rev = self.events_rev = self.nodes_rev = 0
+        self.proxies_rev = 0
         self.loading: Loading | None = None  # a snapshot whose last frame has not come yet
 
     @property
@@ -109,6 +111,14 @@ class FleetModel:
             nodes[node["name"]] = node
         self.nodes = nodes
         self.nodes_rev += 1
+
+    def set_proxies(self, proxies: Iterable[dict[str, Any]]) -> None:
+        """The accounts' own proxies (not in the stream: the health checker's findings come every few
+        minutes, and the app asks for the list every few seconds)."""
+        listed = {p["id"]: p for p in proxies}
+        if listed != self.proxies:
+            self.proxies = listed
+            self.proxies_rev += 1
 
     def uptime(self) -> float:
         return float(self.status.get("uptime_seconds", 0.0)) + max(0.0, self.clock() - self.status_at)

@@ -16,6 +16,7 @@ from tgdaemon.cli import (
     onboard,
     output,
     providers,
+    proxies,
     quotas,
     setup,
 )
@@ -67,6 +68,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     quotas.register(sub, common)
     providers.register(sub, acc, common)
     nodes.register(sub, acc, common)
+    proxies.register(sub, acc, common)
     backup.register(sub, common)
     health.register(acc, common)
     accounts.set_defaults(func=lambda args: accounts.print_help() or 2)
@@ -94,6 +96,8 @@ async def cmd_status(args: argparse.Namespace) -> int:
         con.print(Text.assemble(("store DOWN", "bold red"), f" since {data.store.down_since}: {data.store.down}"
                                 "; the daemon takes no work and retries; the counts below are from before"))
     con.print("accounts  " + "  ".join(f"[{STATE_STYLE[s]}]{s}[/] {n}" for s, n in data.accounts.items()))
+    if data.cooldowns:
+        con.print("cooldowns  " + "  ".join(f"{reason} {n}" for reason, n in data.cooldowns.items()), markup=False)
     if data.nodes:  # the one that answered is named on the first line
         con.print("nodes  " + ", ".join(
             f"{n.name} [{NODE_STYLE[c]}]{c}[/]{' leader' if n.leader else ''} {n.accounts} accounts"

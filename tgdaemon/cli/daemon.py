@@ -121,7 +121,7 @@ def choose_gateway(cfg: config.Config, simulate: bool, origins: dict[str, str]) 
                   if key.startswith("simulator.")}
         return Simulator(cfg.simulator, chosen=chosen, node=cfg.node_name(),
                          idle_seconds=cfg.telegram.idle_disconnect_seconds)
-    return TelethonGateway(cfg.telegram)
+    return TelethonGateway(cfg.telegram, proxies=cfg.proxies)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

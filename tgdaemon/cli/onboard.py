@@ -14,7 +14,7 @@ from typing import Any
 from msgspec import UNSET
 
 from tgdaemon.cli import devices
-from tgdaemon.cli.parser import socket_path
+from tgdaemon.cli.parser import positive_int, socket_path
 from tgdaemon.control.client import ControlClient
 from tgdaemon.errors import ApiError, UsageError
 from tgdaemon.sessionfiles import Found
@@ -30,6 +30,8 @@ def register(acc: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     login.add_argument("phone", help="international format, e.g. +15551234567")
     login.add_argument("--label", default="", help="a name for the account (default: the phone)")
     login.add_argument("--probe", action="store_true", help="a probe account (inspects channels, no setup)")
+    login.add_argument("--proxy", type=positive_int, metavar="ID",
+                       help="sign in through this proxy (`tgdaemon proxies list`); it stays the account's own")
     login.set_defaults(func=cmd_login)
 
     imp = acc.add_parser("import", parents=[common],
@@ -48,6 +50,8 @@ def register(acc: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     imp.add_argument("--save-2fa", action="store_true",
                      help="add 2FA passwords found in sidecars to [setup.2fa] password_file (else they are ignored)")
     devices.add_device_options(imp, "the imported accounts (over their sidecars' values)")
+    imp.add_argument("--proxy", type=positive_int, metavar="ID",
+                     help="every imported account's own proxy; each check already goes through it")
     imp.set_defaults(func=cmd_import)
 
 
@@ -66,7 +70,7 @@ def prompt(text: str, secret: bool = False) -> str:
 async def cmd_login(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args), timeout=120) as client:
         started = await client.call("POST", "/login", LoginStarted, body={"phone": args.phone, "label": args.label,
-                                                                          "probe": args.probe})
+                                                                          "probe": args.probe, "proxy": args.proxy})
         print(f"Telegram sent a login code to {started.phone_masked} (in the Telegram app, or by SMS).")
         try:
             account = await _answer(client, started.login_id)
@@ -148,7 +152,8 @@ async def cmd_import(args: argparse.Namespace) -> int:
         for start in range(0, len(found), BATCH):
             data = await client.call("POST", "/accounts/import", ImportResults, body={
                 "sessions": [_item(f, options, save_2fa=args.save_2fa) for f in found[start:start + BATCH]],
-                "probe": args.probe, "check": not args.no_check, "save_2fa": args.save_2fa})
+                "probe": args.probe, "check": not args.no_check, "save_2fa": args.save_2fa,
+                "proxy": args.proxy})
             for result in data.results:
                 if result.ok:
                     imported += 1

@@ -62,8 +62,8 @@ def owner(account: Account) -> str:
 
 ACCOUNT_COLUMNS: tuple[tuple[str, Justify], ...] = (
     ("ID", "right"), ("LABEL", "left"), ("PHONE", "left"), ("STATE", "left"), ("COOLDOWN", "left"),
-    ("SETUP", "right"), ("HEALTH", "left"), ("EXECUTOR", "left"), ("OWNER", "left"), ("LAST ERROR", "left"),
-    ("REASON", "left"))
+    ("SETUP", "right"), ("HEALTH", "left"), ("EXECUTOR", "left"), ("OWNER", "left"), ("PROXY", "left"),
+    ("LAST ERROR", "left"), ("REASON", "left"))
 
 
 def account_columns(rows: Sequence[Account]) -> list[list[str]]:
@@ -75,4 +75,5 @@ def account_columns(rows: Sequence[Account]) -> list[list[str]]:
             ["probe" if a.is_probe else f"{a.setup.done}/{a.setup.total}" for a in rows],
             [health_cell.get(a.health, "") for a in rows],
             [a.executor for a in rows], [(a.owner or "-") if a.pinned_node is None else owner(a) for a in rows],
-            [a.last_error_code or "" for a in rows], [a.disabled_reason or a.cooldown_reason or "" for a in rows]]
+            [a.proxy or "-" for a in rows], [a.last_error_code or "" for a in rows],
+            [a.disabled_reason or a.cooldown_reason or "" for a in rows]]

@@ -23,6 +23,7 @@ from tgdaemon.control.ids import MAX_ID, path_id
 from tgdaemon.control.nodes import add_routes as add_node_routes
 from tgdaemon.control.onboard import add_routes as add_onboarding_routes
 from tgdaemon.control.providers import add_routes as add_provider_routes
+from tgdaemon.control.proxies import add_routes as add_proxy_routes
 from tgdaemon.control.quotas import add_routes as add_quota_routes
 from tgdaemon.control.setup import add_routes as add_setup_routes
 from tgdaemon.control.watch import SOCKETS, close_all, watch
@@ -163,4 +164,5 @@ def create_app() -> web.Application:
     add_health_routes(app)
     add_device_routes(app)
     add_export_routes(app)
+    add_proxy_routes(app)
     return app

@@ -182,6 +182,10 @@ class ControlClient:
         """``{"node": the one that answered, "at": the database's time, "nodes": [...]}``."""
         return await self.request("GET", "/nodes")
 
+    async def proxies(self) -> list[dict[str, Any]]:
+        """The accounts' own proxies, as ``GET /v1/proxies`` lists them (never a password or secret)."""
+        return (await self.request("GET", "/proxies"))["proxies"]  # type: ignore[no-any-return]
+
     async def events(self, **params: Any) -> list[dict[str, Any]]:
         return (await self.request("GET", "/events", params=params))["events"]
 

@@ -21,10 +21,14 @@ from tgdaemon.wire import Cancelled, ImportResults, LoginStarted, LoginStep
 Label = Annotated[str, msgspec.Meta(max_length=100)]
 
 
+ProxyId = Annotated[int, msgspec.Meta(ge=1, le=2**62)]
+
+
 class LoginBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     phone: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
     label: Label = ""
     probe: bool = False
+    proxy: ProxyId | None = None  # the account's own proxy, from this very login on
 
 
 class CodeBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -53,6 +57,7 @@ class ImportBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     check: bool = True
     dry_run: bool = False  # say what would be imported and what is a duplicate; write nothing, connect nowhere
     save_2fa: bool = False  # add the sessions' 2FA passwords to [setup.2fa] password_file
+    proxy: ProxyId | None = None  # every imported account's own proxy, its check already through it
 
 
 def session_data(item: ImportItem, index: int) -> SessionData:
@@ -68,7 +73,7 @@ def session_data(item: ImportItem, index: int) -> SessionData:
 async def start_login(request: web.Request) -> web.Response:
     body = await read_body(request, LoginBody)
     rt = request.config_dict[RUNTIME]
-    started = await rt.onboarding.start_login(body.phone, body.label.strip(), body.probe)
+    started = await rt.onboarding.start_login(body.phone, body.label.strip(), body.probe, proxy=body.proxy)
     return json_response(msgspec.convert(started, LoginStarted))
 
 
@@ -107,7 +112,7 @@ async def import_sessions(request: web.Request) -> web.Response:
                                    item.phone, item.password)
              for n, item in enumerate(body.sessions)]
     results = await rt.onboarding.import_sessions(items, probe=body.probe, check=body.check, dry_run=body.dry_run,
-                                                  password_file=password_file)
+                                                  password_file=password_file, proxy=body.proxy)
     return json_response(msgspec.convert({"results": results}, ImportResults))
 
 

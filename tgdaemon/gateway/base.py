@@ -148,6 +148,10 @@ class Gateway(abc.ABC):
     async def forget(self, account_id: int) -> None:
         """Let go of what is held for an account that was just disabled (its connection)."""
 
+    async def retire(self, account_id: int) -> None:
+        """The account's proxy changed: its next call connects anew, through the new one (a connection with a
+        call in flight is let finish first). Nothing to do for a gateway whose connections have no address."""
+
     async def let_go(self, ids: list[int]) -> None:
         """Disconnect these accounts' clients: their node gives them up (a move, a stop, its fence)."""
         for account_id in ids:

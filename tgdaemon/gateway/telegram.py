@@ -23,9 +23,10 @@ from tgdaemon.classify import (
     MEDIA_FILE_MISSING,
     MEDIA_UNREADABLE,
     NO_2FA_PASSWORD,
+    ProxyDead,
     TaskInputError,
 )
-from tgdaemon.config import ProxyConfig, TelegramConfig
+from tgdaemon.config import ProxiesConfig, ProxyConfig, TelegramConfig
 from tgdaemon.gateway import servers
 from tgdaemon.gateway.base import (
     AccountRef,
@@ -44,7 +45,16 @@ from tgdaemon.gateway.base import (
 from tgdaemon.gateway.gate import check as check_gate
 from tgdaemon.gateway.pool import ClientPool
 from tgdaemon.gateway.session import StoreSession
-from tgdaemon.store import ClientParams, Device, EntityRow, SessionData, Store
+from tgdaemon.proxies.url import remember_secret
+from tgdaemon.store import (
+    ClientParams,
+    Device,
+    EntityRow,
+    ProxyTarget,
+    SessionData,
+    Store,
+)
+from tgdaemon.store.views import shown_proxy
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +74,11 @@ def client_options(cfg: TelegramConfig, params: ClientParams | None = None) -> d
         "receive_updates": False, "auto_reconnect": False,
     }
     own = params.proxy if params is not None else None
-    proxy = cfg.proxy if own is None else ProxyConfig(type=own.scheme, host=own.host, port=own.port,  # type: ignore[arg-type]
-                                                      username=own.username, password=own.secret, secret=own.secret)
+    proxy = cfg.proxy if own is None else ProxyConfig(
+        type=own.scheme, host=own.host, port=own.port,  # type: ignore[arg-type]  # the store's CHECK keeps it one of them
+        username=own.username, password=own.secret, secret=own.secret)
+    if own is not None:
+        remember_secret(own.secret)  # whatever Telethon may log of it is redacted
     if proxy.type == "mtproxy":
         options["connection"] = connection.ConnectionTcpMTProxyRandomizedIntermediate
         options["proxy"] = (proxy.host, proxy.port, proxy.secret)
@@ -73,6 +86,11 @@ def client_options(cfg: TelegramConfig, params: ClientParams | None = None) -> d
         options["proxy"] = {"proxy_type": proxy.type, "addr": proxy.host, "port": proxy.port,
                             "username": proxy.username or None, "password": proxy.password or None, "rdns": True}
     return options
+
+
+def proxy_key(proxy: ProxyTarget | None) -> tuple[str, str, int, str, str] | None:
+    """What a client's connection goes through, as far as changing it needs a new client (not its state)."""
+    return None if proxy is None else (proxy.scheme, proxy.host, proxy.port, proxy.username, proxy.secret)
 
 
 def me_from_user(user: types.User) -> Me:
@@ -98,7 +116,7 @@ def channel_from(chat: Any) -> Channel:
 class TelethonGateway(Gateway):
     name = "telethon"
 
-    def __init__(self, cfg: TelegramConfig) -> None:
+    def __init__(self, cfg: TelegramConfig, *, proxies: ProxiesConfig | None = None) -> None:
         self.cfg = cfg
         # Where new logins go; its key is in Telethon's list from here on (a bad key file: ConfigError, at start).
         self.login_server = servers.prepare(cfg)
@@ -107,10 +125,12 @@ class TelethonGateway(Gateway):
         # own server's DCs, never to the production DC of the same number.
         self._login_class: type[TelegramClient] = type("LoginServerClient", (TelegramClient,),
                                                       {"_config": None, "_cdn_config": None})
+        self.proxy_hold_seconds = (proxies or ProxiesConfig()).hold_seconds()
         self.pool = ClientPool(self._client_for, max_connected=cfg.max_connected,
                                idle_seconds=cfg.idle_disconnect_seconds, connect_timeout=cfg.connect_timeout_seconds,
                                check=lambda account_id: check_gate(self.gate, account_id),
-                               seconds_left=lambda: self.gate.seconds_left())
+                               seconds_left=lambda: self.gate.seconds_left(), prepare=self._prepare)
+        self._built: dict[int, tuple[str, str, int, str, str] | None] = {}  # the proxy each client was made with
         self._writes: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
 
@@ -159,16 +179,35 @@ class TelethonGateway(Gateway):
         if data is None or not data.auth_key:
             raise errors.AuthKeyUnregisteredError(request=None)  # no session: as good as a revoked one
         session = self.session_for(account_id, data, await self.store.load_entities(account_id))
-        return self.new_client(session, await self.store.client_params(account_id))
+        params = await self.store.client_params(account_id)
+        self._built[account_id] = proxy_key(params.proxy)
+        return self.new_client(session, params)
 
     def login_session(self) -> StoreSession:
         """The session a new login starts from: the configured server's (no key yet), else an empty one that
         Telethon dials at its built-in production address."""
         return self.session_for(None, self.login_server.session() if self.login_server else None, [])
 
+    async def _prepare(self, account_id: int, client: TelegramClient) -> TelegramClient:
+        """Just before a connect: never through a proxy the health checker found dead (the account waits in
+        a 'proxy' cooldown instead, and never goes out another way); a client whose proxy the operator changed
+        since it was made is made anew, on the same session."""
+        params = await self.store.client_params(account_id)
+        refuse_dead(params.proxy, self.proxy_hold_seconds)
+        if (key := proxy_key(params.proxy)) != self._built.get(account_id):
+            log.info("account %s: connecting through %s from now on", account_id, shown(params.proxy))
+            client = self.new_client(client.session, params)  # type: ignore[arg-type]  # ours: a StoreSession
+            self._built[account_id] = key
+        return client
+
+    async def retire(self, account_id: int) -> None:
+        await self.pool.retire(account_id)
+
     async def check_session(self, data: SessionData, params: ClientParams | None = None) -> Me:
         """Who a session (about to be imported) signs in as, on a throwaway client that is let go at once;
-        ``params``: the app and device the account will present, so the check presents them too."""
+        ``params``: the app and device the account will present and its own proxy, so that the check presents
+        the same device and its first connection is already the one through its proxy."""
+        refuse_dead(params.proxy if params is not None else None, self.proxy_hold_seconds)
         client = self.new_client(self.session_for(None, data, []), params)
         try:
             await asyncio.wait_for(client.connect(), self.cfg.connect_timeout_seconds)
@@ -423,6 +462,17 @@ def sent_message_id(updates: Any, random_id: int) -> int:
         if isinstance(update, types.UpdateMessageID) and update.random_id == random_id:
             return update.id
     return 0
+
+
+def shown(proxy: ProxyTarget | None) -> str:
+    if proxy is None:
+        return "no proxy of its own"
+    return f"proxy {proxy.id} ({shown_proxy(proxy.scheme, proxy.host, proxy.port)})"
+
+
+def refuse_dead(proxy: ProxyTarget | None, hold_seconds: float) -> None:
+    if proxy is not None and proxy.state == "dead":
+        raise ProxyDead(proxy.id, shown_proxy(proxy.scheme, proxy.host, proxy.port), hold_seconds)
 
 
 PRIVACY_KEYS: dict[PrivacyKey, type] = {

@@ -52,6 +52,7 @@ from tgdaemon.logredact import REDACTOR
 from tgdaemon.nodes import Node
 from tgdaemon.onboarding import Onboarding
 from tgdaemon.provider.api import add_routes as add_provider_routes
+from tgdaemon.proxies.checker import ProxyChecker
 from tgdaemon.quotas.executor import LocalExecutor
 from tgdaemon.quotas.generator import Generator
 from tgdaemon.quotas.inspector import Inspector
@@ -193,7 +194,8 @@ class Daemon:
             generator=Generator(cfg, store, gateway, probes, leases),
             executor=LocalExecutor(store, gateway, leases, cfg.quotas.local_concurrency, owner=node.name),
             retention=Retention(cfg.retention, store, clock.vouched_now), storewatch=storewatch,
-            health=HealthChecker(cfg, store, gateway, owner=node.name))
+            health=HealthChecker(cfg, store, gateway, owner=node.name),
+            proxies=ProxyChecker(cfg.proxies, store))
         await self._serve(rt, connection_cap, teardown)
         await self._seed_simulated_fleet(store)  # only once the sockets are ours: a refused start seeds nothing
         await node.start(rt.http_bound, lambda epoch: _leader_tasks(rt, epoch))
@@ -319,7 +321,8 @@ def _side_tasks(rt: Runtime) -> list[tuple[str, Callable[[], Coroutine[Any, Any,
 def _leader_tasks(rt: Runtime, epoch: int) -> list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]]:
     """The once-per-fleet work, run by the leader under its epoch (generation is fenced by it)."""
     return [("generator", lambda: rt.generator.run_generate(epoch)), ("reaper", rt.leases.run_reaper),
-            ("setup dispatch", rt.setup.run_dispatch), ("retention", rt.retention.run)]
+            ("setup dispatch", rt.setup.run_dispatch), ("retention", rt.retention.run),
+            ("proxy checks", rt.proxies.run)]
 
 
 async def _seed(store: Store, seeds: list[SimAccount], world: dict[str, Any]) -> None:

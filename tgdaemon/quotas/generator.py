@@ -88,6 +88,7 @@ class Generator:
         elif read.error.kind is ErrorClass.TARGET:
             await self.store.record_inspection(quota_id, ok=False, error=read.error.code)
         else:  # the probe's own trouble (it now cools down or is disabled): another probe, next round
-            own = read.error.kind in (ErrorClass.WAIT, ErrorClass.SPAM_LIMITED, ErrorClass.DEAD_ACCOUNT)
+            own = read.error.kind in (ErrorClass.WAIT, ErrorClass.SPAM_LIMITED, ErrorClass.DEAD_ACCOUNT,
+                                      ErrorClass.PROXY)
             await self.store.postpone_quota(quota_id, f"posts snapshot failed: {read.error.code}",
                                             0 if own else self.cfg.retry_seconds)

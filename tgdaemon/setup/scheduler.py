@@ -231,7 +231,7 @@ class SetupScheduler:
         """Design sections 4 and 6: waits retry at the cooldown's end, free; the transient back off."""
         at = now()
         effect = account_effect(error, self.cfg.limits, at)
-        if error.kind in (ErrorClass.WAIT, ErrorClass.SPAM_LIMITED):
+        if error.kind in (ErrorClass.WAIT, ErrorClass.SPAM_LIMITED, ErrorClass.PROXY):
             return SetupOutcome("retry", effect, error=error.message, retry_at=effect.cooldown_until,
                                 refund_attempt=True)
         if error.kind is ErrorClass.TRANSIENT and task.attempts < self.cfg.setup.retry.max_attempts:

@@ -19,8 +19,11 @@ from tgdaemon.store.api import (
     LeaseAsk,
     Maxima,
     NewAccount,
+    NewProxy,
     ProbeAccount,
     Provider,
+    ProxyCheck,
+    ProxyChecked,
     ProxyTarget,
     QuotaRef,
     Reaped,
@@ -43,6 +46,7 @@ from tgdaemon.store.views import (
 
 __all__ = ["ACTIONS", "DEVICE_FIELDS", "MEASUREMENT_FIELDS", "SORT_KEYS", "STATES", "AccountEffect", "Batch", "ClaimedTask", "ClientParams",
            "Device", "EntityRow",
-           "Finish", "Generated", "Generation", "LeaseAsk", "Maxima", "NewAccount", "ProbeAccount", "Provider", "ProxyTarget",
+           "Finish", "Generated", "Generation", "LeaseAsk", "Maxima", "NewAccount", "NewProxy", "ProbeAccount", "Provider",
+           "ProxyCheck", "ProxyChecked", "ProxyTarget",
            "QuotaRef", "Reaped", "SessionData", "SetupOutcome", "Store", "Tx", "account_view", "event_view",
            "mask_phone", "mask_secret", "provider_name_problem"]

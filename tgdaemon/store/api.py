@@ -227,6 +227,35 @@ class NewAccount:
     first_name: str = ""
     last_name: str = ""
     device: Device = Device()  # what an imported session was made with (its sidecar, or the import's options)
+    proxy_id: int | None = None  # its own proxy from its first connection on (login or import through it)
+
+
+@dataclass(frozen=True, slots=True)
+class NewProxy:
+    """A proxy to add (``tgdaemon.proxies.url.parse`` made it); ``secret`` goes to proxy_secrets only."""
+    scheme: str
+    host: str
+    port: int
+    username: str = ""
+    secret: str = field(default="", repr=False)
+    label: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyCheck:
+    """One health check's finding; ``error`` is one line that never holds the proxy's secret."""
+    state: str  # ok | slow | dead
+    latency_ms: float | None
+    error: str | None
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyChecked:
+    """What recording a check did: the state before it, and the accounts it held or let go."""
+    previous: str  # unchecked | ok | slow | dead
+    held: int  # accounts put in (or kept in) a 'proxy' cooldown: the proxy is dead
+    released: int  # accounts whose 'proxy' cooldown ended: the proxy answers again
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,6 +460,25 @@ class Store(Protocol):
         clears it back to [telegram]); else only the fields ``device`` sets. An unknown id: NotFound, nothing
         written. An api_id may stand alone: on a signed-in session only the api_id is sent (initConnection);
         the api_hash serves sign-in, which an account never does again."""
+
+    # --- proxies (issue 14): the secret part only ever in proxy_secrets, and only ProxyTarget carries it
+    async def add_proxy(self, proxy: NewProxy) -> dict[str, Any]: ...  # Conflict: the same one exists
+    async def list_proxies(self) -> list[dict[str, Any]]: ...  # each with "accounts": how many use it
+    async def get_proxy(self, proxy_id: int) -> dict[str, Any]: ...  # NotFound
+    async def remove_proxy(self, proxy_id: int, *, force: bool = False) -> tuple[dict[str, Any], list[int]]:
+        """The removed proxy and the accounts that used it (set to none, their 'proxy' cooldowns lifted);
+        ``Conflict`` and nothing removed while accounts use it, unless ``force``."""
+    async def set_account_proxy(self, ids: Sequence[int], proxy_id: int | None) -> list[int]:
+        """Each account's own proxy (None: none, the global [telegram.proxy] if any), in one transaction;
+        the accounts whose proxy changed (their 'proxy' cooldowns lifted). NotFound, nothing changed, for
+        an account or a proxy that does not exist."""
+    async def proxy_targets(self, ids: Sequence[int] | None = None) -> list[ProxyTarget]:
+        """The proxies (these, or all), secrets included: for the health checker only. NotFound for an id
+        that does not exist."""
+    async def record_proxy_check(self, proxy_id: int, check: ProxyCheck, *, hold_until: float) -> ProxyChecked:
+        """The check's finding; dead: the proxy's enabled accounts wait in a 'proxy' cooldown until
+        ``hold_until`` (longer ones are left as they are); ok or slow: their 'proxy' cooldowns end. An event
+        when the state changes. NotFound when the proxy was removed meanwhile."""
 
     # --- account locks and effects (joined to the caller's transaction)
     async def take_lock(self, tx: Tx, account_id: int, holder: str, seconds: float) -> bool: ...

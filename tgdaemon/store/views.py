@@ -72,6 +72,9 @@ def account_view(row: Row) -> dict[str, Any]:
         "health": row["health"],
         "health_checked_at": iso(row["health_checked_at"]),
         "health_detail": None if row["health_detail"] is None else json.loads(row["health_detail"]),
+        "proxy_id": row["proxy_id"],
+        "proxy": None if row["proxy_scheme"] is None else shown_proxy(row["proxy_scheme"], row["proxy_host"],
+                                                                      row["proxy_port"]),
     }
 
 
@@ -179,3 +182,15 @@ def effective_device(own: Device, default: Device) -> Device:
     """What an account's client presents: each of its own fields, else the default's (as the gateway does)."""
     return Device(*(getattr(own, name) if getattr(own, name) is not None else getattr(default, name)
                     for name in DEVICE_FIELDS))
+def shown_proxy(scheme: str, host: str, port: int) -> str:
+    """``scheme://host:port``: all of a proxy anyone is shown (``tgdaemon.proxies.url.shown``, whose rule
+    the drivers also write in SQL for the account listing)."""
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def proxy_view(row: Row) -> dict[str, Any]:
+    """A proxy as the APIs show it: never its username's password or its MTProxy secret (not even read)."""
+    return {"id": row["id"], "url": shown_proxy(row["scheme"], row["host"], row["port"]), "label": row["label"],
+            "state": row["state"], "latency_ms": None if row["latency_ms"] is None else round(row["latency_ms"], 1),
+            "checked_at": iso(row["checked_at"]), "last_error": row["last_error"],
+            "created_at": iso(row["created_at"]), "accounts": row["accounts"], "held": row["held"]}

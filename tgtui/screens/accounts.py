@@ -65,6 +65,7 @@ ACCOUNT_COLUMNS = [
     Column("health", "Health", 7, _health, drop=5),  # `/` health:limited filters by it
     Column("executor", "Executor", 8, lambda r, n: r["executor"] or "", drop=3),
     Column("owner", "Owner", 12, _owner, drop=2),
+    Column("proxy", "Proxy", 26, lambda r, n: r.get("proxy") or "—", drop=5),  # its own; —: none
     Column("error", "Last error", 12, lambda r, n: r["last_error_code"] or "", flex=True, drop=1),
 ]
 

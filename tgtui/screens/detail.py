@@ -150,6 +150,7 @@ class AccountDetail(DetailScreen):
         out.append_text(field("owner", a.get("owner") or "no node"))
         if a.get("pinned_node"):
             out.append_text(field("pinned to", a["pinned_node"]))
+        out.append_text(field("proxy", a.get("proxy") or "none of its own"))
         if state == "cooldown":
             out.append_text(field("cooldown", f"{until(a['cooldown_until'], now)} ({a['cooldown_reason'] or '?'})"))
         if a["disabled_at"]:

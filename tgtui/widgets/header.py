@@ -11,6 +11,12 @@ from tgdaemon.display import STATE_STYLE, duration
 from tgtui.model import FleetModel
 
 VIEWS = ("accounts", "quotas", "events", "nodes")
+WITH_PROXIES = ("accounts", "quotas", "events", "proxies", "nodes")
+
+
+def views(model: FleetModel, current: str) -> tuple[str, ...]:
+    """The views to go round: the proxies view where the fleet has proxies (or it is the one shown)."""
+    return WITH_PROXIES if model.proxies or current == "proxies" else VIEWS
 
 
 class FleetHeader(Static):
@@ -20,7 +26,7 @@ class FleetHeader(Static):
         parts: list[str | tuple[str, str]] = []
         if model.node:  # the node this dashboard talks to (any node shows the whole fleet): first, never wrapped off
             parts += [(model.node, "bold"), " │ "]
-        for name in VIEWS:
+        for name in views(model, view):
             parts += [(f"{name.title()}", "reverse bold" if name == view else "dim"), " "]
         status = model.status
         down: list[str | tuple[str, str]] = [" │ ", ("store DOWN", "bold red")] if model.store_down else []

@@ -16,6 +16,7 @@ from tgdaemon.store.postgres.core import own
 from tgdaemon.store.postgres.health import HealthStore
 from tgdaemon.store.postgres.nodes import NodeStore
 from tgdaemon.store.postgres.providers import ProviderStore
+from tgdaemon.store.postgres.proxies import ProxyStore
 from tgdaemon.store.postgres.pulled import PulledStore
 from tgdaemon.store.postgres.quotas import QuotaStore
 from tgdaemon.store.postgres.retention import RetentionStore
@@ -27,7 +28,7 @@ from tgdaemon.timeutil import now
 
 
 class PostgresStore(SetupStore, QuotaStore, PulledStore, ProviderStore, ClockStore, RetentionStore, StatsStore,
-                    NodeStore, SimStore, SnapshotStore, HealthStore):
+                    NodeStore, SimStore, SnapshotStore, HealthStore, ProxyStore):
     """Implements ``tgdaemon.store.api.Store``; the mixins split it by subject, as the SQLite driver's do."""
 
     async def take_lock(self, tx: Tx, account_id: int, holder: str, seconds: float) -> bool:

@@ -39,8 +39,9 @@ VIEW_SQL = f"""SELECT a.id, a.label, a.phone, a.first_name, a.last_name, a.is_pr
     a.last_error_code, a.last_ok_at, a.owner, a.pinned_node, a.health, a.health_checked_at, a.health_detail,
     {STATE_SQL} AS state,
     (SELECT COUNT(*) FROM account_tasks t WHERE t.account_id = a.id AND t.status = 'done') AS setup_done,
-    (SELECT COUNT(*) FROM account_tasks t WHERE t.account_id = a.id) AS setup_total
-    FROM accounts a"""
+    (SELECT COUNT(*) FROM account_tasks t WHERE t.account_id = a.id) AS setup_total,
+    a.proxy_id, p.scheme AS proxy_scheme, p.host AS proxy_host, p.port AS proxy_port
+    FROM accounts a LEFT JOIN proxies p ON p.id = a.proxy_id"""
 
 # Sort keys the API accepts, the never-NULL expression each sorts by (row-value comparisons with NULL
 # would drop rows from keyset pages), and the type its cursor value must have.
@@ -72,6 +73,11 @@ MASK_SQL = """CASE WHEN v.phone IS NULL OR v.phone = '' THEN NULL
     WHEN char_length(v.phone) <= 6 THEN repeat('*', char_length(v.phone))
     ELSE left(v.phone, 4) || repeat('*', char_length(v.phone) - 6) || right(v.phone, 2) END"""
 
+# ``views.shown_proxy`` of the account's proxy in SQL; NULL without one.
+SHOWN_PROXY_SQL = ("CASE WHEN v.proxy_scheme IS NULL THEN NULL ELSE v.proxy_scheme || '://' || CASE WHEN"
+                   " strpos(v.proxy_host, ':') > 0 THEN '[' || v.proxy_host || ']' ELSE v.proxy_host END || ':'"
+                   " || v.proxy_port END")
+
 # One account of the view ``v`` as the bytes msgspec gives its ``wire.Account`` (``views.account_view``,
 # field by field, in its order), built by the server: a listing of 100,000 is then 100,000 short texts to
 # decode, not 1,900,000 values, dicts and structs on the event loop. The conformance suite holds the two
@@ -89,7 +95,8 @@ ACCOUNT_JSON_SQL = f"""'{{"id":' || v.id || ',"label":' || {_json_text('v.label'
     || '}},"last_error_code":' || {_json_text('v.last_error_code')} || ',"last_ok_at":' || {_iso('v.last_ok_at')}
     || ',"owner":' || {_json_text('v.owner')} || ',"pinned_node":' || {_json_text('v.pinned_node')}
     || ',"health":' || {_json_text('v.health')} || ',"health_checked_at":' || {_iso('v.health_checked_at')}
-    || ',"health_detail":' || coalesce(v.health_detail, 'null') || '}}'"""
+    || ',"health_detail":' || coalesce(v.health_detail, 'null')
+    || ',"proxy_id":' || coalesce(v.proxy_id::text, 'null') || ',"proxy":' || {_json_text(SHOWN_PROXY_SQL)} || '}}'"""
 
 
 def _cursor_value(value: Any, kind: type) -> Any:

@@ -101,13 +101,16 @@ class SessionStore(AccountStore):
         """Insert an account with its session in one transaction; a duplicate user or phone is refused."""
         async with self.tx() as tx:
             await self._refuse_duplicate(tx, account, session)
+            if account.proxy_id is not None and await tx.fetchval("SELECT 1 FROM proxies WHERE id = $1 FOR SHARE",
+                                                                   account.proxy_id) is None:
+                raise NotFound(f"proxy {account.proxy_id}: no such proxy (removed meanwhile?)")
             at = now()
             account_id = int(await tx.fetchval(
                 "INSERT INTO accounts (phone, tg_user_id, label, is_probe, first_name, last_name, profile_json,"
-                f" created_at, last_ok_at, {', '.join(DEVICE_FIELDS)}) VALUES ($1, $2, $3, $4, $5, $6, '{{}}', $7, $7,"
-                " $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+                f" created_at, last_ok_at, {', '.join(DEVICE_FIELDS)}, proxy_id)"
+                " VALUES ($1, $2, $3, $4, $5, $6, '{}', $7, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
                 account.phone, account.tg_user_id, account.label, int(account.is_probe), account.first_name,
-                account.last_name, at, *(getattr(account.device, f) for f in DEVICE_FIELDS)))
+                account.last_name, at, *(getattr(account.device, f) for f in DEVICE_FIELDS), account.proxy_id))
             await self._upsert_session(tx, account_id, session)
             await tx.event(f"account.{how}", f"{how}: {account.label}" + (" (probe)" if account.is_probe else ""),
                            account_id=account_id, data={"probe": account.is_probe})

@@ -11,6 +11,7 @@ from tgdaemon.store.sqlite.core import own
 from tgdaemon.store.sqlite.health import HealthStore
 from tgdaemon.store.sqlite.nodes import NodeStore
 from tgdaemon.store.sqlite.providers import ProviderStore
+from tgdaemon.store.sqlite.proxies import ProxyStore
 from tgdaemon.store.sqlite.pulled import PulledStore
 from tgdaemon.store.sqlite.quotas import QuotaStore
 from tgdaemon.store.sqlite.retention import RetentionStore
@@ -22,7 +23,7 @@ from tgdaemon.timeutil import now
 
 
 class SQLiteStore(SetupStore, QuotaStore, PulledStore, ProviderStore, ClockStore, RetentionStore, StatsStore,
-                  NodeStore, SimStore, SnapshotStore, HealthStore):
+                  NodeStore, SimStore, SnapshotStore, HealthStore, ProxyStore):
     """Implements ``tgdaemon.store.api.Store``; the mixins split it by subject, not by layer."""
 
     kind: Literal["sqlite", "postgresql"] = "sqlite"

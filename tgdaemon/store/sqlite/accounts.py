@@ -39,8 +39,9 @@ VIEW_SQL = f"""SELECT a.id, a.label, a.phone, a.first_name, a.last_name, a.is_pr
     a.last_error_code, a.last_ok_at, a.owner, a.pinned_node, a.health, a.health_checked_at, a.health_detail,
     {STATE_SQL} AS state,
     (SELECT COUNT(*) FROM account_tasks t WHERE t.account_id = a.id AND t.status = 'done') AS setup_done,
-    (SELECT COUNT(*) FROM account_tasks t WHERE t.account_id = a.id) AS setup_total
-    FROM accounts a"""
+    (SELECT COUNT(*) FROM account_tasks t WHERE t.account_id = a.id) AS setup_total,
+    a.proxy_id, p.scheme AS proxy_scheme, p.host AS proxy_host, p.port AS proxy_port
+    FROM accounts a LEFT JOIN proxies p ON p.id = a.proxy_id"""
 
 # Sort keys the API accepts, and the never-NULL expression each sorts by
 # (row-value comparisons with NULL would drop rows from keyset pages).
@@ -70,6 +71,11 @@ MASK_SQL = f"""CASE WHEN v.phone IS NULL OR v.phone = '' THEN NULL
     WHEN length(v.phone) <= 6 THEN {_stars('length(v.phone)')}
     ELSE substr(v.phone, 1, 4) || {_stars('length(v.phone) - 6')} || substr(v.phone, -2) END"""
 
+# ``views.shown_proxy`` of the account's proxy in SQL; NULL without one.
+SHOWN_PROXY_SQL = ("CASE WHEN v.proxy_scheme IS NULL THEN NULL ELSE v.proxy_scheme || '://' || CASE WHEN"
+                   " instr(v.proxy_host, ':') > 0 THEN '[' || v.proxy_host || ']' ELSE v.proxy_host END || ':'"
+                   " || v.proxy_port END")
+
 # One account of the view ``v`` as the bytes msgspec gives its ``wire.Account`` (``views.account_view``,
 # field by field, in its order): a listing of 100,000 builds its JSON in SQLite, on the reader's thread and
 # without the GIL, instead of 100,000 dicts, structs and an encoding on the event loop. The conformance
@@ -83,7 +89,7 @@ ACCOUNT_JSON_SQL = f"""CAST(json_object('id', v.id, 'label', v.label, 'phone_mas
     'setup', json_object('done', v.setup_done, 'total', v.setup_total), 'last_error_code', v.last_error_code,
     'last_ok_at', {_iso('v.last_ok_at')}, 'owner', v.owner, 'pinned_node', v.pinned_node,
     'health', v.health, 'health_checked_at', {_iso('v.health_checked_at')},
-    'health_detail', json(v.health_detail)) AS BLOB)"""
+    'health_detail', json(v.health_detail), 'proxy_id', v.proxy_id, 'proxy', {SHOWN_PROXY_SQL}) AS BLOB)"""
 
 
 class AccountStore(StoreCore):

@@ -105,12 +105,16 @@ class SessionStore(AccountStore):
         """Insert an account with its session in one transaction; a duplicate user or phone is refused."""
         async with self.tx() as tx:
             await self._refuse_duplicate(tx, account, session)
+            if account.proxy_id is not None and not list(await tx.fetchall("SELECT 1 FROM proxies WHERE id = ?",
+                                                                            (account.proxy_id,))):
+                raise NotFound(f"proxy {account.proxy_id}: no such proxy (removed meanwhile?)")
             cur = await tx.execute(
                 "INSERT INTO accounts (phone, tg_user_id, label, is_probe, first_name, last_name, profile_json,"
-                f" created_at, last_ok_at, {', '.join(DEVICE_FIELDS)}) VALUES (?, ?, ?, ?, ?, ?, '{{}}', ?, ?,"
-                f" {', '.join('?' * len(DEVICE_FIELDS))})",
+                f" created_at, last_ok_at, {', '.join(DEVICE_FIELDS)}, proxy_id)"
+                f" VALUES (?, ?, ?, ?, ?, ?, '{{}}', ?, ?, {', '.join('?' * len(DEVICE_FIELDS))}, ?)",
                 (account.phone, account.tg_user_id, account.label, int(account.is_probe), account.first_name,
-                 account.last_name, now(), now(), *(getattr(account.device, f) for f in DEVICE_FIELDS)),
+                 account.last_name, now(), now(), *(getattr(account.device, f) for f in DEVICE_FIELDS),
+                 account.proxy_id),
             )
             account_id = int(cur.lastrowid or 0)
             await self._upsert_session(tx, account_id, session)
