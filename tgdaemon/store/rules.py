@@ -139,3 +139,12 @@ def device_event(device: Device, replace: bool) -> tuple[str, dict[str, Any]]:
     said = ", ".join(given)
     return (f"device {'replaced' if replace else 'set'}: {said}"
             + (" (the rest back to the [telegram] defaults)" if replace else ""), {"fields": given, "reset": replace})
+
+
+def health_event(before: str | None, health: str | None) -> dict[str, Any] | None:
+    """The log row of a health check's finding (kind, message, data), the same on both drivers: only when
+    the check found a health and it is not the one before."""
+    if health is None or health == before:
+        return None
+    return {"kind": "account.health", "message": f"health: {before or 'unchecked'} -> {health}",
+            "data": {"health": health, "was": before}}

@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 
+from tgdaemon.store import rules
 from tgdaemon.store.api import ProbeAccount
 from tgdaemon.store.api import Tx as ApiTx
 from tgdaemon.store.postgres.core import PostgresCore, own
@@ -29,9 +30,8 @@ class HealthStore(PostgresCore):
         await db.execute("UPDATE accounts SET health = COALESCE($1, health), health_checked_at = $2,"
                          " health_detail = $3 WHERE id = $4",
                          health, at, msgspec.json.encode(dict(detail)).decode(), account_id)
-        if health is not None and health != before:
-            await db.event("account.health", f"health: {before or 'unchecked'} -> {health}", account_id=account_id,
-                           data={"health": health, "was": before})
+        if (event := rules.health_event(before, health)) is not None:
+            await db.event(event["kind"], event["message"], account_id=account_id, data=event["data"])
         db.touch(account_id)
         return True
 

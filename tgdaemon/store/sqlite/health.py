@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from tgdaemon.store import rules
 from tgdaemon.store.api import ProbeAccount
 from tgdaemon.store.api import Tx as ApiTx
 from tgdaemon.store.sqlite.core import StoreCore, own
@@ -30,9 +31,8 @@ class HealthStore(StoreCore):
         before = rows[0][0]
         await db.execute("UPDATE accounts SET health = COALESCE(?, health), health_checked_at = ?, health_detail = ?"
                          " WHERE id = ?", (health, at, msgspec.json.encode(dict(detail)).decode(), account_id))
-        if health is not None and health != before:
-            await db.event("account.health", f"health: {before or 'unchecked'} -> {health}", account_id=account_id,
-                           data={"health": health, "was": before})
+        if (event := rules.health_event(before, health)) is not None:
+            await db.event(event["kind"], event["message"], account_id=account_id, data=event["data"])
         db.touch(account_id)
         return True
 
