@@ -30,7 +30,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         description=DESCRIPTION)
     cmd.add_argument("path", metavar="PATH", help="the file to write (its directory must exist)")
     cmd.add_argument("--force", action="store_true", help="replace PATH if it exists (default: refuse)")
-    cmd.add_argument("--json", action="store_true")
     cmd.set_defaults(func=cmd_backup)
 
 
