@@ -155,6 +155,8 @@ async def cmd_events(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args)) as client:
         rows = (await client.call("GET", "/events", EventList,
                                   params={"account_id": args.account, "limit": args.limit})).events
+        if args.account and not rows:
+            await setup.known_account(client, args.account)
     if args.json:
         output.print_json(rows)
         return 0

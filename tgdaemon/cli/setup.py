@@ -7,7 +7,7 @@ import argparse
 from tgdaemon.cli import output
 from tgdaemon.cli.parser import group_help, positive_int, socket_path
 from tgdaemon.control.client import ControlClient
-from tgdaemon.wire import TASK_STATUSES, Dispatched, Retried, TaskList
+from tgdaemon.wire import TASK_STATUSES, Account, Dispatched, Retried, TaskList
 
 
 def register(sub: argparse._SubParsersAction, acc: argparse._SubParsersAction,
@@ -33,6 +33,11 @@ def register(sub: argparse._SubParsersAction, acc: argparse._SubParsersAction,
     tasks.set_defaults(func=group_help(tasks))
 
 
+async def known_account(client: ControlClient, account_id: int) -> None:
+    """An empty listing for an account that does not exist is a mistake to say (the daemon's 404), not an answer."""
+    await client.call("GET", f"/accounts/{account_id}", Account)
+
+
 async def cmd_dispatch(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args), timeout=120) as client:
         data = await client.call("POST", "/setup/dispatch", Dispatched)
@@ -52,6 +57,8 @@ async def cmd_tasks(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args)) as client:
         data = await client.call("GET", "/tasks", TaskList, params={"account_id": args.account, "status": args.status,
                                                                     "limit": args.limit})
+        if args.account and not data.tasks:
+            await known_account(client, args.account)
     if args.json:
         output.print_json(data.tasks)
         return 0
