@@ -35,12 +35,15 @@ def live() -> Iterator[Fleet]:
         yield f
 
 
-def leaf_commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], argparse.ArgumentParser]:
+Leaves = dict[tuple[str, ...], argparse.ArgumentParser]
+
+
+def leaf_commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Leaves:
     """Every runnable command (a group's actions, not the group) and its parser."""
     subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     if not subs:
         return {path: parser}
-    found: dict[tuple[str, ...], argparse.ArgumentParser] = {}
+    found: Leaves = {}
     for name, child in subs[0].choices.items():
         found |= leaf_commands(child, (*path, name))
     return found
@@ -147,7 +150,8 @@ def test_bad_arguments_exit_2_with_one_line(live: Fleet) -> None:
          "--expires-in", "1d", *sock),
     )
     for result, words in ((blank, ("--reason", "blank")), (spaces, ("--reason", "blank")),
-                          (bare_seconds, ("--expires-in", "'90'", "90s", "90d")), (bare_interval, ("--interval", "60s"))):
+                          (bare_seconds, ("--expires-in", "'90'", "90s", "90d")),
+                          (bare_interval, ("--interval", "60s"))):
         assert result.returncode == 2, result.stderr
         no_traceback(result)
         line = [ln for ln in result.stderr.splitlines() if "error:" in ln]

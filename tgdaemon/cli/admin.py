@@ -137,8 +137,8 @@ async def cmd_disable(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args)) as client:
         data = await client.call("POST", f"/accounts/{args.id}/disable", AccountChange, body={"reason": args.reason})
     acc = data.account
-    output.answer(args, data, f"account {acc.id} ({acc.label}) {'disabled' if data.changed else 'was already disabled'}:"
-                              f" {acc.disabled_reason}")
+    done = "disabled" if data.changed else "was already disabled"
+    output.answer(args, data, f"account {acc.id} ({acc.label}) {done}: {acc.disabled_reason}")
     return 0
 
 

@@ -61,7 +61,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     demo = sub.add_parser("demo", parents=[common],
                           help="the daemon on the simulator in a temporary data dir, with the dashboard")
-    demo.add_argument("--accounts", type=positive_int, default=200, metavar="N", help="simulated accounts (default 200)")
+    demo.add_argument("--accounts", type=positive_int, default=200, metavar="N",
+                      help="simulated accounts (default 200)")
     demo.add_argument("--seed", type=int, default=1, metavar="S", help="simulator seed (default 1)")
     demo.add_argument("--store", metavar="URL", help=STORE_HELP + " (an empty one: a demo fills it)")
     demo.set_defaults(func=cmd_demo)
