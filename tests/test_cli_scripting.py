@@ -140,7 +140,7 @@ def test_json_errors_before_or_after_the_command_are_one_object(live: Fleet) -> 
 def test_bad_arguments_exit_2_with_one_line(live: Fleet) -> None:
     sock = ("--socket", str(live.socket_path))
     add = ("quotas", "add", "--name", "q", "--target", "@tgfleet_news", "--quantity", "1", *sock)
-    blank, spaces, bare_seconds, bare_interval, last_n, not_a_link = live.cli_many(
+    blank, spaces, bare_seconds, bare_interval, last_n, not_a_link, to_a_file = live.cli_many(
         ("accounts", "disable", "1", "--reason", "", *sock),
         ("accounts", "disable", "1", "--reason", "   ", *sock),
         (*add, "--action", "post_stats", "--expires-in", "90"),
@@ -148,6 +148,7 @@ def test_bad_arguments_exit_2_with_one_line(live: Fleet) -> None:
         (*add, "--action", "channel_stats", "--last-n", "5", "--expires-in", "1d"),
         ("quotas", "add", "--name", "q", "--target", "not a link!", "--action", "post_stats", "--quantity", "1",
          "--expires-in", "1d", *sock),
+        ("accounts", "export", "1", "--format", "pyrogram", "--to", str(live.config), *sock),
     )
     for result, words in ((blank, ("--reason", "blank")), (spaces, ("--reason", "blank")),
                           (bare_seconds, ("--expires-in", "'90'", "90s", "90d")),
@@ -157,7 +158,7 @@ def test_bad_arguments_exit_2_with_one_line(live: Fleet) -> None:
         line = [ln for ln in result.stderr.splitlines() if "error:" in ln]
         assert len(line) == 1 and all(w in line[0] for w in words), result.stderr
     for result, text in ((last_n, "--last-n applies to post_stats only, not channel_stats"),
-                         (not_a_link, "not a public link")):
+                         (not_a_link, "not a public link"), (to_a_file, f"--to {live.config}: not a folder")):
         assert result.returncode == 2 and result.stdout == "", result.stderr
         assert text in one_line(result.stderr)
     quotas = json.loads(live.cli("quotas", "list", "--json", *sock).stdout)

@@ -14,7 +14,7 @@ from pathlib import Path
 from tgdaemon.cli import output
 from tgdaemon.cli.parser import positive_int, socket_path
 from tgdaemon.control.client import ControlClient
-from tgdaemon.errors import TgfleetError
+from tgdaemon.errors import TgfleetError, UsageError
 from tgdaemon.sessionfiles.export import Exported, file_names, write
 from tgdaemon.wire import EXPORT_FORMATS, Account, ExportedSessions
 
@@ -37,7 +37,7 @@ def _refuse_existing(paths: list[Path]) -> None:
 async def cmd_export(args: argparse.Namespace) -> int:
     target: Path = args.to
     if target.exists() and not target.is_dir():
-        raise TgfleetError(f"--to {target}: not a folder")
+        raise UsageError(f"--to {target}: not a folder")
     ids = list(dict.fromkeys(args.ids))
     async with ControlClient(socket_path(args)) as client:
         # The names first, from the labels: no key is handed out for an export that would be refused.
