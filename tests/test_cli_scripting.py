@@ -220,8 +220,10 @@ def test_every_option_and_argument_has_help() -> None:
     assert len(leaf_commands(parser)) > 30  # the walk reached the actions of every group
 
 
-LOAD = {  # each shell reads the script, and (where the shell can say so) has a completion for tgdaemon after it
-    "bash": ["bash", "-c", 'source "$0" && complete -p tgdaemon'],
+LOAD = {  # each shell reads the script and then has a completion for tgdaemon (bash and fish: it completes `acc`)
+    "bash": ["bash", "-c", 'source "$0" && complete -p tgdaemon && COMP_WORDS=(tgdaemon acc) COMP_CWORD=1'
+                           ' COMP_LINE="tgdaemon acc" COMP_POINT=12 && _shtab_tgdaemon tgdaemon acc tgdaemon'
+                           ' && echo "${COMPREPLY[@]}"'],
     "zsh": ["zsh", "-c", 'autoload -Uz compinit && compinit -u -d "$0.zcompdump" && eval "$(<$0)"'
                          ' && print -r -- $_comps[tgdaemon]'],
     "fish": ["fish", "-c", 'source $argv[1]; and complete -C "tgdaemon acc"', "--"],
@@ -241,4 +243,6 @@ def test_completion_scripts_load_in_their_shell(shell: str, tmp_path: Path) -> N
     loaded = subprocess.run([*LOAD[shell], str(script)], capture_output=True, text=True, timeout=60,
                             stdin=subprocess.DEVNULL, check=False, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert loaded.returncode == 0 and loaded.stderr == "", (loaded.returncode, loaded.stdout, loaded.stderr)
-    assert {"bash": "tgdaemon", "zsh": "_shtab_tgdaemon", "fish": "accounts"}[shell] in loaded.stdout, loaded.stdout
+    expected = {"bash": ["complete -o bashdefault -F _shtab_tgdaemon tgdaemon", "accounts"],
+                "zsh": ["_shtab_tgdaemon"], "fish": ["accounts\tlist, check, disable"]}[shell]
+    assert all(any(line.startswith(e) for line in loaded.stdout.splitlines()) for e in expected), loaded.stdout

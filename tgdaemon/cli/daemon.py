@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tgdaemon import config, logredact
-from tgdaemon.cli.parser import positive_int
+from tgdaemon.cli.parser import path_completion, positive_int
 from tgdaemon.control.client import ControlClient
 from tgdaemon.errors import TgfleetError
 from tgdaemon.lifecycle import exitguard
@@ -49,7 +49,8 @@ STORE_HELP = ("sqlite:///ABSOLUTE/PATH or postgresql://USER@HOST:PORT/DB (defaul
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     run = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
-    run.add_argument("--data-dir", metavar="DIR", help="the lock, media and (by default) the SQLite database")
+    path_completion(run.add_argument("--data-dir", metavar="DIR",
+                                     help="the lock, media and (by default) the SQLite database"), folders=True)
     run.add_argument("--store", metavar="URL", help=STORE_HELP)
     run.add_argument("--http", metavar="HOST:PORT", help="provider API address (default 127.0.0.1:8780)")
     run.add_argument("--simulate", action="store_true", help="use the built-in Telegram simulator")

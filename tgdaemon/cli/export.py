@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from tgdaemon.cli import output
-from tgdaemon.cli.parser import positive_int, socket_path
+from tgdaemon.cli.parser import path_completion, positive_int, socket_path
 from tgdaemon.control.client import ControlClient
 from tgdaemon.errors import TgfleetError, UsageError
 from tgdaemon.sessionfiles.export import Exported, file_names, write
@@ -25,7 +25,8 @@ def register(acc: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     exp.add_argument("ids", nargs="+", type=positive_int, metavar="ID", help="the accounts' ids")
     exp.add_argument("--format", required=True, choices=EXPORT_FORMATS,
                      help="telethon-string: LABEL.txt; telethon-session, pyrogram: LABEL.session")
-    exp.add_argument("--to", required=True, type=Path, metavar="DIR", help="made mode 700 when it is not there")
+    path_completion(exp.add_argument("--to", required=True, type=Path, metavar="DIR",
+                                     help="made mode 700 when it is not there"), folders=True)
     exp.set_defaults(func=cmd_export)
 
 

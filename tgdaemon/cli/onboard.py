@@ -14,7 +14,7 @@ from typing import Any
 from msgspec import UNSET
 
 from tgdaemon.cli import devices, output
-from tgdaemon.cli.parser import socket_path
+from tgdaemon.cli.parser import path_completion, socket_path
 from tgdaemon.control.client import ControlClient
 from tgdaemon.errors import ApiError, TgfleetError, UsageError
 from tgdaemon.sessionfiles import Found
@@ -34,10 +34,10 @@ def register(acc: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     imp = acc.add_parser("import", parents=[common],
                          help="import sessions: Telethon, Pyrogram, Telegram Desktop tdata (see docs/notes-formats.md)")
-    imp.add_argument("paths", nargs="+", metavar="PATH",
-                     help="a Telethon or Pyrogram .session file (with its .json sidecar, if any), a tdata folder,"
-                          " or a text file with one Telethon or Pyrogram string session per line (optionally"
-                          " followed by a tab and a label)")
+    path_completion(imp.add_argument(
+        "paths", nargs="+", metavar="PATH",
+        help="a Telethon or Pyrogram .session file (with its .json sidecar, if any), a tdata folder, or a text file"
+             " with one Telethon or Pyrogram string session per line (optionally followed by a tab and a label)"))
     imp.add_argument("--probe", action="store_true", help="import them as probe accounts")
     imp.add_argument("--label-prefix", default="", metavar="P", help="put P before every label")
     imp.add_argument("--no-check", action="store_true", help="do not sign in to check each session first")

@@ -49,13 +49,18 @@ def output_options() -> argparse.ArgumentParser:
 
 def common_options() -> argparse.ArgumentParser:
     common = Parser(add_help=False, parents=[output_options()])
-    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
-                        help="config file (default: TGFLEET_CONFIG, else the platform's config dir)"
-                        ).complete = shtab.FILE  # type: ignore[attr-defined]
-    common.add_argument("--socket", metavar="PATH", default=argparse.SUPPRESS,
-                        help="the daemon's control socket (default: TGFLEET_SOCKET, else from the config)"
-                        ).complete = shtab.FILE  # type: ignore[attr-defined]
+    path_completion(common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                                        help="config file (default: TGFLEET_CONFIG, else the platform's config dir)"))
+    path_completion(common.add_argument(
+        "--socket", metavar="PATH", default=argparse.SUPPRESS,
+        help="the daemon's control socket (default: TGFLEET_SOCKET, else from the config)"))
     return common
+
+
+def path_completion(action: argparse.Action, *, folders: bool = False) -> argparse.Action:
+    """Marks an argument that names a file (or a folder) so the shells' completion offers paths for it."""
+    action.complete = shtab.DIRECTORY if folders else shtab.FILE  # type: ignore[attr-defined]
+    return action
 
 
 def build_parser(*registers: Register) -> argparse.ArgumentParser:

@@ -14,7 +14,12 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from tgdaemon.cli import output
-from tgdaemon.cli.parser import group_help, output_options, positive_int
+from tgdaemon.cli.parser import (
+    group_help,
+    output_options,
+    path_completion,
+    positive_int,
+)
 from tgdaemon.errors import TgfleetError, UsageError
 
 DESCRIPTION = (
@@ -36,8 +41,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                               description=DESCRIPTION)
     copy.add_argument("--from", dest="source", required=True, metavar="URL", help="the store to copy")
     copy.add_argument("--to", dest="target", required=True, metavar="URL", help="an empty store to copy into")
-    copy.add_argument("--from-password-file", metavar="PATH", help="the source database's password")
-    copy.add_argument("--to-password-file", metavar="PATH", help="the target database's password")
+    for flag, which in (("--from-password-file", "source"), ("--to-password-file", "target")):
+        path_completion(copy.add_argument(flag, metavar="PATH", help=f"the {which} database's password"))
     copy.add_argument("--batch", type=positive_int, default=5000, metavar="N", help="rows per read and write")
     copy.set_defaults(func=cmd_copy)
     store.set_defaults(func=group_help(store))
