@@ -52,9 +52,14 @@ def register(acc: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def prompt(text: str, secret: bool = False) -> str:
-    """Ask on the terminal; read a plain line when stdin is not one (scripts, tests)."""
+    """Ask on the terminal; read a plain line when stdin is not one (scripts, tests). Prompts go to stderr
+    (getpass's to the terminal): stdout is the answer alone, JSON under --json, even into a file."""
     if sys.stdin.isatty():
-        return getpass.getpass(text) if secret else input(text)
+        if secret:
+            return getpass.getpass(text)
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        return input()
     sys.stderr.write(text + "\n")  # not a terminal: one line per prompt, so messages never glue onto it
     sys.stderr.flush()
     line = sys.stdin.readline()
