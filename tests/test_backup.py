@@ -117,10 +117,11 @@ def cli_ok(f: Fleet, *args: str, socket_path: Path | None = None) -> str:
     return result.stdout
 
 
-def cli_refused(f: Fleet, *args: str, socket_path: Path) -> str:
+def cli_refused(f: Fleet, *args: str, socket_path: Path, code: int = 1) -> str:
+    """The one line of a refused backup: exit 2 for a path the daemon finds wrong (its 400), else 1."""
     result = f.cli(*args, "--socket", str(socket_path))
     no_traceback(result)
-    assert result.returncode == 1 and not result.stdout, (result.returncode, result.stdout, result.stderr)
+    assert result.returncode == code and not result.stdout, (result.returncode, result.stdout, result.stderr)
     return one_line(result.stderr)
 
 
@@ -226,10 +227,10 @@ async def test_a_backup_under_load_is_consistent_and_a_daemon_started_on_it_serv
         line = cli_refused(f, "backup", str(copy), socket_path=socket2)
         assert line == f"tgdaemon: backup {copy}: the file exists; choose another name, or pass --force to replace it"
         assert copy.read_bytes() == before
-        line = cli_refused(f, "backup", str(f.root / "nowhere" / "x.sqlite3"), socket_path=socket2)
+        line = cli_refused(f, "backup", str(f.root / "nowhere" / "x.sqlite3"), socket_path=socket2, code=2)
         assert line == f"tgdaemon: backup {f.root / 'nowhere' / 'x.sqlite3'}: directory {f.root / 'nowhere'} does" \
                        " not exist"
-        line = cli_refused(f, "backup", str(restored / DB_NAME), "--force", socket_path=socket2)
+        line = cli_refused(f, "backup", str(restored / DB_NAME), "--force", socket_path=socket2, code=2)
         assert "one of the running daemon's own files" in line
         replaced = cli_json(f, "backup", str(copy), "--force", socket_path=socket2)
         assert replaced["path"] == str(copy) and read_copy(copy, "PRAGMA integrity_check") == [("ok",)]

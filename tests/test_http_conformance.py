@@ -44,7 +44,7 @@ def served() -> Iterator[tuple[Fleet, str, str]]:
         for result in f.cli_many(
                 ("accounts", "assign", "--executor", "fuzz", *map(str, range(1, 11)), *sock),
                 ("quotas", "add", "--name", "views", "--target", "@tgfleet_news", "--action", "post_stats",
-                 "--last-n", "3", "--quantity", "100000", "--interval", "5", "--expires-in", "1d", *sock)):
+                 "--last-n", "3", "--quantity", "100000", "--interval", "5s", "--expires-in", "1d", *sock)):
             assert result.returncode == 0, result.stderr
         port = re.search(r"http 127\.0\.0\.1:(\d+)", daemon.log())
         assert port, daemon.log()

@@ -246,9 +246,9 @@ async def test_end_to_end_a_provider_uses_up_a_quota_against_a_daemon_subprocess
         assert f"{len(mine)} of {len(mine)} account(s) now assigned to acme" in cli_ok(
             f, "accounts", "assign", *mine, "--executor", "acme")
         refused = f.cli("accounts", "assign", "1", "--executor", "nobody", "--socket", str(f.socket_path))
-        assert refused.returncode == 1 and "no such provider" in refused.stderr and "Traceback" not in refused.stderr
+        assert refused.returncode == 2 and "no such provider" in refused.stderr and "Traceback" not in refused.stderr
         quota_id = int(cli_ok(f, "quotas", "add", "--name", "news", "--target", "@tgfleet_news", "--action",
-                              "post_stats", "--last-n", "3", "--quantity", "5", "--interval", "1",
+                              "post_stats", "--last-n", "3", "--quantity", "5", "--interval", "1s",
                               "--expires-in", "1h").strip())
         async with aiohttp.ClientSession() as http:
             p = Provider(http, f"http://{status['http']}", token)
@@ -282,7 +282,7 @@ async def test_end_to_end_a_provider_uses_up_a_quota_against_a_daemon_subprocess
         # given back to local, the accounts are served by the daemon's own executor, through the same path
         cli_ok(f, "accounts", "assign", *mine, "--executor", "local")
         cli_ok(f, "quotas", "add", "--name", "subs", "--target", "@tgfleet_markets", "--action", "channel_stats",
-               "--orders", "2", "--interval", "1", "--expires-in", "1h")
+               "--orders", "2", "--interval", "1s", "--expires-in", "1h")
         deadline = time.monotonic() + WAIT_SECONDS
         for _ in range(int(WAIT_SECONDS / 0.1)):
             subs = next(q for q in cli_json(f, "quotas", "list") if q["name"] == "subs")

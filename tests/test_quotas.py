@@ -162,13 +162,14 @@ async def test_quota_changes_reach_the_stream(running_daemon: Any) -> None:
     assert kinds[0] == "news" and len(kinds) >= 2  # added, then inspected
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("15m", 900), ("2h", 7200), ("7d", 604800),
-                                               ("1w", 604800), ("1.5h", 5400)])
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("15m", 900), ("2h", 7200), ("7d", 604800),
+                                               ("1w", 604800), ("1.5h", 5400), ("1h30m", 5400), ("2d12h", 216000),
+                                               ("1H30M", 5400), (" 90s ", 90)])
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "abc", "-5m", "0", "5y", "999999w"])
+@pytest.mark.parametrize("text", ["", "abc", "-5m", "0", "0s", "5y", "999999w", "90", "1h30", "1h 30m", "h", "1hh"])
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)

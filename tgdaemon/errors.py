@@ -65,6 +65,11 @@ class ApiError(TgfleetError):
         self.status = status
         self.code = code
 
+    @property
+    def exit_code(self) -> int:  # type: ignore[override]
+        """2 when the daemon found the request itself wrong (a 400: a bad argument), else 1."""
+        return 2 if self.status == 400 else 1
+
 
 class BackupError(TgfleetError):
     """The backup could not be written."""

@@ -9,6 +9,7 @@ step of the wall clock cannot move (the step detector compares the two).
 from __future__ import annotations
 
 import functools
+import re
 import time
 from datetime import UTC, datetime
 from typing import overload
@@ -56,16 +57,19 @@ def _iso_second(second: int) -> str:
     return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+
+
 def parse_duration(text: str) -> float:
-    """Seconds from ``90``, ``90s``, ``15m``, ``12h``, ``7d`` or ``2w``."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    """Seconds from ``90s``, ``15m``, ``1h30m``, ``2d12h``, ``1.5h`` or ``2w``: every part has its unit, because
+    a bare ``90`` read as seconds once made a quota meant for 90 days expire in a minute and a half."""
     raw = text.strip().lower()
-    unit = raw[-1:] if raw[-1:] in units else "s"
-    number = raw[:-1] if raw[-1:] in units else raw
-    try:
-        value = float(number)
-    except ValueError:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 15m, 12h, 7d)") from None
-    if not value > 0 or value * units[unit] > 10 * 365 * 86400:
+    parts = _DURATION_PART.findall(raw)
+    if not parts or "".join(n + u for n, u in parts) != raw:
+        hint = f"; write {raw}s, {raw}m, {raw}h or {raw}d" if re.fullmatch(r"\d+(\.\d+)?", raw) else ""
+        raise ValueError(f"not a duration: {text!r} (a number and a unit, s m h d w, as in 90s, 1h30m, 7d{hint})")
+    seconds = sum(float(n) * DURATION_UNITS[u] for n, u in parts)
+    if not seconds > 0 or seconds > 10 * 365 * 86400:
         raise ValueError(f"duration out of range: {text!r} (more than 0, at most 10 years)")
-    return value * units[unit]
+    return seconds

@@ -20,7 +20,7 @@ from tgdaemon.cli import (
     quotas,
     setup,
 )
-from tgdaemon.cli.parser import positive_int, socket_path
+from tgdaemon.cli.parser import group_help, nonblank, positive_int, socket_path
 from tgdaemon.cli.table import ListingTable
 from tgdaemon.control.client import ControlClient
 from tgdaemon.display import NODE_STYLE, STATE_STYLE, duration, node_condition
@@ -39,27 +39,25 @@ PAGE = 5000  # accounts per request: a 50,000-account fleet in ten
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     status = sub.add_parser("status", parents=[common], help="the daemon's status")
-    status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
 
     accounts = sub.add_parser("accounts", parents=[common],
                               help="list, check, disable, enable, assign, pin and retry accounts")
     acc = accounts.add_subparsers(metavar="ACTION")
     ls = acc.add_parser("list", parents=[common], help="list accounts")
-    ls.add_argument("--state", choices=STATES)
+    ls.add_argument("--state", choices=STATES, help="only accounts in this state")
     ls.add_argument("--health", choices=[*HEALTHS, "unchecked"], help="what the last health check found")
     ls.add_argument("--search", metavar="TEXT", help="label, phone or id")
-    ls.add_argument("--sort", choices=sorted(SORT_KEYS), default="id")
+    ls.add_argument("--sort", choices=sorted(SORT_KEYS), default="id", help="the column to sort by (default id)")
     ls.add_argument("--desc", action="store_true", help="reverse the sort")
     ls.add_argument("--limit", type=positive_int, metavar="N", help="at most N accounts (default: all)")
-    ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_accounts_list)
     dis = acc.add_parser("disable", parents=[common], help="disable an account (its work stops)")
-    dis.add_argument("id", type=positive_int)
-    dis.add_argument("--reason", required=True, help="why, for the audit trail")
+    dis.add_argument("id", type=positive_int, help="the account's id")
+    dis.add_argument("--reason", required=True, type=nonblank, help="why, for the audit trail (not blank)")
     dis.set_defaults(func=cmd_disable)
     en = acc.add_parser("enable", parents=[common], help="enable a disabled account")
-    en.add_argument("id", type=positive_int)
+    en.add_argument("id", type=positive_int, help="the account's id")
     en.set_defaults(func=cmd_enable)
     onboard.register(acc, common)
     devices.register(acc, common)
@@ -71,12 +69,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     proxies.register(sub, acc, common)
     backup.register(sub, common)
     health.register(acc, common)
-    accounts.set_defaults(func=lambda args: accounts.print_help() or 2)
+    accounts.set_defaults(func=group_help(accounts))
 
     events = sub.add_parser("events", parents=[common], help="the audit trail, newest first")
-    events.add_argument("--account", type=positive_int, metavar="ID")
-    events.add_argument("--limit", type=positive_int, default=50, metavar="N")
-    events.add_argument("--json", action="store_true")
+    events.add_argument("--account", type=positive_int, metavar="ID", help="only this account's events")
+    events.add_argument("--limit", type=positive_int, default=50, metavar="N", help="at most N events (default 50)")
     events.set_defaults(func=cmd_events)
 
 
@@ -144,10 +141,8 @@ async def cmd_disable(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args)) as client:
         data = await client.call("POST", f"/accounts/{args.id}/disable", AccountChange, body={"reason": args.reason})
     acc = data.account
-    if data.changed:
-        print(f"account {acc.id} ({acc.label}) disabled: {acc.disabled_reason}")
-    else:
-        print(f"account {acc.id} ({acc.label}) was already disabled: {acc.disabled_reason}")
+    done = "disabled" if data.changed else "was already disabled"
+    output.answer(args, data, f"account {acc.id} ({acc.label}) {done}: {acc.disabled_reason}")
     return 0
 
 
@@ -155,7 +150,8 @@ async def cmd_enable(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args)) as client:
         data = await client.call("POST", f"/accounts/{args.id}/enable", AccountChange, body={})
     acc = data.account
-    print(f"account {acc.id} ({acc.label}) {'enabled' if data.changed else 'was not disabled'}; state {acc.state}")
+    output.answer(args, data, f"account {acc.id} ({acc.label}) {'enabled' if data.changed else 'was not disabled'};"
+                              f" state {acc.state}")
     return 0
 
 
@@ -163,6 +159,8 @@ async def cmd_events(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args)) as client:
         rows = (await client.call("GET", "/events", EventList,
                                   params={"account_id": args.account, "limit": args.limit})).events
+        if args.account and not rows:
+            await setup.known_account(client, args.account)
     if args.json:
         output.print_json(rows)
         return 0

@@ -10,7 +10,7 @@ import argparse
 import os
 
 from tgdaemon.cli import output
-from tgdaemon.cli.parser import socket_path
+from tgdaemon.cli.parser import path_completion, socket_path
 from tgdaemon.control.client import ControlClient
 from tgdaemon.errors import TgfleetError
 from tgdaemon.wire import BackupWritten
@@ -28,9 +28,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     cmd = sub.add_parser(
         "backup", parents=[common], help="an online, consistent copy of the database (mode 0600; it holds auth keys)",
         description=DESCRIPTION)
-    cmd.add_argument("path", metavar="PATH", help="the file to write (its directory must exist)")
+    path_completion(cmd.add_argument("path", metavar="PATH", help="the file to write (its directory must exist)"))
     cmd.add_argument("--force", action="store_true", help="replace PATH if it exists (default: refuse)")
-    cmd.add_argument("--json", action="store_true")
     cmd.set_defaults(func=cmd_backup)
 
 

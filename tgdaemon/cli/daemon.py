@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tgdaemon import config, logredact
-from tgdaemon.cli.parser import positive_int
+from tgdaemon.cli.parser import path_completion, positive_int
 from tgdaemon.control.client import ControlClient
 from tgdaemon.errors import TgfleetError
 from tgdaemon.lifecycle import exitguard
@@ -49,7 +49,8 @@ STORE_HELP = ("sqlite:///ABSOLUTE/PATH or postgresql://USER@HOST:PORT/DB (defaul
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     run = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
-    run.add_argument("--data-dir", metavar="DIR", help="the lock, media and (by default) the SQLite database")
+    path_completion(run.add_argument("--data-dir", metavar="DIR",
+                                     help="the lock, media and (by default) the SQLite database"), folders=True)
     run.add_argument("--store", metavar="URL", help=STORE_HELP)
     run.add_argument("--http", metavar="HOST:PORT", help="provider API address (default 127.0.0.1:8780)")
     run.add_argument("--simulate", action="store_true", help="use the built-in Telegram simulator")
@@ -61,8 +62,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     demo = sub.add_parser("demo", parents=[common],
                           help="the daemon on the simulator in a temporary data dir, with the dashboard")
-    demo.add_argument("--accounts", type=positive_int, default=200, metavar="N")
-    demo.add_argument("--seed", type=int, default=1, metavar="S")
+    demo.add_argument("--accounts", type=positive_int, default=200, metavar="N",
+                      help="simulated accounts (default 200)")
+    demo.add_argument("--seed", type=int, default=1, metavar="S", help="simulator seed (default 1)")
     demo.add_argument("--store", metavar="URL", help=STORE_HELP + " (an empty one: a demo fills it)")
     demo.set_defaults(func=cmd_demo)
 

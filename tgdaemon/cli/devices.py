@@ -32,7 +32,7 @@ def device_text(text: str) -> str:
 
 def add_device_options(parser: argparse.ArgumentParser, what: str) -> None:
     group = parser.add_argument_group("app and device", f"what {what} present to Telegram instead of [telegram]'s")
-    group.add_argument("--api-id", type=positive_int, metavar="N")
+    group.add_argument("--api-id", type=positive_int, metavar="N", help="the app's api_id, from my.telegram.org")
     group.add_argument("--api-hash", type=api_hash, metavar="HASH", help="shown masked; visible in ps while it runs")
     group.add_argument("--device-model", type=device_text, metavar="TEXT", help="e.g. 'Pixel 7', 'Desktop'")
     group.add_argument("--system-version", type=device_text, metavar="TEXT", help="e.g. 'Android 14', 'Windows 10'")
@@ -49,14 +49,13 @@ def device_options(args: argparse.Namespace) -> dict[str, Any]:
 def register(acc: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     sd = acc.add_parser("set-device", parents=[common],
                         help="set the app and device accounts present to Telegram (from their next connection)")
-    sd.add_argument("ids", nargs="+", type=positive_int, metavar="ID")
+    sd.add_argument("ids", nargs="+", type=positive_int, metavar="ID", help="the accounts' ids")
     add_device_options(sd, "these accounts")
     sd.add_argument("--reset", action="store_true",
                     help="every field not given goes back to [telegram]'s (alone: all of them)")
     sd.set_defaults(func=cmd_set_device)
     show = acc.add_parser("show", parents=[common], help="one account: its state and the app and device it presents")
-    show.add_argument("id", type=positive_int, metavar="ID")
-    show.add_argument("--json", action="store_true")
+    show.add_argument("id", type=positive_int, metavar="ID", help="the account's id")
     show.set_defaults(func=cmd_show)
 
 
@@ -72,10 +71,9 @@ async def cmd_set_device(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args)) as client:
         data = await client.call("POST", "/accounts/device", DeviceSet,
                                  body={"ids": args.ids, "device": given, "reset": args.reset})
-    for shown in data.accounts:
-        print(f"account {shown.account_id}: own {_summary(shown.own)}")
-    print(f"device {'replaced' if args.reset else 'set'} on {data.changed} account(s);"
-          " each presents it from its next connection")
+    lines = [f"account {shown.account_id}: own {_summary(shown.own)}" for shown in data.accounts]
+    output.answer(args, data, "\n".join([*lines, f"device {'replaced' if args.reset else 'set'} on {data.changed}"
+                                                   " account(s); each presents it from its next connection"]))
     return 0
 
 

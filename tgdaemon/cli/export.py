@@ -11,9 +11,10 @@ import stat
 import sys
 from pathlib import Path
 
-from tgdaemon.cli.parser import positive_int, socket_path
+from tgdaemon.cli import output
+from tgdaemon.cli.parser import path_completion, positive_int, socket_path
 from tgdaemon.control.client import ControlClient
-from tgdaemon.errors import TgfleetError
+from tgdaemon.errors import TgfleetError, UsageError
 from tgdaemon.sessionfiles.export import Exported, file_names, write
 from tgdaemon.wire import EXPORT_FORMATS, Account, ExportedSessions
 
@@ -21,10 +22,11 @@ from tgdaemon.wire import EXPORT_FORMATS, Account, ExportedSessions
 def register(acc: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     exp = acc.add_parser("export", parents=[common],
                          help="write accounts' sessions as files for another tool (mode 600; never over a file)")
-    exp.add_argument("ids", nargs="+", type=positive_int, metavar="ID")
+    exp.add_argument("ids", nargs="+", type=positive_int, metavar="ID", help="the accounts' ids")
     exp.add_argument("--format", required=True, choices=EXPORT_FORMATS,
                      help="telethon-string: LABEL.txt; telethon-session, pyrogram: LABEL.session")
-    exp.add_argument("--to", required=True, type=Path, metavar="DIR", help="made mode 700 when it is not there")
+    path_completion(exp.add_argument("--to", required=True, type=Path, metavar="DIR",
+                                     help="made mode 700 when it is not there"), folders=True)
     exp.set_defaults(func=cmd_export)
 
 
@@ -36,7 +38,7 @@ def _refuse_existing(paths: list[Path]) -> None:
 async def cmd_export(args: argparse.Namespace) -> int:
     target: Path = args.to
     if target.exists() and not target.is_dir():
-        raise TgfleetError(f"--to {target}: not a folder")
+        raise UsageError(f"--to {target}: not a folder")
     ids = list(dict.fromkeys(args.ids))
     async with ControlClient(socket_path(args)) as client:
         # The names first, from the labels: no key is handed out for an export that would be refused.
@@ -63,6 +65,9 @@ async def cmd_export(args: argparse.Namespace) -> int:
                                f"{paths.index(path)} of {len(paths)}") from None
         except OSError as exc:
             raise TgfleetError(f"{path}: cannot write it: {exc.strerror}") from None
-        print(f"account {session.account_id} ({session.label}): {path}")
-    print(f"exported {len(paths)} account(s) as {args.format} to {target}")
+        if not args.json:
+            print(f"account {session.account_id} ({session.label}): {path}")
+    output.answer(args, {"format": args.format, "to": str(target), "files": [
+        {"account_id": s.account_id, "label": s.label, "path": str(p)} for s, p in zip(sessions, paths, strict=True)]},
+        f"exported {len(paths)} account(s) as {args.format} to {target}")
     return 0

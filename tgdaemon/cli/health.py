@@ -18,14 +18,12 @@ CHECK_TIMEOUT = 900.0  # one batch: a check is four calls and, with the SpamBot 
 def register(acc: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     check = acc.add_parser("check", parents=[common],
                            help="check accounts' health now: alive, frozen, spam-limited, sessions")
-    check.add_argument("ids", nargs="*", type=positive_int, metavar="ID")
+    check.add_argument("ids", nargs="*", type=positive_int, metavar="ID", help="the accounts' ids (or --all)")
     check.add_argument("--all", action="store_true", help="every account that is not disabled")
-    check.add_argument("--json", action="store_true")
     check.set_defaults(func=cmd_check)
 
     sessions = acc.add_parser("sessions", parents=[common], help="an account's active sessions (its own marked)")
-    sessions.add_argument("id", type=positive_int)
-    sessions.add_argument("--json", action="store_true")
+    sessions.add_argument("id", type=positive_int, help="the account's id")
     sessions.set_defaults(func=cmd_sessions)
 
 

@@ -7,7 +7,7 @@ import sys
 from datetime import datetime
 
 from tgdaemon.cli import output
-from tgdaemon.cli.parser import positive_int, socket_path
+from tgdaemon.cli.parser import group_help, positive_int, socket_path
 from tgdaemon.control.client import ControlClient
 from tgdaemon.display import NODE_STYLE, duration, node_condition
 from tgdaemon.wire import NodeList, Pinned
@@ -16,19 +16,18 @@ from tgdaemon.wire import NodeList, Pinned
 def register(sub: argparse._SubParsersAction, acc: argparse._SubParsersAction,
              common: argparse.ArgumentParser) -> None:
     pin = acc.add_parser("pin", parents=[common], help="keep accounts on one node (they wait for it while it is down)")
-    pin.add_argument("ids", type=positive_int, nargs="+", metavar="ID")
+    pin.add_argument("ids", type=positive_int, nargs="+", metavar="ID", help="the accounts' ids")
     pin.add_argument("--node", required=True, metavar="NAME", help="the node's name, as `tgdaemon nodes list` shows it")
     pin.set_defaults(func=cmd_pin)
     unpin = acc.add_parser("unpin", parents=[common], help="let the fleet place accounts again")
-    unpin.add_argument("ids", type=positive_int, nargs="+", metavar="ID")
+    unpin.add_argument("ids", type=positive_int, nargs="+", metavar="ID", help="the accounts' ids")
     unpin.set_defaults(func=cmd_unpin)
 
     nodes = sub.add_parser("nodes", parents=[common], help="the daemons of the fleet (several on one PostgreSQL)")
     nodes_sub = nodes.add_subparsers(metavar="ACTION")
     ls = nodes_sub.add_parser("list", parents=[common], help="every node: alive or not, leader, accounts owned")
-    ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_list)
-    nodes.set_defaults(func=lambda args: nodes.print_help() or 2)
+    nodes.set_defaults(func=group_help(nodes))
 
 
 def _seconds_between(earlier: str, later: str) -> float:
@@ -58,7 +57,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
 async def cmd_pin(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args)) as client:
         data = await client.call("POST", "/accounts/pin", Pinned, body={"ids": args.ids, "node": args.node})
-    print(f"{data.changed} of {len(set(args.ids))} account(s) newly pinned to {data.node}")
+    output.answer(args, data, f"{data.changed} of {len(set(args.ids))} account(s) newly pinned to {data.node}")
     if data.note:
         print(f"tgdaemon: note: {data.note}", file=sys.stderr)
     return 0
@@ -67,5 +66,6 @@ async def cmd_pin(args: argparse.Namespace) -> int:
 async def cmd_unpin(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args)) as client:
         data = await client.call("POST", "/accounts/unpin", Pinned, body={"ids": args.ids})
-    print(f"{data.changed} of {len(set(args.ids))} account(s) unpinned; the fleet places them again")
+    output.answer(args, data, f"{data.changed} of {len(set(args.ids))} account(s) unpinned; the fleet places them"
+                              " again")
     return 0

@@ -13,10 +13,10 @@ from typing import Any
 
 from msgspec import UNSET
 
-from tgdaemon.cli import devices
-from tgdaemon.cli.parser import positive_int, socket_path
+from tgdaemon.cli import devices, output
+from tgdaemon.cli.parser import path_completion, positive_int, socket_path
 from tgdaemon.control.client import ControlClient
-from tgdaemon.errors import ApiError, UsageError
+from tgdaemon.errors import ApiError, TgfleetError, UsageError
 from tgdaemon.sessionfiles import Found
 from tgdaemon.sessionfiles.detect import read_paths
 from tgdaemon.wire import Account, Cancelled, ImportResults, LoginStarted, LoginStep
@@ -36,10 +36,10 @@ def register(acc: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     imp = acc.add_parser("import", parents=[common],
                          help="import sessions: Telethon, Pyrogram, Telegram Desktop tdata (see docs/notes-formats.md)")
-    imp.add_argument("paths", nargs="+", metavar="PATH",
-                     help="a Telethon or Pyrogram .session file (with its .json sidecar, if any), a tdata folder,"
-                          " or a text file with one Telethon or Pyrogram string session per line (optionally"
-                          " followed by a tab and a label)")
+    path_completion(imp.add_argument(
+        "paths", nargs="+", metavar="PATH",
+        help="a Telethon or Pyrogram .session file (with its .json sidecar, if any), a tdata folder, or a text file"
+             " with one Telethon or Pyrogram string session per line (optionally followed by a tab and a label)"))
     imp.add_argument("--probe", action="store_true", help="import them as probe accounts")
     imp.add_argument("--label-prefix", default="", metavar="P", help="put P before every label")
     imp.add_argument("--no-check", action="store_true", help="do not sign in to check each session first")
@@ -56,9 +56,14 @@ def register(acc: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def prompt(text: str, secret: bool = False) -> str:
-    """Ask on the terminal; read a plain line when stdin is not one (scripts, tests)."""
+    """Ask on the terminal; read a plain line when stdin is not one (scripts, tests). Prompts go to stderr
+    (getpass's to the terminal): stdout is the answer alone, JSON under --json, even into a file."""
     if sys.stdin.isatty():
-        return getpass.getpass(text) if secret else input(text)
+        if secret:
+            return getpass.getpass(text)
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        return input()
     sys.stderr.write(text + "\n")  # not a terminal: one line per prompt, so messages never glue onto it
     sys.stderr.flush()
     line = sys.stdin.readline()
@@ -71,14 +76,15 @@ async def cmd_login(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args), timeout=120) as client:
         started = await client.call("POST", "/login", LoginStarted, body={"phone": args.phone, "label": args.label,
                                                                           "probe": args.probe, "proxy": args.proxy})
-        print(f"Telegram sent a login code to {started.phone_masked} (in the Telegram app, or by SMS).")
+        print(f"Telegram sent a login code to {started.phone_masked} (in the Telegram app, or by SMS).",
+              file=sys.stderr if args.json else sys.stdout)
         try:
             account = await _answer(client, started.login_id)
         except BaseException:
             await _cancel(client, started.login_id)
             raise
-    print(f"signed in: account {account.id} ({account.label}, {account.phone_masked})"
-          + (", probe" if account.is_probe else ""))
+    output.answer(args, account, f"signed in: account {account.id} ({account.label}, {account.phone_masked})"
+                                 + (", probe" if account.is_probe else ""))
     return 0
 
 
@@ -142,30 +148,32 @@ async def cmd_import(args: argparse.Namespace) -> int:
                   file=sys.stderr)
     if args.dry_run:
         return await _dry_run(args, found, problems, options)
-    for line in problems:
+    for line in [] if args.json else problems:
         print(f"skipped {line}", file=sys.stderr)
     if not found:
-        print("nothing to import", file=sys.stderr)
-        return 1
-    imported = refused = 0
+        raise TgfleetError("nothing to import")
+    answers = []
     async with ControlClient(socket_path(args), timeout=600) as client:
         for start in range(0, len(found), BATCH):
             data = await client.call("POST", "/accounts/import", ImportResults, body={
                 "sessions": [_item(f, options, save_2fa=args.save_2fa) for f in found[start:start + BATCH]],
                 "probe": args.probe, "check": not args.no_check, "save_2fa": args.save_2fa,
                 "proxy": args.proxy})
-            for result in data.results:
+            answers += data.results
+            for result in [] if args.json else data.results:
                 if result.ok:
-                    imported += 1
                     print(f"{result.source}: imported as account {result.account_id} ({result.label}"
                           + (f", {result.phone_masked}" if result.phone_masked else "") + ")")
                     if result.twofa is not UNSET:
                         print(f"{result.source}: {result.twofa}")
                 else:
-                    refused += 1
                     print(f"{result.source}: {result.error}", file=sys.stderr)
-    skipped = len(problems) + refused
-    print(f"imported {imported}, skipped {skipped}")
+    imported = sum(r.ok for r in answers)
+    skipped = len(problems) + len(answers) - imported
+    output.answer(args, {"results": answers, "problems": problems, "imported": imported, "skipped": skipped},
+                  f"imported {imported}, skipped {skipped}")
+    if skipped and args.json:
+        raise TgfleetError(f"imported {imported}, skipped {skipped}")
     return 0 if skipped == 0 else 1
 
 
@@ -180,6 +188,12 @@ async def _dry_run(args: argparse.Namespace, found: list[Found], problems: list[
                     "probe": args.probe, "check": False, "dry_run": True,
                     "save_2fa": args.save_2fa})  # the passwords stay here; the daemon checks its password_file
                 results.extend(data.results)
+    if args.json:
+        output.print_json({"would_import": [r for r in results if r.ok], "duplicates": [r for r in results if not r.ok],
+                           "broken": problems})
+        if problems:
+            raise TgfleetError(f"{len(problems)} broken; nothing written")
+        return 0
     by_source = {f.source: f for f in found}
     would = duplicates = 0
     for result in results:

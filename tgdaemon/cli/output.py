@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -25,6 +26,14 @@ def console() -> Console:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(data), indent=2).decode() + "\n")
+
+
+def answer(args: argparse.Namespace, data: Any, text: str) -> None:
+    """A command's answer: the daemon's (or the command's) data under --json, else the line for people."""
+    if args.json:
+        print_json(data)
+    else:
+        print(text)
 
 
 def until(iso_time: str | None) -> str:

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from tgdaemon.cli import output
-from tgdaemon.cli.parser import positive_int, socket_path
+from tgdaemon.cli.parser import group_help, positive_int, socket_path
 from tgdaemon.control.client import ControlClient
 from tgdaemon.store.views import provider_name_problem
 from tgdaemon.wire import Assigned, ProviderAdded, ProviderChange, ProviderList
@@ -21,22 +21,21 @@ def provider_name(text: str) -> str:
 def register(sub: argparse._SubParsersAction, acc: argparse._SubParsersAction,
              common: argparse.ArgumentParser) -> None:
     assign = acc.add_parser("assign", parents=[common], help="give accounts to a provider, or to the daemon (local)")
-    assign.add_argument("ids", type=positive_int, nargs="+", metavar="ID")
+    assign.add_argument("ids", type=positive_int, nargs="+", metavar="ID", help="the accounts' ids")
     assign.add_argument("--executor", required=True, metavar="NAME|local",
                         help="a provider's name, or local for the daemon's own executor")
     assign.set_defaults(func=cmd_assign)
     providers = sub.add_parser("providers", parents=[common], help="workers that pull tasks over the provider API")
     prov = providers.add_subparsers(metavar="ACTION")
     add = prov.add_parser("add", parents=[common], help="add a provider and print its token (shown only once)")
-    add.add_argument("name", type=provider_name, metavar="NAME")
+    add.add_argument("name", type=provider_name, metavar="NAME", help="the new provider's name")
     add.set_defaults(func=cmd_add)
     ls = prov.add_parser("list", parents=[common], help="list providers")
-    ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_list)
     rev = prov.add_parser("revoke", parents=[common], help="revoke a provider's token (it can no longer pull)")
-    rev.add_argument("name", type=provider_name, metavar="NAME")
+    rev.add_argument("name", type=provider_name, metavar="NAME", help="the provider's name")
     rev.set_defaults(func=cmd_revoke)
-    providers.set_defaults(func=lambda args: providers.print_help() or 2)
+    providers.set_defaults(func=group_help(providers))
 
 
 async def cmd_add(args: argparse.Namespace) -> int:
@@ -45,7 +44,7 @@ async def cmd_add(args: argparse.Namespace) -> int:
     # The token alone on stdout (so `TOKEN=$(tgdaemon providers add NAME)` works), the advice on stderr.
     print(f"provider {data.provider.name} added; its token follows. It is shown only this once"
           " (the daemon keeps only its hash): store it now.", file=sys.stderr)
-    print(data.token)
+    output.answer(args, data, data.token)
     return 0
 
 
@@ -66,8 +65,8 @@ async def cmd_revoke(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args)) as client:
         data = await client.call("POST", f"/providers/{args.name}/revoke", ProviderChange, body={})
     p = data.provider
-    print(f"provider {p.name} revoked" if data.changed else
-          f"provider {p.name} was already revoked at {p.revoked_at}; nothing changed")
+    output.answer(args, data, f"provider {p.name} revoked" if data.changed else
+                  f"provider {p.name} was already revoked at {p.revoked_at}; nothing changed")
     return 0
 
 
@@ -75,5 +74,5 @@ async def cmd_assign(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args)) as client:
         data = await client.call("POST", "/accounts/assign", Assigned,
                                  body={"ids": args.ids, "executor": args.executor})
-    print(f"{data.changed} of {len(set(args.ids))} account(s) now assigned to {data.executor}")
+    output.answer(args, data, f"{data.changed} of {len(set(args.ids))} account(s) now assigned to {data.executor}")
     return 0

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from tgdaemon.cli import output
-from tgdaemon.cli.parser import positive_int, socket_path
+from tgdaemon.cli.parser import group_help, positive_int, socket_path
 from tgdaemon.control.client import ControlClient
 from tgdaemon.display import PROXY_STYLE
 from tgdaemon.errors import UsageError
@@ -55,20 +55,18 @@ def register(sub: argparse._SubParsersAction, acc: argparse._SubParsersAction,
     add.add_argument("--label", type=proxy_label, default="", metavar="L", help="a name to tell it by")
     add.set_defaults(func=cmd_add)
     ls = prox.add_parser("list", parents=[common], help="list proxies: state, latency, the accounts using each")
-    ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_list)
     rm = prox.add_parser("remove", parents=[common], help="remove a proxy no account uses")
-    rm.add_argument("id", type=positive_int, metavar="ID")
+    rm.add_argument("id", type=positive_int, metavar="ID", help="the proxy's id (see `tgdaemon proxies list`)")
     rm.add_argument("--force", action="store_true",
                     help="remove it even though accounts use it: they are left with no proxy of their own")
     rm.set_defaults(func=cmd_remove)
     check = prox.add_parser("check", parents=[common], help="check proxies now (default: every one)",
                             description="Connect through each proxy now and record what is found; exit code 1"
                                         " when one is dead.")
-    check.add_argument("ids", type=positive_int, nargs="*", metavar="ID")
-    check.add_argument("--json", action="store_true")
+    check.add_argument("ids", type=positive_int, nargs="*", metavar="ID", help="the proxies to check (default: all)")
     check.set_defaults(func=cmd_check)
-    proxies.set_defaults(func=lambda args: proxies.print_help() or 2)
+    proxies.set_defaults(func=group_help(proxies))
 
 
 def _read_url(text: str) -> str:
@@ -86,9 +84,9 @@ async def cmd_add(args: argparse.Namespace) -> int:
     url = _read_url(args.url)
     async with ControlClient(socket_path(args)) as client:
         added = (await client.call("POST", "/proxies", ProxyAdded, body={"url": url, "label": args.label})).proxy
-    print(f"proxy {added.id} added: {added.url}" + (f" ({added.label})" if added.label else "")
-          + f"; check it with `tgdaemon proxies check {added.id}`, give it to accounts with"
-            f" `tgdaemon accounts set-proxy ID... {added.id}`")
+    output.answer(args, added, f"proxy {added.id} added: {added.url}" + (f" ({added.label})" if added.label else "")
+                  + f"; check it with `tgdaemon proxies check {added.id}`, give it to accounts with"
+                    f" `tgdaemon accounts set-proxy ID... {added.id}`")
     return 0
 
 
@@ -117,7 +115,7 @@ async def cmd_remove(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args)) as client:
         data = await client.call("DELETE", f"/proxies/{args.id}", ProxyRemoved, params={"force": args.force})
     left = (f"; accounts {', '.join(map(str, data.accounts))} have no proxy of their own now" if data.accounts else "")
-    print(f"proxy {data.proxy.id} ({data.proxy.url}) removed{left}")
+    output.answer(args, data, f"proxy {data.proxy.id} ({data.proxy.url}) removed{left}")
     return 0
 
 
@@ -154,8 +152,9 @@ async def cmd_set_proxy(args: argparse.Namespace) -> int:
         data = await client.call("POST", "/accounts/proxy", ProxySet, body={"ids": ids, "proxy": proxy})
     what = "no proxy of their own" if data.proxy is None else f"proxy {data.proxy.id} ({data.proxy.url})"
     unchanged = len(set(ids)) - len(data.changed)
-    print(f"{len(data.changed)} account(s) now use {what}" + (f"; {unchanged} already did" if unchanged else "")
-          + ("; each connects that way from its next connection on" if data.changed else ""))
+    output.answer(args, data, f"{len(data.changed)} account(s) now use {what}"
+                  + (f"; {unchanged} already did" if unchanged else "")
+                  + ("; each connects that way from its next connection on" if data.changed else ""))
     if data.proxy is not None and data.proxy.state == "dead":
         print(f"note: proxy {data.proxy.id} was found dead at its last check: those accounts wait for it",
               file=sys.stderr)

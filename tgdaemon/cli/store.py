@@ -14,8 +14,13 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from tgdaemon.cli import output
-from tgdaemon.cli.parser import positive_int
-from tgdaemon.errors import UsageError
+from tgdaemon.cli.parser import (
+    group_help,
+    output_options,
+    path_completion,
+    positive_int,
+)
+from tgdaemon.errors import TgfleetError, UsageError
 
 DESCRIPTION = (
     "Copy every table of the store at --from into the empty store at --to (sessions, auth keys and entity"
@@ -30,18 +35,17 @@ PROGRESS_SECONDS = 2.0
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    store = sub.add_parser("store", help="work on a stopped daemon's store (copy)")
+    store = sub.add_parser("store", parents=[output_options()], help="work on a stopped daemon's store (copy)")
     actions = store.add_subparsers(metavar="ACTION")
-    copy = actions.add_parser("copy", help="copy a fleet to a new store and verify it",
+    copy = actions.add_parser("copy", parents=[output_options()], help="copy a fleet to a new store and verify it",
                               description=DESCRIPTION)
     copy.add_argument("--from", dest="source", required=True, metavar="URL", help="the store to copy")
     copy.add_argument("--to", dest="target", required=True, metavar="URL", help="an empty store to copy into")
-    copy.add_argument("--from-password-file", metavar="PATH", help="the source database's password")
-    copy.add_argument("--to-password-file", metavar="PATH", help="the target database's password")
+    for flag, which in (("--from-password-file", "source"), ("--to-password-file", "target")):
+        path_completion(copy.add_argument(flag, metavar="PATH", help=f"the {which} database's password"))
     copy.add_argument("--batch", type=positive_int, default=5000, metavar="N", help="rows per read and write")
-    copy.add_argument("--json", action="store_true")
     copy.set_defaults(func=cmd_copy)
-    store.set_defaults(func=lambda args: store.print_help() or 2)
+    store.set_defaults(func=group_help(store))
 
 
 async def cmd_copy(args: argparse.Namespace) -> int:
@@ -70,8 +74,7 @@ async def cmd_copy(args: argparse.Namespace) -> int:
             con.print(f"copied {rows} rows in {report.seconds:.1f} s: {report.source} -> {report.target}")
     if not report.ok:
         bad = ", ".join(t.name for t in report.tables if not t.ok)
-        print(f"tgdaemon: the copy did not verify ({bad}); nothing was kept in {report.target}", file=sys.stderr)
-        return 1
+        raise TgfleetError(f"the copy did not verify ({bad}); nothing was kept in {report.target}")
     return 0
 
 

@@ -37,6 +37,12 @@ class CopyError(TgfleetError):
     """The copy was refused or failed; the target is left as it was."""
 
 
+class CopyURLError(CopyError):
+    """A --from or --to URL that is not a store's: a bad argument (exit 2)."""
+
+    exit_code = 2
+
+
 @dataclass(frozen=True, slots=True)
 class Column:
     name: str
@@ -337,7 +343,7 @@ def parse(url: str, role: str) -> StoreURL:
     try:
         return parse_url(url)
     except ConfigError as exc:
-        raise CopyError(f"{role}: {str(exc).removeprefix('store.url: ')}") from None
+        raise CopyURLError(f"{role}: {str(exc).removeprefix('store.url: ')}") from None
 
 
 async def copy_store(from_url: str, to_url: str, *, from_password: str | None = None,
