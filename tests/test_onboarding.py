@@ -275,8 +275,9 @@ def stderr_lines(result: CliResult) -> list[str]:
     return lines
 
 
-def one_error(result: CliResult) -> str:
-    assert result.code == 1, str(result)
+def one_error(result: CliResult, code: int = 1) -> str:
+    """The one stderr line of a failed command; ``code`` 2 for a bad argument (the daemon's 400 included)."""
+    assert result.code == code, str(result)
     lines = stderr_lines(result)
     assert len(lines) == 1, f"expected one line on stderr:\n{result}"
     assert lines[0].startswith("tgdaemon: "), str(result)
@@ -498,10 +499,10 @@ async def test_login_failures_are_one_line_and_leave_nothing_behind(
     assert one_error(expired) == "tgdaemon: the code expired; start the login again"
     assert one_error(banned) == f"tgdaemon: {mask_phone('+15550000004')} is banned by Telegram"
     assert "wait 120 s" in one_error(flood)
-    assert "'+12'" in one_error(short) and "international number like +15551234567" in one_error(short)
-    assert "'abc'" in one_error(letters)
+    assert "'+12'" in one_error(short, 2) and "international number like +15551234567" in one_error(short, 2)
+    assert "'abc'" in one_error(letters, 2)
     for result, what in ((wrong_codes, "wrong code"), (wrong_passwords, "wrong 2FA password")):
-        assert result.code == 1, str(result)
+        assert result.code == 2, str(result)  # what the operator typed was refused (the daemon's 400)
         lines = stderr_lines(result)
         assert len(lines) == 3 and all(what in line for line in lines), str(result)  # two re-prompts, then out
     assert srp.results == [False, False, False]
