@@ -38,7 +38,21 @@ HEALTHS: tuple[str, ...] = get_args(Health)
 HealthFilter = Literal["ok", "limited", "frozen", "dead", "unchecked"]  # unchecked: never checked
 TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)
 DeltaKind = Literal["account", "quota", "event", "mark"]  # mark: a log row whose objects are gone
+# A quota's state, derived (never stored): done = nothing left; expired = its expires_at has passed first.
+QuotaState = Literal["active", "paused", "expired", "done"]
+QUOTA_STATES: tuple[str, ...] = get_args(QuotaState)
 T = TypeVar("T")
+
+
+def quota_state(paused: bool, expires_at: float | None, left: int | None, now: float) -> str:
+    """One rule for the daemon's views and the dashboard, which applies it again as time passes (no delta
+    comes when a quota expires). A quota used up is ``done`` even once its time has also run out: it finished;
+    ``expired`` outranks ``paused``, since an expired quota can be neither paused nor resumed."""
+    if left is not None and left <= 0:
+        return "done"
+    if expires_at is not None and expires_at <= now:
+        return "expired"
+    return "paused" if paused else "active"
 
 
 class Wire(msgspec.Struct, kw_only=True, gc=False):
@@ -94,6 +108,7 @@ class Quota(Wire):
     next_run_at: str | None
     expires_at: str
     paused: bool
+    state: QuotaState
     inspection_ok: bool | None
     inspection_error: str | None
     inspected_at: str | None

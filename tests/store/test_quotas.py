@@ -15,7 +15,7 @@ from telethon import errors
 from store import backdoor
 from store.world import SLACK, TARGET, close_to
 from tgdaemon import config
-from tgdaemon.errors import NotFound
+from tgdaemon.errors import Conflict, NotFound
 from tgdaemon.gateway.simulator import Simulator
 from tgdaemon.quotas.inspector import NO_PROBE, Inspector
 from tgdaemon.quotas.probe import Probes
@@ -73,6 +73,36 @@ async def test_pausing_and_resuming_say_whether_they_changed_anything(store: Sto
     assert [e["kind"] for e in await store.events_after(0, 10)] == ["quota.added", "quota.paused", "quota.resumed"]
     with pytest.raises(NotFound):
         await store.set_quota_paused(99, True)
+
+
+async def test_the_state_is_active_paused_expired_or_done_as_of_now(store: Store) -> None:
+    active, paused, expired, done, both = [await add(store, n) for n in ("a", "p", "x", "d", "dx")]
+    await store.set_quota_paused(paused, True)
+    await backdoor.update(store, "quotas", {"id": expired}, expires_at=time.time() - 1, paused=1)
+    await backdoor.update(store, "quotas", {"id": done}, orders_left=0)
+    await backdoor.update(store, "quotas", {"id": both}, orders_left=0, expires_at=time.time() - 1)
+    states = {q["id"]: q["state"] for q in await store.quotas()}
+    assert states == {active: "active", paused: "paused", expired: "expired", done: "done", both: "done"}
+    async with store.tx() as tx:
+        assert [q["state"] for q in await store.quotas_by_id(tx, {expired})] == ["expired"]
+    assert [q["state"] for q in await store.quotas_after(0, 10)] == ["active", "paused", "expired", "done", "done"]
+    assert (await store.quota(expired))["state"] == "expired"
+
+
+async def test_an_expired_quota_is_neither_paused_nor_resumed_and_nothing_is_written(store: Store) -> None:
+    running, stopped = await add(store, "r"), await add(store, "s")
+    await store.set_quota_paused(stopped, True)
+    gone = time.time() - 60
+    for qid in (running, stopped):
+        await backdoor.update(store, "quotas", {"id": qid}, expires_at=gone)
+    before = await store.events_after(0, 20)
+    when = re.escape(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(gone)))
+    with pytest.raises(Conflict, match=f"^quota {running} expired at {when}: there is nothing to pause$"):
+        await store.set_quota_paused(running, True)
+    with pytest.raises(Conflict, match=f"^quota {stopped} expired at {when}: there is nothing to resume$"):
+        await store.set_quota_paused(stopped, False)
+    assert [(await store.quota(q))["paused"] for q in (running, stopped)] == [False, True]
+    assert await store.events_after(0, 20) == before
 
 
 async def test_inspection_decides_once_and_a_wait_only_says_why(store: Store) -> None:

@@ -18,12 +18,13 @@ from typing import Annotated, Any
 import msgspec
 
 from tgdaemon.store.api import DEVICE_FIELDS, ClientParams, Device, ProxyTarget, Row
-from tgdaemon.timeutil import iso
+from tgdaemon.timeutil import iso, now
 
 # Named once, in the wire types; the drivers take them from here (``X as X``: a re-export).
 from tgdaemon.wire import ACTIONS as ACTIONS
 from tgdaemon.wire import SORT_KEYS as SORT_KEYS
 from tgdaemon.wire import STATES as STATES
+from tgdaemon.wire import quota_state
 
 UNCHECKED = "unchecked"  # the listing's health filter for accounts never checked (health NULL)
 
@@ -125,17 +126,25 @@ CSV_HEADER = measurement_rows("csv", [MEASUREMENT_FIELDS])
 
 
 def quota_view(row: Row) -> dict[str, Any]:
+    """``state`` is derived here, as of now, for both drivers alike (``wire.quota_state``)."""
+    left = row["quantity_left"] if row["quantity_left"] is not None else row["orders_left"]
     return {
         "id": row["id"], "name": row["name"], "action": row["action"], "target": row["target"],
         "last_n_posts": row["last_n_posts"], "quantity_total": row["quantity_total"],
         "quantity_left": row["quantity_left"], "orders_left": row["orders_left"], "per_call": row["per_call"],
         "interval_seconds": row["interval_seconds"], "next_run_at": iso(row["next_run_at"]),
         "expires_at": iso(row["expires_at"]), "paused": bool(row["paused"]),
+        "state": quota_state(bool(row["paused"]), row["expires_at"], left, now()),
         "inspection_ok": None if row["inspection_ok"] is None else bool(row["inspection_ok"]),
         "inspection_error": row["inspection_error"], "inspected_at": iso(row["inspection_at"]),
         "peer_id": row["peer_id"], "title": row["title"], "last_error": row["last_error"],
         "measurements": row["measurements"], "created_at": iso(row["created_at"]),
     }
+
+
+def quota_expired(quota_id: int, expires_at: float, paused: bool) -> str:
+    """Why an expired quota is neither paused nor resumed: the same words from both drivers."""
+    return f"quota {quota_id} expired at {iso(expires_at)}: there is nothing to {'pause' if paused else 'resume'}"
 
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{1,31}$")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from tgdaemon.errors import NotFound
+from tgdaemon.errors import Conflict, NotFound
 from tgdaemon.store.api import ProbeAccount, QuotaRef
 from tgdaemon.store.api import Tx as ApiTx
 from tgdaemon.store.pages import prefetched
@@ -19,6 +19,7 @@ from tgdaemon.store.views import (
     EXPORT_FORMATS,
     MEASUREMENT_FIELDS,
     measurement_rows,
+    quota_expired,
     quota_view,
 )
 from tgdaemon.timeutil import iso, now
@@ -79,8 +80,12 @@ class QuotaStore(PostgresCore):
         return [quota_view(r) for r in rows]
 
     async def set_quota_paused(self, quota_id: int, paused: bool) -> bool:
+        """``Conflict`` for a quota whose time has run out, with nothing written: it will not run again."""
         await self.quota(quota_id)
         async with self.tx() as tx:
+            expires_at = await tx.fetchval("SELECT expires_at FROM quotas WHERE id = $1", quota_id)
+            if expires_at <= now():
+                raise Conflict(quota_expired(quota_id, expires_at, paused))
             changed = await tx.execute("UPDATE quotas SET paused = $1 WHERE id = $2 AND paused = $3",
                                        int(paused), quota_id, int(not paused))
             if changed:

@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from tgdaemon.errors import NotFound
+from tgdaemon.errors import Conflict, NotFound
 from tgdaemon.store.api import ProbeAccount, QuotaRef
 from tgdaemon.store.api import Tx as ApiTx
 from tgdaemon.store.pages import prefetched
@@ -16,6 +16,7 @@ from tgdaemon.store.views import (
     EXPORT_FORMATS,
     MEASUREMENT_FIELDS,
     measurement_rows,
+    quota_expired,
     quota_view,
 )
 from tgdaemon.timeutil import iso, now
@@ -79,8 +80,12 @@ class QuotaStore(StoreCore):
         return [quota_view(r) for r in rows]
 
     async def set_quota_paused(self, quota_id: int, paused: bool) -> bool:
+        """``Conflict`` for a quota whose time has run out, with nothing written: it will not run again."""
         await self.quota(quota_id)
         async with self.tx() as tx:
+            [(expires_at,)] = await tx.fetchall("SELECT expires_at FROM quotas WHERE id = ?", (quota_id,))
+            if expires_at <= now():
+                raise Conflict(quota_expired(quota_id, expires_at, paused))
             cur = await tx.execute("UPDATE quotas SET paused = ? WHERE id = ? AND paused = ?",
                                    (int(paused), quota_id, int(not paused)))
             if cur.rowcount:
