@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -209,6 +210,32 @@ def test_quotas_add_compound_durations_duplicate_names_and_the_json_export_newli
         assert result.returncode == 0 and result.stdout.endswith("]}\n"), result.stdout
         # the local executor may have measured the new quota already: its rows, whatever their number
         assert all(set(m) >= {"observed_at", "post_id", "task_id"} for m in json.loads(result.stdout)["measurements"])
+
+
+def test_an_expired_quota_is_listed_expired_and_pause_or_resume_is_refused(live: Fleet) -> None:
+    sock = ("--socket", str(live.socket_path))
+    added = live.cli("quotas", "add", "--name", "brief", *QUOTA[:-2], "--expires-in", "1s", "--json", *sock)
+    assert added.returncode == 0, added.stderr
+    qid = json.loads(added.stdout)["id"]
+    for _ in range(50):  # bounded: its second runs out while we look
+        [quota] = [q for q in json.loads(live.cli("quotas", "list", "--json", *sock).stdout) if q["id"] == qid]
+        if quota["state"] == "expired":
+            break
+        time.sleep(0.1)
+    assert (quota["state"], quota["paused"]) == ("expired", False), quota
+    pause, resume, as_json, table, listed = live.cli_many(
+        ("quotas", "pause", str(qid), *sock), ("quotas", "resume", str(qid), *sock),
+        ("quotas", "pause", str(qid), "--json", *sock), ("quotas", "list", *sock), ("quotas", "list", "--json", *sock))
+    for result, verb in ((pause, "pause"), (resume, "resume")):
+        assert (result.returncode, result.stdout) == (1, ""), result
+        no_traceback(result)
+        assert one_line(result.stderr).endswith(
+            f"quota {qid} expired at {quota['expires_at']}: there is nothing to {verb}"), result.stderr
+    error = json_error(as_json)
+    assert (error["code"], error["reason"]) == (1, "conflict") and "nothing to pause" in str(error["error"]), error
+    [row] = [line.split() for line in table.stdout.splitlines() if line.split()[:1] == [str(qid)]]
+    assert row[1:3] == ["brief", "expired"], table.stdout
+    assert [(q["state"], q["paused"]) for q in json.loads(listed.stdout) if q["id"] == qid] == [("expired", False)]
 
 
 def test_version_from_the_installed_metadata(tmp_path: Path) -> None:

@@ -118,6 +118,26 @@ async def test_pause_resume_and_export(running_daemon: Any) -> None:
     assert err.value.status == 400 and "limit" in str(err.value)
 
 
+async def test_an_expired_quota_lists_as_expired_and_pause_or_resume_is_a_409_that_changes_nothing(
+        running_daemon: Any) -> None:
+    daemon, client = running_daemon
+    qid = (await client.request("POST", "/quotas", body=body()))["id"]
+    assert (await client.request("GET", "/quotas"))["quotas"][0]["state"] == "active"
+    async with daemon.runtime.store.tx() as tx:  # its time ran out an hour ago
+        await tx.execute("UPDATE quotas SET expires_at = ? WHERE id = ?", (1_700_000_000, qid))
+    [listed] = (await client.request("GET", "/quotas"))["quotas"]
+    assert (listed["state"], listed["paused"]) == ("expired", False)
+    for action in ("pause", "resume"):
+        with pytest.raises(ApiError) as err:
+            await client.request("POST", f"/quotas/{qid}/{action}")
+        assert (err.value.status, err.value.code, str(err.value)) == (
+            409, "conflict", f"quota {qid} expired at 2023-11-14T22:13:20Z: there is nothing to {action}")
+    [after] = (await client.request("GET", "/quotas"))["quotas"]
+    assert (after["state"], after["paused"]) == ("expired", False)
+    kinds = {e["kind"] for e in await daemon.runtime.store.events_after(0, 100)}
+    assert not kinds & {"quota.paused", "quota.resumed"}, kinds
+
+
 async def test_export_streams_every_row_in_order_a_page_at_a_time(running_daemon: Any) -> None:
     """An export of more rows than a page is streamed (no Content-Length: chunked), whole and in order,
     and a limit that spans pages keeps exactly the latest N; a missing quota is still a 404."""

@@ -7,12 +7,14 @@ dashboard.
 
 from __future__ import annotations
 
-from tgdaemon.wire import HEALTHS, STATES
+from tgdaemon.wire import HEALTHS, QUOTA_STATES, STATES
 
 # A rich style per state, in the order of STATES (a state added there without a colour fails here, at import).
 STATE_STYLE = dict(zip(STATES, ("green", "cyan", "yellow", "red", "dim"), strict=True))
 # And per health (wire.HEALTHS), for the accounts tables' Health column.
 HEALTH_STYLE = dict(zip(HEALTHS, ("green", "yellow", "magenta", "red"), strict=True))
+# And per quota state (wire.QUOTA_STATES), for ``quotas list`` and the dashboard's quotas view.
+QUOTA_STATE_STYLE = dict(zip(QUOTA_STATES, ("green", "yellow", "red", "dim"), strict=True))
 
 
 def duration(seconds: float) -> str:

@@ -14,6 +14,7 @@ from tgdaemon.cli.parser import (
     socket_path,
 )
 from tgdaemon.control.client import ControlClient
+from tgdaemon.display import QUOTA_STATE_STYLE
 from tgdaemon.errors import UsageError
 from tgdaemon.wire import ACTIONS, Quota, QuotaChange, QuotaList
 
@@ -73,13 +74,14 @@ async def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         output.print_json(quotas)
         return 0
-    table = output.table("ID", "NAME", "ACTION", "TARGET", "LEFT", "NEXT RUN", "EXPIRES", "INSPECTION", "LAST ERROR")
+    table = output.table("ID", "NAME", "STATE", "ACTION", "TARGET", "LEFT", "NEXT RUN", "EXPIRES", "INSPECTION",
+                         "LAST ERROR")
     for q in quotas:
         left = q.quantity_left if q.quantity_left is not None else q.orders_left
         inspection = {None: "pending", True: "ok", False: "failed"}[q.inspection_ok]
-        table.add_row(str(q.id), q.name + (" (paused)" if q.paused else ""), q.action, q.target,
-                      f"{left}/{q.quantity_total}", output.until(q.next_run_at), output.until(q.expires_at),
-                      inspection, q.last_error or "")
+        table.add_row(str(q.id), q.name, f"[{QUOTA_STATE_STYLE[q.state]}]{q.state}[/]", q.action, q.target,
+                      f"{left}/{q.quantity_total}", output.until(q.next_run_at) if q.state == "active" else "",
+                      output.until(q.expires_at), inspection, q.last_error or "")
     output.console().print(table)
     return 0
 
