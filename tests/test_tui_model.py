@@ -9,9 +9,11 @@ from typing import Any
 from textual.binding import Binding
 from textual.keys import format_key
 
+from tgdaemon.timeutil import iso
 from tgtui.app import key_map
 from tgtui.fmt import bar, sparkline
-from tgtui.model import FleetModel, effective_state, heartbeat_age
+from tgtui.model import FleetModel, effective_state, heartbeat_age, quota_is_open
+from tgtui.screens.quotas import quota_columns
 from tgtui.table import Column, RowSet, layout, parse_filter
 
 NOW = 1_800_000_000.0
@@ -191,3 +193,18 @@ def test_a_nodes_heartbeat_age_is_taken_on_the_databases_clock_then_runs_on_this
     assert heartbeat_age(model.nodes["a"], now[0]) == 6.0
     model.set_status({"node": "a"})
     assert model.node == "a"
+
+
+def test_a_quota_reads_expired_once_its_time_passes_without_a_delta() -> None:
+    """The daemon sends no delta when a quota expires: the quotas view and the header's open count derive the
+    state again from the row and the clock, by the daemon's own rule."""
+    expires = 1_700_000_000.0
+    row = {"id": 1, "name": "news", "paused": False, "expires_at": iso(expires), "quantity_left": 4,
+           "orders_left": None, "quantity_total": 10, "next_run_at": iso(expires - 60), "inspection_ok": True}
+    columns = {c.key: c for c in quota_columns(FleetModel(lambda: expires))}
+    assert (columns["state"].text(row, expires - 1), columns["next"].text(row, expires - 1)) == ("active", "due")
+    assert (columns["state"].text(row, expires + 1), columns["next"].text(row, expires + 1)) == ("expired", "")
+    assert columns["state"].timed  # a sort or filter by state is refreshed as the clock moves
+    assert [quota_is_open(row, t) for t in (expires - 1, expires + 1)] == [True, False]
+    assert columns["state"].text({**row, "paused": True}, expires - 1) == "paused"
+    assert columns["state"].text({**row, "quantity_left": 0}, expires + 1) == "done"

@@ -245,7 +245,11 @@ class FleetApp(App[None]):
     @work(group="action", exit_on_error=False)
     async def toggle_pause(self, quota_id: int, paused: bool) -> None:
         action, verb = ("pause", "paused") if paused else ("resume", "resumed")
-        answer = await self.client.call("POST", f"/quotas/{quota_id}/{action}", QuotaChange, body={})
+        try:
+            answer = await self.client.call("POST", f"/quotas/{quota_id}/{action}", QuotaChange, body={})
+        except ApiError as exc:  # an expired quota: the daemon's reason, as the CLI prints it
+            self.notify(str(exc), severity="error")
+            return
         self.notify(f"quota {quota_id} {verb}" if answer.changed else f"quota {quota_id} was already {verb}")
 
     # the command palette offers what the keys do

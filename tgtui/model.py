@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from tgdaemon.wire import STATES
+from tgdaemon.wire import STATES, quota_state
 
 Clock = Callable[[], float]
 
@@ -42,10 +42,9 @@ def heartbeat_age(node: dict[str, Any], now: float) -> float:
 
 def quota_is_open(quota: dict[str, Any], now: float) -> bool:
     """Still to be worked on: not paused, not expired, something left, inspection not failed."""
-    expires = parse_time(quota.get("expires_at"))
     left = quota["quantity_left"] if quota.get("quantity_left") is not None else quota.get("orders_left")
-    return (not quota["paused"] and quota.get("inspection_ok") is not False
-            and (expires is None or expires > now) and (left is None or left > 0))
+    return (quota_state(quota["paused"], parse_time(quota.get("expires_at")), left, now) == "active"
+            and quota.get("inspection_ok") is not False)
 
 
 @dataclass

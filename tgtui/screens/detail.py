@@ -22,7 +22,14 @@ from tgdaemon.display import HEALTH_STYLE, STATE_STYLE, duration
 from tgdaemon.wire import AccountDevice, EventList, TaskList
 from tgtui.fmt import bar, clock_time, until
 from tgtui.model import effective_state
-from tgtui.screens.quotas import done_total, inspection, last_error, left
+from tgtui.screens.quotas import (
+    done_total,
+    inspection,
+    last_error,
+    left,
+    next_run,
+    state_text,
+)
 
 if TYPE_CHECKING:
     from tgtui.app import FleetApp
@@ -208,9 +215,10 @@ class QuotaDetail(DetailScreen):
         out.append_text(Text.assemble(bar(done, total, 20), f" {done}/{total}   "))
         out.append_text(field("left", str(left(q) or 0)))
         out.append_text(field("every", duration(q["interval_seconds"])))
-        out.append_text(field("next run", "paused" if q["paused"] else until(q["next_run_at"], now, "due")))
+        out.append_text(field("next run", next_run(q, now) or "-"))
         out.append_text(field("expires in", until(q["expires_at"], now, "expired")))
         out.append(Text("\n"))
+        out.append_text(field("state", state_text(q, now)))
         out.append_text(field("inspection", inspection(q)))
         out.append_text(field("last error", last_error(q) or "none"))
         out.append_text(field("measurements", str(q["measurements"])))

@@ -8,6 +8,8 @@ from typing import ClassVar
 from rich.text import Text
 from textual.binding import Binding, BindingType
 
+from tgdaemon.display import QUOTA_STATE_STYLE
+from tgdaemon.wire import quota_state
 from tgtui.fmt import bar, sparkline, until
 from tgtui.model import FleetModel, parse_time
 from tgtui.screens.base import FleetScreen
@@ -38,8 +40,19 @@ def _progress_sort(row: Row, now: float) -> float:
     return done / total if total else 0.0
 
 
-def _next_run(row: Row, now: float) -> str:
-    return "paused" if row["paused"] else until(row["next_run_at"], now, "due")
+def state(row: Row, now: float) -> str:
+    """Derived again here as the clock moves: no delta comes when a quota expires."""
+    return quota_state(row["paused"], parse_time(row["expires_at"]), left(row), now)
+
+
+def state_text(row: Row, now: float) -> Text:
+    name = state(row, now)
+    return Text(name, QUOTA_STATE_STYLE[name])
+
+
+def next_run(row: Row, now: float) -> str:
+    """A countdown only while the quota runs; the State column says why not otherwise."""
+    return until(row["next_run_at"], now, "due") if state(row, now) == "active" else ""
 
 
 def _time_sort(field: str) -> Callable[[Row, float], float]:
@@ -61,11 +74,12 @@ def quota_columns(model: FleetModel) -> list[Column]:
 
     return [
         Column("name", "Name", 10, lambda r, n: r["name"], flex=True),
+        Column("state", "State", 7, state_text, timed=True, drop=1),
         Column("target", "Target", 16, lambda r, n: r["target"], drop=5),
         Column("action", "Action", 13, lambda r, n: r["action"], drop=6),
         Column("progress", "Progress", BAR_WIDTH + 8, _progress, sort=_progress_sort),
         Column("left", "Left", 6, lambda r, n: str(left(r) or 0), sort=lambda r, n: left(r) or 0, right=True),
-        Column("next", "Next in", 7, _next_run, sort=_time_sort("next_run_at"), timed=True, right=True),
+        Column("next", "Next in", 7, next_run, sort=_time_sort("next_run_at"), timed=True, right=True),
         Column("expires", "Expires", 7, lambda r, n: until(r["expires_at"], n, "expired"),
                sort=_time_sort("expires_at"), timed=True, right=True),
         Column("inspection", "Inspect", 7, inspection, drop=3),
