@@ -201,11 +201,11 @@ def classify(exc: BaseException) -> Classified:
         # Telethon's str() is "<description> (caused by <RequestClassName>)".
         detail = str(exc).split(" (caused by ", 1)[0]
         result = classify_code(_rpc_code(exc), detail)
-        seconds = getattr(exc, "seconds", None)
+        told = getattr(exc, "seconds", None)
         # Only a WAIT takes .seconds: FrozenMethodInvalidError is a FloodError
         # without seconds, and it is a dead account, not a wait.
-        if result.kind is ErrorClass.WAIT and isinstance(seconds, int):
-            result = _make(ErrorClass.WAIT, result.code, max(0, min(seconds, MAX_WAIT)), detail)
+        if result.kind is ErrorClass.WAIT and isinstance(told, int):
+            result = _make(ErrorClass.WAIT, result.code, max(0, min(told, MAX_WAIT)), detail)
         return result
     # Telethon's errors.TimeoutError is an RPCError (handled above); these are the
     # builtin one (asyncio.TimeoutError is the same class on 3.11) and the network.
@@ -216,8 +216,8 @@ def classify(exc: BaseException) -> Classified:
     # Telethon's own non-RPC errors (TypeNotFoundError, InvalidBufferError...) may
     # quote raw payload bytes in str(): keep only their name.
     name = type(exc).__name__
-    detail = None if type(exc).__module__.startswith("telethon") else str(exc) or None
-    return _make(ErrorClass.TRANSIENT, _sanitise(_CAMEL.sub("_", name)), None, detail)
+    said = None if type(exc).__module__.startswith("telethon") else str(exc) or None
+    return _make(ErrorClass.TRANSIENT, _sanitise(_CAMEL.sub("_", name)), None, said)
 
 
 def is_frozen(code: str | None) -> bool:

@@ -124,7 +124,7 @@ class HealthChecker:
             if due:
                 results = await asyncio.gather(*(self._check(AccountRef(p.id, p.tg_user_id, p.phone), p.epoch
                                                              if self.owner is not None else None) for p in due))
-                found = [r.health for r in results if r.outcome == "checked"]
+                found = [r.health for r in results if r.outcome == "checked" and r.health is not None]
                 log.info("health: checked %d accounts (%s)", len(due),
                          ", ".join(f"{h} {found.count(h)}" for h in sorted(set(found))) or "none could tell")
             if len(due) < batch:

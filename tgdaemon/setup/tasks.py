@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from telethon.errors import BadRequestError, RPCError
 
@@ -141,7 +141,7 @@ def photo_task(animated: bool) -> Callable[[TaskContext], Awaitable[Result]]:
 def story_task(kind: str) -> Callable[[TaskContext], Awaitable[Result]]:
     async def run(ctx: TaskContext) -> Result:
         path = Path(ctx.task.payload["path"])
-        probed = "video" if kind == "video" else "photo"
+        probed: Literal["photo", "video"] = "video" if kind == "video" else "photo"
         file = await ctx.media.get(path, probed, lambda: media.probe(path, probed))
         if mine := _made_by_this_task(await ctx.gateway.my_stories(ctx.account), ctx, "story_id", kind == "video"):
             return skipped("this task's story is already posted", story_id=mine.id)

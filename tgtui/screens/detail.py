@@ -63,6 +63,10 @@ class DetailScreen(ModalScreen[None]):
     def current(self) -> dict[str, Any] | None:
         raise NotImplementedError
 
+    def targets(self) -> list[int]:
+        """What an action from this detail acts on: each kind of detail names its own."""
+        raise NotImplementedError
+
     def summary(self, obj: dict[str, Any], now: float) -> Text:
         raise NotImplementedError
 
