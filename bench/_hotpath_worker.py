@@ -16,7 +16,6 @@ import importlib.util
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -41,7 +40,6 @@ async def scheduler(work: Path, url: str, media: dict[str, str], fast: int, medi
                     pg_pid: int) -> dict[str, Any]:
     from tgdaemon.config import SimulatorConfig
     from tgdaemon.gateway.simulator import Simulator
-    from tgdaemon.lifecycle.daemon import Daemon
     from tgdaemon.setup.tasks import required_tasks
 
     sw = stores_worker()
@@ -57,56 +55,14 @@ async def scheduler(work: Path, url: str, media: dict[str, str], fast: int, medi
         total, _ = await store.dispatch_setup(required_tasks(cfg.setup))
     finally:
         await store.close()
-    daemon = Daemon(cfg, Simulator(cfg.simulator), install_signal_handlers=False)
-    task = asyncio.create_task(daemon.run(), name="bench-daemon")
-    samples: list[tuple[float, int]] = []
     running: dict[str, list[int]] = {"fast": [], "media": []}
-    try:
-        ready = asyncio.create_task(daemon.ready.wait())
-        done, _ = await asyncio.wait({task, ready}, timeout=120, return_when=asyncio.FIRST_COMPLETED)
-        if ready not in done:
-            ready.cancel()
-            if task in done:
-                task.result()
-            raise RuntimeError("the in-process daemon was not ready within 120 s")
-        rt = daemon.runtime
-        assert rt is not None
-        store = rt.store
-        waited = time.monotonic()
-        while rt.setup.running() == 0 and time.monotonic() - waited < 30:  # the clock starts with the first task
-            await asyncio.sleep(0.005)
 
-        async def completed() -> tuple[int, int]:
-            setup = (await store.task_counts())["setup"]
-            return setup.get("done", 0) + setup.get("failed", 0), setup.get("failed", 0)
+    def sample(rt: Any) -> None:
+        for queue, jobs in rt.setup._running.items():  # a measurement only: how full each queue is
+            running[queue].append(len(jobs))
 
-        base, _ = await completed()
-        cpu0, pg0 = time.process_time(), sw.server_cpu(pg_pid)
-        t0 = time.monotonic()
-        samples.append((0.0, 0))
-        finished, failed = False, 0
-        for _ in range(int(window / SAMPLE_S) + 2):
-            await asyncio.sleep(SAMPLE_S)
-            for queue, jobs in rt.setup._running.items():  # a measurement only: how full each queue is
-                running[queue].append(len(jobs))
-            count, failed = await completed()
-            samples.append((time.monotonic() - t0, count - base))
-            if count >= total:
-                finished = True
-                break
-            if samples[-1][0] >= window:
-                break
-        cpu, pg = time.process_time() - cpu0, sw.server_cpu(pg_pid) - pg0
-    finally:
-        daemon.stop()
-        try:
-            await asyncio.wait_for(task, 30)
-        except TimeoutError:
-            task.cancel()
-    seconds, count = samples[-1]
-    return {"seconds": seconds, "completed": count, "failed": failed, "total": total, "finished": finished,
-            "cpu": cpu, "server_cpu": pg, "samples": samples, "running": running,
-            "latency_ms": [default.latency_min_ms, default.latency_max_ms]}
+    out = await sw.setup_window(cfg, total, window, pg_pid, sample_s=SAMPLE_S, on_sample=sample)
+    return out | {"running": running, "latency_ms": [default.latency_min_ms, default.latency_max_ms]}
 
 
 JOBS = {"scheduler": scheduler}

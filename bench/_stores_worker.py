@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -209,7 +210,6 @@ async def generation(work: Path, url: str, rounds: int, pg_pid: int) -> dict[str
 async def scheduler(work: Path, url: str, media: dict[str, str], fast: int, media_q: int, window: float,
                     pg_pid: int, synchronous: str = "full") -> dict[str, Any]:
     from tgdaemon.gateway.simulator import Simulator
-    from tgdaemon.lifecycle.daemon import Daemon
     from tgdaemon.setup.tasks import required_tasks
 
     cfg = make_config(work, url, {"setup": {
@@ -225,6 +225,17 @@ async def scheduler(work: Path, url: str, media: dict[str, str], fast: int, medi
         total, _ = await store.dispatch_setup(required_tasks(cfg.setup))
     finally:
         await store.close()
+    return await setup_window(cfg, total, window, pg_pid)
+
+
+async def setup_window(cfg: Any, total: int, window: float, pg_pid: int, *, sample_s: float = 0.5,
+                       on_sample: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    """The real ``Daemon`` on ``cfg``'s fleet, whose ``total`` setup tasks are dispatched: from its first task
+    running, the tasks done or failed every ``sample_s`` until all are or ``window`` s passed, and this
+    process's CPU (and the PostgreSQL server's) over that time. ``on_sample(runtime)`` sees each sample."""
+    from tgdaemon.gateway.simulator import Simulator
+    from tgdaemon.lifecycle.daemon import Daemon
+
     daemon = Daemon(cfg, Simulator(cfg.simulator), install_signal_handlers=False)
     task = asyncio.create_task(daemon.run(), name="bench-daemon")
     samples: list[tuple[float, int]] = []
@@ -237,6 +248,7 @@ async def scheduler(work: Path, url: str, media: dict[str, str], fast: int, medi
                 task.result()
             raise RuntimeError("the in-process daemon was not ready within 120 s")
         rt = daemon.runtime
+        assert rt is not None
         store = rt.store
         waited = time.monotonic()
         while rt.setup.running() == 0 and time.monotonic() - waited < 30:  # the clock starts with the first task
@@ -251,11 +263,13 @@ async def scheduler(work: Path, url: str, media: dict[str, str], fast: int, medi
         t0 = time.monotonic()
         samples.append((0.0, 0))
         finished, failed = False, 0
-        for _ in range(int(window / 0.5) + 2):
-            await asyncio.sleep(0.5)
+        for _ in range(int(window / sample_s) + 2):
+            await asyncio.sleep(sample_s)
+            if on_sample is not None:
+                on_sample(rt)
             count, failed = await completed()
             samples.append((time.monotonic() - t0, count - base))
-            if count - base >= total - base:
+            if count >= total:
                 finished = True
                 break
             if samples[-1][0] >= window:
