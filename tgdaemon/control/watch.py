@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 SNAPSHOT_EVENTS = 200
 SNAPSHOT_PAGE = 2000  # accounts or quotas per read, and so per frame: 2,000 accounts are about 700 KB
 SNAPSHOT_LISTS = ("accounts", "quotas", "events")  # every snapshot frame carries each, in this order
-SOCKETS = web.AppKey("watch_sockets", set)
+SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("watch_sockets", set)
 # An epoch is the database's hex token; an event id fits 18 ASCII digits ("²" and "٣" are digits to str.isdigit).
 SINCE = re.compile(r"([0-9a-f]{1,32}):([0-9]{1,18})", re.ASCII)
 
@@ -185,5 +185,6 @@ async def watch(request: web.Request) -> web.WebSocketResponse:
 
 async def close_all(app: web.Application) -> None:
     """On shutdown: tell every watcher the daemon is going away (1001)."""
-    for ws in list(app[SOCKETS]):
+    sockets = app[SOCKETS]
+    for ws in list(sockets):
         await ws.close(code=1001, message=b"daemon stopping")

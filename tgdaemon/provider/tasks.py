@@ -11,6 +11,7 @@ from tgdaemon.quotas.messages import (
     ExtendResponse,
     PullRequest,
     PullResponse,
+    Report,
     ReportRequest,
     ReportResponse,
 )
@@ -25,7 +26,7 @@ async def pull(request: web.Request) -> web.Response:
 
 async def report(request: web.Request) -> web.Response:
     """One report (an object) or a batch (an array); each is answered, in order."""
-    body = await read_body(request, ReportRequest)  # type: ignore[arg-type]
+    body: Report | list[Report] = await read_body(request, ReportRequest)  # type: ignore[arg-type]
     reports = body if isinstance(body, list) else [body]
     leases = request.config_dict[RUNTIME].leases
     return json_response(ReportResponse(results=await leases.report(request[PROVIDER], reports)))

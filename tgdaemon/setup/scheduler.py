@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import Counter
 from pathlib import Path
@@ -136,7 +137,7 @@ class SetupScheduler:
             job = asyncio.create_task(self._execute(task), name=f"setup task {task.id}")
             running.add(job)
             self._job_of[task.id] = job
-            job.add_done_callback(lambda j, task_id=task.id: self._ended(running, task_id, j))
+            job.add_done_callback(functools.partial(self._ended, running, task.id))
 
     def _ended(self, running: set[asyncio.Task[None]], task_id: int, job: asyncio.Task[None]) -> None:
         running.discard(job)
