@@ -210,8 +210,13 @@ class FleetApp(App[None]):
             return
         what = f"account {ids[0]}" if len(ids) == 1 else plural(len(ids), "account")
         its = "Its" if len(ids) == 1 else "Their"
+
+        def disable(reason: str | None) -> None:
+            if reason:
+                self.act("disable", ids, reason)
+
         self.push_screen(ReasonDialog(f"Disable {what}? {its} work stops until enabled again.", "Disable"),
-                         callback=lambda reason: self.act("disable", ids, reason) if reason else None)
+                         callback=disable)
 
     def action_pause(self) -> None:
         """Pause the selected or marked quotas; resume them when every one of them is paused already."""
@@ -236,8 +241,12 @@ class FleetApp(App[None]):
         if len(ids) == 1:
             self.act(verb, ids)
             return
-        self.push_screen(ConfirmDialog(question, verb.title()),
-                         callback=lambda go: self.act(verb, ids) if go else None)
+
+        def confirmed(go: bool | None) -> None:
+            if go:
+                self.act(verb, ids)
+
+        self.push_screen(ConfirmDialog(question, verb.title()), callback=confirmed)
 
     def _account_targets(self) -> list[int]:
         if not isinstance(self.screen, (AccountsScreen, AccountDetail)):

@@ -86,10 +86,10 @@ class ControlClient:
     async def _send(self, method: str, path: str, params: dict[str, Any] | None, body: dict[str, Any] | None,
                     timeout: float | None = None) -> bytes:
         query = {k: _query_value(v) for k, v in (params or {}).items() if v is not None}
-        own = {} if timeout is None else {"timeout": aiohttp.ClientTimeout(total=timeout)}
         try:
-            async with self._http().request(method, f"http://tgdaemon/v1{path}", params=query,
-                                             json=body, **own) as resp:
+            async with self._http().request(method, f"http://tgdaemon/v1{path}", params=query, json=body,
+                                             timeout=self._timeout if timeout is None else
+                                             aiohttp.ClientTimeout(total=timeout)) as resp:
                 raw = await resp.read()
         except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, FileNotFoundError):
             raise self._not_running() from None
