@@ -9,6 +9,7 @@ and delta the single action writes, so the dashboard sees the rows change while 
 
 from __future__ import annotations
 
+import string
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -35,6 +36,7 @@ from tgdaemon.wire import (
 MAX_IDS = 200_000  # as POST /accounts/assign; the body limit (1 MiB) comes first for long ids
 REFUSALS_SHOWN = 20
 DRY_RUN_SHOWN = 1000
+ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)  # as SQLite's LIKE folds case
 
 Ids = Annotated[list[Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]], msgspec.Meta(min_length=1, max_length=MAX_IDS)]
 Text = Annotated[str, msgspec.Meta(max_length=200)]
@@ -147,8 +149,9 @@ def _quota_matches(quota: dict[str, object], where: QuotasFilter) -> bool:
     if where.state is not None and quota["state"] != where.state:
         return False
     if where.q:
-        q = where.q.lower()
-        return q in str(quota["name"]).lower() or q in str(quota["target"]).lower() or where.q == str(quota["id"])
+        q = where.q.translate(ASCII_LOWER)
+        return (q in str(quota["name"]).translate(ASCII_LOWER) or q in str(quota["target"]).translate(ASCII_LOWER)
+                or where.q == str(quota["id"]))
     return True
 
 
