@@ -109,13 +109,39 @@ def invocations(live: Fleet, tmp: Path) -> dict[tuple[str, ...], tuple[tuple[str
     }
 
 
+def more_forms() -> list[tuple[tuple[str, ...], tuple[str, ...], int]]:
+    """Rows for the other forms of commands in the table: several ids, a filter, --all and --dry-run
+    (tgdaemon/cli/bulk.py), and what is refused (exit 2): none of them, both, a filter with --all."""
+    return [
+        (("accounts", "disable"), ("4", "5", "--reason", "bulk json"), 0),
+        (("accounts", "disable"), ("--state", "cooldown", "--search", "sim-00", "--reason", "r", "--dry-run"), 0),
+        (("accounts", "disable"), ("--all", "--reason", "r", "--dry-run"), 0),
+        (("accounts", "disable"), ("--reason", "r"), 2),  # no id, no filter, no --all
+        (("accounts", "enable"), ("4", "5"), 0),
+        (("accounts", "enable"), ("--state", "disabled", "--dry-run"), 0),
+        (("accounts", "enable"), ("4", "--state", "disabled"), 2),  # ids and a filter
+        (("accounts", "retry"), ("1", "2"), 0),
+        (("accounts", "retry"), ("--health", "unchecked", "--dry-run"), 0),
+        (("accounts", "retry"), ("--all", "--search", "sim"), 2),  # --all and a filter
+        (("accounts", "assign"), ("--search", "sim-000", "--executor", "local"), 0),
+        (("accounts", "assign"), ("2", "--executor", "local", "--dry-run"), 0),
+        (("accounts", "assign"), ("--executor", "local"), 2),
+        (("quotas", "pause"), ("1", "1"), 0),
+        (("quotas", "pause"), ("--state", "active", "--dry-run"), 0),
+        (("quotas", "resume"), ("--search", "first"), 0),
+        (("quotas", "resume"), ("--all", "--dry-run"), 0),
+        (("quotas", "resume"), (), 2),
+    ]
+
+
 def test_json_on_every_command_parses_and_exit_codes_match(live: Fleet, tmp_path: Path) -> None:
     table = invocations(live, tmp_path)
     assert set(table) == set(leaf_commands(root_parser())), "a command without a --json case here"
     sock = ("--socket", str(live.socket_path))
+    cases = [(words, args, code) for words, (args, code) in table.items()] + more_forms()
     calls = [(*words, *args, "--json", *(() if words[0] in ("run", "demo", "store", "completion") else sock))
-             for words, (args, _) in table.items()]
-    for (words, (_, code)), result in zip(table.items(), live.cli_many(*calls), strict=True):
+             for words, args, code in cases]
+    for (words, _, code), result in zip(cases, live.cli_many(*calls), strict=True):
         assert result.returncode == code, f"{words}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
         if code == 0:
             no_traceback(result)

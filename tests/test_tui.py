@@ -24,7 +24,7 @@ from textual.widgets import DataTable, Label, Sparkline, Static
 from tgdaemon import __version__
 from tgdaemon.control.client import ControlClient
 from tgtui.app import FleetApp, key_map
-from tgtui.screens.confirm import ReasonDialog
+from tgtui.screens.confirm import ConfirmDialog, ReasonDialog
 from tgtui.screens.detail import AccountDetail, QuotaDetail
 from tgtui.screens.help import HelpScreen, key_names
 from tgtui.widgets.header import FleetHeader, OfflineBanner
@@ -127,7 +127,10 @@ async def test_marked_accounts_are_acted_on_together(shared: tuple[Fleet, Daemon
         table = await full_table(app, pilot, daemon)
         await pilot.press("space", "j", "space")  # marks 1 and 3 (space steps down)
         assert table.targets() == [1, 3] and drawn(table, 1).startswith("●")
-        await pilot.press("e")  # neither is disabled: the daemon says so, nothing changes
+        await pilot.press("e")  # two marked: asked first, with the count
+        assert isinstance(app.screen, ConfirmDialog) and "Enable 2 accounts?" in str(
+            app.screen.query_one(Label).content)
+        await pilot.press("enter")  # neither is disabled: the daemon says so, nothing changes
         await wait_until(pilot, lambda: any("2 already enabled" in n for n in notes(app)), "the enable result",
                          daemon)
         assert table.marked == set()

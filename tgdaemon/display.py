@@ -7,7 +7,7 @@ dashboard.
 
 from __future__ import annotations
 
-from tgdaemon.wire import HEALTHS, QUOTA_STATES, STATES
+from tgdaemon.wire import HEALTHS, QUOTA_STATES, STATES, BulkResult
 
 # A rich style per state, in the order of STATES (a state added there without a colour fails here, at import).
 STATE_STYLE = dict(zip(STATES, ("green", "cyan", "yellow", "red", "dim"), strict=True))
@@ -42,3 +42,30 @@ def node_condition(alive: bool, stopped_at: str | None) -> str:
     if alive:
         return "alive"
     return "stopped" if stopped_at is not None else "dead"
+
+
+PAST = {"disable": "disabled", "enable": "enabled", "retry": "retried", "assign": "assigned", "pause": "paused",
+        "resume": "resumed"}
+
+
+def plural(n: int, noun: str) -> str:
+    """``1 account``, ``1,000 accounts``."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def bulk_summary(result: BulkResult, noun: str) -> str:
+    """One line for a bulk action's answer (``wire.BulkResult``), the same in the admin commands and the
+    dashboard: what changed (or would), what already was so, and the first refusal with why."""
+    past = PAST.get(result.action, result.action)
+    head = f"would {result.action}" if result.dry_run else past
+    parts = [f"{head} {plural(result.changed, noun)}"]
+    if result.action == "retry":
+        parts[0] += f", {plural(result.tasks, 'task')} due now" if not result.dry_run else \
+            f", {plural(result.tasks, 'task')} due"
+    if result.unchanged:
+        parts.append(f"{result.unchanged:,} had nothing to retry" if result.action == "retry"
+                     else f"{result.unchanged:,} already {past}")
+    if result.refused:
+        first = result.refusals[0] if result.refusals else None
+        parts.append(f"{result.refused:,} refused" + (f" ({first.reason})" if first else ""))
+    return "; ".join(parts)

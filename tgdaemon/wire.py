@@ -348,6 +348,31 @@ class Assigned(Wire):
     executor: str
 
 
+class BulkItem(Wire):
+    id: int
+    label: str  # an account's label, a quota's name
+
+
+class BulkRefusal(Wire):
+    id: int
+    reason: str  # one line
+
+
+class BulkResult(Wire):
+    """``POST /v1/accounts/batch`` and ``/v1/quotas/batch``: what one request did to many (or, under
+    ``dry_run``, would do: then nothing was written and ``changed`` counts what would change)."""
+
+    action: str
+    dry_run: bool
+    matched: int  # the ids given, or the rows the filter matched
+    changed: int
+    unchanged: int  # already as asked (disabled, enabled, assigned, paused; no task to retry)
+    refused: int
+    refusals: list[BulkRefusal]  # the first few refused, each with why
+    tasks: int  # retry: the setup tasks made due (that would be, under dry_run); 0 for the other actions
+    would_change: list[BulkItem]  # dry_run: the first of those that would change (``changed`` says how many)
+
+
 class BackupWritten(Wire):
     path: str
     bytes: int

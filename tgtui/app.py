@@ -23,12 +23,14 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from tgdaemon.control.client import ControlClient
+from tgdaemon.display import bulk_summary, plural
 from tgdaemon.errors import ApiError, TgfleetError
-from tgdaemon.wire import AccountChange, QuotaChange, Retried
+from tgdaemon.wire import BulkResult
 from tgtui.model import Clock, FleetModel
+from tgtui.progress import Running
 from tgtui.screens.accounts import AccountsScreen
 from tgtui.screens.base import FleetScreen
-from tgtui.screens.confirm import ReasonDialog
+from tgtui.screens.confirm import ConfirmDialog, ReasonDialog
 from tgtui.screens.detail import AccountDetail, DetailScreen, QuotaDetail
 from tgtui.screens.events import EventsScreen
 from tgtui.screens.help import HelpScreen, Section
@@ -45,6 +47,7 @@ NODES_SECONDS = 3.0  # a node's heartbeat comes every nodes.heartbeat_seconds (2
 PROXIES_SECONDS = 5.0  # the health checker's findings come every proxies.check_interval_seconds (minutes)
 VIEWS_SECONDS = 10.0
 VIEWS_POLL_SECONDS = 1.0
+BULK_TIMEOUT_SECONDS = 600.0  # a bulk action on 50,000 rows: the daemon writes them a few hundred at a time
 OFFLINE_ERRORS = (TgfleetError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
 
@@ -64,6 +67,7 @@ class FleetApp(App[None]):
         self.clock = clock
         self.model = FleetModel(clock)
         self.offline_since: float | None = None
+        self.running: Running | None = None  # the bulk action under way
 
     def on_mount(self) -> None:
         self.follow_stream()
@@ -193,25 +197,56 @@ class FleetApp(App[None]):
 
     def action_retry(self) -> None:
         if ids := self._account_targets():
-            self.act("retry", ids)
+            self.confirm_then_act("retry", ids, f"Retry the setup of {plural(len(ids), 'account')}? Their failed"
+                                  " and waiting setup tasks are due now.")
 
     def action_enable(self) -> None:
         if ids := self._account_targets():
-            self.act("enable", ids)
+            self.confirm_then_act("enable", ids, f"Enable {plural(len(ids), 'account')}?")
 
     def action_disable(self) -> None:
         ids = self._account_targets()
         if not ids:
             return
-        what = f"account {ids[0]}" if len(ids) == 1 else f"{len(ids)} accounts"
-        self.push_screen(ReasonDialog(f"Disable {what}? Its work stops until it is enabled again.", "Disable"),
-                         callback=lambda reason: self.act("disable", ids, reason) if reason else None)
+        what = f"account {ids[0]}" if len(ids) == 1 else plural(len(ids), "account")
+        its = "Its" if len(ids) == 1 else "Their"
+
+        def disable(reason: str | None) -> None:
+            if reason:
+                self.act("disable", ids, reason)
+
+        self.push_screen(ReasonDialog(f"Disable {what}? {its} work stops until enabled again.", "Disable"),
+                         callback=disable)
 
     def action_pause(self) -> None:
-        ids = self.targets()
-        if not isinstance(self.screen, (QuotasScreen, QuotaDetail)) or not ids or ids[0] not in self.model.quotas:
+        """Pause the selected or marked quotas; resume them when every one of them is paused already."""
+        ids = self._quota_targets()
+        if ids:
+            paused = all(self.model.quotas[i]["paused"] for i in ids if i in self.model.quotas)
+            self.quota_action("resume" if paused else "pause", ids)
+
+    def action_pause_quotas(self) -> None:
+        if ids := self._quota_targets():
+            self.quota_action("pause", ids)
+
+    def action_resume_quotas(self) -> None:
+        if ids := self._quota_targets():
+            self.quota_action("resume", ids)
+
+    def quota_action(self, verb: str, ids: list[int]) -> None:
+        self.confirm_then_act(verb, ids, f"{verb.title()} {plural(len(ids), 'quota')}?")
+
+    def confirm_then_act(self, verb: str, ids: list[int], question: str) -> None:
+        """One row goes at once, as it always did; several marked rows are confirmed first, with their count."""
+        if len(ids) == 1:
+            self.act(verb, ids)
             return
-        self.toggle_pause(ids[0], not self.model.quotas[ids[0]]["paused"])
+
+        def confirmed(go: bool | None) -> None:
+            if go:
+                self.act(verb, ids)
+
+        self.push_screen(ConfirmDialog(question, verb.title()), callback=confirmed)
 
     def _account_targets(self) -> list[int]:
         if not isinstance(self.screen, (AccountsScreen, AccountDetail)):
@@ -221,36 +256,36 @@ class FleetApp(App[None]):
             self.notify("no account selected", severity="warning")
         return ids
 
-    @work(group="action", exit_on_error=False)
-    async def act(self, verb: str, ids: list[int], reason: str | None = None) -> None:
-        changed, unchanged, failed, tasks = 0, 0, [], 0
-        for account_id in ids:
-            path = f"/accounts/{account_id}/{verb}"
-            try:
-                if verb == "retry":
-                    tasks += (await self.client.call("POST", path, Retried, body={})).tasks
-                    changed += 1
-                    continue
-                body = {"reason": reason or ""} if verb == "disable" else {}
-                answer = await self.client.call("POST", path, AccountChange, body=body)
-            except ApiError as exc:
-                failed.append(f"{account_id}: {exc}")
-                continue
-            changed, unchanged = changed + answer.changed, unchanged + (not answer.changed)
-        if isinstance(self.screen, AccountsScreen):
-            self.screen.table.marked.clear()
-        self.notify(action_summary(verb, changed, unchanged, tasks, failed),
-                    severity="error" if failed else "information")
+    def _quota_targets(self) -> list[int]:
+        if not isinstance(self.screen, (QuotasScreen, QuotaDetail)):
+            return []
+        return self.targets()
+
+    def progress_line(self) -> str | None:
+        """What the mark line says of the bulk action under way (tgtui/progress.py), if one is."""
+        return self.running.line(self.model) if self.running is not None else None
 
     @work(group="action", exit_on_error=False)
-    async def toggle_pause(self, quota_id: int, paused: bool) -> None:
-        action, verb = ("pause", "paused") if paused else ("resume", "resumed")
+    async def act(self, verb: str, ids: list[int], reason: str | None = None) -> None:
+        """One request to the batch route however many rows are marked; the rows change as its deltas come
+        in, and the mark line counts them meanwhile. The marks the action took are cleared once it answers."""
+        kind = "quota" if verb in ("pause", "resume") else "account"
+        origin = self.screen
+        body: dict[str, Any] = {"action": verb, "ids": ids}
+        if reason is not None:
+            body["reason"] = reason
+        self.running = Running(verb, kind, ids)
         try:
-            answer = await self.client.call("POST", f"/quotas/{quota_id}/{action}", QuotaChange, body={})
-        except ApiError as exc:  # an expired quota: the daemon's reason, as the CLI prints it
+            answer = await self.client.call("POST", f"/{kind}s/batch", BulkResult, body=body,
+                                            timeout=BULK_TIMEOUT_SECONDS)
+        except ApiError as exc:
             self.notify(str(exc), severity="error")
             return
-        self.notify(f"quota {quota_id} {verb}" if answer.changed else f"quota {quota_id} was already {verb}")
+        finally:
+            self.running = None
+        if isinstance(origin, FleetScreen):
+            origin.action_clear_marks()
+        self.notify(bulk_summary(answer, kind), severity="error" if answer.refused else "information")
 
     # the command palette offers what the keys do
 
@@ -270,23 +305,19 @@ class FleetApp(App[None]):
             yield SystemCommand("Disable", "disable the marked or selected accounts (asks for a reason)",
                                 self.action_disable)
             yield SystemCommand("Enable", "enable the marked or selected accounts", self.action_enable)
-        if isinstance(screen, AccountsScreen):
-            yield SystemCommand("Mark", "mark or unmark the selected account", screen.action_mark)
+        if isinstance(screen, FleetScreen) and screen.MARKABLE:
+            noun = screen.NOUN
+            yield SystemCommand("Mark", f"mark or unmark the selected {noun}", screen.action_mark)
+            yield SystemCommand("Mark all", f"mark every {noun} shown (all the filter matches)",
+                                screen.action_mark_all)
+            yield SystemCommand("Invert marks", f"mark the {noun}s shown that are not, unmark those that are",
+                                screen.action_invert_marks)
+            yield SystemCommand("Clear marks", f"unmark every {noun}", screen.action_clear_marks)
         if isinstance(screen, (QuotasScreen, QuotaDetail)):
-            yield SystemCommand("Pause/resume", "pause or resume the selected quota", self.action_pause)
-
-
-def action_summary(verb: str, changed: int, unchanged: int, tasks: int, failed: list[str]) -> str:
-    """One line: what the daemon did, and the first refusal if any."""
-    past = {"retry": "retried", "disable": "disabled", "enable": "enabled"}[verb]
-    parts = [f"{past} {changed} account{'s' if changed != 1 else ''}"]
-    if verb == "retry":
-        parts[0] += f", {tasks} task{'s' if tasks != 1 else ''} due now"
-    if unchanged:
-        parts.append(f"{unchanged} already {past}")
-    if failed:
-        parts.append(f"{len(failed)} refused ({failed[0]})")
-    return "; ".join(parts)
+            yield SystemCommand("Pause/resume", "pause the marked or selected quotas, or resume them if all are"
+                                " paused", self.action_pause)
+            yield SystemCommand("Pause", "pause the marked or selected quotas", self.action_pause_quotas)
+            yield SystemCommand("Resume", "resume the marked or selected quotas", self.action_resume_quotas)
 
 
 def key_map() -> list[Section]:
@@ -300,6 +331,7 @@ def key_map() -> list[Section]:
         ("Account detail", [*AccountDetail.BINDINGS, *DetailScreen.BINDINGS]),
         ("Quota detail", QuotaDetail.BINDINGS),
         ("Disable dialog", ReasonDialog.BINDINGS),
+        ("Confirm dialog (several marked rows)", ConfirmDialog.BINDINGS),
     ]
 
 

@@ -9,6 +9,7 @@ from rich.text import Text
 
 from tgdaemon.cli import (
     backup,
+    bulk,
     devices,
     export,
     health,
@@ -52,12 +53,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     ls.add_argument("--desc", action="store_true", help="reverse the sort")
     ls.add_argument("--limit", type=positive_int, metavar="N", help="at most N accounts (default: all)")
     ls.set_defaults(func=cmd_accounts_list)
-    dis = acc.add_parser("disable", parents=[common], help="disable an account (its work stops)")
-    dis.add_argument("id", type=positive_int, help="the account's id")
+    dis = acc.add_parser("disable", parents=[common],
+                         help="disable accounts (their work stops): by ids, or every one a filter matches")
+    bulk.add_targets(dis, "account")
     dis.add_argument("--reason", required=True, type=nonblank, help="why, for the audit trail (not blank)")
     dis.set_defaults(func=cmd_disable)
-    en = acc.add_parser("enable", parents=[common], help="enable a disabled account")
-    en.add_argument("id", type=positive_int, help="the account's id")
+    en = acc.add_parser("enable", parents=[common], help="enable disabled accounts: by ids, or by a filter")
+    bulk.add_targets(en, "account")
     en.set_defaults(func=cmd_enable)
     onboard.register(acc, common)
     devices.register(acc, common)
@@ -138,8 +140,11 @@ async def cmd_accounts_list(args: argparse.Namespace) -> int:
 
 
 async def cmd_disable(args: argparse.Namespace) -> int:
+    if not bulk.single(args):
+        return await bulk.run(args, "account", "disable", reason=args.reason)
     async with ControlClient(socket_path(args)) as client:
-        data = await client.call("POST", f"/accounts/{args.id}/disable", AccountChange, body={"reason": args.reason})
+        data = await client.call("POST", f"/accounts/{args.ids[0]}/disable", AccountChange,
+                                 body={"reason": args.reason})
     acc = data.account
     done = "disabled" if data.changed else "was already disabled"
     output.answer(args, data, f"account {acc.id} ({acc.label}) {done}: {acc.disabled_reason}")
@@ -147,8 +152,10 @@ async def cmd_disable(args: argparse.Namespace) -> int:
 
 
 async def cmd_enable(args: argparse.Namespace) -> int:
+    if not bulk.single(args):
+        return await bulk.run(args, "account", "enable")
     async with ControlClient(socket_path(args)) as client:
-        data = await client.call("POST", f"/accounts/{args.id}/enable", AccountChange, body={})
+        data = await client.call("POST", f"/accounts/{args.ids[0]}/enable", AccountChange, body={})
     acc = data.account
     output.answer(args, data, f"account {acc.id} ({acc.label}) {'enabled' if data.changed else 'was not disabled'};"
                               f" state {acc.state}")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tgdaemon.cli import output
-from tgdaemon.cli.parser import group_help, positive_int, socket_path
+from tgdaemon.cli import bulk, output
+from tgdaemon.cli.parser import group_help, socket_path
 from tgdaemon.control.client import ControlClient
 from tgdaemon.store.views import provider_name_problem
 from tgdaemon.wire import Assigned, ProviderAdded, ProviderChange, ProviderList
@@ -20,8 +20,9 @@ def provider_name(text: str) -> str:
 
 def register(sub: argparse._SubParsersAction, acc: argparse._SubParsersAction,
              common: argparse.ArgumentParser) -> None:
-    assign = acc.add_parser("assign", parents=[common], help="give accounts to a provider, or to the daemon (local)")
-    assign.add_argument("ids", type=positive_int, nargs="+", metavar="ID", help="the accounts' ids")
+    assign = acc.add_parser("assign", parents=[common],
+                            help="give accounts to a provider, or to the daemon (local): by ids, or by a filter")
+    bulk.add_targets(assign, "account")
     assign.add_argument("--executor", required=True, metavar="NAME|local",
                         help="a provider's name, or local for the daemon's own executor")
     assign.set_defaults(func=cmd_assign)
@@ -71,6 +72,9 @@ async def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 async def cmd_assign(args: argparse.Namespace) -> int:
+    """Ids alone keep POST /accounts/assign and its answer, as before; a filter, --all or --dry-run is a batch."""
+    if not args.ids or args.all or args.dry_run or args.state or args.search or args.health:
+        return await bulk.run(args, "account", "assign", executor=args.executor)
     async with ControlClient(socket_path(args)) as client:
         data = await client.call("POST", "/accounts/assign", Assigned,
                                  body={"ids": args.ids, "executor": args.executor})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tgdaemon.cli import output
+from tgdaemon.cli import bulk, output
 from tgdaemon.cli.parser import (
     duration,
     group_help,
@@ -41,8 +41,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     ls = q.add_parser("list", parents=[common], help="list quotas")
     ls.set_defaults(func=cmd_list)
     for name, paused in (("pause", True), ("resume", False)):
-        p = q.add_parser(name, parents=[common], help=f"{name} a quota")
-        p.add_argument("id", type=positive_int, help="the quota's id")
+        p = q.add_parser(name, parents=[common], help=f"{name} quotas: by ids, or every one a filter matches"
+                         " (an expired one is refused)")
+        bulk.add_targets(p, "quota")
         p.set_defaults(func=cmd_pause, paused=paused)
     exp = q.add_parser("export", parents=[common], help="the quota's measurements, to standard output")
     exp.add_argument("id", type=positive_int, help="the quota's id")
@@ -87,11 +88,14 @@ async def cmd_list(args: argparse.Namespace) -> int:
 
 
 async def cmd_pause(args: argparse.Namespace) -> int:
-    path = f"/quotas/{args.id}/{'pause' if args.paused else 'resume'}"
+    action = "pause" if args.paused else "resume"
+    if not bulk.single(args):
+        return await bulk.run(args, "quota", action)
+    quota_id = args.ids[0]
     async with ControlClient(socket_path(args)) as client:
-        data = await client.call("POST", path, QuotaChange)
+        data = await client.call("POST", f"/quotas/{quota_id}/{action}", QuotaChange)
     verb = "paused" if args.paused else "resumed"
-    output.answer(args, data, f"quota {args.id} {verb}" if data.changed else f"quota {args.id} was already {verb}")
+    output.answer(args, data, f"quota {quota_id} {verb}" if data.changed else f"quota {quota_id} was already {verb}")
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tgdaemon.cli import output
+from tgdaemon.cli import bulk, output
 from tgdaemon.cli.parser import group_help, positive_int, socket_path
 from tgdaemon.control.client import ControlClient
 from tgdaemon.wire import TASK_STATUSES, Account, Dispatched, Retried, TaskList
@@ -19,8 +19,8 @@ def register(sub: argparse._SubParsersAction, acc: argparse._SubParsersAction,
     setup.set_defaults(func=group_help(setup))
 
     retry = acc.add_parser("retry", parents=[common],
-                           help="make an account's failed and waiting setup tasks due now (cooldowns stay)")
-    retry.add_argument("id", type=positive_int, help="the account's id")
+                           help="make accounts' failed and waiting setup tasks due now (cooldowns stay)")
+    bulk.add_targets(retry, "account")
     retry.set_defaults(func=cmd_retry)
 
     tasks = sub.add_parser("tasks", parents=[common], help="setup tasks")
@@ -47,9 +47,11 @@ async def cmd_dispatch(args: argparse.Namespace) -> int:
 
 
 async def cmd_retry(args: argparse.Namespace) -> int:
+    if not bulk.single(args):
+        return await bulk.run(args, "account", "retry")
     async with ControlClient(socket_path(args)) as client:
-        data = await client.call("POST", f"/accounts/{args.id}/retry", Retried)
-    output.answer(args, data, f"account {args.id}: {data.tasks} setup tasks due now")
+        data = await client.call("POST", f"/accounts/{args.ids[0]}/retry", Retried)
+    output.answer(args, data, f"account {args.ids[0]}: {data.tasks} setup tasks due now")
     return 0
 
 

@@ -16,6 +16,7 @@ import msgspec
 from aiohttp import web
 
 from tgdaemon.control.backup import add_routes as add_backup_routes
+from tgdaemon.control.bulk import add_routes as add_bulk_routes
 from tgdaemon.control.devices import add_routes as add_device_routes
 from tgdaemon.control.export import add_routes as add_export_routes
 from tgdaemon.control.health import add_routes as add_health_routes
@@ -165,4 +166,5 @@ def create_app() -> web.Application:
     add_device_routes(app)
     add_export_routes(app)
     add_proxy_routes(app)
+    add_bulk_routes(app)
     return app

@@ -66,10 +66,11 @@ class ControlClient:
         return DaemonNotRunning(f"tgdaemon is not running (nothing answers on {self.socket_path}); {START_HINT}")
 
     async def call(self, method: str, path: str, answer: type[T], *, params: dict[str, Any] | None = None,
-                   body: dict[str, Any] | None = None) -> T:
+                   body: dict[str, Any] | None = None, timeout: float | None = None) -> T:
         """The answer decoded straight into ``answer`` (a ``tgdaemon.wire`` type), as the admin commands and the
-        dashboard read it; one that does not fit is one line naming the route and the field."""
-        raw = await self._send(method, path, params, body)
+        dashboard read it; one that does not fit is one line naming the route and the field. ``timeout``: this
+        request's own, in place of the client's (a bulk action on 50,000 rows)."""
+        raw = await self._send(method, path, params, body, timeout)
         try:
             return msgspec.json.decode(raw, type=answer)
         except msgspec.ValidationError as exc:
@@ -82,11 +83,13 @@ class ControlClient:
         raw = await self._send(method, path, params, body)
         return msgspec.json.decode(raw) if raw else None
 
-    async def _send(self, method: str, path: str, params: dict[str, Any] | None, body: dict[str, Any] | None) -> bytes:
+    async def _send(self, method: str, path: str, params: dict[str, Any] | None, body: dict[str, Any] | None,
+                    timeout: float | None = None) -> bytes:
         query = {k: _query_value(v) for k, v in (params or {}).items() if v is not None}
         try:
-            async with self._http().request(method, f"http://tgdaemon/v1{path}", params=query,
-                                             json=body) as resp:
+            async with self._http().request(method, f"http://tgdaemon/v1{path}", params=query, json=body,
+                                             timeout=self._timeout if timeout is None else
+                                             aiohttp.ClientTimeout(total=timeout)) as resp:
                 raw = await resp.read()
         except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, FileNotFoundError):
             raise self._not_running() from None

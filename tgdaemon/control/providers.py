@@ -13,6 +13,7 @@ from tgdaemon.httpjson import json_response, read_body
 from tgdaemon.provider.auth import hash_token, new_token
 from tgdaemon.quotas.executor import NAME as LOCAL
 from tgdaemon.runtime import RUNTIME
+from tgdaemon.store import Store
 from tgdaemon.store.views import provider_name_problem
 from tgdaemon.wire import (
     Assigned,
@@ -59,17 +60,21 @@ async def revoke_provider(request: web.Request) -> web.Response:
     return json_response(ProviderChange(changed=changed, provider=msgspec.convert(provider, Provider)))
 
 
+async def check_executor(store: Store, executor: str) -> None:
+    """Only ``local`` or a provider that exists and is not revoked: tasks for anyone else would never run."""
+    if executor != LOCAL:
+        known = {p["name"]: p for p in await store.list_providers()}
+        if executor not in known:
+            raise ApiError(f"executor {executor!r}: no such provider (add it with `tgdaemon providers add`,"
+                           f" or use {LOCAL!r})", code="unknown_executor")
+        if known[executor]["revoked_at"] is not None:
+            raise ApiError(f"executor {executor!r}: the provider was revoked", code="unknown_executor")
+
+
 async def assign_accounts(request: web.Request) -> web.Response:
-    """Only to ``local`` or a provider that exists and is not revoked: tasks for anyone else would never run."""
     body = await read_body(request, AssignBody)
     store = request.config_dict[RUNTIME].store
-    if body.executor != LOCAL:
-        known = {p["name"]: p for p in await store.list_providers()}
-        if body.executor not in known:
-            raise ApiError(f"executor {body.executor!r}: no such provider (add it with `tgdaemon providers add`,"
-                           f" or use {LOCAL!r})", code="unknown_executor")
-        if known[body.executor]["revoked_at"] is not None:
-            raise ApiError(f"executor {body.executor!r}: the provider was revoked", code="unknown_executor")
+    await check_executor(store, body.executor)
     changed = await store.assign_accounts(sorted(set(body.ids)), body.executor)
     return json_response(Assigned(changed=changed, executor=body.executor))
 

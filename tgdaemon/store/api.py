@@ -44,6 +44,14 @@ CHANGES_KIND = "changes"
 # meta key: the highest event id retention has deleted; a stream cursor below it cannot be resumed.
 EVENTS_PRUNED_THROUGH = "events.pruned_through"
 STREAM_EPOCH = "stream.epoch"  # meta: names this database's log; a restored backup gets a new one
+# Rows a bulk action changes per transaction: the SQLite writer (and a PostgreSQL row lock) is held for
+# milliseconds, not for the whole of 50,000 accounts, so the hot path keeps going beside it.
+BULK_ROWS = 500
+
+
+def chunked(ids: Sequence[int], size: int = BULK_ROWS) -> list[Sequence[int]]:
+    """``ids`` in slices of ``size``, the transactions of a bulk action."""
+    return [ids[i:i + size] for i in range(0, len(ids), size)]
 
 @dataclass(frozen=True, slots=True)
 class Provider:
@@ -338,6 +346,34 @@ class Assignment:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountFilter:
+    """GET /accounts' filter, for a bulk action: the same store-side meaning as the listing's (None: any)."""
+
+    state: str | None = None
+    q: str | None = None
+    health: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BulkAccount:
+    """An account a bulk action names, with what each action decides by (a dry run says what would change)."""
+
+    id: int
+    label: str
+    disabled: bool
+    executor: str
+    retryable: int  # its failed and waiting setup tasks: what a retry makes due
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaPause:
+    """What ``set_quotas_paused`` did: the quotas it changed, and those it refused with why (expired)."""
+
+    changed: list[int]
+    refused: list[tuple[int, str]]
+
+
+@dataclass(frozen=True, slots=True)
 class SimConnection:
     """One simulated MTProto connection of an account, as the simulator's own record keeps it."""
 
@@ -434,6 +470,12 @@ class Store(Protocol):
     async def tasks_finished_since(self, at: float) -> int: ...
     async def disable_account(self, account_id: int, reason: str) -> bool: ...
     async def enable_account(self, account_id: int) -> bool: ...
+    # Bulk actions (NotFound for an unknown id, before anything is written), in transactions of BULK_ROWS
+    # accounts: each changed account gets its event and delta as a single one's would. They return what changed.
+    async def bulk_targets(self, ids: Sequence[int] | None = None,
+                           where: AccountFilter | None = None) -> list[BulkAccount]: ...  # id order
+    async def disable_accounts(self, ids: Sequence[int], reason: str) -> list[int]: ...
+    async def enable_accounts(self, ids: Sequence[int]) -> list[int]: ...
     async def recent_events(self, *, account_id: int | None = None,  # the audit trail: no CHANGES_KIND rows
                             limit: int = 100) -> list[dict[str, Any]]: ...
     async def events_after(self, after_id: int, limit: int) -> list[dict[str, Any]]: ...  # id order: the stream's source
@@ -510,6 +552,7 @@ class Store(Protocol):
         """``finish_setup_many``, then ``claim_setup`` for each (types, limit) in turn, in one transaction: the
         slots the finished tasks free are filled again without a transaction of their own."""
     async def retry_account_setup(self, account_id: int) -> int: ...
+    async def retry_accounts_setup(self, ids: Sequence[int]) -> dict[int, int]: ...  # tasks made due, per account
     async def setup_tasks(self, *, account_id: int | None = None, status: str | None = None,
                           limit: int = 1000) -> list[dict[str, Any]]: ...
 
@@ -522,6 +565,7 @@ class Store(Protocol):
     async def quotas_by_id(self, tx: Tx | None, ids: Iterable[int]) -> list[dict[str, Any]]: ...
     async def quotas_after(self, after_id: int, limit: int) -> list[dict[str, Any]]: ...  # id order: the snapshot's pages
     async def set_quota_paused(self, quota_id: int, paused: bool) -> bool: ...
+    async def set_quotas_paused(self, ids: Sequence[int], paused: bool) -> QuotaPause: ...  # expired: refused
     async def uninspected_quotas(self) -> list[QuotaRef]: ...
     async def record_inspection(self, quota_id: int, *, ok: bool | None, peer_id: int | None = None,
                                 title: str | None = None, error: str | None = None) -> None: ...

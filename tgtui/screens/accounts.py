@@ -13,7 +13,7 @@ from tgdaemon.display import HEALTH_STYLE, STATE_STYLE, duration
 from tgtui.model import effective_state
 from tgtui.screens.base import FleetScreen
 from tgtui.table import Column, Row, RowSet
-from tgtui.widgets.table import LineTable
+from tgtui.widgets.table import MARK_BINDINGS, LineTable
 
 
 def _state(row: Row, now: float) -> Text:
@@ -73,11 +73,13 @@ ACCOUNT_COLUMNS = [
 class AccountsScreen(FleetScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("space", "mark", "Mark", key_display="␣"),
+        *MARK_BINDINGS,
         Binding("r", "app.retry", "Retry"),
         Binding("d", "app.disable", "Disable"),
         Binding("e", "app.enable", "Enable"),
     ]
     MARKABLE = True
+    NOUN = "account"
     EMPTY = "no accounts (or none match the filter)"
 
     def make_rowset(self) -> RowSet:
@@ -88,9 +90,6 @@ class AccountsScreen(FleetScreen):
 
     def rev(self) -> int:
         return self.fleet.model.accounts_rev
-
-    def action_mark(self) -> None:
-        self.table.toggle_mark()
 
     def on_line_table_chosen(self, event: LineTable.Chosen) -> None:
         self.fleet.open_account(event.key)

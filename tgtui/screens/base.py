@@ -18,6 +18,7 @@ from textual.widgets import Footer, Input
 
 from tgtui.table import Row, RowSet
 from tgtui.widgets.header import FleetHeader, OfflineBanner
+from tgtui.widgets.marks import MarkLine
 from tgtui.widgets.table import LineTable
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class FleetScreen(Screen[None]):
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
     MARKABLE = False
+    NOUN = "row"  # what the mark line counts
     EMPTY = "nothing to show"
 
     def __init__(self) -> None:
@@ -70,6 +72,7 @@ class FleetScreen(Screen[None]):
         yield FleetHeader()
         yield OfflineBanner()
         yield LineTable(self.rowset, self.fleet.clock, markable=self.MARKABLE, empty=self.EMPTY)
+        yield MarkLine()
         yield Input(placeholder="filter: words, or column:value (state:cooldown) — enter keeps it, esc clears",
                     id="filter")
         yield Footer(compact=True)
@@ -98,6 +101,31 @@ class FleetScreen(Screen[None]):
             self.table.rows_changed()
         elif ticked:
             self.table.refresh()  # countdowns are drawn from the clock: redraw the visible lines only
+        self.paint_marks()
+
+    def paint_marks(self) -> None:
+        """The marked count (of the rows shown: what an action takes) and a bulk action's progress."""
+        try:
+            line = self.query_one(MarkLine)
+        except NoMatches:
+            return
+        line.paint(self.table.marked_count() if self.MARKABLE else 0, self.NOUN, self.fleet.progress_line())
+
+    def action_mark(self) -> None:
+        self.table.toggle_mark()
+        self.paint_marks()
+
+    def action_mark_all(self) -> None:
+        self.table.mark_all()
+        self.paint_marks()
+
+    def action_invert_marks(self) -> None:
+        self.table.invert_marks()
+        self.paint_marks()
+
+    def action_clear_marks(self) -> None:
+        self.table.clear_marks()
+        self.paint_marks()
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)

@@ -1,4 +1,5 @@
-"""The confirm dialog for disabling: the daemon requires a reason, so the dialog asks for one."""
+"""The confirm dialogs: disabling asks for the reason the daemon requires; an action on several marked rows
+asks first, saying how many."""
 
 from __future__ import annotations
 
@@ -57,3 +58,39 @@ class ReasonDialog(ModalScreen[str | None]):
             self.query_one("#problem", Label).update("a reason is required")
             return
         self.dismiss(reason)
+
+
+class ConfirmDialog(ModalScreen[bool]):
+    """Dismissed with True to go ahead, False when cancelled; its first button has the focus (enter)."""
+
+    DEFAULT_CSS = """
+    ConfirmDialog { align: center middle; }
+    ConfirmDialog > Vertical { width: 64; max-width: 100%; height: auto; border: thick $warning; background: $surface;
+                               padding: 1 2; }
+    ConfirmDialog Label { width: 100%; }
+    ConfirmDialog Horizontal { height: auto; align-horizontal: right; margin-top: 1; }
+    ConfirmDialog Button { margin-left: 1; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("y", "confirm", "Go ahead"),
+                                             Binding("escape,n", "cancel", "Cancel")]
+
+    def __init__(self, question: str, verb: str) -> None:
+        super().__init__()
+        self.question = question
+        self.verb = verb
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.question)
+            with Horizontal():
+                yield Button(self.verb, variant="warning", id="ok")
+                yield Button("Cancel", id="cancel")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "ok")
+
+    def action_confirm(self) -> None:
+        self.dismiss(True)
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)

@@ -14,7 +14,7 @@ from tgtui.fmt import bar, sparkline, until
 from tgtui.model import FleetModel, parse_time
 from tgtui.screens.base import FleetScreen
 from tgtui.table import Column, Row, RowSet
-from tgtui.widgets.table import LineTable
+from tgtui.widgets.table import MARK_BINDINGS, LineTable
 
 BAR_WIDTH = 10
 SPARK_WIDTH = 12
@@ -90,7 +90,13 @@ def quota_columns(model: FleetModel) -> list[Column]:
 
 
 class QuotasScreen(FleetScreen):
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("p", "app.pause", "Pause/resume")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("space", "mark", "Mark", key_display="␣"),
+        *MARK_BINDINGS,
+        Binding("p", "app.pause", "Pause/resume"),
+    ]
+    MARKABLE = True
+    NOUN = "quota"
     EMPTY = "no quotas (add one with `tgdaemon quotas add`)"
 
     def make_rowset(self) -> RowSet:

@@ -26,6 +26,13 @@ from textual.strip import Strip
 from tgtui.table import Column, RowSet, layout
 
 MARK_WIDTH = 2
+# The keys of a view whose table marks (its screen binds them, with space for one row): ctrl+a as in a file
+# manager, * to invert as in Midnight Commander, ctrl+\ to clear as in k9s. They act on the rows shown.
+MARK_BINDINGS: list[BindingType] = [
+    Binding("ctrl+a", "mark_all", "Mark all shown (all the filter matches)", show=False),
+    Binding("asterisk", "invert_marks", "Invert the marks of the rows shown", show=False),
+    Binding("ctrl+backslash", "clear_marks", "Clear the marks", show=False),
+]
 
 
 class LineTable(ScrollView, can_focus=True):
@@ -139,6 +146,26 @@ class LineTable(ScrollView, can_focus=True):
         self.marked ^= {self._selected}
         self.action_move(1)
         self.refresh()
+
+    def mark_all(self) -> None:
+        """Mark every row shown: all the rows the filter matches, on screen or not."""
+        self.marked.update(self.rowset.index)
+        self.refresh()
+
+    def invert_marks(self) -> None:
+        """Marked rows shown become unmarked and the others shown marked; marks of hidden rows stay as they are."""
+        shown = self.rowset.index.keys()
+        self.marked = (self.marked - shown) | (shown - self.marked)
+        self.refresh()
+
+    def clear_marks(self) -> None:
+        self.marked.clear()
+        self.refresh()
+
+    def marked_count(self) -> int:
+        """The marked rows still shown: those an action would apply to."""
+        index = self.rowset.index
+        return sum(k in index for k in self.marked)
 
     def on_click(self, event: events.Click) -> None:
         if event.y >= 1:

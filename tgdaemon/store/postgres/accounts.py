@@ -8,13 +8,13 @@ SQLite, whatever the database's locale, so pages come in the same order on both 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from tgdaemon.errors import NotFound
-from tgdaemon.store.api import CHANGES_KIND
+from tgdaemon.store.api import CHANGES_KIND, AccountFilter, BulkAccount, chunked
 from tgdaemon.store.api import Tx as ApiTx
-from tgdaemon.store.postgres.core import Params, PostgresCore, Record, Tx, own
+from tgdaemon.store.postgres.core import Params, PostgresCore, own, retried
 from tgdaemon.store.views import (
     NAME_STRIP,
     STATES,
@@ -159,17 +159,7 @@ class AccountStore(PostgresCore):
         key, kind = SORT_SQL[sort]
         p = Params(now())
         columns = select(p)
-        where = []
-        if state:
-            where.append(f"state = {p(state)}")
-        if health:
-            where.append("health IS NULL" if health == UNCHECKED else f"health = {p(health)}")
-        if q:
-            # ILIKE in the "C" collation: case ignored for ASCII letters only, as SQLite's LIKE does.
-            pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            like = p(pattern)
-            label = 'label COLLATE "C"'
-            where.append(f"({label} ILIKE {like} ESCAPE '\\' OR phone ILIKE {like} ESCAPE '\\' OR id::text = {p(q)})")
+        where = AccountStore._filter_sql(AccountFilter(state, q, health), p)
         if after:
             value, account_id = decode_cursor(after)
             where.append(f"({key}, id) {'<' if desc else '>'} ({p(_cursor_value(value, kind))}, {p(account_id)})")
@@ -177,6 +167,40 @@ class AccountStore(PostgresCore):
         return (f"WITH v AS ({VIEW_SQL.format(now='$1')}) SELECT {columns}, {key} AS sort_value FROM v"
                 f"{' WHERE ' + ' AND '.join(where) if where else ''}"
                 f" ORDER BY {key} {order}, id {order} LIMIT {p(limit)}"), p
+
+    @staticmethod
+    def _filter_sql(where: AccountFilter, p: Params) -> list[str]:
+        """The conditions on the view ``v`` of GET /accounts' filter, their values added to ``p`` (whose $1 is
+        the time): one meaning for a listing and a bulk action."""
+        conditions = []
+        if where.state:
+            conditions.append(f"state = {p(where.state)}")
+        if where.health:
+            conditions.append("health IS NULL" if where.health == UNCHECKED else f"health = {p(where.health)}")
+        if q := where.q:
+            # ILIKE in the "C" collation: case ignored for ASCII letters only, as SQLite's LIKE does.
+            pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            like = p(pattern)
+            label = 'label COLLATE "C"'
+            conditions.append(f"({label} ILIKE {like} ESCAPE '\\' OR phone ILIKE {like} ESCAPE '\\'"
+                              f" OR id::text = {p(q)})")
+        return conditions
+
+    async def bulk_targets(self, ids: Sequence[int] | None = None,
+                           where: AccountFilter | None = None) -> list[BulkAccount]:
+        """The accounts a bulk action names: these ids (NotFound for one that is no account), else those
+        GET /accounts' filter ``where`` lists (all of them without one), in id order; both: the ids it lists."""
+        if ids is not None:
+            await self._known(ids)
+        p = Params(now())
+        conditions = self._filter_sql(where or AccountFilter(), p)
+        if ids is not None:
+            conditions.append(f"id = ANY({p(list(ids))}::bigint[])")
+        rows = await self.read(
+            f"WITH v AS ({VIEW_SQL.format(now='$1')}) SELECT id, label, disabled_at, executor, (SELECT COUNT(*)"
+            " FROM account_tasks t WHERE t.account_id = v.id AND t.status IN ('failed', 'retry')) AS retryable"
+            f" FROM v{' WHERE ' + ' AND '.join(conditions) if conditions else ''} ORDER BY id", *p.values)
+        return [BulkAccount(r[0], r[1], r[2] is not None, r[3], int(r[4])) for r in rows]
 
     async def accounts_by_id(self, tx: ApiTx | None, ids: Iterable[int]) -> list[dict[str, Any]]:
         """Views of these accounts; inside a transaction pass it, to read what it wrote."""
@@ -215,33 +239,55 @@ class AccountStore(PostgresCore):
 
     async def disable_account(self, account_id: int, reason: str) -> bool:
         """Disable with a reason; False when it already was (the reason is then left as it was)."""
-        async with self.tx() as tx:
-            current = await self._lookup(tx, account_id)
-            if current["disabled_at"] is not None:
-                return False
-            await tx.execute("UPDATE accounts SET disabled_at = $1, disabled_reason = $2 WHERE id = $3",
-                             now(), reason, account_id)
-            await tx.event("account.disabled", f"disabled: {reason}", account_id=account_id,
-                           data={"reason": reason})
-            return True
+        return bool(await self.disable_accounts([account_id], reason))
 
     async def enable_account(self, account_id: int) -> bool:
-        async with self.tx() as tx:
-            current = await self._lookup(tx, account_id)
-            if current["disabled_at"] is None:
-                return False
-            await tx.execute("UPDATE accounts SET disabled_at = NULL, disabled_reason = NULL WHERE id = $1",
-                             account_id)
-            await tx.event("account.enabled", f"enabled (was: {current['disabled_reason']})",
-                           account_id=account_id)
-            return True
+        return bool(await self.enable_accounts([account_id]))
 
-    async def _lookup(self, tx: Tx, account_id: int) -> Record:
-        """The account's row, locked for this transaction (what it decides on cannot change under it)."""
-        row = await tx.fetchrow("SELECT * FROM accounts WHERE id = $1 FOR UPDATE", account_id)
-        if row is None:
-            raise NotFound(f"account {account_id}: no such account")
-        return row
+    async def disable_accounts(self, ids: Sequence[int], reason: str) -> list[int]:
+        """Disable with a reason those not disabled yet (the others keep theirs); the ids that changed."""
+        await self._known(ids)
+        changed: list[int] = []
+        for chunk in chunked(sorted(set(ids))):
+            changed += await self._disable_chunk(list(chunk), reason)
+        return changed
+
+    @retried
+    async def _disable_chunk(self, chunk: list[int], reason: str) -> list[int]:
+        async with self.tx() as tx:
+            done = sorted(r[0] for r in await tx.fetch(
+                "UPDATE accounts SET disabled_at = $1, disabled_reason = $2 WHERE id = ANY($3::bigint[])"
+                " AND disabled_at IS NULL RETURNING id", now(), reason, chunk))
+            await tx.events_many([{"kind": "account.disabled", "message": f"disabled: {reason}",
+                                   "account_id": account_id, "data": {"reason": reason}} for account_id in done])
+        return done
+
+    async def enable_accounts(self, ids: Sequence[int]) -> list[int]:
+        """Enable those disabled; the ids that changed."""
+        await self._known(ids)
+        changed: list[int] = []
+        for chunk in chunked(sorted(set(ids))):
+            changed += await self._enable_chunk(list(chunk))
+        return changed
+
+    @retried
+    async def _enable_chunk(self, chunk: list[int]) -> list[int]:
+        """The rows are locked (in id order) before their reasons are read: what the event says was, was."""
+        async with self.tx() as tx:
+            was = [(r[0], r[1]) for r in await tx.fetch(
+                "SELECT id, disabled_reason FROM accounts WHERE id = ANY($1::bigint[]) AND disabled_at IS NOT NULL"
+                " ORDER BY id FOR UPDATE", chunk)]
+            await tx.execute("UPDATE accounts SET disabled_at = NULL, disabled_reason = NULL"
+                             " WHERE id = ANY($1::bigint[])", [i for i, _ in was])
+            await tx.events_many([{"kind": "account.enabled", "message": f"enabled (was: {reason})",
+                                   "account_id": account_id} for account_id, reason in was])
+        return [i for i, _ in was]
+
+    async def _known(self, ids: Sequence[int]) -> None:
+        """NotFound for the lowest id that is no account: checked before a bulk action writes anything."""
+        found = {r[0] for r in await self.read("SELECT id FROM accounts WHERE id = ANY($1::bigint[])", list(ids))}
+        if missing := set(ids) - found:
+            raise NotFound(f"account {min(missing)}: no such account")
 
     async def events_after(self, after_id: int, limit: int) -> list[dict[str, Any]]:
         """The audit trail after ``after_id``, oldest first: the durable source a stream resumes from."""

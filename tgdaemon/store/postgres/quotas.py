@@ -7,14 +7,14 @@ instead of ``lastrowid``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 from tgdaemon.errors import Conflict, NotFound
-from tgdaemon.store.api import ProbeAccount, QuotaRef
+from tgdaemon.store.api import ProbeAccount, QuotaPause, QuotaRef, chunked
 from tgdaemon.store.api import Tx as ApiTx
 from tgdaemon.store.pages import prefetched
-from tgdaemon.store.postgres.core import PostgresCore, Record, own
+from tgdaemon.store.postgres.core import PostgresCore, Record, own, retried
 from tgdaemon.store.views import (
     EXPORT_FORMATS,
     MEASUREMENT_FIELDS,
@@ -81,18 +81,40 @@ class QuotaStore(PostgresCore):
 
     async def set_quota_paused(self, quota_id: int, paused: bool) -> bool:
         """``Conflict`` for a quota whose time has run out, with nothing written: it will not run again."""
-        await self.quota(quota_id)
+        done = await self.set_quotas_paused([quota_id], paused)
+        if done.refused:
+            raise Conflict(done.refused[0][1])
+        return bool(done.changed)
+
+    async def set_quotas_paused(self, ids: Sequence[int], paused: bool) -> QuotaPause:
+        """Pause (or resume) these quotas; an expired one is refused, with why, and left as it is. NotFound
+        for an id that is no quota, before anything is written."""
+        found = {r[0] for r in await self.read("SELECT id FROM quotas WHERE id = ANY($1::bigint[])", list(ids))}
+        if missing := set(ids) - found:
+            raise NotFound(f"quota {min(missing)}: no such quota")
+        changed: list[int] = []
+        refused: list[tuple[int, str]] = []
+        for chunk in chunked(sorted(set(ids))):
+            done = await self._pause_chunk(list(chunk), paused)
+            changed += done.changed
+            refused += done.refused
+        return QuotaPause(changed, refused)
+
+    @retried
+    async def _pause_chunk(self, chunk: list[int], paused: bool) -> QuotaPause:
+        """The rows are locked (in id order) before they are looked at: an expiry is decided on what is stored."""
         async with self.tx() as tx:
-            expires_at = await tx.fetchval("SELECT expires_at FROM quotas WHERE id = $1", quota_id)
-            if expires_at <= now():
-                raise Conflict(quota_expired(quota_id, expires_at, paused))
-            changed = await tx.execute("UPDATE quotas SET paused = $1 WHERE id = $2 AND paused = $3",
-                                       int(paused), quota_id, int(not paused))
-            if changed:
-                await tx.event("quota.paused" if paused else "quota.resumed",
-                               f"quota {quota_id} {'paused' if paused else 'resumed'}", quota_id=quota_id)
+            rows = await tx.fetch("SELECT id, expires_at, paused FROM quotas WHERE id = ANY($1::bigint[]) ORDER BY id"
+                                  " FOR UPDATE", chunk)
+            at = now()
+            change = [r[0] for r in rows if r[1] > at and bool(r[2]) != paused]
+            await tx.execute("UPDATE quotas SET paused = $1 WHERE id = ANY($2::bigint[])", int(paused), change)
+            await tx.events_many([{"kind": "quota.paused" if paused else "quota.resumed", "quota_id": quota_id,
+                                   "message": f"quota {quota_id} {'paused' if paused else 'resumed'}"}
+                                  for quota_id in change])
+            for quota_id in change:
                 tx.touch_quota(quota_id)
-            return bool(changed)
+        return QuotaPause(change, [(r[0], quota_expired(r[0], r[1], paused)) for r in rows if r[1] <= at])
 
     async def uninspected_quotas(self) -> list[QuotaRef]:
         return [QuotaRef(r["id"], r["target"]) for r in await self.read(

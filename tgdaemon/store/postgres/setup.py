@@ -8,11 +8,12 @@ transaction is claiming is passed over, not waited for.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tgdaemon.store import rules
-from tgdaemon.store.api import AccountEffect, ClaimedTask, SetupOutcome
+from tgdaemon.store.api import AccountEffect, ClaimedTask, SetupOutcome, chunked
 from tgdaemon.store.postgres.core import Params, Tx, retried
 from tgdaemon.store.postgres.locks import release_locks
 from tgdaemon.store.postgres.sessions import SessionStore
@@ -296,14 +297,29 @@ class SetupStore(SessionStore):
 
     async def retry_account_setup(self, account_id: int) -> int:
         """The operator's retry: failed and waiting tasks are due now, with their attempts reset; cooldowns stay."""
-        await self.get_account(account_id)
+        return (await self.retry_accounts_setup([account_id])).get(account_id, 0)
+
+    async def retry_accounts_setup(self, ids: Sequence[int]) -> dict[int, int]:
+        """``retry_account_setup`` of many: the tasks made due per account (those with none are left out, and
+        get no event)."""
+        await self._known(ids)
+        due: dict[int, int] = {}
+        for chunk in chunked(sorted(set(ids))):
+            due.update(await self._retry_chunk(list(chunk)))
+        return due
+
+    @retried
+    async def _retry_chunk(self, chunk: list[int]) -> dict[int, int]:
         async with self.tx() as tx:
-            n = await tx.execute(
+            rows = await tx.fetch(
                 "UPDATE account_tasks SET status = 'retry', retry_at = NULL, attempts = 0, updated_at = $1"
-                " WHERE account_id = $2 AND status IN ('failed', 'retry')", now(), account_id)
-            await tx.event("setup.retry_requested", f"operator retry: {n} setup tasks due now",
-                           account_id=account_id, data={"tasks": n})
-            return n
+                " WHERE account_id = ANY($2::bigint[]) AND status IN ('failed', 'retry') RETURNING account_id",
+                now(), chunk)
+            counts = Counter(r[0] for r in rows)
+            await tx.events_many([{"kind": "setup.retry_requested", "account_id": account_id,
+                                   "message": f"operator retry: {n} setup tasks due now", "data": {"tasks": n}}
+                                  for account_id, n in sorted(counts.items())])
+        return dict(counts)
 
     async def setup_tasks(self, *, account_id: int | None = None, status: str | None = None,
                           limit: int = 1000) -> list[dict[str, Any]]:

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tgdaemon.errors import NotFound
-from tgdaemon.store.api import CHANGES_KIND
+from tgdaemon.store.api import CHANGES_KIND, AccountFilter, BulkAccount, chunked
 from tgdaemon.store.api import Tx as ApiTx
-from tgdaemon.store.sqlite.core import StoreCore, Tx, own
+from tgdaemon.store.sqlite.core import StoreCore, own
 from tgdaemon.store.views import (
     NAME_STRIP,
     STATES,
@@ -136,18 +135,8 @@ class AccountStore(StoreCore):
                   after: str | None, health: str | None = None) -> tuple[str, dict[str, Any]]:
         """The statement of one keyset page of the view ``v``: ``select``, then its sort value."""
         key = SORT_SQL[sort]
-        where: list[str] = []
         params: dict[str, Any] = {"now": now(), "limit": limit}
-        if state:
-            where.append("state = :state")
-            params["state"] = state
-        if health:
-            where.append("health IS NULL" if health == UNCHECKED else "health = :health")
-            params["health"] = health
-        if q:
-            where.append("(label LIKE :q ESCAPE '\\' OR phone LIKE :q ESCAPE '\\' OR CAST(id AS TEXT) = :qraw)")
-            params["q"] = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            params["qraw"] = q
+        where = AccountStore._filter_sql(AccountFilter(state, q, health), params)
         if after:
             params["c_value"], params["c_id"] = decode_cursor(after)
             where.append(f"({key}, id) {'<' if desc else '>'} (:c_value, :c_id)")
@@ -155,6 +144,40 @@ class AccountStore(StoreCore):
         return (f"WITH v AS ({VIEW_SQL}) SELECT {select}, {key} AS sort_value FROM v"
                 f"{' WHERE ' + ' AND '.join(where) if where else ''}"
                 f" ORDER BY {key} {order}, id {order} LIMIT :limit"), params
+
+    @staticmethod
+    def _filter_sql(where: AccountFilter, params: dict[str, Any]) -> list[str]:
+        """The conditions on the view ``v`` of GET /accounts' filter, its parameters added to ``params``: one
+        meaning for a listing and a bulk action."""
+        conditions: list[str] = []
+        if where.state:
+            conditions.append("state = :state")
+            params["state"] = where.state
+        if where.health:
+            conditions.append("health IS NULL" if where.health == UNCHECKED else "health = :health")
+            params["health"] = where.health
+        if q := where.q:
+            conditions.append("(label LIKE :q ESCAPE '\\' OR phone LIKE :q ESCAPE '\\' OR CAST(id AS TEXT) = :qraw)")
+            params["q"] = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            params["qraw"] = q
+        return conditions
+
+    async def bulk_targets(self, ids: Sequence[int] | None = None,
+                           where: AccountFilter | None = None) -> list[BulkAccount]:
+        """The accounts a bulk action names: these ids (NotFound for one that is no account), else those
+        GET /accounts' filter ``where`` lists (all of them without one), in id order; both: the ids it lists."""
+        if ids is not None:
+            await self._known(ids)
+        params: dict[str, Any] = {"now": now()}
+        conditions = self._filter_sql(where or AccountFilter(), params)
+        if ids is not None:
+            conditions.append("id IN (SELECT value FROM json_each(:ids))")
+            params["ids"] = json.dumps(list(ids))
+        rows = await self.read(
+            f"WITH v AS ({VIEW_SQL}) SELECT id, label, disabled_at, executor, (SELECT COUNT(*) FROM account_tasks t"
+            " WHERE t.account_id = v.id AND t.status IN ('failed', 'retry')) AS retryable FROM v"
+            f"{' WHERE ' + ' AND '.join(conditions) if conditions else ''} ORDER BY id", params)
+        return [BulkAccount(r[0], r[1], r[2] is not None, r[3], r[4]) for r in rows]
 
     async def accounts_by_id(self, tx: ApiTx | None, ids: Iterable[int]) -> list[dict[str, Any]]:
         """Views of these accounts; inside a transaction pass it, to read what it wrote."""
@@ -195,32 +218,49 @@ class AccountStore(StoreCore):
 
     async def disable_account(self, account_id: int, reason: str) -> bool:
         """Disable with a reason; False when it already was (the reason is then left as it was)."""
-        async with self.tx() as tx:
-            current = await self._lookup(tx, account_id)
-            if current["disabled_at"] is not None:
-                return False
-            await tx.execute("UPDATE accounts SET disabled_at = ?, disabled_reason = ? WHERE id = ?",
-                             (now(), reason, account_id))
-            await tx.event("account.disabled", f"disabled: {reason}", account_id=account_id,
-                           data={"reason": reason})
-            return True
+        return bool(await self.disable_accounts([account_id], reason))
 
     async def enable_account(self, account_id: int) -> bool:
-        async with self.tx() as tx:
-            current = await self._lookup(tx, account_id)
-            if current["disabled_at"] is None:
-                return False
-            await tx.execute("UPDATE accounts SET disabled_at = NULL, disabled_reason = NULL WHERE id = ?",
-                             (account_id,))
-            await tx.event("account.enabled", f"enabled (was: {current['disabled_reason']})",
-                           account_id=account_id)
-            return True
+        return bool(await self.enable_accounts([account_id]))
 
-    async def _lookup(self, tx: Tx, account_id: int) -> sqlite3.Row:
-        rows = list(await tx.fetchall("SELECT * FROM accounts WHERE id = ?", (account_id,)))
-        if not rows:
-            raise NotFound(f"account {account_id}: no such account")
-        return rows[0]
+    async def disable_accounts(self, ids: Sequence[int], reason: str) -> list[int]:
+        """Disable with a reason those not disabled yet (the others keep theirs); the ids that changed."""
+        await self._known(ids)
+        changed: list[int] = []
+        for chunk in chunked(sorted(set(ids))):
+            async with self.tx() as tx:
+                rows = await tx.fetchall(
+                    "UPDATE accounts SET disabled_at = ?, disabled_reason = ? WHERE id IN (SELECT value FROM"
+                    " json_each(?)) AND disabled_at IS NULL RETURNING id", (now(), reason, json.dumps(list(chunk))))
+                done = sorted(r[0] for r in rows)
+                await tx.events_many([{"kind": "account.disabled", "message": f"disabled: {reason}",
+                                       "account_id": account_id, "data": {"reason": reason}} for account_id in done])
+            changed += done
+        return changed
+
+    async def enable_accounts(self, ids: Sequence[int]) -> list[int]:
+        """Enable those disabled; the ids that changed."""
+        await self._known(ids)
+        changed: list[int] = []
+        for chunk in chunked(sorted(set(ids))):
+            async with self.tx() as tx:
+                chunk_ids = json.dumps(list(chunk))
+                was = [(r[0], r[1]) for r in await tx.fetchall(
+                    "SELECT id, disabled_reason FROM accounts WHERE id IN (SELECT value FROM json_each(?))"
+                    " AND disabled_at IS NOT NULL ORDER BY id", (chunk_ids,))]
+                await tx.execute("UPDATE accounts SET disabled_at = NULL, disabled_reason = NULL"
+                                 " WHERE id IN (SELECT value FROM json_each(?))", (json.dumps([i for i, _ in was]),))
+                await tx.events_many([{"kind": "account.enabled", "message": f"enabled (was: {reason})",
+                                       "account_id": account_id} for account_id, reason in was])
+            changed += [i for i, _ in was]
+        return changed
+
+    async def _known(self, ids: Sequence[int]) -> None:
+        """NotFound for the lowest id that is no account: checked before a bulk action writes anything."""
+        found = {r[0] for r in await self.read("SELECT id FROM accounts WHERE id IN (SELECT value FROM json_each(?))",
+                                               (json.dumps(list(ids)),))}
+        if missing := set(ids) - found:
+            raise NotFound(f"account {min(missing)}: no such account")
 
     async def events_after(self, after_id: int, limit: int) -> list[dict[str, Any]]:
         """The audit trail after ``after_id``, oldest first: the durable source a stream resumes from."""

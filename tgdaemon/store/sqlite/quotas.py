@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 from tgdaemon.errors import Conflict, NotFound
-from tgdaemon.store.api import ProbeAccount, QuotaRef
+from tgdaemon.store.api import ProbeAccount, QuotaPause, QuotaRef, chunked
 from tgdaemon.store.api import Tx as ApiTx
 from tgdaemon.store.pages import prefetched
 from tgdaemon.store.sqlite.core import StoreCore, own
@@ -81,18 +81,36 @@ class QuotaStore(StoreCore):
 
     async def set_quota_paused(self, quota_id: int, paused: bool) -> bool:
         """``Conflict`` for a quota whose time has run out, with nothing written: it will not run again."""
-        await self.quota(quota_id)
-        async with self.tx() as tx:
-            [(expires_at,)] = await tx.fetchall("SELECT expires_at FROM quotas WHERE id = ?", (quota_id,))
-            if expires_at <= now():
-                raise Conflict(quota_expired(quota_id, expires_at, paused))
-            cur = await tx.execute("UPDATE quotas SET paused = ? WHERE id = ? AND paused = ?",
-                                   (int(paused), quota_id, int(not paused)))
-            if cur.rowcount:
-                await tx.event("quota.paused" if paused else "quota.resumed",
-                               f"quota {quota_id} {'paused' if paused else 'resumed'}", quota_id=quota_id)
-                tx.touch_quota(quota_id)
-            return bool(cur.rowcount)
+        done = await self.set_quotas_paused([quota_id], paused)
+        if done.refused:
+            raise Conflict(done.refused[0][1])
+        return bool(done.changed)
+
+    async def set_quotas_paused(self, ids: Sequence[int], paused: bool) -> QuotaPause:
+        """Pause (or resume) these quotas; an expired one is refused, with why, and left as it is. NotFound
+        for an id that is no quota, before anything is written."""
+        found = {r[0] for r in await self.read("SELECT id FROM quotas WHERE id IN (SELECT value FROM json_each(?))",
+                                               (json.dumps(list(ids)),))}
+        if missing := set(ids) - found:
+            raise NotFound(f"quota {min(missing)}: no such quota")
+        changed: list[int] = []
+        refused: list[tuple[int, str]] = []
+        for chunk in chunked(sorted(set(ids))):
+            async with self.tx() as tx:
+                rows = await tx.fetchall("SELECT id, expires_at, paused FROM quotas WHERE id IN (SELECT value FROM"
+                                         " json_each(?)) ORDER BY id", (json.dumps(list(chunk)),))
+                at = now()
+                refused += [(r[0], quota_expired(r[0], r[1], paused)) for r in rows if r[1] <= at]
+                change = [r[0] for r in rows if r[1] > at and bool(r[2]) != paused]
+                await tx.execute("UPDATE quotas SET paused = ? WHERE id IN (SELECT value FROM json_each(?))",
+                                 (int(paused), json.dumps(change)))
+                await tx.events_many([{"kind": "quota.paused" if paused else "quota.resumed", "quota_id": quota_id,
+                                       "message": f"quota {quota_id} {'paused' if paused else 'resumed'}"}
+                                      for quota_id in change])
+                for quota_id in change:
+                    tx.touch_quota(quota_id)
+            changed += change
+        return QuotaPause(changed, refused)
 
     async def uninspected_quotas(self) -> list[QuotaRef]:
         return [QuotaRef(r["id"], r["target"]) for r in await self.read(

@@ -10,11 +10,12 @@ half-recorded one.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tgdaemon.store import rules
-from tgdaemon.store.api import AccountEffect, ClaimedTask, SetupOutcome
+from tgdaemon.store.api import AccountEffect, ClaimedTask, SetupOutcome, chunked
 from tgdaemon.store.sqlite.core import Tx
 from tgdaemon.store.sqlite.locks import release_lock, release_locks, take_locks
 from tgdaemon.store.sqlite.sessions import SessionStore
@@ -228,14 +229,25 @@ class SetupStore(SessionStore):
 
     async def retry_account_setup(self, account_id: int) -> int:
         """The operator's retry: failed and waiting tasks are due now, with their attempts reset; cooldowns stay."""
-        await self.get_account(account_id)
-        async with self.tx() as tx:
-            cur = await tx.execute(
-                "UPDATE account_tasks SET status = 'retry', retry_at = NULL, attempts = 0, updated_at = ?"
-                " WHERE account_id = ? AND status IN ('failed', 'retry')", (now(), account_id))
-            await tx.event("setup.retry_requested", f"operator retry: {cur.rowcount} setup tasks due now",
-                           account_id=account_id, data={"tasks": cur.rowcount})
-            return cur.rowcount
+        return (await self.retry_accounts_setup([account_id])).get(account_id, 0)
+
+    async def retry_accounts_setup(self, ids: Sequence[int]) -> dict[int, int]:
+        """``retry_account_setup`` of many: the tasks made due per account (those with none are left out, and
+        get no event)."""
+        await self._known(ids)
+        due: dict[int, int] = {}
+        for chunk in chunked(sorted(set(ids))):
+            async with self.tx() as tx:
+                rows = await tx.fetchall(
+                    "UPDATE account_tasks SET status = 'retry', retry_at = NULL, attempts = 0, updated_at = ?"
+                    " WHERE account_id IN (SELECT value FROM json_each(?)) AND status IN ('failed', 'retry')"
+                    " RETURNING account_id", (now(), json.dumps(list(chunk))))
+                counts = Counter(r[0] for r in rows)
+                await tx.events_many([{"kind": "setup.retry_requested", "account_id": account_id,
+                                       "message": f"operator retry: {n} setup tasks due now", "data": {"tasks": n}}
+                                      for account_id, n in sorted(counts.items())])
+            due.update(counts)
+        return due
 
     async def setup_tasks(self, *, account_id: int | None = None, status: str | None = None,
                           limit: int = 1000) -> list[dict[str, Any]]:
