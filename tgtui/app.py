@@ -1,4 +1,4 @@
-"""The dashboard application: four live views of the fleet over the control socket.
+"""The dashboard application: live views of the fleet over the control socket.
 
 The stream worker feeds the model; a timer repaints the visible view a few
 times a second, so the cost of drawing does not grow with the delta rate.
@@ -28,13 +28,14 @@ from tgdaemon.wire import AccountChange, QuotaChange, Retried
 from tgtui.model import Clock, FleetModel
 from tgtui.screens.accounts import AccountsScreen
 from tgtui.screens.base import FleetScreen
-from tgtui.screens.confirm import ReasonDialog
+from tgtui.screens.confirm import ConfirmDialog, ReasonDialog
 from tgtui.screens.detail import AccountDetail, DetailScreen, QuotaDetail
 from tgtui.screens.events import EventsScreen
 from tgtui.screens.help import HelpScreen, Section
 from tgtui.screens.nodes import NodesScreen
 from tgtui.screens.proxies import ProxiesScreen
 from tgtui.screens.quotas import QuotasScreen
+from tgtui.screens.tasks import TaskDetailScreen, TasksScreen
 from tgtui.widgets.header import VIEWS, views
 from tgtui.widgets.table import LineTable
 
@@ -51,7 +52,7 @@ OFFLINE_ERRORS = (TgfleetError, aiohttp.ClientError, OSError, asyncio.TimeoutErr
 class FleetApp(App[None]):
     TITLE = "tgfleet"
     MODES: ClassVar[dict[str, Any]] = {"accounts": AccountsScreen, "quotas": QuotasScreen, "events": EventsScreen,
-                                       "nodes": NodesScreen, "proxies": ProxiesScreen}
+                                       "nodes": NodesScreen, "proxies": ProxiesScreen, "tasks": TasksScreen}
     DEFAULT_MODE = "accounts"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit", show=False),
@@ -171,6 +172,9 @@ class FleetApp(App[None]):
     def action_proxies(self) -> None:
         self.switch_mode("proxies")
 
+    def action_tasks(self) -> None:
+        self.switch_mode("tasks")
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(key_map()))
@@ -274,6 +278,13 @@ class FleetApp(App[None]):
             yield SystemCommand("Mark", "mark or unmark the selected account", screen.action_mark)
         if isinstance(screen, (QuotasScreen, QuotaDetail)):
             yield SystemCommand("Pause/resume", "pause or resume the selected quota", self.action_pause)
+        if isinstance(screen, TasksScreen):
+            yield SystemCommand("Retry tasks", "retry the marked or selected tasks", screen.action_retry)
+            yield SystemCommand("Retry all matching", "retry every task the filter matches (asks first, with the"
+                                " count)", screen.action_retry_all)
+            yield SystemCommand("Mark task", "mark or unmark the selected task", screen.action_mark)
+        if isinstance(screen, TaskDetailScreen):
+            yield SystemCommand("Retry this task", "make this task due again", screen.action_retry)
 
 
 def action_summary(verb: str, changed: int, unchanged: int, tasks: int, failed: list[str]) -> str:
@@ -299,7 +310,10 @@ def key_map() -> list[Section]:
         ("Quotas view", QuotasScreen.BINDINGS),
         ("Account detail", [*AccountDetail.BINDINGS, *DetailScreen.BINDINGS]),
         ("Quota detail", QuotaDetail.BINDINGS),
+        ("Tasks view", TasksScreen.BINDINGS),
+        ("Task detail", TaskDetailScreen.BINDINGS),
         ("Disable dialog", ReasonDialog.BINDINGS),
+        ("Confirm dialog", ConfirmDialog.BINDINGS),
     ]
 
 

@@ -1,4 +1,4 @@
-"""The confirm dialog for disabling: the daemon requires a reason, so the dialog asks for one."""
+"""Confirm dialogs: disabling asks for a reason (the daemon requires one); a bulk retry asks yes or no."""
 
 from __future__ import annotations
 
@@ -57,3 +57,42 @@ class ReasonDialog(ModalScreen[str | None]):
             self.query_one("#problem", Label).update("a reason is required")
             return
         self.dismiss(reason)
+
+
+class ConfirmDialog(ModalScreen[bool]):
+    """A yes-or-no question that names what will happen (\"Retry 1,234 failed tasks?\"): dismissed with True
+    only by its button or ``y``; ``n`` and escape cancel."""
+
+    DEFAULT_CSS = """
+    ConfirmDialog { align: center middle; }
+    ConfirmDialog > Vertical { width: 64; max-width: 100%; height: auto; border: thick $warning;
+                               background: $surface; padding: 1 2; }
+    ConfirmDialog Label { width: 100%; }
+    ConfirmDialog Horizontal { height: auto; align-horizontal: right; margin-top: 1; }
+    ConfirmDialog Button { margin-left: 1; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "yes", "Yes"),
+        Binding("n,escape", "no", "No"),
+    ]
+
+    def __init__(self, question: str, verb: str) -> None:
+        super().__init__()
+        self.question = question
+        self.verb = verb
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.question, id="question")
+            with Horizontal():
+                yield Button(self.verb, variant="warning", id="ok")
+                yield Button("Cancel", id="cancel")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "ok")
+
+    def action_yes(self) -> None:
+        self.dismiss(True)
+
+    def action_no(self) -> None:
+        self.dismiss(False)
