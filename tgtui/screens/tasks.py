@@ -22,7 +22,6 @@ from textual.widgets import DataTable, Footer, Label, Static
 from tgdaemon.display import TASK_STATUS_STYLE, ago
 from tgdaemon.errors import ApiError
 from tgdaemon.wire import ANY_TASK_STATUSES, TaskDetail, TaskList, TasksRetried
-from tgtui.fmt import clock_time
 from tgtui.model import parse_time
 from tgtui.screens.base import FleetScreen
 from tgtui.screens.confirm import ConfirmDialog
@@ -81,13 +80,13 @@ TASK_COLUMNS = [
     Column("account", "Account", 14, lambda r, n: f"{r['account_id']} {r['label']}",
            sort=lambda r, n: r["account_id"]),
     Column("type", "Type", 16, lambda r, n: r["task_type"]),
-    Column("queue", "Queue", 8, lambda r, n: r["queue"] or "?", drop=3),
+    Column("queue", "Queue", 13, lambda r, n: r["queue"] or "?", drop=3),
     Column("status", "Status", 7, _status),
     Column("attempts", "Tries", 5, lambda r, n: str(r["attempts"]), sort=lambda r, n: r["attempts"], right=True,
            drop=5),
     Column("blocked", "Blocked by", 12, lambda r, n: r["blocked_by"] or "", flex=True, drop=2),
     Column("error", "Last error", 14, lambda r, n: r["last_error_code"] or "", flex=True, drop=1),
-    Column("age", "Updated", 8, _age, sort=_updated, timed=True, right=True),
+    Column("age", "Updated", 9, _age, sort=_updated, timed=True, right=True),
 ]
 
 
@@ -288,7 +287,7 @@ class TaskDetailScreen(ModalScreen[None]):
         if detail == self.detail:
             return
         self.detail = detail
-        self.query_one("#summary", Static).update(summary(detail))
+        self.query_one("#summary", Static).update(summary(detail, cast("FleetApp", self.app).clock()))
         kept = f" (the last {detail.attempts_kept} kept)" if detail.attempts_kept else ""
         self.query_one("#attempts-label", Label).update(f"Attempts, newest first{kept}")
         table = self.query_one("#attempts", DataTable)
@@ -316,14 +315,15 @@ def _when(value: str | None) -> str:
     return f"{value[:19].replace('T', ' ')} UTC"
 
 
-def summary(d: TaskDetail) -> Text:
+def summary(d: TaskDetail, now: float) -> Text:
     t = d.task
     out = Text.assemble((t.key, "bold"), f"  {t.task_type}  ", ("queue ", "dim"), t.queue or "?", "  ",
                         ("account ", "dim"), f"{t.account_id} {t.label}  ",
                         (t.status, TASK_STATUS_STYLE.get(t.status, "")), ("  attempts ", "dim"), str(t.attempts),
                         "\n")
+    updated = parse_time(t.updated_at)
     out.append_text(Text.assemble(("created ", "dim"), _when(t.created_at), ("   updated ", "dim"),
-                                  f"{_when(t.updated_at)} ({clock_time(t.updated_at)} local)"))
+                                  _when(t.updated_at), f" ({ago(max(0.0, now - updated))})" if updated else ""))
     if t.retry_at:
         out.append_text(Text.assemble(("   retry at ", "dim"), _when(t.retry_at)))
     if t.blocked_by:
