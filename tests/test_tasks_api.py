@@ -187,3 +187,34 @@ async def test_the_pulse_has_sixty_minutes_per_queue_the_current_one_last(failin
     for bad in ({"minutes": "0"}, {"minutes": "121"}, {"minutes": "x"}, {"since": "1"}):
         status, body = await raw(http, "GET", "/pulse", params=bad)
         assert status == 400 and "\n" not in body["error"]["message"], (bad, body)
+
+
+async def test_pulled_tasks_are_listed_in_their_executors_queue_with_their_attempts(daemon_factory: Any,
+                                                                                   tmp_path: Path) -> None:
+    """A quota's tasks, run by the local executor: listed as pulled:local, each done with one attempt, and counted
+    in the pulse's pulled:local queue."""
+    async with daemon_factory(simulator={"flood_wait_rate": 0, "peer_flood_rate": 0, "transient_rate": 0},
+                              quotas={"generate_interval_seconds": 0.2, "pace_seconds": 0}) as (_, client):
+        await client.request("POST", "/quotas", body={"name": "obs", "target": "@tgfleet_news",
+                                                      "action": "channel_stats", "orders": 3,
+                                                      "interval_seconds": 1, "expires_in_seconds": 3600})
+        deadline = time.monotonic() + WAIT
+        done: list[wire.Task] = []
+        while time.monotonic() < deadline and len(done) < 3:
+            listing = await client.call("GET", "/tasks", wire.TaskList, params={"queue": "pulled:local"})
+            done = [t for t in listing.tasks if t.status == "done"]
+            await asyncio.sleep(0.2)
+        assert len(done) == 3, listing
+        assert {(t.kind, t.queue, t.executor, t.task_type, t.attempts) for t in done} == {
+            ("pulled", "pulled:local", "local", "channel_stats", 1)}
+        assert listing.counts["pulled:local"]["done"] == 3
+        detail = await client.call("GET", f"/tasks/pulled/{done[0].id}", wire.TaskDetail)
+        assert detail.attempts_kept is None and detail.task.quota_id is not None
+        assert [(a.attempt, a.outcome, a.executor) for a in detail.attempts] == [(1, "done", "local")]
+        assert detail.attempts[0].node  # the local executor's node
+        pulse = await client.call("GET", "/pulse", wire.Pulse)
+        assert sum(pulse.queues["pulled:local"].done) == 3 and sum(pulse.queues["pulled:local"].failed) == 0
+        none = await client.call("POST", "/tasks/retry", wire.TasksRetried,
+                                 body={"queue": "pulled:local", "status": "done", "dry_run": True})
+        assert (none.matched, none.retried, none.refused_count) == (3, 0, 3)
+        assert {r.reason for r in none.refused} == {"done: only a failed pulled task is retried"}

@@ -211,16 +211,15 @@ async def test_retry_of_a_failed_pulled_task_back_to_pending_while_its_quota_is_
     assert await w.done(leased) == "applied"
     history = await store.task_attempts("pulled", a)
     assert [(h["attempt"], h["outcome"]) for h in history] == [(1, "failed"), (1, "done")]
-    # A task of an account with another open task waits: retried one at a time per account.
-    await w.due(qid)
-    await w.tick()
-    [open_one] = [t for t in await w.tasks(status="pending")]
-    other = await backdoor.rows(store, "tasks", account_id=open_one["account_id"], status="failed")
-    if other:
-        out = await store.retry_tasks(TaskFilter(ids=(("pulled", other[0]["id"]),)))
-        assert out.refused == [("pulled", other[0]["id"], f"account {open_one['account_id']} has another open task")]
-    out = await store.retry_tasks(TaskFilter(ids=(("pulled", open_one["id"]),)))
-    assert out.refused == [("pulled", open_one["id"], "pending: only a failed pulled task is retried")]
+    # A task of an account with another open task stays failed: one open quota task per account.
+    other = await w.task(b)
+    await backdoor.insert(store, "tasks", subject_type="quota", subject_id=qid, account_id=other["account_id"],
+                          action="channel_stats", target=other["target"], status="pending", executor="local",
+                          created_at=time.time(), lease_expires_at=time.time() + LOCK)
+    out = await store.retry_tasks(TaskFilter(ids=(("pulled", b),)))
+    assert (out.retried, out.refused) == (0, [("pulled", b, f"account {other['account_id']} has another open task")])
+    out = await store.retry_tasks(TaskFilter(ids=(("pulled", a),)))
+    assert out.refused == [("pulled", a, "done: only a failed pulled task is retried")]
     await assert_counters(store)
 
 

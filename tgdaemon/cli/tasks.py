@@ -115,7 +115,7 @@ async def cmd_show(args: argparse.Namespace) -> int:
     for a in data.attempts:
         took = "" if a.seconds is None else (f"{a.seconds:.1f}s" if a.seconds < 60 else duration(a.seconds))
         table.add_row(str(a.attempt), a.started_at or "", a.ended_at, took, a.node or a.executor or "",
-                      Text(a.outcome, style=TASK_STATUS_STYLE.get("done" if a.outcome == "done" else "failed")),
+                      Text(a.outcome, style=TASK_STATUS_STYLE["done" if a.outcome == "done" else "failed"]),
                       " ".join(x for x in (a.error_code, a.error) if x))
     out.print(table)
     if data.attempts_kept is not None:

@@ -215,8 +215,12 @@ class TasksScreen(FleetScreen):
         question = f"Retry {dry.retried:,} {noun}{'s' if dry.retried != 1 else ''}? ({what})"
         if dry.refused_count:
             question += f"\n{dry.refused_count:,} of the {dry.matched:,} matching cannot be: {dry.refused[0].reason}"
-        self.app.push_screen(ConfirmDialog(question, "Retry"),
-                             callback=lambda yes: self.retry(body) if yes else None)
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.retry(body)
+
+        self.app.push_screen(ConfirmDialog(question, "Retry"), callback=answered)
 
     @work(group="retry", exit_on_error=False)
     async def retry(self, body: dict[str, Any]) -> None:
