@@ -11,6 +11,7 @@ The Pilot tests in test_tui.py cover the real daemon. Update with
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -107,6 +108,57 @@ def seeded_fleet(seed: int = SEED) -> tuple[dict[str, Any], dict[int, list[dict[
             "quotas": quotas, "events": events}, measurements
 
 
+TASK_TYPES = (("ensure_2fa", "fast"), ("update_name", "fast"), ("privacy_phone_hidden", "fast"),
+              ("set_photo_jpg", "media"), ("story_video", "media"))
+SETUP_ERRORS = {"failed": ("MEDIA_FILE_MISSING", "the configured file /srv/media/avatar.jpg does not exist"),
+                "retry": ("FLOOD_WAIT_420", "a wait of 420 s")}
+
+
+def seeded_tasks(seed: int = SEED) -> dict[str, Any]:
+    """``GET /v1/tasks`` of a fleet mid-setup: setup tasks of every status, a few pulled ones, the counts."""
+    rng = random.Random(seed)
+    tasks = []
+    for n in range(1, 31):
+        task_type, queue = TASK_TYPES[n % len(TASK_TYPES)]
+        status = rng.choice(("done", "done", "done", "failed", "retry", "pending", "running"))
+        code, error = SETUP_ERRORS.get(status, (None, None))
+        account = rng.randint(1, 60)
+        tasks.append({
+            "key": f"setup:{n}", "kind": "setup", "id": n, "account_id": account, "label": f"ops-{account:03d}",
+            "task_type": task_type, "queue": queue, "status": status, "attempts": 0 if status == "pending" else
+            rng.randint(1, 4), "retry_at": iso(NOW + 300) if status == "retry" else None,
+            "last_error_code": code, "last_error": error,
+            "blocked_by": f"retry_at {iso(NOW + 300)}" if status == "retry" else
+            "queue full" if status == "pending" and n % 2 else None, "result": {},
+            "created_at": iso(NOW - 7200), "updated_at": iso(NOW - rng.randint(5, 5000))})
+    for n in range(1, 7):
+        status = ("done", "failed", "leased", "pending", "done", "failed")[n - 1]
+        executor = "local" if n % 2 else "prov-a"
+        tasks.append({
+            "key": f"pulled:{n}", "kind": "pulled", "id": n, "account_id": n * 7, "label": f"ops-{n * 7:03d}",
+            "task_type": "post_stats", "queue": f"pulled:{executor}", "status": status, "attempts": 1,
+            "retry_at": None, "last_error_code": "CHANNEL_PRIVATE" if status == "failed" else None,
+            "last_error": None, "blocked_by": "waits for provider prov-a to pull it" if status == "pending" else None,
+            "result": {}, "created_at": iso(NOW - 600), "updated_at": iso(NOW - 60 * n), "executor": executor,
+            "quota_id": 1, "post_id": 100 + n})
+    counts: dict[str, dict[str, int]] = {"fast": {}, "media": {}}
+    for t in tasks:
+        by_status = counts.setdefault(t["queue"], {})
+        by_status[t["status"]] = by_status.get(t["status"], 0) + 1
+    counts["fast"]["done"] += 48_120  # the fleet's, not only the listed ones
+    return {"tasks": tasks, "counts": counts}
+
+
+def seeded_task_detail(key: str) -> dict[str, Any]:
+    """``GET /v1/tasks/KIND/ID``: the listed task and three attempts on two nodes."""
+    task = next(t for t in seeded_tasks()["tasks"] if t["key"] == key)
+    attempts = [{"attempt": n, "started_at": iso(NOW - 4000 + n * 900), "ended_at": iso(NOW - 3990 + n * 900),
+                 "seconds": 10.25, "node": NODE_NAMES[n % 2], "executor": None,
+                 "outcome": "retry" if n < 3 else "failed", "error_code": "MEDIA_FILE_MISSING",
+                 "error": "the configured file /srv/media/avatar.jpg does not exist"} for n in (1, 2, 3)]
+    return {"task": task, "attempts": attempts, "attempts_kept": 20}
+
+
 class Recording(ControlClient):
     """The control API as recorded: the stream sends its snapshot and then stays quiet."""
 
@@ -126,6 +178,14 @@ class Recording(ControlClient):
 
     async def nodes(self) -> dict[str, Any]:
         return seeded_nodes()
+
+    async def _send(self, method: str, path: str, params: dict[str, Any] | None, body: dict[str, Any] | None) -> bytes:
+        """The tasks view's routes, as recorded; anything else is not."""
+        if method == "GET" and path == "/tasks":
+            return json.dumps(seeded_tasks()).encode()
+        if method == "GET" and path.startswith("/tasks/"):
+            return json.dumps(seeded_task_detail(":".join(path.split("/")[2:4]))).encode()
+        return await super()._send(method, path, params, body)
 
 
 def seeded_proxies() -> list[dict[str, Any]]:
@@ -190,7 +250,7 @@ def test_quotas_view(app: FleetApp, snap_compare: Any) -> None:
 
 
 def test_events_view(app: FleetApp, snap_compare: Any) -> None:
-    assert snap_compare(app, terminal_size=(80, 24), run_before=loaded("tab", "tab"))
+    assert snap_compare(app, terminal_size=(80, 24), run_before=loaded("tab", "tab", "tab"))
 
 
 def test_nodes_view(app: FleetApp, snap_compare: Any) -> None:
@@ -211,3 +271,36 @@ def test_proxies_view(monkeypatch: pytest.MonkeyPatch, snap_compare: Any) -> Non
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(120, 12), run_before=run_before)
+
+
+def tasks_loaded(*keys: str) -> Callable[[Pilot[None]], Any]:
+    """The tasks view (``T``) once its first poll is in, then ``keys``; a detail once its attempts are in."""
+    from tgtui.screens.tasks import TaskDetailScreen, TasksScreen
+
+    async def run_before(pilot: Pilot[None]) -> None:
+        app = pilot.app
+        assert isinstance(app, FleetApp)
+        while not app.model.accounts:
+            await pilot.pause(0.01)
+        await pilot.press("T")
+        while not (isinstance(app.screen, TasksScreen) and app.screen.tasks):
+            await pilot.pause(0.01)
+        app.repaint()
+        await pilot.pause()
+        await pilot.press(*keys)
+        while isinstance(app.screen, TaskDetailScreen) and app.screen.detail is None:
+            await pilot.pause(0.01)
+        await pilot.pause()
+
+    return run_before
+
+
+@pytest.mark.parametrize("size", [(160, 45), (80, 24)])
+def test_tasks_view(app: FleetApp, snap_compare: Any, size: tuple[int, int]) -> None:
+    assert snap_compare(app, terminal_size=size, run_before=tasks_loaded("space", "j", "j"))
+
+
+@pytest.mark.parametrize("size", [(160, 45), (80, 24)])
+def test_task_detail(app: FleetApp, snap_compare: Any, size: tuple[int, int]) -> None:
+    assert snap_compare(app, terminal_size=size, run_before=tasks_loaded("slash", *"status:failed kind:setup", "enter",
+                                                                                "enter"))

@@ -32,6 +32,19 @@ def duration(seconds: float) -> str:
     return f"{secs}s"
 
 
+def ago(seconds: float) -> str:
+    """How long ago, in the largest unit: ``3m ago``, ``2h ago``, ``just now`` (under 5 s)."""
+    if seconds < 5:
+        return "just now"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return f"{int(seconds)}s ago"
+
+
+# A task's status (wire.ANY_TASK_STATUSES), in the CLI's tasks tables and the dashboard's tasks view.
+TASK_STATUS_STYLE = {"pending": "cyan", "running": "bold blue", "leased": "bold blue", "done": "green",
+                     "failed": "bold red", "retry": "yellow"}
 NODE_STYLE = {"alive": "green", "dead": "bold red", "stopped": "dim"}
 PROXY_STYLE = {"ok": "green", "slow": "yellow", "dead": "bold red", "unchecked": "dim"}
 

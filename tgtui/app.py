@@ -1,4 +1,4 @@
-"""The dashboard application: four live views of the fleet over the control socket.
+"""The dashboard application: live views of the fleet over the control socket.
 
 The stream worker feeds the model; a timer repaints the visible view a few
 times a second, so the cost of drawing does not grow with the delta rate.
@@ -37,6 +37,7 @@ from tgtui.screens.help import HelpScreen, Section
 from tgtui.screens.nodes import NodesScreen
 from tgtui.screens.proxies import ProxiesScreen
 from tgtui.screens.quotas import QuotasScreen
+from tgtui.screens.tasks import TaskDetailScreen, TasksScreen
 from tgtui.widgets.header import VIEWS, views
 from tgtui.widgets.table import LineTable
 
@@ -54,7 +55,7 @@ OFFLINE_ERRORS = (TgfleetError, aiohttp.ClientError, OSError, asyncio.TimeoutErr
 class FleetApp(App[None]):
     TITLE = "tgfleet"
     MODES: ClassVar[dict[str, Any]] = {"accounts": AccountsScreen, "quotas": QuotasScreen, "events": EventsScreen,
-                                       "nodes": NodesScreen, "proxies": ProxiesScreen}
+                                       "nodes": NodesScreen, "proxies": ProxiesScreen, "tasks": TasksScreen}
     DEFAULT_MODE = "accounts"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit", show=False),
@@ -174,6 +175,9 @@ class FleetApp(App[None]):
 
     def action_proxies(self) -> None:
         self.switch_mode("proxies")
+
+    def action_tasks(self) -> None:
+        self.switch_mode("tasks")
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
@@ -318,6 +322,12 @@ class FleetApp(App[None]):
                                 " paused", self.action_pause)
             yield SystemCommand("Pause", "pause the marked or selected quotas", self.action_pause_quotas)
             yield SystemCommand("Resume", "resume the marked or selected quotas", self.action_resume_quotas)
+        if isinstance(screen, TasksScreen):
+            yield SystemCommand("Retry tasks", "retry the marked or selected tasks", screen.action_retry)
+            yield SystemCommand("Retry all matching", "retry every task the filter matches (asks first, with the"
+                                " count)", screen.action_retry_all)
+        if isinstance(screen, TaskDetailScreen):
+            yield SystemCommand("Retry this task", "make this task due again", screen.action_retry)
 
 
 def key_map() -> list[Section]:
@@ -330,8 +340,10 @@ def key_map() -> list[Section]:
         ("Quotas view", QuotasScreen.BINDINGS),
         ("Account detail", [*AccountDetail.BINDINGS, *DetailScreen.BINDINGS]),
         ("Quota detail", QuotaDetail.BINDINGS),
+        ("Tasks view", TasksScreen.BINDINGS),
+        ("Task detail", TaskDetailScreen.BINDINGS),
         ("Disable dialog", ReasonDialog.BINDINGS),
-        ("Confirm dialog (several marked rows)", ConfirmDialog.BINDINGS),
+        ("Confirm dialog", ConfirmDialog.BINDINGS),
     ]
 
 

@@ -1,5 +1,5 @@
-"""The confirm dialogs: disabling asks for the reason the daemon requires; an action on several marked rows
-asks first, saying how many."""
+"""The confirm dialogs: disabling asks for the reason the daemon requires; an action on several marked rows,
+and a retry of every task a filter matches, ask yes or no, saying how many."""
 
 from __future__ import annotations
 
@@ -61,18 +61,21 @@ class ReasonDialog(ModalScreen[str | None]):
 
 
 class ConfirmDialog(ModalScreen[bool]):
-    """Dismissed with True to go ahead, False when cancelled; its first button has the focus (enter)."""
+    """A yes-or-no question that names what will happen (\"Retry 1,234 failed tasks?\"): dismissed with True
+    only by its button or ``y``; ``n`` and escape cancel."""
 
     DEFAULT_CSS = """
     ConfirmDialog { align: center middle; }
-    ConfirmDialog > Vertical { width: 64; max-width: 100%; height: auto; border: thick $warning; background: $surface;
-                               padding: 1 2; }
+    ConfirmDialog > Vertical { width: 64; max-width: 100%; height: auto; border: thick $warning;
+                               background: $surface; padding: 1 2; }
     ConfirmDialog Label { width: 100%; }
     ConfirmDialog Horizontal { height: auto; align-horizontal: right; margin-top: 1; }
     ConfirmDialog Button { margin-left: 1; }
     """
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("y", "confirm", "Go ahead"),
-                                             Binding("escape,n", "cancel", "Cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "yes", "Yes"),
+        Binding("n,escape", "no", "No"),
+    ]
 
     def __init__(self, question: str, verb: str) -> None:
         super().__init__()
@@ -81,7 +84,7 @@ class ConfirmDialog(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.question)
+            yield Label(self.question, id="question")
             with Horizontal():
                 yield Button(self.verb, variant="warning", id="ok")
                 yield Button("Cancel", id="cancel")
@@ -89,8 +92,8 @@ class ConfirmDialog(ModalScreen[bool]):
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "ok")
 
-    def action_confirm(self) -> None:
+    def action_yes(self) -> None:
         self.dismiss(True)
 
-    def action_cancel(self) -> None:
+    def action_no(self) -> None:
         self.dismiss(False)
