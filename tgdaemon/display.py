@@ -7,6 +7,8 @@ dashboard.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from tgdaemon.wire import HEALTHS, QUOTA_STATES, STATES
 
 # A rich style per state, in the order of STATES (a state added there without a colour fails here, at import).
@@ -30,6 +32,52 @@ def duration(seconds: float) -> str:
     if minutes:
         return f"{minutes}m {secs}s"
     return f"{secs}s"
+
+
+JUST_NOW_SECONDS = 5.0  # a past this close reads "just now": the second it took is noise
+
+
+def span(seconds: float) -> str:
+    """A length of time as a person reads it at a glance: ``42s``, ``4m``, ``3h 5m``, ``30h``, ``6d 23h``, ``12d``.
+
+    The second unit only while the first is a single digit, where it changes the picture (``1h 59m`` is not
+    ``1h``); past that it is noise. Cut down, never rounded up: a countdown never says more than is left.
+    """
+    s = int(abs(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 36000:
+        hours, minutes = divmod(s // 60, 60)
+        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    if s < 172800:
+        return f"{s // 3600}h"
+    if s < 864000:
+        days, hours = divmod(s // 3600, 24)
+        return f"{days}d {hours}h" if hours else f"{days}d"
+    return f"{s // 86400}d"
+
+
+def relative(at: float, now: float) -> str:
+    """An instant against now, the one way every view and table shows it: ``in 4m``, ``3h ago``, ``just now``."""
+    delta = at - now
+    if delta >= 1:
+        return f"in {span(delta)}"
+    if delta > -JUST_NOW_SECONDS:
+        return "just now"
+    return f"{span(delta)} ago"
+
+
+def absolute(at: float) -> str:
+    """An instant in full, UTC, to the second (``2026-01-15 11:57:03Z``): what a detail shows beside the
+    relative time, and what an operator can grep the logs for."""
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def moment(at: float, now: float) -> str:
+    """``2026-01-15 11:57:03Z (3m ago)``: a detail's time, exact and at a glance."""
+    return f"{absolute(at)} ({relative(at, now)})"
 
 
 NODE_STYLE = {"alive": "green", "dead": "bold red", "stopped": "dim"}

@@ -34,6 +34,7 @@ from tgtui.screens.events import EventsScreen
 from tgtui.screens.help import HelpScreen, Section
 from tgtui.screens.nodes import NodesScreen
 from tgtui.screens.proxies import ProxiesScreen
+from tgtui.screens.pulse import PulseScreen
 from tgtui.screens.quotas import QuotasScreen
 from tgtui.widgets.header import VIEWS, views
 from tgtui.widgets.table import LineTable
@@ -45,13 +46,15 @@ NODES_SECONDS = 3.0  # a node's heartbeat comes every nodes.heartbeat_seconds (2
 PROXIES_SECONDS = 5.0  # the health checker's findings come every proxies.check_interval_seconds (minutes)
 VIEWS_SECONDS = 10.0
 VIEWS_POLL_SECONDS = 1.0
+PULSE_SECONDS = 10.0  # the pulse counts per minute: every ten seconds is plenty, and only while it is shown
+PULSE_MINUTES = 60
 OFFLINE_ERRORS = (TgfleetError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
 
 class FleetApp(App[None]):
     TITLE = "tgfleet"
     MODES: ClassVar[dict[str, Any]] = {"accounts": AccountsScreen, "quotas": QuotasScreen, "events": EventsScreen,
-                                       "nodes": NodesScreen, "proxies": ProxiesScreen}
+                                       "nodes": NodesScreen, "proxies": ProxiesScreen, "pulse": PulseScreen}
     DEFAULT_MODE = "accounts"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit", show=False),
@@ -71,6 +74,7 @@ class FleetApp(App[None]):
         self.poll_nodes()
         self.poll_proxies()
         self.poll_views()
+        self.poll_pulse()
         self.set_interval(REPAINT_SECONDS, self.repaint)
 
     async def on_unmount(self) -> None:
@@ -146,9 +150,29 @@ class FleetApp(App[None]):
                 fetched[quota["id"]] = (quota["measurements"], time.monotonic())
             await asyncio.sleep(VIEWS_POLL_SECONDS)
 
+    @work(group="pulse", exclusive=True, exit_on_error=False)
+    async def poll_pulse(self) -> None:
+        """Tasks per minute and queue for the pulse view: at once when it is shown, then every PULSE_SECONDS."""
+        fetched = -PULSE_SECONDS
+        while True:
+            if self.current_mode != "pulse":
+                fetched = -PULSE_SECONDS
+            elif self.offline_since is None and time.monotonic() - fetched >= PULSE_SECONDS:
+                fetched = time.monotonic()
+                try:
+                    self.model.set_pulse(await self.client.pulse(PULSE_MINUTES))
+                except ApiError as exc:  # a daemon without the route, or one that refuses the question
+                    self.model.set_pulse(None, str(exc))
+                except (KeyError, TypeError, ValueError) as exc:  # an answer of another shape
+                    self.model.set_pulse(None, f"an answer this dashboard cannot read ({exc})")
+                except OFFLINE_ERRORS:
+                    pass
+                self.repaint()
+            await asyncio.sleep(VIEWS_POLL_SECONDS)
+
     def repaint(self) -> None:
         for screen in self.screen_stack:
-            if isinstance(screen, FleetScreen) and screen.is_mounted:
+            if isinstance(screen, (FleetScreen, PulseScreen)) and screen.is_mounted:
                 screen.repaint()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
@@ -170,6 +194,9 @@ class FleetApp(App[None]):
 
     def action_proxies(self) -> None:
         self.switch_mode("proxies")
+
+    def action_pulse(self) -> None:
+        self.switch_mode("pulse")
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

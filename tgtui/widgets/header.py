@@ -10,8 +10,8 @@ from textual.widgets import Static
 from tgdaemon.display import STATE_STYLE, duration
 from tgtui.model import FleetModel
 
-VIEWS = ("accounts", "quotas", "events", "nodes")
-WITH_PROXIES = ("accounts", "quotas", "events", "proxies", "nodes")
+VIEWS = ("accounts", "quotas", "events", "pulse", "nodes")
+WITH_PROXIES = ("accounts", "quotas", "events", "pulse", "proxies", "nodes")
 
 
 def views(model: FleetModel, current: str) -> tuple[str, ...]:
