@@ -153,7 +153,7 @@ def test_the_pulse_draws_each_busy_queue_with_labelled_axes() -> None:
     assert text[2].startswith("40 ┤") and text[11].startswith(" 0 ┤") and len(text[2]) == 4 + 60
     assert text[12] == "   └" + "─" * 60
     assert text[13].split() == ["-60m", "-30m", "now"]
-    assert text[14].startswith("pulled:x") and text[14].endswith("nothing in the last hour") and len(text) == 15
+    assert text[14].startswith("pulled:x") and text[14].endswith("nothing done or failed in the last hour") and len(text) == 15
     failed_column = 4 + 50
     assert any(str(s.style).startswith(FAILED) for s in lines[11].spans if s.start <= failed_column < s.end)
 
@@ -194,3 +194,12 @@ def test_the_control_client_asks_for_the_pulse_over_the_socket() -> None:
 
     answer, asked = asyncio.run(run())
     assert asked == ["minutes=60"] and answer["queues"]["fast"]["done"] == [1] * 60
+
+
+def test_a_level_is_drawn_as_a_line_not_a_wall() -> None:
+    rows = [{"observed_at": iso(NOW - 60 * t), "post_id": None, "views": None, "subscribers": 40_318} for t in (3, 2, 1)]
+    lines = [line.plain for line in measured.draw(quota("channel_stats"), rows, NOW, 40, 7)]
+    assert lines[0].startswith("50k ┤") and lines[4].startswith("  0 ┤")
+    bars = [line[5:] for line in lines[:5]]
+    assert [row.strip() != "" for row in bars] == [False, True, False, False, False]  # 40,318 of 50k: row 4 of 5
+    assert measured.title(quota("channel_stats"), rows, 40).startswith("Subscribers over 2m (each step:")

@@ -162,7 +162,8 @@ class FleetApp(App[None]):
                 try:
                     self.model.set_pulse(await self.client.pulse(PULSE_MINUTES))
                 except ApiError as exc:  # a daemon without the route, or one that refuses the question
-                    self.model.set_pulse(None, str(exc))
+                    self.model.set_pulse(None, "this daemon has no pulse (GET /v1/pulse: HTTP 404); is it older"
+                                         " than this dashboard?" if exc.status == 404 else str(exc))
                 except (KeyError, TypeError, ValueError) as exc:  # an answer of another shape
                     self.model.set_pulse(None, f"an answer this dashboard cannot read ({exc})")
                 except OFFLINE_ERRORS:

@@ -21,7 +21,7 @@ Stack = tuple[Segment, ...]  # a column's segments, bottom first
 
 
 def number(value: float) -> str:
-    """A scale label: ``950``, ``1.2k``, ``48k``, ``3.1M``; a fraction only where the scale is below ten."""
+    """A scale label: ``950``, ``1.2k``, ``48k``, ``3.1M``, ``12.5``; a fraction only below a hundred."""
     size = abs(value)
     if size >= 1_000_000:
         return f"{value / 1_000_000:.1f}M".replace(".0M", "M")
@@ -29,7 +29,7 @@ def number(value: float) -> str:
         return f"{value / 1000:.0f}k"
     if size >= 1000:
         return f"{value / 1000:.1f}k".replace(".0k", "k")
-    if size >= 10 or value == int(value):
+    if size >= 100 or value == int(value):
         return f"{value:.0f}"
     return f"{value:.1f}"
 
@@ -101,10 +101,11 @@ def margin(low: float, top: float, height: int) -> int:
 
 
 def plot(columns: Sequence[Stack | None], *, height: int, x_labels: tuple[str, str, str],
-         low: float = 0.0, high: float | None = None, cell_width: int = 1) -> list[Text]:
+         low: float = 0.0, high: float | None = None, cell_width: int = 1, level: bool = False) -> list[Text]:
     """The chart's lines, top first: ``height`` rows of bars with the scale on the left, the x-axis line
     and its three labels. ``high`` defaults to a round number above the tallest column; a column that is
-    None had no measurement (drawn empty, unlike a zero)."""
+    None had no measurement (drawn empty, unlike a zero). ``level``: only each column's top cell, a line
+    for a count that is a level (subscribers), where a filled bar would be a wall."""
     tallest = max((sum(v for v, _ in c) for c in columns if c), default=0.0)
     top = high if high is not None else nice_ceiling(tallest)
     marks = scale(low, top, height)
@@ -115,7 +116,9 @@ def plot(columns: Sequence[Stack | None], *, height: int, x_labels: tuple[str, s
         line = Text(f"{marks.get(row, ''):>{gutter}} " + ("┤" if row in marks else "│"), style="dim")
         for stack, column_cuts in zip(columns, cuts, strict=True):
             char, style = _cell(stack, column_cuts, row) if stack else (" ", "")
-            if stack and row == 0 and char == " ":  # measured, and nothing: a dot, unlike no measurement
+            if level and column_cuts and row != max(0, column_cuts[-1] - 1) // 8:
+                char, style = " ", ""
+            if stack and row == 0 and column_cuts[-1] == 0:  # measured, and nothing: a dot, unlike no measurement
                 char, style = "·", "dim"
             line.append(char * cell_width, style)
         lines.append(line)

@@ -7,6 +7,8 @@ object's delta arrives, so they are never older than what the summary shows.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import msgspec
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
 RECENT_EVENTS = 50
 RECENT_MEASUREMENTS = 50
 FOLLOW_SECONDS = 1.0
-NAME_WIDTH = 11  # a summary line's name, padded: the values line up in a column a person can scan
+NAME_WIDTH = 13  # a summary line's name, padded: the values line up in a column a person can scan
 PROGRESS_WIDTH = 30
 STATUS_ORDER = {status: n for n, status in enumerate(("failed", "retry", "running", "pending", "done"))}  # news first
 TALL = 34  # a terminal at least this high gets the taller chart
@@ -64,7 +66,7 @@ class DetailScreen(ModalScreen[None]):
         super().__init__()
         self.key = key
         self._drawn: Any = None
-        self._times: dict[str, tuple[int, list[str | None]]] = {}  # table id -> (its time column, each row's)
+        self._timed: dict[str, list[Timed]] = {}  # table id -> its columns drawn against the clock
 
     @property
     def fleet(self) -> FleetApp:
@@ -108,28 +110,50 @@ class DetailScreen(ModalScreen[None]):
     async def reload(self) -> None:
         await self.load()
 
-    def fill(self, table_id: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]],
-             times: tuple[int, list[str | None]] | None = None) -> None:
-        """A list of the detail; ``times``: its column of instants (and each row's), shown against now and
-        redrawn each second, so "just now" does not stay just now."""
+    def fill(self, table_id: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]], *timed: Timed) -> None:
+        """A list of the detail; ``timed``: its columns whose text says a time against now (redrawn each second,
+        so "just now" does not stay just now)."""
         table = self.query_one(table_id, DataTable)
         table.clear(columns=True)
         table.add_columns(*columns)
         table.add_rows([tuple("" if v is None else v for v in row) for row in rows])
-        if times is not None:
-            self._times[table_id] = times
-            self.retime(self.fleet.clock())
+        self._timed[table_id] = list(timed)
+        self.retime(self.fleet.clock())
 
     def retime(self, now: float) -> None:
-        for table_id, (column, instants) in self._times.items():
+        for table_id, columns in self._timed.items():
             table = self.query_one(table_id, DataTable)
-            for row, value in enumerate(instants[:table.row_count]):
-                table.update_cell_at(Coordinate(row, column), ago(value, now))
+            for column, values, show in columns:
+                for row, value in enumerate(values[:table.row_count]):
+                    table.update_cell_at(Coordinate(row, column), show(value, now), update_width=True)
+
+
+Timed = tuple[int, list[str | None], Callable[[str | None, float], str]]  # column, each row's value, how shown
+ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)")
+
+
+def with_times(text: str | None, now: float) -> str:
+    """A daemon's sentence with the instants in it said against now: ``cooldown until 2026-01-15T12:04:00Z
+    (FLOOD_WAIT)`` reads ``cooldown ends in 4m (FLOOD_WAIT)``; in a table's cell an ISO time is cut."""
+    if not text:
+        return ""
+    text = re.sub(r"until (" + ISO.pattern + ")", lambda m: f"ends {ago(m[1], now)}", text)
+    return ISO.sub(lambda m: ago(m[0], now), text)
+
+
+def error_of(code: str | None, message: str | None) -> str:
+    """``CODE: message``, the code once: a message that begins with it (``FLOOD_WAIT (wait, 12s): ...``) is
+    shown as it is."""
+    if not message:
+        return code or ""
+    if not code or message.startswith(code):
+        return message
+    return f"{code}: {message}"
 
 
 def line(name: str, *values: str | Text | tuple[str, str]) -> Text:
     """A summary line: its name in a column of its own, then the values."""
-    return Text.assemble((f"{name:<{NAME_WIDTH}}", "dim"), *values, "\n")
+    return Text.assemble((f"{name:<{NAME_WIDTH - 1}} ", "dim"), *values, "\n")
 
 
 def field(name: str, value: str | Text) -> Text:
@@ -218,8 +242,8 @@ class AccountDetail(DetailScreen):
         task = self.failed_task if self.failed_task and self.failed_task.last_error_code == code else None
         if task is None:
             return ((code, "red"),)
-        return ((code, "red"), f": {task.last_error}" if task.last_error else "",
-                f" ({task.task_type}, {ago(task.updated_at, now)})")
+        message = error_of(code, task.last_error)[len(code):]
+        return ((code, "red"), message, f" ({task.task_type}, {ago(task.updated_at, now)})")
 
     failed_task: Any = None  # the newest task with an error, as last loaded: the account's last error's message
 
@@ -243,11 +267,10 @@ class AccountDetail(DetailScreen):
             self.follow()
         tasks = sorted(tasks, key=lambda t: STATUS_ORDER.get(t.status, len(STATUS_ORDER)))  # stable: by id within
         self.fill("#tasks", ("Task", "Status", "Updated", "Tries", "Blocked by", "Last error"), [
-            (t.task_type, t.status, "", t.attempts, t.blocked_by or "",
-             ": ".join(p for p in (t.last_error_code, t.last_error) if p)) for t in tasks],
-                  times=(2, [t.updated_at for t in tasks]))
+            (t.task_type, t.status, "", t.attempts, "", error_of(t.last_error_code, t.last_error)) for t in tasks],
+                  (2, [t.updated_at for t in tasks], ago), (4, [t.blocked_by for t in tasks], with_times))
         self.fill("#events", ("When", "Kind", "Message"), [("", e.kind, e.message) for e in events],
-                  times=(0, [e.at for e in events]))
+                  (0, [e.at for e in events], ago))
 
 
 class QuotaDetail(DetailScreen):
@@ -272,6 +295,10 @@ class QuotaDetail(DetailScreen):
 
     def targets(self) -> list[int]:
         return [self.key]
+
+    def retime(self, now: float) -> None:
+        super().retime(now)
+        self.query_one("#views", ChartView).refresh()  # its time axis and words say times against now
 
     def current(self) -> dict[str, Any] | None:
         return self.fleet.model.quotas.get(self.key)
@@ -303,4 +330,4 @@ class QuotaDetail(DetailScreen):
         latest = list(reversed(rows[-RECENT_MEASUREMENTS:]))
         self.fill("#measurements", ("Observed", "Post", "Views", "Forwards", "Replies", "Reactions", "Subscribers"), [
             ("", m["post_id"] or "", m["views"], m["forwards"], m["replies"], m["reactions"], m["subscribers"])
-            for m in latest], times=(0, [m["observed_at"] for m in latest]))
+            for m in latest], (0, [m["observed_at"] for m in latest], ago))

@@ -37,7 +37,7 @@ def title(quota: dict[str, Any], rows: list[dict[str, Any]], width: int) -> str:
     bars = min(len(times), max(1, width - 9))
     each = span((last - first) / bars) if bars else ""
     if what == "subscribers":
-        return f"Subscribers over {span(last - first)} (each bar: the last count in {each})"
+        return f"Subscribers over {span(last - first)} (each step: the last count in {each})"
     return f"Views gained over {span(last - first)} (each bar: the views gained in {each})"
 
 
@@ -61,12 +61,12 @@ def draw(quota: dict[str, Any], rows: list[dict[str, Any]], now: float, width: i
         n = room
     labels = (relative(first, now), relative((first + last) / 2, now), relative(last, now))
     return plot([None if v is None else ((v, COLOUR),) for v in spans], height=bars_height, x_labels=labels,
-                low=low, high=top, cell_width=max(1, room // n))
+                low=low, high=top, cell_width=max(1, room // n), level=how == "last")
 
 
 def _range(values: list[float], how: str) -> tuple[float, float]:
     """The y-axis: from zero to a round number for gains; from the least to the most for a level, or from
-    zero when it stayed flat (so it reads as flat, not as a wall)."""
+    zero when it stayed flat (a flat line part way up, not one glued to the bottom of its own range)."""
     if how == "last" and values and min(values) < max(values):
         return min(values), max(values)
     return 0.0, nice_ceiling(max(values, default=0.0))

@@ -58,12 +58,11 @@ def fold(values: list[int], per: int) -> list[int]:
 
 def queue_chart(name: str, done: list[int], failed: list[int], width: int, bars: int) -> list[Text]:
     """A queue's heading (its totals in the hour) and its chart; one line when it did nothing."""
+    if not any(done) and not any(failed):
+        return [Text.assemble((f"{name:<14}", "bold"), ("nothing done or failed in the last hour", "dim"))]
     heading = Text.assemble((f"{name:<14}", "bold"), (f"{sum(done):,} done", DONE), "  ",
                             (f"{sum(failed):,} failed", FAILED if sum(failed) else "dim"),
-                            (f"   this minute {done[-1] + failed[-1]}" if done else "", "dim"))
-    if not any(done) and not any(failed):
-        heading.append("   nothing in the last hour", style="dim")
-        return [heading]
+                            (f"   this minute {done[-1] + failed[-1]}", "dim"))
     minutes = len(done)
     per = 1
     while math.ceil(minutes / per) > max(1, width - margin(0, nice_ceiling(max(map(sum, zip(
@@ -84,7 +83,8 @@ def draw(pulse: Pulse | None, error: str | None, now: float, width: int, height:
     """Every queue's chart in ``width`` x ``height``: the bars' height shared out between the queues."""
     lines = list(legend(pulse, error, now).split("\n"))
     if pulse is None:
-        lines.append(Text("asking the daemon for its pulse…", style="dim"))
+        if not error:
+            lines.append(Text("asking the daemon for its pulse…", style="dim"))
         return lines
     names = queue_order(list(pulse.queues))
     if not names:
