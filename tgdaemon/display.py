@@ -7,6 +7,7 @@ dashboard.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from tgdaemon.wire import HEALTHS, QUOTA_STATES, STATES
@@ -78,6 +79,33 @@ def absolute(at: float) -> str:
 def moment(at: float, now: float) -> str:
     """``2026-01-15 11:57:03Z (3m ago)``: a detail's time, exact and at a glance."""
     return f"{absolute(at)} ({relative(at, now)})"
+
+
+def instant(value: str | None) -> float | None:
+    """An API's ISO time (``...Z`` or with an offset) as a Unix time; None stays None."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
+
+
+def ago(value: str | None, now: float, past: str | None = None, empty: str = "") -> str:
+    """An API's ISO time against now (``in 4m``, ``3h ago``); ``past`` names a deadline that has come (``due``,
+    ``expired``) in place of how long ago it was; ``empty`` stands for none."""
+    at = instant(value)
+    if at is None:
+        return empty
+    return past if past is not None and at <= now else relative(at, now)
+
+
+ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)")
+_UNTIL = re.compile(r"until (" + ISO_TIME.pattern + ")")
+
+
+def times_in(text: str | None, now: float) -> str:
+    """A daemon's sentence with the instants in it said against now: ``cooldown until 2026-01-15T12:04:00Z
+    (FLOOD_WAIT)`` reads ``cooldown ends in 4m (FLOOD_WAIT)``, which a table's cell does not cut."""
+    if not text:
+        return ""
+    text = _UNTIL.sub(lambda m: f"ends {ago(m[1], now)}", text)
+    return ISO_TIME.sub(lambda m: ago(m[0], now), text)
 
 
 NODE_STYLE = {"alive": "green", "dead": "bold red", "stopped": "dim"}

@@ -10,7 +10,8 @@ import math
 
 from rich.text import Text
 
-from tgdaemon.display import moment, relative
+from tgdaemon.display import ago as _ago
+from tgdaemon.display import moment
 from tgtui.model import parse_time
 
 BLOCKS = "▁▂▃▄▅▆▇█"  # eighths of a cell from the bottom: a sparkline's
@@ -20,10 +21,7 @@ ACROSS = "▏▎▍▌▋▊▉█"  # and from the left: a progress bar's
 def ago(value: str | None, now: float, past: str | None = None, empty: str = "") -> str:
     """An ISO instant against now, as every view shows one (``in 4m``, ``3h ago``); ``past`` names a deadline
     that has come (``due``, ``expired``) in place of how long ago it was."""
-    at = parse_time(value)
-    if at is None:
-        return empty
-    return past if past is not None and at <= now else relative(at, now)
+    return _ago(value, now, past, empty)
 
 
 def when(value: str | None, now: float, empty: str = "never") -> str:

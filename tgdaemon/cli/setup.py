@@ -65,6 +65,6 @@ async def cmd_tasks(args: argparse.Namespace) -> int:
     table = output.table("ID", "ACCOUNT", "TASK", "STATUS", "ATTEMPTS", "LAST ERROR", "BLOCKED BY")
     for t in data.tasks:
         table.add_row(str(t.id), f"{t.account_id} {t.label}", t.task_type, t.status, str(t.attempts),
-                      t.last_error_code or "", t.blocked_by or "")
+                      t.last_error_code or "", output.times_in(t.blocked_by))
     output.console().print(table)
     return 0

@@ -7,7 +7,6 @@ object's delta arrives, so they are never older than what the summary shows.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
@@ -21,7 +20,7 @@ from textual.coordinate import Coordinate
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Label, Static
 
-from tgdaemon.display import HEALTH_STYLE, STATE_STYLE, absolute, duration
+from tgdaemon.display import HEALTH_STYLE, STATE_STYLE, absolute, duration, times_in
 from tgdaemon.wire import AccountDevice, EventList, TaskList
 from tgtui.fmt import ago, bar, percent, when
 from tgtui.model import effective_state, parse_time
@@ -129,16 +128,6 @@ class DetailScreen(ModalScreen[None]):
 
 
 Timed = tuple[int, list[str | None], Callable[[str | None, float], str]]  # column, each row's value, how shown
-ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)")
-
-
-def with_times(text: str | None, now: float) -> str:
-    """A daemon's sentence with the instants in it said against now: ``cooldown until 2026-01-15T12:04:00Z
-    (FLOOD_WAIT)`` reads ``cooldown ends in 4m (FLOOD_WAIT)``; in a table's cell an ISO time is cut."""
-    if not text:
-        return ""
-    text = re.sub(r"until (" + ISO.pattern + ")", lambda m: f"ends {ago(m[1], now)}", text)
-    return ISO.sub(lambda m: ago(m[0], now), text)
 
 
 def error_of(code: str | None, message: str | None) -> str:
@@ -268,7 +257,7 @@ class AccountDetail(DetailScreen):
         tasks = sorted(tasks, key=lambda t: STATUS_ORDER.get(t.status, len(STATUS_ORDER)))  # stable: by id within
         self.fill("#tasks", ("Task", "Status", "Updated", "Tries", "Blocked by", "Last error"), [
             (t.task_type, t.status, "", t.attempts, "", error_of(t.last_error_code, t.last_error)) for t in tasks],
-                  (2, [t.updated_at for t in tasks], ago), (4, [t.blocked_by for t in tasks], with_times))
+                  (2, [t.updated_at for t in tasks], ago), (4, [t.blocked_by for t in tasks], times_in))
         self.fill("#events", ("When", "Kind", "Message"), [("", e.kind, e.message) for e in events],
                   (0, [e.at for e in events], ago))
 
