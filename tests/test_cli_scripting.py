@@ -26,14 +26,14 @@ QUOTA = ("--target", "@tgfleet_news", "--action", "post_stats", "--quantity", "5
 
 @pytest.fixture(scope="module")
 def live() -> Iterator[Fleet]:
-    """A daemon with 6 accounts, a quota (id 1) and a provider ``old`` to revoke."""
+    """A daemon with 6 accounts, a quota (id 1), a provider ``old`` to revoke and setup tasks (setup:1 among them)."""
     with fleet() as f:
         # No injected faults: every command here must end as its row says, whatever the order of the calls.
         quiet = {f"TGFLEET_SIMULATOR__{k}": "0" for k in ("FLOOD_WAIT_RATE", "PEER_FLOOD_RATE", "TRANSIENT_RATE")}
         f.start(accounts=6, env=quiet).wait_ready()
         sock = ("--socket", str(f.socket_path))
         for result in f.cli_many(("quotas", "add", "--name", "first", *QUOTA, *sock),
-                                 ("providers", "add", "old", *sock)):
+                                 ("providers", "add", "old", *sock), ("setup", "dispatch", *sock)):
             assert result.returncode == 0, result.stderr
         yield f
 
@@ -88,6 +88,8 @@ def invocations(live: Fleet, tmp: Path) -> dict[tuple[str, ...], tuple[tuple[str
         ("accounts", "sessions"): (("2",), 0),
         ("setup", "dispatch"): ((), 0),
         ("tasks", "list"): ((), 0),
+        ("tasks", "show"): (("setup:1",), 0),
+        ("tasks", "retry"): (("--status", "failed", "--queue", "media", "--dry-run"), 0),
         ("quotas", "add"): (("--name", "second", *QUOTA), 0),
         ("quotas", "list"): ((), 0),
         ("quotas", "pause"): (("1",), 0),
@@ -190,6 +192,31 @@ def test_unknown_ids_say_no_such_thing(live: Fleet) -> None:
         no_traceback(result)
         line = one_line(result.stderr)
         assert f"no such {thing}" in line and "99999" in line, f"{call}: {line}"
+
+
+def test_tasks_commands_refuse_bad_arguments_and_unknown_tasks(live: Fleet) -> None:
+    sock = ("--socket", str(live.socket_path))
+    filtered, unknown, everything, both, bad_key, bad_queue, listed, shown = live.cli_many(
+        ("tasks", "list", "--kind", "setup", "--status", "pending", "--queue", "fast", "--json", *sock),
+        ("tasks", "show", "setup:99999", *sock),
+        ("tasks", "retry", "--kind", "setup", *sock),
+        ("tasks", "retry", "setup:1", "--status", "failed", *sock),
+        ("tasks", "show", "queued:1", *sock),
+        ("tasks", "retry", "--queue", "slow", *sock),
+        ("tasks", "list", "--type", "update_name", *sock),
+        ("tasks", "show", "setup:1", *sock),
+    )
+    assert filtered.returncode == 0, filtered.stderr
+    rows = json.loads(filtered.stdout)
+    assert rows and {(t["kind"], t["status"], t["queue"]) for t in rows} == {("setup", "pending", "fast")}
+    assert unknown.returncode == 1 and "task setup:99999: no such task" in one_line(unknown.stderr)
+    for result, text in ((everything, "it never retries every task"), (both, "ids or a filter, not both"),
+                         (bad_key, "not a task: 'queued:1'"), (bad_queue, "queue: expected fast, media")):
+        assert result.returncode == 2 and result.stdout == "", (result.returncode, result.stderr)
+        no_traceback(result)
+        assert text in result.stderr.strip().splitlines()[-1], result.stderr
+    assert listed.returncode == 0 and "update_name" in listed.stdout and "fast:" in listed.stdout
+    assert shown.returncode == 0 and "setup:1" in shown.stdout, shown.stderr
 
 
 def test_quotas_add_compound_durations_duplicate_names_and_the_json_export_newline(live: Fleet) -> None:

@@ -53,6 +53,8 @@ async def test_every_answer_decodes_into_its_wire_type_and_loses_nothing(running
             ("GET", "/events", {"limit": 1000}, wire.EventList),
             ("GET", "/quotas", None, wire.QuotaList),
             ("GET", "/tasks", None, wire.TaskList),
+            ("GET", "/tasks", {"status": "done", "queue": "fast"}, wire.TaskList),
+            ("GET", "/pulse", None, wire.Pulse),
             ("GET", "/providers", None, wire.ProviderList),
             ("GET", "/nodes", None, wire.NodeList)):
         raw = await client.request(method, path, params=params)

@@ -86,7 +86,7 @@ def instant(value: str | None) -> float | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
 
 
-def ago(value: str | None, now: float, past: str | None = None, empty: str = "") -> str:
+def relative_iso(value: str | None, now: float, past: str | None = None, empty: str = "") -> str:
     """An API's ISO time against now (``in 4m``, ``3h ago``); ``past`` names a deadline that has come (``due``,
     ``expired``) in place of how long ago it was; ``empty`` stands for none."""
     at = instant(value)
@@ -104,10 +104,20 @@ def times_in(text: str | None, now: float) -> str:
     (FLOOD_WAIT)`` reads ``cooldown ends in 4m (FLOOD_WAIT)``, which a table's cell does not cut."""
     if not text:
         return ""
-    text = _UNTIL.sub(lambda m: f"ends {ago(m[1], now)}", text)
-    return ISO_TIME.sub(lambda m: ago(m[0], now), text)
+    text = _UNTIL.sub(lambda m: f"ends {relative_iso(m[1], now)}", text)
+    return ISO_TIME.sub(lambda m: relative_iso(m[0], now), text)
 
 
+
+
+def ago(seconds: float) -> str:
+    """How long ago, ``seconds`` back: ``3m ago``, ``2h 5m ago``, ``just now`` (under 5 s); as ``relative`` says it."""
+    return relative(-seconds, 0.0)
+
+
+# A task's status (wire.ANY_TASK_STATUSES), in the CLI's tasks tables and the dashboard's tasks view.
+TASK_STATUS_STYLE = {"pending": "cyan", "running": "bold blue", "leased": "bold blue", "done": "green",
+                     "failed": "bold red", "retry": "yellow"}
 NODE_STYLE = {"alive": "green", "dead": "bold red", "stopped": "dim"}
 PROXY_STYLE = {"ok": "green", "slow": "yellow", "dead": "bold red", "unchecked": "dim"}
 

@@ -37,6 +37,13 @@ Health = Literal["ok", "limited", "frozen", "dead"]  # what an account's last he
 HEALTHS: tuple[str, ...] = get_args(Health)
 HealthFilter = Literal["ok", "limited", "frozen", "dead", "unchecked"]  # unchecked: never checked
 TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)
+# The tasks view (issue 15): setup and pulled tasks together; a pulled task is pending, leased, done or failed.
+TaskKind = Literal["setup", "pulled"]
+AnyTaskStatus = Literal["pending", "running", "leased", "done", "failed", "retry"]
+ANY_TASK_STATUSES: tuple[str, ...] = get_args(AnyTaskStatus)
+# How an attempt ended: done; failed (for good); retry (failed, due again later); interrupted (the daemon stopped,
+# or the account changed owner, while it ran); expired (a lease ran out without a report).
+AttemptOutcome = Literal["done", "failed", "retry", "interrupted", "expired"]
 DeltaKind = Literal["account", "quota", "event", "mark"]  # mark: a log row whose objects are gone
 # A quota's state, derived (never stored): done = nothing left; expired = its expires_at has passed first.
 QuotaState = Literal["active", "paused", "expired", "done"]
@@ -137,25 +144,6 @@ class Provider(Wire):
     created_at: str
     last_seen_at: str | None
     revoked_at: str | None
-
-
-class SetupTask(Wire):
-    """A setup task as ``GET /v1/tasks`` lists it. (Pulled tasks are the provider API's; the control API
-    shows only their counts, in ``Status.tasks``.)"""
-
-    id: int
-    account_id: int
-    label: str
-    task_type: str
-    queue: str | None  # None for a task type this daemon no longer knows
-    status: TaskStatus
-    attempts: int
-    retry_at: str | None
-    last_error_code: str | None
-    last_error: str | None
-    blocked_by: str | None  # why a due task does not run yet, in words
-    result: dict[str, Any]
-    updated_at: str
 
 
 class Node(Wire):
@@ -281,8 +269,85 @@ class QuotaChange(Wire):
     quota: Quota
 
 
+class Task(Wire):
+    """A setup or a pulled task as ``GET /v1/tasks`` lists it: the fields a setup task always had (the same
+    names and meanings) and what the tasks view adds. ``key``: ``kind:id``, what ``tasks show`` and ``POST /tasks/retry`` take;
+    ``queue``: fast or media (a setup task's), or ``pulled:EXECUTOR``; ``attempts``: of this run (an operator's
+    retry starts again at 0); ``quota_id``, ``post_id``, ``executor``: a pulled task's."""
+
+    key: str
+    kind: TaskKind
+    id: int
+    account_id: int
+    label: str
+    task_type: str  # a setup task's type, or a pulled task's action
+    queue: str | None  # None for a setup task type this daemon no longer knows
+    status: AnyTaskStatus
+    attempts: int
+    retry_at: str | None
+    last_error_code: str | None
+    last_error: str | None
+    blocked_by: str | None  # why a waiting task does not run yet, in words
+    result: dict[str, Any]
+    created_at: str
+    updated_at: str
+    executor: str | None = None
+    quota_id: int | None = None
+    post_id: int | None = None
+
+
 class TaskList(Wire):
-    tasks: list[SetupTask]
+    tasks: list[Task]
+    # Tasks per queue and status, the whole fleet's (not only the listed ones): the tasks view's header.
+    counts: dict[str, dict[str, int]] = {}
+
+
+class TaskAttempt(Wire):
+    """One finished attempt. ``node``: the node that owned the account (a provider's runs are its own);
+    ``attempt``: the task's counter when it ended (an operator's retry starts it again)."""
+
+    attempt: int
+    started_at: str | None
+    ended_at: str
+    seconds: float | None
+    node: str | None
+    executor: str | None
+    outcome: AttemptOutcome
+    error_code: str | None
+    error: str | None
+
+
+class TaskDetail(Wire):
+    task: Task
+    attempts: list[TaskAttempt]  # oldest first
+    attempts_kept: int | None  # a setup task keeps its last N attempts; None: a pulled task's all, until pruned
+
+
+class TaskRefusal(Wire):
+    task: str  # kind:id
+    reason: str
+
+
+class TasksRetried(Wire):
+    """``POST /v1/tasks/retry``: how many tasks matched, how many were made due (dry run: would be), and why the
+    others were not (the first 100 named, ``refused_count`` all of them)."""
+
+    matched: int
+    retried: int
+    refused: list[TaskRefusal]
+    refused_count: int
+    dry_run: bool
+
+
+class PulseQueue(Wire):
+    done: list[int]  # attempts ended per minute, oldest minute first, the current minute last
+    failed: list[int]  # every attempt that did not end done (failed, retry, expired, interrupted)
+
+
+class Pulse(Wire):
+    at: str
+    minutes: int
+    queues: dict[str, PulseQueue]  # fast and media always; pulled:EXECUTOR when it has a count in the window
 
 
 class Dispatched(Wire):

@@ -10,8 +10,7 @@ import math
 
 from rich.text import Text
 
-from tgdaemon.display import ago as _ago
-from tgdaemon.display import moment
+from tgdaemon.display import moment, relative_iso
 from tgtui.model import parse_time
 
 BLOCKS = "▁▂▃▄▅▆▇█"  # eighths of a cell from the bottom: a sparkline's
@@ -21,7 +20,7 @@ ACROSS = "▏▎▍▌▋▊▉█"  # and from the left: a progress bar's
 def ago(value: str | None, now: float, past: str | None = None, empty: str = "") -> str:
     """An ISO instant against now, as every view shows one (``in 4m``, ``3h ago``); ``past`` names a deadline
     that has come (``due``, ``expired``) in place of how long ago it was."""
-    return _ago(value, now, past, empty)
+    return relative_iso(value, now, past, empty)
 
 
 def when(value: str | None, now: float, empty: str = "never") -> str:

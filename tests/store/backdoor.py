@@ -155,6 +155,15 @@ async def update(store: Store, table: str, where: Mapping[str, Any], **values: A
     return changed
 
 
+async def delete(store: Store, table: str, **where: Any) -> int:
+    """Delete the rows that match ``where`` (at least one column: never a whole table by mistake); how many."""
+    assert where, "delete needs a condition"
+    _names(table)
+    q = _Sql(_is_pg(store))
+    changed, _ = await _write(store, f"DELETE FROM {table}{q.where(where)}", q.params)
+    return changed
+
+
 async def insert(store: Store, table: str, **values: Any) -> int | None:
     """One row, as a driver would never write it (an old time, a state reached by hand); its id, if it has one."""
     _names(table, *values)

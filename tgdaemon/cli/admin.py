@@ -19,6 +19,7 @@ from tgdaemon.cli import (
     proxies,
     quotas,
     setup,
+    tasks,
 )
 from tgdaemon.cli.parser import group_help, nonblank, positive_int, socket_path
 from tgdaemon.cli.table import ListingTable
@@ -63,6 +64,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     devices.register(acc, common)
     export.register(acc, common)
     setup.register(sub, acc, common)
+    tasks.register(sub, common)
     quotas.register(sub, common)
     providers.register(sub, acc, common)
     nodes.register(sub, acc, common)

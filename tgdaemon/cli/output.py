@@ -49,7 +49,7 @@ def until(iso_time: str | None) -> str:
 def ago(iso_time: str | None, past: str | None = None, empty: str = "") -> str:
     """An ISO time against now, as the dashboard shows it (``in 4m``, ``3h ago``): a table is read by a person;
     ``--json`` keeps the ISO time."""
-    return display.ago(iso_time, time.time(), past, empty)
+    return display.relative_iso(iso_time, time.time(), past, empty)
 
 
 def times_in(text: str | None) -> str:

@@ -1,4 +1,4 @@
-"""``setup dispatch``, ``accounts retry`` and ``tasks list``."""
+"""``setup dispatch`` and ``accounts retry`` (the ``tasks`` commands: cli/tasks.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 from tgdaemon.cli import output
 from tgdaemon.cli.parser import group_help, positive_int, socket_path
 from tgdaemon.control.client import ControlClient
-from tgdaemon.wire import TASK_STATUSES, Account, Dispatched, Retried, TaskList
+from tgdaemon.wire import Account, Dispatched, Retried
 
 
 def register(sub: argparse._SubParsersAction, acc: argparse._SubParsersAction,
@@ -22,15 +22,6 @@ def register(sub: argparse._SubParsersAction, acc: argparse._SubParsersAction,
                            help="make an account's failed and waiting setup tasks due now (cooldowns stay)")
     retry.add_argument("id", type=positive_int, help="the account's id")
     retry.set_defaults(func=cmd_retry)
-
-    tasks = sub.add_parser("tasks", parents=[common], help="setup tasks")
-    tasks_sub = tasks.add_subparsers(metavar="ACTION")
-    ls = tasks_sub.add_parser("list", parents=[common], help="setup tasks, with why each waits")
-    ls.add_argument("--account", type=positive_int, metavar="ID", help="only this account's tasks")
-    ls.add_argument("--status", choices=TASK_STATUSES, help="only tasks with this status")
-    ls.add_argument("--limit", type=positive_int, default=1000, metavar="N", help="at most N tasks (default 1000)")
-    ls.set_defaults(func=cmd_tasks)
-    tasks.set_defaults(func=group_help(tasks))
 
 
 async def known_account(client: ControlClient, account_id: int) -> None:
@@ -50,21 +41,4 @@ async def cmd_retry(args: argparse.Namespace) -> int:
     async with ControlClient(socket_path(args)) as client:
         data = await client.call("POST", f"/accounts/{args.id}/retry", Retried)
     output.answer(args, data, f"account {args.id}: {data.tasks} setup tasks due now")
-    return 0
-
-
-async def cmd_tasks(args: argparse.Namespace) -> int:
-    async with ControlClient(socket_path(args)) as client:
-        data = await client.call("GET", "/tasks", TaskList, params={"account_id": args.account, "status": args.status,
-                                                                    "limit": args.limit})
-        if args.account and not data.tasks:
-            await known_account(client, args.account)
-    if args.json:
-        output.print_json(data.tasks)
-        return 0
-    table = output.table("ID", "ACCOUNT", "TASK", "STATUS", "ATTEMPTS", "LAST ERROR", "BLOCKED BY")
-    for t in data.tasks:
-        table.add_row(str(t.id), f"{t.account_id} {t.label}", t.task_type, t.status, str(t.attempts),
-                      t.last_error_code or "", output.times_in(t.blocked_by))
-    output.console().print(table)
     return 0

@@ -26,6 +26,7 @@ from tgdaemon.control.providers import add_routes as add_provider_routes
 from tgdaemon.control.proxies import add_routes as add_proxy_routes
 from tgdaemon.control.quotas import add_routes as add_quota_routes
 from tgdaemon.control.setup import add_routes as add_setup_routes
+from tgdaemon.control.tasks import add_routes as add_task_routes
 from tgdaemon.control.watch import SOCKETS, close_all, watch
 from tgdaemon.errors import ApiError
 from tgdaemon.httpjson import (
@@ -157,6 +158,7 @@ def create_app() -> web.Application:
     app.router.add_get("/watch", watch)
     add_onboarding_routes(app)
     add_setup_routes(app)
+    add_task_routes(app)
     add_quota_routes(app)
     add_provider_routes(app)
     add_backup_routes(app)

@@ -16,6 +16,7 @@ from tgdaemon.store.api import (
     Finish,
     Generated,
     Generation,
+    LaneCount,
     LeaseAsk,
     Maxima,
     NewAccount,
@@ -25,11 +26,14 @@ from tgdaemon.store.api import (
     ProxyCheck,
     ProxyChecked,
     ProxyTarget,
+    PulseCount,
     QuotaRef,
     Reaped,
     SessionData,
     SetupOutcome,
     Store,
+    TaskFilter,
+    TaskRetry,
     Tx,
 )
 from tgdaemon.store.views import (
@@ -48,5 +52,5 @@ __all__ = ["ACTIONS", "DEVICE_FIELDS", "MEASUREMENT_FIELDS", "SORT_KEYS", "STATE
            "Device", "EntityRow",
            "Finish", "Generated", "Generation", "LeaseAsk", "Maxima", "NewAccount", "NewProxy", "ProbeAccount", "Provider",
            "ProxyCheck", "ProxyChecked", "ProxyTarget",
-           "QuotaRef", "Reaped", "SessionData", "SetupOutcome", "Store", "Tx", "account_view", "event_view",
+           "PulseCount", "QuotaRef", "Reaped", "TaskFilter", "TaskRetry", "LaneCount", "SessionData", "SetupOutcome", "Store", "Tx", "account_view", "event_view",
            "mask_phone", "mask_secret", "provider_name_problem"]

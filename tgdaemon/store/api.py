@@ -338,6 +338,57 @@ class Assignment:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskFilter:
+    """Which tasks a listing or a retry means (issue 15); every field given narrows it. ``types``: setup task types
+    and pulled actions alike (their names differ; a queue is its types, ``tgdaemon.tasksview``); ``executor``:
+    pulled tasks of this lane only; ``ids``: (kind, id) pairs, alone (the other fields are then ignored)."""
+
+    kind: Literal["setup", "pulled"] | None = None
+    status: str | None = None
+    types: tuple[str, ...] | None = None
+    executor: str | None = None
+    account_id: int | None = None
+    ids: tuple[tuple[str, int], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LaneCount:
+    """Tasks of one lane in one status: a setup lane is a task type, a pulled lane an executor."""
+
+    kind: str
+    lane: str
+    status: str
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class PulseCount:
+    """Attempts of one lane that ended in the minute starting at ``minute`` (epoch seconds) with ``outcome``."""
+
+    minute: int
+    kind: str
+    lane: str
+    outcome: str
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRetry:
+    """What ``retry_tasks`` did (or, dry run, would do): tasks matched, made due, and why the others were not
+    (at most ``REFUSALS_SHOWN`` of them named; ``refused_count`` all)."""
+
+    matched: int
+    retried: int
+    refused: list[tuple[str, int, str]]  # (kind, id, why)
+    refused_count: int
+    dry_run: bool
+
+
+REFUSALS_SHOWN = 100
+SETUP_ATTEMPTS_KEPT = 20  # a setup task keeps this many of its last attempts (migration 0016 / 0007)
+
+
+@dataclass(frozen=True, slots=True)
 class SimConnection:
     """One simulated MTProto connection of an account, as the simulator's own record keeps it."""
 
@@ -512,6 +563,24 @@ class Store(Protocol):
     async def retry_account_setup(self, account_id: int) -> int: ...
     async def setup_tasks(self, *, account_id: int | None = None, status: str | None = None,
                           limit: int = 1000) -> list[dict[str, Any]]: ...
+
+    # --- the tasks view (issue 15): setup and pulled tasks together, their attempts, counts and pulse
+    async def list_tasks(self, f: TaskFilter, limit: int = 1000) -> list[dict[str, Any]]:
+        """Tasks matching ``f``, each as one shape for both kinds (``kind``, ``id``, ``account_id``, ``label``,
+        ``task_type``, ``executor``, ``status``, ``attempts``, ``retry_at``, ``last_error_code``, ``last_error``,
+        ``created_at``, ``updated_at`` and what ``blocked_by`` reads); setup ones first, by account, then
+        pulled ones, newest first; at most ``limit`` of each kind."""
+    async def get_task(self, kind: str, task_id: int) -> dict[str, Any]: ...  # list_tasks' shape; NotFound
+    async def task_attempts(self, kind: str, task_id: int) -> list[dict[str, Any]]: ...  # oldest first; NotFound
+    async def lane_counts(self) -> list[LaneCount]: ...  # from counters: O(lanes x statuses)
+    async def pulse(self, since: float) -> list[PulseCount]: ...  # minutes starting at or after ``since``
+    async def retry_tasks(self, f: TaskFilter, *, dry_run: bool = False,
+                          pulled_window: float = 600.0) -> TaskRetry:
+        """Make the matching tasks due again, in batched transactions. A setup task that failed or waits for
+        its retry_at is due now with its attempts at 0 (as ``retry_account_setup``); a failed pulled task goes
+        back to pending (attempts at 0, its reservation taken again when the account is free, unpulled it
+        fails after ``pulled_window`` seconds as a new one does) only while its quota is active with room for
+        one more open task and its account is enabled with no other open task; the others say why not."""
 
     # --- quotas (design 5)
     async def add_quota(self, *, name: str, target: str, action: str, last_n_posts: int,

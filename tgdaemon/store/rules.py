@@ -25,6 +25,10 @@ R = TypeVar("R", bound=Row)  # whichever row type the driver reads: it comes bac
 # many account ids (so that it does not hold a reader long either).
 DISPATCH_ROWS = 4096
 FIND_WINDOW = 20_000
+# A setup task put back to retry because its run was cut short (the daemon stopped, the account changed owner)
+# says so as its last error: its attempt is recorded with the outcome ``interrupted`` (migration 0016 / 0007).
+INTERRUPTED_CODE = "INTERRUPTED"
+INTERRUPTED_ERROR = "the daemon stopped, or the account changed owner, while it ran"
 
 
 def holder(task_id: int) -> str:

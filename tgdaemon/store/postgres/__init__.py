@@ -24,11 +24,12 @@ from tgdaemon.store.postgres.setup import SetupStore
 from tgdaemon.store.postgres.sim import SimStore
 from tgdaemon.store.postgres.snapshot import SnapshotStore
 from tgdaemon.store.postgres.stats import StatsStore
+from tgdaemon.store.postgres.tasksview import TasksViewStore
 from tgdaemon.timeutil import now
 
 
 class PostgresStore(SetupStore, QuotaStore, PulledStore, ProviderStore, ClockStore, RetentionStore, StatsStore,
-                    NodeStore, SimStore, SnapshotStore, HealthStore, ProxyStore):
+                    NodeStore, SimStore, SnapshotStore, HealthStore, ProxyStore, TasksViewStore):
     """Implements ``tgdaemon.store.api.Store``; the mixins split it by subject, as the SQLite driver's do."""
 
     async def take_lock(self, tx: Tx, account_id: int, holder: str, seconds: float) -> bool:

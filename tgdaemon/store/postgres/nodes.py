@@ -23,6 +23,7 @@ from tgdaemon.store import nodes
 from tgdaemon.store.api import Assignment, NodeInfo, NodeSpec, OwnedAccount, Renewal
 from tgdaemon.store.postgres.core import PostgresCore, Tx, named, retried
 from tgdaemon.store.postgres.locks import release_locks
+from tgdaemon.store.postgres.setup import INTERRUPTED
 from tgdaemon.timeutil import now, steady
 
 NOW = "extract(epoch FROM clock_timestamp())::float8"
@@ -90,7 +91,8 @@ async def _recover(tx: Tx, ids: list[int]) -> None:
     after a crash (the old owner's report of one is refused by its epoch meanwhile)."""
     at = now()
     running = sorted(await tx.fetch(
-        "UPDATE account_tasks SET status = 'retry', retry_at = $1, updated_at = $1 WHERE status = 'running'"
+        f"UPDATE account_tasks SET status = 'retry', retry_at = $1, updated_at = $1, {INTERRUPTED}"
+        " WHERE status = 'running'"
         " AND account_id = ANY($2::bigint[]) RETURNING id, account_id, task_type", at, ids), key=lambda r: r["id"])
     await release_locks(tx, [(r["account_id"], f"setup:{r['id']}") for r in running])
     await tx.events_many([{"kind": "setup.recovered", "account_id": r["account_id"], "task_id": r["id"],

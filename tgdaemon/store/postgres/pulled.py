@@ -74,7 +74,7 @@ LEASE = (
     " AND l.expires_at > $3 AND l.holder != 'quota:' || t.id) AND ($6::text IS NULL OR a.owner = $6)"
     " ORDER BY t.id LIMIT $4 FOR UPDATE OF t SKIP LOCKED),"
     " leased AS (UPDATE tasks SET status = 'leased', lease_token = replace(gen_random_uuid()::text, '-', ''),"
-    " leased_by = $1, lease_expires_at = $2, lease_count = lease_count + 1"
+    " leased_by = $1, executor = $1, leased_at = $3, lease_expires_at = $2, lease_count = lease_count + 1"
     " WHERE id = ANY (ARRAY(SELECT id FROM picked))"
     " RETURNING id, lease_token, account_id, action, target, post_id, subject_type, subject_id, lease_expires_at),"
     " locked AS (INSERT INTO account_locks (account_id, holder, expires_at)"
@@ -218,7 +218,8 @@ class PulledStore(PostgresCore):
             if chosen:
                 ids = {r["subject_id"]: r["id"] for r in await tx.fetch(
                     "INSERT INTO tasks (subject_type, subject_id, account_id, action, target, post_id, status,"
-                    " lease_expires_at, created_at) SELECT 'quota', s, a, act, tg, p, 'pending', $6, $7"
+                    " lease_expires_at, created_at, executor) SELECT 'quota', s, a, act, tg, p, 'pending', $6, $7,"
+                    " (SELECT executor FROM accounts WHERE id = a)"
                     " FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[]) WITH ORDINALITY"
                     " AS n(s, a, act, tg, p, o) ORDER BY o RETURNING id, subject_id",
                     [q["id"] for q, *_ in chosen], [account for *_, account in chosen],
@@ -438,6 +439,9 @@ class PulledStore(PostgresCore):
                 raise NotFound(f"account {missing[0]}: no such account")
             changed = await tx.execute(
                 "UPDATE accounts SET executor = $1 WHERE id = ANY($2::bigint[]) AND executor != $1", executor, ids)
+            await tx.execute(  # a pending task goes with its account (its lane: the tasks view's queue)
+                "UPDATE tasks SET executor = $1 WHERE account_id = ANY($2::bigint[]) AND status = 'pending'"
+                " AND executor IS DISTINCT FROM $1", executor, ids)
             for account_id in ids:
                 tx.touch(account_id)
             if changed:

@@ -22,6 +22,8 @@ from tgdaemon.timeutil import now
 ACCOUNT_SHOULD_CONVERGE = "a.is_active = 1 AND a.disabled_at IS NULL AND a.is_probe = 0"
 ACCOUNT_CAN_WORK = ACCOUNT_SHOULD_CONVERGE + " AND (a.cooldown_until IS NULL OR a.cooldown_until <= {now})"
 LOCK_FREE = "NOT EXISTS (SELECT 1 FROM account_locks l WHERE l.account_id = a.id AND l.expires_at > {now})"
+# What a task put back to retry because its run was cut short records (its attempt: outcome interrupted).
+INTERRUPTED = f"last_error_code = '{rules.INTERRUPTED_CODE}', last_error = '{rules.INTERRUPTED_ERROR}'"
 DUE = "t.status IN ('pending', 'retry') AND (t.retry_at IS NULL OR t.retry_at <= {now})"
 
 
@@ -206,8 +208,8 @@ class SetupStore(SessionStore):
         async with self.tx() as tx:
             at = now()
             rows = sorted(await tx.fetch(
-                "UPDATE account_tasks SET status = 'retry', retry_at = $1, updated_at = $1 WHERE status = 'running'"
-                + ("" if owner is None else " AND account_id IN (SELECT id FROM accounts WHERE owner = $2)")
+                f"UPDATE account_tasks SET status = 'retry', retry_at = $1, updated_at = $1, {INTERRUPTED}"
+                " WHERE status = 'running'" + ("" if owner is None else " AND account_id IN (SELECT id FROM accounts WHERE owner = $2)")
                 + " RETURNING id, account_id, task_type", at, *(() if owner is None else (owner,))),
                 key=lambda r: r["id"])
             await release_locks(tx, [(r["account_id"], f"setup:{r['id']}") for r in rows])

@@ -33,8 +33,9 @@ LOCK_TIMEOUT = "10s"  # a table another session holds (a daemon mid-write) is wa
 KINDS = {"int2": "int", "int4": "int", "int8": "int", "float4": "float", "float8": "float", "text": "text",
          "varchar": "text", "bytea": "bytes", "jsonb": "json", "json": "json"}
 BOOKKEEPING = ("tgfleet_schema_migrations",)  # each database keeps its own (migrate.TABLE)
-# Kept by triggers on events, tasks and account_tasks; a fresh schema seeds its counters at zero.
-DERIVED = {"row_counts": "n != 0", "finished_counts": "n != 0"}
+# Kept by triggers on events, tasks, account_tasks and task_attempts; a fresh schema seeds its counters at zero.
+DERIVED = {"row_counts": "n != 0", "finished_counts": "n != 0", "lane_counts": "n != 0",
+           "pulse_counts": "n != 0"}
 
 _COLUMNS = """
 SELECT c.relname, a.attname, t.typname, a.attidentity <> '' AS identity

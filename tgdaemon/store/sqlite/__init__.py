@@ -19,11 +19,12 @@ from tgdaemon.store.sqlite.setup import SetupStore
 from tgdaemon.store.sqlite.sim import SimStore
 from tgdaemon.store.sqlite.snapshot import SnapshotStore
 from tgdaemon.store.sqlite.stats import StatsStore
+from tgdaemon.store.sqlite.tasksview import TasksViewStore
 from tgdaemon.timeutil import now
 
 
 class SQLiteStore(SetupStore, QuotaStore, PulledStore, ProviderStore, ClockStore, RetentionStore, StatsStore,
-                  NodeStore, SimStore, SnapshotStore, HealthStore, ProxyStore):
+                  NodeStore, SimStore, SnapshotStore, HealthStore, ProxyStore, TasksViewStore):
     """Implements ``tgdaemon.store.api.Store``; the mixins split it by subject, not by layer."""
 
     kind: Literal["sqlite", "postgresql"] = "sqlite"

@@ -18,6 +18,7 @@ from tgdaemon.store import nodes
 from tgdaemon.store.api import Assignment, NodeInfo, NodeSpec, OwnedAccount, Renewal
 from tgdaemon.store.sqlite.core import StoreCore, Tx
 from tgdaemon.store.sqlite.locks import release_locks
+from tgdaemon.store.sqlite.setup import INTERRUPTED
 from tgdaemon.timeutil import now, steady
 
 NODE_SQL = """SELECT n.*, (SELECT COUNT(*) FROM accounts a WHERE a.owner = n.name) AS accounts,
@@ -63,7 +64,8 @@ async def _recover(tx: Tx, ids: list[int]) -> None:
     as after a crash (a late report of the old owner is refused by its epoch)."""
     at = now()
     running = sorted(await tx.fetchall(
-        "UPDATE account_tasks SET status = 'retry', retry_at = :now, updated_at = :now WHERE status = 'running'"
+        f"UPDATE account_tasks SET status = 'retry', retry_at = :now, updated_at = :now, {INTERRUPTED}"
+        " WHERE status = 'running'"
         " AND account_id IN (SELECT value FROM json_each(:ids)) RETURNING id, account_id, task_type",
         {"now": at, "ids": json.dumps(ids)}), key=lambda r: r["id"])
     await release_locks(tx, [(r["account_id"], f"setup:{r['id']}") for r in running])

@@ -50,7 +50,7 @@ TASK_COLUMNS = ("id, lease_token, account_id, action, target, post_id, subject_t
 # is named because the planner, without statistics, sorted every pending task instead (2 ms per pull at 10,000).
 # ``reserved``: whether the task's own reservation was still live; ``epoch``: the account's ownership epoch.
 LEASE = ("UPDATE tasks SET status = 'leased', lease_token = lower(hex(randomblob(16))), leased_by = :ex,"
-         " lease_expires_at = :exp, lease_count = lease_count + 1 WHERE id IN ("
+         " executor = :ex, leased_at = :now, lease_expires_at = :exp, lease_count = lease_count + 1 WHERE id IN ("
          " SELECT t.id FROM tasks t INDEXED BY tasks_pending JOIN accounts a ON a.id = t.account_id"
          " WHERE t.status = 'pending' AND a.executor = :ex AND a.is_active = 1 AND a.disabled_at IS NULL"
          " AND (a.cooldown_until IS NULL OR a.cooldown_until <= :now)"
@@ -154,8 +154,9 @@ class PulledStore(StoreCore):
             made = [(first + i, q, post, cursor, account) for i, (q, post, cursor, account) in enumerate(chosen)]
             await tx.conn.executemany(
                 "INSERT INTO tasks (id, subject_type, subject_id, account_id, action, target, post_id, status,"
-                " lease_expires_at, created_at) VALUES (?, 'quota', ?, ?, ?, ?, ?, 'pending', ?, ?)",
-                [(tid, q["id"], account, q["action"], q["target"], post, at + g.lock_seconds, at)
+                " lease_expires_at, created_at, executor) VALUES (?, 'quota', ?, ?, ?, ?, ?, 'pending', ?, ?,"
+                " (SELECT executor FROM accounts WHERE id = ?))",
+                [(tid, q["id"], account, q["action"], q["target"], post, at + g.lock_seconds, at, account)
                  for tid, q, post, _, account in made])
             await take_locks(tx, [(account, holder(tid)) for tid, _, _, _, account in made], g.lock_seconds)
             await tx.conn.executemany("UPDATE accounts SET last_used_at = ? WHERE id = ?",
@@ -403,6 +404,9 @@ class PulledStore(StoreCore):
             cur = await tx.execute(
                 "UPDATE accounts SET executor = ? WHERE id IN (SELECT value FROM json_each(?)) AND executor != ?",
                 (executor, json.dumps(ids), executor))
+            await tx.execute(  # a pending task goes with its account (its lane: the tasks view's queue)
+                "UPDATE tasks SET executor = ? WHERE account_id IN (SELECT value FROM json_each(?))"
+                " AND status = 'pending' AND executor IS NOT ?", (executor, json.dumps(ids), executor))
             for account_id in ids:
                 tx.touch(account_id)
             if cur.rowcount:

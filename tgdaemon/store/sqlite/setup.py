@@ -22,6 +22,8 @@ from tgdaemon.timeutil import now
 
 ACCOUNT_SHOULD_CONVERGE = "a.is_active = 1 AND a.disabled_at IS NULL AND a.is_probe = 0"
 ACCOUNT_CAN_WORK = f"{ACCOUNT_SHOULD_CONVERGE} AND (a.cooldown_until IS NULL OR a.cooldown_until <= :now)"
+# What a task put back to retry because its run was cut short records (its attempt: outcome interrupted).
+INTERRUPTED = f"last_error_code = '{rules.INTERRUPTED_CODE}', last_error = '{rules.INTERRUPTED_ERROR}'"
 LOCK_FREE = "NOT EXISTS (SELECT 1 FROM account_locks l WHERE l.account_id = a.id AND l.expires_at > :now)"
 
 
@@ -143,8 +145,8 @@ class SetupStore(SessionStore):
                 () if owner is None else (owner,)))
             at = now()
             for row in rows:
-                await tx.execute("UPDATE account_tasks SET status = 'retry', retry_at = ?, updated_at = ? WHERE id = ?",
-                                 (at, at, row["id"]))
+                await tx.execute(f"UPDATE account_tasks SET status = 'retry', retry_at = ?, updated_at = ?, {INTERRUPTED}"
+                                 " WHERE id = ?", (at, at, row["id"]))
                 await release_lock(tx, row["account_id"], f"setup:{row['id']}")
                 await tx.event("setup.recovered", f"{row['task_type']}: was running when the daemon stopped; retry",
                                account_id=row["account_id"], task_id=row["id"])

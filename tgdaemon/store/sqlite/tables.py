@@ -26,8 +26,9 @@ from tgdaemon.store.copy import Column, CopyError, Row, Table
 from tgdaemon.store.sqlite import migrate
 
 KINDS = {"INTEGER": "int", "REAL": "float", "TEXT": "text", "BLOB": "bytes"}
-# Kept by triggers on events, tasks and account_tasks; a fresh schema seeds its counters at zero.
-DERIVED = {"row_counts": "n != 0", "finished_counts": "n != 0"}
+# Kept by triggers on events, tasks, account_tasks and task_attempts; a fresh schema seeds its counters at zero.
+DERIVED = {"row_counts": "n != 0", "finished_counts": "n != 0", "lane_counts": "n != 0",
+           "pulse_counts": "n != 0"}
 
 # The data dir locks this process holds, with how many ends use each: a copy between two files of one
 # data dir takes its lock once.
