@@ -205,6 +205,7 @@ class RecordingWithDetail(Recording):
             for n, task_type in enumerate(TASK_TYPES):
                 status = "done" if n < 3 else "failed" if n == 4 else "pending"
                 tasks.append({
+                    "key": f"setup:{70 + n}", "kind": "setup", "created_at": iso(NOW - 86400),
                     "id": 70 + n, "account_id": 7, "label": "ops-007", "task_type": task_type,
                     "queue": "media" if task_type.startswith(("story", "set_photo")) else "fast", "status": status,
                     "attempts": 1 if status == "done" else 3 if n == 4 else 0,
@@ -294,9 +295,11 @@ def opened(open_: Callable[[FleetApp], None], ready: Callable[[FleetApp], bool])
         app = pilot.app
         assert isinstance(app, FleetApp)
         for _ in range(500):
-            if app.model.accounts and len(app.model.views) >= 2:
+            if app.model.accounts and len(app.model.views) >= 2 and app.model.nodes:
                 break
             await pilot.pause(0.01)
+        app.repaint()  # the view under the detail, drawn with every row before it is covered
+        await pilot.pause()
         open_(app)
         for _ in range(500):
             if ready(app):

@@ -246,7 +246,7 @@ class AccountDetail(DetailScreen):
         if device != self.device:
             self.device = device
             self.follow()  # the summary shows it now, not at the next tick
-        tasks = (await client.call("GET", "/tasks", TaskList, params={"account_id": self.key})).tasks
+        tasks = (await client.call("GET", "/tasks", TaskList, params={"account_id": self.key, "kind": "setup"})).tasks
         events = (await client.call("GET", "/events", EventList,
                                     params={"account_id": self.key, "limit": RECENT_EVENTS})).events
         failed = [t for t in tasks if t.last_error_code]
