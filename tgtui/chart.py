@@ -101,15 +101,17 @@ def margin(low: float, top: float, height: int) -> int:
 
 
 def plot(columns: Sequence[Stack | None], *, height: int, x_labels: tuple[str, str, str],
-         low: float = 0.0, high: float | None = None, cell_width: int = 1, level: bool = False) -> list[Text]:
+         low: float = 0.0, high: float | None = None, cell_width: int = 1, level: bool = False,
+         gutter: int = 0) -> list[Text]:
     """The chart's lines, top first: ``height`` rows of bars with the scale on the left, the x-axis line
     and its three labels. ``high`` defaults to a round number above the tallest column; a column that is
     None had no measurement (drawn empty, unlike a zero). ``level``: only each column's top cell, a line
-    for a count that is a level (subscribers), where a filled bar would be a wall."""
+    for a count that is a level (subscribers), where a filled bar would be a wall. ``gutter``: the scale's
+    least width, so that charts one above the other line their axes up."""
     tallest = max((sum(v for v, _ in c) for c in columns if c), default=0.0)
     top = high if high is not None else nice_ceiling(tallest)
     marks = scale(low, top, height)
-    gutter = max(len(m) for m in marks.values())
+    gutter = max(gutter, *(len(m) for m in marks.values()))
     cuts = [_cuts(c, low, top, height) if c else [] for c in columns]
     lines = []
     for row in range(height - 1, -1, -1):

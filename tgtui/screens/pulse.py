@@ -56,27 +56,35 @@ def fold(values: list[int], per: int) -> list[int]:
     return head + [sum(values[i:i + per]) for i in range(start, len(values), per)]
 
 
-def queue_chart(name: str, done: list[int], failed: list[int], width: int, bars: int) -> list[Text]:
-    """A queue's heading (its totals in the hour) and its chart; one line when it did nothing."""
+def fit(done: list[int], failed: list[int], width: int, bars: int) -> tuple[int, float]:
+    """(minutes per bar, the scale's top): one minute a bar unless the width cannot hold them with the scale."""
+    per = 1
+    while True:
+        top = nice_ceiling(max(d + f for d, f in zip(fold(done, per), fold(failed, per), strict=True)))
+        if math.ceil(len(done) / per) <= max(1, width - margin(0, top, bars)):
+            return per, top
+        per += 1
+
+
+def queue_chart(name: str, done: list[int], failed: list[int], width: int, bars: int, gutter: int = 0,
+                ) -> list[Text]:
+    """A queue's heading (its totals in the hour) and its chart; one line when it did nothing. ``gutter``:
+    the widest scale of the queues shown, so their time axes line up."""
     if not any(done) and not any(failed):
         return [Text.assemble((f"{name:<14}", "bold"), ("nothing done or failed in the last hour", "dim"))]
     heading = Text.assemble((f"{name:<14}", "bold"), (f"{sum(done):,} done", DONE), "  ",
                             (f"{sum(failed):,} failed", FAILED if sum(failed) else "dim"),
                             (f"   this minute {done[-1] + failed[-1]}", "dim"))
     minutes = len(done)
-    per = 1
-    while math.ceil(minutes / per) > max(1, width - margin(0, nice_ceiling(max(map(sum, zip(
-            fold(done, per), fold(failed, per), strict=True)))), bars)):
-        per += 1
+    per, top = fit(done, failed, width - max(0, gutter + 2 - margin(0, 1, bars)), bars)
     done_n, failed_n = fold(done, per), fold(failed, per)
-    top = nice_ceiling(max(d + f for d, f in zip(done_n, failed_n, strict=True)))
-    room = width - margin(0, top, bars)
+    room = width - max(margin(0, top, bars), gutter + 2)
     cell = max(1, room // len(done_n))
     unit = "tasks/min" if per == 1 else f"tasks/{per} min"
     heading.append(f"   y: {unit}, 0 to {top:,.0f}", style="dim")
     columns = [((float(f), FAILED), (float(d), DONE)) for d, f in zip(done_n, failed_n, strict=True)]
     return [heading, *plot(columns, height=bars, x_labels=(f"-{minutes}m", f"-{minutes // 2}m", "now"),
-                           high=top, cell_width=cell)]
+                           high=top, cell_width=cell, gutter=gutter)]
 
 
 def draw(pulse: Pulse | None, error: str | None, now: float, width: int, height: int) -> list[Text]:
@@ -93,9 +101,10 @@ def draw(pulse: Pulse | None, error: str | None, now: float, width: int, height:
     busy = [n for n in names if any(pulse.queues[n][0]) or any(pulse.queues[n][1])]
     spare = height - len(lines) - len(names) - 2 * len(busy)  # headings, and each chart's x-axis
     bars = max(MIN_BARS, min(MAX_BARS, spare // max(1, len(busy))))
+    gutter = max((margin(0, fit(*pulse.queues[n], width, bars)[1], bars) - 2 for n in busy), default=0)
     for name in names:
         done, failed = pulse.queues[name]
-        lines += queue_chart(name, done, failed, width, bars)
+        lines += queue_chart(name, done, failed, width, bars, gutter)
     return lines
 
 
