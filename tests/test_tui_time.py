@@ -117,7 +117,7 @@ def test_three_measurement_times_make_a_chart_with_a_scale_and_a_time_axis() -> 
     assert len(lines) == 7 and lines[0].startswith("20 ┤") and lines[4].startswith(" 0 ┤")
     assert lines[6].split() == ["25m", "ago", "15m", "ago", "5m", "ago"]
     assert len(lines[0]) <= 76 and "·" in lines[4]  # the first pass counts the posts: no gain yet
-    title = measured.title(quota(), post_rows(5), 76)
+    title = measured.title(quota(), post_rows(5), 76, 7)
     assert title == "Views gained over 20m (each bar: the views gained in 4m)"
 
 
@@ -202,4 +202,4 @@ def test_a_level_is_drawn_as_a_line_not_a_wall() -> None:
     assert lines[0].startswith("50k ┤") and lines[4].startswith("  0 ┤")
     bars = [line[5:] for line in lines[:5]]
     assert [row.strip() != "" for row in bars] == [False, True, False, False, False]  # 40,318 of 50k: row 4 of 5
-    assert measured.title(quota("channel_stats"), rows, 40).startswith("Subscribers over 2m (each step:")
+    assert measured.title(quota("channel_stats"), rows, 40, 7).startswith("Subscribers over 2m (each step:")

@@ -74,7 +74,8 @@ def _cell(stack: Stack, cuts: list[int], row: int) -> tuple[str, str]:
 
 def _cuts(stack: Stack, low: float, high: float, height: int) -> list[int]:
     """Each segment's top, in eighths from the bottom: a segment above zero never vanishes into rounding."""
-    total, cuts, sum_ = height * 8, [], 0.0
+    total, sum_ = height * 8, 0.0
+    cuts: list[int] = []
     for i, (value, _) in enumerate(stack):
         sum_ += max(0.0, value)
         top = round((sum_ - low) / (high - low) * total) if high > low else total

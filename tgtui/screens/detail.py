@@ -313,9 +313,12 @@ class QuotaDetail(DetailScreen):
         self.fleet.model.set_views(self.key, rows)
         self.measured = rows
         quota = self.current()
+        chart = self.query_one("#views", ChartView)
         if quota is not None:
-            self.query_one("#series", Label).update(measured.title(quota, rows, self.size.width - 4))
-        self.query_one("#views", ChartView).refresh()
+            width, height = chart.content_size
+            self.query_one("#series", Label).update(measured.title(quota, rows, width or self.size.width - 4,
+                                                                   height or 7))
+        chart.refresh()
         latest = list(reversed(rows[-RECENT_MEASUREMENTS:]))
         self.fill("#measurements", ("Observed", "Post", "Views", "Forwards", "Replies", "Reactions", "Subscribers"), [
             ("", m["post_id"] or "", m["views"], m["forwards"], m["replies"], m["reactions"], m["subscribers"])

@@ -27,15 +27,15 @@ def series(quota: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[str, list
     return "views gained", views_gained(rows), "sum"
 
 
-def title(quota: dict[str, Any], rows: list[dict[str, Any]], width: int) -> str:
-    """The chart's heading: what its bars are, over what time."""
+def title(quota: dict[str, Any], rows: list[dict[str, Any]], width: int, height: int) -> str:
+    """The chart's heading: what its bars are, over what time (for a chart of ``width`` x ``height``)."""
     what, points, how = series(quota, rows)
     times = sorted({at for at, _ in points})
     if len(times) < MIN_POINTS:
         return "Subscribers" if what == "subscribers" else "Views gained between measurements"
+    n = _fit(points, times, how, width, height)[0]
     first, last = times[0], times[-1]
-    bars = min(len(times), max(1, width - 9))
-    each = span((last - first) / bars) if bars else ""
+    each = span((last - first) / n)
     if what == "subscribers":
         return f"Subscribers over {span(last - first)} (each step: the last count in {each})"
     return f"Views gained over {span(last - first)} (each bar: the views gained in {each})"
@@ -49,6 +49,17 @@ def draw(quota: dict[str, Any], rows: list[dict[str, Any]], now: float, width: i
         return [Text(_none_yet(quota, now), style="dim")]
     if len(times) < MIN_POINTS:
         return _in_words(quota, rows, times, now)
+    n, spans, low, top, room = _fit(points, times, how, width, height)
+    first, last = times[0], times[-1]
+    labels = (relative(first, now), relative((first + last) / 2, now), relative(last, now))
+    return plot([None if v is None else ((v, COLOUR),) for v in spans], height=max(1, height - 2),
+                x_labels=labels, low=low, high=top, cell_width=max(1, room // n), level=how == "last")
+
+
+def _fit(points: list[tuple[float, float]], times: list[float], how: str, width: int, height: int,
+         ) -> tuple[int, list[float | None], float, float, int]:
+    """(spans, their values, the scale's bottom and top, the bars' room): as many spans as measurement times,
+    up to the room the scale leaves; each drawn as wide as the room allows."""
     first, last = times[0], times[-1]
     bars_height = max(1, height - 2)
     n = max(1, min(len(times), width - 8))
@@ -59,9 +70,7 @@ def draw(quota: dict[str, Any], rows: list[dict[str, Any]], now: float, width: i
         if n <= room:
             break
         n = room
-    labels = (relative(first, now), relative((first + last) / 2, now), relative(last, now))
-    return plot([None if v is None else ((v, COLOUR),) for v in spans], height=bars_height, x_labels=labels,
-                low=low, high=top, cell_width=max(1, room // n), level=how == "last")
+    return n, spans, low, top, room
 
 
 def _range(values: list[float], how: str) -> tuple[float, float]:
@@ -70,11 +79,6 @@ def _range(values: list[float], how: str) -> tuple[float, float]:
     if how == "last" and values and min(values) < max(values):
         return min(values), max(values)
     return 0.0, nice_ceiling(max(values, default=0.0))
-
-
-def _columns(times: list[float], room: int) -> int:
-    """As many spans as measurement times, up to the room: each drawn as wide as the room allows."""
-    return max(1, min(len(times), room))
 
 
 def _none_yet(quota: dict[str, Any], now: float) -> str:
