@@ -19,7 +19,7 @@ from rich.console import Console
 from textual.binding import Binding
 from textual.command import CommandPalette
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Label, Sparkline, Static
+from textual.widgets import DataTable, Label, Static
 
 from tgdaemon import __version__
 from tgdaemon.control.client import ControlClient
@@ -157,13 +157,17 @@ async def test_account_detail_shows_setup_tasks_and_events(shared: tuple[Fleet, 
             await wait_until(pilot, lambda: tasks.row_count >= 4 and events.row_count >= 1, "tasks and events",
                              daemon)
             assert [str(c.label) for c in tasks.columns.values()] == [
-                "Task", "Status", "Attempts", "Blocked by", "Last error", "Updated"]
+                "Task", "Status", "Updated", "Tries", "Blocked by", "Last error"]
             types = {str(tasks.get_row_at(i)[0]) for i in range(tasks.row_count)}
             assert {"ensure_2fa", "update_name", "privacy_phone_hidden"} <= types
             assert any("disabled: detail test" in str(events.get_row_at(i)[2]) for i in range(events.row_count))
             summary = text_of(app.screen.query_one("#summary", Static))
             assert f"sim-{aid:04d}" in summary and "disabled" in summary and "detail test" in summary
-            assert "own device api_id 611335  api_hash b184…  device_model Pixel 7" in summary
+            # the time in full, uncut, and how long ago; the lists' times against now
+            assert re.search(r"detail test, 20\d\d-\d\d-\d\d \d\d:\d\d:\d\dZ \((just now|\d+s ago)\)", summary), summary
+            assert all(re.fullmatch(r"just now|\d+[smh]( \d+m)? ago", str(events.get_row_at(i)[0]))
+                       for i in range(events.row_count))
+            assert re.search(r"own device +api_id 611335  api_hash b184…  device_model Pixel 7", summary), summary
             assert "b18441a1ff" not in summary
 
             await pilot.press("e")  # from the detail screen, on this account
@@ -191,7 +195,8 @@ async def test_quotas_view_pause_and_detail(shared: tuple[Fleet, DaemonProc]) ->
             await wait_until(pilot, lambda: "ok" in drawn(table, qid), "the quota inspected", daemon)
             line = drawn(table, qid)
             # A delta carries the quota's state when the stream read it: the executor may have done one already.
-            assert "tui-news" in line and "@tgfleet_news" in line and re.search(r" [01]/100 ", line) and "23h" in line
+            assert "tui-news" in line and "@tgfleet_news" in line and re.search(r" (100|99)/100 ", line)
+            assert "in 23h" in line
 
             table.action_first()
             await pilot.press(*["j"] * table.rowset.index[qid], "p")
@@ -205,7 +210,10 @@ async def test_quotas_view_pause_and_detail(shared: tuple[Fleet, DaemonProc]) ->
             rows = app.screen.query_one("#measurements", DataTable)
             await wait_until(pilot, lambda: len(rows.columns) == 7, "the measurements table", daemon)
             assert rows.row_count == min(len(measured), 50)
-            assert list(app.screen.query_one("#views", Sparkline).data or []) == app.model.views[qid]
+            assert app.screen.measured == measured[-len(app.screen.measured):]
+            summary = text_of(app.screen.query_one("#summary", Static))
+            assert re.search(r"(100|99)/100 left", summary) and re.search(r"expires +20\d\d-\d\d-\d\d \d\d:\d\d:\d\dZ "
+                                                                  r"\(in 23h\)", summary), summary
             await pilot.press("p", "escape")
             await wait_until(pilot, lambda: "paused" not in drawn(table, qid), "the quota resumed", daemon)
 
@@ -214,7 +222,7 @@ async def test_events_view_follows_and_filters(shared: tuple[Fleet, DaemonProc])
     f, daemon = shared
     app = FleetApp(f.socket_path)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.press("left_square_bracket", "left_square_bracket")  # backwards from accounts: nodes, events
+        await pilot.press("left_square_bracket", "left_square_bracket", "left_square_bracket")  # nodes, pulse, events
         assert app.current_mode == "events"
         table = table_of(app)
         await wait_until(pilot, lambda: table.rowset.rows, "some events", daemon)
@@ -227,6 +235,8 @@ async def test_events_view_follows_and_filters(shared: tuple[Fleet, DaemonProc])
         kinds = [r["kind"] for r in table.rowset.rows]
         assert kinds[:2] == ["account.enabled", "account.disabled"]
         assert all(r["account_id"] == 30 for r in table.rowset.rows)
+        await pilot.press("right_square_bracket")
+        assert app.current_mode == "pulse"
         await pilot.press("right_square_bracket")
         assert app.current_mode == "nodes"
         await pilot.press("right_square_bracket")  # round again
@@ -331,9 +341,14 @@ async def test_a_channel_quota_detail_charts_subscribers(shared: tuple[Fleet, Da
             table.action_first()
             await pilot.press(*["j"] * table.rowset.index[qid], "enter")
             assert isinstance(app.screen, QuotaDetail)
-            await wait_until(pilot, lambda: app.screen.query_one("#views", Sparkline).data, "the chart", daemon)
+            detail = app.screen
+            await wait_until(pilot, lambda: detail.measured, "the measurements", daemon)
             measured = await client.measurements(qid)
-            assert "Subscribers" in text_of(app.screen.query_one("#series", Label))
-            chart = list(app.screen.query_one("#views", Sparkline).data or [])
-            subscribers = [float(m["subscribers"]) for m in measured]
-            assert chart and chart == subscribers[:len(chart)] and all(v > 0 for v in chart)
+            assert "Subscribers" in text_of(detail.query_one("#series", Label))
+            shown = detail.measured
+            assert shown == measured[:len(shown)] and all(m["subscribers"] > 0 for m in shown)
+            chart = "\n".join(line.plain for line in detail.chart(76, 7))
+            if len({m["observed_at"] for m in shown}) < 3:  # in words: each measurement's count, in full
+                assert f"{shown[0]['subscribers']:,} subscribers" in chart, chart
+            else:  # a chart with a scale and a time axis
+                assert "┤" in chart and chart.rstrip().endswith("ago"), chart

@@ -164,7 +164,8 @@ def test_layout_drops_columns_in_order_and_fills_the_width() -> None:
 
 
 def test_renderings() -> None:
-    assert bar(1, 2, 4).plain == "██··" and bar(0, 0, 3).plain == "   "
+    assert bar(1, 2, 4).plain == "██··" and bar(0, 0, 3).plain == "···"
+    assert bar(3, 16, 2).plain == "▍·"  # horizontal eighths: 3/16 of two cells is three eighths of one
     assert sparkline([0, 1, 2, 3, 4, 5, 6, 7], 8).plain == "▁▂▃▄▅▆▇█"
     assert sparkline([1, 1, 5, 5], 2).plain == "▂█"  # summed in pairs: 2 and 10
     assert sparkline([], 5).plain == ""

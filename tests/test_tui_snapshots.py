@@ -159,6 +159,21 @@ def seeded_task_detail(key: str) -> dict[str, Any]:
     return {"task": task, "attempts": attempts, "attempts_kept": 20}
 
 
+def seeded_pulse(seed: int = SEED) -> dict[str, Any]:
+    """``GET /v1/pulse?minutes=60``: a busy fast queue with a burst of failures, a slower media queue, a
+    provider's pulled queue that ramps up, and one that did nothing."""
+    rng = random.Random(seed)
+    fast = [20 + rng.randint(0, 12) + (15 if 30 <= m < 40 else 0) for m in range(60)]
+    fast_failed = [rng.randint(4, 9) if 34 <= m < 38 else int(rng.random() < 0.1) for m in range(60)]
+    media = [rng.randint(0, 3) for _ in range(60)]
+    pulled = [m // 6 for m in range(60)]
+    return {"at": iso(NOW - 4), "minutes": 60, "queues": {
+        "media": {"done": media, "failed": [int(m == 50) for m in range(60)]},
+        "fast": {"done": fast[:-1] + [7], "failed": fast_failed},
+        "pulled:prov-a": {"done": [0] * 60, "failed": [0] * 60},
+        "pulled:local": {"done": pulled, "failed": [0] * 60}}}
+
+
 class Recording(ControlClient):
     """The control API as recorded: the stream sends its snapshot and then stays quiet."""
 
@@ -186,6 +201,9 @@ class Recording(ControlClient):
         if method == "GET" and path.startswith("/tasks/"):
             return json.dumps(seeded_task_detail(":".join(path.split("/")[2:4]))).encode()
         return await super()._send(method, path, params, body)
+
+    async def pulse(self, minutes: int = 60) -> dict[str, Any]:
+        return seeded_pulse()
 
 
 def seeded_proxies() -> list[dict[str, Any]]:
@@ -215,6 +233,58 @@ class RecordingWithProxies(Recording):
 
     async def proxies(self) -> list[dict[str, Any]]:
         return seeded_proxies()
+
+
+TASK_TYPES = ("set_name", "set_username", "set_bio", "set_photo", "join_channel", "story_photo", "story_video",
+              "privacy")
+
+
+class RecordingWithDetail(Recording):
+    """The same fleet, and what an account's detail asks the control API (``call``): its own device, its setup
+    tasks (one failed with the account's last error) and its recent events. Account 7 is in a cooldown,
+    frozen by Telegram, on a proxy of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        account = self.snapshot["accounts"][6]
+        assert account["id"] == 7 and account["state"] == "cooldown"
+        account["health_detail"] = {"sessions": 2, "frozen_since": iso(NOW - 86400 * 3),
+                                    "frozen_until": iso(NOW + 86400 * 27)}
+        account["proxy"] = "socks5://203.0.113.7:1080"
+
+    async def _send(self, method: str, path: str, params: dict[str, Any] | None, body: dict[str, Any] | None) -> bytes:
+        fields = ("api_id", "api_hash_masked", "device_model", "system_version", "app_version", "lang_code",
+                  "system_lang_code")
+        if path.endswith("/device"):
+            own = dict.fromkeys(fields) | {"api_id": 611335, "api_hash_masked": "b184…", "device_model": "Pixel 7"}
+            return json.dumps({"account_id": 7, "own": own, "default": dict.fromkeys(fields),
+                               "effective": own}).encode()
+        if path == "/tasks":
+            tasks = []
+            for n, task_type in enumerate(TASK_TYPES):
+                status = "done" if n < 3 else "failed" if n == 4 else "pending"
+                tasks.append({
+                    "key": f"setup:{70 + n}", "kind": "setup", "created_at": iso(NOW - 86400),
+                    "id": 70 + n, "account_id": 7, "label": "ops-007", "task_type": task_type,
+                    "queue": "media" if task_type.startswith(("story", "set_photo")) else "fast", "status": status,
+                    "attempts": 1 if status == "done" else 3 if n == 4 else 0,
+                    "retry_at": iso(NOW + 400) if n == 4 else None,
+                    "last_error_code": "FLOOD_WAIT_420" if n == 4 else None,
+                    "last_error": "A wait of 420 seconds is required (caused by JoinChannelRequest)" if n == 4
+                    else None,
+                    "blocked_by": "account in cooldown" if status == "pending" else None, "result": {},
+                    "updated_at": iso(NOW - 20 if n == 4 else NOW - 7200 + n * 300)})
+            return json.dumps({"tasks": tasks}).encode()
+        if path == "/events":
+            kinds = (("account.cooldown", "cooldown: FLOOD_WAIT_420 for 420 s (join_channel)", 20),
+                     ("task.failed", "join_channel failed: FLOOD_WAIT_420", 21),
+                     ("health.checked", "frozen since 2026-01-12", 3600),
+                     ("task.done", "set_bio done", 6600))
+            return json.dumps({"events": [
+                {"id": 900 - n, "at": iso(NOW - ago), "kind": kind, "account_id": 7, "task_id": None,
+                 "quota_id": None, "message": message, "data": {}}
+                for n, (kind, message, ago) in enumerate(kinds)]}).encode()
+        raise self._not_running()  # the polls of what this recording has not (proxies): as if offline
 
 
 @pytest.fixture
@@ -295,6 +365,33 @@ def tasks_loaded(*keys: str) -> Callable[[Pilot[None]], Any]:
     return run_before
 
 
+
+def detail_app(monkeypatch: pytest.MonkeyPatch) -> FleetApp:
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    return FleetApp(Path("/nonexistent/tgdaemon.sock"), clock=lambda: NOW, client=RecordingWithDetail())
+
+
+def opened(open_: Callable[[FleetApp], None], ready: Callable[[FleetApp], bool]) -> Callable[[Pilot[None]], Any]:
+    async def run_before(pilot: Pilot[None]) -> None:
+        app = pilot.app
+        assert isinstance(app, FleetApp)
+        for _ in range(500):
+            if app.model.accounts and len(app.model.views) >= 2 and app.model.nodes:
+                break
+            await pilot.pause(0.01)
+        app.repaint()  # the view under the detail, drawn with every row before it is covered
+        await pilot.pause()
+        open_(app)
+        for _ in range(500):
+            if ready(app):
+                break
+            await pilot.pause(0.01)
+        await pilot.pause()
+
+    return run_before
+
+
 @pytest.mark.parametrize("size", [(160, 45), (80, 24)])
 def test_tasks_view(app: FleetApp, snap_compare: Any, size: tuple[int, int]) -> None:
     assert snap_compare(app, terminal_size=size, run_before=tasks_loaded("space", "j", "j"))
@@ -304,3 +401,39 @@ def test_tasks_view(app: FleetApp, snap_compare: Any, size: tuple[int, int]) -> 
 def test_task_detail(app: FleetApp, snap_compare: Any, size: tuple[int, int]) -> None:
     assert snap_compare(app, terminal_size=size, run_before=tasks_loaded("slash", *"status:failed kind:setup", "enter",
                                                                                 "enter"))
+
+def _account_ready(app: FleetApp) -> bool:
+    from textual.widgets import DataTable
+    return bool(app.screen.query(DataTable)) and app.screen.query_one("#events", DataTable).row_count == 4
+
+
+def _quota_ready(app: FleetApp) -> bool:
+    from textual.widgets import DataTable
+    return bool(app.screen.query(DataTable)) and app.screen.query_one("#measurements", DataTable).row_count > 0
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 45)], ids=["80x24", "160x45"])
+def test_account_detail(monkeypatch: pytest.MonkeyPatch, snap_compare: Any, size: tuple[int, int]) -> None:
+    """A cooled-down, frozen account: state and why first, its last error with the failed task's message,
+    every time in full with how long ago; nothing cut at 80x24."""
+    assert snap_compare(detail_app(monkeypatch), terminal_size=size,
+                        run_before=opened(lambda app: app.open_account(7), _account_ready))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 45)], ids=["80x24", "160x45"])
+def test_quota_detail(monkeypatch: pytest.MonkeyPatch, snap_compare: Any, size: tuple[int, int]) -> None:
+    """A post quota: its progress bar with left/total, and its views chart with a scale and a time axis."""
+    assert snap_compare(detail_app(monkeypatch), terminal_size=size,
+                        run_before=opened(lambda app: app.open_quota(1), _quota_ready))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 45)], ids=["80x24", "160x45"])
+def test_pulse_view(app: FleetApp, snap_compare: Any, size: tuple[int, int]) -> None:
+    """Tasks per minute and queue over the hour, with labelled axes; a queue that did nothing is one line."""
+    def ready(app: FleetApp) -> bool:
+        if app.model.pulse is None:
+            return False
+        app.repaint()
+        return True
+
+    assert snap_compare(app, terminal_size=size, run_before=opened(lambda app: app.switch_mode("pulse"), ready))

@@ -36,6 +36,7 @@ from tgtui.screens.events import EventsScreen
 from tgtui.screens.help import HelpScreen, Section
 from tgtui.screens.nodes import NodesScreen
 from tgtui.screens.proxies import ProxiesScreen
+from tgtui.screens.pulse import PulseScreen
 from tgtui.screens.quotas import QuotasScreen
 from tgtui.screens.tasks import TaskDetailScreen, TasksScreen
 from tgtui.widgets.header import VIEWS, views
@@ -49,13 +50,16 @@ PROXIES_SECONDS = 5.0  # the health checker's findings come every proxies.check_
 VIEWS_SECONDS = 10.0
 VIEWS_POLL_SECONDS = 1.0
 BULK_TIMEOUT_SECONDS = 600.0  # a bulk action on 50,000 rows: the daemon writes them a few hundred at a time
+PULSE_SECONDS = 10.0  # the pulse counts per minute: every ten seconds is plenty, and only while it is shown
+PULSE_MINUTES = 60
 OFFLINE_ERRORS = (TgfleetError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
 
 class FleetApp(App[None]):
     TITLE = "tgfleet"
     MODES: ClassVar[dict[str, Any]] = {"accounts": AccountsScreen, "quotas": QuotasScreen, "events": EventsScreen,
-                                       "nodes": NodesScreen, "proxies": ProxiesScreen, "tasks": TasksScreen}
+                                       "nodes": NodesScreen, "proxies": ProxiesScreen, "tasks": TasksScreen,
+                                       "pulse": PulseScreen}
     DEFAULT_MODE = "accounts"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit", show=False),
@@ -76,6 +80,7 @@ class FleetApp(App[None]):
         self.poll_nodes()
         self.poll_proxies()
         self.poll_views()
+        self.poll_pulse()
         self.set_interval(REPAINT_SECONDS, self.repaint)
 
     async def on_unmount(self) -> None:
@@ -151,9 +156,30 @@ class FleetApp(App[None]):
                 fetched[quota["id"]] = (quota["measurements"], time.monotonic())
             await asyncio.sleep(VIEWS_POLL_SECONDS)
 
+    @work(group="pulse", exclusive=True, exit_on_error=False)
+    async def poll_pulse(self) -> None:
+        """Tasks per minute and queue for the pulse view: at once when it is shown, then every PULSE_SECONDS."""
+        fetched = -PULSE_SECONDS
+        while True:
+            if self.current_mode != "pulse":
+                fetched = -PULSE_SECONDS
+            elif self.offline_since is None and time.monotonic() - fetched >= PULSE_SECONDS:
+                fetched = time.monotonic()
+                try:
+                    self.model.set_pulse(await self.client.pulse(PULSE_MINUTES))
+                except ApiError as exc:  # a daemon without the route, or one that refuses the question
+                    self.model.set_pulse(None, "this daemon has no pulse (GET /v1/pulse: HTTP 404); is it older"
+                                         " than this dashboard?" if exc.status == 404 else str(exc))
+                except (KeyError, TypeError, ValueError) as exc:  # an answer of another shape
+                    self.model.set_pulse(None, f"an answer this dashboard cannot read ({exc})")
+                except OFFLINE_ERRORS:
+                    pass
+                self.repaint()
+            await asyncio.sleep(VIEWS_POLL_SECONDS)
+
     def repaint(self) -> None:
         for screen in self.screen_stack:
-            if isinstance(screen, FleetScreen) and screen.is_mounted:
+            if isinstance(screen, (FleetScreen, PulseScreen)) and screen.is_mounted:
                 screen.repaint()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
@@ -178,6 +204,9 @@ class FleetApp(App[None]):
 
     def action_tasks(self) -> None:
         self.switch_mode("tasks")
+
+    def action_pulse(self) -> None:
+        self.switch_mode("pulse")
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

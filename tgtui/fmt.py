@@ -1,43 +1,51 @@
-"""Small text renderings shared by the views: countdowns, progress bars, sparklines, times.
+"""Small text renderings shared by the views: times, progress bars, sparklines.
 
-Durations are written as the CLI writes them (``3m 5s``, ``6d 23h``): one format for the operator.
+Every time is shown one way (``tgdaemon.display.relative``): against now in the tables (``in 4m``,
+``3h ago``), in full and against now in a detail (``2026-01-15 11:57:03Z (3m ago)``).
 """
 
 from __future__ import annotations
 
 import math
-from datetime import datetime
 
 from rich.text import Text
 
-from tgdaemon.display import duration
+from tgdaemon.display import moment, relative_iso
 from tgtui.model import parse_time
 
-BLOCKS = "▁▂▃▄▅▆▇█"
+BLOCKS = "▁▂▃▄▅▆▇█"  # eighths of a cell from the bottom: a sparkline's
+ACROSS = "▏▎▍▌▋▊▉█"  # and from the left: a progress bar's
 
 
-def until(value: str | None, now: float, past: str = "now") -> str:
-    """Time left until an ISO instant, or ``past`` once it has come."""
+def ago(value: str | None, now: float, past: str | None = None, empty: str = "") -> str:
+    """An ISO instant against now, as every view shows one (``in 4m``, ``3h ago``); ``past`` names a deadline
+    that has come (``due``, ``expired``) in place of how long ago it was."""
+    return relative_iso(value, now, past, empty)
+
+
+def when(value: str | None, now: float, empty: str = "never") -> str:
+    """An ISO instant in full and against now, for a detail: ``2026-01-15 11:57:03Z (3m ago)``."""
     at = parse_time(value)
-    if at is None:
-        return ""
-    return duration(at - now) if at > now else past
-
-
-def clock_time(value: str | None) -> str:
-    """An event's time as the operator's local ``HH:MM:SS``."""
-    at = parse_time(value)
-    return datetime.fromtimestamp(at).strftime("%H:%M:%S") if at is not None else ""
+    return empty if at is None else moment(at, now)
 
 
 def bar(done: int, total: int, width: int) -> Text:
-    """A progress bar of ``width`` cells: eighths of a cell, so slow progress still moves."""
+    """A horizontal bar of ``width`` cells: eighths of a cell, so slow progress still moves."""
     if total <= 0 or width <= 0:
-        return Text(" " * max(0, width))
+        return Text("·" * max(0, width), style="dim")
     eighths = round(min(1.0, max(0.0, done / total)) * width * 8)
     full, part = divmod(eighths, 8)
-    filled = "█" * full + (BLOCKS[part - 1] if part else "")
+    filled = "█" * full + (ACROSS[part - 1] if part else "")
     return Text.assemble((filled, "green"), ("·" * (width - len(filled)), "dim"))
+
+
+def percent(done: int, total: int) -> str:
+    """``36%``, never ``100%`` before the end nor ``0%`` after the start."""
+    if total <= 0:
+        return "-"
+    share = done / total * 100
+    shown = math.floor(share) if share > 1 else math.ceil(share)
+    return f"{shown}%"
 
 
 def sparkline(values: list[float], width: int) -> Text:

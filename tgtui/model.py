@@ -47,6 +47,47 @@ def quota_is_open(quota: dict[str, Any], now: float) -> bool:
             and quota.get("inspection_ok") is not False)
 
 
+@dataclass(frozen=True)
+class Pulse:
+    """``GET /v1/pulse``: per queue, tasks done and failed in each of the last ``minutes`` minutes, oldest
+    first, the current (unfinished) minute last; ``at`` is the daemon's now."""
+
+    at: float
+    minutes: int
+    queues: dict[str, tuple[list[int], list[int]]]  # queue -> (done, failed)
+
+
+def parse_pulse(answer: dict[str, Any]) -> Pulse:
+    """The answer checked as it is read: a series of another length than ``minutes`` is the daemon's
+    mistake, named here rather than drawn as a chart that lies about its time axis."""
+    minutes = int(answer["minutes"])
+    queues = {}
+    for name, counts in answer["queues"].items():
+        done, failed = [int(n) for n in counts["done"]], [int(n) for n in counts["failed"]]
+        if len(done) != minutes or len(failed) != minutes:
+            raise ValueError(f"pulse of queue {name!r}: {len(done)} done and {len(failed)} failed counts"
+                             f" for {minutes} minutes")
+        queues[name] = (done, failed)
+    return Pulse(parse_time(answer["at"]) or 0.0, minutes, queues)
+
+
+def views_gained(measurements: Iterable[dict[str, Any]]) -> list[tuple[float, float]]:
+    """(when, views) of each measurement: the views it found added to its post since that post's one before.
+
+    Not the running total: the first pass over ten posts would draw a ramp of
+    posts being counted, not of views growing.
+    """
+    latest: dict[Any, int] = {}
+    out: list[tuple[float, float]] = []
+    for m in measurements:
+        if m.get("views") is None:
+            continue
+        before = latest.get(m.get("post_id"))
+        latest[m.get("post_id")] = m["views"]
+        out.append((parse_time(m.get("observed_at")) or 0.0, float(m["views"] - before) if before is not None else 0.0))
+    return out
+
+
 @dataclass
 class Loading:
     """A snapshot on its way: how many accounts it brought so far, of how many the daemon counted, and the
@@ -78,6 +119,9 @@ class FleetModel:
         self.accounts_rev = self.quotas_rev = self.events_rev = self.nodes_rev = 0
         self.proxies_rev = 0
         self.loading: Loading | None = None  # a snapshot whose last frame has not come yet
+        self.pulse: Pulse | None = None  # GET /v1/pulse as last fetched (not in the stream: counts per minute)
+        self.pulse_error: str | None = None  # why the last fetch failed (a daemon without the route)
+        self.pulse_rev = 0
 
     @property
     def since(self) -> str | None:
@@ -118,6 +162,14 @@ class FleetModel:
         if listed != self.proxies:
             self.proxies = listed
             self.proxies_rev += 1
+
+    def set_pulse(self, answer: dict[str, Any] | None, error: str | None = None) -> None:
+        """The daemon's tasks done and failed per minute and queue, or why they could not be had (the last
+        counts stay shown under the complaint)."""
+        if answer is not None:
+            self.pulse = parse_pulse(answer)
+        self.pulse_error = error
+        self.pulse_rev += 1
 
     def uptime(self) -> float:
         return float(self.status.get("uptime_seconds", 0.0)) + max(0.0, self.clock() - self.status_at)
@@ -193,20 +245,8 @@ class FleetModel:
             self.events_rev += 1
 
     def set_views(self, quota_id: int, measurements: Iterable[dict[str, Any]]) -> None:
-        """Views over time as the views each measurement found added to its post since the one before.
-
-        Not the running total: the first pass over ten posts would draw a ramp of
-        posts being counted, not of views growing.
-        """
-        latest: dict[Any, int] = {}
-        series: list[float] = []
-        for m in measurements:
-            if m.get("views") is None:
-                continue
-            before = latest.get(m.get("post_id"))
-            latest[m.get("post_id")] = m["views"]
-            series.append(float(m["views"] - before) if before is not None else 0.0)
-        self.views[quota_id] = series
+        """The views each measurement added (``views_gained``), for the quotas view's sparkline."""
+        self.views[quota_id] = [gained for _, gained in views_gained(measurements)]
         self.quotas_rev += 1
 
     def _put_account(self, account: dict[str, Any]) -> None:

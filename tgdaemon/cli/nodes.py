@@ -9,7 +9,7 @@ from datetime import datetime
 from tgdaemon.cli import output
 from tgdaemon.cli.parser import group_help, positive_int, socket_path
 from tgdaemon.control.client import ControlClient
-from tgdaemon.display import NODE_STYLE, duration, node_condition
+from tgdaemon.display import NODE_STYLE, node_condition, relative
 from tgdaemon.wire import NodeList, Pinned
 
 
@@ -46,7 +46,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
         age = max(0.0, _seconds_between(n.heartbeat_at, data.at))  # both the database's clock
         table.add_row(n.name + (" *" if n.name == data.node else ""), n.host, str(n.pid),
                       f"[{NODE_STYLE[state]}]{state}[/]", "leader" if n.leader else "", str(n.accounts),
-                      f"{duration(age)} ago", n.version, n.http or "")
+                      relative(-age, 0.0), n.version, n.http or "")
     con = output.console()
     con.print(table)
     con.print(f"* {data.node}: the node that answered" if any(n.name == data.node for n in data.nodes)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +13,7 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from tgdaemon import display
 from tgdaemon.cli.table import Justify
 from tgdaemon.display import HEALTH_STYLE, STATE_STYLE, duration
 from tgdaemon.wire import Account
@@ -42,6 +44,17 @@ def until(iso_time: str | None) -> str:
         return ""
     left = datetime.fromisoformat(iso_time.replace("Z", "+00:00")) - datetime.now(UTC)
     return duration(left.total_seconds()) if left.total_seconds() > 0 else ""
+
+
+def ago(iso_time: str | None, past: str | None = None, empty: str = "") -> str:
+    """An ISO time against now, as the dashboard shows it (``in 4m``, ``3h ago``): a table is read by a person;
+    ``--json`` keeps the ISO time."""
+    return display.relative_iso(iso_time, time.time(), past, empty)
+
+
+def times_in(text: str | None) -> str:
+    """A daemon's sentence with its ISO times said against now (``cooldown ends in 4m``)."""
+    return display.times_in(text, time.time())
 
 
 def size(n_bytes: int) -> str:

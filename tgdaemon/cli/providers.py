@@ -57,7 +57,8 @@ async def cmd_list(args: argparse.Namespace) -> int:
         return 0
     table = output.table("NAME", "CREATED", "LAST SEEN", "REVOKED")
     for p in rows:
-        table.add_row(p.name, p.created_at, p.last_seen_at or "never", p.revoked_at or "")
+        table.add_row(p.name, output.ago(p.created_at), output.ago(p.last_seen_at, empty="never"),
+                      output.ago(p.revoked_at))
     output.console().print(table)
     return 0
 

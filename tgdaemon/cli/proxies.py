@@ -94,7 +94,7 @@ def _table(rows: list[Proxy]) -> None:
     table = output.table("ID", "URL", "LABEL", "STATE", "LATENCY", "CHECKED", "ACCOUNTS", "WAITING", "LAST ERROR")
     for p in rows:
         table.add_row(str(p.id), p.url, p.label, f"[{PROXY_STYLE[p.state]}]{p.state}[/]",
-                      "" if p.latency_ms is None else f"{p.latency_ms:.0f} ms", p.checked_at or "never",
+                      "" if p.latency_ms is None else f"{p.latency_ms:.0f} ms", output.ago(p.checked_at, empty="never"),
                       str(p.accounts), str(p.held) if p.held else "", p.last_error or "")
     output.console().print(table)
 

@@ -81,8 +81,8 @@ async def cmd_list(args: argparse.Namespace) -> int:
         left = q.quantity_left if q.quantity_left is not None else q.orders_left
         inspection = {None: "pending", True: "ok", False: "failed"}[q.inspection_ok]
         table.add_row(str(q.id), q.name, f"[{QUOTA_STATE_STYLE[q.state]}]{q.state}[/]", q.action, q.target,
-                      f"{left}/{q.quantity_total}", output.until(q.next_run_at) if q.state == "active" else "",
-                      output.until(q.expires_at), inspection, q.last_error or "")
+                      f"{left}/{q.quantity_total}", output.ago(q.next_run_at, "due") if q.state == "active" else "",
+                      output.ago(q.expires_at, "expired", "never"), inspection, q.last_error or "")
     output.console().print(table)
     return 0
 

@@ -84,7 +84,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
                          "UPDATED")
     for t in data.tasks:
         table.add_row(t.key, f"{t.account_id} {t.label}", t.task_type, t.queue or "?", status_text(t.status),
-                      str(t.attempts), t.last_error_code or "", t.blocked_by or "", since(t.updated_at))
+                      str(t.attempts), t.last_error_code or "", output.times_in(t.blocked_by), since(t.updated_at))
     out = output.console()
     out.print(table)
     out.print("  ".join(f"{queue}: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none")

@@ -189,6 +189,11 @@ class ControlClient:
         """The accounts' own proxies, as ``GET /v1/proxies`` lists them (never a password or secret)."""
         return (await self.request("GET", "/proxies"))["proxies"]  # type: ignore[no-any-return]
 
+    async def pulse(self, minutes: int = 60) -> dict[str, Any]:
+        """Tasks done and failed per minute and queue over the last ``minutes``, oldest minute first:
+        ``{"at", "minutes", "queues": {name: {"done": [...], "failed": [...]}}}``."""
+        return await self.request("GET", "/pulse", params={"minutes": minutes})  # type: ignore[no-any-return]
+
     async def events(self, **params: Any) -> list[dict[str, Any]]:
         return (await self.request("GET", "/events", params=params))["events"]
 

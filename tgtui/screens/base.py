@@ -37,6 +37,7 @@ class FleetScreen(Screen[None]):
         Binding("shift+tab,left_square_bracket", "app.previous_view", "Previous view", show=False),
         Binding("P", "app.proxies", "Proxies", show=False),
         Binding("T", "app.tasks", "Tasks", show=False),
+        Binding("U", "app.pulse", "Pulse", show=False),
         Binding("slash", "filter", "Filter"),
         Binding("s", "sort", "Sort"),
         Binding("S", "reverse", "Reverse sort", show=False),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tgtui.fmt import clock_time
+from tgtui.fmt import ago
 from tgtui.screens.base import FleetScreen
 from tgtui.table import Column, Row, RowSet
 from tgtui.widgets.table import LineTable
@@ -17,7 +17,7 @@ def _ref(field: str) -> Column:
 
 
 EVENT_COLUMNS = [
-    Column("time", "Time", 8, lambda r, n: clock_time(r["at"]), sort=lambda r, n: r["id"]),
+    Column("time", "When", 10, lambda r, n: ago(r["at"], n), sort=lambda r, n: r["id"]),
     Column("kind", "Kind", 20, lambda r, n: r["kind"]),
     _ref("account_id"),
     _ref("quota_id"),

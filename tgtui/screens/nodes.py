@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from rich.text import Text
 
-from tgdaemon.display import NODE_STYLE, duration, node_condition
+from tgdaemon.display import NODE_STYLE, node_condition, relative
 from tgtui.model import FleetModel, heartbeat_age
 from tgtui.screens.base import FleetScreen
 from tgtui.table import Column, Row, RowSet
@@ -22,7 +22,7 @@ def _state(row: Row, now: float) -> Text:
 
 
 def _heartbeat(row: Row, now: float) -> str:
-    return f"{duration(heartbeat_age(row, now))} ago"
+    return relative(now - heartbeat_age(row, now), now)
 
 
 def node_columns(model: FleetModel) -> list[Column]:
@@ -37,7 +37,7 @@ def node_columns(model: FleetModel) -> list[Column]:
                right=True),
         Column("max", "Max", 6, lambda r, n: str(r["max_accounts"]) if r["max_accounts"] else "",
                sort=lambda r, n: r["max_accounts"], right=True, drop=3),
-        Column("heartbeat", "Heartbeat", 9, _heartbeat, sort=heartbeat_age, timed=True, right=True),
+        Column("heartbeat", "Heartbeat", 10, _heartbeat, sort=heartbeat_age, timed=True, right=True),
         Column("host", "Host", 12, lambda r, n: r["host"], drop=2),
         Column("pid", "PID", 7, lambda r, n: str(r["pid"]), sort=lambda r, n: r["pid"], right=True, drop=4),
         Column("version", "Version", 7, lambda r, n: r["version"], drop=5),

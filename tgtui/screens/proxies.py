@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from rich.text import Text
 
-from tgdaemon.display import PROXY_STYLE, duration
+from tgdaemon.display import PROXY_STYLE, relative
 from tgtui.model import parse_time
 from tgtui.screens.base import FleetScreen
 from tgtui.table import Column, Row, RowSet
@@ -28,7 +28,7 @@ def _age(row: Row, now: float) -> float:
 
 def _checked(row: Row, now: float) -> str:
     age = _age(row, now)
-    return "never" if age < 0 else f"{duration(age)} ago"
+    return "never" if age < 0 else relative(now - age, now)
 
 
 def _latency(row: Row, now: float) -> str:
@@ -41,7 +41,7 @@ PROXY_COLUMNS = [
     Column("label", "Label", 10, lambda r, n: r["label"], drop=3),
     Column("state", "State", 9, _state),
     Column("latency", "Latency", 8, _latency, sort=lambda r, n: r["latency_ms"] or 0.0, right=True, drop=2),
-    Column("checked", "Checked", 9, _checked, sort=_age, timed=True, right=True, drop=4),
+    Column("checked", "Checked", 10, _checked, sort=_age, timed=True, right=True, drop=4),
     Column("accounts", "Accounts", 8, lambda r, n: str(r["accounts"]), sort=lambda r, n: r["accounts"], right=True),
     Column("waiting", "Waiting", 7, lambda r, n: str(r["held"]) if r["held"] else "", sort=lambda r, n: r["held"],
            right=True),

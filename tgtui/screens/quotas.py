@@ -10,7 +10,7 @@ from textual.binding import Binding, BindingType
 
 from tgdaemon.display import QUOTA_STATE_STYLE
 from tgdaemon.wire import quota_state
-from tgtui.fmt import bar, sparkline, until
+from tgtui.fmt import ago, bar, percent, sparkline
 from tgtui.model import FleetModel, parse_time
 from tgtui.screens.base import FleetScreen
 from tgtui.table import Column, Row, RowSet
@@ -32,7 +32,7 @@ def done_total(row: Row) -> tuple[int, int]:
 
 def _progress(row: Row, now: float) -> Text:
     done, total = done_total(row)
-    return Text.assemble(bar(done, total, BAR_WIDTH), f" {done}/{total}")
+    return Text.assemble(bar(done, total, BAR_WIDTH), f" {percent(done, total):>4}")
 
 
 def _progress_sort(row: Row, now: float) -> float:
@@ -52,7 +52,15 @@ def state_text(row: Row, now: float) -> Text:
 
 def next_run(row: Row, now: float) -> str:
     """A countdown only while the quota runs; the State column says why not otherwise."""
-    return until(row["next_run_at"], now, "due") if state(row, now) == "active" else ""
+    return ago(row["next_run_at"], now, "due") if state(row, now) == "active" else ""
+
+
+def expires(row: Row, now: float) -> str:
+    return ago(row["expires_at"], now, "expired", empty="never")
+
+
+def left_of_total(row: Row, now: float = 0.0) -> str:
+    return f"{left(row) or 0}/{row['quantity_total'] or 0}"
 
 
 def _time_sort(field: str) -> Callable[[Row, float], float]:
@@ -77,11 +85,10 @@ def quota_columns(model: FleetModel) -> list[Column]:
         Column("state", "State", 7, state_text, timed=True, drop=1),
         Column("target", "Target", 16, lambda r, n: r["target"], drop=5),
         Column("action", "Action", 13, lambda r, n: r["action"], drop=6),
-        Column("progress", "Progress", BAR_WIDTH + 8, _progress, sort=_progress_sort),
-        Column("left", "Left", 6, lambda r, n: str(left(r) or 0), sort=lambda r, n: left(r) or 0, right=True),
-        Column("next", "Next in", 7, next_run, sort=_time_sort("next_run_at"), timed=True, right=True),
-        Column("expires", "Expires", 7, lambda r, n: until(r["expires_at"], n, "expired"),
-               sort=_time_sort("expires_at"), timed=True, right=True),
+        Column("progress", "Progress", BAR_WIDTH + 5, _progress, sort=_progress_sort),
+        Column("left", "Left/total", 10, left_of_total, sort=lambda r, n: left(r) or 0, right=True),
+        Column("next", "Next run", 9, next_run, sort=_time_sort("next_run_at"), timed=True, right=True),
+        Column("expires", "Expires", 9, expires, sort=_time_sort("expires_at"), timed=True, right=True),
         Column("inspection", "Inspect", 7, inspection, drop=3),
         Column("error", "Last error", 10, last_error, flex=True, drop=4),
         Column("views", "Views", SPARK_WIDTH, views, sort=lambda r, n: sum(model.views.get(r["id"], ())),

@@ -10,8 +10,8 @@ from textual.widgets import Static
 from tgdaemon.display import STATE_STYLE, duration
 from tgtui.model import FleetModel
 
-VIEWS = ("accounts", "quotas", "tasks", "events", "nodes")
-WITH_PROXIES = ("accounts", "quotas", "tasks", "events", "proxies", "nodes")
+VIEWS = ("accounts", "quotas", "tasks", "events", "pulse", "nodes")
+WITH_PROXIES = ("accounts", "quotas", "tasks", "events", "pulse", "proxies", "nodes")
 
 
 def views(model: FleetModel, current: str) -> tuple[str, ...]:
