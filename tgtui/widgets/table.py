@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -65,6 +66,8 @@ class LineTable(ScrollView, can_focus=True):
         self.cursor = 0
         self.empty = empty
         self._selected: Any = None
+        self._drawn = 0  # bumped at each rows_changed: the layout of the visible rows is made again
+        self._layout: tuple[tuple[Any, ...], list[tuple[Column, int]]] = ((), [])
 
     @property
     def selected_key(self) -> Any:
@@ -85,6 +88,7 @@ class LineTable(ScrollView, can_focus=True):
         self.cursor = max(0, min(self.cursor, len(self.rowset.rows) - 1))
         self._selected = self.rowset.rows[self.cursor][self.rowset.key] if self.rowset.rows else None
         self.virtual_size = Size(self.area.width, len(self.rowset.rows) + 1)
+        self._drawn += 1
         self._follow_cursor()
         self.refresh()
 
@@ -145,8 +149,16 @@ class LineTable(ScrollView, can_focus=True):
             self._set_cursor(round(self.scroll_y) + event.y - 1)
 
     def columns(self) -> list[tuple[Column, int]]:
-        width = self.area.width - (MARK_WIDTH if self.markable else 0)
-        return layout(self.rowset.columns.values(), width)
+        """The layout for the rows on screen (what their texts need), made once per frame, not per line."""
+        width, height = self.area.width - (MARK_WIDTH if self.markable else 0), self.area.height
+        top, now = round(self.scroll_y), self.clock()
+        key = (width, height, top, self._drawn, self.rowset.sort, int(now))
+        if key != self._layout[0]:
+            rows = self.rowset.rows[top:top + max(0, height - 1)]
+            wants = {c.key: max((cell_len(c.text(r, now)) for r in rows), default=0)
+                     for c in self.rowset.columns.values()}
+            self._layout = (key, layout(self.rowset.columns.values(), width, sort=self.rowset.sort, wants=wants))
+        return self._layout[1]
 
     def render_line(self, y: int) -> Strip:
         width = self.area.width
