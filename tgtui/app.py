@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,6 +25,7 @@ from textual.worker import Worker, WorkerState
 from tgdaemon.control.client import ControlClient
 from tgdaemon.errors import ApiError, TgfleetError
 from tgdaemon.wire import AccountChange, QuotaChange, Retried
+from tgtui.commands import Action, CommandInput, palette
 from tgtui.model import Clock, FleetModel
 from tgtui.screens.accounts import AccountsScreen
 from tgtui.screens.base import FleetScreen
@@ -35,7 +36,7 @@ from tgtui.screens.help import HelpScreen, Section
 from tgtui.screens.nodes import NodesScreen
 from tgtui.screens.proxies import ProxiesScreen
 from tgtui.screens.quotas import QuotasScreen
-from tgtui.widgets.header import VIEWS, views
+from tgtui.widgets.header import views
 from tgtui.widgets.table import LineTable
 
 REPAINT_SECONDS = 0.25
@@ -252,28 +253,45 @@ class FleetApp(App[None]):
             return
         self.notify(f"quota {quota_id} {verb}" if answer.changed else f"quota {quota_id} was already {verb}")
 
-    # the command palette offers what the keys do
+    # the command palette offers every action in every view (tgtui/commands.py: where one does not apply, it
+    # says where it does)
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for view in (*VIEWS, "proxies"):
-            yield SystemCommand(f"View: {view}", f"switch to the {view} view", lambda v=view: self.switch_mode(v))
-        yield SystemCommand("Help", "every key of the dashboard", self.action_help)
-        if isinstance(screen, FleetScreen):
-            yield SystemCommand("Filter", "filter the rows (words, or column:value)", screen.action_filter)
-            yield SystemCommand("Clear filter", "show every row again", screen.action_clear_filter)
-            yield SystemCommand("Sort", "sort by the next column", screen.action_sort)
-            yield SystemCommand("Reverse sort", "flip the sort order", screen.action_reverse)
-        if isinstance(screen, (AccountsScreen, AccountDetail)):
-            yield SystemCommand("Retry", "retry the setup tasks of the marked or selected accounts",
-                                self.action_retry)
-            yield SystemCommand("Disable", "disable the marked or selected accounts (asks for a reason)",
-                                self.action_disable)
-            yield SystemCommand("Enable", "enable the marked or selected accounts", self.action_enable)
-        if isinstance(screen, AccountsScreen):
-            yield SystemCommand("Mark", "mark or unmark the selected account", screen.action_mark)
-        if isinstance(screen, (QuotasScreen, QuotaDetail)):
-            yield SystemCommand("Pause/resume", "pause or resume the selected quota", self.action_pause)
+        for view in self.MODES:
+            yield SystemCommand(f"View: {view}", f"switch to the {view} view (:{view})",
+                                lambda v=view: self.switch_mode(v))
+        yield SystemCommand("Help", "every key and command of the dashboard (:help)", self.action_help)
+        yield from palette(self, screen, PALETTE)
+
+
+def _in(*kinds: type[Screen[Any]]) -> Callable[[Screen[Any]], bool]:
+    return lambda screen: isinstance(screen, kinds)
+
+
+LIST = "a list view"
+ACCOUNTS = "the accounts view and an account's detail"
+PALETTE = [
+    Action("Command", "a command line: a view, filter TEXT, sort COLUMN[!], help, quit (:)", LIST, ":accounts",
+           _in(FleetScreen), lambda app, s: s.action_command()),
+    Action("Filter", "filter the rows (words, or column:value)", LIST, ":accounts", _in(FleetScreen),
+           lambda app, s: s.action_filter()),
+    Action("Clear filter", "show every row again", LIST, ":accounts", _in(FleetScreen),
+           lambda app, s: s.action_clear_filter()),
+    Action("Sort", "sort by the next column", LIST, ":accounts", _in(FleetScreen), lambda app, s: s.action_sort()),
+    Action("Reverse sort", "flip the sort order", LIST, ":accounts", _in(FleetScreen),
+           lambda app, s: s.action_reverse()),
+    Action("Retry", "retry the setup tasks of the marked or selected accounts", ACCOUNTS, ":accounts",
+           _in(AccountsScreen, AccountDetail), lambda app, s: app.action_retry()),
+    Action("Disable", "disable the marked or selected accounts (asks for a reason)", ACCOUNTS, ":accounts",
+           _in(AccountsScreen, AccountDetail), lambda app, s: app.action_disable()),
+    Action("Enable", "enable the marked or selected accounts", ACCOUNTS, ":accounts",
+           _in(AccountsScreen, AccountDetail), lambda app, s: app.action_enable()),
+    Action("Mark", "mark or unmark the selected account", "the accounts view", ":accounts", _in(AccountsScreen),
+           lambda app, s: s.action_mark()),
+    Action("Pause/resume", "pause or resume the selected quota", "the quotas view and a quota's detail", ":quotas",
+           _in(QuotasScreen, QuotaDetail), lambda app, s: app.action_pause()),
+]
 
 
 def action_summary(verb: str, changed: int, unchanged: int, tasks: int, failed: list[str]) -> str:
@@ -295,6 +313,7 @@ def key_map() -> list[Section]:
         ("Everywhere", [*FleetApp.BINDINGS, Binding("ctrl+p", "command_palette", "Command palette"),
                         *FleetScreen.BINDINGS]),
         ("In a table", LineTable.BINDINGS),
+        ("Command prompt (:)", CommandInput.BINDINGS),
         ("Accounts view", AccountsScreen.BINDINGS),
         ("Quotas view", QuotasScreen.BINDINGS),
         ("Account detail", [*AccountDetail.BINDINGS, *DetailScreen.BINDINGS]),

@@ -16,6 +16,8 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Input
 
+from tgtui import commands
+from tgtui.commands import CommandInput
 from tgtui.table import Row, RowSet
 from tgtui.widgets.header import FleetHeader, OfflineBanner
 from tgtui.widgets.table import LineTable
@@ -29,14 +31,15 @@ WARM_ROWS = 5000  # rows whose search text a repaint makes while idle (about 15 
 
 class FleetScreen(Screen[None]):
     DEFAULT_CSS = """
-    FleetScreen #filter { dock: bottom; display: none; height: 3; margin-bottom: 1; }
-    FleetScreen #filter.shown { display: block; }
+    FleetScreen #filter, FleetScreen #command { dock: bottom; display: none; height: 3; margin-bottom: 1; }
+    FleetScreen #filter.shown, FleetScreen #command.shown { display: block; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("tab,right_square_bracket", "app.next_view", "View"),
         Binding("shift+tab,left_square_bracket", "app.previous_view", "Previous view", show=False),
         Binding("P", "app.proxies", "Proxies", show=False),
         Binding("slash", "filter", "Filter"),
+        Binding("colon", "command", "Command"),
         Binding("s", "sort", "Sort"),
         Binding("S", "reverse", "Reverse sort", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
@@ -73,6 +76,8 @@ class FleetScreen(Screen[None]):
         yield LineTable(self.rowset, self.fleet.clock, markable=self.MARKABLE, empty=self.EMPTY)
         yield Input(placeholder="filter: words, or column:value (state:cooldown) — enter keeps it, esc clears",
                     id="filter")
+        yield CommandInput(commands.suggestions(self.fleet.MODES, self.rowset.columns.values()), id="command",
+                           placeholder="command: a view (quotas…), filter TEXT, sort COLUMN[!], help, q — tab completes")
         yield Footer(compact=True)
 
     def on_screen_resume(self) -> None:
@@ -112,6 +117,9 @@ class FleetScreen(Screen[None]):
             self._refilter(event.value)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "command":
+            self._run_command(event.value)
+            return
         if event.input.id != "filter":
             return
         problem = self.rowset.check_filter(event.value)
@@ -122,6 +130,11 @@ class FleetScreen(Screen[None]):
         self.table.focus()
 
     def action_clear_filter(self) -> None:
+        prompt = self.query_one("#command", Input)
+        if prompt.has_class("shown"):  # esc leaves the command prompt, not the filter
+            prompt.remove_class("shown")
+            self.table.focus()
+            return
         box = self.query_one("#filter", Input)
         box.value = ""
         box.remove_class("shown")
@@ -139,4 +152,36 @@ class FleetScreen(Screen[None]):
 
     def action_reverse(self) -> None:
         self.rowset.desc = not self.rowset.desc
+        self._refilter(self.rowset.filter)
+
+    # command mode (`:`): what a command line does to this view; tgtui/commands.py reads the line
+
+    def action_command(self) -> None:
+        prompt = self.query_one("#command", Input)
+        prompt.value = ""
+        prompt.add_class("shown")
+        prompt.focus()
+
+    def _run_command(self, line: str) -> None:
+        prompt = self.query_one("#command", Input)
+        problem = commands.run(self.fleet, self, line)
+        if problem:
+            self.notify(problem, severity="error")
+            return
+        prompt.remove_class("shown")  # also when the command switched views: this one is as left on return
+        self.table.focus()
+
+    def set_filter(self, text: str) -> str | None:
+        """The filter as ``:filter TEXT`` sets it (also in the filter line); a one-line complaint, else None."""
+        problem = self.rowset.check_filter(text)
+        if problem:
+            return problem
+        box = self.query_one("#filter", Input)
+        with box.prevent(Input.Changed):
+            box.value = text
+        self._refilter(text)
+        return None
+
+    def set_sort(self, key: str, desc: bool) -> None:
+        self.rowset.sort, self.rowset.desc = key, desc
         self._refilter(self.rowset.filter)

@@ -82,9 +82,9 @@ class LineTable(ScrollView, can_focus=True):
 
     def rows_changed(self) -> None:
         """The RowSet was rebuilt: keep the cursor on the same key, resize, redraw."""
-        index = self.rowset.index
-        if self._selected in index:
-            self.cursor = index[self._selected]
+        at = self.rowset.position(self._selected) if self._selected is not None else None
+        if at is not None:
+            self.cursor = at
         self.cursor = max(0, min(self.cursor, len(self.rowset.rows) - 1))
         self._selected = self.rowset.rows[self.cursor][self.rowset.key] if self.rowset.rows else None
         self.virtual_size = Size(self.area.width, len(self.rowset.rows) + 1)
