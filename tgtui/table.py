@@ -78,10 +78,14 @@ def layout(columns: Iterable[Column], width: int, gap: int = 1, *, sort: str | N
     the title. ``wants``: the widest text of each column in the rows shown (absent: unknown). The width
     left over goes first to the columns whose text is cut, shared evenly up to what each needs, then to
     the flex columns that have something to show; a flex column empty in every shown row keeps only its
-    minimum, so a wide blank column never sits beside a cut one.
+    minimum. When that is not enough, a column whose texts and title are all narrower than its minimum
+    lends the blank cells to the cut ones: a wide blank column never sits beside a cut one.
     """
     def least(c: Column) -> int:
         return max(c.width, len(c.title) + ARROW) if c.key == sort else c.width
+
+    def title(c: Column) -> int:
+        return len(c.title) + (ARROW if c.key == sort else 0)
 
     shown = list(columns)
     while len(shown) > 1 and sum(map(least, shown)) + gap * (len(shown) - 1) > width:
@@ -95,6 +99,16 @@ def layout(columns: Iterable[Column], width: int, gap: int = 1, *, sort: str | N
         grow = [c for c in shown if c.flex]
     else:
         cut = [c for c in shown if wants.get(c.key, 0) > widths[c.key]]
+        short = sum(wants[c.key] - widths[c.key] for c in cut) - spare
+        def blank(c: Column) -> int:
+            return widths[c.key] - max(wants.get(c.key, 0), title(c))
+
+        for c in sorted(shown, key=blank, reverse=True):  # the blankest lends first
+            lend = min(short, blank(c))
+            if lend > 0:
+                widths[c.key] -= lend
+                spare += lend
+                short -= lend
         while spare and cut:  # even shares, each up to what its text needs
             share = max(1, spare // len(cut))
             for c in list(cut):
