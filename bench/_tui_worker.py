@@ -102,21 +102,25 @@ async def measure(args: dict[str, Any]) -> dict[str, Any]:
                 out["keys"][typed] = {"times": times, "clear": (time.perf_counter() - started) * 1000,
                                       "rows": len(screen.rowset.rows)}
                 await pilot.pause(float(args["key_gap_seconds"]))
-            out["ticks"] = _ticks(app, screen, int(args["ticks"]))
+            out["ticks"] = await _ticks(app, screen, int(args["ticks"]), float(args["tick_seconds"]))
     return out
 
 
-def _ticks(app: Any, screen: Any, ticks: int) -> dict[str, Any]:
+async def _ticks(app: Any, screen: Any, ticks: int, spacing: float) -> dict[str, Any]:
+    """Ticks ``spacing`` apart, as the app's repaint timer makes them; the deltas of each are made beforehand."""
     rng = random.Random(6)
     out = {}
     table = screen.table
     for name, text, sort, desc in TICK_SETTINGS:
         screen.rowset.filter, screen.rowset.sort, screen.rowset.desc = text, sort, desc
+        accounts = list(app.model.accounts.values())
+        wires = [_deltas(accounts, app.model.seq + n * DELTAS, rng, app.clock()) for n in range(ticks)]
         times: list[float] = []
-        for _ in range(ticks):
-            wire = _deltas(list(app.model.accounts.values()), app.model.seq, rng, app.clock())
+        began = time.perf_counter()
+        for wire in wires:
             gc.collect()
-            started = time.perf_counter()
+            await asyncio.sleep(max(0.0, began + spacing - time.perf_counter()))
+            began = started = time.perf_counter()
             for raw in wire:
                 app.model.apply(msgspec.json.decode(raw))
             screen.repaint()

@@ -95,6 +95,9 @@ class AccountsScreen(FleetScreen):
     def rev(self) -> int:
         return self.fleet.model.accounts_rev
 
+    def changed(self, since: int) -> list[Row] | None:
+        return self.fleet.model.accounts_changed(since)
+
     def action_mark(self) -> None:
         self.table.toggle_mark()
 

@@ -66,6 +66,10 @@ class FleetScreen(Screen[None]):
     def rev(self) -> int:
         raise NotImplementedError
 
+    def changed(self, since: int) -> list[Row] | None:
+        """The rows changed after revision ``since``, when the model keeps them (else None: rebuild whole)."""
+        return None
+
     @property
     def table(self) -> LineTable:
         return self.query_one(LineTable)
@@ -100,7 +104,7 @@ class FleetScreen(Screen[None]):
             self._seen_rev = self.rev()
             model = self.fleet.model  # no rows yet because none has come: not "no accounts"
             self.table.empty = "loading…" if model.loading is not None or model.epoch is None else self.EMPTY
-            self.rowset.rebuild(self.rows(), now, self._seen_rev)
+            self.rowset.rebuild(self.rows(), now, self._seen_rev, self.changed)
             self.table.rows_changed()
         elif ticked:
             self.table.refresh()  # countdowns are drawn from the clock: redraw the visible lines only
