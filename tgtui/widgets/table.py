@@ -164,8 +164,10 @@ class LineTable(ScrollView, can_focus=True):
             wants = {c.key: max((cell_len(c.text(r, now)) for r in rows), default=0)
                      for c in self.rowset.columns.values()}
             shown = layout(self.rowset.columns.values(), width, sort=self.rowset.sort, wants=wants)
-            # what a row's line depends on besides the row: the widths, and the second if a shown column is timed
-            looks = (*((c.key, w) for c, w in shown), int(now) if any(c.timed for c, _ in shown) else None)
+            # what a row's line depends on besides the row: the widths, the second if a shown column is timed, and
+            # the rebuild if one draws from more than its row (a sparkline of the model's measurements)
+            looks = (*((c.key, w) for c, w in shown), int(now) if any(c.timed for c, _ in shown) else None,
+                     self._drawn if not all(c.cached for c, _ in shown) else None)
             self._layout = (key, shown, looks)
         return self._layout[1]
 
