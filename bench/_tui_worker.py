@@ -89,17 +89,19 @@ async def measure(args: dict[str, Any]) -> dict[str, Any]:
             box = screen.query_one("#filter", Input)
             for typed in TYPED:
                 times: list[float] = []
+                cpu: list[float] = []
                 for k in range(1, len(typed) + 1):
                     gc.collect()
-                    started = time.perf_counter()
+                    started, used = time.perf_counter(), time.process_time()
                     screen.on_input_changed(Input.Changed(box, typed[:k]))
                     _draw(table)
                     times.append((time.perf_counter() - started) * 1000)
+                    cpu.append((time.process_time() - used) * 1000)
                     await pilot.pause(float(args["key_gap_seconds"]))
                 started = time.perf_counter()
                 screen.action_clear_filter()
                 _draw(table)
-                out["keys"][typed] = {"times": times, "clear": (time.perf_counter() - started) * 1000,
+                out["keys"][typed] = {"times": times, "cpu": cpu, "clear": (time.perf_counter() - started) * 1000,
                                       "rows": len(screen.rowset.rows)}
                 await pilot.pause(float(args["key_gap_seconds"]))
             out["ticks"] = await _ticks(app, screen, int(args["ticks"]), float(args["tick_seconds"]))
@@ -116,17 +118,20 @@ async def _ticks(app: Any, screen: Any, ticks: int, spacing: float) -> dict[str,
         accounts = list(app.model.accounts.values())
         wires = [_deltas(accounts, app.model.seq + n * DELTAS, rng, app.clock()) for n in range(ticks)]
         times: list[float] = []
+        cpu: list[float] = []
         began = time.perf_counter()
         for wire in wires:
             gc.collect()
             await asyncio.sleep(max(0.0, began + spacing - time.perf_counter()))
             began = started = time.perf_counter()
+            used = time.process_time()
             for raw in wire:
                 app.model.apply(msgspec.json.decode(raw))
             screen.repaint()
             _draw(table)
             times.append((time.perf_counter() - started) * 1000)
-        out[name] = {"times": times, "rows": len(screen.rowset.rows)}
+            cpu.append((time.process_time() - used) * 1000)
+        out[name] = {"times": times, "cpu": cpu, "rows": len(screen.rowset.rows)}
     return out
 
 
