@@ -65,7 +65,7 @@ ACCOUNT_COLUMNS = [
     Column("label", "Label", 16, lambda r, n: r["label"]),
     Column("phone", "Phone", 13, lambda r, n: r["phone_masked"] or "", drop=4),
     Column("state", "State", 8, _state, sort=effective_state, timed=True, plain=effective_state),  # no Text per row
-    Column("cooldown", "Cooldown", 8, _cooldown, sort=_cooldown_left, timed=True, right=True),
+    Column("cooldown", "Cooldown", 8, _cooldown, sort=_cooldown_left, timed=True, right=True, plain=_cooldown),
     Column("setup", "Setup", 5, _setup, sort=_setup_sort, right=True),
     Column("health", "Health", 7, _health, drop=5,  # `/` health:limited filters by it
            plain=lambda r, n: r.get("health") or ""),

@@ -81,7 +81,7 @@ class FleetScreen(Screen[None]):
         yield Input(placeholder="filter: words, or column:value (state:cooldown) — enter keeps it, esc clears",
                     id="filter")
         yield CommandInput(commands.suggestions(self.fleet.MODES, self.rowset.columns.values()), id="command",
-                           placeholder="command: a view (quotas…), filter TEXT, sort COLUMN[!], help, q — tab completes")
+                           placeholder="command: a view (quotas…), filter TEXT, sort COLUMN[!], help, q; tab: complete")
         yield Footer(compact=True)
 
     def on_screen_resume(self) -> None:
