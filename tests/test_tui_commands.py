@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from daemon_proc import DaemonProc, Fleet, fleet
 from test_tui import notes, table_of, wait_until
-from textual.command import CommandPalette
+from textual.command import CommandList, CommandPalette
 
 from tgtui.app import FleetApp
 from tgtui.commands import CommandInput
@@ -103,7 +103,7 @@ async def test_the_palette_offers_every_action_and_one_that_does_not_apply_says_
         assert isinstance(app.screen, CommandPalette)
         await pilot.press(*"retry")
         palette = app.screen
-        await wait_until(pilot, lambda: palette.query("CommandList").first().option_count > 0, "a hit", daemon)
+        await wait_until(pilot, lambda: palette.query_one(CommandList).option_count > 0, "a hit", daemon)
         await pilot.press("enter")
         await wait_until(pilot, lambda: not isinstance(app.screen, CommandPalette), "the palette closed", daemon)
         assert isinstance(app.screen, QuotasScreen)

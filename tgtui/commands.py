@@ -114,7 +114,7 @@ class Action:
     where: str  # "accounts view": said when it does not apply
     command: str  # how to get there: ":accounts"
     applies: Callable[[Screen[Any]], bool]
-    run: Callable[[FleetApp, Screen[Any]], None]
+    run: Callable[[FleetApp, Any], None]  # given only a screen ``applies`` accepted
 
 
 def palette(app: FleetApp, screen: Screen[Any], actions: Iterable[Action]) -> Iterator[SystemCommand]:
