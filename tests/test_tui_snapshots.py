@@ -402,6 +402,7 @@ def test_task_detail(app: FleetApp, snap_compare: Any, size: tuple[int, int]) ->
     assert snap_compare(app, terminal_size=size, run_before=tasks_loaded("slash", *"status:failed kind:setup", "enter",
                                                                                 "enter"))
 
+
 def _account_ready(app: FleetApp) -> bool:
     from textual.widgets import DataTable
     return bool(app.screen.query(DataTable)) and app.screen.query_one("#events", DataTable).row_count == 4
@@ -437,3 +438,60 @@ def test_pulse_view(app: FleetApp, snap_compare: Any, size: tuple[int, int]) -> 
         return True
 
     assert snap_compare(app, terminal_size=size, run_before=opened(lambda app: app.switch_mode("pulse"), ready))
+
+
+# Every list view at 80x24, the smallest terminal the dashboard is laid out for: the columns that go are the
+# ones meant to go first, and no title is cut by the sort arrow.
+
+def test_quotas_view_80x24(app: FleetApp, snap_compare: Any) -> None:
+    assert snap_compare(app, terminal_size=(80, 24), run_before=loaded("tab"))
+
+
+def test_nodes_view_80x24(app: FleetApp, snap_compare: Any) -> None:
+    assert snap_compare(app, terminal_size=(80, 24), run_before=loaded("left_square_bracket"))
+
+
+def test_proxies_view_80x24(monkeypatch: pytest.MonkeyPatch, snap_compare: Any) -> None:
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    app = FleetApp(Path("/nonexistent/tgdaemon.sock"), clock=lambda: NOW, client=RecordingWithProxies())
+
+    async def run_before(pilot: Pilot[None]) -> None:
+        while not app.model.accounts or not app.model.proxies or not app.model.nodes:
+            await pilot.pause(0.01)
+        await pilot.press("P")
+        await pilot.pause()
+        app.repaint()
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_accounts_view_80x24_sorted_by_cooldown_descending(app: FleetApp, snap_compare: Any) -> None:
+    """The sorted column takes the room for its arrow from the others; the command prompt sorted it."""
+    assert snap_compare(app, terminal_size=(80, 24),
+                        run_before=loaded("colon", *"sort cooldown!", "enter", "g"))
+
+
+# And at 160x45, the size the README's tmux session uses.
+
+@pytest.mark.parametrize("keys", [(), ("tab",), ("tab", "tab", "tab"), ("left_square_bracket",)],
+                         ids=["accounts", "quotas", "events", "nodes"])
+def test_list_view_160x45(app: FleetApp, snap_compare: Any, keys: tuple[str, ...]) -> None:
+    assert snap_compare(app, terminal_size=(160, 45), run_before=loaded(*keys))
+
+
+def test_proxies_view_160x45(monkeypatch: pytest.MonkeyPatch, snap_compare: Any) -> None:
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    app = FleetApp(Path("/nonexistent/tgdaemon.sock"), clock=lambda: NOW, client=RecordingWithProxies())
+
+    async def run_before(pilot: Pilot[None]) -> None:
+        while not app.model.accounts or not app.model.proxies or not app.model.nodes:
+            await pilot.pause(0.01)
+        await pilot.press("P")
+        await pilot.pause()
+        app.repaint()
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(160, 45), run_before=run_before)

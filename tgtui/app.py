@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,6 +26,7 @@ from tgdaemon.control.client import ControlClient
 from tgdaemon.display import bulk_summary, plural
 from tgdaemon.errors import ApiError, TgfleetError
 from tgdaemon.wire import BulkResult
+from tgtui.commands import Action, CommandInput, palette
 from tgtui.model import Clock, FleetModel
 from tgtui.progress import Running
 from tgtui.screens.accounts import AccountsScreen
@@ -39,7 +40,7 @@ from tgtui.screens.proxies import ProxiesScreen
 from tgtui.screens.pulse import PulseScreen
 from tgtui.screens.quotas import QuotasScreen
 from tgtui.screens.tasks import TaskDetailScreen, TasksScreen
-from tgtui.widgets.header import VIEWS, views
+from tgtui.widgets.header import views
 from tgtui.widgets.table import LineTable
 
 REPAINT_SECONDS = 0.25
@@ -320,43 +321,65 @@ class FleetApp(App[None]):
             origin.action_clear_marks()
         self.notify(bulk_summary(answer, kind), severity="error" if answer.refused else "information")
 
-    # the command palette offers what the keys do
+    # the command palette offers every action in every view (tgtui/commands.py: where one does not apply, it
+    # says where it does)
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for view in (*VIEWS, "proxies"):
-            yield SystemCommand(f"View: {view}", f"switch to the {view} view", lambda v=view: self.switch_mode(v))
-        yield SystemCommand("Help", "every key of the dashboard", self.action_help)
-        if isinstance(screen, FleetScreen):
-            yield SystemCommand("Filter", "filter the rows (words, or column:value)", screen.action_filter)
-            yield SystemCommand("Clear filter", "show every row again", screen.action_clear_filter)
-            yield SystemCommand("Sort", "sort by the next column", screen.action_sort)
-            yield SystemCommand("Reverse sort", "flip the sort order", screen.action_reverse)
-        if isinstance(screen, (AccountsScreen, AccountDetail)):
-            yield SystemCommand("Retry", "retry the setup tasks of the marked or selected accounts",
-                                self.action_retry)
-            yield SystemCommand("Disable", "disable the marked or selected accounts (asks for a reason)",
-                                self.action_disable)
-            yield SystemCommand("Enable", "enable the marked or selected accounts", self.action_enable)
-        if isinstance(screen, FleetScreen) and screen.MARKABLE:
-            noun = screen.NOUN
-            yield SystemCommand("Mark", f"mark or unmark the selected {noun}", screen.action_mark)
-            yield SystemCommand("Mark all", f"mark every {noun} shown (all the filter matches)",
-                                screen.action_mark_all)
-            yield SystemCommand("Invert marks", f"mark the {noun}s shown that are not, unmark those that are",
-                                screen.action_invert_marks)
-            yield SystemCommand("Clear marks", f"unmark every {noun}", screen.action_clear_marks)
-        if isinstance(screen, (QuotasScreen, QuotaDetail)):
-            yield SystemCommand("Pause/resume", "pause the marked or selected quotas, or resume them if all are"
-                                " paused", self.action_pause)
-            yield SystemCommand("Pause", "pause the marked or selected quotas", self.action_pause_quotas)
-            yield SystemCommand("Resume", "resume the marked or selected quotas", self.action_resume_quotas)
-        if isinstance(screen, TasksScreen):
-            yield SystemCommand("Retry tasks", "retry the marked or selected tasks", screen.action_retry)
-            yield SystemCommand("Retry all matching", "retry every task the filter matches (asks first, with the"
-                                " count)", screen.action_retry_all)
-        if isinstance(screen, TaskDetailScreen):
-            yield SystemCommand("Retry this task", "make this task due again", screen.action_retry)
+        for view in self.MODES:
+            yield SystemCommand(f"View: {view}", f"switch to the {view} view (:{view})",
+                                lambda v=view: self.switch_mode(v))
+        yield SystemCommand("Help", "every key and command of the dashboard (:help)", self.action_help)
+        yield from palette(self, screen, PALETTE)
+
+
+def _in(*kinds: type[Screen[Any]]) -> Callable[[Screen[Any]], bool]:
+    return lambda screen: isinstance(screen, kinds)
+
+
+LIST = "a list view"
+ACCOUNTS = "the accounts view and an account's detail"
+MARKING = "the accounts, quotas and tasks views"
+QUOTAS = "the quotas view and a quota's detail"
+
+
+def _markable(screen: Screen[Any]) -> bool:
+    return isinstance(screen, FleetScreen) and screen.MARKABLE
+PALETTE = [
+    Action("Command", "a command line: a view, filter TEXT, sort COLUMN[!], help, quit (:)", LIST, ":accounts",
+           _in(FleetScreen), lambda app, s: s.action_command()),
+    Action("Filter", "filter the rows (words, or column:value)", LIST, ":accounts", _in(FleetScreen),
+           lambda app, s: s.action_filter()),
+    Action("Clear filter", "show every row again", LIST, ":accounts", _in(FleetScreen),
+           lambda app, s: s.action_clear_filter()),
+    Action("Sort", "sort by the next column", LIST, ":accounts", _in(FleetScreen), lambda app, s: s.action_sort()),
+    Action("Reverse sort", "flip the sort order", LIST, ":accounts", _in(FleetScreen),
+           lambda app, s: s.action_reverse()),
+    Action("Retry", "retry the setup tasks of the marked or selected accounts", ACCOUNTS, ":accounts",
+           _in(AccountsScreen, AccountDetail), lambda app, s: app.action_retry()),
+    Action("Disable", "disable the marked or selected accounts (asks for a reason)", ACCOUNTS, ":accounts",
+           _in(AccountsScreen, AccountDetail), lambda app, s: app.action_disable()),
+    Action("Enable", "enable the marked or selected accounts", ACCOUNTS, ":accounts",
+           _in(AccountsScreen, AccountDetail), lambda app, s: app.action_enable()),
+    Action("Mark", "mark or unmark the selected row", MARKING, ":accounts", _markable,
+           lambda app, s: s.action_mark()),
+    Action("Mark all", "mark every row shown (all the filter matches)", MARKING, ":accounts", _markable,
+           lambda app, s: s.action_mark_all()),
+    Action("Invert marks", "mark the rows shown that are not, unmark those that are", MARKING, ":accounts",
+           _markable, lambda app, s: s.action_invert_marks()),
+    Action("Clear marks", "unmark every row", MARKING, ":accounts", _markable, lambda app, s: s.action_clear_marks()),
+    Action("Pause/resume", "pause the marked or selected quotas, or resume them if all are paused", QUOTAS,
+           ":quotas", _in(QuotasScreen, QuotaDetail), lambda app, s: app.action_pause()),
+    Action("Pause", "pause the marked or selected quotas", QUOTAS, ":quotas", _in(QuotasScreen, QuotaDetail),
+           lambda app, s: app.action_pause_quotas()),
+    Action("Resume", "resume the marked or selected quotas", QUOTAS, ":quotas", _in(QuotasScreen, QuotaDetail),
+           lambda app, s: app.action_resume_quotas()),
+    Action("Retry tasks", "retry the marked or selected tasks", "the tasks view and a task's detail", ":tasks",
+           _in(TasksScreen, TaskDetailScreen), lambda app, s: s.action_retry()),
+    Action("Retry all matching", "retry every task the filter matches (asks first, with the count)",
+           "the tasks view", ":tasks", _in(TasksScreen), lambda app, s: s.action_retry_all()),
+]
+
 
 
 def key_map() -> list[Section]:
@@ -365,6 +388,7 @@ def key_map() -> list[Section]:
         ("Everywhere", [*FleetApp.BINDINGS, Binding("ctrl+p", "command_palette", "Command palette"),
                         *FleetScreen.BINDINGS]),
         ("In a table", LineTable.BINDINGS),
+        ("Command prompt (:)", CommandInput.BINDINGS),
         ("Accounts view", AccountsScreen.BINDINGS),
         ("Quotas view", QuotasScreen.BINDINGS),
         ("Account detail", [*AccountDetail.BINDINGS, *DetailScreen.BINDINGS]),

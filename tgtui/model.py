@@ -11,15 +11,18 @@ frame arrives, so a big fleet's table fills while the rest is on its way;
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 from tgdaemon.wire import STATES, quota_state
 
 Clock = Callable[[], float]
+MAX_CHANGES = 100_000  # account changes kept for accounts_changed (a few MB)
 
 
 def parse_time(value: str | None) -> float | None:
@@ -117,6 +120,10 @@ class FleetModel:
         self.seq = 0  # the last event-log id applied: the cursor a reconnect resumes from
         self.in_row = False  # deltas of row ``seq`` are being applied (False: it came whole in the snapshot)
         self.accounts_rev = self.quotas_rev = self.events_rev = self.nodes_rev = 0
+        # The accounts each delta changed, by accounts_rev, for a view to take in only those (``accounts_changed``);
+        # a snapshot's frame starts it again: what came before is not known row by row.
+        self._changes: list[tuple[int, int]] = []  # (accounts_rev after the delta, account id)
+        self._changes_from = 0  # accounts_changed(since) knows every change made after this revision
         self.proxies_rev = 0
         self.loading: Loading | None = None  # a snapshot whose last frame has not come yet
         self.pulse: Pulse | None = None  # GET /v1/pulse as last fetched (not in the stream: counts per minute)
@@ -208,6 +215,10 @@ class FleetModel:
         if msg["kind"] == "account":
             self._put_account(data)
             self.accounts_rev += 1
+            self._changes.append((self.accounts_rev, data["id"]))
+            if len(self._changes) > MAX_CHANGES:
+                self._changes_from = self._changes[len(self._changes) // 2][0]
+                del self._changes[:len(self._changes) // 2 + 1]
         elif msg["kind"] == "quota":
             self.quotas[data["id"]] = data
             self.quotas_rev += 1
@@ -239,6 +250,8 @@ class FleetModel:
             self.loading = None
         if accounts or done:
             self.accounts_rev += 1
+            self._changes.clear()
+            self._changes_from = self.accounts_rev
         if quotas or done:
             self.quotas_rev += 1
         if events:
@@ -262,6 +275,15 @@ class FleetModel:
         self._states[state] += 1
         if until is not None and state == "cooldown":
             self._cooling[account_id] = until
+
+    def accounts_changed(self, since: int) -> list[dict[str, Any]] | None:
+        """The accounts (as held now) that deltas changed after revision ``since``; None when that is not known
+        (a snapshot came since, or the changes are older than the ones kept)."""
+        if since < self._changes_from or since > self.accounts_rev:
+            return None
+        start = bisect_right(self._changes, since, key=itemgetter(0))
+        ids = dict.fromkeys(account_id for _, account_id in self._changes[start:])
+        return [self.accounts[i] for i in ids]
 
     def _drop_account(self, account_id: int) -> None:
         old = self.accounts.pop(account_id, None)

@@ -55,16 +55,22 @@ def _owner(row: Row, now: float) -> Text:
     return Text.assemble(held, ("*" if pinned == owner else f"→{pinned}", "magenta"))
 
 
+def _owner_plain(row: Row, now: float) -> str:
+    owner, pinned = row.get("owner"), row.get("pinned_node")
+    return (owner or "-") + ("" if pinned is None else "*" if pinned == owner else f"→{pinned}")
+
+
 ACCOUNT_COLUMNS = [
     Column("id", "ID", 6, lambda r, n: str(r["id"]), sort=lambda r, n: r["id"], right=True),
     Column("label", "Label", 16, lambda r, n: r["label"]),
     Column("phone", "Phone", 13, lambda r, n: r["phone_masked"] or "", drop=4),
-    Column("state", "State", 8, _state, sort=effective_state, timed=True),  # its order without a Text per row
-    Column("cooldown", "Cooldown", 8, _cooldown, sort=_cooldown_left, timed=True, right=True),
+    Column("state", "State", 8, _state, sort=effective_state, timed=True, plain=effective_state),  # no Text per row
+    Column("cooldown", "Cooldown", 8, _cooldown, sort=_cooldown_left, timed=True, right=True, plain=_cooldown),
     Column("setup", "Setup", 5, _setup, sort=_setup_sort, right=True),
-    Column("health", "Health", 7, _health, drop=5),  # `/` health:limited filters by it
+    Column("health", "Health", 7, _health, drop=5,  # `/` health:limited filters by it
+           plain=lambda r, n: r.get("health") or ""),
     Column("executor", "Executor", 8, lambda r, n: r["executor"] or "", drop=3),
-    Column("owner", "Owner", 12, _owner, drop=2),
+    Column("owner", "Owner", 12, _owner, drop=2, plain=_owner_plain),
     Column("proxy", "Proxy", 26, lambda r, n: r.get("proxy") or "—", drop=5),  # its own; —: none
     Column("error", "Last error", 12, lambda r, n: r["last_error_code"] or "", flex=True, drop=1),
 ]
@@ -90,6 +96,9 @@ class AccountsScreen(FleetScreen):
 
     def rev(self) -> int:
         return self.fleet.model.accounts_rev
+
+    def changed(self, since: int) -> list[Row] | None:
+        return self.fleet.model.accounts_changed(since)
 
     def on_line_table_chosen(self, event: LineTable.Chosen) -> None:
         self.fleet.open_account(event.key)

@@ -16,6 +16,8 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Input
 
+from tgtui import commands
+from tgtui.commands import CommandInput
 from tgtui.table import Row, RowSet
 from tgtui.widgets.header import FleetHeader, OfflineBanner
 from tgtui.widgets.marks import MarkLine
@@ -25,12 +27,13 @@ if TYPE_CHECKING:
     from tgtui.app import FleetApp
 
 CLOCK_REFRESH_SECONDS = 1.0
+WARM_ROWS = 5000  # rows whose search text a repaint makes while idle (about 15 ms): 50,000 in 2.5 s
 
 
 class FleetScreen(Screen[None]):
     DEFAULT_CSS = """
-    FleetScreen #filter { dock: bottom; display: none; height: 3; margin-bottom: 1; }
-    FleetScreen #filter.shown { display: block; }
+    FleetScreen #filter, FleetScreen #command { dock: bottom; display: none; height: 3; margin-bottom: 1; }
+    FleetScreen #filter.shown, FleetScreen #command.shown { display: block; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("tab,right_square_bracket", "app.next_view", "View"),
@@ -39,6 +42,7 @@ class FleetScreen(Screen[None]):
         Binding("T", "app.tasks", "Tasks", show=False),
         Binding("U", "app.pulse", "Pulse", show=False),
         Binding("slash", "filter", "Filter"),
+        Binding("colon", "command", "Command"),
         Binding("s", "sort", "Sort"),
         Binding("S", "reverse", "Reverse sort", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
@@ -66,6 +70,10 @@ class FleetScreen(Screen[None]):
     def rev(self) -> int:
         raise NotImplementedError
 
+    def changed(self, since: int) -> list[Row] | None:
+        """The rows changed after revision ``since``, when the model keeps them (else None: rebuild whole)."""
+        return None
+
     @property
     def table(self) -> LineTable:
         return self.query_one(LineTable)
@@ -77,6 +85,8 @@ class FleetScreen(Screen[None]):
         yield MarkLine()
         yield Input(placeholder="filter: words, or column:value (state:cooldown) — enter keeps it, esc clears",
                     id="filter")
+        yield CommandInput(commands.suggestions(self.fleet.MODES, self.rowset.columns.values()), id="command",
+                           placeholder="command: a view (quotas…), filter TEXT, sort COLUMN[!], help, q; tab: complete")
         yield Footer(compact=True)
 
     def on_screen_resume(self) -> None:
@@ -99,10 +109,12 @@ class FleetScreen(Screen[None]):
             self._seen_rev = self.rev()
             model = self.fleet.model  # no rows yet because none has come: not "no accounts"
             self.table.empty = "loading…" if model.loading is not None or model.epoch is None else self.EMPTY
-            self.rowset.rebuild(self.rows(), now)
+            self.rowset.rebuild(self.rows(), now, self._seen_rev, self.changed)
             self.table.rows_changed()
         elif ticked:
             self.table.refresh()  # countdowns are drawn from the clock: redraw the visible lines only
+        else:
+            self.rowset.warm(self.rows(), self._seen_rev, WARM_ROWS)  # for the next filter keystroke
         self.paint_marks()
 
     def paint_marks(self) -> None:
@@ -139,6 +151,9 @@ class FleetScreen(Screen[None]):
             self._refilter(event.value)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "command":
+            self._run_command(event.value)
+            return
         if event.input.id != "filter":
             return
         problem = self.rowset.check_filter(event.value)
@@ -149,6 +164,11 @@ class FleetScreen(Screen[None]):
         self.table.focus()
 
     def action_clear_filter(self) -> None:
+        prompt = self.query_one("#command", Input)
+        if prompt.has_class("shown"):  # esc leaves the command prompt, not the filter
+            prompt.remove_class("shown")
+            self.table.focus()
+            return
         box = self.query_one("#filter", Input)
         box.value = ""
         box.remove_class("shown")
@@ -166,4 +186,36 @@ class FleetScreen(Screen[None]):
 
     def action_reverse(self) -> None:
         self.rowset.desc = not self.rowset.desc
+        self._refilter(self.rowset.filter)
+
+    # command mode (`:`): what a command line does to this view; tgtui/commands.py reads the line
+
+    def action_command(self) -> None:
+        prompt = self.query_one("#command", Input)
+        prompt.value = ""
+        prompt.add_class("shown")
+        prompt.focus()
+
+    def _run_command(self, line: str) -> None:
+        prompt = self.query_one("#command", Input)
+        problem = commands.run(self.fleet, self, line)
+        if problem:
+            self.notify(problem, severity="error")
+            return
+        prompt.remove_class("shown")  # also when the command switched views: this one is as left on return
+        self.table.focus()
+
+    def set_filter(self, text: str) -> str | None:
+        """The filter as ``:filter TEXT`` sets it (also in the filter line); a one-line complaint, else None."""
+        problem = self.rowset.check_filter(text)
+        if problem:
+            return problem
+        box = self.query_one("#filter", Input)
+        with box.prevent(Input.Changed):
+            box.value = text
+        self._refilter(text)
+        return None
+
+    def set_sort(self, key: str, desc: bool) -> None:
+        self.rowset.sort, self.rowset.desc = key, desc
         self._refilter(self.rowset.filter)

@@ -30,7 +30,7 @@ def node_columns(model: FleetModel) -> list[Column]:
         return Text.assemble(row["name"], (" ◂ connected", "dim") if row["name"] == model.node else "")
 
     return [
-        Column("name", "Name", 14, name, sort=lambda r, n: r["name"], flex=True),
+        Column("name", "Name", 14, name, sort=lambda r, n: r["name"], flex=True, cached=False),  # ◂ connected
         Column("state", "State", 7, _state),
         Column("leader", "Leader", 6, lambda r, n: "leader" if r["leader"] else ""),
         Column("accounts", "Accounts", 8, lambda r, n: str(r["accounts"]), sort=lambda r, n: r["accounts"],

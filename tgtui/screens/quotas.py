@@ -92,7 +92,7 @@ def quota_columns(model: FleetModel) -> list[Column]:
         Column("inspection", "Inspect", 7, inspection, drop=3),
         Column("error", "Last error", 10, last_error, flex=True, drop=4),
         Column("views", "Views", SPARK_WIDTH, views, sort=lambda r, n: sum(model.views.get(r["id"], ())),
-               drop=2),
+               drop=2, cached=False),  # drawn from the model's measurements, not the row
     ]
 
 

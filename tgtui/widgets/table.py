@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -72,6 +73,11 @@ class LineTable(ScrollView, can_focus=True):
         self.cursor = 0
         self.empty = empty
         self._selected: Any = None
+        self._drawn = 0  # bumped at each rows_changed: the layout of the visible rows is made again
+        self._layout: tuple[tuple[Any, ...], list[tuple[Column, int]], tuple[Any, ...]] = ((), [], ())
+        # the lines drawn in this layout (and second, style, focus, theme): a row's line is made again only when
+        # its dict, its cursor or its mark changed; a tick redraws the visible lines, most of them unchanged
+        self._lines: tuple[Any, dict[Any, tuple[dict[str, Any], tuple[bool, bool], Strip]]] = ((), {})
 
     @property
     def selected_key(self) -> Any:
@@ -86,12 +92,16 @@ class LineTable(ScrollView, can_focus=True):
 
     def rows_changed(self) -> None:
         """The RowSet was rebuilt: keep the cursor on the same key, resize, redraw."""
-        index = self.rowset.index
-        if self._selected in index:
-            self.cursor = index[self._selected]
+        rows = self.rowset.rows
+        if self._selected is not None:
+            if not (self.cursor < len(rows) and rows[self.cursor][self.rowset.key] == self._selected):
+                at = self.rowset.position(self._selected)  # it moved: look for it
+                if at is not None:
+                    self.cursor = at
         self.cursor = max(0, min(self.cursor, len(self.rowset.rows) - 1))
         self._selected = self.rowset.rows[self.cursor][self.rowset.key] if self.rowset.rows else None
         self.virtual_size = Size(self.area.width, len(self.rowset.rows) + 1)
+        self._drawn += 1
         self._follow_cursor()
         self.refresh()
 
@@ -172,8 +182,21 @@ class LineTable(ScrollView, can_focus=True):
             self._set_cursor(round(self.scroll_y) + event.y - 1)
 
     def columns(self) -> list[tuple[Column, int]]:
-        width = self.area.width - (MARK_WIDTH if self.markable else 0)
-        return layout(self.rowset.columns.values(), width)
+        """The layout for the rows on screen (what their texts need), made once per frame, not per line."""
+        width, height = self.area.width - (MARK_WIDTH if self.markable else 0), self.area.height
+        top, now = round(self.scroll_y), self.clock()
+        key = (width, height, top, self._drawn, self.rowset.sort, int(now))
+        if key != self._layout[0]:
+            rows = self.rowset.rows[top:top + max(0, height - 1)]
+            wants = {c.key: max((cell_len(c.text(r, now)) for r in rows), default=0)
+                     for c in self.rowset.columns.values()}
+            shown = layout(self.rowset.columns.values(), width, sort=self.rowset.sort, wants=wants)
+            # what a row's line depends on besides the row: the widths, the second if a shown column is timed, and
+            # the rebuild if one draws from more than its row (a sparkline of the model's measurements)
+            looks = (*((c.key, w) for c, w in shown), int(now) if any(c.timed for c, _ in shown) else None,
+                     self._drawn if not all(c.cached for c, _ in shown) else None)
+            self._layout = (key, shown, looks)
+        return self._layout[1]
 
     def render_line(self, y: int) -> Strip:
         width = self.area.width
@@ -188,16 +211,33 @@ class LineTable(ScrollView, can_focus=True):
             return Strip.blank(width, base)
         row = rows[index]
         key = row[self.rowset.key]
+        shown = self.columns()
+        looks = (index == self.cursor, key in self.marked)
+        frame = (self._layout[2], base, self.has_focus, self.app.theme)
+        if frame != self._lines[0]:
+            self._lines = (frame, {})
+        drawn = self._lines[1].get(key)
+        if drawn is not None and drawn[0] is row and drawn[1] == looks:
+            return drawn[2]
+        strip = self._line(row, looks, shown, width, base)
+        if len(self._lines[1]) > 4 * max(1, self.area.height):
+            self._lines[1].clear()
+        self._lines[1][key] = (row, looks, strip)
+        return strip
+
+    def _line(self, row: dict[str, Any], looks: tuple[bool, bool], shown: list[tuple[Column, int]], width: int,
+              base: Style) -> Strip:
+        cursor, marked = looks
         style = Style()
-        if index == self.cursor:
+        if cursor:
             style = self.get_component_rich_style("linetable--cursor")
-        elif key in self.marked:
+        elif marked:
             style = self.get_component_rich_style("linetable--marked")
         line = Text(style=style, no_wrap=True, end="")
         if self.markable:
-            line.append("● " if key in self.marked else "  ", style="bold yellow")
+            line.append("● " if marked else "  ", style="bold yellow")
         now = self.clock()
-        for n, (column, cells) in enumerate(self.columns()):
+        for n, (column, cells) in enumerate(shown):
             if n:
                 line.append(" ")
             value = column.cell(row, now)
