@@ -194,13 +194,14 @@ class Recording(ControlClient):
     async def nodes(self) -> dict[str, Any]:
         return seeded_nodes()
 
-    async def _send(self, method: str, path: str, params: dict[str, Any] | None, body: dict[str, Any] | None) -> bytes:
+    async def _send(self, method: str, path: str, params: dict[str, Any] | None, body: dict[str, Any] | None,
+                    timeout: float | None = None) -> bytes:
         """The tasks view's routes, as recorded; anything else is not."""
         if method == "GET" and path == "/tasks":
             return json.dumps(seeded_tasks()).encode()
         if method == "GET" and path.startswith("/tasks/"):
             return json.dumps(seeded_task_detail(":".join(path.split("/")[2:4]))).encode()
-        return await super()._send(method, path, params, body)
+        return await super()._send(method, path, params, body, timeout)
 
     async def pulse(self, minutes: int = 60) -> dict[str, Any]:
         return seeded_pulse()
@@ -252,7 +253,8 @@ class RecordingWithDetail(Recording):
                                     "frozen_until": iso(NOW + 86400 * 27)}
         account["proxy"] = "socks5://203.0.113.7:1080"
 
-    async def _send(self, method: str, path: str, params: dict[str, Any] | None, body: dict[str, Any] | None) -> bytes:
+    async def _send(self, method: str, path: str, params: dict[str, Any] | None, body: dict[str, Any] | None,
+                    timeout: float | None = None) -> bytes:
         fields = ("api_id", "api_hash_masked", "device_model", "system_version", "app_version", "lang_code",
                   "system_lang_code")
         if path.endswith("/device"):
@@ -298,7 +300,9 @@ def loaded(*keys: str) -> Callable[[Pilot[None]], Any]:
     async def run_before(pilot: Pilot[None]) -> None:
         app = pilot.app
         assert isinstance(app, FleetApp)
-        while not app.model.accounts or len(app.model.views) < 2 or not app.model.nodes:
+        for _ in range(500):
+            if app.model.accounts and len(app.model.views) >= 2 and app.model.nodes:
+                break
             await pilot.pause(0.01)
         app.repaint()
         await pilot.press(*keys)
@@ -327,20 +331,23 @@ def test_nodes_view(app: FleetApp, snap_compare: Any) -> None:
     assert snap_compare(app, terminal_size=(100, 12), run_before=loaded("left_square_bracket"))
 
 
-def test_proxies_view(monkeypatch: pytest.MonkeyPatch, snap_compare: Any) -> None:
+@pytest.mark.parametrize("size", [(120, 12), (80, 24), (160, 45)], ids=["120x12", "80x24", "160x45"])
+def test_proxies_view(monkeypatch: pytest.MonkeyPatch, snap_compare: Any, size: tuple[int, int]) -> None:
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     app = FleetApp(Path("/nonexistent/tgdaemon.sock"), clock=lambda: NOW, client=RecordingWithProxies())
 
     async def run_before(pilot: Pilot[None]) -> None:
-        while not app.model.accounts or not app.model.proxies or not app.model.nodes:
+        for _ in range(500):
+            if app.model.accounts and app.model.proxies and app.model.nodes:
+                break
             await pilot.pause(0.01)
         await pilot.press("P")
         await pilot.pause()
         app.repaint()
         await pilot.pause()
 
-    assert snap_compare(app, terminal_size=(120, 12), run_before=run_before)
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
 
 
 def tasks_loaded(*keys: str) -> Callable[[Pilot[None]], Any]:
@@ -350,15 +357,21 @@ def tasks_loaded(*keys: str) -> Callable[[Pilot[None]], Any]:
     async def run_before(pilot: Pilot[None]) -> None:
         app = pilot.app
         assert isinstance(app, FleetApp)
-        while not app.model.accounts:
+        for _ in range(500):
+            if app.model.accounts:
+                break
             await pilot.pause(0.01)
         await pilot.press("T")
-        while not (isinstance(app.screen, TasksScreen) and app.screen.tasks):
+        for _ in range(500):
+            if isinstance(app.screen, TasksScreen) and app.screen.tasks:
+                break
             await pilot.pause(0.01)
         app.repaint()
         await pilot.pause()
         await pilot.press(*keys)
-        while isinstance(app.screen, TaskDetailScreen) and app.screen.detail is None:
+        for _ in range(500):
+            if not (isinstance(app.screen, TaskDetailScreen) and app.screen.detail is None):
+                break
             await pilot.pause(0.01)
         await pilot.pause()
 
@@ -451,22 +464,6 @@ def test_nodes_view_80x24(app: FleetApp, snap_compare: Any) -> None:
     assert snap_compare(app, terminal_size=(80, 24), run_before=loaded("left_square_bracket"))
 
 
-def test_proxies_view_80x24(monkeypatch: pytest.MonkeyPatch, snap_compare: Any) -> None:
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    app = FleetApp(Path("/nonexistent/tgdaemon.sock"), clock=lambda: NOW, client=RecordingWithProxies())
-
-    async def run_before(pilot: Pilot[None]) -> None:
-        while not app.model.accounts or not app.model.proxies or not app.model.nodes:
-            await pilot.pause(0.01)
-        await pilot.press("P")
-        await pilot.pause()
-        app.repaint()
-        await pilot.pause()
-
-    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
-
-
 def test_accounts_view_80x24_sorted_by_cooldown_descending(app: FleetApp, snap_compare: Any) -> None:
     """The sorted column takes the room for its arrow from the others; the command prompt sorted it."""
     assert snap_compare(app, terminal_size=(80, 24),
@@ -481,17 +478,3 @@ def test_list_view_160x45(app: FleetApp, snap_compare: Any, keys: tuple[str, ...
     assert snap_compare(app, terminal_size=(160, 45), run_before=loaded(*keys))
 
 
-def test_proxies_view_160x45(monkeypatch: pytest.MonkeyPatch, snap_compare: Any) -> None:
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    app = FleetApp(Path("/nonexistent/tgdaemon.sock"), clock=lambda: NOW, client=RecordingWithProxies())
-
-    async def run_before(pilot: Pilot[None]) -> None:
-        while not app.model.accounts or not app.model.proxies or not app.model.nodes:
-            await pilot.pause(0.01)
-        await pilot.press("P")
-        await pilot.pause()
-        app.repaint()
-        await pilot.pause()
-
-    assert snap_compare(app, terminal_size=(160, 45), run_before=run_before)
