@@ -62,92 +62,107 @@ CREATE FUNCTION tgfleet_count_lanes(kinds text[], lanes text[], statuses text[],
         ON CONFLICT (kind, lane, status, stripe) DO UPDATE SET n = lane_counts.n + EXCLUDED.n;
 $$;
 
+-- Minutes more than two hours old (rows another transaction holds are left for the next statement).
+CREATE FUNCTION tgfleet_prune_pulse() RETURNS void LANGUAGE sql AS $$
+    DELETE FROM pulse_counts WHERE ctid = ANY (ARRAY(
+        SELECT ctid FROM pulse_counts WHERE minute < extract(epoch FROM now()) - 7200 FOR UPDATE SKIP LOCKED));
+$$;
+
+-- Each UPDATE statement's rows whose status changed are joined once (``moved``): their lanes' counters moved,
+-- the attempts they ended recorded and counted in the pulse, and (setup) each such task's history cut to its
+-- last 20, all in one statement: a claim or a finish of a batch pays one statement more, not one per part
+-- (measured: about a fifth less than one statement per part and a trigger on task_attempts).
 CREATE FUNCTION tgfleet_setup_lanes() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    k text[]; l text[]; s text[]; d bigint[];
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        SELECT array_agg('setup'::text), array_agg(task_type), array_agg(status), array_agg(1::bigint) INTO k, l, s, d
-            FROM new_rows;
+        PERFORM tgfleet_count_lanes(array_agg('setup'::text), array_agg(task_type), array_agg(status),
+                                    array_agg(1::bigint)) FROM new_rows HAVING count(*) > 0;
     ELSIF TG_OP = 'DELETE' THEN
-        SELECT array_agg('setup'::text), array_agg(task_type), array_agg(status), array_agg(-1::bigint) INTO k, l, s, d
-            FROM old_rows;
+        PERFORM tgfleet_count_lanes(array_agg('setup'::text), array_agg(task_type), array_agg(status),
+                                    array_agg(-1::bigint)) FROM old_rows HAVING count(*) > 0;
         DELETE FROM task_attempts x USING old_rows o WHERE x.kind = 'setup' AND x.task_id = o.id;
     ELSE
-        SELECT array_agg('setup'::text), array_agg(c.t), array_agg(c.st), array_agg(c.n) INTO k, l, s, d FROM (
-            SELECT o.task_type AS t, o.status AS st, -1::bigint AS n FROM old_rows o JOIN new_rows w ON w.id = o.id
-                WHERE o.status <> w.status
-            UNION ALL SELECT w.task_type, w.status, 1 FROM old_rows o JOIN new_rows w ON w.id = o.id
-                WHERE o.status <> w.status) c;
-        -- The attempts these updates ended (a running task that is no longer), then each task's last 20 kept.
-        WITH ended AS (
+        WITH moved AS MATERIALIZED (
+            SELECT w.id, w.account_id, w.task_type, o.status AS was, w.status, o.attempts, o.updated_at AS began,
+                   w.updated_at, w.last_error_code, w.last_error
+            FROM old_rows o JOIN new_rows w ON w.id = o.id WHERE o.status <> w.status),
+        counted AS (
+            INSERT INTO lane_counts (kind, lane, status, stripe, n)
+            SELECT 'setup', c.lane, c.status, pg_backend_pid() % 16, SUM(c.d) FROM (
+                SELECT task_type AS lane, was AS status, -1 AS d FROM moved
+                UNION ALL SELECT task_type, status, 1 FROM moved) c
+            GROUP BY c.lane, c.status HAVING SUM(c.d) <> 0
+            ON CONFLICT (kind, lane, status, stripe) DO UPDATE SET n = lane_counts.n + EXCLUDED.n),
+        ended AS (
             INSERT INTO task_attempts (kind, task_id, account_id, attempt, task_type, node, started_at, ended_at,
                                        outcome, error_code, error)
-            SELECT 'setup', w.id, w.account_id, o.attempts, w.task_type, a.owner, o.updated_at, w.updated_at,
-                   CASE WHEN w.status = 'retry' AND w.last_error_code = 'INTERRUPTED' THEN 'interrupted'
-                        ELSE w.status END, w.last_error_code, w.last_error
-            FROM old_rows o JOIN new_rows w ON w.id = o.id LEFT JOIN accounts a ON a.id = w.account_id
-            WHERE o.status = 'running' AND w.status <> 'running' ORDER BY w.id
-            RETURNING task_id)
-        DELETE FROM task_attempts x WHERE x.kind = 'setup' AND x.task_id IN (SELECT task_id FROM ended)
-            AND x.id <= (SELECT y.id FROM task_attempts y WHERE y.kind = 'setup' AND y.task_id = x.task_id
-                         ORDER BY y.id DESC OFFSET 19 LIMIT 1);
-    END IF;
-    IF k IS NOT NULL THEN
-        PERFORM tgfleet_count_lanes(k, l, s, d);
+            SELECT 'setup', m.id, m.account_id, m.attempts, m.task_type, a.owner, m.began, m.updated_at,
+                   CASE WHEN m.status = 'retry' AND m.last_error_code = 'INTERRUPTED' THEN 'interrupted'
+                        ELSE m.status END, m.last_error_code, m.last_error
+            FROM moved m LEFT JOIN accounts a ON a.id = m.account_id WHERE m.was = 'running' ORDER BY m.id
+            RETURNING task_id, ended_at, task_type, outcome),
+        pulsed AS (
+            INSERT INTO pulse_counts (minute, kind, lane, outcome, stripe, n)
+            SELECT (floor(ended_at / 60) * 60)::bigint, 'setup', task_type, outcome, pg_backend_pid() % 16, count(*)
+            FROM ended GROUP BY 1, 3, 4
+            ON CONFLICT (minute, kind, lane, outcome, stripe) DO UPDATE SET n = pulse_counts.n + EXCLUDED.n),
+        -- The statement's snapshot does not see the rows ``ended`` adds: 19 older ones kept, and the new one.
+        cut AS (
+            SELECT e.task_id, (SELECT y.id FROM task_attempts y WHERE y.kind = 'setup' AND y.task_id = e.task_id
+                               ORDER BY y.id DESC OFFSET 19 LIMIT 1) AS last_dropped
+            FROM (SELECT DISTINCT task_id FROM ended) e)
+        DELETE FROM task_attempts x USING cut
+            WHERE cut.last_dropped IS NOT NULL AND x.kind = 'setup' AND x.task_id = cut.task_id
+              AND x.id <= cut.last_dropped;
+        PERFORM tgfleet_prune_pulse();
     END IF;
     RETURN NULL;
 END $$;
 
 CREATE FUNCTION tgfleet_pulled_lanes() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    k text[]; l text[]; s text[]; d bigint[];
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        SELECT array_agg('pulled'::text), array_agg(COALESCE(executor, '')), array_agg(status), array_agg(1::bigint)
-            INTO k, l, s, d FROM new_rows;
+        PERFORM tgfleet_count_lanes(array_agg('pulled'::text), array_agg(COALESCE(executor, '')), array_agg(status),
+                                    array_agg(1::bigint)) FROM new_rows HAVING count(*) > 0;
     ELSIF TG_OP = 'DELETE' THEN
-        SELECT array_agg('pulled'::text), array_agg(COALESCE(executor, '')), array_agg(status), array_agg(-1::bigint)
-            INTO k, l, s, d FROM old_rows;
+        PERFORM tgfleet_count_lanes(array_agg('pulled'::text), array_agg(COALESCE(executor, '')), array_agg(status),
+                                    array_agg(-1::bigint)) FROM old_rows HAVING count(*) > 0;
         DELETE FROM task_attempts x USING old_rows o WHERE x.kind = 'pulled' AND x.task_id = o.id;
     ELSE
-        SELECT array_agg('pulled'::text), array_agg(c.e), array_agg(c.st), array_agg(c.n) INTO k, l, s, d FROM (
-            SELECT COALESCE(o.executor, '') AS e, o.status AS st, -1::bigint AS n
-                FROM old_rows o JOIN new_rows w ON w.id = o.id
-                WHERE o.status <> w.status OR o.executor IS DISTINCT FROM w.executor
-            UNION ALL SELECT COALESCE(w.executor, ''), w.status, 1 FROM old_rows o JOIN new_rows w ON w.id = o.id
-                WHERE o.status <> w.status OR o.executor IS DISTINCT FROM w.executor) c;
-        INSERT INTO task_attempts (kind, task_id, account_id, attempt, task_type, executor, node, started_at,
-                                   ended_at, outcome, error_code, error)
-        SELECT 'pulled', w.id, w.account_id, o.lease_count, w.action, o.leased_by,
-               CASE WHEN o.leased_by = 'local' THEN a.owner END, o.leased_at,
-               CASE WHEN x.expired THEN o.lease_expires_at ELSE w.reported_at END,
-               CASE WHEN x.expired THEN 'expired' ELSE w.status END,
-               CASE WHEN x.expired THEN 'LEASE_EXPIRED' ELSE w.error_code END,
-               CASE WHEN x.expired THEN 'the lease ran out without a report'
-                    WHEN w.status = 'failed' THEN w.result_json ->> 'error' END
-        FROM old_rows o JOIN new_rows w ON w.id = o.id LEFT JOIN accounts a ON a.id = w.account_id
-        CROSS JOIN LATERAL (SELECT w.status = 'pending' OR w.error_code IS NOT DISTINCT FROM 'LEASE_EXPIRED'
-                            AS expired) x
-        WHERE o.status = 'leased' AND w.status <> 'leased' ORDER BY w.id;
+        WITH moved AS MATERIALIZED (
+            SELECT w.id, w.account_id, w.action, o.status AS was, w.status, COALESCE(o.executor, '') AS lane_was,
+                   COALESCE(w.executor, '') AS lane, o.lease_count, o.leased_by, o.leased_at, o.lease_expires_at,
+                   w.reported_at, w.error_code, w.result_json ->> 'error' AS error,
+                   w.status = 'pending' OR w.error_code IS NOT DISTINCT FROM 'LEASE_EXPIRED' AS expired
+            FROM old_rows o JOIN new_rows w ON w.id = o.id
+            WHERE o.status <> w.status OR o.executor IS DISTINCT FROM w.executor),
+        counted AS (
+            INSERT INTO lane_counts (kind, lane, status, stripe, n)
+            SELECT 'pulled', c.lane, c.status, pg_backend_pid() % 16, SUM(c.d) FROM (
+                SELECT lane_was AS lane, was AS status, -1 AS d FROM moved
+                UNION ALL SELECT lane, status, 1 FROM moved) c
+            GROUP BY c.lane, c.status HAVING SUM(c.d) <> 0
+            ON CONFLICT (kind, lane, status, stripe) DO UPDATE SET n = lane_counts.n + EXCLUDED.n),
+        ended AS (
+            INSERT INTO task_attempts (kind, task_id, account_id, attempt, task_type, executor, node, started_at,
+                                       ended_at, outcome, error_code, error)
+            SELECT 'pulled', m.id, m.account_id, m.lease_count, m.action, m.leased_by,
+                   CASE WHEN m.leased_by = 'local' THEN a.owner END, m.leased_at,
+                   CASE WHEN m.expired THEN m.lease_expires_at ELSE m.reported_at END,
+                   CASE WHEN m.expired THEN 'expired' ELSE m.status END,
+                   CASE WHEN m.expired THEN 'LEASE_EXPIRED' ELSE m.error_code END,
+                   CASE WHEN m.expired THEN 'the lease ran out without a report'
+                        WHEN m.status = 'failed' THEN m.error END
+            FROM moved m LEFT JOIN accounts a ON a.id = m.account_id
+            WHERE m.was = 'leased' AND m.status <> 'leased' ORDER BY m.id
+            RETURNING ended_at, executor, outcome)
+        INSERT INTO pulse_counts (minute, kind, lane, outcome, stripe, n)
+            SELECT (floor(ended_at / 60) * 60)::bigint, 'pulled', COALESCE(executor, ''), outcome,
+                   pg_backend_pid() % 16, count(*)
+            FROM ended GROUP BY 1, 3, 4
+            ON CONFLICT (minute, kind, lane, outcome, stripe) DO UPDATE SET n = pulse_counts.n + EXCLUDED.n;
+        PERFORM tgfleet_prune_pulse();
     END IF;
-    IF k IS NOT NULL THEN
-        PERFORM tgfleet_count_lanes(k, l, s, d);
-    END IF;
-    RETURN NULL;
-END $$;
-
-CREATE FUNCTION tgfleet_pulse() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO pulse_counts (minute, kind, lane, outcome, stripe, n)
-        SELECT (floor(ended_at / 60) * 60)::bigint, kind,
-               CASE WHEN kind = 'setup' THEN task_type ELSE COALESCE(executor, '') END, outcome,
-               pg_backend_pid() % 16, count(*)
-        FROM new_rows GROUP BY 1, 2, 3, 4
-        ON CONFLICT (minute, kind, lane, outcome, stripe) DO UPDATE SET n = pulse_counts.n + EXCLUDED.n;
-    DELETE FROM pulse_counts WHERE ctid = ANY (ARRAY(
-        SELECT ctid FROM pulse_counts WHERE minute < (SELECT max(ended_at) FROM new_rows) - 7200
-        FOR UPDATE SKIP LOCKED));
     RETURN NULL;
 END $$;
 
@@ -164,5 +179,3 @@ CREATE TRIGGER tasks_lanes_delete AFTER DELETE ON tasks REFERENCING OLD TABLE AS
     FOR EACH STATEMENT EXECUTE FUNCTION tgfleet_pulled_lanes();
 CREATE TRIGGER tasks_lanes_update AFTER UPDATE ON tasks REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION tgfleet_pulled_lanes();
-CREATE TRIGGER task_attempts_pulse AFTER INSERT ON task_attempts REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION tgfleet_pulse();
