@@ -236,8 +236,8 @@ class RecordingWithProxies(Recording):
         return seeded_proxies()
 
 
-TASK_TYPES = ("set_name", "set_username", "set_bio", "set_photo", "join_channel", "story_photo", "story_video",
-              "privacy")
+DETAIL_TASK_TYPES = ("ensure_2fa", "update_name", "privacy_phone_hidden", "privacy_last_seen_everybody",
+                     "set_photo_jpg", "story_image", "story_video", "terminate_other_sessions")
 
 
 class RecordingWithDetail(Recording):
@@ -263,7 +263,7 @@ class RecordingWithDetail(Recording):
                                "effective": own}).encode()
         if path == "/tasks":
             tasks = []
-            for n, task_type in enumerate(TASK_TYPES):
+            for n, task_type in enumerate(DETAIL_TASK_TYPES):
                 status = "done" if n < 3 else "failed" if n == 4 else "pending"
                 tasks.append({
                     "key": f"setup:{70 + n}", "kind": "setup", "created_at": iso(NOW - 86400),
@@ -272,16 +272,16 @@ class RecordingWithDetail(Recording):
                     "attempts": 1 if status == "done" else 3 if n == 4 else 0,
                     "retry_at": iso(NOW + 400) if n == 4 else None,
                     "last_error_code": "FLOOD_WAIT_420" if n == 4 else None,
-                    "last_error": "A wait of 420 seconds is required (caused by JoinChannelRequest)" if n == 4
+                    "last_error": "A wait of 420 seconds is required (caused by UploadProfilePhotoRequest)" if n == 4
                     else None,
                     "blocked_by": "account in cooldown" if status == "pending" else None, "result": {},
                     "updated_at": iso(NOW - 20 if n == 4 else NOW - 7200 + n * 300)})
             return json.dumps({"tasks": tasks}).encode()
         if path == "/events":
-            kinds = (("account.cooldown", "cooldown: FLOOD_WAIT_420 for 420 s (join_channel)", 20),
-                     ("task.failed", "join_channel failed: FLOOD_WAIT_420", 21),
+            kinds = (("account.cooldown", "cooldown: FLOOD_WAIT_420 for 420 s (set_photo_jpg)", 20),
+                     ("task.failed", "set_photo_jpg failed: FLOOD_WAIT_420", 21),
                      ("health.checked", "frozen since 2026-01-12", 3600),
-                     ("task.done", "set_bio done", 6600))
+                     ("task.done", "update_name done", 6600))
             return json.dumps({"events": [
                 {"id": 900 - n, "at": iso(NOW - ago), "kind": kind, "account_id": 7, "task_id": None,
                  "quota_id": None, "message": message, "data": {}}
