@@ -38,8 +38,8 @@ QUOTAS = (
 )
 SIZE = (120, 32)
 WORK_SECONDS = 45.0
-SHOTS = (("accounts", ()), ("detail", ("j", "j", "enter")), ("quotas", ("escape", "tab")),
-         ("events", ("tab",)), ("nodes", ("tab",)), ("help", ("question_mark",)))
+SHOTS = (("accounts", ()), ("detail", ("j", "j", "enter")), ("quotas", ("escape", "tab")), ("tasks", ("tab",)),
+         ("events", ("tab",)), ("pulse", ("tab",)), ("nodes", ("tab",)), ("help", ("question_mark",)))
 
 
 async def _ready(socket_path: Path, proc: subprocess.Popen[bytes]) -> None:
