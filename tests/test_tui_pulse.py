@@ -54,7 +54,14 @@ async def test_the_pulse_view_shows_the_setup_tasks_done() -> None:
                 assert "y: tasks/min, 0 to" in heading, text
                 assert re.search(r"^ *-60m +-30m +now$", text, re.M), text  # the x-axis, labelled
                 assert re.search(r"^ *\d+ ┤", text, re.M), text  # the y-axis scale
-                await pilot.press("right_square_bracket")  # the view round goes on to the nodes
+                await pilot.press("colon", *"filter x", "enter")  # command mode here too; no rows to filter
+                await pilot.pause()
+                assert app.current_mode == "pulse"
+                assert any("no rows to filter" in str(n.message) for n in app._notifications), app._notifications
+                await pilot.press("escape", "colon", *"tasks", "enter")
+                await pilot.pause()
+                assert app.current_mode == "tasks"
+                await pilot.press("U", "right_square_bracket")  # the view round goes on to the nodes
                 assert app.current_mode == "nodes"
         assert daemon.stop() == 0, daemon.log()
 

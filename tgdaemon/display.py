@@ -108,8 +108,6 @@ def times_in(text: str | None, now: float) -> str:
     return ISO_TIME.sub(lambda m: relative_iso(m[0], now), text)
 
 
-
-
 def ago(seconds: float) -> str:
     """How long ago, ``seconds`` back: ``3m ago``, ``2h 5m ago``, ``just now`` (under 5 s); as ``relative`` says it."""
     return relative(-seconds, 0.0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from textual.app import SystemCommand
 from textual.binding import Binding, BindingType
@@ -66,8 +66,9 @@ def parse_sort(rowset: RowSet, words: list[str]) -> tuple[Column, bool] | str:
     return column, desc
 
 
-def run(app: FleetApp, screen: FleetScreen, line: str) -> str | None:
-    """Carry out one command line; a one-line complaint when it cannot be, else None."""
+def run(app: FleetApp, screen: Screen[Any], line: str) -> str | None:
+    """Carry out one command line; a one-line complaint when it cannot be, else None. ``filter`` and ``sort``
+    need a view with rows (a ``FleetScreen``); the pulse view takes the others."""
     text = line.strip().removeprefix(":").strip()
     verb, _, rest = text.partition(" ")
     verb = verb.lower()
@@ -75,13 +76,16 @@ def run(app: FleetApp, screen: FleetScreen, line: str) -> str | None:
         return None
     if verb in app.MODES:
         app.switch_mode(verb)
+    elif verb in ("filter", "sort") and not hasattr(screen, "rowset"):
+        return f"{verb}: this view has no rows to {verb}; a list view has (:accounts, :tasks…)"
     elif verb == "filter":
-        return screen.set_filter(rest.strip())
+        return cast("FleetScreen", screen).set_filter(rest.strip())
     elif verb == "sort":
-        found = parse_sort(screen.rowset, rest.split())
+        table = cast("FleetScreen", screen)
+        found = parse_sort(table.rowset, rest.split())
         if isinstance(found, str):
             return found
-        screen.set_sort(found[0].key, found[1])
+        table.set_sort(found[0].key, found[1])
     elif verb == "help":
         app.action_help()
     elif verb in QUIT:

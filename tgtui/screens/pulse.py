@@ -13,15 +13,17 @@ from typing import TYPE_CHECKING, ClassVar, cast
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import BindingType
+from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.css.query import NoMatches
 from textual.geometry import Size
 from textual.screen import Screen
-from textual.widgets import Footer
+from textual.widgets import Footer, Input
 
 from tgdaemon.display import relative
+from tgtui import commands
 from tgtui.chart import margin, nice_ceiling, plot
+from tgtui.commands import CommandInput
 from tgtui.model import Pulse
 from tgtui.screens.base import FleetScreen
 from tgtui.widgets.chart import ChartView
@@ -114,9 +116,14 @@ class PulseScreen(Screen[None]):
     DEFAULT_CSS = """
     PulseScreen VerticalScroll { height: 1fr; padding: 0 1; }
     PulseScreen ChartView { height: auto; }
+    PulseScreen #command { dock: bottom; display: none; height: 3; margin-bottom: 1; }
+    PulseScreen #command.shown { display: block; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
-        b for b in FleetScreen.BINDINGS if not isinstance(b, tuple) and b.action.startswith("app.")]
+        *(b for b in FleetScreen.BINDINGS if not isinstance(b, tuple) and b.action.startswith("app.")),
+        Binding("colon", "command", "Command"),
+        Binding("escape", "close_command", "Close the command line", show=False),
+    ]
 
     @property
     def fleet(self) -> FleetApp:
@@ -127,7 +134,26 @@ class PulseScreen(Screen[None]):
         yield OfflineBanner()
         with VerticalScroll():
             yield ChartView(self.chart, id="pulse")
+        yield CommandInput(commands.suggestions(self.fleet.MODES, ()), id="command",
+                           placeholder="command: a view (accounts, tasks…), help, q; tab: complete")
         yield Footer(compact=True)
+
+    def action_command(self) -> None:
+        prompt = self.query_one("#command", Input)
+        prompt.value = ""
+        prompt.add_class("shown")
+        prompt.focus()
+
+    def action_close_command(self) -> None:
+        self.query_one("#command", Input).remove_class("shown")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        """The same command line as the list views' (tgtui/commands.py)."""
+        problem = commands.run(self.fleet, self, event.value)
+        if problem:
+            self.notify(problem, severity="error")
+            return
+        event.input.remove_class("shown")
 
     def chart(self, width: int, height: int) -> list[Text]:
         """Drawn to the scrolling box's height, not the widget's own (which is set from the lines drawn)."""

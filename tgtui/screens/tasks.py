@@ -19,7 +19,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Label, Static
 
-from tgdaemon.display import TASK_STATUS_STYLE, ago
+from tgdaemon.display import TASK_STATUS_STYLE, ago, times_in
 from tgdaemon.errors import ApiError
 from tgdaemon.wire import ANY_TASK_STATUSES, TaskDetail, TaskList, TasksRetried
 from tgtui.model import parse_time
@@ -84,7 +84,7 @@ TASK_COLUMNS = [
     Column("status", "Status", 7, _status),
     Column("attempts", "Tries", 5, lambda r, n: str(r["attempts"]), sort=lambda r, n: r["attempts"], right=True,
            drop=5),
-    Column("blocked", "Blocked by", 12, lambda r, n: r["blocked_by"] or "", flex=True, drop=2),
+    Column("blocked", "Blocked by", 12, lambda r, n: times_in(r["blocked_by"], n), flex=True, drop=2, timed=True),
     Column("error", "Last error", 14, lambda r, n: r["last_error_code"] or "", flex=True, drop=1),
     Column("age", "Updated", 9, _age, sort=_updated, timed=True, right=True),
 ]
