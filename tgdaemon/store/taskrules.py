@@ -4,12 +4,13 @@ why not the others. Both drivers read the candidates with what these need and wr
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
-from tgdaemon.store.api import REFUSALS_SHOWN, Row
+from tgdaemon.store.api import REFUSALS_SHOWN, Row, TaskRetry, Tx
 
 SETUP_RETRYABLE = ("failed", "retry")
+R = TypeVar("R")
 BATCH = 5000  # tasks made due per transaction: the writer is held a few ms at a time, not for a whole fleet
 
 
@@ -62,3 +63,34 @@ def note(refused: list[tuple[str, int, str]], one: tuple[str, int, str]) -> None
     """Name a refusal, up to REFUSALS_SHOWN of them (the rest are only counted)."""
     if len(refused) < REFUSALS_SHOWN:
         refused.append(one)
+
+
+class RetryTally:
+    """One ``retry_tasks`` answer as both drivers make it: the tasks matched, those made due, and the refusals
+    (named up to REFUSALS_SHOWN, all counted)."""
+
+    def __init__(self) -> None:
+        self.matched = self.retried = self.refused_count = 0
+        self.refused: list[tuple[str, int, str]] = []
+
+    def split(self, kind: str, rows: Sequence[R], why: Callable[[R], str | None]) -> list[R]:
+        """The rows to make due; the others are tallied with ``why`` they are not."""
+        self.matched += len(rows)
+        due = []
+        for r in rows:
+            if (reason := why(r)) is None:
+                due.append(r)
+            else:
+                self.refused_count += 1
+                note(self.refused, (kind, r["id"], reason))  # type: ignore[index]
+        return due
+
+    def result(self, dry_run: bool) -> TaskRetry:
+        return TaskRetry(matched=self.matched, retried=self.retried, refused=self.refused,
+                         refused_count=self.refused_count, dry_run=dry_run)
+
+
+async def log_retry(tx: Tx, kind: str, n: int) -> None:
+    """The log row of one retry batch, the same on both drivers."""
+    said = "setup tasks due now" if kind == "setup" else "pulled tasks pending again"
+    await tx.event("tasks.retry_requested", f"operator retry: {n} {said}", data={"kind": kind, "tasks": n})

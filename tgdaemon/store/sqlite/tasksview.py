@@ -97,41 +97,24 @@ class TasksViewStore(StoreCore):
 
     async def retry_tasks(self, f: TaskFilter, *, dry_run: bool = False,
                           pulled_window: float = 600.0) -> TaskRetry:
-        matched = retried = 0
-        refused: list[tuple[str, int, str]] = []
-        refused_count = 0
+        tally = taskrules.RetryTally()
         # Setup: the retryable ones by id, in batches; the others only counted (and the first few named).
         params: dict[str, Any] = {}
         where = _where("setup", f, params)
         if where is not None:
             rows = list(await self.read(f"SELECT t.id, t.status FROM account_tasks t{where} ORDER BY t.id", params))
-            matched += len(rows)
-            due = []
-            for r in rows:
-                if (why := taskrules.setup_refusal(r["status"])) is None:
-                    due.append(r["id"])
-                else:
-                    refused_count += 1
-                    taskrules.note(refused, ("setup", r["id"], why))
-            retried += len(due) if dry_run else await self._retry_setup(due)
+            due = [r["id"] for r in tally.split("setup", rows, lambda r: taskrules.setup_refusal(r["status"]))]
+            tally.retried += len(due) if dry_run else await self._retry_setup(due)
         params = {}
         where = _where("pulled", f, params)
         if where is not None:
             rows = list(await self.read(f"{PULLED_CANDIDATES}{where} ORDER BY t.id", params))
-            matched += len(rows)
             open_rows = list(await self.read(
                 "SELECT account_id, subject_id FROM tasks WHERE status IN ('pending', 'leased')"))
             decide = taskrules.PulledRetry(now(), [r[0] for r in open_rows], Counter(r[1] for r in open_rows))
-            due_rows = []
-            for r in rows:
-                if (why := decide.refusal(r)) is None:
-                    due_rows.append(r)
-                else:
-                    refused_count += 1
-                    taskrules.note(refused, ("pulled", r["id"], why))
-            retried += len(due_rows) if dry_run else await self._retry_pulled(due_rows, pulled_window)
-        return TaskRetry(matched=matched, retried=retried, refused=refused,
-                         refused_count=refused_count, dry_run=dry_run)
+            due_rows = tally.split("pulled", rows, decide.refusal)
+            tally.retried += len(due_rows) if dry_run else await self._retry_pulled(due_rows, pulled_window)
+        return tally.result(dry_run)
 
     async def _retry_setup(self, ids: list[int]) -> int:
         done = 0
@@ -145,8 +128,7 @@ class TasksViewStore(StoreCore):
                 for r in rows:
                     tx.touch(r[0])
                 if rows:
-                    await tx.event("tasks.retry_requested", f"operator retry: {len(rows)} setup tasks due now",
-                                   data={"kind": "setup", "tasks": len(rows)})
+                    await taskrules.log_retry(tx, "setup", len(rows))
                 done += len(rows)
         return done
 
@@ -169,8 +151,7 @@ class TasksViewStore(StoreCore):
                     tx.touch(r["account_id"])
                     tx.touch_quota(r["subject_id"])
                 if back:
-                    await tx.event("tasks.retry_requested", f"operator retry: {len(back)} pulled tasks pending again",
-                                   data={"kind": "pulled", "tasks": len(back)})
+                    await taskrules.log_retry(tx, "pulled", len(back))
                 done += len(back)
         return done
 
